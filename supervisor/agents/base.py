@@ -1,0 +1,195 @@
+"""The Agent protocol every kind implements, and the typed events an agent yields.
+
+An agent turn is `agent.run(request)`: an async iterator of `AgentEvent`s that
+ends after a `Done` or an `AgentFailed`. The loop charges every `Usage` as it
+arrives (usage events are deltas, never running totals), so that a CLI agent
+crossing its budget can be killed mid-turn. Cancelling the iterating task (the
+loop does this through a cancel scope) must stop the agent and kill any child
+process group: `aclose()` is the explicit form of the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRequest:
+    """One turn: the rendered prompt plus what the agent may spend."""
+
+    loop: str
+    iteration: int
+    prompt: str
+    workspace: Path
+    budget: TurnBudget
+    """Reserve before every model request; raises BudgetExhausted when nothing is left."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for child processes (LOOPVISOR_LOOP, ...)."""
+    history: tuple[str, ...] = ()
+    """Operator messages injected for this turn (already part of `prompt`)."""
+
+
+class BudgetExhausted(Exception):
+    """No ledger in the chain can grant the minimum a request needs, and waiting won't help."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TurnBudget(Protocol):
+    """The loop's budget gate, handed to the agent for each turn.
+
+    `reserve` is called before every model request (a tool round is a new request);
+    it waits (state `waiting`) while other turns hold what is needed, and returns the
+    output tokens granted: `max_tokens` must be clamped to it. The reservation stays
+    open until the next `reserve` or the end of the turn; `Usage` events draw on it.
+    """
+
+    async def reserve(
+        self, *, input_tokens: int, max_output_tokens: int, model: str | None = None
+    ) -> int: ...
+
+    def remaining_tokens(self) -> int | None:
+        """Tokens the loop and global ledgers still have (None: unlimited)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    stream: str = "assistant"
+    """assistant | stdout | stderr | raw"""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    tool_id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    tool_id: str
+    output: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens (and optionally dollars) consumed since the previous Usage event."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    usd: float | None = None
+    """Known cost of this delta; None: the loop prices it from the model's table."""
+    model: str | None = None
+    cpu_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The agent's own conversation id (Claude Code session), kept for resume/step-in."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The agent is held back (rate limit, backoff); shown as state `waiting`.
+
+    With `retry=True` the wait follows a failed request (429, 529, 5xx, cut stream)
+    and counts toward the loop's `retries`; the loop ends the turn once they run out.
+    """
+
+    reason: str
+    seconds: float | None = None
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The agent is running again after a `Waiting`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The turn ended normally."""
+
+    output: str
+    """The agent's final text, used for `$last_output`, done markers and stuck detection."""
+    session_id: str | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFailed:
+    """The turn ended in an error that counts toward the loop's `retries`."""
+
+    message: str
+    retryable: bool = True
+    output: str = ""
+    retry_after: float | None = None
+
+
+AgentEvent: TypeAlias = (
+    TextDelta
+    | ToolCall
+    | ToolResult
+    | Usage
+    | SessionStarted
+    | Waiting
+    | Resumed
+    | Done
+    | AgentFailed
+)
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """One agent instance per loop; it may keep conversation state across turns."""
+
+    def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        """Stream one turn. Cancellation of the consumer stops the turn."""
+        ...
+
+    @property
+    def session_id(self) -> str | None:
+        """The conversation to continue next turn (context = continue)."""
+        ...
+
+    def restore(self, session_id: str | None, history: list[dict[str, Any]] | None) -> None:
+        """Continue a conversation after a supervisor restart (resume)."""
+        ...
+
+    def conversation(self) -> list[dict[str, Any]] | None:
+        """The conversation so far (API agents), journalled so that resume restores it."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the conversation (context = fresh, or operator restart)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients and kill anything still running."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate (about 3.5 characters a token, rounded up)."""
+    return max(1, (len(text) * 2 + 6) // 7)

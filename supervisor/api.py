@@ -1,0 +1,160 @@
+"""The one interface a front-end talks to: in-process `Supervisor` or a remote client.
+
+The TUI, `ctl` and the headless printer only use `SupervisorHandle`: a snapshot of
+the whole run, a bounded event subscription, and control operations. The
+in-process `runtime.Supervisor` implements it directly; `control.RemoteSupervisor`
+implements it over the control socket, so there is one UI code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .events import Event
+from .spec import Limits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopSnapshot:
+    """Everything a front-end shows about one loop, at one instant."""
+
+    name: str
+    agent: str
+    agent_kind: str
+    state: str
+    reason: str
+    iteration: int
+    max_iterations: int
+    tokens: int
+    usd: float
+    cpu_s: float
+    limits: Limits
+    retries_used: int
+    retries: int
+    started_at: float | None
+    elapsed_s: float
+    last_check: str | None
+    last_check_passed: bool | None
+    attention: bool
+    evidence: str
+    session_id: str | None
+    prompt: str
+    wait_seconds: float | None
+    next_run: float | None
+    transcript_tail: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["transcript_tail"] = list(self.transcript_tail)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopSnapshot:
+        kwargs = dict(data)
+        kwargs["limits"] = Limits(**kwargs["limits"])
+        kwargs["transcript_tail"] = tuple(kwargs.get("transcript_tail", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSnapshot:
+    """The global ledger and slots."""
+
+    limits: Limits
+    tokens: int
+    usd: float
+    cpu_s: float
+    wall_s: float
+    tokens_reserved: int
+    usd_reserved: float
+    slots_in_use: int
+    slots_total: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BudgetSnapshot:
+        kwargs = dict(data)
+        kwargs["limits"] = Limits(**kwargs["limits"])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSnapshot:
+    run_id: str
+    config_path: str
+    started_at: float
+    finished: bool
+    loops: tuple[LoopSnapshot, ...]
+    budget: BudgetSnapshot
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "config_path": self.config_path,
+            "started_at": self.started_at,
+            "finished": self.finished,
+            "loops": [loop.to_dict() for loop in self.loops],
+            "budget": dataclasses.asdict(self.budget),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSnapshot:
+        return cls(
+            run_id=data["run_id"],
+            config_path=data["config_path"],
+            started_at=data["started_at"],
+            finished=data["finished"],
+            loops=tuple(LoopSnapshot.from_dict(d) for d in data["loops"]),
+            budget=BudgetSnapshot.from_dict(data["budget"]),
+        )
+
+
+class ControlError(Exception):
+    """A control operation was refused (unknown loop, invalid edit, ...)."""
+
+
+class SupervisorHandle(Protocol):
+    """What every front-end uses. Loop names are validated; errors raise ControlError."""
+
+    async def snapshot(self) -> RunSnapshot: ...
+
+    def subscribe(self, max_buffer: int = 1000) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+        """Live events from now on. A subscriber that falls `max_buffer` behind gets an
+        `EventsDropped` record in place of what it missed; it never slows a loop."""
+        ...
+
+    async def pause(self, loop: str | None = None) -> None:
+        """Pause one loop (None: all) at its next safe point."""
+        ...
+
+    async def resume(self, loop: str | None = None) -> None: ...
+
+    async def stop(self, loop: str | None = None) -> None:
+        """Stop now: cancel the running turn and kill its process group."""
+        ...
+
+    async def restart(self, loop: str) -> None:
+        """Start the loop anew from iteration 1 (spent budget stays spent)."""
+        ...
+
+    async def inject(self, loop: str, text: str) -> None:
+        """Add an operator message to the loop's next prompt."""
+        ...
+
+    async def edit(
+        self,
+        loop: str,
+        *,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        """Change prompt template and limits from the next iteration; invalid: ControlError."""
+        ...
+
+    async def transcript(self, loop: str, *, before: int | None = None, limit: int = 500) -> list[str]:
+        """Older transcript lines (from the journal when there is one)."""
+        ...

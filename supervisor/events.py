@@ -1,0 +1,307 @@
+"""Typed event records: the only thing that crosses from the core to a UI.
+
+Every subscriber (TUI, headless printer, journal, control socket) sees the same
+records. Each is a frozen dataclass with a stable snake_case `type` name and a
+`to_dict()` that is JSON-ready, so the JSON-lines output and the socket protocol
+are just these dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeAlias
+
+LoopState: TypeAlias = Literal[
+    "pending",
+    "running",
+    "checking",
+    "waiting",
+    "paused",
+    "stuck",
+    "scheduled",
+    "succeeded",
+    "failed",
+    "exhausted",
+    "stopped",
+]
+END_STATES: frozenset[str] = frozenset({"succeeded", "failed", "exhausted", "stopped"})
+"""States a loop never leaves on its own (restart starts it anew)."""
+ATTENTION_STATES: frozenset[str] = frozenset({"paused", "stuck"})
+"""States in which a loop waits for a person."""
+
+IterationOutcome: TypeAlias = Literal[
+    "succeeded",
+    "continue",
+    "failed",
+    "exhausted",
+    "stuck",
+    "stopped",
+    "error",
+    "interrupted",
+]
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event: wall-clock timestamp (epoch seconds)."""
+
+    type: ClassVar[str] = "event"
+    ts: float = field(default_factory=_now)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"type": self.type, **data}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopEvent(Event):
+    """An event that concerns one loop."""
+
+    loop: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    type: ClassVar[str] = "run_started"
+    run_id: str
+    config: str
+    loops: tuple[str, ...]
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopStateChanged(LoopEvent):
+    type: ClassVar[str] = "state"
+    state: LoopState
+    reason: str = ""
+    iteration: int = 0
+    wait_seconds: float | None = None
+    """While `waiting`: seconds until the next attempt, when known."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IterationStarted(LoopEvent):
+    type: ClassVar[str] = "iteration_started"
+    iteration: int
+    prompt: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentOutput(LoopEvent):
+    """Text the agent produced; `stream` tells assistant text from stderr and raw lines."""
+
+    type: ClassVar[str] = "output"
+    iteration: int
+    text: str
+    stream: Literal["assistant", "stdout", "stderr", "raw", "operator"] = "assistant"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCalled(LoopEvent):
+    type: ClassVar[str] = "tool_call"
+    iteration: int
+    tool_id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolReturned(LoopEvent):
+    type: ClassVar[str] = "tool_result"
+    iteration: int
+    tool_id: str
+    output: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageCharged(LoopEvent):
+    """Usage settled against the ledgers (a delta, never a running total)."""
+
+    type: ClassVar[str] = "usage"
+    iteration: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    usd: float = 0.0
+    cpu_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_tokens
+            + self.cache_read_tokens
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckStarted(LoopEvent):
+    type: ClassVar[str] = "check_started"
+    iteration: int
+    name: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckFinished(LoopEvent):
+    type: ClassVar[str] = "check"
+    iteration: int
+    name: str
+    passed: bool
+    exit_code: int | None
+    summary: str
+    """One line: why it passed or failed (exit code, guard, timeout)."""
+    output: str
+    """Captured output, truncated (the tail is kept)."""
+    duration_s: float
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IterationFinished(LoopEvent):
+    type: ClassVar[str] = "iteration_finished"
+    iteration: int
+    outcome: IterationOutcome
+    reason: str
+    tokens: int
+    usd: float
+    duration_s: float
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StuckDetected(LoopEvent):
+    type: ClassVar[str] = "stuck"
+    iteration: int
+    detector: str
+    evidence: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetWarning(Event):
+    """A ledger crossed a warning threshold or was overshot by a CLI agent."""
+
+    type: ClassVar[str] = "budget_warning"
+    scope: str
+    """"global" or a loop name."""
+    dimension: str
+    used: float
+    limit: float
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlApplied(Event):
+    """An operator action (pause, edit, inject, ...) taken by the core."""
+
+    type: ClassVar[str] = "control"
+    op: str
+    loop: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notice(Event):
+    """Anything else worth a line: config reloads, worktree overlap, skipped ticks."""
+
+    type: ClassVar[str] = "notice"
+    loop: str | None = None
+    level: Literal["info", "warning", "error"] = "info"
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopResult:
+    """One loop's line in the run summary."""
+
+    name: str
+    state: LoopState
+    iterations: int
+    tokens: int
+    usd: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    """The last event of a run: per-loop results in run order, then totals."""
+
+    type: ClassVar[str] = "summary"
+    loops: tuple[LoopResult, ...]
+    tokens: int
+    usd: float
+    wall_s: float
+    exit_code: int
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "ts": self.ts,
+            "loops": [r.to_dict() for r in self.loops],
+            "tokens": self.tokens,
+            "usd": round(self.usd, 6),
+            "wall_s": round(self.wall_s, 3),
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventsDropped(Event):
+    """Told to a slow subscriber: this many events were coalesced away for it."""
+
+    type: ClassVar[str] = "dropped"
+    count: int
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        RunStarted,
+        LoopStateChanged,
+        IterationStarted,
+        AgentOutput,
+        ToolCalled,
+        ToolReturned,
+        UsageCharged,
+        CheckStarted,
+        CheckFinished,
+        IterationFinished,
+        StuckDetected,
+        BudgetWarning,
+        ControlApplied,
+        Notice,
+        RunFinished,
+        EventsDropped,
+    )
+}
+"""type name -> class, for decoding events read from the journal or the socket."""
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from `to_dict()` output (journal rows, socket lines)."""
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    if cls is RunStarted:
+        kwargs["loops"] = tuple(kwargs.get("loops", ()))
+    if cls is RunFinished:
+        kwargs["loops"] = tuple(LoopResult(**r) for r in kwargs.get("loops", ()))
+    return cls(**kwargs)

@@ -1,0 +1,232 @@
+"""Frozen, validated description of a run: what `config.py` produces from loops.toml.
+
+Everything here is plain data with no behaviour beyond small derived values, so a
+spec can be compared, hashed, journalled and sent over the control socket as is.
+Durations are seconds (float); money is USD (float); token counts are ints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeAlias
+
+ContextMode: TypeAlias = Literal["fresh", "continue"]
+OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
+CatchUp: TypeAlias = Literal["skip", "once"]
+SimBehavior: TypeAlias = Literal["converge", "stuck", "stall", "fail", "oscillate"]
+
+PLACEHOLDERS = frozenset(
+    {"iteration", "max_iterations", "check_output", "last_output", "loop", "workspace"}
+)
+"""The `$name` placeholders a prompt template may use."""
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hard limits of one ledger; None means unlimited in that dimension."""
+
+    tokens: int | None = None
+    usd: float | None = None
+    wall: float | None = None
+    cpu: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoopBudget:
+    """A loop's own limits, checked together with the global ones."""
+
+    limits: Limits = Limits()
+    retries: int = 3
+    """Agent errors (crash, non-zero exit, 429 after backoff) tolerated before failing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens for one model."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Requests and tokens per minute one provider may receive from this supervisor."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SimAgentSpec:
+    """The built-in offline agent: deterministic, streams text, writes files."""
+
+    name: str
+    kind: Literal["sim"] = "sim"
+    seed: int = 0
+    rate: float = 200.0
+    """Tokens streamed per second (0 = as fast as possible)."""
+    behavior: SimBehavior = "converge"
+    converge_after: int = 2
+    """With behavior=converge: the iteration from which the final files are written."""
+    reply_tokens: int = 60
+    input_tokens: int | None = None
+    """Tokens charged for the prompt; default: estimated from its length."""
+    files: Mapping[str, str] = _EMPTY
+    """Files written once converged (path relative to the workspace -> content)."""
+    draft_files: Mapping[str, str] = _EMPTY
+    """Files written before convergence (and forever when stuck)."""
+    alt_files: Mapping[str, str] = _EMPTY
+    """With behavior=oscillate: written on even iterations instead of draft_files."""
+    done_text: str = ""
+    """Appended to the reply once converged (e.g. the loop's done_marker)."""
+    stall_after: int = 1
+    """With behavior=stall/fail: the iteration at which it stalls or fails."""
+    usd_per_mtok: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAgentSpec:
+    """Any CLI agent: argv with `$prompt`-style placeholders, or the prompt on stdin."""
+
+    name: str
+    command: tuple[str, ...]
+    kind: Literal["command"] = "command"
+    stdin: bool = False
+    timeout: float | None = None
+    env: Mapping[str, str] = _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicAgentSpec:
+    """The Messages API through the official SDK."""
+
+    name: str
+    model: str
+    kind: Literal["anthropic"] = "anthropic"
+    max_tokens: int = 4096
+    temperature: float | None = None
+    system: str | None = None
+    base_url: str | None = None
+    tools: tuple[str, ...] = ()
+    max_turns: int = 10
+    timeout: float | None = 600.0
+    tool_timeout: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaudeCodeAgentSpec:
+    """The Claude Code CLI in `-p ... --output-format stream-json` mode."""
+
+    name: str
+    kind: Literal["claude-code"] = "claude-code"
+    command: str = "claude"
+    args: tuple[str, ...] = ()
+    model: str | None = None
+    timeout: float | None = 1800.0
+    stall: float | None = 300.0
+    partial_messages: bool = True
+    env: Mapping[str, str] = _EMPTY
+    reserve_tokens: int = 0
+    """Tokens set aside before each call (the CLI cannot be clamped, only killed)."""
+
+
+AgentSpec: TypeAlias = SimAgentSpec | CommandAgentSpec | AnthropicAgentSpec | ClaudeCodeAgentSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """A validator the supervisor runs in the workspace after each agent turn."""
+
+    name: str
+    run: str | tuple[str, ...]
+    """A shell string (written by the operator) or an argv list."""
+    expect_exit: int = 0
+    timeout: float = 300.0
+    min_passed: int | None = None
+    pattern: str | None = None
+    not_pattern: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.run if isinstance(self.run, str) else " ".join(self.run)
+
+
+@dataclass(frozen=True, slots=True)
+class StuckSpec:
+    """Thresholds of the stuck detectors; 0 / None turns one off."""
+
+    same_failure: int = 3
+    same_output: int = 3
+    similarity: float = 0.95
+    oscillation: bool = True
+    stall: float | None = 120.0
+    cost_spike: float | None = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorktreeSpec:
+    """A git worktree per loop, created under the state dir."""
+
+    repo: Path
+    branch: str = "loopvisor/{loop}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoopSpec:
+    """One loop: agent, prompt, exit conditions and limits."""
+
+    name: str
+    agent: str
+    prompt: str
+    workspace: Path
+    max_iterations: int = 10
+    context: ContextMode = "fresh"
+    budget: LoopBudget = LoopBudget()
+    checks: tuple[CheckSpec, ...] = ()
+    done_marker: str | None = None
+    on_stuck: OnStuck = "pause"
+    stuck: StuckSpec = StuckSpec()
+    worktree: WorktreeSpec | None = None
+    schedule: str | None = None
+    max_runs: int | None = None
+    catch_up: CatchUp = "skip"
+    extends: str | None = None
+    prompt_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSpec:
+    """Run-wide settings: concurrency, state directory and the global hard budget."""
+
+    state_dir: Path
+    max_concurrent: int = 4
+    budget: Limits = Limits()
+    rate_limits: Mapping[str, RateLimit] = _EMPTY  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole validated loops.toml."""
+
+    path: Path
+    supervisor: SupervisorSpec
+    agents: Mapping[str, AgentSpec]
+    loops: tuple[LoopSpec, ...]
+    pricing: Mapping[str, Price] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def loop(self, name: str) -> LoopSpec:
+        for spec in self.loops:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def agent_for(self, loop: LoopSpec) -> AgentSpec:
+        return self.agents[loop.agent]
