@@ -50,7 +50,12 @@ class TurnBudget(Protocol):
     """
 
     async def reserve(
-        self, *, input_tokens: int, max_output_tokens: int, model: str | None = None
+        self,
+        *,
+        input_tokens: int,
+        max_output_tokens: int,
+        model: str | None = None,
+        minimum_output_tokens: int = 1,
     ) -> int: ...
 
     def remaining_tokens(self) -> int | None:

@@ -1,0 +1,270 @@
+"""Child processes in their own process group: stream lines, meter CPU, kill the tree.
+
+Every agent CLI, check and tool command goes through `GroupProcess`, so that stop,
+timeout and shutdown kill the whole group (and stragglers that left it, found with
+psutil), and CPU time of the whole tree is metered for the budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import anyio.abc
+import psutil
+from anyio.streams.memory import MemoryObjectSendStream
+
+KILL_GRACE_S = 2.0
+"""Seconds between SIGTERM and SIGKILL for a group being stopped."""
+CPU_SAMPLE_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    stream: str
+    """"stdout" or "stderr"."""
+    text: str
+
+
+class GroupProcess:
+    """An async context manager around one child in a new session (= process group).
+
+    Leaving the context kills the group if the child still runs, so cancellation
+    of the enclosing scope never leaves a process behind.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
+        self._stdin = stdin
+        self._proc: anyio.abc.Process | None = None
+        self._cpu_by_pid: dict[int, float] = {}
+        self._started = 0.0
+        self.killed_by_us = False
+
+    async def __aenter__(self) -> GroupProcess:
+        self._proc = await anyio.open_process(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=-1 if self._stdin is not None else -3,  # PIPE or DEVNULL
+            start_new_session=True,
+        )
+        self._started = time.monotonic()
+        if self._stdin is not None:
+            assert self._proc.stdin is not None
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self._proc.stdin.send(self._stdin)
+            await self._proc.stdin.aclose()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.kill()
+            if self._proc is not None:
+                await self._proc.aclose()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.returncode
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._started
+
+    # -- output --------------------------------------------------------------
+    async def lines(self, *, max_line: int = 64 * 1024) -> AsyncIterator[Line]:
+        """Yield stdout and stderr lines as they come (interleaved), until both close."""
+        assert self._proc is not None
+        send, receive = anyio.create_memory_object_stream[Line](256)
+        async with anyio.create_task_group() as tg, receive:
+            async with send:
+                if self._proc.stdout is not None:
+                    tg.start_soon(_pump, self._proc.stdout, "stdout", send.clone(), max_line)
+                if self._proc.stderr is not None:
+                    tg.start_soon(_pump, self._proc.stderr, "stderr", send.clone(), max_line)
+            async for line in receive:
+                yield line
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        return code
+
+    # -- CPU -----------------------------------------------------------------
+    def sample_cpu(self) -> float:
+        """CPU seconds of the whole tree so far (max seen per pid; exited children
+        are counted through their parent's children_* times)."""
+        if self._proc is None:
+            return 0.0
+        try:
+            root = psutil.Process(self._proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            procs = []
+        for proc in procs:
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total = t.user + t.system + t.children_user + t.children_system
+            if total > self._cpu_by_pid.get(proc.pid, 0.0):
+                self._cpu_by_pid[proc.pid] = total
+        return math.fsum(self._cpu_by_pid.values())
+
+    async def meter_cpu(self, interval: float = CPU_SAMPLE_S) -> None:
+        """Sample CPU time until cancelled (run it in the caller's task group)."""
+        while True:
+            self.sample_cpu()
+            await anyio.sleep(interval)
+
+    # -- stopping ------------------------------------------------------------
+    async def kill(self, grace: float = KILL_GRACE_S) -> None:
+        """SIGTERM the group and stragglers, SIGKILL what is left after `grace`."""
+        if self._proc is None or self._proc.returncode is not None:
+            kill_group(self._proc.pid if self._proc else None, signal.SIGKILL)
+            return
+        self.killed_by_us = True
+        self.sample_cpu()
+        stragglers = _descendants(self._proc.pid)
+        kill_group(self._proc.pid, signal.SIGTERM)
+        for proc in stragglers:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        with anyio.move_on_after(grace):
+            await self._proc.wait()
+        kill_group(self._proc.pid, signal.SIGKILL)
+        for proc in stragglers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        with anyio.move_on_after(grace):
+            await self._proc.wait()
+
+
+def kill_group(pgid: int | None, sig: signal.Signals) -> None:
+    if pgid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+async def _pump(
+    stream: anyio.abc.ByteReceiveStream,
+    name: str,
+    send: MemoryObjectSendStream[Line],
+    max_line: int,
+) -> None:
+    buf = b""
+    async with send:
+        try:
+            async for chunk in stream:
+                buf += chunk
+                while True:
+                    nl = buf.find(b"\n")
+                    if nl < 0:
+                        break
+                    raw, buf = buf[:nl], buf[nl + 1 :]
+                    await send.send(Line(name, _decode(raw)))
+                if len(buf) > max_line:
+                    await send.send(Line(name, _decode(buf)))
+                    buf = b""
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        if buf:
+            await send.send(Line(name, _decode(buf)))
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace").rstrip("\r")
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedRun:
+    exit_code: int | None
+    output: str
+    """Combined stdout+stderr; when longer than the cap, its tail with a marker."""
+    timed_out: bool
+    cpu_s: float
+    duration_s: float
+    truncated: bool
+
+
+async def run_captured(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    stdin: bytes | None = None,
+    max_output: int = 64 * 1024,
+) -> CapturedRun:
+    """Run to completion (or timeout), capturing output; the group is always reaped."""
+    chunks: list[str] = []
+    size = 0
+    dropped = False
+    timed_out = False
+    started = time.monotonic()
+    async with GroupProcess(argv, cwd=cwd, env=env, stdin=stdin) as proc:
+        code: int | None = None
+        with anyio.move_on_after(timeout) as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(proc.meter_cpu)
+                async for line in proc.lines():
+                    chunks.append(line.text)
+                    size += len(line.text) + 1
+                    while size > max_output * 2 and len(chunks) > 1:
+                        size -= len(chunks.pop(0)) + 1
+                        dropped = True
+                code = await proc.wait()
+                tg.cancel_scope.cancel()
+        if scope.cancelled_caught:
+            timed_out = True
+            await proc.kill()
+        cpu = proc.sample_cpu()
+    text = "\n".join(chunks)
+    if len(text) > max_output:
+        text = text[-max_output:]
+        dropped = True
+    if dropped:
+        text = "[... output truncated ...]\n" + text
+    return CapturedRun(
+        exit_code=None if timed_out else code,
+        output=text,
+        timed_out=timed_out,
+        cpu_s=cpu,
+        duration_s=time.monotonic() - started,
+        truncated=dropped,
+    )
