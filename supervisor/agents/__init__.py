@@ -1,0 +1,52 @@
+"""Agent kinds. `build_agent` picks the implementation for a spec (imported lazily,
+so that e.g. the anthropic SDK is only loaded when an API loop exists)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..spec import (
+    AgentSpec,
+    AnthropicAgentSpec,
+    ClaudeCodeAgentSpec,
+    CommandAgentSpec,
+    LoopSpec,
+    Price,
+    SimAgentSpec,
+)
+from .base import Agent
+
+if TYPE_CHECKING:
+    from ..ratelimit import RateLimiterRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class AgentContext:
+    """Run-wide things an agent may need besides its own spec."""
+
+    state_dir: Path
+    pricing: Mapping[str, Price] = field(default_factory=dict)
+    limiters: RateLimiterRegistry | None = None
+
+
+def build_agent(spec: AgentSpec, loop: LoopSpec, ctx: AgentContext) -> Agent:
+    if isinstance(spec, SimAgentSpec):
+        from .sim import SimAgent
+
+        return SimAgent(spec, loop)
+    if isinstance(spec, CommandAgentSpec):
+        from .command import CommandAgent
+
+        return CommandAgent(spec, loop)
+    if isinstance(spec, AnthropicAgentSpec):
+        from .anthropic import AnthropicAgent
+
+        return AnthropicAgent(spec, loop, ctx)
+    if isinstance(spec, ClaudeCodeAgentSpec):
+        from .claude_code import ClaudeCodeAgent
+
+        return ClaudeCodeAgent(spec, loop, ctx)
+    raise TypeError(f"unknown agent spec {spec!r}")
