@@ -144,6 +144,38 @@ class UsageCharged(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReserved(LoopEvent):
+    """Tokens/USD set aside before a model request (journalled for crash recovery)."""
+
+    type: ClassVar[str] = "reserved"
+    iteration: int
+    tokens: int
+    usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetReleased(LoopEvent):
+    """The unused rest of the open reservation was given back."""
+
+    type: ClassVar[str] = "released"
+    iteration: int
+    tokens: int
+    usd: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionSaved(LoopEvent):
+    """The agent's conversation state after a turn: session id and/or messages."""
+
+    type: ClassVar[str] = "session"
+    iteration: int
+    session_id: str | None = None
+    conversation: list[dict[str, Any]] | None = None
+    last_output: str = ""
+    check_output: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckStarted(LoopEvent):
     type: ClassVar[str] = "check_started"
     iteration: int
@@ -278,6 +310,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCalled,
         ToolReturned,
         UsageCharged,
+        BudgetReserved,
+        BudgetReleased,
+        SessionSaved,
         CheckStarted,
         CheckFinished,
         IterationFinished,
