@@ -1,0 +1,47 @@
+"""What a restarted supervisor needs to continue a run: built from the journal.
+
+The journal derives one `LoopResume` per loop from the events it recorded; the
+runtime seeds each loop's ledger, iteration counter and agent conversation from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LoopResume:
+    name: str
+    state: str
+    """Last state recorded; end states stay finished."""
+    reason: str
+    next_iteration: int
+    """The iteration to run next: the one that was in flight, else the one after the last."""
+    tokens: int
+    usd: float
+    cpu_s: float
+    retries_used: int = 0
+    session_id: str | None = None
+    conversation: list[dict[str, Any]] | None = None
+    last_output: str = ""
+    check_output: str = ""
+    runs: int = 0
+    """Completed scheduled runs (for max_runs)."""
+    last_run_at: float | None = None
+    """When the last scheduled run started (for catch_up)."""
+    interrupted_iteration: int | None = None
+    charged_at_reservation: int = 0
+    """Tokens charged at the reservation because usage was never seen (crash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunResume:
+    run_id: str
+    loops: dict[str, LoopResume] = field(default_factory=dict)
+    tokens: int = 0
+    usd: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    notes: tuple[str, ...] = ()
+    """Lines for the summary, e.g. "fix-auth: 8,000 tokens charged at the reservation"."""
