@@ -46,10 +46,13 @@ class LedgerTurnBudget:
         max_output_tokens: int,
         model: str | None = None,
         minimum_output_tokens: int = 1,
+        usd_per_token: float | None = None,
     ) -> int:
         self.release()
         price = self.price(model)
-        per_token = worst_usd_per_token(price) if price is not None else 0.0
+        per_token = usd_per_token
+        if per_token is None:
+            per_token = worst_usd_per_token(price) if price is not None else 0.0
         waited = False
         while True:
             result = self.ledger.try_reserve(

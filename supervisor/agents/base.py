@@ -56,6 +56,7 @@ class TurnBudget(Protocol):
         max_output_tokens: int,
         model: str | None = None,
         minimum_output_tokens: int = 1,
+        usd_per_token: float | None = None,
     ) -> int: ...
 
     def remaining_tokens(self) -> int | None:
