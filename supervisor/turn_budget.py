@@ -28,12 +28,15 @@ class LedgerTurnBudget:
         default_model: str | None = None,
         on_wait: Callable[[str], None] | None = None,
         on_resume: Callable[[], None] | None = None,
+        on_booking: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.pricing = pricing or {}
         self.default_model = default_model
         self._on_wait = on_wait
         self._on_resume = on_resume
+        self._on_booking = on_booking
+        """Told ("reserved" | "released", tokens, usd): journalled for crash recovery."""
         self._reservation: Reservation | None = None
 
     def price(self, model: str | None) -> Price | None:
@@ -62,6 +65,8 @@ class LedgerTurnBudget:
             )
             if isinstance(result, Reservation):
                 self._reservation = result
+                if self._on_booking is not None:
+                    self._on_booking("reserved", result.tokens, result.usd)
                 if waited and self._on_resume is not None:
                     self._on_resume()
                 return max(0, result.tokens - input_tokens)
@@ -97,8 +102,11 @@ class LedgerTurnBudget:
 
     def release(self) -> None:
         if self._reservation is not None:
+            tokens, usd = self._reservation.tokens, self._reservation.usd
             self.ledger.release(self._reservation)
             self._reservation = None
+            if self._on_booking is not None:
+                self._on_booking("released", tokens, usd)
 
     def remaining_tokens(self) -> int | None:
         lefts = [left for led in self.ledger.chain() if (left := led.tokens_left()) is not None]
