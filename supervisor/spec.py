@@ -23,7 +23,10 @@ PLACEHOLDERS = frozenset(
 )
 """The `$name` placeholders a prompt template may use."""
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def _empty() -> Mapping[str, str]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +81,11 @@ class SimAgentSpec:
     reply_tokens: int = 60
     input_tokens: int | None = None
     """Tokens charged for the prompt; default: estimated from its length."""
-    files: Mapping[str, str] = _EMPTY
+    files: Mapping[str, str] = field(default_factory=_empty)
     """Files written once converged (path relative to the workspace -> content)."""
-    draft_files: Mapping[str, str] = _EMPTY
+    draft_files: Mapping[str, str] = field(default_factory=_empty)
     """Files written before convergence (and forever when stuck)."""
-    alt_files: Mapping[str, str] = _EMPTY
+    alt_files: Mapping[str, str] = field(default_factory=_empty)
     """With behavior=oscillate: written on even iterations instead of draft_files."""
     done_text: str = ""
     """Appended to the reply once converged (e.g. the loop's done_marker)."""
@@ -100,7 +103,7 @@ class CommandAgentSpec:
     kind: Literal["command"] = "command"
     stdin: bool = False
     timeout: float | None = None
-    env: Mapping[str, str] = _EMPTY
+    env: Mapping[str, str] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ class ClaudeCodeAgentSpec:
     timeout: float | None = 1800.0
     stall: float | None = 300.0
     partial_messages: bool = True
-    env: Mapping[str, str] = _EMPTY
+    env: Mapping[str, str] = field(default_factory=_empty)
     reserve_tokens: int = 0
     """Tokens set aside before each call (the CLI cannot be clamped, only killed)."""
 
@@ -208,7 +211,7 @@ class SupervisorSpec:
     state_dir: Path
     max_concurrent: int = 4
     budget: Limits = Limits()
-    rate_limits: Mapping[str, RateLimit] = _EMPTY  # type: ignore[assignment]
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
