@@ -121,7 +121,9 @@ class SupervisorHandle(Protocol):
 
     async def snapshot(self) -> RunSnapshot: ...
 
-    def subscribe(self, max_buffer: int = 1000) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+    def subscribe(
+        self, max_buffer: int = 1000
+    ) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         """Live events from now on. A subscriber that falls `max_buffer` behind gets an
         `EventsDropped` record in place of what it missed; it never slows a loop."""
         ...
@@ -155,6 +157,8 @@ class SupervisorHandle(Protocol):
         """Change prompt template and limits from the next iteration; invalid: ControlError."""
         ...
 
-    async def transcript(self, loop: str, *, before: int | None = None, limit: int = 500) -> list[str]:
+    async def transcript(
+        self, loop: str, *, before: int | None = None, limit: int = 500
+    ) -> list[str]:
         """Older transcript lines (from the journal when there is one)."""
         ...

@@ -198,6 +198,23 @@ class Ledger:
         self.consume(reservation, actual)
         self.release(reservation)
 
+    def charge(self, actual: Charge) -> None:
+        """Book consumption on the whole chain (CPU time, CLI usage as reported)."""
+        for ledger in self.chain():
+            ledger.tokens_spent += actual.tokens
+            ledger.usd_spent += actual.usd
+            ledger.cpu_spent += actual.cpu_s
+            lim = ledger.limits
+            if lim.tokens is not None and ledger.tokens_spent > lim.tokens:
+                ledger.overshoot_tokens = ledger.tokens_spent - lim.tokens
+            if lim.usd is not None and ledger.usd_spent > lim.usd:
+                ledger.overshoot_usd = ledger.usd_spent - lim.usd
+            ledger._notify()
+
+    def charge_cpu(self, seconds: float) -> None:
+        if seconds > 0:
+            self.charge(Charge(cpu_s=seconds))
+
     def crossed(self) -> Shortfall | None:
         """The first ledger of the chain whose spending reached its limit, if any."""
         for ledger in self.chain():

@@ -24,7 +24,6 @@ PLACEHOLDERS = frozenset(
 """The `$name` placeholders a prompt template may use."""
 
 
-
 def _empty() -> Mapping[str, str]:
     return MappingProxyType({})
 

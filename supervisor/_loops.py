@@ -1,0 +1,427 @@
+"""`[templates.*]` and `[[loop]]` tables to LoopSpecs.
+
+A loop is its template chain merged with its own keys: later layers replace earlier
+ones, except `budget` and `stuck`, which merge key by key, and `prompt` /
+`prompt_file`, which replace each other. Every merged value remembers the key that
+wrote it, so an error inherited from a template points at the template.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path
+
+from cronsim import CronSim
+
+from ._placeholders import line_col, template_problems
+from ._schema import Entry, Issues, Nested, Table, describe, did_you_mean, entries, read_file
+from .durations import parse_duration
+from .spec import (
+    PLACEHOLDERS,
+    AgentSpec,
+    CheckSpec,
+    Limits,
+    LoopBudget,
+    LoopSpec,
+    StuckSpec,
+    WorktreeSpec,
+)
+
+LOOP_KEYS = frozenset(f.name for f in fields(LoopSpec)) - {"worktree"}
+TEMPLATE_KEYS = LOOP_KEYS - {"name"}
+LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
+BUDGET_KEYS = LIMIT_KEYS | {"retries"}
+STUCK_KEYS = frozenset(f.name for f in fields(StuckSpec))
+CHECK_KEYS = frozenset(f.name for f in fields(CheckSpec))
+WORKSPACE_KEYS = frozenset({"repo", "worktree", "branch"})
+MERGED_TABLES = frozenset({"budget", "stuck"})
+LOOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_RUNNERS = frozenset({"cargo", "go", "make", "npm", "pnpm", "yarn", "just", "tox", "nox", "uv"})
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    config_dir: Path
+    """Absolute folder of the config file: relative paths start here."""
+    state_dir: Path
+
+
+def read_limits(t: Table) -> Limits:
+    """tokens / usd / wall / cpu; every limit must be greater than 0 when given."""
+    return Limits(
+        tokens=t.integer("tokens", None, positive=True),
+        usd=t.number("usd", None, positive=True),
+        wall=t.duration("wall", None),
+        cpu=t.duration("cpu", None),
+    )
+
+
+def read_loops(
+    issues: Issues,
+    raw_loops: object,
+    raw_templates: object,
+    agents: Mapping[str, AgentSpec],
+    paths: Paths,
+) -> tuple[LoopSpec, ...]:
+    templates = _template_tables(issues, raw_templates)
+    chains = _template_chains(issues, templates)
+    if raw_loops is None:
+        issues.error((), "no loops defined: add a [[loop]] table with name, agent and prompt")
+        return ()
+    if not isinstance(raw_loops, list):
+        issues.error(("loop",), f"loop: expected [[loop]] tables, got {describe(raw_loops)}")
+        return ()
+    loops: list[LoopSpec] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_loops):
+        at = ("loop", index)
+        if not isinstance(raw, dict):
+            issues.error(at, f"loop[{index}]: expected a table, got {describe(raw)}")
+            continue
+        own = Table.of(issues, raw, at)
+        own.check_keys(LOOP_KEYS, "[[loop]]")
+        _check_prompt_pair(own)
+        name = _loop_name(own, index, seen)
+        layers: list[Table] | None = []
+        if "extends" in own:
+            base = own.string("extends", None)
+            if base is not None and base not in templates:
+                own.error("extends", f'unknown template "{base}"{did_you_mean(base, templates)}')
+            layers = chains.get(base) if base is not None else None
+        if layers is not None:
+            merged = Table(issues, _merge([*layers, own]), at)
+            loops.append(_loop(merged, name, agents, paths))
+    return tuple(loops)
+
+
+def _template_tables(issues: Issues, raw: object) -> dict[str, Table]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        issues.error(("templates",), f"templates: expected a table, got {describe(raw)}")
+        return {}
+    tables = {}
+    for name, value in raw.items():
+        at = ("templates", name)
+        if not isinstance(value, dict):
+            issues.error(at, f"templates.{name}: expected a table, got {describe(value)}")
+            continue
+        tables[name] = table = Table.of(issues, value, at)
+        table.check_keys(TEMPLATE_KEYS, f'template "{name}"')
+        _check_prompt_pair(table)
+    return tables
+
+
+def _template_chains(issues: Issues, templates: dict[str, Table]) -> dict[str, list[Table] | None]:
+    """Each template's layers, base first; None when its extends chain is broken."""
+    chains: dict[str, list[Table] | None] = {}
+    cycles: set[frozenset[str]] = set()
+    for name in templates:
+        chain: list[Table] | None = []
+        seen: list[str] = []
+        current = name
+        while chain is not None:
+            if current in seen:
+                cycle = [*seen[seen.index(current) :], current]
+                if frozenset(cycle) not in cycles:
+                    cycles.add(frozenset(cycle))
+                    issues.error(
+                        templates[current].at("extends"),
+                        "extends: cyclic extends: " + " -> ".join(cycle),
+                    )
+                chain = None
+                break
+            seen.append(current)
+            table = templates[current]
+            chain.insert(0, table)
+            if "extends" not in table:
+                break
+            base = table.string("extends", None)
+            if base is None or base not in templates:
+                if base is not None:
+                    hint = did_you_mean(base, templates)
+                    table.error("extends", f'unknown template "{base}"{hint}')
+                chain = None
+            else:
+                current = base
+        chains[name] = chain
+    return chains
+
+
+def _check_prompt_pair(t: Table) -> None:
+    if "prompt" in t and "prompt_file" in t:
+        t.error("prompt_file", "use either prompt or prompt_file, not both")
+
+
+def _merge(layers: list[Table]) -> dict[str, Entry]:
+    merged: dict[str, Entry] = {}
+    for layer in layers:
+        for key, (value, at) in layer.items.items():
+            if key == "name" and layer is not layers[-1]:
+                continue
+            if key in ("prompt", "prompt_file"):
+                merged.pop("prompt", None)
+                merged.pop("prompt_file", None)
+            previous = merged.get(key)
+            if key in MERGED_TABLES and isinstance(value, dict):
+                table = (
+                    Nested(previous[0])
+                    if previous and isinstance(previous[0], Nested)
+                    else Nested()
+                )
+                table.update(entries(value, at))
+                merged[key] = (table, at)
+            else:
+                merged[key] = (value, at)
+    return merged
+
+
+def _loop_name(t: Table, index: int, seen: set[str]) -> str:
+    fallback = f"loop-{index + 1}"
+    if not t.require("name", f"loop #{index + 1}"):
+        return fallback
+    name = t.string("name", None)
+    if name is None:
+        return fallback
+    if not LOOP_NAME.fullmatch(name):
+        t.error(
+            "name",
+            f'"{name}" is not a valid loop name: use letters, digits, _ . - '
+            "and start with a letter or digit",
+        )
+    elif name in seen:
+        t.error("name", f'duplicate loop name "{name}"')
+    seen.add(name)
+    return name
+
+
+def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) -> LoopSpec:
+    what = f'loop "{name}"'
+    agent = ""
+    if t.require("agent", what):
+        agent = t.string("agent", "")
+        if agent and agent not in agents:
+            hint = did_you_mean(agent, agents) or (
+                " (defined agents: " + ", ".join(agents) + ")" if agents else " (no agents defined)"
+            )
+            t.error("agent", f'unknown agent "{agent}"{hint}')
+    prompt, prompt_file = _prompt(t, what, paths)
+    workspace, worktree = _workspace(t, name, paths)
+    checks = _checks(t)
+    done_marker = t.string("done_marker", None, nonempty=True)
+    if not t.raw("checks") and "done_marker" not in t:
+        t.issues.error(t.path, f"{what} has no exit condition: add checks or a done_marker")
+    schedule = _schedule(t)
+    for key in ("max_runs", "catch_up"):
+        if key in t and "schedule" not in t:
+            t.issues.warn(t.at(key), f"{key} has no effect without a schedule")
+    budget = t.table("budget")
+    stuck = t.table("stuck")
+    return LoopSpec(
+        name=name,
+        agent=agent,
+        prompt=prompt,
+        workspace=workspace,
+        max_iterations=t.integer("max_iterations", 10, positive=True),
+        context=t.choice("context", ("fresh", "continue"), "fresh"),  # type: ignore[arg-type]
+        budget=_budget(budget) if budget else LoopBudget(),
+        checks=checks,
+        done_marker=done_marker,
+        on_stuck=t.choice("on_stuck", ("pause", "stop", "continue"), "pause"),  # type: ignore[arg-type]
+        stuck=_stuck(stuck) if stuck else StuckSpec(),
+        worktree=worktree,
+        schedule=schedule,
+        max_runs=t.integer("max_runs", None, positive=True),
+        catch_up=t.choice("catch_up", ("skip", "once"), "skip"),  # type: ignore[arg-type]
+        extends=t.string("extends", None),
+        prompt_file=prompt_file,
+    )
+
+
+def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
+    if "prompt" in t:
+        prompt = t.string("prompt", "")
+        for offset, message in template_problems(prompt, PLACEHOLDERS):
+            line, col = line_col(prompt, offset)
+            where = f" (line {line} of the prompt)" if "\n" in prompt.strip() else ""
+            t.error("prompt", f"{message}{where}")
+        return prompt, None
+    if "prompt_file" not in t:
+        t.issues.error(t.path, f"{what} has no prompt: add prompt or prompt_file")
+        return "", None
+    found = read_file(t, "prompt_file", paths.config_dir)
+    if found is None:
+        return "", None
+    path, prompt = found
+    shown = t.issues.file.parent / str(t.raw("prompt_file"))
+    for offset, message in template_problems(prompt, PLACEHOLDERS):
+        line, col = line_col(prompt, offset)
+        t.issues.error_in(shown, line, col, message)
+    return prompt, path.resolve()
+
+
+def _workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpec | None]:
+    value = t.raw("workspace")
+    if "workspace" not in t:
+        return paths.config_dir, None
+    if isinstance(value, str):
+        folder = (paths.config_dir / value).resolve()
+        if not folder.is_dir():
+            t.error("workspace", f'directory "{value}" does not exist ({folder})')
+        return folder, None
+    ws = t.table("workspace")
+    if ws is None or not isinstance(value, dict):
+        return paths.config_dir, None
+    ws.check_keys(WORKSPACE_KEYS, "workspace")
+    repo = paths.config_dir
+    if ws.require("repo", "workspace"):
+        rel = ws.string("repo", None, nonempty=True)
+        if rel is not None:
+            repo = (paths.config_dir / rel).resolve()
+            if not repo.is_dir():
+                ws.error("repo", f'directory "{rel}" does not exist ({repo})')
+            elif not (repo / ".git").exists():
+                ws.error("repo", f'"{rel}" is not a git repository (no .git in {repo})')
+    branch = ws.string("branch", "loopvisor/{loop}", nonempty=True)
+    try:
+        branch.format(loop=name)
+    except (KeyError, IndexError, ValueError):
+        ws.error("branch", f'"{branch}" may only use the {{loop}} placeholder')
+    if not ws.boolean("worktree", True):
+        return repo, None
+    return paths.state_dir / "worktrees" / name, WorktreeSpec(repo=repo, branch=branch)
+
+
+def _checks(t: Table) -> tuple[CheckSpec, ...]:
+    raw = t.raw("checks")
+    if "checks" not in t:
+        return ()
+    if not isinstance(raw, list):
+        t.type_error("checks", 'an array of tables like [{ run = "pytest -q" }]')
+        return ()
+    checks: list[CheckSpec] = []
+    names: set[str] = set()
+    for index, item in enumerate(raw):
+        at = (*t.at("checks"), index)
+        label = f"checks[{index}]."
+        if not isinstance(item, dict):
+            t.issues.error(
+                at,
+                f'checks[{index}]: expected a table like {{ run = "pytest -q" }}, '
+                f"got {describe(item)}",
+            )
+            continue
+        c = Table.of(t.issues, item, at, label)
+        c.check_keys(CHECK_KEYS, f"checks[{index}]")
+        run: str | tuple[str, ...] = ""
+        if c.require("run", f"checks[{index}]"):
+            if isinstance(c.raw("run"), list):
+                run = c.strings("run", (), nonempty=True)
+            else:
+                run = c.string("run", "", nonempty=True)
+        for key in ("pattern", "not_pattern"):
+            _regex(c, key)
+        name = c.string("name", None, nonempty=True)
+        if name is not None and name in names:
+            c.error("name", f'duplicate check name "{name}"')
+        name = name or _unique(_default_check_name(run), names)
+        names.add(name)
+        checks.append(
+            CheckSpec(
+                name=name,
+                run=run,
+                expect_exit=c.integer("expect_exit", 0),
+                timeout=c.duration("timeout", 300.0),
+                min_passed=c.integer("min_passed", None, minimum=0),
+                pattern=c.string("pattern", None),
+                not_pattern=c.string("not_pattern", None),
+            )
+        )
+    return tuple(checks)
+
+
+def _regex(c: Table, key: str) -> None:
+    pattern = c.string(key, None)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            c.error(key, f"invalid regular expression: {exc}")
+
+
+def _default_check_name(run: str | tuple[str, ...]) -> str:
+    """ "pytest -q" → "pytest"; "python -m mypy ." → "mypy"; "npm test" → "npm test"."""
+    try:
+        words = list(run) if isinstance(run, tuple) else shlex.split(run)
+    except ValueError:
+        words = str(run).split()
+    words = [w for w in words if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w)]
+    if not words:
+        return "check"
+    first = Path(words[0]).name
+    if first.startswith("python") and len(words) > 2 and words[1] == "-m":
+        return words[2]
+    if first in _RUNNERS and len(words) > 1 and not words[1].startswith("-"):
+        return f"{first} {words[1]}"
+    return first
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _budget(t: Table) -> LoopBudget:
+    t.check_keys(BUDGET_KEYS, "budget")
+    return LoopBudget(limits=read_limits(t), retries=t.integer("retries", 3, minimum=0))
+
+
+def _stuck(t: Table) -> StuckSpec:
+    t.check_keys(STUCK_KEYS, "stuck")
+    d = StuckSpec()
+    cost_spike = d.cost_spike
+    if "cost_spike" in t and t.raw("cost_spike") is False:
+        cost_spike = None
+    else:
+        cost_spike = t.number("cost_spike", d.cost_spike)
+        if cost_spike is not None and cost_spike <= 1:
+            t.error(
+                "cost_spike",
+                f"must be greater than 1 (a multiple of the median), or false, got {cost_spike:g}",
+            )
+    return StuckSpec(
+        same_failure=t.integer("same_failure", d.same_failure, minimum=0),
+        same_output=t.integer("same_output", d.same_output, minimum=0),
+        similarity=t.number("similarity", d.similarity, positive=True, maximum=1),
+        oscillation=t.boolean("oscillation", d.oscillation),
+        stall=t.duration("stall", d.stall, off=True),
+        cost_spike=cost_spike,
+    )
+
+
+def _schedule(t: Table) -> str | None:
+    expr = t.string("schedule", None, nonempty=True)
+    if expr is None:
+        return None
+    if expr.strip().lower().startswith("every "):
+        try:
+            ok = parse_duration(expr.strip()[6:].strip()) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            t.error("schedule", f'"{expr}": expected "every" and a duration such as "every 10m"')
+        return expr
+    try:
+        if len(expr.split()) != 5:
+            raise ValueError("expected 5 fields: minute hour day-of-month month day-of-week")
+        CronSim(expr, datetime.now())
+    except Exception as exc:  # cronsim raises CronSimError (a plain Exception)
+        t.error("schedule", f'invalid cron expression "{expr}": {exc} (or use "every 10m")')
+    return expr

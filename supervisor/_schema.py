@@ -1,0 +1,305 @@
+"""Typed reading of parsed TOML tables that collects every problem instead of raising.
+
+A `Table` pairs each value with the key path it came from, so that an error names
+the file, line and column where the user wrote it, even when a loop inherited the
+value from a template. Getters record an issue and return the caller's default,
+which lets validation continue and report everything in one pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, TypeVar, overload
+
+from ._tomlpos import KeyPath, Pos, locate
+from .durations import DURATION_HINT, parse_duration
+
+T = TypeVar("T")
+Entry = tuple[object, KeyPath]
+"""A value and the path of the key that wrote it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a config file, at the position of the offending key."""
+
+    file: Path
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot run; `issues` lists every problem found, in file order."""
+
+    def __init__(self, issues: Iterable[ConfigIssue]) -> None:
+        self.issues: list[ConfigIssue] = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class Issues:
+    """Collects errors and warnings, deduplicated (a template shared by loops is read
+    once per loop) and sorted by position."""
+
+    def __init__(self, file: Path, positions: dict[KeyPath, Pos]) -> None:
+        self.file = file
+        self.positions = positions
+        self._errors: dict[ConfigIssue, None] = {}
+        self._warnings: dict[ConfigIssue, None] = {}
+
+    def error(self, at: KeyPath, message: str) -> None:
+        line, col = locate(self.positions, at)
+        self._errors[ConfigIssue(self.file, line, col, message)] = None
+
+    def error_in(self, file: Path, line: int, col: int, message: str) -> None:
+        self._errors[ConfigIssue(file, line, col, message)] = None
+
+    def warn(self, at: KeyPath, message: str) -> None:
+        line, col = locate(self.positions, at)
+        self._warnings[ConfigIssue(self.file, line, col, f"warning: {message}")] = None
+
+    @property
+    def errors(self) -> list[ConfigIssue]:
+        return sorted(self._errors, key=self._order)
+
+    @property
+    def warnings(self) -> list[ConfigIssue]:
+        return sorted(self._warnings, key=self._order)
+
+    def _order(self, issue: ConfigIssue) -> tuple[bool, str, int, int]:
+        return (issue.file != self.file, str(issue.file), issue.line, issue.col)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def describe(value: object) -> str:
+    """How a TOML value reads in an error message: `string "ten"`, `boolean true`."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f'string "{value}"' if len(value) <= 40 else f'string "{value[:37]}..."'
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, date | time):
+        return f"datetime {value.isoformat()}"
+    return type(value).__name__
+
+
+class Nested(dict[str, Entry]):
+    """A sub-table merged key by key from several layers (template `budget`, `stuck`)."""
+
+
+def entries(raw: Mapping[str, object], at: KeyPath) -> dict[str, Entry]:
+    return {key: (value, (*at, key)) for key, value in raw.items()}
+
+
+class Table:
+    """Typed, issue-recording access to one table. `label` prefixes key names in
+    messages ("budget.", "checks[1].") so that a message stands on its own."""
+
+    def __init__(self, issues: Issues, items: Mapping[str, Entry], at: KeyPath, label: str = ""):
+        self.issues = issues
+        self.items = items
+        self.path = at
+        self.label = label
+
+    @classmethod
+    def of(cls, issues: Issues, raw: Mapping[str, object], at: KeyPath, label: str = "") -> Table:
+        return cls(issues, entries(raw, at), at, label)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.items
+
+    def keys(self) -> list[str]:
+        return list(self.items)
+
+    def at(self, key: str) -> KeyPath:
+        return self.items[key][1] if key in self.items else self.path
+
+    def raw(self, key: str) -> object:
+        return self.items[key][0] if key in self.items else None
+
+    def error(self, key: str, message: str) -> None:
+        self.issues.error(self.at(key), f"{self.label}{key}: {message}")
+
+    def type_error(self, key: str, expected: str) -> None:
+        self.error(key, f"expected {expected}, got {describe(self.raw(key))}")
+
+    def check_keys(self, allowed: Collection[str], what: str) -> None:
+        """Report keys that `what` does not know, with the closest valid key."""
+        for key in self.items:
+            if key not in allowed:
+                hint = did_you_mean(key, allowed)
+                if not hint:
+                    hint = " (valid keys: " + ", ".join(sorted(allowed)) + ")"
+                self.issues.error(self.at(key), f"unknown key {self.label}{key} in {what}{hint}")
+
+    def require(self, key: str, what: str) -> bool:
+        if key in self.items:
+            return True
+        self.issues.error(self.path, f"{what}: missing required key {self.label}{key}")
+        return False
+
+    def integer(
+        self, key: str, default: T, *, positive: bool = False, minimum: int | None = None
+    ) -> int | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.type_error(key, "an integer")
+            return default
+        return value if self._in_range(key, value, positive, minimum, None) else default
+
+    def number(
+        self,
+        key: str,
+        default: T,
+        *,
+        positive: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            self.type_error(key, "a number")
+            return default
+        ok = self._in_range(key, value, positive, minimum, maximum)
+        return float(value) if ok else default
+
+    def _in_range(
+        self, key: str, value: float, positive: bool, minimum: float | None, maximum: float | None
+    ) -> bool:
+        if positive and value <= 0:
+            self.error(key, f"must be greater than 0, got {value}")
+        elif minimum is not None and value < minimum:
+            self.error(key, f"must be at least {minimum}, got {value}")
+        elif maximum is not None and value > maximum:
+            self.error(key, f"must be at most {maximum}, got {value}")
+        else:
+            return True
+        return False
+
+    def string(self, key: str, default: T, *, nonempty: bool = False) -> str | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if not isinstance(value, str):
+            self.type_error(key, "a string")
+            return default
+        if nonempty and not value.strip():
+            self.error(key, "must not be empty")
+            return default
+        return value
+
+    def boolean(self, key: str, default: T) -> bool | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if not isinstance(value, bool):
+            self.type_error(key, "a boolean (true or false)")
+            return default
+        return value
+
+    @overload
+    def duration(self, key: str, default: float, *, off: Literal[False] = False) -> float: ...
+    @overload
+    def duration(self, key: str, default: float | None, *, off: bool = False) -> float | None: ...
+    def duration(self, key: str, default: float | None, *, off: bool = False) -> float | None:
+        """Seconds > 0; with `off`, `false` turns the feature off (None)."""
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if off and value is False:
+            return None
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            hint = DURATION_HINT + (", or false" if off else "")
+            self.type_error(key, hint)
+            return default
+        if seconds <= 0:
+            self.error(key, f"must be a duration greater than 0, got {describe(value)}")
+            return default
+        return seconds
+
+    def choice(self, key: str, choices: Collection[str], default: T) -> str | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if value not in choices or not isinstance(value, str):
+            listed = ", ".join(f'"{c}"' for c in choices)
+            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+            self.error(key, f"expected one of {listed}, got {describe(value)}{hint}")
+            return default
+        return value
+
+    def strings(self, key: str, default: T, *, nonempty: bool = False) -> tuple[str, ...] | T:
+        value = self.raw(key)
+        if key not in self.items:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.type_error(key, "an array of strings")
+            return default
+        if nonempty and not value:
+            self.error(key, "must not be empty")
+            return default
+        return tuple(value)
+
+    def string_map(self, key: str) -> Mapping[str, str]:
+        value = self.raw(key)
+        if key not in self.items:
+            return MappingProxyType({})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.type_error(key, "a table of strings")
+            return MappingProxyType({})
+        return MappingProxyType(dict(value))
+
+    def table(self, key: str, label: str | None = None) -> Table | None:
+        """The sub-table at `key` (a plain or merged table), or None if absent/not a table."""
+        value = self.raw(key)
+        if key not in self.items:
+            return None
+        prefix = f"{self.label}{key}." if label is None else label
+        if isinstance(value, Nested):
+            return Table(self.issues, value, self.at(key), prefix)
+        if not isinstance(value, dict):
+            self.type_error(key, "a table")
+            return None
+        return Table.of(self.issues, value, self.at(key), prefix)
+
+
+def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
+    """The path (config folder / value) and text of the file named at `key`, or None
+    after recording why it cannot be read."""
+    rel = t.string(key, None, nonempty=True)
+    if rel is None:
+        return None
+    path = config_dir / rel
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        t.error(key, f'cannot read "{rel}": {reason}')
+        return None

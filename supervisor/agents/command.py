@@ -1,0 +1,116 @@
+"""Any CLI agent: `command = ["prog", "arg", "$prompt"]` or the prompt on stdin.
+
+Placeholders are substituted inside single argv elements and the argv is executed
+directly, never through a shell, so agent or prompt text can never become shell
+syntax. The process runs in the loop's workspace in its own process group; stdout
+and stderr stream into the transcript line by line. A non-zero exit is an agent
+error that counts toward the loop's retries. Token usage of an arbitrary CLI is
+unknown: only its CPU time is metered (use `kind = "claude-code"` for exact usage).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..process import GroupProcess
+from ..spec import CommandAgentSpec, LoopSpec
+from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
+
+OUTPUT_KEEP = 64 * 1024
+"""Characters of stdout kept as the turn's output ($last_output, done marker)."""
+
+
+class CommandAgent:
+    def __init__(self, spec: CommandAgentSpec, loop: LoopSpec) -> None:
+        self.spec = spec
+        self.loop = loop
+
+    @property
+    def session_id(self) -> str | None:
+        return None
+
+    def restore(self, session_id: str | None, history: list[dict[str, Any]] | None) -> None:
+        return None
+
+    def conversation(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def reset(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def argv(self, request: AgentRequest, prompt_file: Path) -> list[str]:
+        values = {
+            "prompt": request.prompt,
+            "loop": request.loop,
+            "iteration": str(request.iteration),
+            "workspace": str(request.workspace),
+            "prompt_file": str(prompt_file),
+        }
+        return [string.Template(arg).safe_substitute(values) for arg in self.spec.command]
+
+    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        await request.budget.reserve(input_tokens=0, max_output_tokens=0, minimum_output_tokens=0)
+        fd, name = tempfile.mkstemp(prefix="loopvisor-prompt-", suffix=".txt")
+        prompt_file = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(request.prompt)
+            async for event in self._run(request, prompt_file):
+                yield event
+        finally:
+            prompt_file.unlink(missing_ok=True)  # noqa: ASYNC240 (a tiny local temp file)
+
+    async def _run(self, request: AgentRequest, prompt_file: Path) -> AsyncIterator[AgentEvent]:
+        spec = self.spec
+        env = {**spec.env, **request.env}
+        stdin = request.prompt.encode() if spec.stdin else None
+        stdout: list[str] = []
+        stderr: list[str] = []
+        started = time.monotonic()
+        try:
+            proc_cm = GroupProcess(
+                self.argv(request, prompt_file), cwd=request.workspace, env=env, stdin=stdin
+            )
+            proc = await proc_cm.__aenter__()
+        except OSError as exc:
+            yield AgentFailed(f"could not start {spec.command[0]!r}: {exc.strerror or exc}")
+            return
+        timed_out = False
+        try:
+            with anyio.move_on_after(spec.timeout) as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(proc.meter_cpu)
+                    async for line in proc.lines():
+                        (stdout if line.stream == "stdout" else stderr).append(line.text)
+                        yield TextDelta(line.text + "\n", stream=line.stream)
+                    code = await proc.wait()
+                    tg.cancel_scope.cancel()
+            if scope.cancelled_caught:
+                timed_out = True
+                await proc.kill()
+            cpu = proc.sample_cpu()
+        finally:
+            await proc_cm.__aexit__(None, None, None)
+        yield Usage(cpu_s=cpu)
+        output = "\n".join(stdout)[-OUTPUT_KEEP:]
+        if timed_out:
+            yield AgentFailed(
+                f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
+                output=output,
+            )
+        elif code != 0:
+            tail = (stderr or stdout or [""])[-1][:300]
+            yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
+        else:
+            yield Done(output=output)

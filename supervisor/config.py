@@ -1,0 +1,251 @@
+"""loops.toml → a validated `Config`, or a `ConfigError` listing every problem at once.
+
+Each issue names FILE:LINE:COL of the offending key (tomllib gives no positions;
+`_tomlpos` finds them in the source) and, for a misspelling, the closest valid
+name. Nothing half-valid comes back: either the whole file checks out or nothing
+runs. Relative paths are relative to the config file's folder, so a config means
+the same thing from any working directory. `--state-dir` (the `state_dir`
+argument) is taken as given, i.e. relative to the caller's working directory.
+
+Layout: `_schema` reads typed values, `_agents` the agent kinds, `_loops` templates
+and loops, `_placeholders` the `$name` checks; this module ties them together.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+
+from ._agents import read_agents
+from ._loops import LIMIT_KEYS, Paths, read_limits, read_loops
+from ._placeholders import check_prompt_template
+from ._pricing import price_for
+from ._schema import ConfigError, ConfigIssue, Issues, Table
+from ._tomlpos import key_positions
+from .durations import format_duration, parse_duration
+from .spec import (
+    AgentSpec,
+    AnthropicAgentSpec,
+    ClaudeCodeAgentSpec,
+    CommandAgentSpec,
+    Config,
+    Limits,
+    LoopSpec,
+    Price,
+    RateLimit,
+    SimAgentSpec,
+    SupervisorSpec,
+)
+
+__all__ = [
+    "STARTER_TOML",
+    "ConfigError",
+    "ConfigIssue",
+    "check_prompt_template",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "summarize_loop",
+]
+
+TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop"})
+SUPERVISOR_KEYS = frozenset({"max_concurrent", "state_dir", "budget", "rate_limits"})
+PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
+RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
+PROVIDERS = frozenset({"anthropic"})
+DEFAULT_STATE_DIR = ".loopvisor"
+_TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+STARTER_TOML: str = (
+    resources.files("supervisor").joinpath("templates/starter.toml").read_text(encoding="utf-8")
+)
+"""The commented starter loops.toml written by `loopvisor init` (runs offline)."""
+
+
+def load_config(path: Path, *, state_dir: Path | None = None) -> Config:
+    """Read and validate `path`; raises ConfigError (never another exception) on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(path, 1, 1, f"cannot read config: {reason}")]) from None
+    return parse_config(text, path, state_dir=state_dir)
+
+
+def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Config:
+    """Validate `text` as the contents of `path` (which anchors relative paths)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_issue(text, path, exc)]) from None
+    issues = Issues(path, key_positions(text))
+    config_dir = path.resolve().parent
+    top = Table.of(issues, data, ())
+    top.check_keys(TOP_KEYS, "loops.toml")
+
+    supervisor = _supervisor(top, config_dir, state_dir)
+    pricing = _pricing(top)
+    agents = read_agents(issues, data.get("agents"), config_dir)
+    paths = Paths(config_dir=config_dir, state_dir=supervisor.state_dir)
+    loops = read_loops(issues, data.get("loop"), data.get("templates"), agents, paths)
+    _warn_unpriced(issues, supervisor, loops, agents, pricing)
+    if issues.errors:
+        raise ConfigError(issues.errors)
+    return Config(
+        path=path.resolve(),
+        supervisor=supervisor,
+        agents=agents,
+        loops=loops,
+        pricing=pricing,
+        warnings=tuple(str(w) for w in issues.warnings),
+    )
+
+
+def _syntax_issue(text: str, path: Path, exc: tomllib.TOMLDecodeError) -> ConfigIssue:
+    message = str(exc)
+    match = _TOML_AT.search(message)
+    if match and match.group(1):
+        line, col = int(match.group(1)), int(match.group(2))
+    else:  # "at end of document"
+        lines = text.split("\n")
+        line, col = len(lines), len(lines[-1]) + 1
+    reason = message[: match.start()] if match else message
+    return ConfigIssue(path, line, col, f"invalid TOML: {reason}")
+
+
+def _section(top: Table, key: str) -> Table | None:
+    return top.table(key, label=f"{key}.")
+
+
+def _supervisor(top: Table, config_dir: Path, override: Path | None) -> SupervisorSpec:
+    section = _section(top, "supervisor") or Table(top.issues, {}, ("supervisor",), "supervisor.")
+    section.check_keys(SUPERVISOR_KEYS, "[supervisor]")
+    state_dir = config_dir / section.string("state_dir", DEFAULT_STATE_DIR, nonempty=True)
+    budget = section.table("budget")
+    if budget is not None:
+        budget.check_keys(LIMIT_KEYS, "[supervisor.budget]")
+    rate_limits: dict[str, RateLimit] = {}
+    limits_table = section.table("rate_limits")
+    if limits_table is not None:
+        limits_table.check_keys(PROVIDERS, "[supervisor.rate_limits] (providers)")
+        for provider in PROVIDERS & set(limits_table.keys()):
+            t = limits_table.table(provider)
+            if t is not None:
+                t.check_keys(RATE_LIMIT_KEYS, f"[supervisor.rate_limits.{provider}]")
+                rate_limits[provider] = RateLimit(
+                    requests_per_minute=t.integer("requests_per_minute", None, positive=True),
+                    tokens_per_minute=t.integer("tokens_per_minute", None, positive=True),
+                )
+    return SupervisorSpec(
+        state_dir=(override.resolve() if override is not None else state_dir.resolve()),
+        max_concurrent=section.integer("max_concurrent", 4, positive=True),
+        budget=read_limits(budget) if budget is not None else Limits(),
+        rate_limits=MappingProxyType(rate_limits),
+    )
+
+
+def _pricing(top: Table) -> dict[str, Price]:
+    """USD per million tokens; cache prices default to Anthropic's usual 1.25x / 0.1x."""
+    section = _section(top, "pricing")
+    prices: dict[str, Price] = {}
+    for model in section.keys() if section else []:
+        t = section.table(model, label=f'pricing."{model}".') if section else None
+        if t is None:
+            continue
+        t.check_keys(PRICE_KEYS, f'[pricing."{model}"]')
+        has_input = t.require("input", f'price of "{model}"')
+        if not t.require("output", f'price of "{model}"') or not has_input:
+            continue
+        base = t.number("input", 0.0, minimum=0)
+        prices[model] = Price(
+            input=base,
+            output=t.number("output", 0.0, minimum=0),
+            cache_write=t.number("cache_write", base * 1.25, minimum=0),
+            cache_read=t.number("cache_read", base * 0.1, minimum=0),
+        )
+    return prices
+
+
+def _warn_unpriced(
+    issues: Issues,
+    supervisor: SupervisorSpec,
+    loops: tuple[LoopSpec, ...],
+    agents: dict[str, AgentSpec],
+    pricing: dict[str, Price],
+) -> None:
+    if supervisor.budget.usd is None and all(loop.budget.limits.usd is None for loop in loops):
+        return
+    for name, agent in agents.items():
+        if isinstance(agent, AnthropicAgentSpec) and price_for(agent.model, pricing) is None:
+            issues.warn(
+                ("agents", name, "model"),
+                f'model "{agent.model}" of agent "{name}" has no known price: add '
+                f'[pricing."{agent.model}"]; USD budget enforced from an explicit [pricing] '
+                "entry only",
+            )
+
+
+def describe_agent(agent: AgentSpec) -> str:
+    """`cc(claude-code)`, `sonnet(anthropic claude-sonnet-4-5)`: the agent in a few words."""
+    if isinstance(agent, AnthropicAgentSpec):
+        return f"{agent.name}(anthropic {agent.model})"
+    if isinstance(agent, ClaudeCodeAgentSpec) and agent.model:
+        return f"{agent.name}(claude-code {agent.model})"
+    if isinstance(agent, CommandAgentSpec):
+        return f"{agent.name}(command {agent.command[0] if agent.command else '?'})"
+    if isinstance(agent, SimAgentSpec) and agent.behavior != "converge":
+        return f"{agent.name}(sim {agent.behavior})"
+    return f"{agent.name}({agent.kind})"
+
+
+def _tokens(count: int) -> str:
+    if count >= 1_000_000 and count % 100_000 == 0:
+        return f"{count / 1_000_000:g}M"
+    if count >= 1_000 and count % 100 == 0:
+        return f"{count / 1_000:g}k"
+    return str(count)
+
+
+def describe_limits(limits: Limits) -> str:
+    """`300k tokens, $3.00, 30m wall, 10m cpu`, or `unlimited`."""
+    parts = []
+    if limits.tokens is not None:
+        parts.append(f"{_tokens(limits.tokens)} tokens")
+    if limits.usd is not None:
+        parts.append(f"${limits.usd:.2f}")
+    if limits.wall is not None:
+        parts.append(f"{format_duration(limits.wall)} wall")
+    if limits.cpu is not None:
+        parts.append(f"{format_duration(limits.cpu)} cpu")
+    return ", ".join(parts) or "unlimited"
+
+
+def summarize_loop(config: Config, loop: LoopSpec) -> str:
+    """One line for `loopvisor check`: agent, iterations, checks, budget, how it ends."""
+    agent = config.agents.get(loop.agent)
+    parts = [
+        loop.name,
+        f"agent={describe_agent(agent) if agent else loop.agent}",
+        f"max_iterations={loop.max_iterations}",
+        f"checks={len(loop.checks)}",
+        f"budget: {describe_limits(loop.budget.limits)}",
+    ]
+    exits = []
+    if loop.checks:
+        exits.append("checks")
+    if loop.done_marker:
+        exits.append(f'"{loop.done_marker}"')
+    parts.append("exit: " + " + ".join(exits))
+    if loop.extends:
+        parts.append(f"extends={loop.extends}")
+    if loop.worktree is not None:
+        parts.append(f"worktree={loop.worktree.repo.name}")
+    if loop.schedule:
+        runs = f" x{loop.max_runs}" if loop.max_runs else ""
+        parts.append(f"schedule={loop.schedule!r}{runs}")
+    if loop.on_stuck != "pause":
+        parts.append(f"on_stuck={loop.on_stuck}")
+    return "  ".join(parts)

@@ -1,0 +1,99 @@
+"""Headless output: readable timestamped lines, or one JSON object per line.
+
+The printer is an ordinary bus subscriber. In JSON mode every event is printed
+as its `to_dict()` (output chunks included), and the last line is the summary
+(`type = "summary"`), whose schema the README documents. Plain mode prints agent
+text line by line, prefixed with the loop name, and one line per other event.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+from . import events as ev
+from .render import describe
+
+
+class HeadlessPrinter:
+    def __init__(
+        self, *, json_lines: bool = False, stream: TextIO | None = None, transcripts: bool = True
+    ) -> None:
+        self.json_lines = json_lines
+        self.stream = stream or sys.stdout
+        self.transcripts = transcripts
+        self._partial: dict[tuple[str, str], str] = {}
+        self._width = 12
+
+    async def consume(self, events: AsyncIterator[ev.Event]) -> None:
+        async for event in events:
+            self.print_event(event)
+
+    def print_event(self, event: ev.Event) -> None:
+        if self.json_lines:
+            self._write(json.dumps(event.to_dict(), ensure_ascii=False, default=str))
+            return
+        if isinstance(event, ev.RunStarted):
+            self._width = max([12, *(len(n) for n in event.loops)])
+            verb = "resumed" if event.resumed else "started"
+            self._line(event.ts, "", f"run {event.run_id} {verb}: {len(event.loops)} loops")
+            return
+        if isinstance(event, ev.AgentOutput):
+            if self.transcripts:
+                self._output(event)
+            return
+        if isinstance(event, ev.RunFinished):
+            self._summary(event)
+            return
+        loop = getattr(event, "loop", None) or ""
+        if isinstance(event, ev.IterationStarted | ev.LoopStateChanged | ev.IterationFinished):
+            self._flush_partial(loop)
+        text = describe(event)
+        if text is not None:
+            self._line(event.ts, loop, text)
+
+    def _output(self, event: ev.AgentOutput) -> None:
+        key = (event.loop, event.stream)
+        data = self._partial.pop(key, "") + event.text
+        *lines, rest = data.split("\n")
+        for line in lines:
+            tag = "│" if event.stream == "assistant" else f"│ {event.stream}:"
+            self._line(event.ts, event.loop, f"{tag} {line}")
+        if rest:
+            self._partial[key] = rest
+
+    def _flush_partial(self, loop: str) -> None:
+        for key in [k for k in self._partial if k[0] == loop]:
+            rest = self._partial.pop(key)
+            self._line(time.time(), loop, f"│ {rest}")
+
+    def _summary(self, event: ev.RunFinished) -> None:
+        for key in list(self._partial):
+            self._flush_partial(key[0])
+        self._write("")
+        self._write(
+            f"{'loop':<{self._width}}  {'state':<10} {'iter':>4} {'tokens':>9} {'usd':>9}  reason"
+        )
+        for r in event.loops:
+            self._write(
+                f"{r.name:<{self._width}}  {r.state:<10} {r.iterations:>4} {r.tokens:>9,} "
+                f"{r.usd:>9.4f}  {r.reason}"
+            )
+        self._write(
+            f"total: {event.tokens:,} tokens, ${event.usd:.4f}, {event.wall_s:.1f}s wall"
+            f" — exit code {event.exit_code}" + (f" ({event.reason})" if event.reason else "")
+        )
+
+    def _line(self, ts: float, loop: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts))
+        self._write(f"{stamp} {loop:<{self._width}} {text}")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            pass

@@ -1,0 +1,652 @@
+"""One loop's state machine: prompt → agent turn → checks → decide, until it ends.
+
+`LoopRunner.run()` is the loop's task. One iteration is `_iteration()`; everything
+the operator can do (pause, stop, restart, edit, inject) is a flag or a cancel
+scope that the runner honours at a safe point, so control never races a turn.
+"""
+
+from __future__ import annotations
+
+import string
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from . import events as ev
+from .agents.base import (
+    Agent,
+    AgentFailed,
+    AgentRequest,
+    BudgetExhausted,
+    Done,
+    Resumed,
+    SessionStarted,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    Waiting,
+)
+from .budget import Ledger
+from .checks import CheckOutcome, render_check_output, run_check
+from .render import describe
+from .spec import AgentSpec, LoopSpec, Price
+from .stuck import StuckDetector, StuckVerdict
+from .transcript import OutputCoalescer, TranscriptTail
+from .turn_budget import LedgerTurnBudget
+
+if TYPE_CHECKING:
+    from .resume import LoopResume
+
+LAST_OUTPUT_LIMIT = 4000
+"""Characters of the previous agent reply substituted for `$last_output`."""
+RETRY_BACKOFF_CAP_S = 30.0
+
+
+@dataclass(slots=True)
+class _Turn:
+    """What one agent turn produced."""
+
+    output: str = ""
+    failure: AgentFailed | None = None
+    exhausted: str | None = None
+    stalled: StuckVerdict | None = None
+    tokens: int = 0
+    usd: float = 0.0
+    retries_exhausted: str | None = None
+
+
+@dataclass(slots=True)
+class _Control:
+    """Operator requests, honoured at the next safe point."""
+
+    pause: bool = False
+    stop: bool = False
+    restart: bool = False
+    injections: list[str] = field(default_factory=list)
+    resumed: anyio.Event = field(default_factory=anyio.Event)
+
+
+class LoopRunner:
+    """Runs one loop to an end state, publishing events for every step."""
+
+    def __init__(
+        self,
+        spec: LoopSpec,
+        agent_spec: AgentSpec,
+        agent: Agent,
+        *,
+        ledger: Ledger,
+        slots: anyio.CapacityLimiter,
+        publish: Callable[[ev.Event], None],
+        pricing: dict[str, Price] | None = None,
+        resume: LoopResume | None = None,
+    ) -> None:
+        self.spec = spec
+        self.agent_spec = agent_spec
+        self.agent = agent
+        self.ledger = ledger
+        self.slots = slots
+        self._publish = publish
+        self.pricing = pricing or {}
+        self.state: ev.LoopState = "pending"
+        self.reason = ""
+        self.iteration = 0
+        self.retries_used = 0
+        self.last_output = ""
+        self.check_output = ""
+        self.last_check: str | None = None
+        self.last_check_passed: bool | None = None
+        self.evidence = ""
+        self.wait_seconds: float | None = None
+        self.started_at: float | None = None
+        self.next_run: float | None = None
+        self.tail = TranscriptTail()
+        self.detector = StuckDetector(spec.stuck)
+        self.control = _Control()
+        self._stop_scope: anyio.CancelScope | None = None
+        self._turn_scope: anyio.CancelScope | None = None
+        self._last_activity = time.monotonic()
+        self._iteration_costs: deque[float] = deque(maxlen=50)
+        if resume is not None:
+            self._restore(resume)
+
+    # -- public state ------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.state in ev.END_STATES
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.state in ev.ATTENTION_STATES
+
+    @property
+    def elapsed_s(self) -> float:
+        return 0.0 if self.started_at is None else time.time() - self.started_at
+
+    def result(self) -> ev.LoopResult:
+        stats = self.ledger.statistics()
+        return ev.LoopResult(
+            name=self.spec.name,
+            state=self.state,
+            iterations=self.iteration,
+            tokens=stats.tokens_spent,
+            usd=round(stats.usd_spent, 6),
+            reason=self.reason,
+        )
+
+    # -- control (called by the Supervisor; never awaits a turn) -------------------
+    def request_pause(self) -> None:
+        self.control.pause = True
+
+    def request_resume(self) -> None:
+        self.control.pause = False
+        self.control.resumed.set()
+
+    def request_stop(self) -> None:
+        self.control.stop = True
+        self.control.resumed.set()
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    def request_restart(self) -> None:
+        self.control.restart = True
+        self.control.pause = False
+        self.control.resumed.set()
+        if self._turn_scope is not None:
+            self._turn_scope.cancel()
+
+    def inject(self, text: str) -> None:
+        self.control.injections.append(text)
+        self.detector.reset()
+
+    def apply_edit(self, spec: LoopSpec) -> None:
+        """Takes effect from the next iteration (the running one keeps its prompt)."""
+        self.spec = spec
+        self.ledger.limits = spec.budget.limits
+        self.detector = StuckDetector(spec.stuck)
+
+    def prepare_restart(self) -> None:
+        """Reset the loop to iteration 0 (spent budget stays spent: it was real money)."""
+        self.control = _Control()
+        self.iteration = 0
+        self.retries_used = 0
+        self.last_output = ""
+        self.check_output = ""
+        self.last_check = None
+        self.last_check_passed = None
+        self.evidence = ""
+        self.detector.reset()
+        self.agent.reset()
+
+    # -- the task --------------------------------------------------------------
+    async def run(self) -> ev.LoopResult:
+        if self.finished:
+            return self.result()
+        if self.started_at is None:
+            self.started_at = time.time()
+        with anyio.CancelScope() as stop_scope:
+            self._stop_scope = stop_scope
+            await self._run_until_end()
+        self._stop_scope = None
+        if stop_scope.cancelled_caught and not self.finished:
+            self._end("stopped", "stopped by the operator")
+        return self.result()
+
+    async def _run_until_end(self) -> None:
+        wall = self.spec.budget.limits.wall
+        deadline = None if wall is None else (self.started_at or time.time()) + wall
+        while not self.finished:
+            if self.control.stop:
+                self._end("stopped", "stopped by the operator")
+                return
+            if self.control.restart:
+                self.prepare_restart()
+                self._set("pending", "restarted by the operator")
+            if self.control.pause or self.state in ev.ATTENTION_STATES:
+                await self._wait_for_person()
+                continue
+            if self.iteration >= self.spec.max_iterations:
+                self._end(
+                    "failed",
+                    f"max_iterations ({self.spec.max_iterations}) reached; last check: "
+                    f"{self.last_check or 'none'}",
+                )
+                return
+            crossed = self.ledger.crossed()
+            if crossed is not None:
+                self._end("exhausted", crossed.reason)
+                return
+            if deadline is not None and time.time() >= deadline:
+                self._end("exhausted", f"loop wall budget ({_fmt_s(wall or 0)}) used up")
+                return
+            remaining = None if deadline is None else max(0.0, deadline - time.time())
+            with anyio.move_on_after(remaining) as wall_scope:
+                await self._iteration(self.iteration + 1)
+            if wall_scope.cancelled_caught and not self.finished:
+                self._end("exhausted", f"loop wall budget ({_fmt_s(wall or 0)}) used up")
+
+    async def _wait_for_person(self) -> None:
+        if self.state not in ev.ATTENTION_STATES:
+            self._set("paused", "paused by the operator")
+        self.control.resumed = anyio.Event()
+        await self.control.resumed.wait()
+        if not self.control.stop and not self.control.restart:
+            self.detector.reset()
+            self._set("pending", "resumed by the operator")
+
+    # -- one iteration ----------------------------------------------------------
+    async def _iteration(self, n: int) -> None:
+        spec = self.spec
+        self.iteration = n
+        prompt = self._render_prompt(n)
+        started = time.monotonic()
+        self._emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
+        if self.slots.available_tokens < 1:
+            self._set("waiting", "waiting for a free slot", n)
+        async with self.slots:
+            self._set("running", f"agent turn {n}/{spec.max_iterations}", n)
+            turn = await self._turn(n, prompt)
+            if self.control.restart:
+                self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
+                return
+            if turn.exhausted is not None:
+                self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
+                self._end("exhausted", turn.exhausted)
+                return
+            if turn.retries_exhausted is not None:
+                self._finish_iteration(n, "failed", turn.retries_exhausted, turn, started)
+                self._end("failed", turn.retries_exhausted)
+                return
+            if turn.stalled is not None:
+                self._finish_iteration(n, "stuck", turn.stalled.evidence, turn, started)
+                self._on_stuck(n, turn.stalled)
+                return
+            if turn.failure is not None:
+                await self._after_failure(n, turn, started)
+                return
+            self.last_output = turn.output
+            outcomes = await self._run_checks(n)
+        self._decide(n, turn, outcomes, started)
+
+    async def _after_failure(self, n: int, turn: _Turn, started: float) -> None:
+        failure = turn.failure
+        assert failure is not None
+        self.retries_used += 1
+        limit = self.spec.budget.retries
+        if not failure.retryable or self.retries_used > limit:
+            why = "not retryable" if not failure.retryable else f"{limit} retries used"
+            reason = f"agent error ({why}): {failure.message}"
+            self._finish_iteration(n, "failed", reason, turn, started)
+            self._end("failed", reason)
+            return
+        self._finish_iteration(n, "error", failure.message, turn, started)
+        delay = failure.retry_after or min(RETRY_BACKOFF_CAP_S, 0.5 * 2 ** (self.retries_used - 1))
+        self._set(
+            "waiting", f"retry {self.retries_used}/{limit} after: {failure.message}", n, delay
+        )
+        await anyio.sleep(delay)
+        self.iteration = n - 1  # the same iteration runs again
+
+    def _decide(self, n: int, turn: _Turn, outcomes: list[CheckOutcome], started: float) -> None:
+        spec = self.spec
+        checks_ok = all(o.passed for o in outcomes)
+        marker_ok = spec.done_marker is None or spec.done_marker in turn.output
+        if checks_ok and marker_ok:
+            what = f"all {len(outcomes)} checks passed" if outcomes else "done marker seen"
+            if outcomes and spec.done_marker:
+                what += " and done marker seen"
+            self._finish_iteration(n, "succeeded", what, turn, started)
+            self._end("succeeded", f"{what} in iteration {n}")
+            return
+        failing = next((o for o in outcomes if not o.passed), None)
+        crossed = self.ledger.crossed()
+        if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
+            self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
+            self._end("exhausted", crossed.reason)
+            return
+        verdict = self.detector.observe(
+            iteration=n,
+            output=turn.output,
+            check_fingerprint=failing.fingerprint if failing else "",
+            check_evidence=failing.evidence if failing else "",
+            checks_passed=checks_ok,
+            usd=turn.usd,
+            tokens=turn.tokens,
+        )
+        why = failing.summary if failing else f"done marker {spec.done_marker!r} not seen"
+        if verdict is not None and spec.on_stuck != "continue":
+            self._finish_iteration(n, "stuck", verdict.evidence, turn, started)
+            self._on_stuck(n, verdict)
+            return
+        if verdict is not None:
+            self._on_stuck(n, verdict)
+        self._finish_iteration(n, "continue", why, turn, started)
+
+    def _on_stuck(self, n: int, verdict: StuckVerdict) -> None:
+        action = self.spec.on_stuck
+        self.evidence = f"{verdict.detector}: {verdict.evidence}"
+        self._emit(
+            ev.StuckDetected(
+                loop=self.spec.name,
+                iteration=n,
+                detector=verdict.detector,
+                evidence=verdict.evidence,
+                action=action,
+            )
+        )
+        if action == "pause":
+            self._set("stuck", self.evidence, n)
+        elif action == "stop":
+            self._end("stopped", f"stuck: {self.evidence}")
+
+    # -- the agent turn ---------------------------------------------------------
+    async def _turn(self, n: int, prompt: str) -> _Turn:
+        spec = self.spec
+        turn = _Turn()
+        name = spec.name
+        budget = LedgerTurnBudget(
+            self.ledger,
+            pricing=self.pricing,
+            default_model=getattr(self.agent_spec, "model", None),
+            on_wait=lambda why: self._set("waiting", why, n),
+            on_resume=lambda: self._set("running", f"agent turn {n}/{spec.max_iterations}", n),
+            on_booking=lambda kind, tokens, usd: self._emit(
+                (ev.BudgetReserved if kind == "reserved" else ev.BudgetReleased)(
+                    loop=name, iteration=n, tokens=tokens, usd=usd
+                )
+            ),
+        )
+        if spec.context == "fresh":
+            self.agent.reset()
+        request = AgentRequest(
+            loop=name,
+            iteration=n,
+            prompt=prompt,
+            workspace=spec.workspace,
+            budget=budget,
+            env={
+                "LOOPVISOR_LOOP": name,
+                "LOOPVISOR_ITERATION": str(n),
+                "LOOPVISOR_WORKSPACE": str(spec.workspace),
+            },
+        )
+        coalescer = OutputCoalescer(
+            lambda text, stream: self._emit_output(n, text, stream), clock=time.monotonic
+        )
+        self._last_activity = time.monotonic()
+        stall = spec.stuck.stall
+        try:
+            with anyio.CancelScope() as scope:
+                self._turn_scope = scope
+                async with anyio.create_task_group() as tg:
+                    if stall:
+                        tg.start_soon(self._stall_watchdog, stall, turn, scope)
+                    tg.start_soon(coalescer.run_flusher)
+                    await self._consume(request, budget, turn, coalescer, scope)
+                    tg.cancel_scope.cancel()
+        except BudgetExhausted as exc:
+            turn.exhausted = exc.reason
+        finally:
+            self._turn_scope = None
+            coalescer.flush()
+            budget.release()
+        self._emit(
+            ev.SessionSaved(
+                loop=name,
+                iteration=n,
+                session_id=self.agent.session_id,
+                conversation=self.agent.conversation(),
+                last_output=turn.output[-LAST_OUTPUT_LIMIT:],
+                check_output=self.check_output,
+            )
+        )
+        return turn
+
+    async def _consume(
+        self,
+        request: AgentRequest,
+        budget: LedgerTurnBudget,
+        turn: _Turn,
+        coalescer: OutputCoalescer,
+        scope: anyio.CancelScope,
+    ) -> None:
+        name, n = request.loop, request.iteration
+        stream = self.agent.run(request)
+        try:
+            async for item in stream:
+                self._last_activity = time.monotonic()
+                if isinstance(item, TextDelta):
+                    coalescer.add(item.text, item.stream)
+                    continue
+                coalescer.flush()
+                if isinstance(item, Usage):
+                    charge = budget.charge(item)
+                    turn.tokens += charge.tokens
+                    turn.usd += charge.usd
+                    self._emit(
+                        ev.UsageCharged(
+                            loop=name,
+                            iteration=n,
+                            input_tokens=item.input_tokens,
+                            output_tokens=item.output_tokens,
+                            cache_creation_tokens=item.cache_creation_tokens,
+                            cache_read_tokens=item.cache_read_tokens,
+                            usd=charge.usd,
+                            cpu_s=item.cpu_s,
+                        )
+                    )
+                    over = _overshot(self.ledger)
+                    if over is not None:
+                        turn.exhausted = over
+                        scope.cancel()
+                        return
+                elif isinstance(item, ToolCall):
+                    self._emit(
+                        ev.ToolCalled(
+                            loop=name,
+                            iteration=n,
+                            tool_id=item.tool_id,
+                            name=item.name,
+                            input=item.input,
+                        )
+                    )
+                elif isinstance(item, ToolResult):
+                    self._emit(
+                        ev.ToolReturned(
+                            loop=name,
+                            iteration=n,
+                            tool_id=item.tool_id,
+                            output=item.output,
+                            is_error=item.is_error,
+                        )
+                    )
+                elif isinstance(item, Waiting):
+                    if item.retry:
+                        self.retries_used += 1
+                        if self.retries_used > self.spec.budget.retries:
+                            turn.retries_exhausted = (
+                                f"{self.spec.budget.retries} retries used; last: {item.reason}"
+                            )
+                            scope.cancel()
+                            return
+                    self._set("waiting", item.reason, n, item.seconds)
+                elif isinstance(item, Resumed):
+                    self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
+                elif isinstance(item, SessionStarted):
+                    pass
+                elif isinstance(item, Done):
+                    turn.output = item.output
+                    return
+                elif isinstance(item, AgentFailed):
+                    turn.failure = item
+                    turn.output = item.output
+                    return
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _stall_watchdog(self, stall: float, turn: _Turn, scope: anyio.CancelScope) -> None:
+        while True:
+            silent = time.monotonic() - self._last_activity
+            if silent >= stall:
+                if self.state == "waiting":  # backoff is not a stall
+                    self._last_activity = time.monotonic()
+                else:
+                    turn.stalled = self.detector.stall(silent)
+                    scope.cancel()
+                    return
+            await anyio.sleep(min(1.0, max(0.05, stall / 10)))
+
+    # -- checks -----------------------------------------------------------------
+    async def _run_checks(self, n: int) -> list[CheckOutcome]:
+        spec = self.spec
+        if not spec.checks:
+            return []
+        self._set("checking", f"running {len(spec.checks)} check(s)", n)
+        env = {
+            "LOOPVISOR_LOOP": spec.name,
+            "LOOPVISOR_ITERATION": str(n),
+            "LOOPVISOR_WORKSPACE": str(spec.workspace),
+        }
+        outcomes: list[CheckOutcome] = []
+        for check in spec.checks:
+            self._emit(
+                ev.CheckStarted(loop=spec.name, iteration=n, name=check.name, command=check.display)
+            )
+            outcome = await run_check(check, workspace=spec.workspace, env=env)
+            self.ledger.charge_cpu(outcome.cpu_s)
+            outcomes.append(outcome)
+            self._emit(
+                ev.CheckFinished(
+                    loop=spec.name,
+                    iteration=n,
+                    name=outcome.name,
+                    passed=outcome.passed,
+                    exit_code=outcome.exit_code,
+                    summary=outcome.summary,
+                    output=outcome.output,
+                    duration_s=outcome.duration_s,
+                    fingerprint=outcome.fingerprint,
+                )
+            )
+        self.check_output = render_check_output(outcomes)
+        failing = next((o for o in outcomes if not o.passed), None)
+        self.last_check_passed = failing is None
+        self.last_check = (
+            f"{len(outcomes)}/{len(outcomes)} passed"
+            if failing is None
+            else f"{failing.name}: {failing.summary}"
+        )
+        return outcomes
+
+    # -- helpers -----------------------------------------------------------------
+    def _render_prompt(self, n: int) -> str:
+        spec = self.spec
+        text = string.Template(spec.prompt).safe_substitute(
+            iteration=n,
+            max_iterations=spec.max_iterations,
+            check_output=self.check_output or "(no checks have run yet)",
+            last_output=self.last_output[-LAST_OUTPUT_LIMIT:] or "(no previous output)",
+            loop=spec.name,
+            workspace=str(spec.workspace),
+        )
+        if self.control.injections:
+            notes = "\n".join(f"Operator note: {t}" for t in self.control.injections)
+            self.control.injections.clear()
+            text = f"{text}\n\n{notes}"
+        return text
+
+    def _finish_iteration(
+        self, n: int, outcome: ev.IterationOutcome, reason: str, turn: _Turn, started: float
+    ) -> None:
+        self._iteration_costs.append(turn.usd)
+        self._emit(
+            ev.IterationFinished(
+                loop=self.spec.name,
+                iteration=n,
+                outcome=outcome,
+                reason=reason,
+                tokens=turn.tokens,
+                usd=round(turn.usd, 6),
+                duration_s=round(time.monotonic() - started, 3),
+                session_id=self.agent.session_id,
+            )
+        )
+
+    def _emit_output(self, n: int, text: str, stream: str) -> None:
+        self.tail.add(text, stream)
+        self._emit(ev.AgentOutput(loop=self.spec.name, iteration=n, text=text, stream=stream))  # type: ignore[arg-type]
+
+    def _set(
+        self,
+        state: ev.LoopState,
+        reason: str,
+        iteration: int | None = None,
+        wait: float | None = None,
+    ) -> None:
+        self.state = state
+        self.reason = reason
+        self.wait_seconds = wait
+        self._emit(
+            ev.LoopStateChanged(
+                loop=self.spec.name,
+                state=state,
+                reason=reason,
+                iteration=self.iteration if iteration is None else iteration,
+                wait_seconds=wait,
+            )
+        )
+
+    def _end(self, state: ev.LoopState, reason: str) -> None:
+        self._set(state, reason)
+
+    def force_end(self, state: ev.LoopState, reason: str) -> None:
+        """End the loop from outside (global budget gone): record why, then cancel it."""
+        if not self.finished:
+            self._end(state, reason)
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    def _emit(self, event: ev.Event) -> None:
+        line = describe(event)
+        if line is not None:
+            self.tail.add_line(line)
+        self._publish(event)
+
+    def _restore(self, resume: LoopResume) -> None:
+        self.iteration = max(0, resume.next_iteration - 1)
+        self.retries_used = resume.retries_used
+        self.last_output = resume.last_output
+        self.check_output = resume.check_output
+        self.agent.restore(resume.session_id, resume.conversation)
+        if resume.state in ev.END_STATES:
+            self.state = resume.state  # type: ignore[assignment]
+            self.reason = resume.reason
+
+
+def _overshot(ledger: Ledger) -> str | None:
+    """A ledger spent past its limit: the turn must die now (CLI agents only get here)."""
+    for node in ledger.chain():
+        lim = node.limits
+        where = "global" if node.name == "global" else f"loop {node.name!r}"
+        if lim.tokens is not None and node.tokens_spent > lim.tokens:
+            over = node.tokens_spent - lim.tokens
+            return f"{where} token budget crossed mid-turn (overshoot {over:,} tokens); killed"
+        if lim.usd is not None and node.usd_spent > lim.usd + 1e-9:
+            over_usd = node.usd_spent - lim.usd
+            return f"{where} USD budget crossed mid-turn (overshoot ${over_usd:.4f}); killed"
+    return None
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

@@ -1,0 +1,361 @@
+"""The Supervisor: runs every loop of a config concurrently under one hard budget.
+
+`Supervisor(config).run()` under anyio: one task group, one task per loop, a
+CapacityLimiter for the compute slots, a global ledger every loop ledger draws
+from. Front-ends use it through `api.SupervisorHandle` (snapshot, subscribe,
+control operations). With `exit_when_idle` (headless `run`) the run ends as soon
+as every unfinished loop waits for a person; `serve` keeps waiting instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+import anyio.abc
+
+from . import events as ev
+from .agents import AgentContext, build_agent
+from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot
+from .budget import Charge, Ledger
+from .bus import EventBus
+from .loop import LoopRunner
+from .resume import RunResume
+from .spec import Config, Limits, LoopSpec
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BUDGET = 2
+EXIT_USAGE = 3
+EXIT_ATTENTION = 4
+EXIT_INTERRUPTED = 130
+
+
+class Supervisor:
+    """Headless core. Implements `api.SupervisorHandle`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        run_id: str | None = None,
+        resume: RunResume | None = None,
+        exit_when_idle: bool = True,
+    ) -> None:
+        self.config = config
+        self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
+        self.resumed = resume is not None
+        self.exit_when_idle = exit_when_idle
+        self.bus = EventBus()
+        self.ledger = Ledger("global", config.supervisor.budget)
+        self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
+        self.started_at = time.time()
+        self._wall_before = resume.wall_s if resume else 0.0
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._changed = anyio.Event()
+        self._end_reason = ""
+        self._global_exhausted = False
+        self._interrupted = False
+        self._finished = False
+        self._limiters = self._make_limiters()
+        ctx = AgentContext(
+            state_dir=config.supervisor.state_dir,
+            pricing=dict(config.pricing),
+            limiters=self._limiters,
+        )
+        self.runners: dict[str, LoopRunner] = {}
+        for spec in config.loops:
+            loop_resume = resume.loops.get(spec.name) if resume else None
+            ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
+            if loop_resume is not None:
+                ledger.charge(
+                    Charge(tokens=loop_resume.tokens, usd=loop_resume.usd, cpu_s=loop_resume.cpu_s)
+                )
+            agent_spec = config.agent_for(spec)
+            self.runners[spec.name] = LoopRunner(
+                spec,
+                agent_spec,
+                build_agent(agent_spec, spec, ctx),
+                ledger=ledger,
+                slots=self.slots,
+                publish=self._publish,
+                pricing=dict(config.pricing),
+                resume=loop_resume,
+            )
+        self._notes = list(resume.notes) if resume else []
+
+    def _make_limiters(self) -> object | None:
+        if not any(a.kind == "anthropic" for a in self.config.agents.values()):
+            return None
+        from .ratelimit import RateLimiterRegistry
+
+        return RateLimiterRegistry(self.config.supervisor.rate_limits)
+
+    # -- events --------------------------------------------------------------
+    def add_sink(self, sink: Callable[[ev.Event], None]) -> None:
+        """A lossless synchronous listener (the journal). It must not block."""
+        self.bus.add_sink(sink)
+
+    def subscribe(
+        self, max_buffer: int = 1000
+    ) -> AbstractAsyncContextManager[AsyncIterator[ev.Event]]:
+        return self.bus.subscribe(max_buffer)
+
+    def _publish(self, event: ev.Event) -> None:
+        self.bus.publish(event)
+        if isinstance(event, ev.LoopStateChanged):
+            self._changed.set()
+
+    # -- running -------------------------------------------------------------
+    async def run(self) -> ev.RunFinished:
+        """Run until every loop ended (or, with exit_when_idle, waits for a person)."""
+        self.started_at = time.time()
+        self._publish(
+            ev.RunStarted(
+                run_id=self.run_id,
+                config=str(self.config.path),
+                loops=tuple(self.runners),
+                resumed=self.resumed,
+            )
+        )
+        for note in self._notes:
+            self._publish(ev.Notice(level="warning", message=note))
+        wall = self.config.supervisor.budget.wall
+        remaining = None if wall is None else max(0.0, wall - self._wall_before)
+        try:
+            with anyio.move_on_after(remaining) as wall_scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    for runner in self.runners.values():
+                        tg.start_soon(runner.run)
+                    tg.start_soon(self._watch, tg)
+            if wall_scope.cancelled_caught:
+                self._global_exhausted = True
+                self._end_reason = f"global wall budget ({wall:g}s) used up"
+                for runner in self.runners.values():
+                    if not runner.finished:
+                        runner.state, runner.reason = "exhausted", self._end_reason
+        except BaseException:
+            self._interrupted = True
+            self._finish_run()
+            raise
+        self._tg = None
+        return self._finish_run()
+
+    def _finish_run(self) -> ev.RunFinished:
+        self._finished = True
+        if self._interrupted:
+            for runner in self.runners.values():
+                if not runner.finished and runner.state not in ev.ATTENTION_STATES:
+                    runner.state, runner.reason = "stopped", "supervisor interrupted"
+        results = tuple(r.result() for r in self.runners.values())
+        code = self.exit_code()
+        stats = self.ledger.statistics()
+        summary = ev.RunFinished(
+            loops=results,
+            tokens=stats.tokens_spent,
+            usd=stats.usd_spent,
+            wall_s=self.wall_s,
+            exit_code=code,
+            reason=self._end_reason,
+        )
+        self._publish(summary)
+        return summary
+
+    @property
+    def wall_s(self) -> float:
+        return self._wall_before + (time.time() - self.started_at)
+
+    async def _watch(self, tg: anyio.abc.TaskGroup) -> None:
+        """End the run when nothing more can happen without a person (or at all)."""
+        while True:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            crossed = self.ledger.exhausted_dimension()
+            if crossed is not None:
+                self._global_exhausted = True
+                self._end_reason = f"global {crossed} budget used up"
+                for runner in self.runners.values():
+                    runner.force_end("exhausted", self._end_reason)
+            runners = list(self.runners.values())
+            if all(r.finished for r in runners):
+                if self.exit_when_idle:
+                    tg.cancel_scope.cancel()
+                    return
+                continue
+            waiting = [r for r in runners if not r.finished]
+            if self.exit_when_idle and all(r.needs_attention for r in waiting):
+                self._end_reason = "every unfinished loop waits for a person: " + ", ".join(
+                    r.spec.name for r in waiting
+                )
+                tg.cancel_scope.cancel()
+                return
+
+    def exit_code(self) -> int:
+        runners = list(self.runners.values())
+        if self._global_exhausted:
+            return EXIT_BUDGET
+        if self._interrupted:
+            return EXIT_INTERRUPTED
+        if any(r.needs_attention for r in runners):
+            return EXIT_ATTENTION
+        if all(r.state == "succeeded" for r in runners):
+            return EXIT_OK
+        return EXIT_FAILED
+
+    async def aclose(self) -> None:
+        for runner in self.runners.values():
+            await runner.agent.aclose()
+
+    # -- control operations (api.SupervisorHandle) ------------------------------
+    def _runner(self, loop: str) -> LoopRunner:
+        try:
+            return self.runners[loop]
+        except KeyError:
+            raise ControlError(f"no loop named {loop!r}") from None
+
+    def _targets(self, loop: str | None) -> list[LoopRunner]:
+        return list(self.runners.values()) if loop is None else [self._runner(loop)]
+
+    def _control(self, op: str, loop: str | None, detail: str = "") -> None:
+        self._publish(ev.ControlApplied(op=op, loop=loop, detail=detail))
+
+    async def pause(self, loop: str | None = None) -> None:
+        for runner in self._targets(loop):
+            if not runner.finished:
+                runner.request_pause()
+        self._control("pause", loop)
+
+    async def resume(self, loop: str | None = None) -> None:
+        for runner in self._targets(loop):
+            if not runner.finished:
+                runner.request_resume()
+        self._control("resume", loop)
+
+    async def stop(self, loop: str | None = None) -> None:
+        for runner in self._targets(loop):
+            if not runner.finished:
+                runner.request_stop()
+        self._control("stop", loop)
+
+    async def restart(self, loop: str) -> None:
+        runner = self._runner(loop)
+        self._control("restart", loop)
+        if runner.finished or (runner.state == "pending" and runner.started_at is None):
+            if self._tg is None:
+                raise ControlError("the supervisor is not running")
+            runner.prepare_restart()
+            runner.state, runner.reason = "pending", "restarted by the operator"
+            self._tg.start_soon(runner.run)
+        else:
+            runner.request_restart()
+
+    async def inject(self, loop: str, text: str) -> None:
+        if not text.strip():
+            raise ControlError("nothing to inject")
+        self._runner(loop).inject(text)
+        self._control("inject", loop, text)
+
+    async def edit(
+        self,
+        loop: str,
+        *,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        from .config import check_prompt_template
+
+        runner = self._runner(loop)
+        spec = runner.spec
+        problems: list[str] = []
+        if prompt is not None:
+            problems += check_prompt_template(prompt)
+            if not prompt.strip():
+                problems.append("prompt: must not be empty")
+        if max_iterations is not None and max_iterations <= 0:
+            problems.append("max_iterations: must be a positive integer")
+        if limits is not None:
+            for name in ("tokens", "usd", "wall", "cpu"):
+                value = getattr(limits, name)
+                if value is not None and value <= 0:
+                    problems.append(f"budget.{name}: must be positive")
+        if problems:
+            raise ControlError("; ".join(problems))
+        changes: dict[str, object] = {}
+        if prompt is not None:
+            changes["prompt"] = prompt
+        if max_iterations is not None:
+            changes["max_iterations"] = max_iterations
+        if limits is not None:
+            changes["budget"] = dataclasses.replace(spec.budget, limits=limits)
+        new_spec: LoopSpec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+        runner.apply_edit(new_spec)
+        self._control("edit", loop, ", ".join(sorted(changes)))
+
+    async def transcript(
+        self, loop: str, *, before: int | None = None, limit: int = 500
+    ) -> list[str]:
+        lines = list(self._runner(loop).tail.snapshot())
+        end = len(lines) if before is None else max(0, before)
+        return lines[max(0, end - limit) : end]
+
+    # -- snapshot ------------------------------------------------------------
+    async def snapshot(self) -> RunSnapshot:
+        return self.snapshot_now()
+
+    def snapshot_now(self) -> RunSnapshot:
+        stats = self.ledger.statistics()
+        slots = self.slots.statistics()
+        return RunSnapshot(
+            run_id=self.run_id,
+            config_path=str(self.config.path),
+            started_at=self.started_at,
+            finished=self._finished,
+            loops=tuple(self._loop_snapshot(r) for r in self.runners.values()),
+            budget=BudgetSnapshot(
+                limits=self.config.supervisor.budget,
+                tokens=stats.tokens_spent,
+                usd=stats.usd_spent,
+                cpu_s=stats.cpu_spent,
+                wall_s=self.wall_s,
+                tokens_reserved=stats.tokens_reserved,
+                usd_reserved=stats.usd_reserved,
+                slots_in_use=slots.borrowed_tokens,
+                slots_total=int(slots.total_tokens),
+            ),
+        )
+
+    def _loop_snapshot(self, runner: LoopRunner) -> LoopSnapshot:
+        stats = runner.ledger.statistics()
+        agent_spec = runner.agent_spec
+        return LoopSnapshot(
+            name=runner.spec.name,
+            agent=runner.spec.agent,
+            agent_kind=agent_spec.kind,
+            state=runner.state,
+            reason=runner.reason,
+            iteration=runner.iteration,
+            max_iterations=runner.spec.max_iterations,
+            tokens=stats.tokens_spent,
+            usd=stats.usd_spent,
+            cpu_s=stats.cpu_spent,
+            limits=runner.spec.budget.limits,
+            retries_used=runner.retries_used,
+            retries=runner.spec.budget.retries,
+            started_at=runner.started_at,
+            elapsed_s=runner.elapsed_s,
+            last_check=runner.last_check,
+            last_check_passed=runner.last_check_passed,
+            attention=runner.needs_attention,
+            evidence=runner.evidence,
+            session_id=runner.agent.session_id,
+            prompt=runner.spec.prompt,
+            wait_seconds=runner.wait_seconds,
+            next_run=runner.next_run,
+            transcript_tail=runner.tail.snapshot()[-200:],
+        )
