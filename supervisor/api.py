@@ -112,6 +112,32 @@ class RunSnapshot:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepIn:
+    """What the operator needs to take a paused loop's conversation over by hand."""
+
+    loop: str
+    agent_kind: str
+    workspace: str
+    session_id: str | None
+    resume_argv: tuple[str, ...] | None
+    """For Claude Code: the interactive command to run in the terminal (cwd = workspace)."""
+    chat: bool
+    """True when `chat()` can talk to the loop's agent directly (API and sim agents)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["resume_argv"] = list(self.resume_argv) if self.resume_argv else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepIn:
+        kwargs = dict(data)
+        argv = kwargs.get("resume_argv")
+        kwargs["resume_argv"] = tuple(argv) if argv else None
+        return cls(**kwargs)
+
+
 class ControlError(Exception):
     """A control operation was refused (unknown loop, invalid edit, ...)."""
 
@@ -155,6 +181,20 @@ class SupervisorHandle(Protocol):
         limits: Limits | None = None,
     ) -> None:
         """Change prompt template and limits from the next iteration; invalid: ControlError."""
+        ...
+
+    async def step_in(self, loop: str) -> StepIn:
+        """Pause the loop now (its running turn is cancelled and re-run later) and
+        describe how to take over its conversation."""
+        ...
+
+    async def chat(self, loop: str, text: str) -> str:
+        """One operator turn on the loop's own agent and conversation; tokens are charged
+        to the loop. Output streams as `output` events with stream "operator"/"assistant"."""
+        ...
+
+    async def hand_back(self, loop: str) -> None:
+        """End the step-in: the loop continues from the (possibly longer) conversation."""
         ...
 
     async def transcript(

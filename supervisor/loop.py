@@ -67,6 +67,7 @@ class _Control:
     pause: bool = False
     stop: bool = False
     restart: bool = False
+    interrupt: bool = False
     injections: list[str] = field(default_factory=list)
     resumed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -112,6 +113,8 @@ class LoopRunner:
         self._turn_scope: anyio.CancelScope | None = None
         self._last_activity = time.monotonic()
         self._iteration_costs: deque[float] = deque(maxlen=50)
+        self._state_changed = anyio.Event()
+        self._operator_turn = False
         if resume is not None:
             self._restore(resume)
 
@@ -142,6 +145,18 @@ class LoopRunner:
     # -- control (called by the Supervisor; never awaits a turn) -------------------
     def request_pause(self) -> None:
         self.control.pause = True
+
+    def request_pause_now(self) -> None:
+        """Pause and cancel the running turn; its iteration runs again on resume."""
+        self.control.pause = True
+        self.control.interrupt = True
+        if self._turn_scope is not None:
+            self._turn_scope.cancel()
+
+    async def wait_until_idle(self) -> None:
+        """Return once no agent turn or check is running (paused, stuck or ended)."""
+        while self.state not in ev.ATTENTION_STATES and not self.finished:
+            await self._state_changed.wait()
 
     def request_resume(self) -> None:
         self.control.pause = False
@@ -254,6 +269,11 @@ class LoopRunner:
             if self.control.restart:
                 self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
                 return
+            if self.control.interrupt:
+                self.control.interrupt = False
+                self._finish_iteration(n, "interrupted", "paused by the operator", turn, started)
+                self.iteration = n - 1  # the interrupted iteration runs again on resume
+                return
             if turn.exhausted is not None:
                 self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
                 self._end("exhausted", turn.exhausted)
@@ -345,23 +365,43 @@ class LoopRunner:
             self._end("stopped", f"stuck: {self.evidence}")
 
     # -- the agent turn ---------------------------------------------------------
-    async def _turn(self, n: int, prompt: str) -> _Turn:
+    async def chat(self, text: str) -> str:
+        """An operator turn on the loop's agent while the loop is paused (step-in)."""
+        n = self.iteration
+        self._emit_output(n, f"operator: {text}\n", "operator")
+        turn = await self._turn(n, text, operator=True)
+        if turn.failure is not None:
+            return f"(agent error: {turn.failure.message})"
+        if turn.exhausted is not None:
+            return f"(budget: {turn.exhausted})"
+        return turn.output
+
+    async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> _Turn:
         spec = self.spec
         turn = _Turn()
         name = spec.name
+
+        def on_wait(why: str) -> None:
+            if not operator:
+                self._set("waiting", why, n)
+
+        def on_resume() -> None:
+            if not operator:
+                self._set("running", f"agent turn {n}/{spec.max_iterations}", n)
+
         budget = LedgerTurnBudget(
             self.ledger,
             pricing=self.pricing,
             default_model=getattr(self.agent_spec, "model", None),
-            on_wait=lambda why: self._set("waiting", why, n),
-            on_resume=lambda: self._set("running", f"agent turn {n}/{spec.max_iterations}", n),
+            on_wait=on_wait,
+            on_resume=on_resume,
             on_booking=lambda kind, tokens, usd: self._emit(
                 (ev.BudgetReserved if kind == "reserved" else ev.BudgetReleased)(
                     loop=name, iteration=n, tokens=tokens, usd=usd
                 )
             ),
         )
-        if spec.context == "fresh":
+        if spec.context == "fresh" and not operator:
             self.agent.reset()
         request = AgentRequest(
             loop=name,
@@ -379,7 +419,8 @@ class LoopRunner:
             lambda text, stream: self._emit_output(n, text, stream), clock=time.monotonic
         )
         self._last_activity = time.monotonic()
-        stall = spec.stuck.stall
+        stall = None if operator else spec.stuck.stall
+        self._operator_turn = operator
         try:
             with anyio.CancelScope() as scope:
                 self._turn_scope = scope
@@ -474,9 +515,11 @@ class LoopRunner:
                             )
                             scope.cancel()
                             return
-                    self._set("waiting", item.reason, n, item.seconds)
+                    if not self._operator_turn:
+                        self._set("waiting", item.reason, n, item.seconds)
                 elif isinstance(item, Resumed):
-                    self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
+                    if not self._operator_turn:
+                        self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
                 elif isinstance(item, SessionStarted):
                     pass
                 elif isinstance(item, Done):
@@ -593,6 +636,8 @@ class LoopRunner:
         self.state = state
         self.reason = reason
         self.wait_seconds = wait
+        self._state_changed.set()
+        self._state_changed = anyio.Event()
         self._emit(
             ev.LoopStateChanged(
                 loop=self.spec.name,

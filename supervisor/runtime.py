@@ -20,7 +20,7 @@ import anyio.abc
 
 from . import events as ev
 from .agents import AgentContext, build_agent
-from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot
+from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
 from .bus import EventBus
 from .loop import LoopRunner
@@ -296,6 +296,39 @@ class Supervisor:
         new_spec: LoopSpec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
         runner.apply_edit(new_spec)
         self._control("edit", loop, ", ".join(sorted(changes)))
+
+    async def step_in(self, loop: str) -> StepIn:
+        runner = self._runner(loop)
+        if not runner.finished:
+            runner.request_pause_now()
+            await runner.wait_until_idle()
+        spec = runner.agent_spec
+        session = runner.agent.session_id
+        argv: tuple[str, ...] | None = None
+        if spec.kind == "claude-code":
+            argv = (spec.command, "--resume", session) if session else (spec.command,)
+        self._control("step_in", loop, f"session {session}" if session else "")
+        return StepIn(
+            loop=loop,
+            agent_kind=spec.kind,
+            workspace=str(runner.spec.workspace),
+            session_id=session,
+            resume_argv=argv,
+            chat=spec.kind in ("anthropic", "sim"),
+        )
+
+    async def chat(self, loop: str, text: str) -> str:
+        runner = self._runner(loop)
+        if not (runner.finished or runner.needs_attention):
+            raise ControlError(f"loop {loop!r} is {runner.state}: step in first")
+        if not text.strip():
+            raise ControlError("nothing to say")
+        self._control("chat", loop, text)
+        return await runner.chat(text)
+
+    async def hand_back(self, loop: str) -> None:
+        self._control("hand_back", loop)
+        await self.resume(loop)
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
