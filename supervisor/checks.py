@@ -382,15 +382,19 @@ def _clip(line: str, limit: int = _MAX_LINE) -> str:
 # -- rendering --------------------------------------------------------------------
 
 _MARKER = "[... output truncated ...]\n"
+_OMITTED = "[output omitted]"
+_RENDER_FLOOR = 200
+"""Characters of output every check gets in `$check_output` before failures get more."""
 
 
 def render_check_output(outcomes: Sequence[CheckOutcome], limit: int = 4000) -> str:
     """The `$check_output` text for the agent: per check a header line (name, verdict,
     summary) and its output tail, at most `limit` characters in all.
 
-    Failing checks get the output budget first, shared fairly (a short output leaves
-    its unused share to the others); passing checks get what is left. Tails are kept,
-    a cut is marked.
+    Every check first gets up to `_RENDER_FLOOR` characters (so a short "All checks
+    passed!" is not crowded out); the rest goes to failing checks, shared fairly (a
+    short output leaves its unused share to the others), then to passing ones. Tails
+    are kept, a cut is marked.
     """
     if not outcomes:
         return ""
@@ -398,19 +402,23 @@ def render_check_output(outcomes: Sequence[CheckOutcome], limit: int = 4000) -> 
         f"## {o.name}: {'passed' if o.passed else 'FAILED'} — {o.summary}\n" for o in outcomes
     ]
     bodies = [o.output.rstrip("\n") or "(no output)" for o in outcomes]
-    budget = limit - sum(len(h) for h in headers) - 2 * len(outcomes)
-    shares = [0] * len(outcomes)
+    budget = limit - sum(len(h) + 2 + len(_OMITTED) for h in headers)
+    shares = [min(len(body), _RENDER_FLOOR) for body in bodies]
+    if sum(shares) > budget:
+        shares = [0] * len(bodies)
+    budget -= sum(shares)
     for group in (
         [i for i, o in enumerate(outcomes) if not o.passed],
         [i for i, o in enumerate(outcomes) if o.passed],
     ):
-        pending = sorted(group, key=lambda i: len(bodies[i]))
+        pending = sorted(group, key=lambda i: len(bodies[i]) - shares[i])
         while pending and budget > 0:
             i = pending.pop(0)
-            shares[i] = min(len(bodies[i]), budget // (len(pending) + 1))
-            budget -= shares[i]
+            extra = min(len(bodies[i]) - shares[i], budget // (len(pending) + 1))
+            shares[i] += extra
+            budget -= extra
     sections = [
-        header + (_tail(body, share) if share >= min(len(body), 40) else "[output omitted]")
+        header + (_tail(body, share) if share >= min(len(body), 40) else _OMITTED)
         for header, body, share in zip(headers, bodies, shares, strict=True)
     ]
     text = "\n\n".join(sections)
