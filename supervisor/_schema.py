@@ -145,13 +145,15 @@ class Table:
         self.error(key, f"expected {expected}, got {describe(self.raw(key))}")
 
     def check_keys(self, allowed: Collection[str], what: str) -> None:
-        """Report keys that `what` does not know, with the closest valid key."""
+        """Report keys that `what` does not know, with the closest valid key (`what` is
+        named only when the label does not already say where the key is)."""
         for key in self.items:
             if key not in allowed:
                 hint = did_you_mean(key, allowed)
                 if not hint:
                     hint = " (valid keys: " + ", ".join(sorted(allowed)) + ")"
-                self.issues.error(self.at(key), f"unknown key {self.label}{key} in {what}{hint}")
+                where = "" if self.label else f" in {what}"
+                self.issues.error(self.at(key), f"unknown key {self.label}{key}{where}{hint}")
 
     def require(self, key: str, what: str) -> bool:
         if key in self.items:
