@@ -20,7 +20,6 @@ paths and line numbers (an agent's edit moves lines without fixing anything).
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import signal
 import tempfile
@@ -28,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.durations import format_duration
 from supervisor.process import CapturedRun, run_captured
 from supervisor.spec import CheckSpec
 
@@ -82,7 +82,7 @@ def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
     passed_count, failed_count = parse_test_counts(output)
     reasons: list[str] = []
     if run.timed_out:
-        reasons.append(f"timed out after {_fmt_duration(spec.timeout)}")
+        reasons.append(f"timed out after {format_duration(spec.timeout)}")
     else:
         if run.exit_code != spec.expect_exit:
             reasons.append(_exit_text(run.exit_code, spec.expect_exit))
@@ -337,6 +337,20 @@ def failure_fingerprint(output: str) -> tuple[str, str]:
     return _hash(*material), _clip(evidence)
 
 
+def combined_failure(outcomes: Sequence[CheckOutcome]) -> tuple[str, str]:
+    """(fingerprint, evidence) of all failing checks of one iteration, for the stuck
+    detector: the same set of failures hashes the same; ("", "") when all passed."""
+    failing = [o for o in outcomes if not o.passed]
+    if not failing:
+        return "", ""
+    if len(failing) == 1:
+        return failing[0].fingerprint, failing[0].evidence
+    more = f" (+{len(failing) - 1} more failing)"
+    return _hash(*(o.fingerprint for o in failing)), _clip(
+        f"{failing[0].name}: {failing[0].evidence}{more}"
+    )
+
+
 def _failing_ids(text: str) -> list[str]:
     found: list[tuple[int, str]] = []
     for pattern in _FAILED_IDS:
@@ -441,16 +455,3 @@ def _tail(text: str, limit: int) -> str:
     if 0 <= newline < room // 2:
         tail = tail[newline + 1 :]
     return _MARKER + tail
-
-
-def _fmt_duration(seconds: float) -> str:
-    """300 -> "5m", 90 -> "1m 30s", 2.5 -> "2.5s", 7200 -> "2h"."""
-    if not math.isfinite(seconds):
-        return "ever"
-    if seconds < 60:
-        return f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    units = [(hours, "h"), (minutes, "m"), (secs, "s")]
-    return " ".join(f"{n}{u}" for n, u in units if n) or "0s"

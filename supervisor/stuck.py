@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
+from supervisor.durations import format_duration
 from supervisor.spec import StuckSpec
 
 COMPARE_CHARS = 4_000
@@ -116,7 +117,7 @@ class StuckDetector:
 
     def stall(self, silent_for_s: float) -> StuckVerdict:
         """The verdict for an agent that produced nothing for `silent_for_s` seconds."""
-        return StuckVerdict("stall", f"no output for {_fmt_duration(silent_for_s)}")
+        return StuckVerdict("stall", f"no output for {format_duration(silent_for_s)}")
 
     def statistics(self) -> dict[str, object]:
         """Current streaks and cost medians, for the UI."""
@@ -273,13 +274,3 @@ def _usd(amount: float) -> str:
 
 def _clip(line: str) -> str:
     return line if len(line) <= _MAX_EVIDENCE else line[: _MAX_EVIDENCE - 1] + "…"
-
-
-def _fmt_duration(seconds: float) -> str:
-    """120 -> "2m 0s", 45.2 -> "45s": what a person reads off a clock."""
-    total = max(round(seconds), 0)
-    minutes, secs = divmod(total, 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 from supervisor.checks import (
     OUTPUT_LIMIT,
     CheckOutcome,
+    combined_failure,
     failure_fingerprint,
     parse_test_counts,
     render_check_output,
@@ -384,6 +386,20 @@ def test_fingerprint_without_test_ids_uses_error_line_and_tail() -> None:
     assert first == second
     assert other != first
     assert failure_fingerprint("")[1] == "no output"
+
+
+def test_combined_failure_of_several_checks() -> None:
+    one, two = outcome("tests", False, ""), outcome("lint", False, "")
+    one = dataclasses.replace(one, fingerprint="f1", evidence="test_a.py::test_x")
+    two = dataclasses.replace(two, fingerprint="f2", evidence="E501 line too long")
+    ok = outcome("types", True, "")
+    assert combined_failure([ok]) == ("", "")
+    assert combined_failure([one, ok]) == ("f1", "test_a.py::test_x")
+    both, evidence = combined_failure([one, ok, two])
+    assert evidence == "tests: test_a.py::test_x (+1 more failing)"
+    assert both not in ("f1", "f2", "")
+    assert combined_failure([one, two])[0] == both
+    assert combined_failure([one, dataclasses.replace(two, fingerprint="f3")])[0] != both
 
 
 # -- rendering ---------------------------------------------------------------------
