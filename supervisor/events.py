@@ -211,6 +211,17 @@ class IterationFinished(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledRun(LoopEvent):
+    """A scheduled loop starts its `run`-th run (1-based)."""
+
+    type: ClassVar[str] = "scheduled_run"
+    run: int
+    skipped: int = 0
+    """Ticks that came while the previous run was still going (skipped, not queued)."""
+    catch_up: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StuckDetected(LoopEvent):
     type: ClassVar[str] = "stuck"
     iteration: int
@@ -316,6 +327,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CheckStarted,
         CheckFinished,
         IterationFinished,
+        ScheduledRun,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

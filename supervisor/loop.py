@@ -31,7 +31,7 @@ from .agents.base import (
     Usage,
     Waiting,
 )
-from .budget import Ledger
+from .budget import Charge, Ledger
 from .checks import CheckOutcome, render_check_output, run_check
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
@@ -115,6 +115,12 @@ class LoopRunner:
         self._iteration_costs: deque[float] = deque(maxlen=50)
         self._state_changed = anyio.Event()
         self._operator_turn = False
+        self.runs = 0
+        """Scheduled runs started so far."""
+        self.last_run_at: float | None = None
+        self.last_outcome = ""
+        self.carried = Charge()
+        """What earlier scheduled runs spent (the loop ledger restarts per run)."""
         if resume is not None:
             self._restore(resume)
 
@@ -122,6 +128,18 @@ class LoopRunner:
     @property
     def finished(self) -> bool:
         return self.state in ev.END_STATES
+
+    @property
+    def will_run_again(self) -> bool:
+        """A scheduled loop between runs (or about to be) is not done for good."""
+        spec = self.spec
+        if spec.schedule is None or self.state == "stopped":
+            return False
+        return not (spec.max_runs and self.runs >= spec.max_runs)
+
+    @property
+    def done(self) -> bool:
+        return self.finished and not self.will_run_again
 
     @property
     def needs_attention(self) -> bool:
@@ -137,8 +155,8 @@ class LoopRunner:
             name=self.spec.name,
             state=self.state,
             iterations=self.iteration,
-            tokens=stats.tokens_spent,
-            usd=round(stats.usd_spent, 6),
+            tokens=stats.tokens_spent + self.carried.tokens,
+            usd=round(stats.usd_spent + self.carried.usd, 6),
             reason=self.reason,
         )
 
@@ -184,6 +202,33 @@ class LoopRunner:
         self.spec = spec
         self.ledger.limits = spec.budget.limits
         self.detector = StuckDetector(spec.stuck)
+
+    def start_new_run(self) -> None:
+        """A scheduled loop's next run: iteration 1 again, a fresh per-run loop budget."""
+        led = self.ledger
+        self.carried = Charge(
+            tokens=self.carried.tokens + led.tokens_spent,
+            usd=self.carried.usd + led.usd_spent,
+            cpu_s=self.carried.cpu_s + led.cpu_spent,
+        )
+        led.tokens_spent, led.usd_spent, led.cpu_spent = 0, 0.0, 0.0
+        self.started_at = None
+        self.prepare_restart()
+        self.state = "pending"
+
+    def set_scheduled(self, reason: str) -> None:
+        self._set("scheduled", reason)
+
+    async def sleep_until(self, due: float) -> bool:
+        """Sleep until `due` (between scheduled runs); False if stopped meanwhile."""
+        with anyio.CancelScope() as scope:
+            self._stop_scope = scope
+            await anyio.sleep(max(0.0, due - time.time()))
+        self._stop_scope = None
+        if scope.cancelled_caught or self.control.stop:
+            self._end("stopped", "stopped by the operator")
+            return False
+        return True
 
     def prepare_restart(self) -> None:
         """Reset the loop to iteration 0 (spent budget stays spent: it was real money)."""
@@ -317,7 +362,13 @@ class LoopRunner:
         checks_ok = all(o.passed for o in outcomes)
         marker_ok = spec.done_marker is None or spec.done_marker in turn.output
         if checks_ok and marker_ok:
-            what = f"all {len(outcomes)} checks passed" if outcomes else "done marker seen"
+            what = (
+                "done marker seen"
+                if not outcomes
+                else "the check passed"
+                if len(outcomes) == 1
+                else f"all {len(outcomes)} checks passed"
+            )
             if outcomes and spec.done_marker:
                 what += " and done marker seen"
             self._finish_iteration(n, "succeeded", what, turn, started)
@@ -649,6 +700,7 @@ class LoopRunner:
         )
 
     def _end(self, state: ev.LoopState, reason: str) -> None:
+        self.last_outcome = state
         self._set(state, reason)
 
     def force_end(self, state: ev.LoopState, reason: str) -> None:
@@ -670,7 +722,11 @@ class LoopRunner:
         self.last_output = resume.last_output
         self.check_output = resume.check_output
         self.agent.restore(resume.session_id, resume.conversation)
-        if resume.state in ev.END_STATES:
+        self.runs = resume.runs
+        self.last_run_at = resume.last_run_at
+        if resume.state == "scheduled":
+            self.state, self.reason = "scheduled", resume.reason
+        elif resume.state in ev.END_STATES:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
 

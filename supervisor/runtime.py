@@ -25,6 +25,7 @@ from .budget import Charge, Ledger
 from .bus import EventBus
 from .loop import LoopRunner
 from .resume import RunResume
+from .schedule import drive
 from .spec import Config, Limits, LoopSpec
 
 EXIT_OK = 0
@@ -131,7 +132,7 @@ class Supervisor:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     for runner in self.runners.values():
-                        tg.start_soon(runner.run)
+                        tg.start_soon(drive, runner, self._publish)
                     tg.start_soon(self._watch, tg)
             if wall_scope.cancelled_caught:
                 self._global_exhausted = True
@@ -182,12 +183,12 @@ class Supervisor:
                 for runner in self.runners.values():
                     runner.force_end("exhausted", self._end_reason)
             runners = list(self.runners.values())
-            if all(r.finished for r in runners):
+            if all(r.done for r in runners):
                 if self.exit_when_idle:
                     tg.cancel_scope.cancel()
                     return
                 continue
-            waiting = [r for r in runners if not r.finished]
+            waiting = [r for r in runners if not r.done]
             if self.exit_when_idle and all(r.needs_attention for r in waiting):
                 self._end_reason = "every unfinished loop waits for a person: " + ", ".join(
                     r.spec.name for r in waiting
