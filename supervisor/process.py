@@ -222,7 +222,7 @@ class CapturedRun:
     truncated: bool
 
 
-async def run_captured(  # noqa: ASYNC109 (a plain timeout is the clearest API here)
+async def run_captured(
     argv: Sequence[str],
     *,
     cwd: Path,
