@@ -1,0 +1,562 @@
+"""Pure parser of Claude Code's `--output-format stream-json` lines into agent events.
+
+`StreamJsonParser.feed(line)` turns one stdout line into `AgentEvent`s; `finish()` gives
+the turn's terminal event (`Done` / `AgentFailed`) once the process has exited. No I/O
+here: the recorded lines in tests/data/stream_json/ drive it directly.
+
+Line shapes (checked with claude 2.1.332, see tests/data/stream_json/):
+- `system/init` -> `SessionStarted` plus one raw transcript line (model, cwd, tools).
+- `system/api_retry` -> `Waiting(seconds=retry_delay_ms/1000, retry=False)`: the CLI
+  retries by itself (`CLAUDE_CODE_MAX_RETRIES` caps it), so these waits must not use up
+  the loop's `retries`; if the CLI gives up, its error result fails the turn once.
+  The next line of progress yields `Resumed`. `system/status` is dropped (noise).
+- `assistant` -> `TextDelta` per text block, `ToolCall` per tool_use block, and usage.
+  The CLI prints one `assistant` line per content block, each repeating the message's
+  usage, so usage is deduplicated by message id.
+- `user` tool_result blocks -> `ToolResult`.
+- `stream_event` (only with `--include-partial-messages`): `text_delta` -> `TextDelta`
+  as tokens arrive; the text blocks of the later complete `assistant` line of the same
+  message are then skipped. `message_start` / `message_delta` carry usage.
+- `result` -> one reconciling `Usage` (see below), then the terminal event.
+- Anything else (unknown types, other system subtypes, non-JSON) -> `TextDelta(stream=
+  "raw")` with the line itself, never an exception.
+
+Usage accounting. Usage events are deltas. Per message id the parser keeps the maximum
+seen per field and emits only the growth, so a message is counted once however often
+it repeats. Without partial messages the `assistant` lines only carry the usage of
+`message_start` (output_tokens = 1); with them, `message_delta` brings the real output
+count while the message streams, which is what lets the loop kill a turn mid-way.
+USD is given explicitly on every delta (priced with `price(model)`, 0.0 for a model
+without a price) so that the parser knows to the cent what was charged. The `result`
+line then settles the turn: the target is `model_usage_since_last_result` (all models
+of this invocation, side calls included; its `costUSD` sum is the USD), or for older
+CLIs `usage` and `total_cost_usd - usd_baseline`. Why not plain `total_cost_usd`:
+after `--resume` it and `modelUsage` are cumulative over the whole session, while
+`usage` and `model_usage_since_last_result` cover this invocation only. The final
+delta brings each token field up to the target (never down: an over-count stays, the
+safe side) and sets USD to exactly the CLI's figure, which may be a negative
+correction when our price table was dearer than the CLI's own prices.
+
+Terminal events (`finish`):
+- `success` -> `Done(output=result, stop_reason="success")`.
+- `error_max_turns`, `error_max_budget_usd` -> `Done(stop_reason=subtype)`: these are
+  per-call caps the operator put in `args`; the iteration ends like any other, the
+  checks decide, and the loop's own iterations and budget still bound the whole run.
+- `is_error` after an API failure (`terminal_reason: api_error`) -> `AgentFailed`,
+  retryable for 408/409/429/5xx/529 or unknown status, not for other 4xx (auth,
+  bad request: retrying cannot help).
+- `error_during_execution` and unknown error subtypes -> `AgentFailed(retryable=True)`.
+- No result line -> `AgentFailed(retryable=True)` with the exit code and stderr tail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._pricing import cost_usd
+from ..spec import Price
+from .base import (
+    AgentEvent,
+    AgentFailed,
+    Done,
+    Resumed,
+    SessionStarted,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    Waiting,
+)
+
+RAW_LINE_LIMIT = 2000
+"""Characters of an unknown line kept in the transcript."""
+TOOL_OUTPUT_LIMIT = 16 * 1024
+"""Characters of one tool result kept in the transcript (a Read can return megabytes)."""
+SYNTHETIC_MODEL = "<synthetic>"
+"""The model name of messages the CLI makes up itself (e.g. "API Error: ...")."""
+CAP_SUBTYPES = frozenset({"error_max_turns", "error_max_budget_usd"})
+NOT_RETRYABLE_STATUS = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts in the four dimensions the ledger keeps apart."""
+
+    input: int = 0
+    output: int = 0
+    cache_creation: int = 0
+    cache_read: int = 0
+
+    @classmethod
+    def from_api(cls, usage: Any) -> Tokens:
+        """From a Messages API `usage` object (snake_case fields; absent = 0)."""
+        if not isinstance(usage, Mapping):
+            return cls()
+        return cls(
+            _int(usage.get("input_tokens")),
+            _int(usage.get("output_tokens")),
+            _int(usage.get("cache_creation_input_tokens")),
+            _int(usage.get("cache_read_input_tokens")),
+        )
+
+    @classmethod
+    def from_model_usage(cls, usage: Any) -> Tokens:
+        """From one entry of the result's `modelUsage` (camelCase fields)."""
+        if not isinstance(usage, Mapping):
+            return cls()
+        return cls(
+            _int(usage.get("inputTokens")),
+            _int(usage.get("outputTokens")),
+            _int(usage.get("cacheCreationInputTokens")),
+            _int(usage.get("cacheReadInputTokens")),
+        )
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_creation + other.cache_creation,
+            self.cache_read + other.cache_read,
+        )
+
+    def growth_to(self, other: Tokens) -> Tokens:
+        """What `other` has beyond `self`, per field, never negative."""
+        return Tokens(
+            max(0, other.input - self.input),
+            max(0, other.output - self.output),
+            max(0, other.cache_creation - self.cache_creation),
+            max(0, other.cache_read - self.cache_read),
+        )
+
+    def maximum(self, other: Tokens) -> Tokens:
+        return self + self.growth_to(other)
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_creation + self.cache_read
+
+
+@dataclass(frozen=True, slots=True)
+class InitInfo:
+    """What `system/init` tells about the run."""
+
+    session_id: str | None
+    model: str | None
+    cwd: str | None
+    tools: tuple[str, ...]
+    permission_mode: str | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultInfo:
+    """The final `result` line, with this invocation's usage resolved."""
+
+    subtype: str
+    is_error: bool
+    text: str | None
+    session_id: str | None
+    num_turns: int
+    tokens: Tokens
+    """This invocation's tokens (the reconciliation target)."""
+    usd: float | None
+    """This invocation's USD (None: the CLI did not say)."""
+    total_cost_usd: float | None
+    """As printed: cumulative over the session after `--resume`."""
+    terminal_reason: str | None
+    api_error_status: int | None
+    errors: tuple[str, ...]
+    permission_denials: int
+
+
+def decode(line: str) -> dict[str, Any] | None:
+    """One stream-json line as a JSON object, or None (blank, malformed, not an object)."""
+    text = line.strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class StreamJsonParser:
+    """Stateful: feed every stdout line in order, then call `finish` once."""
+
+    def __init__(
+        self,
+        *,
+        price: Callable[[str | None], Price | None] | None = None,
+        usd_baseline: float = 0.0,
+    ) -> None:
+        """`price(model)` prices usage deltas; `usd_baseline` is the session's cumulative
+        `total_cost_usd` before this invocation (only used when the CLI does not print
+        `model_usage_since_last_result`)."""
+        self._price = price or (lambda model: None)
+        self._usd_baseline = usd_baseline
+        self.init: InitInfo | None = None
+        self.result: ResultInfo | None = None
+        self.model: str | None = None
+        self.seen = Tokens()
+        """Tokens emitted so far (sum of all Usage deltas)."""
+        self._usd_parts: list[float] = []
+        self._per_message: dict[str, Tokens] = {}
+        self._streamed_text: set[str] = set()
+        self._texts: dict[str, list[str]] = {}
+        self._last_text_id: str | None = None
+        self._current_stream_id: str | None = None
+        self._anonymous = 0
+        self._waiting = False
+        self._text_ends_newline = True
+
+    # -- reading -------------------------------------------------------------
+    @property
+    def session_id(self) -> str | None:
+        if self.result is not None and self.result.session_id:
+            return self.result.session_id
+        return self.init.session_id if self.init is not None else None
+
+    @property
+    def usd_charged(self) -> float:
+        """USD of all Usage deltas emitted so far."""
+        return math.fsum(self._usd_parts)
+
+    @property
+    def last_text(self) -> str:
+        """The text of the last assistant message that had any."""
+        if self._last_text_id is None:
+            return ""
+        return "".join(self._texts.get(self._last_text_id, ()))
+
+    # -- feeding -------------------------------------------------------------
+    def feed(self, line: str) -> list[AgentEvent]:
+        """Events for one stdout line (possibly none). Never raises on bad input."""
+        obj = decode(line)
+        if obj is None:
+            return [] if not line.strip() else [_raw(line)]
+        try:
+            return self._dispatch(obj, line)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            return [_raw(line)]
+
+    def _dispatch(self, obj: dict[str, Any], line: str) -> list[AgentEvent]:
+        kind = obj.get("type")
+        if kind == "system":
+            return self._system(obj, line)
+        out: list[AgentEvent] = []
+        if kind in ("assistant", "user", "stream_event") and self._waiting:
+            self._waiting = False
+            out.append(Resumed())
+        if kind == "assistant":
+            out += self._assistant(obj)
+        elif kind == "user":
+            out += self._user(obj)
+        elif kind == "stream_event":
+            out += self._stream_event(obj)
+        elif kind == "result":
+            self._waiting = False
+            out += self._result(obj)
+        else:
+            out.append(_raw(line))
+        return out
+
+    def _system(self, obj: dict[str, Any], line: str) -> list[AgentEvent]:
+        subtype = obj.get("subtype")
+        if subtype == "init":
+            tools = obj.get("tools")
+            info = InitInfo(
+                session_id=_str(obj.get("session_id")),
+                model=_str(obj.get("model")),
+                cwd=_str(obj.get("cwd")),
+                tools=tuple(str(t) for t in tools) if isinstance(tools, list) else (),
+                permission_mode=_str(obj.get("permissionMode")),
+                version=_str(obj.get("claude_code_version")),
+            )
+            self.init = info
+            if info.model and self.model is None:
+                self.model = info.model
+            out: list[AgentEvent] = []
+            if info.session_id:
+                out.append(SessionStarted(info.session_id))
+            out.append(TextDelta(_describe_init(info), stream="raw"))
+            return out
+        if subtype == "api_retry":
+            delay = obj.get("retry_delay_ms")
+            seconds = float(delay) / 1000 if isinstance(delay, int | float) else None
+            status = obj.get("error_status")
+            what = f"API {status}" if status is not None else "API error"
+            if obj.get("error"):
+                what += f" ({obj['error']})"
+            attempt, most = obj.get("attempt"), obj.get("max_retries")
+            tries = f"{attempt}/{most}" if most is not None else f"{attempt}"
+            self._waiting = True
+            return [Waiting(f"claude: {what}, CLI retry {tries}", seconds=seconds, retry=False)]
+        if subtype == "status":
+            return []
+        return [_raw(line)]
+
+    def _assistant(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        message = obj.get("message")
+        if not isinstance(message, Mapping):
+            return [_raw(json.dumps(obj))]
+        msg_id = _str(message.get("id")) or self._anonymous_id()
+        model = _str(message.get("model"))
+        out: list[AgentEvent] = []
+        if model == SYNTHETIC_MODEL:
+            model = None
+        else:
+            usage = self._account(msg_id, model, Tokens.from_api(message.get("usage")))
+            if usage is not None:
+                out.append(usage)
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        if isinstance(content, str):
+            blocks = [{"type": "text", "text": content}]
+        for block in blocks:
+            if not isinstance(block, Mapping):
+                continue
+            btype = block.get("type")
+            if btype == "text" and msg_id not in self._streamed_text:
+                text = block.get("text")
+                if isinstance(text, str) and text:
+                    out += self._text(msg_id, text)
+            elif btype == "tool_use":
+                tool_input = block.get("input")
+                out.append(
+                    ToolCall(
+                        tool_id=str(block.get("id", "")),
+                        name=str(block.get("name", "")),
+                        input=dict(tool_input) if isinstance(tool_input, Mapping) else {},
+                    )
+                )
+        return out
+
+    def _user(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        message = obj.get("message")
+        content = message.get("content") if isinstance(message, Mapping) else None
+        out: list[AgentEvent] = []
+        for block in content if isinstance(content, list) else []:
+            if isinstance(block, Mapping) and block.get("type") == "tool_result":
+                out.append(
+                    ToolResult(
+                        tool_id=str(block.get("tool_use_id", "")),
+                        output=_tool_output(block.get("content")),
+                        is_error=bool(block.get("is_error", False)),
+                    )
+                )
+        return out
+
+    def _stream_event(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        event = obj.get("event")
+        if not isinstance(event, Mapping):
+            return []
+        etype = event.get("type")
+        msg_id = _str(obj.get("api_message_id"))
+        if etype == "message_start":
+            message = event.get("message")
+            if not isinstance(message, Mapping):
+                return []
+            msg_id = _str(message.get("id")) or msg_id or self._anonymous_id()
+            self._current_stream_id = msg_id
+            model = _str(message.get("model"))
+            if model == SYNTHETIC_MODEL:
+                return []
+            usage = self._account(msg_id, model, Tokens.from_api(message.get("usage")))
+            return [usage] if usage is not None else []
+        msg_id = msg_id or self._current_stream_id
+        if msg_id is None:
+            return []
+        if etype == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, Mapping) and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if isinstance(text, str) and text:
+                    self._streamed_text.add(msg_id)
+                    return self._text(msg_id, text)
+            return []
+        if etype == "message_delta":
+            # Cumulative for this message; fields it leaves out stay as they were.
+            usage = self._account(msg_id, None, Tokens.from_api(event.get("usage")))
+            return [usage] if usage is not None else []
+        return []
+
+    def _result(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        since = obj.get("model_usage_since_last_result")
+        usage = obj.get("usage")
+        total = obj.get("total_cost_usd")
+        total_usd = float(total) if isinstance(total, int | float) else None
+        target = Tokens.from_api(usage)
+        usd: float | None = None
+        if isinstance(since, Mapping):
+            per_model = [v for v in since.values() if isinstance(v, Mapping)]
+            summed = Tokens()
+            for entry in per_model:
+                summed = summed + Tokens.from_model_usage(entry)
+            target = target.maximum(summed)
+            usd = math.fsum(_float(entry.get("costUSD")) for entry in per_model)
+        elif total_usd is not None:
+            usd = max(0.0, total_usd - self._usd_baseline)
+        status = obj.get("api_error_status")
+        errors = obj.get("errors")
+        denials = obj.get("permission_denials")
+        text = obj.get("result")
+        self.result = ResultInfo(
+            subtype=str(obj.get("subtype") or "unknown"),
+            is_error=bool(obj.get("is_error", False)),
+            text=text if isinstance(text, str) else None,
+            session_id=_str(obj.get("session_id")),
+            num_turns=_int(obj.get("num_turns")),
+            tokens=target,
+            usd=usd,
+            total_cost_usd=total_usd,
+            terminal_reason=_str(obj.get("terminal_reason")),
+            api_error_status=status if isinstance(status, int) else None,
+            errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
+            permission_denials=len(denials) if isinstance(denials, list) else 0,
+        )
+        extra = self.seen.growth_to(target)
+        usd_delta = 0.0 if usd is None else usd - self.usd_charged
+        out: list[AgentEvent] = []
+        if extra.total or usd_delta:
+            out.append(self._emit_usage(extra, usd_delta, self.model))
+        return out
+
+    # -- the end -------------------------------------------------------------
+    def finish(self, exit_code: int | None = None, stderr_tail: str = "") -> Done | AgentFailed:
+        """The terminal event: from the result line if there was one, else a failure."""
+        res = self.result
+        if res is None:
+            how = "was killed" if exit_code is None or exit_code < 0 else f"exited {exit_code}"
+            message = f"claude {how} without a result"
+            if stderr_tail.strip():
+                message += f": {stderr_tail.strip()}"
+            return AgentFailed(message, retryable=True, output=self.last_text)
+        output = res.text if res.text is not None else self.last_text
+        if res.subtype == "success" and not res.is_error:
+            return Done(output=output, session_id=res.session_id, stop_reason="success")
+        if res.subtype in CAP_SUBTYPES:
+            return Done(output=output, session_id=res.session_id, stop_reason=res.subtype)
+        detail = "; ".join(res.errors) or (res.text or "").strip() or res.subtype
+        if res.terminal_reason == "api_error" or res.api_error_status is not None:
+            status = res.api_error_status
+            retryable = status is None or status not in NOT_RETRYABLE_STATUS
+            label = f"API error {status}" if status is not None else "API error"
+            return AgentFailed(f"claude: {label}: {detail}", retryable=retryable, output=output)
+        return AgentFailed(f"claude: {res.subtype}: {detail}", retryable=True, output=output)
+
+    # -- helpers -------------------------------------------------------------
+    def _anonymous_id(self) -> str:
+        self._anonymous += 1
+        return f"<anonymous {self._anonymous}>"
+
+    def _account(self, msg_id: str, model: str | None, tokens: Tokens) -> Usage | None:
+        """Raise the message's counts to `tokens` (per field); the growth as a delta."""
+        if model:
+            self.model = model
+        before = self._per_message.get(msg_id, Tokens())
+        growth = before.growth_to(tokens)
+        if not growth.total:
+            return None
+        self._per_message[msg_id] = before + growth
+        price = self._price(model or self.model)
+        usd = (
+            cost_usd(
+                price,
+                input_tokens=growth.input,
+                output_tokens=growth.output,
+                cache_creation_tokens=growth.cache_creation,
+                cache_read_tokens=growth.cache_read,
+            )
+            if price is not None
+            else 0.0
+        )
+        return self._emit_usage(growth, usd, model or self.model)
+
+    def _emit_usage(self, tokens: Tokens, usd: float, model: str | None) -> Usage:
+        self.seen = self.seen + tokens
+        self._usd_parts.append(usd)
+        return Usage(
+            input_tokens=tokens.input,
+            output_tokens=tokens.output,
+            cache_creation_tokens=tokens.cache_creation,
+            cache_read_tokens=tokens.cache_read,
+            usd=usd,
+            model=model,
+        )
+
+    def _text(self, msg_id: str, text: str) -> list[AgentEvent]:
+        out: list[AgentEvent] = []
+        if msg_id != self._last_text_id and not self._text_ends_newline:
+            out.append(TextDelta("\n"))
+        self._last_text_id = msg_id
+        self._texts.setdefault(msg_id, []).append(text)
+        self._text_ends_newline = text.endswith("\n")
+        out.append(TextDelta(text))
+        return out
+
+
+def parse_lines(lines: Iterable[str], **kwargs: Any) -> list[AgentEvent]:
+    """All events of a finished recording, terminal event included (exit code 0)."""
+    parser = StreamJsonParser(**kwargs)
+    events: list[AgentEvent] = []
+    for line in lines:
+        events += parser.feed(line)
+    events.append(parser.finish(0))
+    return events
+
+
+def _describe_init(info: InitInfo) -> str:
+    parts = [f"claude {info.version or '?'} session {info.session_id or '?'}"]
+    parts.append(f"model {info.model or '?'}")
+    if info.permission_mode:
+        parts.append(f"permissions {info.permission_mode}")
+    if info.cwd:
+        parts.append(f"cwd {info.cwd}")
+    parts.append(f"{len(info.tools)} tools: {', '.join(info.tools)}")
+    return " · ".join(parts) + "\n"
+
+
+def _raw(line: str) -> TextDelta:
+    text = line.rstrip("\n")
+    if len(text) > RAW_LINE_LIMIT:
+        text = text[:RAW_LINE_LIMIT] + f" [... {len(text) - RAW_LINE_LIMIT} more characters]"
+    return TextDelta(text + "\n", stream="raw")
+
+
+def _tool_output(content: Any) -> str:
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        parts: list[str] = []
+        for block in content:
+            if isinstance(block, Mapping) and block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif isinstance(block, Mapping):
+                parts.append(f"[{block.get('type', 'block')}]")
+            else:
+                parts.append(str(block))
+        text = "\n".join(parts)
+    elif content is None:
+        text = ""
+    else:
+        text = json.dumps(content)
+    if len(text) > TOOL_OUTPUT_LIMIT:
+        text = text[:TOOL_OUTPUT_LIMIT] + f"\n[... {len(text) - TOOL_OUTPUT_LIMIT} more characters]"
+    return text
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _float(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
