@@ -72,7 +72,7 @@ async def run_check(spec: CheckSpec, *, workspace: Path, env: Mapping[str, str])
         run = await run_captured(
             argv, cwd=workspace, env=env, timeout=spec.timeout, max_output=_PARSE_LIMIT
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # not found, not executable, no cwd, NUL in argv
         return _not_started(spec, _os_error_text(exc))
     return _judge(spec, run)
 
@@ -155,7 +155,9 @@ def _not_started(spec: CheckSpec, why: str) -> CheckOutcome:
     )
 
 
-def _os_error_text(exc: OSError) -> str:
+def _os_error_text(exc: OSError | ValueError) -> str:
+    if isinstance(exc, ValueError):
+        return str(exc)
     if exc.strerror and exc.filename is not None:
         return f"{exc.strerror}: {exc.filename!r}"
     return exc.strerror or str(exc)
@@ -308,7 +310,8 @@ _PYTEST_E = re.compile(r"^E\s+(\S.*)$", re.MULTILINE)
 _ERROR_LINE = re.compile(
     r"^\s*(?:[\w.]*(?:Error|Exception|Failure|Interrupt)\b.*"
     r"|(?:panic|fatal|error)(?:\[\w+\])?:.*"
-    r"|.*?\S:\d+(?::\d+)?:\s*(?:error|fatal error)\b.*)$",
+    r"|.*?\S:\d+(?::\d+)?:\s*(?:error|fatal error)\b.*"
+    r"|\S+_test\.go:\d+: .*)$",
     re.MULTILINE,
 )
 _IGNORED_LINE = re.compile(r"^(?:=+|-+|_+|\[\.\.\. output truncated \.\.\.\])?\s*$|^[=_-]{3,} ")

@@ -192,6 +192,12 @@ async def test_missing_command_is_a_failed_outcome(tmp_path: Path) -> None:
     assert "loopvisor-no-such-command" in shell.evidence
 
 
+async def test_nul_byte_in_argv_is_a_failed_outcome(tmp_path: Path) -> None:
+    outcome = await check(tmp_path, ("echo", "a\0b"))
+    assert not outcome.passed
+    assert outcome.summary == "could not start: embedded null byte"
+
+
 async def test_missing_workspace_is_a_failed_outcome(tmp_path: Path) -> None:
     outcome = await check(tmp_path / "gone", "true")
     assert not outcome.passed
@@ -355,6 +361,15 @@ def test_fingerprint_differs_for_another_test_or_assertion() -> None:
     assert other_message == base  # the source line is not part of it...
     other_error, _ = failure_fingerprint(pytest_failure().replace("== 'ok'", "== 'no'", 1))
     assert other_error != base  # ...the assertion message is
+
+
+def test_fingerprint_of_go_failure_includes_its_message() -> None:
+    base, evidence = failure_fingerprint(GO_VERBOSE)
+    assert evidence == "TestSub"
+    moved, _ = failure_fingerprint(GO_VERBOSE.replace("calc_test.go:14", "calc_test.go:19"))
+    assert moved == base
+    other, _ = failure_fingerprint(GO_VERBOSE.replace("got 1, want 2", "got 3, want 2"))
+    assert other != base
 
 
 def test_fingerprint_evidence_lists_at_most_three_ids() -> None:
