@@ -77,6 +77,7 @@ def read_loops(
         return ()
     loops: list[LoopSpec] = []
     seen: set[str] = set()
+    branches: dict[tuple[Path, str], str] = {}
     for index, raw in enumerate(raw_loops):
         at = ("loop", index)
         if not isinstance(raw, dict):
@@ -94,8 +95,25 @@ def read_loops(
             layers = chains.get(base) if base is not None else None
         if layers is not None:
             merged = Table(issues, _merge([*layers, own]), at)
-            loops.append(_loop(merged, name, agents, paths))
+            loops.append(loop := _loop(merged, name, agents, paths))
+            _check_branch(merged, loop, branches)
     return tuple(loops)
+
+
+def _check_branch(t: Table, loop: LoopSpec, branches: dict[tuple[Path, str], str]) -> None:
+    """Git checks a branch out in one worktree at a time: two loops cannot share one."""
+    if loop.worktree is None:
+        return
+    key = (loop.worktree.repo, loop.worktree.branch.replace("{loop}", loop.name))
+    if key in branches:
+        ws = t.table("workspace")
+        where = ws.at("branch") if ws is not None else t.at("workspace")
+        t.issues.error(
+            where,
+            f'workspace.branch: loops "{branches[key]}" and "{loop.name}" would share the '
+            f'worktree branch "{key[1]}" of {key[0]}: put {{loop}} in the branch name',
+        )
+    branches.setdefault(key, loop.name)
 
 
 def _template_tables(issues: Issues, raw: object) -> dict[str, Table]:

@@ -261,8 +261,16 @@ class Table:
         value = self.raw(key)
         if key not in self.items:
             return default
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list):
             self.type_error(key, "an array of strings")
+            return default
+        wrong = [(i, v) for i, v in enumerate(value) if not isinstance(v, str)]
+        for index, item in wrong:
+            self.issues.error(
+                (*self.at(key), index),
+                f"{self.label}{key}[{index}]: expected a string, got {describe(item)}",
+            )
+        if wrong:
             return default
         if nonempty and not value:
             self.error(key, "must not be empty")

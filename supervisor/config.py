@@ -68,7 +68,7 @@ STARTER_TOML: str = (
 def load_config(path: Path, *, state_dir: Path | None = None) -> Config:
     """Read and validate `path`; raises ConfigError (never another exception) on any problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError([ConfigIssue(path, 1, 1, f"cannot read config: {reason}")]) from None

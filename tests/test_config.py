@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tomllib
 import textwrap
 from dataclasses import fields
 from pathlib import Path
@@ -29,6 +30,7 @@ from supervisor.spec import (
     CommandAgentSpec,
     Limits,
     LoopBudget,
+    LoopSpec,
     Price,
     RateLimit,
     SimAgentSpec,
@@ -320,6 +322,15 @@ def test_worktree_false_works_in_the_repo_itself(tmp_path: Path) -> None:
     )
     loop = load_config(path).loop("a")
     assert (loop.workspace, loop.worktree) == (repo.resolve(), None)
+
+
+def test_two_loops_cannot_share_a_worktree_branch(tmp_path: Path) -> None:
+    git_repo(tmp_path / "r")
+    body = 'agent = "sim"\nprompt = "x"\ndone_marker = "OK"\n'
+    path = write(tmp_path, loop_config(
+        'name = "a"\n' + body + 'workspace = { repo = "r", branch = "fix" }\n'
+    ) + '[[loop]]\nname = "b"\n' + body + 'workspace = { repo = "r", branch = "fix" }\n')
+    assert_issue(path, 'branch = "fix"', 'loops "a" and "b" would share', nth=1)
 
 
 def test_starter_file_validates_and_runs_offline_agents(tmp_path: Path) -> None:
@@ -619,6 +630,7 @@ def test_bad_loop_values_are_reported_at_their_key(
         ),
         ('kind = "claude-code"\ntimeout = 0', "timeout", "must be a duration greater than 0"),
         ('kind = "claude-code"\nmodle = "x"', "modle", 'did you mean "model"?'),
+        ('kind = "claude-code"\nargs = ["-v", 2]', "2]", "args[1]: expected a string, got integer 2"),
     ],
 )
 def test_bad_agent_values_are_reported_at_their_key(
@@ -822,3 +834,100 @@ def test_positions_skip_strings_and_follow_headers_and_arrays() -> None:
     assert pos[("loop", 0, "arr", 1, "y", 1)] == (11, 13)
     assert pos[("loop", 0, "checks", 1, "run")] == (16, 1)
     assert pos[("loop", 1)] == (17, 3)
+
+
+# -- never a traceback ---------------------------------------------------------------
+
+ODD_VALUES = [
+    "5", "-1", "0", "1.5", "inf", "nan", "true", '"x"', '""', '"-"', "[]", "[1]", '["a", 1]',
+    "{}", "{ a = 1 }", '[{ a = "b" }]', "1979-05-27", "07:32:00",
+]
+BASE_SECTIONS: dict[str, dict[str, str]] = {
+    "supervisor": {},
+    "supervisor.budget": {"tokens": "1000"},
+    'pricing."m"': {"input": "1", "output": "2"},
+    "agents.sim": {"kind": '"sim"'},
+    "agents.cmd": {"kind": '"command"', "command": '["x", "$prompt"]'},
+    "agents.api": {"kind": '"anthropic"', "model": '"m"'},
+    "agents.cc": {"kind": '"claude-code"'},
+    "templates.t": {"agent": '"sim"', "prompt": '"p"'},
+    "[loop]": {"name": '"a"', "extends": '"t"', "done_marker": '"OK"'},
+}
+NESTED = {
+    "budget": ("tokens", "usd", "wall", "cpu", "retries"),
+    "stuck": ("same_failure", "same_output", "similarity", "oscillation", "stall", "cost_spike"),
+    "workspace": ("repo", "worktree", "branch"),
+}
+
+
+def render(sections: dict[str, dict[str, str]]) -> str:
+    out = []
+    for header, keys in sections.items():
+        out.append(f"[{header}]")
+        out += [f"{key} = {value}" for key, value in keys.items()]
+    return "\n".join(out) + "\n"
+
+
+def odd_slots() -> list[tuple[str, str, str]]:
+    """(section, key, rendered value) for every key the schema knows, each odd value."""
+    slots: list[tuple[str, str, str]] = []
+    agent_sections = {"sim": "agents.sim", "command": "agents.cmd", "anthropic": "agents.api",
+                      "claude-code": "agents.cc"}
+    keys: dict[str, list[str]] = {
+        "": ["supervisor", "pricing", "agents", "templates", "loop"],
+        "supervisor": ["max_concurrent", "state_dir", "budget", "rate_limits"],
+        "supervisor.budget": ["tokens", "usd", "wall", "cpu"],
+        'pricing."m"': ["input", "output", "cache_write", "cache_read"],
+        "templates.t": ["extends", "agent", "prompt", "budget", "checks", "stuck"],
+        "[loop]": sorted(f.name for f in fields(LoopSpec)),
+    }
+    for kind, section in agent_sections.items():
+        keys[section] = sorted(agent_keys(kind))
+    for section, names in keys.items():
+        for name in names:
+            slots += [(section, name, value) for value in ODD_VALUES]
+    for table, names in NESTED.items():
+        for name in names:
+            slots += [("[loop]", table, f"{{ {name} = {v} }}") for v in ODD_VALUES]
+    for name in sorted(f.name for f in fields(CheckSpec)):
+        slots += [("[loop]", "checks", f'[{{ run = "true", {name} = {v} }}]') for v in ODD_VALUES]
+    slots += [("agents.sim", "files", f'{{ "a" = {v} }}') for v in ODD_VALUES]
+    return slots
+
+
+def test_odd_values_anywhere_give_config_errors_never_a_traceback(tmp_path: Path) -> None:
+    """Every known key, fed values of every TOML type: a Config or a ConfigError, and the
+    position finder knows where every key of the document is."""
+    outcomes = {"ok": 0, "error": 0}
+    for section, key, value in odd_slots():
+        sections = {name: dict(keys) for name, keys in BASE_SECTIONS.items()}
+        if section:
+            sections[section][key] = value
+            text = render(sections)
+        else:
+            text = f"{key} = {value}\n" + render(sections)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            continue  # e.g. a scalar where a table header follows
+        positions = key_positions(text)
+        assert set(_paths(data)) <= set(positions), text
+        try:
+            parse_config(text, tmp_path / "loops.toml")
+            outcomes["ok"] += 1
+        except ConfigError as exc:
+            assert exc.issues, text
+            outcomes["error"] += 1
+    assert outcomes["ok"] > 20
+    assert outcomes["error"] > 1000
+
+
+def _paths(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found: list[tuple[str | int, ...]] = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
