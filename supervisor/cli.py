@@ -20,8 +20,9 @@ from . import runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
 from .headless import HeadlessPrinter
 from .spec import Config
+from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
-COMMANDS = ("run", "check", "init")
+COMMANDS = ("run", "check", "init", "clean")
 DEFAULT_CONFIG = Path("loops.toml")
 
 
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and summarise each loop")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
 
+    clean = sub.add_parser("clean", help="remove a loop's git worktree (its branch is kept)")
+    clean.add_argument("loops", nargs="+", metavar="LOOP")
+    clean.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    clean.add_argument("--state-dir", type=Path, default=None)
+    clean.add_argument("--delete-branch", action="store_true", help="also delete the branch")
+
     init = sub.add_parser("init", help="write a commented starter loops.toml")
     init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -80,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
+        "clean": cmd_clean,
     }
     try:
         return handlers[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, WorktreeError) as exc:
         print(str(exc), file=sys.stderr)
         return runtime.EXIT_USAGE
 
@@ -113,8 +121,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clean(args: argparse.Namespace) -> int:
+    config = load(args.config, args.state_dir)
+    for name in args.loops:
+        try:
+            loop = config.loop(name)
+        except KeyError:
+            print(f"no loop named {name!r} in {args.config}", file=sys.stderr)
+            return runtime.EXIT_USAGE
+        print(remove_worktree(loop, delete_branch=args.delete_branch))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
+    for line in prepare_worktrees(config):
+        print(line, file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()
     if not headless:
         app_module = importlib.import_module("tui.app")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -86,8 +86,11 @@ class LoopRunner:
         publish: Callable[[ev.Event], None],
         pricing: dict[str, Price] | None = None,
         resume: LoopResume | None = None,
+        after_iteration: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
+        self.after_iteration = after_iteration
+        """Awaited after each checked iteration (the worktree overlap check)."""
         self.agent_spec = agent_spec
         self.agent = agent
         self.ledger = ledger
@@ -336,6 +339,8 @@ class LoopRunner:
                 return
             self.last_output = turn.output
             outcomes = await self._run_checks(n)
+        if self.after_iteration is not None:
+            await self.after_iteration(spec.name)
         self._decide(n, turn, outcomes, started)
 
     async def _after_failure(self, n: int, turn: _Turn, started: float) -> None:

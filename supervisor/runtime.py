@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -27,6 +28,10 @@ from .loop import LoopRunner
 from .resume import RunResume
 from .schedule import drive
 from .spec import Config, Limits, LoopSpec
+from .worktree import OverlapChecker
+
+if TYPE_CHECKING:
+    from .ratelimit import RateLimiterRegistry
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,6 +73,10 @@ class Supervisor:
             pricing=dict(config.pricing),
             limiters=self._limiters,
         )
+        overlap = OverlapChecker(
+            list(config.loops),
+            lambda loop, msg: self.notice(msg, level="warning", loop=loop),
+        )
         self.runners: dict[str, LoopRunner] = {}
         for spec in config.loops:
             loop_resume = resume.loops.get(spec.name) if resume else None
@@ -86,10 +95,11 @@ class Supervisor:
                 publish=self._publish,
                 pricing=dict(config.pricing),
                 resume=loop_resume,
+                after_iteration=overlap.check if overlap.active else None,
             )
         self._notes = list(resume.notes) if resume else []
 
-    def _make_limiters(self) -> object | None:
+    def _make_limiters(self) -> RateLimiterRegistry | None:
         if not any(a.kind == "anthropic" for a in self.config.agents.values()):
             return None
         from .ratelimit import RateLimiterRegistry
@@ -211,6 +221,9 @@ class Supervisor:
     async def aclose(self) -> None:
         for runner in self.runners.values():
             await runner.agent.aclose()
+
+    def notice(self, message: str, *, level: str = "info", loop: str | None = None) -> None:
+        self._publish(ev.Notice(message=message, level=level, loop=loop))  # type: ignore[arg-type]
 
     # -- control operations (api.SupervisorHandle) ------------------------------
     def _runner(self, loop: str) -> LoopRunner:
