@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import textwrap
 import tomllib
 from dataclasses import fields
@@ -344,6 +346,21 @@ def test_starter_file_validates_and_runs_offline_agents(tmp_path: Path) -> None:
     assert all(isinstance(a, SimAgentSpec) for a in config.agents.values())
     for loop in config.loops:
         assert loop.checks or loop.done_marker
+
+
+def test_starter_file_runs_to_success_offline(tmp_path: Path) -> None:
+    """What `loopvisor init` writes must work before the user has any API key."""
+    path = write(tmp_path, STARTER_TOML)
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "--headless", "--quiet", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "ANTHROPIC_API_KEY": ""},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "loopvisor-demo" / "hello.txt").read_text() == "Hello, world\n"
 
 
 def test_summarize_loop_is_one_informative_line(tmp_path: Path) -> None:
