@@ -262,7 +262,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
 
 def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
     if "prompt" in t:
-        prompt = t.string("prompt", "")
+        prompt = t.string("prompt", "", nonempty=True)
         for offset, message in template_problems(prompt, PLACEHOLDERS):
             line, col = line_col(prompt, offset)
             where = f" (line {line} of the prompt)" if "\n" in prompt.strip() else ""
@@ -275,6 +275,8 @@ def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
     if found is None:
         return "", None
     path, prompt = found
+    if not prompt.strip():
+        t.error("prompt_file", f'"{t.raw("prompt_file")}" is empty')
     shown = t.issues.file.parent / str(t.raw("prompt_file"))
     for offset, message in template_problems(prompt, PLACEHOLDERS):
         line, col = line_col(prompt, offset)

@@ -588,6 +588,7 @@ def test_loop_without_exit_condition(tmp_path: Path) -> None:
         ('schedule = "61 * * * *"', "schedule", 'invalid cron expression "61 * * * *"'),
         ('schedule = "* * * *"', "schedule", "expected 5 fields"),
         ('schedule = "every soon"', "schedule", 'such as "every 10m"'),
+        ('prompt_file = "empty.md"', "prompt_file", '"empty.md" is empty'),
         ('context = "fressh"', "context", 'got string "fressh" (did you mean "fresh"?)'),
         ("stuck = { similarity = 1.5 }", "similarity", "must be at most 1, got 1.5"),
         ("stuck = { cost_spike = 0.5 }", "cost_spike", "must be greater than 1"),
@@ -606,6 +607,9 @@ def test_bad_loop_values_are_reported_at_their_key(
     )
     if "branch" in line:
         (tmp_path / ".git").mkdir()
+    if "prompt_file" in line:  # replaces the inline prompt
+        path.write_text(path.read_text().replace('prompt = "x"\n', ""))
+        write(tmp_path, " \n", "empty.md")
     assert_issue(path, needle, message, nth=1 if needle == "name" else 0)
 
 
