@@ -85,6 +85,8 @@ class Ledger:
     usd_reserved: float = 0.0
     overshoot_tokens: int = 0
     overshoot_usd: float = 0.0
+    open_reservations: int = 0
+    """Reservations not yet released; with none open, nothing is reserved (no float residue)."""
     _changed: anyio.Event | None = field(default=None, repr=False)
 
     # -- reading -------------------------------------------------------------
@@ -165,6 +167,7 @@ class Ledger:
         for ledger in chain:
             ledger.tokens_reserved += grant
             ledger.usd_reserved += usd
+            ledger.open_reservations += 1
         return Reservation(chain, grant, usd)
 
     def consume(self, reservation: Reservation, actual: Charge) -> None:
@@ -189,6 +192,9 @@ class Ledger:
         for ledger in reservation.ledgers:
             ledger.tokens_reserved -= reservation.tokens
             ledger.usd_reserved = max(0.0, ledger.usd_reserved - reservation.usd)
+            ledger.open_reservations -= 1
+            if ledger.open_reservations == 0:
+                ledger.usd_reserved = 0.0  # float residue would read as "wait, it frees up"
             ledger._notify()
         reservation.tokens = 0
         reservation.usd = 0.0
