@@ -32,7 +32,7 @@ from .agents.base import (
     Waiting,
 )
 from .budget import Charge, Ledger
-from .checks import CheckOutcome, render_check_output, run_check
+from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
@@ -380,6 +380,7 @@ class LoopRunner:
             self._end("succeeded", f"{what} in iteration {n}")
             return
         failing = next((o for o in outcomes if not o.passed), None)
+        fingerprint, evidence = combined_failure(outcomes)
         crossed = self.ledger.crossed()
         if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
             self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
@@ -388,8 +389,8 @@ class LoopRunner:
         verdict = self.detector.observe(
             iteration=n,
             output=turn.output,
-            check_fingerprint=failing.fingerprint if failing else "",
-            check_evidence=failing.evidence if failing else "",
+            check_fingerprint=fingerprint,
+            check_evidence=evidence,
             checks_passed=checks_ok,
             usd=turn.usd,
             tokens=turn.tokens,

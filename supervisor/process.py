@@ -25,6 +25,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
 CPU_SAMPLE_S = 0.2
+DRAIN_GRACE_S = 0.5
+"""After the main process exits, how long to wait for output still in the pipes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,18 +239,29 @@ async def run_captured(
     dropped = False
     timed_out = False
     started = time.monotonic()
+    drained = anyio.Event()
+
+    async def read(proc: GroupProcess) -> None:
+        nonlocal size, dropped
+        async for line in proc.lines():
+            chunks.append(line.text)
+            size += len(line.text) + 1
+            while size > max_output * 2 and len(chunks) > 1:
+                size -= len(chunks.pop(0)) + 1
+                dropped = True
+        drained.set()
+
     async with GroupProcess(argv, cwd=cwd, env=env, stdin=stdin) as proc:
         code: int | None = None
         with anyio.move_on_after(timeout) as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(proc.meter_cpu)
-                async for line in proc.lines():
-                    chunks.append(line.text)
-                    size += len(line.text) + 1
-                    while size > max_output * 2 and len(chunks) > 1:
-                        size -= len(chunks.pop(0)) + 1
-                        dropped = True
+                tg.start_soon(read, proc)
                 code = await proc.wait()
+                # A background child may keep the pipes open: the command is done when
+                # its main process exits; take what output comes promptly, then kill.
+                with anyio.move_on_after(DRAIN_GRACE_S):
+                    await drained.wait()
                 tg.cancel_scope.cancel()
         if scope.cancelled_caught:
             timed_out = True

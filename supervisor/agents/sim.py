@@ -105,7 +105,7 @@ class SimAgent:
         input_tokens = spec.input_tokens or estimate_tokens(request.prompt)
         granted = await request.budget.reserve(
             input_tokens=input_tokens,
-            max_output_tokens=spec.reply_tokens,
+            max_output_tokens=spec.reply_tokens + len(_done_tokens(spec.done_text)),
             usd_per_token=spec.usd_per_mtok / 1_000_000,
         )
         yield Usage(input_tokens=input_tokens, usd=self._usd(input_tokens))
@@ -157,20 +157,19 @@ class SimAgent:
         else:
             variant = iteration
         rng = random.Random(f"{spec.seed}:{self.loop.name}:{variant}")
-        words: list[str] = [rng.choice(_OPENERS)]
-        while len(words) < spec.reply_tokens:
-            word = rng.choice(_WORDS)
+        phrases: list[str] = [rng.choice(_OPENERS)]
+        while len(phrases) < spec.reply_tokens:
+            phrase = rng.choice(_WORDS)
             if rng.random() < 0.08:
-                word += "."
-            words.append(word)
-        text = " ".join(words[: spec.reply_tokens])
-        if converged and spec.done_text:
-            text = f"{text}\n{spec.done_text}"
-        if not text.endswith("\n"):
-            text += "\n"
+                phrase += "."
+            phrases.append(phrase)
         # One token a word (with its following space), as a model would stream it.
-        pieces = text.split(" ")
-        return [p + " " for p in pieces[:-1]] + [pieces[-1]]
+        words = " ".join(phrases).split(" ")[: spec.reply_tokens]
+        tokens = [w + " " for w in words]
+        tokens[-1] = words[-1] + "\n"
+        if converged and spec.done_text:
+            tokens += _done_tokens(spec.done_text)
+        return tokens
 
     def _write_files(self, workspace: Path, iteration: int, converged: bool) -> None:
         spec = self.spec
@@ -184,3 +183,10 @@ class SimAgent:
             path = workspace / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
+
+
+def _done_tokens(text: str) -> list[str]:
+    if not text:
+        return []
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1] + "\n"]
