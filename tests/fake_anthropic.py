@@ -33,14 +33,17 @@ Behaviour:
   "max_tokens" (a tool_use block that does not fit entirely is dropped).
 - `totals` is the server's own bill: the usage it reported in each response (for a
   stream cut or hung after message_start: that message_start usage only).
-- Optional `anthropic-ratelimit-*` headers (`ratelimit=RateLimitWindow(...)`), and with
-  `enforce=True` a 429 with retry-after when a fixed window's requests or tokens run out.
+- Optional `anthropic-ratelimit-*` headers (`ratelimit=RateLimitWindow(...)`): like the
+  real API, a token bucket per dimension that holds a full `window`'s allowance and
+  refills continuously; with `enforce=True` a request finding the requests bucket empty
+  (or the tokens bucket below zero) gets a 429 with retry-after.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import socket
 import threading
@@ -268,14 +271,17 @@ class Totals:
 
 @dataclass(frozen=True)
 class RateLimitWindow:
-    """Fixed-window limits advertised in `anthropic-ratelimit-*` headers (and enforced)."""
+    """Limits advertised in `anthropic-ratelimit-*` headers (and enforced if asked).
+
+    Token buckets as the API documents them: each holds `requests` / `tokens` and
+    refills that much every `window` seconds, continuously."""
 
     requests: int = 50
     tokens: int = 100_000
-    """Input + output tokens a window (also sent as input-/output-tokens headers)."""
+    """Input + output tokens (also sent as input-tokens-* headers)."""
     window: float = 60.0
     enforce: bool = False
-    """Answer 429 (retry-after = seconds to the window's end) when a limit is hit."""
+    """Answer 429 (retry-after = seconds until a request fits) when a bucket is empty."""
 
 
 # -- the server --------------------------------------------------------------------
@@ -301,12 +307,11 @@ class FakeAnthropic:
         self.requests: list[RecordedRequest] = []
         self.totals = Totals()
         self.rate_limited = 0
-        """429s sent by window enforcement (not scripted ones)."""
+        """429s sent by limit enforcement (not scripted ones)."""
         self._stop = threading.Event()
-        self._window_start = time.monotonic()
-        self._window_index = 0
-        self._window_requests = 0
-        self._window_tokens = 0
+        self._bucket_time = time.monotonic()
+        self._bucket_requests = float(ratelimit.requests) if ratelimit else 0.0
+        self._bucket_tokens = float(ratelimit.tokens) if ratelimit else 0.0
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -383,28 +388,31 @@ class FakeAnthropic:
             t.cache_read_input_tokens += usage.get("cache_read_input_tokens", 0)
             t.messages += 1
 
-    def _window_roll(self) -> None:
+    def _refill(self) -> None:
+        """Top the buckets up for the time passed (call with the lock held)."""
         assert self.ratelimit is not None
-        idx = int((time.monotonic() - self._window_start) // self.ratelimit.window)
-        if idx != self._window_index:
-            self._window_index = idx
-            self._window_requests = 0
-            self._window_tokens = 0
+        rl = self.ratelimit
+        now = time.monotonic()
+        elapsed, self._bucket_time = now - self._bucket_time, now
+        self._bucket_requests = min(
+            rl.requests, self._bucket_requests + elapsed * rl.requests / rl.window
+        )
+        self._bucket_tokens = min(rl.tokens, self._bucket_tokens + elapsed * rl.tokens / rl.window)
 
     def _admit(self, input_tokens: int) -> float | None:
-        """Count a request in the window; seconds to wait if it must be refused."""
+        """Take a request (and its input tokens) from the buckets; or the seconds to wait."""
         if self.ratelimit is None:
             return None
         with self._lock:
-            self._window_roll()
+            self._refill()
             rl = self.ratelimit
-            if rl.enforce and (
-                self._window_requests >= rl.requests or self._window_tokens >= rl.tokens
-            ):
+            if rl.enforce and (self._bucket_requests < 1 or self._bucket_tokens < 0):
                 self.rate_limited += 1
-                return self._window_reset_in()
-            self._window_requests += 1
-            self._window_tokens += input_tokens
+                need_req = (1 - self._bucket_requests) * rl.window / rl.requests
+                need_tok = -self._bucket_tokens * rl.window / rl.tokens
+                return max(need_req, need_tok, 0.001)
+            self._bucket_requests -= 1
+            self._bucket_tokens -= input_tokens
             return None
 
     def _bill_extra_output(self, n: int) -> None:
@@ -414,24 +422,23 @@ class FakeAnthropic:
     def _add_window_tokens(self, n: int) -> None:
         if self.ratelimit is not None:
             with self._lock:
-                self._window_tokens += n
-
-    def _window_reset_in(self) -> float:
-        assert self.ratelimit is not None
-        end = self._window_start + (self._window_index + 1) * self.ratelimit.window
-        return max(0.0, end - time.monotonic())
+                self._refill()
+                self._bucket_tokens -= n
 
     def _ratelimit_headers(self) -> dict[str, str]:
         if self.ratelimit is None:
             return {}
         with self._lock:
-            self._window_roll()
+            self._refill()
             rl = self.ratelimit
-            reset_in = self._window_reset_in()
-            reset = datetime.fromtimestamp(time.time() + reset_in, UTC)
-            stamp = reset.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            left_req = max(0, rl.requests - self._window_requests)
-            left_tok = max(0, rl.tokens - self._window_tokens)
+            left_req = max(0, math.floor(self._bucket_requests))
+            left_tok = max(0, math.floor(self._bucket_tokens))
+            full_in = max(
+                (rl.requests - self._bucket_requests) * rl.window / rl.requests,
+                (rl.tokens - self._bucket_tokens) * rl.window / rl.tokens,
+            )
+        reset = datetime.fromtimestamp(time.time() + full_in, UTC)
+        stamp = reset.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         headers = {
             "anthropic-ratelimit-requests-limit": str(rl.requests),
             "anthropic-ratelimit-requests-remaining": str(left_req),
@@ -501,6 +508,7 @@ def _plan(reply: Reply, body: Mapping[str, Any]) -> _Plan:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 256  # many concurrent clients connect at once
     fake: FakeAnthropic
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -623,9 +631,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         wait = fake._admit(input_tokens_for(body))
         if wait is not None:
-            self._record(body, "error 429 (window)")
-            headers = {"retry-after": f"{max(wait, 0.001):.3f}", **fake._ratelimit_headers()}
-            self._send_error(429, "rate limit window exhausted", headers)
+            self._record(body, "error 429 (limit)")
+            headers = {"retry-after": f"{wait:.3f}", **fake._ratelimit_headers()}
+            self._send_error(429, "rate limit exceeded", headers)
             return
         plan = _plan(reply, body)
         if reply.kind == "hang":
