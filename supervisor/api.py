@@ -202,3 +202,8 @@ class SupervisorHandle(Protocol):
     ) -> list[str]:
         """Older transcript lines (from the journal when there is one)."""
         ...
+
+    async def shutdown(self) -> None:
+        """End the run: loops still going are stopped, loops waiting for a person keep
+        their state, and `run()` returns its summary and exit code as usual."""
+        ...

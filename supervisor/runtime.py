@@ -222,6 +222,18 @@ class Supervisor:
         for runner in self.runners.values():
             await runner.agent.aclose()
 
+    async def shutdown(self, reason: str = "shut down by the operator") -> None:
+        """End `run()` normally now (TUI quit, `ctl shutdown`): loops still going end
+        `stopped`, loops waiting for a person keep their state, and the summary and exit
+        code follow as for any other end (not 130: nothing was interrupted)."""
+        for runner in self.runners.values():
+            if not runner.done and not runner.needs_attention:
+                runner.force_end("stopped", reason)
+        self._end_reason = reason
+        self._control("shutdown", None, reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     def notice(self, message: str, *, level: str = "info", loop: str | None = None) -> None:
         self._publish(ev.Notice(message=message, level=level, loop=loop))  # type: ignore[arg-type]
 
