@@ -350,6 +350,24 @@ def test_usd_correction_may_be_negative_when_our_price_is_dearer() -> None:
     assert usd_sum(events) == pytest.approx(0.0001, rel=1e-9)
 
 
+def test_side_calls_of_other_models_are_charged_from_the_result() -> None:
+    lines = lines_of("success_tool_use.jsonl")
+    res = json.loads(lines[-1])
+    haiku = {
+        "inputTokens": 500,
+        "outputTokens": 12,
+        "cacheReadInputTokens": 0,
+        "cacheCreationInputTokens": 0,
+        "costUSD": 0.00056,
+    }
+    res["model_usage_since_last_result"]["claude-haiku-4-5"] = haiku
+    lines[-1] = json.dumps(res)
+    events = parse_lines(lines)
+    main = res["model_usage_since_last_result"]["claude-opus-5-5"]
+    assert token_sum(events) == Tokens(203 + 500, 43 + 12, 14, 6)
+    assert usd_sum(events) == pytest.approx(main["costUSD"] + 0.00056, rel=1e-12)
+
+
 def test_tokens_are_never_corrected_downwards() -> None:
     lines = lines_of("success_tool_use.jsonl")
     res = json.loads(lines[-1])
