@@ -485,10 +485,11 @@ class LoopRunner:
                     if stall:
                         tg.start_soon(self._stall_watchdog, stall, turn, scope)
                     tg.start_soon(coalescer.run_flusher)
-                    await self._consume(request, budget, turn, coalescer, scope)
+                    try:  # caught inside the task group, which would wrap it in a group
+                        await self._consume(request, budget, turn, coalescer, scope)
+                    except BudgetExhausted as exc:
+                        turn.exhausted = exc.reason
                     tg.cancel_scope.cancel()
-        except BudgetExhausted as exc:
-            turn.exhausted = exc.reason
         finally:
             self._turn_scope = None
             coalescer.flush()
