@@ -1,0 +1,475 @@
+"""The SQLite (WAL) journal: every event of a run, batched by one writer task.
+
+`record()` is registered as a lossless sink on the supervisor's event bus. It does
+no I/O: it appends to a pending batch and merges consecutive `output` deltas of
+one loop (same iteration and stream) into a single chunk, so a token stream costs
+one row per batch rather than one per token. `run_writer()` writes the batch
+every `interval` (or sooner when `max_batch` rows are pending) in one
+transaction, on a worker thread, so a kill -9 leaves whole batches only.
+
+Besides the raw `events` table the writer maintains what readers and resume need
+without replaying events: `loops` (last state), `iterations` (prompt as sent,
+outcome, timings; one row per attempt) and the budget `ledger` (reserve,
+release, charge rows). Run start/end and resume bookkeeping are written with
+`synchronous=FULL`; event batches with NORMAL (WAL: a power cut may lose the
+last batches, never corrupt the file).
+
+Usage from the runtime::
+
+    journal = Journal.open(state_dir)           # under StateLock(state_dir)
+    journal.start_run(run_id, config_path, config_text, loops=config.loops)
+    bus.add_sink(journal.record)                 # lossless, sync
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(journal.run_writer)
+        ...                                      # run; cancel tg at the end
+    journal.finish_run(run_id, exit_code, reason)
+    journal.close()
+
+Resume: `run_id = journal.find_resumable_run()`, `resume = journal.load_resume(run_id)`
+(settles what the crash left open, idempotently), `journal.mark_resumed(run_id,
+config_path=..., config_text=...)`, then run with the same run id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import journal_resume
+from .events import (
+    AgentOutput,
+    BudgetReleased,
+    BudgetReserved,
+    Event,
+    IterationFinished,
+    IterationStarted,
+    LoopStateChanged,
+    RunStarted,
+    SessionSaved,
+    UsageCharged,
+)
+from .journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
+from .resume import RunResume
+from .spec import LoopSpec
+
+__all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
+
+CHUNK_MAX_CHARS = 64 * 1024
+"""An output chunk is closed at this size, so one row never grows without bound."""
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def spec_json(value: Any) -> Any:
+    """A frozen spec as plain JSON data (Paths as strings, mappings as objects)."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: spec_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [spec_json(v) for v in value]
+    if hasattr(value, "items"):
+        return {str(k): spec_json(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStatistics:
+    pending_events: int
+    """Events recorded but not yet written."""
+    pending_rows: int
+    """Rows those events make after coalescing."""
+    batches_written: int
+    events_written: int
+    rows_written: int
+    last_batch_ms: float
+    max_batch_ms: float
+
+
+class _Chunk:
+    """Consecutive output deltas of one loop, iteration and stream, merged."""
+
+    __slots__ = ("iteration", "loop", "parts", "size", "stream", "ts")
+
+    def __init__(self, event: AgentOutput) -> None:
+        self.loop = event.loop
+        self.iteration = event.iteration
+        self.stream = event.stream
+        self.ts = event.ts
+        self.parts = [event.text]
+        self.size = len(event.text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": AgentOutput.type,
+            "ts": self.ts,
+            "loop": self.loop,
+            "iteration": self.iteration,
+            "text": "".join(self.parts),
+            "stream": self.stream,
+        }
+
+
+class Journal:
+    """The one writer of `STATE_DIR/journal.sqlite3` (hold a `StateLock` while it is open)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._run_id: str | None = None
+        self._pending: list[Event | _Chunk] = []
+        self._pending_events = 0
+        self._open_chunks: dict[str, _Chunk] = {}
+        self._pending_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake: anyio.Event | None = None
+        self._max_batch = 2000
+        self._batches = 0
+        self._events_written = 0
+        self._rows_written = 0
+        self._last_ms = 0.0
+        self._max_ms = 0.0
+        self._closed = False
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Journal:
+        """Open (creating the directory and file, upgrading an older schema)."""
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / JOURNAL_NAME
+        return cls(path, connect_writer(path))
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
+
+    # -- recording (event loop, no I/O) --------------------------------------
+    def record(self, event: Event) -> None:
+        """Append one event to the pending batch. Call from the supervisor's event loop."""
+        with self._pending_lock:
+            self._pending_events += 1
+            loop: str | None = getattr(event, "loop", None)
+            if isinstance(event, AgentOutput):
+                chunk = self._open_chunks.get(event.loop)
+                if (
+                    chunk is not None
+                    and chunk.iteration == event.iteration
+                    and chunk.stream == event.stream
+                    and chunk.size < CHUNK_MAX_CHARS
+                ):
+                    chunk.parts.append(event.text)
+                    chunk.size += len(event.text)
+                    return
+                chunk = _Chunk(event)
+                self._open_chunks[event.loop] = chunk
+                self._pending.append(chunk)
+            else:
+                self._pending.append(event)
+                if loop is not None:
+                    # Keep a loop's rows in order: later deltas start a new chunk.
+                    self._open_chunks.pop(loop, None)
+            rows = len(self._pending)
+        if rows >= self._max_batch and self._wake is not None:
+            self._wake.set()
+
+    # -- writing -------------------------------------------------------------
+    async def run_writer(self, interval: float = 0.05, max_batch: int = 2000) -> None:
+        """The single writer task: one transaction per `interval` or per `max_batch` rows.
+
+        On cancellation it flushes what is pending (shielded) and ends.
+        """
+        self._max_batch = max_batch
+        try:
+            while True:
+                self._wake = anyio.Event()
+                with anyio.move_on_after(interval):
+                    await self._wake.wait()
+                if self._pending:
+                    await anyio.to_thread.run_sync(self.flush_now)
+        finally:
+            self._wake = None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.flush_now)
+
+    def flush_now(self) -> None:
+        """Write everything pending now, in one transaction (sync: shutdown paths)."""
+        with self._write_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            events, self._pending_events = self._pending_events, 0
+            self._open_chunks.clear()
+        if not batch:
+            return
+        if self._closed:
+            raise JournalError("journal is closed")
+        started = time.perf_counter()
+        try:
+            rows = self._transaction(lambda conn: _write_batch(conn, self._run_id, batch))
+        except BaseException:
+            with self._pending_lock:  # keep the batch for a later attempt
+                self._pending[:0] = batch
+                self._pending_events += events
+                self._open_chunks.clear()
+            raise
+        elapsed = (time.perf_counter() - started) * 1000.0
+        self._batches += 1
+        self._events_written += events
+        self._rows_written += rows
+        self._last_ms = elapsed
+        self._max_ms = max(self._max_ms, elapsed)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], int], *, full: bool = False) -> int:
+        conn = self._conn
+        try:
+            if full:
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            finally:
+                if full:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: write failed: {exc}") from exc
+        return result
+
+    def statistics(self) -> JournalStatistics:
+        with self._pending_lock:
+            pending_events, pending_rows = self._pending_events, len(self._pending)
+        return JournalStatistics(
+            pending_events=pending_events,
+            pending_rows=pending_rows,
+            batches_written=self._batches,
+            events_written=self._events_written,
+            rows_written=self._rows_written,
+            last_batch_ms=self._last_ms,
+            max_batch_ms=self._max_ms,
+        )
+
+    # -- runs ----------------------------------------------------------------
+    def start_run(
+        self,
+        run_id: str,
+        config_path: Path,
+        config_text: str,
+        *,
+        loops: Sequence[LoopSpec] = (),
+    ) -> None:
+        """Record a new run (synchronous=FULL); later events belong to it."""
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                raise JournalError(f"run {run_id!r} already exists; resume it with mark_resumed")
+            conn.execute(
+                "INSERT INTO runs (id, config_path, config_hash, config_text, started,"
+                " session_started) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, str(config_path), config_hash(config_text), config_text, now, now),
+            )
+            conn.executemany(
+                "INSERT INTO loops (run_id, name, position, spec, updated) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (run_id, spec.name, i, json.dumps(spec_json(spec)), now)
+                    for i, spec in enumerate(loops)
+                ],
+            )
+            return 0
+
+        with self._write_lock:
+            self._flush_locked()
+            self._transaction(body, full=True)
+            self._run_id = run_id
+
+    def finish_run(self, run_id: str, exit_code: int, reason: str = "") -> None:
+        """Flush, then record the run's end (synchronous=FULL)."""
+        with self._write_lock:
+            self._flush_locked()
+            self._transaction(
+                lambda conn: (
+                    conn.execute(
+                        "UPDATE runs SET ended = ?, exit_code = ?, reason = ? WHERE id = ?",
+                        (time.time(), exit_code, reason, run_id),
+                    ).rowcount
+                ),
+                full=True,
+            )
+
+    def close(self) -> None:
+        """Flush and close. Idempotent."""
+        if self._closed:
+            return
+        with self._write_lock:
+            self._flush_locked()
+            self._closed = True
+            self._conn.close()
+
+    # -- resume --------------------------------------------------------------
+    def find_resumable_run(self) -> str | None:
+        """The newest run that has no end or whose loops are not all finished."""
+        with self._write_lock:
+            return journal_resume.find_resumable_run(self._conn)
+
+    def load_resume(self, run_id: str) -> RunResume:
+        """What to continue `run_id` from. Settles what a crash left open, once.
+
+        The first call after a crash writes (synchronous=FULL, one transaction) the
+        settlement of open reservations (usage seen: released; usage never seen:
+        charged at the reservation) and marks in-flight iterations `interrupted`;
+        later calls find nothing open and return the same figures.
+        """
+        with self._write_lock:
+            self._flush_locked()
+            quick_check(self._conn, self.path)
+            self._transaction(lambda conn: journal_resume.settle(conn, run_id), full=True)
+            return journal_resume.load(self._conn, run_id)
+
+    def mark_resumed(
+        self,
+        run_id: str,
+        *,
+        config_path: Path | None = None,
+        config_text: str | None = None,
+    ) -> bool:
+        """Continue `run_id` in this process: reopen it, carry its wall time over,
+        record the resume and (if the text differs) the changed loops.toml.
+
+        Settles first (as `load_resume` does), so it is safe on its own. Later
+        events belong to `run_id`. Returns True when the config changed.
+        """
+        with self._write_lock:
+            self._flush_locked()
+            self._transaction(lambda conn: journal_resume.settle(conn, run_id), full=True)
+            changed = self._transaction(
+                lambda conn: journal_resume.reopen(
+                    conn,
+                    run_id,
+                    config_path=str(config_path) if config_path is not None else None,
+                    config_text=config_text,
+                    text_hash=config_hash(config_text) if config_text is not None else None,
+                ),
+                full=True,
+            )
+            self._run_id = run_id
+        return bool(changed)
+
+
+# -- batch -> rows (worker thread) -------------------------------------------
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, loop, iteration, ts, type, json) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (run_id, loop, iteration, kind, tokens, usd, cpu_s, ts)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LATEST_ATTEMPT = (
+    "SELECT id FROM iterations WHERE run_id = ? AND loop = ? AND iteration = ?"
+    " ORDER BY attempt DESC LIMIT 1"
+)
+
+
+def _write_batch(conn: sqlite3.Connection, run_id: str | None, batch: list[Event | _Chunk]) -> int:
+    """Insert one batch; returns the number of rows written."""
+    rows = 0
+    run = run_id or ""
+    dumps = json.dumps
+    for entry in batch:
+        data = entry.to_dict()
+        loop = data.get("loop")
+        iteration = data.get("iteration")
+        cur = conn.execute(
+            _INSERT_EVENT,
+            (run, loop, iteration, data["ts"], data["type"], dumps(data, default=str)),
+        )
+        rows += 1
+        if isinstance(entry, _Chunk):
+            continue
+        rows += _derive(conn, run, entry, cur.lastrowid)
+    return rows
+
+
+def _derive(conn: sqlite3.Connection, run: str, event: Event, seq: int | None) -> int:
+    """Keep `loops`, `iterations` and `ledger` in step with one event."""
+    if isinstance(event, UsageCharged):
+        conn.execute(
+            _INSERT_LEDGER,
+            (run, event.loop, event.iteration, "charge", event.tokens, event.usd, event.cpu_s,
+             event.ts),
+        )  # fmt: skip
+        return 1
+    if isinstance(event, (BudgetReserved, BudgetReleased)):
+        kind = "reserve" if isinstance(event, BudgetReserved) else "release"
+        conn.execute(
+            _INSERT_LEDGER,
+            (run, event.loop, event.iteration, kind, event.tokens, event.usd, 0.0, event.ts),
+        )
+        return 1
+    if isinstance(event, LoopStateChanged):
+        conn.execute(
+            "INSERT INTO loops (run_id, name, state, reason, iteration, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET"
+            " state = excluded.state, reason = excluded.reason, updated = excluded.updated,"
+            " iteration = CASE WHEN excluded.iteration > 0 THEN excluded.iteration"
+            " ELSE loops.iteration END",
+            (run, event.loop, event.state, event.reason, event.iteration, event.ts),
+        )
+        return 1
+    if isinstance(event, IterationStarted):
+        (attempt,) = conn.execute(
+            "SELECT coalesce(max(attempt), 0) + 1 FROM iterations"
+            " WHERE run_id = ? AND loop = ? AND iteration = ?",
+            (run, event.loop, event.iteration),
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO iterations (run_id, loop, iteration, attempt, start_seq, prompt, started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run, event.loop, event.iteration, attempt, seq, event.prompt, event.ts),
+        )
+        return 1
+    if isinstance(event, IterationFinished):
+        row = conn.execute(_LATEST_ATTEMPT, (run, event.loop, event.iteration)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO iterations (run_id, loop, iteration, started) VALUES (?, ?, ?, ?)",
+                (run, event.loop, event.iteration, event.ts - event.duration_s),
+            )
+            row = conn.execute(_LATEST_ATTEMPT, (run, event.loop, event.iteration)).fetchone()
+        conn.execute(
+            "UPDATE iterations SET outcome = ?, reason = ?, tokens = ?, usd = ?, ended = ?,"
+            " session_id = coalesce(?, session_id) WHERE id = ?",
+            (event.outcome, event.reason, event.tokens, event.usd, event.ts, event.session_id,
+             row[0]),
+        )  # fmt: skip
+        return 1
+    if isinstance(event, SessionSaved) and event.session_id is not None:
+        conn.execute(
+            f"UPDATE iterations SET session_id = ? WHERE id = ({_LATEST_ATTEMPT})",
+            (event.session_id, run, event.loop, event.iteration),
+        )
+        return 1
+    if isinstance(event, RunStarted):
+        conn.executemany(
+            "INSERT OR IGNORE INTO loops (run_id, name, position, updated) VALUES (?, ?, ?, ?)",
+            [(run, name, i, event.ts) for i, name in enumerate(event.loops)],
+        )
+        return len(event.loops)
+    return 0

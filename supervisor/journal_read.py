@@ -1,0 +1,497 @@
+"""Reading the journal: runs, iterations, transcripts and status, plus CLI formatters.
+
+`JournalReader` opens its own read-only connection (`mode=ro`), so `loopvisor
+history` / `status` and the TUI's scrollback work while a live supervisor writes
+(WAL readers never block the writer nor see half a batch).
+
+Conventions: times are epoch seconds (float, like every `ts` in loopvisor's
+JSON-lines output); `run_id=None` means the newest run (for a loop: the newest
+run that has it). An iteration without an outcome is `None` ("running") while its
+run is live, and reads as `interrupted` once the supervisor is gone (resume
+writes that outcome for good). Attempts of one iteration number (an interrupted
+one and its re-run, or agent-error retries) are separate rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from .journal_schema import JOURNAL_NAME, JournalError, connect_reader
+from .statelock import lock_holder
+
+GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
+_TRANSCRIPT_TYPES = (
+    "output", "iteration_started", "iteration_finished", "tool_call", "tool_result",
+    "check_started", "check", "stuck", "control", "notice",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: str
+    config_path: str
+    started: float
+    ended: float | None
+    exit_code: int | None
+    reason: str
+    loops: tuple[str, ...]
+    tokens: int
+    usd: float
+    live: bool
+    """A supervisor holds the state dir and this run has not ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class IterationRow:
+    run_id: str
+    loop: str
+    iteration: int
+    attempt: int
+    outcome: str | None
+    """None while the iteration runs; "interrupted" when its supervisor died."""
+    reason: str
+    tokens: int
+    usd: float
+    started: float
+    ended: float | None
+    session_id: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended is None else max(0.0, self.ended - self.started)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopStatusRow:
+    loop: str
+    state: str
+    reason: str
+    iteration: int
+    tokens: int
+    usd: float
+    cpu_s: float
+
+
+class IterationDetail(NamedTuple):
+    prompt: str
+    """The prompt as sent (of the latest attempt)."""
+    transcript: str
+    """Agent text, tool calls and check results in order (all attempts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptPage:
+    lines: tuple[str, ...]
+    before_seq: int | None
+    """Pass as `before_seq` for the next older page; None when the start was reached."""
+
+
+class JournalReader:
+    """Read-only view of `STATE_DIR/journal.sqlite3`; safe beside a live writer."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / JOURNAL_NAME
+        self._conn = connect_reader(self.path)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> JournalReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc}") from exc
+
+    # -- runs ----------------------------------------------------------------
+    def runs(self, limit: int | None = None) -> list[RunRow]:
+        """Runs, newest first."""
+        rows = self._query(
+            "SELECT id, config_path, started, ended, exit_code, coalesce(reason, '') FROM runs"
+            " ORDER BY started DESC, rowid DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        holder = lock_holder(self.state_dir) if rows else None
+        return [self._run_row(r, holder) for r in rows]
+
+    def latest_run(self) -> RunRow | None:
+        runs = self.runs(limit=1)
+        return runs[0] if runs else None
+
+    def run(self, run_id: str) -> RunRow:
+        rows = self._query(
+            "SELECT id, config_path, started, ended, exit_code, coalesce(reason, '') FROM runs"
+            " WHERE id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise JournalError(f"no run {run_id!r} in {self.path}")
+        return self._run_row(rows[0], lock_holder(self.state_dir))
+
+    def _run_row(self, row: Any, holder: int | None) -> RunRow:
+        run_id = str(row[0])
+        names = [r[0] for r in self._query(
+            "SELECT name FROM loops WHERE run_id = ? ORDER BY position, rowid", (run_id,)
+        )]  # fmt: skip
+        tokens, usd = self._query(
+            "SELECT coalesce(sum(tokens), 0), coalesce(sum(usd), 0.0) FROM ledger"
+            " WHERE run_id = ? AND kind = 'charge'",
+            (run_id,),
+        )[0]
+        return RunRow(
+            run_id=run_id,
+            config_path=str(row[1]),
+            started=float(row[2]),
+            ended=row[3],
+            exit_code=row[4],
+            reason=str(row[5]),
+            loops=tuple(names),
+            tokens=int(tokens),
+            usd=float(usd),
+            live=row[3] is None and holder is not None,
+        )
+
+    def _run_for_loop(self, loop: str, run_id: str | None) -> RunRow:
+        if run_id is not None:
+            return self.run(run_id)
+        rows = self._query(
+            "SELECT r.id FROM runs r WHERE EXISTS (SELECT 1 FROM loops l WHERE l.run_id = r.id"
+            " AND l.name = ?) OR EXISTS (SELECT 1 FROM iterations i WHERE i.run_id = r.id AND"
+            " i.loop = ?) ORDER BY r.started DESC, r.rowid DESC LIMIT 1",
+            (loop, loop),
+        )
+        if not rows:
+            known = sorted({r[0] for r in self._query("SELECT DISTINCT name FROM loops")})
+            hint = f" (known: {', '.join(known)})" if known else ""
+            raise JournalError(f"no loop named {loop!r} in the journal{hint}")
+        return self.run(str(rows[0][0]))
+
+    # -- iterations ----------------------------------------------------------
+    def loop_iterations(self, loop: str, run_id: str | None = None) -> list[IterationRow]:
+        """Every attempt of every iteration of `loop`, in the order they started."""
+        run = self._run_for_loop(loop, run_id)
+        rows = self._query(
+            "SELECT iteration, attempt, outcome, reason, tokens, usd, started, ended, session_id"
+            " FROM iterations WHERE run_id = ? AND loop = ? ORDER BY id",
+            (run.run_id, loop),
+        )
+        result: list[IterationRow] = []
+        for it, attempt, outcome, reason, tokens, usd, started, ended, session in rows:
+            if outcome is None and not run.live:
+                outcome, reason = "interrupted", GONE_REASON
+            result.append(IterationRow(
+                run.run_id, loop, int(it), int(attempt), outcome, str(reason), int(tokens),
+                float(usd), float(started), ended, session,
+            ))  # fmt: skip
+        return result
+
+    def iteration_detail(
+        self, loop: str, iteration: int, run_id: str | None = None
+    ) -> IterationDetail:
+        run = self._run_for_loop(loop, run_id)
+        prompts = self._query(
+            "SELECT prompt FROM iterations WHERE run_id = ? AND loop = ? AND iteration = ?"
+            " ORDER BY attempt DESC LIMIT 1",
+            (run.run_id, loop, iteration),
+        )
+        if not prompts:
+            raise JournalError(f"loop {loop!r} has no iteration {iteration} in run {run.run_id}")
+        marks = ", ".join("?" * len(_TRANSCRIPT_TYPES))
+        rows = self._query(
+            f"SELECT json FROM events WHERE run_id = ? AND loop = ? AND iteration = ?"
+            f" AND type IN ({marks}) ORDER BY seq",
+            (run.run_id, loop, iteration, *_TRANSCRIPT_TYPES),
+        )
+        text = render_transcript((json.loads(r[0]) for r in rows), verbose=True)
+        return IterationDetail(str(prompts[0][0]), text)
+
+    # -- transcript scrollback -----------------------------------------------
+    def transcript_page(
+        self,
+        loop: str,
+        *,
+        before_seq: int | None = None,
+        limit: int = 500,
+        run_id: str | None = None,
+    ) -> TranscriptPage:
+        """At least `limit` lines (whole events, starting at a line start) before `before_seq`."""
+        run = self._run_for_loop(loop, run_id)
+        marks = ", ".join("?" * len(_TRANSCRIPT_TYPES))
+        sql = (
+            f"SELECT seq, json FROM events WHERE run_id = ? AND loop = ? AND seq < ?"
+            f" AND type IN ({marks}) ORDER BY seq DESC LIMIT 256"
+        )
+        cursor = before_seq if before_seq is not None else 1 << 62
+        picked: list[dict[str, Any]] = []
+        lines, exhausted, extra = 0, False, 0
+        while True:
+            rows = self._query(sql, (run.run_id, loop, cursor, *_TRANSCRIPT_TYPES))
+            if not rows:
+                exhausted = True
+                break
+            done = False
+            for seq, text in rows:
+                data = json.loads(text)
+                mid_line = data["type"] == "output" and not str(data.get("text", "")).endswith("\n")
+                if lines >= limit and (not mid_line or extra >= 1000):
+                    done = True
+                    break
+                if lines >= limit:
+                    extra += 1
+                data["_seq"] = seq
+                picked.append(data)
+                lines += max(1, str(data.get("text", "")).count("\n"))
+                cursor = seq
+            if done:
+                break
+        picked.reverse()
+        text = render_transcript(picked)
+        out = text.split("\n")
+        if out and out[-1] == "":
+            out.pop()
+        first = int(picked[0]["_seq"]) if picked and not exhausted else None
+        return TranscriptPage(tuple(out), first)
+
+    def transcript(
+        self,
+        loop: str,
+        *,
+        before_seq: int | None = None,
+        limit: int = 500,
+        run_id: str | None = None,
+    ) -> list[str]:
+        """The last `limit` transcript lines of `loop` before `before_seq` (all: None)."""
+        page = self.transcript_page(loop, before_seq=before_seq, limit=limit, run_id=run_id)
+        return list(page.lines[-limit:]) if limit > 0 else []
+
+    # -- status ---------------------------------------------------------------
+    def status(self, run_id: str | None = None) -> list[LoopStatusRow]:
+        """Each loop of the run (default: the newest) with its last state and spending."""
+        run = self.run(run_id) if run_id is not None else self.latest_run()
+        if run is None:
+            return []
+        rows = self._query(
+            "SELECT l.name, l.state, l.reason, l.iteration,"
+            " coalesce(sum(g.tokens), 0), coalesce(sum(g.usd), 0.0), coalesce(sum(g.cpu_s), 0.0)"
+            " FROM loops l LEFT JOIN ledger g ON g.run_id = l.run_id AND g.loop = l.name"
+            " AND g.kind = 'charge' WHERE l.run_id = ? GROUP BY l.name"
+            " ORDER BY l.position, l.rowid",
+            (run.run_id,),
+        )
+        return [
+            LoopStatusRow(str(n), str(s), str(r), int(i), int(t), float(u), float(c))
+            for n, s, r, i, t, u, c in rows
+        ]
+
+    def history_json(self, loop: str, run_id: str | None = None) -> dict[str, Any]:
+        return history_dict(loop, self.loop_iterations(loop, run_id))
+
+    def status_json(self, run_id: str | None = None) -> dict[str, Any]:
+        run = self.run(run_id) if run_id is not None else self.latest_run()
+        return status_dict(run, self.status(run.run_id) if run else [])
+
+
+# -- rendering -----------------------------------------------------------------
+def _clip(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def describe_event(data: dict[str, Any], *, verbose: bool = False) -> str | None:
+    """One transcript line for a non-output event (None: not shown)."""
+    kind = data.get("type")
+    if kind == "iteration_started":
+        return f"── iteration {data.get('iteration')} ──"
+    if kind == "iteration_finished":
+        return (
+            f"── iteration {data.get('iteration')}: {data.get('outcome')} ({data.get('reason')})"
+            f" · {int(data.get('tokens', 0)):,} tokens · ${float(data.get('usd', 0.0)):.4f}"
+        )
+    if kind == "tool_call":
+        return f"→ {data.get('name')} {_clip(json.dumps(data.get('input'), default=str))}"
+    if kind == "tool_result":
+        flag = " (error)" if data.get("is_error") else ""
+        return f"←{flag} {_clip(str(data.get('output', '')))}"
+    if kind == "check_started":
+        return f"$ {data.get('command')}"
+    if kind == "check":
+        mark = "✓" if data.get("passed") else "✗"
+        line = f"{mark} check {data.get('name')}: {data.get('summary')}"
+        output = str(data.get("output", "")).rstrip()
+        if verbose and output:
+            line += "\n" + "\n".join("  │ " + ln for ln in output.splitlines())
+        return line
+    if kind == "stuck":
+        return f"! stuck ({data.get('detector')}): {data.get('evidence')} → {data.get('action')}"
+    if kind == "control":
+        return f"» operator {data.get('op')} {data.get('detail', '')}".rstrip()
+    if kind == "notice":
+        return f"[{data.get('level', 'info')}] {data.get('message')}"
+    return None
+
+
+def render_transcript(events: Iterable[dict[str, Any]], *, verbose: bool = False) -> str:
+    """Event dicts (in order) as transcript text; output deltas verbatim."""
+    out: list[str] = []
+    at_line_start = True
+    for data in events:
+        if data.get("type") == "output":
+            text = str(data.get("text", ""))
+            if text:
+                out.append(text)
+                at_line_start = text.endswith("\n")
+            continue
+        line = describe_event(data, verbose=verbose)
+        if line is None:
+            continue
+        if not at_line_start:
+            out.append("\n")
+        out.append(line + "\n")
+        at_line_start = True
+    return "".join(out)
+
+
+# -- CLI formatters (pure) -----------------------------------------------------
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _epoch(ts: float | None) -> float | None:
+    return None if ts is None else round(ts, 3)
+
+
+def _run_state(run: RunRow) -> str:
+    if run.live:
+        return "live"
+    if run.ended is None:
+        return "unfinished (supervisor gone; `loopvisor run --resume` continues it)"
+    return f"ended, exit {run.exit_code}" + (f": {run.reason}" if run.reason else "")
+
+
+def format_runs(runs: Sequence[RunRow]) -> str:
+    """`loopvisor history` without a loop: one line per run, newest first."""
+    if not runs:
+        return "no runs recorded yet"
+    lines = [f"{'RUN':<24} {'STARTED':<19} {'WALL':>7} {'TOKENS':>10} {'USD':>9}  STATE"]
+    for r in runs:
+        wall = _dur((r.ended if r.ended is not None else time.time()) - r.started)
+        lines.append(
+            f"{r.run_id:<24} {_when(r.started):<19} {wall:>7} {r.tokens:>10,} {r.usd:>9.4f}"
+            f"  {_run_state(r)}  [{', '.join(r.loops)}]"
+        )
+    return "\n".join(lines)
+
+
+def format_history(loop: str, rows: Sequence[IterationRow]) -> str:
+    """`loopvisor history LOOP`: one line per attempt."""
+    if not rows:
+        return f"{loop}: no iterations recorded"
+    head = f"{loop} · run {rows[0].run_id}"
+    lines = [head, f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}  REASON"]
+    for r in rows:
+        label = f"{r.iteration}" if r.attempt == 1 else f"{r.iteration}#{r.attempt}"
+        lines.append(
+            f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
+            f" {_dur(r.duration_s):>7}  {r.reason}"
+        )
+    lines.append(
+        f"{'total':>6} {'':<12} {sum(r.tokens for r in rows):>9,} {sum(r.usd for r in rows):>9.4f}"
+    )
+    return "\n".join(lines)
+
+
+def format_iteration(loop: str, iteration: int, detail: IterationDetail) -> str:
+    """`loopvisor history LOOP --iteration N`: the prompt as sent, then the transcript."""
+    return (
+        f"── {loop} · iteration {iteration} · prompt ──\n{detail.prompt.rstrip()}\n\n"
+        f"── transcript ──\n{detail.transcript.rstrip()}\n"
+    )
+
+
+def history_dict(loop: str, rows: Sequence[IterationRow]) -> dict[str, Any]:
+    """`history LOOP --json`: exactly {"loop", "iterations": [{iteration, outcome, reason,
+    tokens, usd, started, ended}]}; times epoch seconds, outcome/ended null while running."""
+    return {
+        "loop": loop,
+        "iterations": [
+            {
+                "iteration": r.iteration,
+                "outcome": r.outcome,
+                "reason": r.reason,
+                "tokens": r.tokens,
+                "usd": round(r.usd, 6),
+                "started": _epoch(r.started),
+                "ended": _epoch(r.ended),
+            }
+            for r in rows
+        ],
+    }
+
+
+def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
+    """`loopvisor status`: the run line, then one line per loop."""
+    if run is None:
+        return "no runs recorded yet"
+    lines = [f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}"]
+    lines.append(f"{'LOOP':<20} {'STATE':<10} {'ITER':>4} {'TOKENS':>10} {'USD':>9}  REASON")
+    for r in rows:
+        lines.append(
+            f"{r.loop:<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,} {r.usd:>9.4f}  {r.reason}"
+        )
+    lines.append(
+        f"{'total':<20} {'':<10} {'':>4} {sum(r.tokens for r in rows):>10,}"
+        f" {sum(r.usd for r in rows):>9.4f}"
+    )
+    return "\n".join(lines)
+
+
+def status_dict(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> dict[str, Any]:
+    """`status --json`: the run (null fields when there is none) and its loops."""
+    return {
+        "run_id": run.run_id if run else None,
+        "config_path": run.config_path if run else None,
+        "started": _epoch(run.started) if run else None,
+        "ended": _epoch(run.ended) if run else None,
+        "exit_code": run.exit_code if run else None,
+        "reason": run.reason if run else None,
+        "live": run.live if run else False,
+        "loops": [
+            {
+                "loop": r.loop,
+                "state": r.state,
+                "reason": r.reason,
+                "iteration": r.iteration,
+                "tokens": r.tokens,
+                "usd": round(r.usd, 6),
+                "cpu_s": round(r.cpu_s, 3),
+            }
+            for r in rows
+        ],
+        "tokens": sum(r.tokens for r in rows),
+        "usd": round(sum(r.usd for r in rows), 6),
+    }
