@@ -24,7 +24,9 @@ import anyio
 import psutil
 import pytest
 from fake_anthropic import FakeAnthropic, text, tool_use
+from helpers import load, loop, run_recorded, supervisor_table, table
 
+from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
 from supervisor.agents import claude_code as claude_code_module
 from supervisor.agents.base import (
@@ -778,3 +780,102 @@ async def test_real_cli_resumes_the_session_in_continue_mode(
     assert token_sum(first) == before
     assert token_sum(first) + token_sum(second) == after
     assert budget.ledger.tokens_spent == after.total
+
+
+# -- the real CLI under a real loop ----------------------------------------------------------
+
+
+def cc_agent_table(server: FakeAnthropic, home: Path) -> str:
+    assert CLAUDE is not None
+    return table(
+        "agents.cc",
+        kind="claude-code",
+        command=CLAUDE,
+        model="claude-sonnet-4-5",
+        args=["--permission-mode", "acceptEdits"],
+        env=offline_env(server, home),
+        timeout="2m",
+        stall="1m",
+    )
+
+
+HELLO_CHECK = {"name": "hello", "run": "cat hello.txt", "pattern": "^Hello, world$"}
+
+
+@pytest.mark.claude_cli
+@needs_claude
+async def test_real_cli_loop_converges_when_its_write_makes_the_check_pass(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "hello.txt"
+    replies = [
+        # Iteration 1: the model only talks; the check fails.
+        text("I will get to it.", when=main_turn),
+        # Iteration 2: it writes the file the check wants.
+        tool_use(
+            "Write",
+            {"file_path": str(target), "content": "Hello, world\n"},
+            when=lambda b: main_turn(b) and not after_tool_result(b),
+        ),
+        text("Wrote hello.txt.", when=lambda b: main_turn(b) and after_tool_result(b)),
+    ]
+    with FakeAnthropic(replies) as server:
+        config = load(
+            tmp_path,
+            supervisor_table(tokens=500_000),
+            cc_agent_table(server, tmp_path / "home"),
+            loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
+        )
+        rec = await run_recorded(config, timeout=180)
+        billed = server.totals.tokens
+        requests = len(server.message_requests())
+
+    result = rec.result("hello")
+    assert (result.state, result.iterations) == ("succeeded", 2), result.reason
+    assert target.read_text() == "Hello, world\n"
+    assert [c.passed for c in rec.of(ev.CheckFinished, "hello")] == [False, True]
+    assert [t.name for t in rec.of(ev.ToolCalled, "hello")] == ["Write"]
+    assert requests == 3
+    # The ledger holds exactly what the server billed.
+    assert result.tokens == billed
+    assert sum(u.tokens for u in rec.of(ev.UsageCharged, "hello")) == billed
+
+
+@pytest.mark.claude_cli
+@needs_claude
+async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "hello.txt"
+    replies = [
+        tool_use(
+            "Write",
+            {"file_path": str(target), "content": "Hello, world\n"},
+            when=lambda b: main_turn(b) and not after_tool_result(b),
+        ),
+        text("Wrote hello.txt.", when=lambda b: main_turn(b) and after_tool_result(b)),
+    ]
+    with FakeAnthropic(replies) as server:
+        # Claude Code sends ~22k input tokens a request: the first fits, the second crosses.
+        limit = 30_000
+        config = load(
+            tmp_path,
+            supervisor_table(tokens=limit),
+            cc_agent_table(server, tmp_path / "home"),
+            loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
+        )
+        rec = await run_recorded(config, timeout=180)
+        billed = server.totals.tokens
+        requests = server.message_requests()
+
+    result = rec.result("hello")
+    assert result.state == "exhausted", result.reason
+    assert "crossed mid-turn" in result.reason
+    assert result.iterations == 1
+    assert len(requests) == 2  # the turn died during its second request
+    charged = sum(u.tokens for u in rec.of(ev.UsageCharged, "hello"))
+    assert result.tokens == charged
+    assert limit < charged <= billed  # crossed, and never more than the server billed
+    one_message = max(u.tokens for u in rec.of(ev.UsageCharged, "hello"))
+    assert charged - limit <= one_message  # the overshoot is bounded by one message
+    assert not rec.of(ev.CheckFinished, "hello")  # killed: no checks ran
