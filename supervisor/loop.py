@@ -298,6 +298,7 @@ class LoopRunner:
             self._set("paused", "paused by the operator")
         self.control.resumed = anyio.Event()
         await self.control.resumed.wait()
+        self.control.interrupt = False  # a step-in while no turn ran has nothing to cancel
         if not self.control.stop and not self.control.restart:
             self.detector.reset()
             self._set("pending", "resumed by the operator")
