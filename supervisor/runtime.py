@@ -148,8 +148,7 @@ class Supervisor:
                 self._global_exhausted = True
                 self._end_reason = f"global wall budget ({wall:g}s) used up"
                 for runner in self.runners.values():
-                    if not runner.finished:
-                        runner.state, runner.reason = "exhausted", self._end_reason
+                    runner.force_end("exhausted", self._end_reason)  # publishes the change
         except BaseException:
             self._interrupted = True
             self._finish_run()
