@@ -633,22 +633,34 @@ async def test_aclose_kills_a_running_turn(
 # -- the real CLI ------------------------------------------------------------------------------
 
 
-def claude_bin() -> str | None:
+def claude_bin() -> tuple[str | None, str]:
+    """The CLI to run, or None and why not."""
     configured = os.environ.get("LOOPVISOR_CLAUDE_BIN")
     if configured:
-        return configured if Path(configured).exists() else None
+        if Path(configured).exists():
+            return configured, ""
+        return None, f"LOOPVISOR_CLAUDE_BIN={configured} does not exist"
     local = ROOT / ".ci" / "node" / "node_modules" / ".bin" / "claude"
     if local.exists():
-        return str(local)
-    return shutil.which("claude")
+        return str(local), ""
+    found = shutil.which("claude")
+    if found:
+        return found, ""
+    return None, (
+        "Claude Code CLI not installed: run scripts/install-claude-code.sh "
+        "(or set LOOPVISOR_CLAUDE_BIN / put `claude` on PATH)"
+    )
 
 
-CLAUDE = claude_bin()
-needs_claude = pytest.mark.skipif(
-    CLAUDE is None,
-    reason="Claude Code CLI not installed: run scripts/install-claude-code.sh "
-    "(or set LOOPVISOR_CLAUDE_BIN / put `claude` on PATH)",
-)
+@pytest.fixture
+def claude() -> str:
+    """The real CLI; skipped when absent, failed when LOOPVISOR_REQUIRE_CLAUDE_CLI=1 (CI)."""
+    path, why = claude_bin()
+    if path is None:
+        if os.environ.get("LOOPVISOR_REQUIRE_CLAUDE_CLI") == "1":
+            pytest.fail(f"LOOPVISOR_REQUIRE_CLAUDE_CLI=1 but {why}")
+        pytest.skip(why)
+    return path
 
 
 def offline_env(server: FakeAnthropic, home: Path) -> dict[str, str]:
@@ -684,11 +696,9 @@ def server_tokens(server: FakeAnthropic) -> Tokens:
 
 
 @pytest.mark.claude_cli
-@needs_claude
 async def test_real_cli_writes_a_file_and_usage_matches_the_server(
-    tmp_path: Path, workspace: Path
+    tmp_path: Path, claude: str, workspace: Path
 ) -> None:
-    assert CLAUDE is not None
     target = workspace / "hello.txt"
     replies = [
         tool_use(
@@ -703,7 +713,7 @@ async def test_real_cli_writes_a_file_and_usage_matches_the_server(
         agent = make_agent(
             tmp_path,
             workspace,
-            command=CLAUDE,
+            command=claude,
             env=offline_env(server, tmp_path / "home"),
             args=("--permission-mode", "acceptEdits"),
             model="claude-sonnet-4-5",
@@ -744,16 +754,14 @@ async def test_real_cli_writes_a_file_and_usage_matches_the_server(
 
 
 @pytest.mark.claude_cli
-@needs_claude
 async def test_real_cli_resumes_the_session_in_continue_mode(
-    tmp_path: Path, workspace: Path
+    tmp_path: Path, claude: str, workspace: Path
 ) -> None:
-    assert CLAUDE is not None
     with FakeAnthropic([text("First answer."), text("Second answer.")]) as server:
         agent = make_agent(
             tmp_path,
             workspace,
-            command=CLAUDE,
+            command=claude,
             env=offline_env(server, tmp_path / "home"),
             context="continue",
             timeout=120,
@@ -785,12 +793,11 @@ async def test_real_cli_resumes_the_session_in_continue_mode(
 # -- the real CLI under a real loop ----------------------------------------------------------
 
 
-def cc_agent_table(server: FakeAnthropic, home: Path) -> str:
-    assert CLAUDE is not None
+def cc_agent_table(claude: str, server: FakeAnthropic, home: Path) -> str:
     return table(
         "agents.cc",
         kind="claude-code",
-        command=CLAUDE,
+        command=claude,
         model="claude-sonnet-4-5",
         args=["--permission-mode", "acceptEdits"],
         env=offline_env(server, home),
@@ -803,9 +810,9 @@ HELLO_CHECK = {"name": "hello", "run": "cat hello.txt", "pattern": "^Hello, worl
 
 
 @pytest.mark.claude_cli
-@needs_claude
 async def test_real_cli_loop_converges_when_its_write_makes_the_check_pass(
     tmp_path: Path,
+    claude: str,
 ) -> None:
     target = tmp_path / "hello.txt"
     replies = [
@@ -823,7 +830,7 @@ async def test_real_cli_loop_converges_when_its_write_makes_the_check_pass(
         config = load(
             tmp_path,
             supervisor_table(tokens=500_000),
-            cc_agent_table(server, tmp_path / "home"),
+            cc_agent_table(claude, server, tmp_path / "home"),
             loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
         )
         rec = await run_recorded(config, timeout=180)
@@ -842,9 +849,9 @@ async def test_real_cli_loop_converges_when_its_write_makes_the_check_pass(
 
 
 @pytest.mark.claude_cli
-@needs_claude
 async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
     tmp_path: Path,
+    claude: str,
 ) -> None:
     target = tmp_path / "hello.txt"
     replies = [
@@ -861,7 +868,7 @@ async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
         config = load(
             tmp_path,
             supervisor_table(tokens=limit),
-            cc_agent_table(server, tmp_path / "home"),
+            cc_agent_table(claude, server, tmp_path / "home"),
             loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
         )
         rec = await run_recorded(config, timeout=180)
