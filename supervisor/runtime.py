@@ -207,7 +207,7 @@ class Supervisor:
 
     def exit_code(self) -> int:
         runners = list(self.runners.values())
-        if self._global_exhausted:
+        if self._global_exhausted or any(_by_global_budget(r) for r in runners):
             return EXIT_BUDGET
         if self._interrupted:
             return EXIT_INTERRUPTED
@@ -417,3 +417,9 @@ class Supervisor:
             next_run=runner.next_run,
             transcript_tail=runner.tail.snapshot()[-200:],
         )
+
+
+def _by_global_budget(runner: LoopRunner) -> bool:
+    """Ended by the global ledger (budget.Shortfall reasons name their scope first):
+    what it had left could not pay for another turn, though not spent to the token."""
+    return runner.state == "exhausted" and runner.reason.startswith("global ")
