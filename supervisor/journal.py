@@ -37,6 +37,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def spec_json(value: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class JournalStatistics:
     pending_events: int
-    """Events recorded but not yet written."""
+    """Events recorded but not yet committed (including a batch being written)."""
     pending_rows: int
     """Rows those events make after coalescing."""
     batches_written: int
@@ -97,6 +98,11 @@ class JournalStatistics:
     rows_written: int
     last_batch_ms: float
     max_batch_ms: float
+    batch_ms_p50: float
+    """Median write time of the last 1,000 batches."""
+    batch_ms_p95: float
+    write_seconds: float
+    """Total time spent writing batches (the writer thread's busy time)."""
 
 
 class _Chunk:
@@ -132,6 +138,8 @@ class Journal:
         self._run_id: str | None = None
         self._pending: list[Event | _Chunk] = []
         self._pending_events = 0
+        self._inflight = (0, 0)
+        """(events, rows) of the batch being written: still pending until committed."""
         self._open_chunks: dict[str, _Chunk] = {}
         self._pending_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -142,6 +150,8 @@ class Journal:
         self._rows_written = 0
         self._last_ms = 0.0
         self._max_ms = 0.0
+        self._recent_ms: deque[float] = deque(maxlen=1000)
+        self._write_s = 0.0
         self._closed = False
 
     @classmethod
@@ -214,25 +224,31 @@ class Journal:
             batch, self._pending = self._pending, []
             events, self._pending_events = self._pending_events, 0
             self._open_chunks.clear()
+            self._inflight = (events, len(batch))
         if not batch:
             return
-        if self._closed:
-            raise JournalError("journal is closed")
         started = time.perf_counter()
         try:
+            if self._closed:
+                raise JournalError("journal is closed")
             rows = self._transaction(lambda conn: _write_batch(conn, self._run_id, batch))
         except BaseException:
             with self._pending_lock:  # keep the batch for a later attempt
                 self._pending[:0] = batch
                 self._pending_events += events
                 self._open_chunks.clear()
+                self._inflight = (0, 0)
             raise
+        with self._pending_lock:
+            self._inflight = (0, 0)
         elapsed = (time.perf_counter() - started) * 1000.0
         self._batches += 1
         self._events_written += events
         self._rows_written += rows
         self._last_ms = elapsed
         self._max_ms = max(self._max_ms, elapsed)
+        self._recent_ms.append(elapsed)
+        self._write_s += elapsed / 1000.0
 
     def _transaction(self, body: Callable[[sqlite3.Connection], int], *, full: bool = False) -> int:
         conn = self._conn
@@ -255,7 +271,13 @@ class Journal:
 
     def statistics(self) -> JournalStatistics:
         with self._pending_lock:
-            pending_events, pending_rows = self._pending_events, len(self._pending)
+            pending_events = self._pending_events + self._inflight[0]
+            pending_rows = len(self._pending) + self._inflight[1]
+        recent = sorted(self._recent_ms)
+
+        def pct(q: float) -> float:
+            return recent[min(len(recent) - 1, int(q * len(recent)))] if recent else 0.0
+
         return JournalStatistics(
             pending_events=pending_events,
             pending_rows=pending_rows,
@@ -264,6 +286,9 @@ class Journal:
             rows_written=self._rows_written,
             last_batch_ms=self._last_ms,
             max_batch_ms=self._max_ms,
+            batch_ms_p50=pct(0.5),
+            batch_ms_p95=pct(0.95),
+            write_seconds=self._write_s,
         )
 
     # -- runs ----------------------------------------------------------------

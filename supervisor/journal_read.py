@@ -129,8 +129,8 @@ class JournalReader:
             " ORDER BY started DESC, rowid DESC LIMIT ?",
             (-1 if limit is None else limit,),
         )
-        holder = lock_holder(self.state_dir) if rows else None
-        return [self._run_row(r, holder) for r in rows]
+        live = self._live_run_id() if rows else None
+        return [self._run_row(r, live) for r in rows]
 
     def latest_run(self) -> RunRow | None:
         runs = self.runs(limit=1)
@@ -144,9 +144,19 @@ class JournalReader:
         )
         if not rows:
             raise JournalError(f"no run {run_id!r} in {self.path}")
-        return self._run_row(rows[0], lock_holder(self.state_dir))
+        return self._run_row(rows[0], self._live_run_id())
 
-    def _run_row(self, row: Any, holder: int | None) -> RunRow:
+    def _live_run_id(self) -> str | None:
+        """The run a live supervisor is writing: the unended one started or resumed last."""
+        if lock_holder(self.state_dir) is None:
+            return None
+        rows = self._query(
+            "SELECT id FROM runs WHERE ended IS NULL"
+            " ORDER BY coalesce(session_started, started) DESC, rowid DESC LIMIT 1"
+        )
+        return str(rows[0][0]) if rows else None
+
+    def _run_row(self, row: Any, live_run_id: str | None) -> RunRow:
         run_id = str(row[0])
         names = [r[0] for r in self._query(
             "SELECT name FROM loops WHERE run_id = ? ORDER BY position, rowid", (run_id,)
@@ -166,7 +176,7 @@ class JournalReader:
             loops=tuple(names),
             tokens=int(tokens),
             usd=float(usd),
-            live=row[3] is None and holder is not None,
+            live=run_id == live_run_id,
         )
 
     def _run_for_loop(self, loop: str, run_id: str | None) -> RunRow:

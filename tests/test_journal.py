@@ -27,6 +27,7 @@ from supervisor.journal_read import (
 )
 from supervisor.journal_schema import JOURNAL_NAME, MIGRATIONS, SCHEMA_VERSION
 from supervisor.spec import LoopSpec
+from supervisor.statelock import StateLock
 
 CONFIG = '[[loop]]\nname = "a"\n'
 
@@ -613,3 +614,25 @@ def test_load_resume_of_an_unknown_run_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no run 'nope'"):
         journal.load_resume("nope")
     journal.close()
+
+
+def test_live_run_shows_running_iteration_and_a_crashed_one_does_not(tmp_path: Path) -> None:
+    journal = _open_run(tmp_path, "old")
+    _iteration(journal, "a", 1, outcome=None)
+    journal.close()  # crashed, never resumed
+    with StateLock(tmp_path):
+        journal = _open_run(tmp_path, "new")
+        _iteration(journal, "a", 1, outcome=None)
+        journal.flush_now()
+        with JournalReader(tmp_path) as reader:
+            live = {r.run_id: r.live for r in reader.runs()}
+            assert live == {"new": True, "old": False}
+            (item,) = reader.history_json("a")["iterations"]
+            assert (item["outcome"], item["ended"]) == (None, None)
+            old = reader.loop_iterations("a", run_id="old")
+            assert [r.outcome for r in old] == ["interrupted"]
+            assert "live" in format_status(reader.latest_run(), reader.status())
+        journal.close()
+    with JournalReader(tmp_path) as reader:
+        assert [r.outcome for r in reader.loop_iterations("a")] == ["interrupted"]
+        assert "--resume" in format_status(reader.latest_run(), reader.status())
