@@ -373,6 +373,27 @@ async def test_resumed_turn_charges_this_invocation_only(
     assert budget.ledger.usd_spent == pytest.approx(res["total_cost_usd"], rel=1e-9)
 
 
+async def test_a_session_that_cannot_be_resumed_is_dropped(
+    tmp_path: Path, fake: FakeClaude, workspace: Path
+) -> None:
+    success = [{"file": recording("success_tool_use.jsonl")}]
+    fake.script(success, [{"file": recording("resume_not_found.jsonl")}, {"exit": 1}], success)
+    agent = make_agent(
+        tmp_path, workspace, command=str(fake.path), env=fake.env, context="continue"
+    )
+    budget = make_budget()
+    await collect(agent, request(workspace, budget))
+    failed = (await collect(agent, request(workspace, budget, iteration=2)))[-1]
+    assert isinstance(failed, AgentFailed)
+    assert failed.retryable
+    assert "No conversation found" in failed.message
+    assert agent.session_id is None
+    await collect(agent, request(workspace, budget, iteration=3))
+    argvs = [inv["argv"] for inv in fake.invocations()]
+    assert any(a.startswith("--resume=") for a in argvs[1])
+    assert not any(a.startswith("--resume") for a in argvs[2])
+
+
 async def test_long_prompt_goes_on_stdin(tmp_path: Path, fake: FakeClaude, workspace: Path) -> None:
     fake.script([{"file": recording("success_tool_use.jsonl")}])
     agent = make_agent(tmp_path, workspace, command=str(fake.path), env=fake.env)

@@ -248,6 +248,20 @@ def test_error_subtypes(subtype: str, extra: dict[str, Any], retryable: bool) ->
     assert failed.retryable is retryable
 
 
+def test_resume_of_an_unknown_session_fails_before_init() -> None:
+    parser = StreamJsonParser()
+    events: list[AgentEvent] = []
+    for line in lines_of("resume_not_found.jsonl"):
+        events += parser.feed(line)
+    assert parser.init is None
+    assert usages(events) == []
+    failed = parser.finish(1)
+    assert isinstance(failed, AgentFailed)
+    assert failed.retryable
+    assert "error_during_execution" in failed.message
+    assert "No conversation found with session ID" in failed.message
+
+
 def test_max_budget_usd_is_a_cap_like_max_turns() -> None:
     line = json.dumps(
         {"type": "result", "subtype": "error_max_budget_usd", "is_error": True, "session_id": "s"}

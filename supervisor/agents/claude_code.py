@@ -220,7 +220,15 @@ class ClaudeCodeAgent:
         if watch.expired is not None and result is None:
             yield AgentFailed(watch.expired, retryable=True, output=parser.last_text)
             return
-        yield parser.finish(code, "\n".join(stderr_tail))
+        final = parser.finish(code, "\n".join(stderr_tail))
+        if resume and parser.init is None and isinstance(final, AgentFailed):
+            # The session could not be resumed at all ("No conversation found": another
+            # HOME, deleted files): start a new one next time instead of failing again.
+            self.reset()
+            final = dataclasses.replace(
+                final, message=f"{final.message} (session {resume} dropped; next turn starts anew)"
+            )
+        yield final
 
     def _forget(self, proc: GroupProcess) -> None:
         if self._proc is proc:
