@@ -126,8 +126,8 @@ async def run_recorded(
 ) -> Recorded:
     """Run a Supervisor to its end, recording events; `during` runs beside it.
 
-    With `during`, the run is cancelled once `during` returns and the supervisor has
-    not ended on its own (tests of control ops on a never-idle supervisor).
+    With `exit_when_idle=False` (serve mode) the run never ends by itself: it is
+    cancelled once `during` has returned and every loop has ended.
     """
     sup = Supervisor(config, exit_when_idle=exit_when_idle)
     rec = Recorded(sup)
@@ -144,6 +144,9 @@ async def run_recorded(
             async def side() -> None:
                 assert during is not None
                 await during(rec)
+                if not exit_when_idle:  # a serve-style run never ends by itself
+                    await wait_for(lambda: all(r.finished for r in sup.runners.values()))
+                    tg.cancel_scope.cancel()
 
             tg.start_soon(main)
             if during is not None:
@@ -210,6 +213,17 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
 
 
 # -- processes ---------------------------------------------------------------------
+GRANDCHILD_SCRIPT = (
+    "import os, subprocess, sys, time\n"
+    "child = subprocess.Popen(['sleep', '30'])\n"
+    "open('pids.txt', 'w').write(f'{os.getpid()} {child.pid}')\n"
+    "print('started', flush=True)\n"
+    "time.sleep(30)\n"
+)
+"""A command agent that starts a grandchild `sleep 30`, writes both pids to pids.txt
+in its cwd, says "started" and sleeps: for tests that something kills the group."""
+
+
 def alive(pids: Iterable[int]) -> list[int]:
     """The pids that still run (zombies count as gone: they hold no resources)."""
     out = []

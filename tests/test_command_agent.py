@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import (
+    GRANDCHILD_SCRIPT,
     command_agent,
     load,
     loop,
@@ -163,18 +164,9 @@ async def test_cpu_time_is_reported(tmp_path: Path) -> None:
     assert usage[0].cpu_s >= 0.2
 
 
-GRANDCHILD = (
-    "import os, subprocess, sys, time\n"
-    "child = subprocess.Popen(['sleep', '30'])\n"
-    "open('pids.txt', 'w').write(f'{os.getpid()} {child.pid}')\n"
-    "print('started', flush=True)\n"
-    "time.sleep(30)\n"
-)
-
-
 async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     started = time.monotonic()
-    got = events(await turn(agent(tmp_path, GRANDCHILD, timeout=1.0), tmp_path))
+    got = events(await turn(agent(tmp_path, GRANDCHILD_SCRIPT, timeout=1.0), tmp_path))
     assert time.monotonic() - started < 6
     failed = got[-1]
     assert isinstance(failed, AgentFailed)
