@@ -1,18 +1,21 @@
 """`kind = "claude-code"`: the real Claude Code CLI, driven headless over stream-json.
 
-Each turn runs `claude -p --output-format stream-json --verbose [--include-partial-
-messages] [--model M] [--resume=SESSION] ARGS -- PROMPT` in the loop's workspace, in
-its own process group (`supervisor.process.GroupProcess`), and turns every stdout line
-into agent events with `stream_json.StreamJsonParser`. Usage is reported as it streams
-(so the loop can kill a turn that crosses its budget: the overshoot is bounded by one
-message) and reconciled with the CLI's own totals at the end. A turn is also killed
-when it runs longer than `timeout` or prints nothing for `stall` seconds (`claude -p`
-is known to hang); `api_retry` waits extend the stall allowance by their delay.
+Each turn runs, in the loop's workspace and in its own process group (`GroupProcess`),
+
+    claude -p --output-format stream-json --verbose [--include-partial-messages]
+           [--model M] [--resume=SESSION] ARGS -- PROMPT
+
+and `stream_json.StreamJsonParser` turns every stdout line into agent events. Usage is
+reported as it streams (so the loop can kill a turn that crosses its budget: the
+overshoot is bounded by one message) and reconciled with the CLI's own totals at the
+end. A turn is also killed when it runs longer than `timeout` or prints nothing for
+`stall` seconds (`claude -p` is known to hang); `api_retry` waits extend the stall
+allowance by their delay.
 
 Why hand-parsing and not the `claude-agent-sdk` package (evaluated at 0.2.x):
 
 - It wraps the very same CLI over the very same stream-json lines, so it would save
-  us only the parser (~400 lines, tested against recordings of the real CLI), and
+  us only the parser (a few hundred lines, tested on recordings of the real CLI), and
   its typed messages carry the same per-message usage and the same session-cumulative
   `total_cost_usd` after a resume, which we would have to reconcile anyway.
 - Killing: we must kill the whole process tree when the budget is crossed, on stall,
@@ -22,7 +25,8 @@ Why hand-parsing and not the `claude-agent-sdk` package (evaluated at 0.2.x):
   total timeout, and its reader and stderr tasks are spawned outside the caller's
   task group. `GroupProcess` gives us all of that with structured concurrency.
 - Size and coupling: the wheel is about 178 MB because it bundles its own CLI binary
-  (about 400 MB installed), which it prefers over the operator's `claude` on PATH.
+  (about 400 MB installed), which it prefers to `claude` on PATH unless `cli_path`
+  is set: a second, unpinned copy of the CLI in every install.
   loopvisor wants the operator's pinned CLI (`command`), installed once
   (scripts/install-claude-code.sh in CI), and a small core install.
 - Behaviour: `query()` raises after yielding an error `ResultMessage`, it always uses
