@@ -1,0 +1,411 @@
+"""`loopvisor serve`, `attach` and `ctl`: the long-lived supervisor and its remote controls.
+
+`register(subparsers)` adds the three commands to the main parser and returns their
+handlers. `ctl` and `attach` find the socket from `--socket`, `--state-dir`, or the
+state dir of `--config` (default ./loops.toml) read leniently, so that they work
+while loops.toml is broken (e.g. to see why `ctl reload` rejects it).
+
+Exit codes: 0 done; 1 the supervisor refused the operation (unknown loop, ...) or
+the connection dropped; 3 nobody serves that state dir, bad usage, or `reload`
+of an invalid config; 130 interrupted (Ctrl-C, also how `ctl tail` ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from . import events as ev
+from .api import RunSnapshot
+from .config import DEFAULT_STATE_DIR, ConfigError
+from .control import NotServing, RemoteError, RemoteSupervisor, socket_path
+from .durations import format_duration, parse_duration
+from .headless import HeadlessPrinter
+from .render import describe
+from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+
+COMMANDS = ("serve", "ctl", "attach")
+EXIT_NOT_SERVING = EXIT_USAGE
+Handler = Callable[[argparse.Namespace], int]
+DEFAULT_CONFIG = Path("loops.toml")
+
+
+# -- parsers -------------------------------------------------------------------------
+def _target_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="find the state dir from this config"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--state-dir", type=Path, default=None, help="the served state dir")
+    where.add_argument("--socket", type=Path, default=None, help="the control socket itself")
+    return p
+
+
+def register(subparsers: Any) -> dict[str, Handler]:
+    """Add `serve`, `ctl` and `attach` to an argparse subparsers object."""
+    serve = subparsers.add_parser(
+        "serve", help="run the loops with no UI, a journal and a control socket"
+    )
+    serve.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    serve.add_argument("--state-dir", type=Path, default=None, help="default: from the config")
+    serve.add_argument(
+        "--detach", action="store_true", help="run in the background; return once it answers"
+    )
+
+    target = _target_parent()
+    subparsers.add_parser(
+        "attach", parents=[target], help="open the TUI on a served supervisor (q detaches)"
+    )
+
+    ctl = subparsers.add_parser("ctl", help="control a served supervisor from scripts")
+    actions = ctl.add_subparsers(dest="action", metavar="ACTION", required=True)
+    common = argparse.ArgumentParser(add_help=False, parents=[target])
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, parents=[common], help=help_text)
+        return parser
+
+    action("status", "the table of loops (or --json: the whole snapshot)")
+    for name, text in (("pause", "pause"), ("resume", "resume")):
+        action(name, f"{text} LOOP (default: every loop)").add_argument("loop", nargs="?")
+    stop = action("stop", "stop LOOP now (or --all)")
+    stop.add_argument("loop", nargs="?")
+    stop.add_argument("--all", action="store_true", help="stop every loop")
+    action("restart", "start LOOP again from iteration 1").add_argument("loop")
+    inject = action("inject", "add TEXT to LOOP's next prompt ('-': read stdin)")
+    inject.add_argument("loop")
+    inject.add_argument("text")
+    edit = action("edit", "change LOOP's prompt or limits from its next iteration")
+    edit.add_argument("loop")
+    edit.add_argument("--prompt", default=None, help="the new prompt template")
+    edit.add_argument("--prompt-file", type=Path, default=None, help="read the prompt from F")
+    edit.add_argument("--max-iterations", type=int, default=None)
+    edit.add_argument("--tokens", default=None, help="loop token limit (or 'none')")
+    edit.add_argument("--usd", default=None, help="loop USD limit (or 'none')")
+    edit.add_argument("--wall", default=None, help="loop wall-time limit, e.g. 30m (or 'none')")
+    edit.add_argument("--cpu", default=None, help="loop CPU-time limit (or 'none')")
+    action("reload", "re-read loops.toml (what changed is applied or reported)")
+    shutdown = action("shutdown", "stop every loop and the server; print the summary")
+    shutdown.add_argument("--timeout", type=float, default=30.0)
+    tail = action("tail", "print LOOP's transcript tail, then follow it (Ctrl-C ends)")
+    tail.add_argument("loop")
+    tail.add_argument("--lines", type=int, default=50, help="lines of history (default 50)")
+    return {"serve": cmd_serve, "ctl": cmd_ctl, "attach": cmd_attach}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """A stand-alone `loopvisor {serve,ctl,attach}` (the main CLI wires `register` in)."""
+    parser = argparse.ArgumentParser(prog="loopvisor")
+    handlers = register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return handlers[args.command](args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+
+
+# -- where the server is -------------------------------------------------------------
+def lenient_state_dir(config: Path) -> Path:
+    """The state dir a config names, read without validating the rest of it."""
+    data: Any = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(config.read_text(encoding="utf-8-sig"))
+    section = data.get("supervisor") if isinstance(data, dict) else None
+    raw = section.get("state_dir") if isinstance(section, dict) else None
+    name = raw if isinstance(raw, str) and raw.strip() else DEFAULT_STATE_DIR
+    return (config.resolve().parent / name).resolve()
+
+
+def target(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(socket path, state dir or None) from --socket / --state-dir / --config."""
+    if args.socket is not None:
+        return args.socket.resolve(), None
+    state_dir = args.state_dir.resolve() if args.state_dir else lenient_state_dir(args.config)
+    return socket_path(state_dir), state_dir
+
+
+# -- serve and attach ---------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve_detached, serve_foreground
+
+    if args.detach:
+        return serve_detached(args.config, args.state_dir)
+    return serve_foreground(args.config, args.state_dir)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    sock, state_dir = target(args)
+    try:
+        tui = importlib.import_module("tui.app")
+    except ImportError as exc:
+        print(f"the TUI is not available: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def attach() -> int:
+        async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
+            app = tui.LoopvisorApp(remote, run_supervisor=None, detach_mode=True)
+            await app.run_async()
+        return EXIT_OK
+
+    try:
+        return anyio.run(attach)
+    except NotServing as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_SERVING
+
+
+# -- ctl -------------------------------------------------------------------------------
+def cmd_ctl(args: argparse.Namespace) -> int:
+    sock, state_dir = target(args)
+    try:
+        return anyio.run(_ctl, args, sock, state_dir)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> int:
+    try:
+        async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
+            return await CTL[args.action](remote, args)
+    except NotServing as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_SERVING
+    except RemoteError as exc:
+        print(f"loopvisor: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.kind in ("config", "protocol") else EXIT_FAILED
+    except UsageError as exc:
+        print(f"loopvisor ctl {args.action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+class UsageError(Exception):
+    pass
+
+
+def _done(args: argparse.Namespace, text: str, result: Any = None) -> int:
+    if args.json:
+        print(json.dumps({"ok": True, "result": result}))
+    else:
+        print(text)
+    return EXIT_OK
+
+
+async def _status(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    snap = await remote.snapshot()
+    if args.json:
+        print(json.dumps(snap.to_dict(), indent=2, default=str))
+    else:
+        print(format_status(snap, remote.hello))
+    return EXIT_OK
+
+
+def format_status(snap: RunSnapshot, hello: dict[str, Any]) -> str:
+    up = format_duration(round(max(0.0, time.time() - snap.started_at)))
+    lines = [f"run {snap.run_id} · {snap.config_path} · pid {hello.get('pid')} · up {up}"]
+    width = max([12, *(len(loop.name) for loop in snap.loops)])
+    lines.append(
+        f"{'loop':<{width}}    {'state':<10} {'iter':>9} {'tokens':>10} {'usd':>9}  reason"
+    )
+    for loop in snap.loops:
+        flag = "!" if loop.attention else " "
+        it = f"{loop.iteration}/{loop.max_iterations}"
+        lines.append(
+            f"{loop.name:<{width}}  {flag} {loop.state:<10} {it:>9} {loop.tokens:>10,} "
+            f"{loop.usd:>9.4f}  {loop.reason}"
+        )
+    b = snap.budget
+    tok = f"{b.tokens:,}" + (f" of {b.limits.tokens:,}" if b.limits.tokens else "")
+    usd = f"${b.usd:.4f}" + (f" of ${b.limits.usd:.2f}" if b.limits.usd else "")
+    lines.append(f"total: {tok} tokens · {usd} · slots {b.slots_in_use}/{b.slots_total}")
+    return "\n".join(lines)
+
+
+async def _pause(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    await remote.pause(args.loop)
+    return _done(args, f"paused {args.loop or 'every loop'} (at its next safe point)")
+
+
+async def _resume(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    await remote.resume(args.loop)
+    return _done(args, f"resumed {args.loop or 'every loop'}")
+
+
+async def _stop(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    if args.loop is None and not args.all:
+        raise UsageError("name a LOOP, or --all to stop every loop")
+    await remote.stop(args.loop)
+    return _done(args, f"stopped {args.loop or 'every loop'}")
+
+
+async def _restart(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    await remote.restart(args.loop)
+    return _done(args, f"restarted {args.loop}")
+
+
+async def _inject(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    await remote.inject(args.loop, text)
+    return _done(args, f"{args.loop}: message added to its next prompt")
+
+
+def _limit(value: str | None, kind: str) -> tuple[bool, float | int | None]:
+    """(given?, value): 'none' means unlimited."""
+    if value is None:
+        return False, None
+    if value.strip().lower() in ("none", "unlimited"):
+        return True, None
+    try:
+        if kind == "tokens":
+            return True, int(value.replace("_", ""))
+        if kind == "usd":
+            return True, float(value)
+        return True, parse_duration(value)
+    except (ValueError, ConfigError) as exc:
+        raise UsageError(f"--{kind} {value!r}: {exc}") from None
+
+
+async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    if args.prompt is not None and args.prompt_file is not None:
+        raise UsageError("give --prompt or --prompt-file, not both")
+    prompt = args.prompt
+    if args.prompt_file is not None:
+        try:
+            prompt = args.prompt_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
+    given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
+    changes = {k: v for k, (ok, v) in given.items() if ok}
+    if prompt is None and args.max_iterations is None and not changes:
+        raise UsageError(
+            "nothing to change: give --prompt/--prompt-file, --max-iterations,"
+            " --tokens, --usd, --wall or --cpu"
+        )
+    limits = None
+    if changes:
+        snap = await remote.snapshot()
+        loop = next((x for x in snap.loops if x.name == args.loop), None)
+        if loop is None:
+            raise RemoteError(f"no loop named {args.loop!r}")
+        limits = dataclasses.replace(loop.limits, **changes)  # type: ignore[arg-type]
+    await remote.edit(args.loop, prompt=prompt, max_iterations=args.max_iterations, limits=limits)
+    what = [
+        n for n, v in (("prompt", prompt), ("max_iterations", args.max_iterations)) if v is not None
+    ]
+    what += [f"budget.{k}" for k in changes]
+    return _done(args, f"{args.loop}: {', '.join(what)} changed (from its next iteration)")
+
+
+async def _reload(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    report = await remote.reload()
+    if args.json:
+        print(json.dumps({"ok": True, "result": report}))
+        return EXIT_OK
+    applied, restart = report.get("applied", []), report.get("needs_restart", [])
+    if not applied and not restart:
+        print("reloaded: nothing changed")
+    for line in applied:
+        print(f"applied: {line}")
+    for line in restart:
+        print(f"not applied: {line}")
+    return EXIT_OK
+
+
+async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    summary: ev.RunFinished | None = None
+    async with remote.subscribe(max_buffer=100_000) as events:
+        await remote.shutdown()
+        with anyio.move_on_after(args.timeout):
+            async for event in events:  # ends when the server closes the connection
+                if isinstance(event, ev.RunFinished):
+                    summary = event
+    if summary is None:
+        print("the supervisor accepted the shutdown but sent no summary in time", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    else:
+        HeadlessPrinter(stream=sys.stdout).print_event(summary)
+    return EXIT_OK
+
+
+async def _tail(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    async with remote.subscribe_with_snapshot(max_buffer=10_000) as (snap, events):
+        assert snap is not None
+        loop = next((x for x in snap.loops if x.name == args.loop), None)
+        if loop is None:
+            raise RemoteError(f"no loop named {args.loop!r}")
+        printer = TailPrinter(args.loop, sys.stdout)
+        printer.history(loop.transcript_tail[-max(0, args.lines) :] if args.lines else ())
+        async for event in events:
+            printer.feed(event)
+    print("\nloopvisor: the connection closed", file=sys.stderr)
+    return EXIT_FAILED
+
+
+class TailPrinter:
+    """One loop's transcript as plain text: agent text as it streams, other events as lines."""
+
+    def __init__(self, loop: str, out: TextIO) -> None:
+        self.loop = loop
+        self.out = out
+        self._at_start = True
+
+    def history(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self._line(line)
+
+    def feed(self, event: ev.Event) -> None:
+        if isinstance(event, ev.EventsDropped):
+            self._line(f"[… {event.count} events skipped: this terminal fell behind]")
+            return
+        if getattr(event, "loop", None) != self.loop:
+            if isinstance(event, ev.Notice) and event.level == "error" and event.loop is None:
+                self._line(f"[{event.level}] {event.message}")
+            return
+        if isinstance(event, ev.AgentOutput):
+            tag = "" if event.stream == "assistant" else f"[{event.stream}] "
+            for piece in event.text.splitlines(keepends=True):
+                if self._at_start and tag:
+                    self.out.write(tag)
+                self.out.write(piece)
+                self._at_start = piece.endswith("\n")
+            self.out.flush()
+            return
+        text = describe(event)
+        if text is not None:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
+        if not self._at_start:
+            self.out.write("\n")
+        self.out.write(text + "\n")
+        self._at_start = True
+        self.out.flush()
+
+
+CTL: dict[str, Callable[[RemoteSupervisor, argparse.Namespace], Awaitable[int]]] = {
+    "status": _status,
+    "pause": _pause,
+    "resume": _resume,
+    "stop": _stop,
+    "restart": _restart,
+    "inject": _inject,
+    "edit": _edit,
+    "reload": _reload,
+    "shutdown": _shutdown,
+    "tail": _tail,
+}

@@ -1,0 +1,702 @@
+"""The control socket: `ControlServer` serves a `SupervisorHandle` over a private Unix
+socket, `RemoteSupervisor` implements `SupervisorHandle` over it (so the TUI, `ctl`
+and `attach` use one code path for a local and a remote supervisor).
+
+Safety properties (docs/protocol.md has the wire format):
+- the socket is 0600 inside a 0700 directory owned by us, and every connection's
+  peer uid (SO_PEERCRED) must be `allowed_uid` (default: ours);
+- a request is answered or refused, never fatal: malformed lines get an error
+  response; `MAX_GARBAGE` malformed lines in a row close that one connection;
+- a subscriber reads from a bounded bus subscription (the bus coalesces what it
+  misses into `EventsDropped`) and is disconnected when one write stays blocked for
+  `stall_s` or it falls `max_dropped` events behind without catching up, so a slow
+  client never slows a loop nor grows the server's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from . import protocol as proto
+from .api import ControlError, RunSnapshot, StepIn, SupervisorHandle
+from .bus import EventBus
+from .events import Event, EventsDropped, Notice, event_from_dict
+from .spec import Limits
+
+__all__ = [
+    "ControlServer",
+    "ControlSocketError",
+    "NotServing",
+    "RemoteError",
+    "RemoteSupervisor",
+    "ensure_private_dir",
+    "socket_path",
+]
+
+log = logging.getLogger("loopvisor.control")
+
+STALL_S = 10.0
+MAX_DROPPED = 10_000
+MAX_GARBAGE = 100
+MAX_CLIENTS = 64
+MAX_INFLIGHT = 8
+SUBSCRIPTION_BUFFER = 2000
+_BATCH = 512
+
+
+class RemoteError(ControlError):
+    """A refused operation; `kind` is the wire error kind (control, config, protocol, ...)."""
+
+    def __init__(self, message: str, kind: proto.ErrorKind = "control") -> None:
+        super().__init__(message)
+        self.kind: proto.ErrorKind = kind
+
+
+class NotServing(ControlError):
+    """No loopvisor answers on the socket (missing, stale, refused or not loopvisor)."""
+
+
+class ControlSocketError(Exception):
+    """The socket cannot be created (in use by a live server, unsafe directory, ...)."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    return Path(state_dir) / proto.SOCKET_NAME
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700, or tighten it to 0700; refuse a directory owned by someone else."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_uid != os.getuid():
+        raise ControlSocketError(f"{path} belongs to uid {st.st_uid}, not to us: refusing")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        log.info("tightening %s to mode 0700 (it holds the control socket)", path)
+        os.chmod(path, 0o700)
+
+
+def _bind(path: Path) -> tuple[socket.socket, int]:
+    """A listening 0600 socket at `path` (replacing a stale one); returns it and its inode."""
+    ensure_private_dir(path.parent)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ControlSocketError(f"{path} exists and is not a socket: refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with proto.unix_address(path) as addr:
+                probe.connect(addr)
+        except OSError:
+            path.unlink()  # stale: nobody listens
+        else:
+            raise ControlSocketError(f"a loopvisor is already serving on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with proto.unix_address(path) as addr:
+            sock.bind(addr)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, path.stat().st_ino
+
+
+@dataclass(frozen=True, slots=True)
+class ControlStatistics:
+    clients: int
+    accepted: int
+    refused: int
+    malformed: int
+    slow_disconnects: int
+
+
+class ControlServer:
+    """Serves `handle` on `path`; run `await tg.start(server.serve)`.
+
+    `reload` and `shutdown` are the serve command's hooks for those ops (absent: the
+    op is refused). `info` adds run information to the hello line.
+    """
+
+    def __init__(
+        self,
+        handle: SupervisorHandle,
+        path: Path,
+        *,
+        allowed_uid: int | None = None,
+        info: Callable[[], Mapping[str, Any]] | None = None,
+        reload: Callable[[], Awaitable[Any]] | None = None,
+        shutdown: Callable[[], None] | None = None,
+        stall_s: float = STALL_S,
+        max_dropped: int = MAX_DROPPED,
+        max_garbage: int = MAX_GARBAGE,
+        max_clients: int = MAX_CLIENTS,
+    ) -> None:
+        self.handle = handle
+        self.path = Path(path)
+        self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
+        self.info = info
+        self.reload = reload
+        self.shutdown = shutdown
+        self.stall_s = stall_s
+        self.max_dropped = max_dropped
+        self.max_garbage = max_garbage
+        self.max_clients = max_clients
+        self._clients: set[_Client] = set()
+        self._forwarders = 0
+        self._forwarders_done = anyio.Event()
+        self._stats = {"accepted": 0, "refused": 0, "malformed": 0, "slow": 0}
+
+    def statistics(self) -> ControlStatistics:
+        s = self._stats
+        return ControlStatistics(
+            len(self._clients), s["accepted"], s["refused"], s["malformed"], s["slow"]
+        )
+
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen until cancelled; the socket file is removed on the way out."""
+        sock, inode = await anyio.to_thread.run_sync(_bind, self.path)
+        try:
+            listener = await anyio.abc.SocketListener.from_socket(sock)
+            async with listener, anyio.create_task_group() as tg:
+                task_status.started()
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except OSError as exc:  # EMFILE and friends: back off, keep serving
+                        log.warning("accept failed: %s", exc)
+                        await anyio.sleep(0.1)
+                        continue
+                    tg.start_soon(self._serve_client, stream)
+        finally:
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_ino == inode:
+                    self.path.unlink()
+
+    async def wait_subscribers_done(self) -> None:
+        """Return once no subscription is forwarding (after the bus was closed)."""
+        while self._forwarders:
+            await self._forwarders_done.wait()
+
+    async def _serve_client(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            uid = proto.peer_uid(stream.extra(SocketAttribute.raw_socket))
+            refusal = None
+            if uid != self.allowed_uid:
+                refusal = f"permission denied: uid {uid} may not use this socket"
+            elif len(self._clients) >= self.max_clients:
+                refusal = f"too many clients ({self.max_clients})"
+            if refusal is not None:
+                self._stats["refused"] += 1
+                log.warning("refused a connection: %s", refusal)
+                with anyio.move_on_after(1), contextlib.suppress(Exception):
+                    await stream.send(proto.error(None, refusal, "permission"))
+                return
+            self._stats["accepted"] += 1
+            client = _Client(self, stream)
+            self._clients.add(client)
+            try:
+                await client.run()
+            except Exception:  # never let one client take the server down
+                log.exception("control client failed")
+            finally:
+                self._clients.discard(client)
+
+    def hello(self) -> bytes:
+        info = dict(self.info()) if self.info is not None else {}
+        return proto.encode(
+            {
+                "v": proto.VERSION,
+                "hello": "loopvisor",
+                "pid": os.getpid(),
+                "ops": list(proto.OPS),
+                "max_line": proto.MAX_REQUEST_LINE,
+                **info,
+            }
+        )
+
+    async def execute(self, client: _Client, req: proto.Request) -> Any:
+        """Run one validated request; returns its JSON result (or `_SENT`)."""
+        h, a, op = self.handle, req.args, req.op
+        if op == "snapshot":
+            return (await h.snapshot()).to_dict()
+        if op in ("pause", "resume", "stop"):
+            await getattr(h, op)(a.get("loop"))
+            return None
+        if op in ("restart", "hand_back"):
+            await getattr(h, op)(a["loop"])
+            return None
+        if op == "inject":
+            await h.inject(a["loop"], a["text"])
+            return None
+        if op == "chat":
+            return await h.chat(a["loop"], a["text"])
+        if op == "step_in":
+            return (await h.step_in(a["loop"])).to_dict()
+        if op == "edit":
+            raw = a.get("limits")
+            await h.edit(
+                a["loop"],
+                prompt=a.get("prompt"),
+                max_iterations=a.get("max_iterations"),
+                limits=Limits(**raw) if raw is not None else None,
+            )
+            return None
+        if op == "transcript":
+            limit = min(10_000, max(1, a.get("limit") or 500))
+            return await h.transcript(a["loop"], before=a.get("before"), limit=limit)
+        if op == "reload":
+            if self.reload is None:
+                raise RemoteError("this server cannot reload its config")
+            return await self.reload()
+        if op == "shutdown":
+            if self.shutdown is None:
+                raise RemoteError("this server cannot be shut down over the socket")
+            self.shutdown()
+            return None
+        if op == "subscribe":
+            await client.subscribe(req)
+            return _SENT
+        if op == "unsubscribe":
+            client.unsubscribe()
+            return None
+        raise RemoteError(f"unknown op {op!r}", "protocol")  # pragma: no cover
+
+
+_SENT = object()
+"""`execute` result of an op that wrote its own response (subscribe)."""
+
+
+class _Client:
+    """One connection: a reader, a request task per request, an optional forwarder."""
+
+    def __init__(self, server: ControlServer, stream: anyio.abc.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self._write_lock = anyio.Lock()
+        self._inflight = anyio.Semaphore(MAX_INFLIGHT)
+        self._scope = anyio.CancelScope()
+        self._forwarder: anyio.CancelScope | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def close(self, why: str) -> None:
+        log.info("closing a control connection: %s", why)
+        self._scope.cancel()
+
+    async def send(self, data: bytes) -> bool:
+        """Write one or more lines; a write blocked for `stall_s` closes the connection."""
+        try:
+            with anyio.fail_after(self.server.stall_s):
+                async with self._write_lock:
+                    await self.stream.send(data)
+        except TimeoutError:
+            self.server._stats["slow"] += 1
+            self.close(f"a write stayed blocked for {self.server.stall_s:g}s")
+            return False
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            self.close("peer went away")
+            return False
+        return True
+
+    async def run(self) -> None:
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if not await self.send(self.server.hello()):
+                    return
+                async with anyio.create_task_group() as requests:
+                    await self._read(requests)
+                    self.unsubscribe()  # EOF: finish the requests in flight, no more events
+                tg.cancel_scope.cancel()
+
+    async def _read(self, requests: anyio.abc.TaskGroup) -> None:
+        reader = proto.LineReader(self.stream, proto.MAX_REQUEST_LINE)
+        garbage = 0
+        while (item := await reader.next()) is not None:
+            if isinstance(item, proto.Oversized):
+                problem: proto.ProtocolError | None = proto.ProtocolError(
+                    f"line too long (over {proto.MAX_REQUEST_LINE} bytes): skipped"
+                )
+            elif not item.strip():
+                continue
+            else:
+                try:
+                    req = proto.parse_request(item)
+                    problem = None
+                except proto.ProtocolError as exc:
+                    problem = exc
+            if problem is not None:
+                garbage += 1
+                self.server._stats["malformed"] += 1
+                if not await self.send(proto.error(problem.request_id, str(problem), "protocol")):
+                    return
+                if garbage >= self.server.max_garbage:
+                    msg = f"{garbage} malformed lines in a row: closing the connection"
+                    await self.send(proto.error(None, msg, "protocol"))
+                    self.close(msg)
+                    return
+                continue
+            garbage = 0
+            await self._inflight.acquire()
+            requests.start_soon(self._dispatch, req)
+
+    async def _dispatch(self, req: proto.Request) -> None:
+        try:
+            try:
+                result = await self.server.execute(self, req)
+            except RemoteError as exc:
+                line = proto.error(req.id, str(exc), exc.kind)
+            except ControlError as exc:
+                line = proto.error(req.id, str(exc), "control")
+            except Exception as exc:
+                log.exception("control op %s failed", req.op)
+                line = proto.error(
+                    req.id, f"internal error: {type(exc).__name__}: {exc}", "internal"
+                )
+            else:
+                if result is _SENT:
+                    return
+                line = proto.ok(req.id, result)
+            await self.send(line)
+        finally:
+            self._inflight.release()
+
+    # -- subscription -----------------------------------------------------------
+    async def subscribe(self, req: proto.Request) -> None:
+        if self._forwarder is not None:
+            raise RemoteError("already subscribed")
+        assert self._tg is not None
+        size = min(100_000, max(1, req.args.get("max_buffer") or SUBSCRIPTION_BUFFER))
+        self._forwarder = anyio.CancelScope()
+        await self._tg.start(
+            self._forward, self._forwarder, size, bool(req.args.get("snapshot")), req.id
+        )
+
+    def unsubscribe(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+            self._forwarder = None
+
+    async def _forward(
+        self,
+        scope: anyio.CancelScope,
+        size: int,
+        with_snapshot: bool,
+        rid: proto.RequestId,
+        *,
+        task_status: anyio.abc.TaskStatus[None],
+    ) -> None:
+        server = self.server
+        server._forwarders += 1
+        try:
+            with scope:
+                async with server.handle.subscribe(size) as events:
+                    result: dict[str, Any] = {"subscribed": True, "max_buffer": size}
+                    if with_snapshot:  # taken with the subscription open: nothing falls between
+                        result["snapshot"] = (await server.handle.snapshot()).to_dict()
+                    sent = await self.send(proto.ok(rid, result))
+                    task_status.started()
+                    if sent:
+                        await self._pump(events)
+        finally:
+            if self._forwarder is scope:
+                self._forwarder = None
+            server._forwarders -= 1
+            if not server._forwarders:
+                server._forwarders_done.set()
+                server._forwarders_done = anyio.Event()
+
+    async def _pump(self, events: AsyncIterator[Event]) -> None:
+        behind = 0
+        batchable = isinstance(events, MemoryObjectReceiveStream)
+        async for first in events:
+            batch = [first]
+            if isinstance(events, MemoryObjectReceiveStream):
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(events.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+            behind += sum(e.count for e in batch if isinstance(e, EventsDropped))
+            if behind > self.server.max_dropped:
+                self.server._stats["slow"] += 1
+                self.close(f"subscriber fell {behind} events behind")
+                return
+            if batchable and events.statistics().current_buffer_used == 0:  # type: ignore[attr-defined]
+                behind = 0  # caught up
+            if not await self.send(b"".join(proto.event_line(e.to_dict()) for e in batch)):
+                return
+
+
+# -- the client ---------------------------------------------------------------------
+@dataclass(slots=True)
+class _Pending:
+    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    reply: dict[str, Any] | None = None
+
+
+class RemoteSupervisor:
+    """`SupervisorHandle` over the control socket::
+
+        async with RemoteSupervisor(state_dir / "control.sock") as sup:
+            print((await sup.snapshot()).loops)
+
+    Raises `NotServing` on enter when nobody answers. Refused operations raise
+    `RemoteError` (a `ControlError`). When the connection drops, pending calls raise
+    `NotServing`, subscribers get a `Notice` and their iterators end.
+    """
+
+    def __init__(
+        self, socket_path: Path, *, state_dir: Path | None = None, timeout: float = 5.0
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self.state_dir = state_dir
+        self.timeout = timeout
+        self.hello: dict[str, Any] = {}
+        self._stack = AsyncExitStack()
+        self._stream: anyio.abc.SocketStream | None = None
+        self._send_lock = anyio.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._bus = EventBus()
+        self._sub_lock = anyio.Lock()
+        self._subscribers = 0
+        self._server_subscribed = False
+        self._closed = anyio.Event()
+
+    def _not_serving(self, why: str) -> NotServing:
+        where = self.state_dir if self.state_dir is not None else self.socket_path
+        return NotServing(f"no loopvisor is serving {where} ({why})")
+
+    @property
+    def connected(self) -> bool:
+        return self._stream is not None and not self._closed.is_set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> RemoteSupervisor:
+        try:
+            await self._connect()
+            tg = await self._stack.enter_async_context(anyio.create_task_group())
+            tg.start_soon(self._read_loop)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+        await self._stack.aclose()
+
+    async def _connect(self) -> None:
+        path = self.socket_path
+        if not (path.exists() or path.is_symlink()):
+            raise self._not_serving(f"no socket at {path}")
+        try:
+            with proto.unix_address(path) as addr, anyio.fail_after(self.timeout):
+                stream = await anyio.connect_unix(addr)
+        except ConnectionRefusedError:
+            raise self._not_serving(f"stale socket at {path}: connection refused") from None
+        except (OSError, TimeoutError) as exc:
+            raise self._not_serving(f"cannot connect to {path}: {exc}") from None
+        self._stream = stream
+        self._reader = proto.LineReader(stream, proto.MAX_SERVER_LINE)
+        with anyio.move_on_after(self.timeout):
+            line = await self._reader.next()
+            try:
+                hello = json.loads(line) if isinstance(line, bytes) else None
+            except ValueError:
+                hello = None
+            if isinstance(hello, dict) and hello.get("hello") == "loopvisor":
+                if hello.get("v") != proto.VERSION:
+                    raise self._not_serving(
+                        f"protocol v{hello.get('v')}, we speak v{proto.VERSION}"
+                    )
+                self.hello = hello
+                return
+            if isinstance(hello, dict) and "error" in hello:
+                raise self._not_serving(f"refused: {hello['error']}")
+        raise self._not_serving(f"no loopvisor hello on {path}")
+
+    async def _read_loop(self) -> None:
+        try:
+            while (line := await self._reader.next()) is not None:
+                if isinstance(line, proto.Oversized):
+                    continue
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(msg, dict):
+                    continue
+                if isinstance(msg.get("event"), dict):
+                    try:
+                        event = event_from_dict(msg["event"])
+                    except (ValueError, TypeError):
+                        continue  # a newer server's event type: skip it
+                    self._bus.publish(event)
+                elif isinstance(rid := msg.get("id"), int) and (w := self._pending.get(rid)):
+                    w.reply = msg
+                    w.done.set()
+        finally:
+            self._closed.set()
+            for waiter in self._pending.values():
+                waiter.done.set()
+            self._bus.publish(
+                Notice(level="error", message=f"connection to loopvisor lost ({self.socket_path})")
+            )
+            self._bus.close()
+
+    async def request(self, op: str, **args: Any) -> Any:
+        """Send one request and wait for its response (RemoteError / NotServing on failure)."""
+        if self._stream is None or self._closed.is_set():
+            raise self._not_serving("connection closed")
+        self._next_id += 1
+        rid = self._next_id
+        waiter = self._pending[rid] = _Pending()
+        try:
+            async with self._send_lock:
+                await self._stream.send(proto.encode({"id": rid, "op": op, "args": args}))
+            await waiter.done.wait()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            raise self._not_serving("connection lost") from None
+        finally:
+            self._pending.pop(rid, None)
+        reply = waiter.reply
+        if reply is None:
+            raise self._not_serving("connection lost")
+        if not reply.get("ok"):
+            raise RemoteError(str(reply.get("error")), reply.get("kind", "control"))
+        return reply.get("result")
+
+    # -- SupervisorHandle ---------------------------------------------------------
+    async def snapshot(self) -> RunSnapshot:
+        return RunSnapshot.from_dict(await self.request("snapshot"))
+
+    def subscribe(
+        self, max_buffer: int = 1000
+    ) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+        return self._events_only(max_buffer)
+
+    @asynccontextmanager
+    async def _events_only(self, max_buffer: int) -> AsyncIterator[AsyncIterator[Event]]:
+        async with self.subscribe_with_snapshot(max_buffer, snapshot=False) as (_, events):
+            yield events
+
+    @asynccontextmanager
+    async def subscribe_with_snapshot(
+        self, max_buffer: int = 1000, *, snapshot: bool = True
+    ) -> AsyncIterator[tuple[RunSnapshot | None, AsyncIterator[Event]]]:
+        """Events plus (with `snapshot`) the state they start from: on the first server
+        subscription the two are taken at one instant, so nothing is missed or doubled."""
+        async with self._bus.subscribe(max_buffer) as events:
+            self._subscribers += 1
+            try:
+                snap: RunSnapshot | None = None
+                async with self._sub_lock:
+                    if not self._server_subscribed:
+                        result = await self.request(
+                            "subscribe", max_buffer=SUBSCRIPTION_BUFFER, snapshot=snapshot
+                        )
+                        self._server_subscribed = True
+                        if snapshot:
+                            snap = RunSnapshot.from_dict(result["snapshot"])
+                if snapshot and snap is None:
+                    snap = await self.snapshot()
+                yield snap, events
+            finally:
+                self._subscribers -= 1
+                await self._maybe_unsubscribe()
+
+    async def _maybe_unsubscribe(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            async with self._sub_lock:
+                if self._subscribers or not self._server_subscribed:
+                    return
+                self._server_subscribed = False
+                with contextlib.suppress(ControlError):
+                    await self.request("unsubscribe")
+
+    async def pause(self, loop: str | None = None) -> None:
+        await self.request("pause", loop=loop)
+
+    async def resume(self, loop: str | None = None) -> None:
+        await self.request("resume", loop=loop)
+
+    async def stop(self, loop: str | None = None) -> None:
+        await self.request("stop", loop=loop)
+
+    async def restart(self, loop: str) -> None:
+        await self.request("restart", loop=loop)
+
+    async def inject(self, loop: str, text: str) -> None:
+        await self.request("inject", loop=loop, text=text)
+
+    async def edit(
+        self,
+        loop: str,
+        *,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        await self.request(
+            "edit",
+            loop=loop,
+            prompt=prompt,
+            max_iterations=max_iterations,
+            limits=dataclasses.asdict(limits) if limits is not None else None,
+        )
+
+    async def step_in(self, loop: str) -> StepIn:
+        return StepIn.from_dict(await self.request("step_in", loop=loop))
+
+    async def chat(self, loop: str, text: str) -> str:
+        return str(await self.request("chat", loop=loop, text=text))
+
+    async def hand_back(self, loop: str) -> None:
+        await self.request("hand_back", loop=loop)
+
+    async def transcript(
+        self, loop: str, *, before: int | None = None, limit: int = 500
+    ) -> list[str]:
+        lines = await self.request("transcript", loop=loop, before=before, limit=limit)
+        return [str(x) for x in lines]
+
+    # -- serve-only operations ------------------------------------------------------
+    async def reload(self) -> dict[str, Any]:
+        """Re-read loops.toml on the server; RemoteError(kind="config") if it is invalid."""
+        result: dict[str, Any] = await self.request("reload")
+        return result
+
+    async def shutdown(self) -> None:
+        """Ask the server to stop every loop and exit (returns once it accepted)."""
+        await self.request("shutdown")

@@ -1,0 +1,274 @@
+"""The control-socket wire format: versioned JSON lines (see docs/protocol.md).
+
+One JSON object per line, UTF-8, `\\n`-terminated, in both directions:
+
+- server → client, once on connect: `{"v": 1, "hello": "loopvisor", ...run info}`
+- client → server: `{"id": 7, "op": "pause", "args": {"loop": "fix-auth"}}`
+  (`v` optional; when present it must be 1)
+- server → client: `{"id": 7, "ok": true, "result": ...}` or
+  `{"id": 7, "ok": false, "error": "...", "kind": "control"}`
+- server → subscribed client: `{"event": {...Event.to_dict()}}`
+
+This module only frames and validates: it never touches a socket or a supervisor,
+so the server, the client and the tests share one definition of "well-formed".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+from anyio.abc import ByteReceiveStream
+
+VERSION: Final = 1
+MAX_REQUEST_LINE: Final = 1 << 20
+"""A request line longer than this (1 MiB) is refused and skipped."""
+MAX_SERVER_LINE: Final = 64 << 20
+"""What a client accepts from the server (snapshots of many loops can be large)."""
+SOCKET_NAME: Final = "control.sock"
+
+ErrorKind: TypeAlias = Literal["protocol", "control", "config", "internal", "permission"]
+RequestId: TypeAlias = int | str
+
+
+class ProtocolError(Exception):
+    """A request line that cannot be served; `request_id` is echoed when it was readable."""
+
+    def __init__(self, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: RequestId
+    op: str
+    args: Mapping[str, Any]
+
+
+# -- argument schemas -----------------------------------------------------------
+_Check: TypeAlias = Callable[[Any], bool]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt_str(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _opt_int(v: Any) -> bool:
+    return v is None or _is_int(v)
+
+
+def _opt_bool(v: Any) -> bool:
+    return v is None or isinstance(v, bool)
+
+
+LIMIT_KEYS: Final = ("tokens", "usd", "wall", "cpu")
+
+
+def _opt_limits(v: Any) -> bool:
+    if v is None:
+        return True
+    if not isinstance(v, dict) or not set(v) <= set(LIMIT_KEYS):
+        return False
+    return all(x is None or _is_num(x) for x in v.values()) and (
+        v.get("tokens") is None or _is_int(v["tokens"])
+    )
+
+
+_LOOP = {"loop": (_str, True)}
+_ANY_LOOP = {"loop": (_opt_str, False)}
+ARGS: Final[Mapping[str, Mapping[str, tuple[_Check, bool]]]] = {
+    "snapshot": {},
+    "pause": _ANY_LOOP,
+    "resume": _ANY_LOOP,
+    "stop": _ANY_LOOP,
+    "restart": _LOOP,
+    "inject": {**_LOOP, "text": (_str, True)},
+    "edit": {
+        **_LOOP,
+        "prompt": (_opt_str, False),
+        "max_iterations": (_opt_int, False),
+        "limits": (_opt_limits, False),
+    },
+    "step_in": _LOOP,
+    "chat": {**_LOOP, "text": (_str, True)},
+    "hand_back": _LOOP,
+    "transcript": {**_LOOP, "before": (_opt_int, False), "limit": (_opt_int, False)},
+    "reload": {},
+    "shutdown": {},
+    "subscribe": {"max_buffer": (_opt_int, False), "snapshot": (_opt_bool, False)},
+    "unsubscribe": {},
+}
+"""op -> {arg: (type check, required)}. Unknown args are errors (they are typos)."""
+OPS: Final = tuple(ARGS)
+_ARG_HINT: dict[_Check, str] = {
+    _str: "a string",
+    _opt_str: "a string or null",
+    _opt_int: "an integer or null",
+    _opt_bool: "true, false or null",
+    _opt_limits: "null or an object with tokens (int), usd, wall, cpu (numbers or null)",
+}
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode and validate one request line; raises ProtocolError saying what is wrong."""
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not a JSON object: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(data).__name__}")
+    rid = data.get("id")
+    if not (isinstance(rid, int | str) and not isinstance(rid, bool) and len(str(rid)) <= 100):
+        raise ProtocolError('"id" must be an integer or a short string')
+    if "v" in data and data["v"] != VERSION:
+        raise ProtocolError(f"unsupported protocol version {data['v']!r}; this is v{VERSION}", rid)
+    extra = set(data) - {"v", "id", "op", "args"}
+    if extra:
+        raise ProtocolError(f"unknown field(s): {', '.join(sorted(extra))}", rid)
+    op = data.get("op")
+    if not isinstance(op, str) or op not in ARGS:
+        raise ProtocolError(f"unknown op {op!r}; ops: {', '.join(OPS)}", rid)
+    args = data.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError('"args" must be an object', rid)
+    schema = ARGS[op]
+    unknown = set(args) - set(schema)
+    if unknown:
+        raise ProtocolError(f"{op}: unknown arg(s): {', '.join(sorted(unknown))}", rid)
+    for name, (check, required) in schema.items():
+        if name not in args:
+            if required:
+                raise ProtocolError(f"{op}: missing arg {name!r}", rid)
+            continue
+        if not check(args[name]):
+            raise ProtocolError(f"{op}: {name!r} must be {_ARG_HINT[check]}", rid)
+    return Request(rid, op, args)
+
+
+# -- encoding -------------------------------------------------------------------
+def encode(message: Mapping[str, Any]) -> bytes:
+    """One message as a line (compact JSON; odd values become strings, never an error)."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.encode("utf-8") + b"\n"
+
+
+def ok(request_id: RequestId | None, result: Any = None) -> bytes:
+    return encode({"id": request_id, "ok": True, "result": result})
+
+
+def error(request_id: RequestId | None, message: str, kind: ErrorKind = "control") -> bytes:
+    return encode({"id": request_id, "ok": False, "error": message, "kind": kind})
+
+
+def event_line(event: Mapping[str, Any]) -> bytes:
+    return encode({"event": event})
+
+
+# -- reading lines ----------------------------------------------------------------
+class Oversized:
+    """Returned by `LineReader.next()` for a line over the limit (its rest is skipped)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class LineReader:
+    """Newline-delimited lines from a byte stream, with a hard per-line bound.
+
+    A line over `max_line` bytes is reported once as `Oversized` as soon as the
+    bound is crossed; its remaining bytes are discarded up to the next newline,
+    so memory stays bounded whatever the peer sends.
+    """
+
+    def __init__(self, stream: ByteReceiveStream, max_line: int) -> None:
+        self._stream = stream
+        self._max = max_line
+        self._buf = bytearray()
+        self._skipping = False
+        self._eof = False
+
+    async def next(self) -> bytes | Oversized | None:
+        """The next line (without `\\n`), `Oversized`, or None at end of stream."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                if self._skipping:
+                    self._skipping = False
+                    continue
+                return line
+            if self._skipping:
+                self._buf.clear()
+            elif len(self._buf) > self._max:
+                size = len(self._buf)
+                self._buf.clear()
+                self._skipping = True
+                return Oversized(size)
+            if self._eof:
+                if self._buf and not self._skipping:
+                    line = bytes(self._buf)
+                    self._buf.clear()
+                    return line
+                return None
+            try:
+                chunk = await self._stream.receive(65536)
+            except Exception:  # EndOfStream, BrokenResourceError, ClosedResourceError
+                chunk = b""
+            if not chunk:
+                self._eof = True
+            self._buf += chunk
+
+
+# -- socket paths -----------------------------------------------------------------
+UNIX_PATH_MAX: Final = 100
+"""sun_path holds 108 bytes on Linux; longer paths are reached through /proc/self/fd."""
+
+
+@contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An address for bind/connect that works for long paths too (Linux /proc trick)."""
+    raw = os.fsencode(path)
+    if len(raw) < UNIX_PATH_MAX:
+        yield str(path)
+        return
+    if not Path("/proc/self/fd").is_dir():
+        raise OSError(f"socket path too long ({len(raw)} bytes): {path}")
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a Unix socket (None if unknown)."""
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
+        return None
+    import struct
+
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)

@@ -1,0 +1,505 @@
+"""`loopvisor serve`: a long-lived supervisor with no UI, a journal and a control socket.
+
+Foreground by default (systemd, containers: logs go to stdout/stderr); `--detach`
+double-forks into a new session with stdio on `STATE_DIR/serve.log` and returns
+once the socket answers. Either way `STATE_DIR/serve.pid` holds the PID and
+`STATE_DIR/control.sock` the socket (see control.py for its safety rules).
+
+Signals: SIGTERM / SIGINT shut down cleanly (every loop stopped, its process group
+killed, the summary logged, the journal flushed, socket and PID file removed);
+SIGHUP reloads loops.toml. A reload applies what can change mid-run: a loop's
+prompt, max_iterations and budget limits, from its next iteration, through
+`Supervisor.edit` (so each change is a journalled control event). Everything else
+(new or removed loops, agents, checks, workspaces, global settings) is logged as
+"needs a restart of serve" and not applied: a half-applied run would be harder to
+reason about than a restart. An invalid file is rejected with its error logged and
+the old config kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+
+from . import events as ev
+from .config import ConfigError, load_config
+from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
+from .headless import HeadlessPrinter
+from .protocol import SOCKET_NAME, unix_address
+from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
+from .spec import Config, LoopSpec
+from .statelock import StateLock, StateLocked, lock_holder
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+log = logging.getLogger("loopvisor.serve")
+
+READY_TIMEOUT_S = 30.0
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServePaths:
+    """Where a serving supervisor keeps its socket, PID file and log."""
+
+    state_dir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.state_dir / SOCKET_NAME
+
+    @property
+    def pid(self) -> Path:
+        return self.state_dir / "serve.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.state_dir / "serve.log"
+
+
+# -- reload -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    applied: tuple[str, ...]
+    needs_restart: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"applied": list(self.applied), "needs_restart": list(self.needs_restart)}
+
+
+_NOT_COMPARED = frozenset({"prompt", "max_iterations", "budget", "extends", "prompt_file"})
+"""Applied live (the first three) or only a means to a compared value (the last two)."""
+
+
+def _limits_text(old: Any, new: Any) -> str:
+    parts = [
+        f"{k} {getattr(old, k)} → {getattr(new, k)}"
+        for k in ("tokens", "usd", "wall", "cpu")
+        if getattr(old, k) != getattr(new, k)
+    ]
+    return "budget " + ", ".join(parts)
+
+
+async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = None) -> ReloadReport:
+    """Re-read `path` and apply what can change mid-run (see the module docstring).
+
+    Every outcome is published as a `Notice` (serve's log prints them). Invalid: an
+    error notice, then RemoteError(kind="config"); nothing changes.
+    """
+    try:
+        new = load_config(path, state_dir=state_dir)
+    except ConfigError as exc:
+        sup.notice(f"reload rejected, old config kept: {exc}", level="error")
+        raise RemoteError(str(exc), "config") from None
+    for warning in new.warnings:
+        sup.notice(f"reload: {warning}", level="warning")
+    applied: list[tuple[str | None, str]] = []
+    restart: list[tuple[str | None, str]] = []
+    old_names = set(sup.runners)
+    for spec in new.loops:
+        runner = sup.runners.get(spec.name)
+        if runner is None:
+            restart.append((None, f"{spec.name}: new loop; starts after a restart of serve"))
+            continue
+        edits, what, others = _diff_loop(runner.spec, spec)
+        old_agent = sup.config.agents.get(spec.agent)
+        if spec.agent == runner.spec.agent and old_agent != new.agents[spec.agent]:
+            others.append(f"agent {spec.agent!r} settings")
+        if edits:
+            await sup.edit(spec.name, **edits)
+            applied.append((spec.name, f"{spec.name}: {'; '.join(what)} (from its next iteration)"))
+        if others:
+            restart.append(
+                (spec.name, f"{spec.name}: {', '.join(others)} changed; needs a restart of serve")
+            )
+    for name in sorted(old_names - {s.name for s in new.loops}):
+        restart.append(
+            (
+                name,
+                f"{name}: no longer in {path.name}; keeps running until a restart of serve"
+                f" (`loopvisor ctl stop {name}` stops it now)",
+            )
+        )
+    old_sup, new_sup = sup.config.supervisor, new.supervisor
+    for key in ("state_dir", "max_concurrent", "budget", "rate_limits"):
+        if getattr(old_sup, key) != getattr(new_sup, key):
+            restart.append((None, f"[supervisor] {key} changed; needs a restart of serve"))
+    if dict(sup.config.pricing) != dict(new.pricing):
+        restart.append((None, "[pricing] changed; needs a restart of serve"))
+    for loop, line in applied:
+        sup.notice(f"reload: {line}", loop=loop)
+    for loop, line in restart:
+        sup.notice(f"reload: {line}", level="warning", loop=loop)
+    sup.notice(f"reloaded {path}: {len(applied)} change(s) applied, {len(restart)} need a restart")
+    return ReloadReport(tuple(x for _, x in applied), tuple(x for _, x in restart))
+
+
+def _diff_loop(old: LoopSpec, new: LoopSpec) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(edit kwargs, what they change, names of changed fields that need a restart)."""
+    edits: dict[str, Any] = {}
+    what: list[str] = []
+    if new.prompt != old.prompt:
+        edits["prompt"] = new.prompt
+        what.append("prompt changed")
+    if new.max_iterations != old.max_iterations:
+        edits["max_iterations"] = new.max_iterations
+        what.append(f"max_iterations {old.max_iterations} → {new.max_iterations}")
+    if new.budget.limits != old.budget.limits:
+        edits["limits"] = new.budget.limits
+        what.append(_limits_text(old.budget.limits, new.budget.limits))
+    others = [
+        f.name
+        for f in dataclasses.fields(LoopSpec)
+        if f.name not in _NOT_COMPARED and getattr(old, f.name) != getattr(new, f.name)
+    ]
+    if new.budget.retries != old.budget.retries:
+        others.append("budget.retries")
+    return edits, what, others
+
+
+# -- the serving process -----------------------------------------------------------
+class ServeSession:
+    """One serving supervisor: run, journal, control socket, signals; `run()` until shutdown."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state_dir_override: Path | None = None,
+        allowed_uid: int | None = None,
+    ) -> None:
+        self.config = config
+        self.paths = ServePaths(config.supervisor.state_dir)
+        self.state_dir_override = state_dir_override
+        self.sup = Supervisor(config, exit_when_idle=False)
+        self.server = ControlServer(
+            self.sup,
+            self.paths.socket,
+            allowed_uid=allowed_uid,
+            info=self._info,
+            reload=self.reload,
+            shutdown=lambda: self.request_shutdown("shutdown requested over the control socket"),
+        )
+        self.summary: ev.RunFinished | None = None
+        self._shutdown = anyio.Event()
+        self._run_scope: anyio.CancelScope | None = None
+        self._reload_lock = anyio.Lock()
+        self.sup.add_sink(self._keep_summary)
+
+    def _keep_summary(self, event: ev.Event) -> None:
+        if isinstance(event, ev.RunFinished):
+            self.summary = event
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "run_id": self.sup.run_id,
+            "config": str(self.config.path),
+            "state_dir": str(self.paths.state_dir),
+            "started_at": self.sup.started_at,
+            "loops": list(self.sup.runners),
+        }
+
+    def request_shutdown(self, why: str) -> None:
+        if self._shutdown.is_set():
+            return
+        log.info("shutting down: %s", why)
+        _sd_notify("STOPPING=1")
+        self._shutdown.set()
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    async def reload(self) -> dict[str, Any]:
+        async with self._reload_lock:
+            report = await reload_config(self.sup, self.config.path, self.state_dir_override)
+        return report.to_dict()
+
+    async def run(self, ready: Callable[[], None] | None = None) -> int:
+        journal = start_journal(self.config, self.sup)
+        try:
+            async with anyio.create_task_group() as tg:
+                if journal is not None:
+                    tg.start_soon(journal.run_writer)
+                printed = anyio.Event()
+                await tg.start(self._print_events, printed)
+                try:
+                    await tg.start(self.server.serve)
+                except (ControlSocketError, OSError) as exc:
+                    log.error("cannot serve on %s: %s", self.paths.socket, exc)
+                    tg.cancel_scope.cancel()
+                    return EXIT_USAGE
+                _write_pid(self.paths.pid)
+                tg.start_soon(self._signals, tg)
+                log.info(
+                    "serving %s: %d loop(s), run %s, socket %s, pid %d",
+                    self.config.path,
+                    len(self.sup.runners),
+                    self.sup.run_id,
+                    self.paths.socket,
+                    os.getpid(),
+                )
+                if ready is not None:
+                    ready()
+                _sd_notify("READY=1")
+                if not self._shutdown.is_set():
+                    with anyio.CancelScope() as self._run_scope:
+                        await self.sup.run()
+                if not self._shutdown.is_set():
+                    log.info("the run ended on its own; still serving until shutdown")
+                    await self._shutdown.wait()
+                self.sup.bus.close()  # subscribers drain (summary included), then end
+                with anyio.move_on_after(3):
+                    await printed.wait()
+                    await self.server.wait_subscribers_done()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if journal is not None:
+                    _finish_journal(journal, self.sup.run_id, self.summary)
+                await self.sup.aclose()
+            _remove_pid(self.paths.pid)
+        log.info("stopped")
+        return EXIT_OK
+
+    async def _print_events(
+        self, printed: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        printer = HeadlessPrinter(json_lines=False, transcripts=False)
+        async with self.sup.subscribe(max_buffer=10_000) as events:
+            task_status.started()
+            await printer.consume(events)
+        printed.set()
+
+    async def _signals(self, tg: anyio.abc.TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    tg.start_soon(self._reload_logged)
+                else:
+                    self.request_shutdown(f"signal {signal.Signals(signum).name}")
+
+    async def _reload_logged(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config.path)
+        with contextlib.suppress(RemoteError):  # already logged
+            await self.reload()
+
+
+# -- the journal hook ----------------------------------------------------------------
+def start_journal(config: Config, sup: Supervisor) -> Journal | None:
+    """Open the journal for this run and register it as a lossless sink (None: unavailable)."""
+    try:
+        from .journal import Journal
+    except ImportError:  # pragma: no cover - journal.py ships with the core
+        log.warning("the journal is not available: events are not persisted")
+        return None
+    journal = Journal.open(config.supervisor.state_dir)
+    text = config.path.read_text(encoding="utf-8-sig")
+    journal.start_run(sup.run_id, config.path, text, loops=config.loops)
+    sup.add_sink(journal.record)
+    return journal
+
+
+def _finish_journal(journal: Journal, run_id: str, summary: ev.RunFinished | None) -> None:
+    try:
+        if summary is not None:
+            journal.finish_run(run_id, summary.exit_code, summary.reason or "serve shut down")
+        journal.close()
+    except Exception as exc:
+        log.error("journal: %s", exc)
+
+
+# -- files and systemd --------------------------------------------------------------
+def _write_pid(path: Path) -> None:
+    tmp = path.with_suffix(".pid.tmp")
+    tmp.write_text(f"{os.getpid()}\n", encoding="ascii")
+    tmp.replace(path)
+
+
+def _remove_pid(path: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text(encoding="ascii").strip()) == os.getpid():
+            path.unlink()
+
+
+def _sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness; a no-op elsewhere."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
+    ):
+        sock.sendto(message.encode(), target)
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("loopvisor")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+# -- entry points ----------------------------------------------------------------
+def serve_foreground(
+    config_path: Path,
+    state_dir: Path | None = None,
+    *,
+    ready: Callable[[], None] | None = None,
+    allowed_uid: int | None = None,
+) -> int:
+    """Serve in this process until SIGTERM / `ctl shutdown`; returns the exit code."""
+    setup_logging()
+    try:
+        config = load_config(config_path, state_dir=state_dir)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    paths = ServePaths(config.supervisor.state_dir)
+    try:
+        ensure_private_dir(paths.state_dir)
+        lock = StateLock(paths.state_dir)
+        lock.acquire()
+    except (StateLocked, ControlSocketError, OSError) as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    try:
+        session = ServeSession(config, state_dir_override=state_dir, allowed_uid=allowed_uid)
+        return anyio.run(session.run, ready)
+    finally:
+        lock.release()
+
+
+def serve_detached(config_path: Path, state_dir: Path | None = None) -> int:
+    """Start `serve` in the background; 0 once its socket answers, else 1 with the log tail."""
+    config = load_config(config_path, state_dir=state_dir)  # errors: exit 3 from the CLI
+    paths = ServePaths(config.supervisor.state_dir)
+    holder = lock_holder(paths.state_dir)
+    if holder is not None:
+        print(f"another loopvisor (pid {holder}) is using {paths.state_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    ensure_private_dir(paths.state_dir)
+    abs_config = config_path.resolve()
+    abs_state = state_dir.resolve() if state_dir is not None else None
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked children
+        os.close(read_fd)
+        _daemon_child(abs_config, abs_state, paths, write_fd)
+    os.close(write_fd)
+    os.waitpid(child, 0)  # the intermediate child exits at once
+    status, pid = _wait_ready(read_fd, READY_TIMEOUT_S)
+    os.close(read_fd)
+    if status == "ready" and _answers(paths.socket):
+        print(
+            f"loopvisor is serving {abs_config} in the background (pid {pid})\n"
+            f"  socket: {paths.socket}\n  log:    {paths.log}\n"
+            f"  attach: loopvisor attach --state-dir {paths.state_dir}\n"
+            f"  stop:   loopvisor ctl shutdown --state-dir {paths.state_dir}"
+        )
+        return EXIT_OK
+    if status == "timeout" and pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    why = "did not become ready in time" if status == "timeout" else "exited during start-up"
+    print(f"loopvisor serve {why}; last lines of {paths.log}:", file=sys.stderr)
+    print(_tail(paths.log, LOG_TAIL_LINES), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _daemon_child(
+    config_path: Path, state_dir: Path | None, paths: ServePaths, ready_fd: int
+) -> None:  # pragma: no cover - runs in the forked children
+    code = EXIT_FAILED
+    try:
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        os.write(ready_fd, f"pid {os.getpid()}\n".encode())
+        _redirect_stdio(paths.log)
+
+        def ready() -> None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+
+        code = serve_foreground(config_path, state_dir, ready=ready)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _redirect_stdio(log_path: Path) -> None:  # pragma: no cover - forked child
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.close(null)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+
+
+def _wait_ready(fd: int, timeout: float) -> tuple[str, int | None]:
+    """("ready" | "died" | "timeout", daemon pid) from the child's status pipe."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    pid: int | None = None
+    while (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            break
+        chunk = os.read(fd, 256)
+        if not chunk:
+            return "died", pid
+        data += chunk
+        for line in data.decode("ascii", "replace").splitlines():
+            if line.startswith("pid "):
+                pid = int(line[4:])
+            elif line == "ready":
+                return "ready", pid
+    return "timeout", pid
+
+
+def _answers(path: Path, timeout: float = 5.0) -> bool:
+    """True when a loopvisor hello arrives on the socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, unix_address(path) as a:
+            sock.settimeout(timeout)
+            sock.connect(a)
+            return sock.recv(4096).startswith(b'{"v":')
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
