@@ -8,7 +8,10 @@ name, at run time), so the core never depends on a UI library.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,11 +21,22 @@ import anyio
 
 from . import runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
+from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
+from .journal import JournalError
+from .journal_read import (
+    JournalReader,
+    format_history,
+    format_iteration,
+    format_runs,
+    format_status,
+)
+from .journal_schema import JOURNAL_NAME
 from .spec import Config
+from .statelock import StateLocked
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
-COMMANDS = ("run", "check", "init", "clean")
+COMMANDS = ("run", "check", "init", "clean", "history", "status")
 DEFAULT_CONFIG = Path("loops.toml")
 
 
@@ -40,6 +54,25 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
         default=None,
         help="journal and worktrees (default: .loopvisor/ beside the config)",
     )
+
+
+def _state_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="to find the state dir")
+    p.add_argument("--state-dir", type=Path, default=None)
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    """--state-dir, else the config's state dir, else .loopvisor/ beside the config
+    (a config that no longer validates still names where its journal is)."""
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    config_path = Path(args.config)
+    if config_path.exists():
+        try:
+            return load_config(config_path).supervisor.state_dir
+        except ConfigError:
+            pass
+    return config_path.resolve().parent / ".loopvisor"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--state-dir", type=Path, default=None)
     clean.add_argument("--delete-branch", action="store_true", help="also delete the branch")
 
+    history = sub.add_parser("history", help="runs, or a loop's iterations, from the journal")
+    history.add_argument("loop", nargs="?", help="a loop name (default: list runs)")
+    history.add_argument(
+        "--iteration", type=int, help="print that iteration's prompt and transcript"
+    )
+    history.add_argument("--run", dest="run_id", help="a run id (default: the newest with LOOP)")
+    history.add_argument("--json", action="store_true")
+    _state_args(history)
+
+    status = sub.add_parser("status", help="the current or last run's loops, from the journal")
+    status.add_argument("--json", action="store_true")
+    _state_args(status)
+
     init = sub.add_parser("init", help="write a commented starter loops.toml")
     init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -88,10 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "init": cmd_init,
         "clean": cmd_clean,
+        "history": cmd_history,
+        "status": cmd_status,
     }
     try:
         return handlers[args.command](args)
-    except (ConfigError, WorktreeError) as exc:
+    except BrokenPipeError:  # `loopvisor history ... | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ConfigError, WorktreeError, JournalError, StateLocked, NothingToResume) as exc:
         print(str(exc), file=sys.stderr)
         return runtime.EXIT_USAGE
 
@@ -121,6 +172,46 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader(args: argparse.Namespace) -> JournalReader:
+    state_dir = state_dir_of(args)
+    if not (state_dir / JOURNAL_NAME).exists():
+        raise JournalError(f"no journal in {state_dir}: nothing has run there yet")
+    return JournalReader(state_dir)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with _reader(args) as reader:
+        if args.loop is None:
+            runs = reader.runs()
+            print(
+                json.dumps([dataclasses.asdict(r) for r in runs])
+                if args.json
+                else format_runs(runs)
+            )
+        elif args.iteration is not None:
+            detail = reader.iteration_detail(args.loop, args.iteration, run_id=args.run_id)
+            if args.json:
+                print(json.dumps(detail._asdict(), default=str))
+            else:
+                print(format_iteration(args.loop, args.iteration, detail))
+        elif args.json:
+            print(json.dumps(reader.history_json(args.loop, run_id=args.run_id)))
+        else:
+            rows = reader.loop_iterations(args.loop, run_id=args.run_id)
+            print(format_history(args.loop, rows))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _reader(args) as reader:
+        if args.json:
+            print(json.dumps(reader.status_json()))
+        else:
+            run = reader.latest_run()
+            print(format_status(run, reader.status(run.run_id) if run else []))
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
     for name in args.loops:
@@ -146,9 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_headless(config: Config, args: argparse.Namespace) -> int:
-    supervisor = runtime.Supervisor(config, exit_when_idle=True)
     printer = HeadlessPrinter(json_lines=args.json, transcripts=not args.quiet)
-    return await run_with_printer(supervisor, printer)
+    async with durable_supervisor(config, resume=args.resume) as supervisor:
+        return await run_with_printer(supervisor, printer)
 
 
 async def run_with_printer(supervisor: runtime.Supervisor, printer: HeadlessPrinter) -> int:

@@ -63,7 +63,7 @@ class Supervisor:
         self._wall_before = resume.wall_s if resume else 0.0
         self._tg: anyio.abc.TaskGroup | None = None
         self._changed = anyio.Event()
-        self._end_reason = ""
+        self.end_reason = ""
         self._global_exhausted = False
         self._interrupted = False
         self._finished = False
@@ -146,9 +146,9 @@ class Supervisor:
                     tg.start_soon(self._watch, tg)
             if wall_scope.cancelled_caught:
                 self._global_exhausted = True
-                self._end_reason = f"global wall budget ({wall:g}s) used up"
+                self.end_reason = f"global wall budget ({wall:g}s) used up"
                 for runner in self.runners.values():
-                    runner.force_end("exhausted", self._end_reason)  # publishes the change
+                    runner.force_end("exhausted", self.end_reason)  # publishes the change
         except BaseException:
             self._interrupted = True
             self._finish_run()
@@ -171,7 +171,7 @@ class Supervisor:
             usd=stats.usd_spent,
             wall_s=self.wall_s,
             exit_code=code,
-            reason=self._end_reason,
+            reason=self.end_reason,
         )
         self._publish(summary)
         return summary
@@ -188,9 +188,9 @@ class Supervisor:
             crossed = self.ledger.exhausted_dimension()
             if crossed is not None:
                 self._global_exhausted = True
-                self._end_reason = f"global {crossed} budget used up"
+                self.end_reason = f"global {crossed} budget used up"
                 for runner in self.runners.values():
-                    runner.force_end("exhausted", self._end_reason)
+                    runner.force_end("exhausted", self.end_reason)
             runners = list(self.runners.values())
             if all(r.done for r in runners):
                 if self.exit_when_idle:
@@ -199,7 +199,7 @@ class Supervisor:
                 continue
             waiting = [r for r in runners if not r.done]
             if self.exit_when_idle and all(r.needs_attention for r in waiting):
-                self._end_reason = "every unfinished loop waits for a person: " + ", ".join(
+                self.end_reason = "every unfinished loop waits for a person: " + ", ".join(
                     r.spec.name for r in waiting
                 )
                 tg.cancel_scope.cancel()
@@ -228,7 +228,7 @@ class Supervisor:
         for runner in self.runners.values():
             if not runner.done and not runner.needs_attention:
                 runner.force_end("stopped", reason)
-        self._end_reason = reason
+        self.end_reason = reason
         self._control("shutdown", None, reason)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
