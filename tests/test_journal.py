@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -695,3 +696,94 @@ async def test_a_real_run_journals_iterations_and_a_ledger_matching_its_summary(
         assert "DONE" in reader.iteration_detail("a", 3).transcript
         assert reader.iteration_detail("a", 3).prompt.startswith("Do the task. Iteration 3 of 5")
     assert [k for k, _, s in _ledger(state) if s is not None] == []  # nothing was left open
+
+
+_SUPERVISOR = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import anyio
+    from supervisor.config import load_config
+    from supervisor.journal import Journal
+    from supervisor.runtime import Supervisor
+
+    async def main() -> None:
+        config = load_config(Path(sys.argv[1]))
+        journal = Journal.open(config.supervisor.state_dir)
+        sup = Supervisor(config, run_id="killed")
+        journal.start_run(sup.run_id, config.path, config.path.read_text(), loops=config.loops)
+        sup.add_sink(journal.record)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(journal.run_writer)
+            await sup.run()
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    """
+)
+
+
+def _streaming_iteration_2(state: Path) -> bool:
+    if not (state / JOURNAL_NAME).exists():
+        return False
+    errors = (JournalError, sqlite3.OperationalError)
+    with contextlib.suppress(*errors), JournalReader(state) as reader:
+        rows = reader.loop_iterations("a")
+        return len(rows) >= 2 and reader.iteration_detail("a", 2).transcript.count(" ") > 20
+    return False
+
+
+def test_kill_9_of_a_real_supervisor_mid_iteration_resumes_that_iteration(
+    tmp_path: Path,
+) -> None:
+    from helpers import loop, sim_agent, supervisor_table, write_config
+
+    (tmp_path / "a").mkdir()
+    config_path = write_config(
+        tmp_path,
+        supervisor_table(max_concurrent=1),
+        sim_agent("slow", rate=400, reply_tokens=400, converge_after=99, done_text="DONE"),
+        loop("a", "slow", workspace="a", done_marker="DONE", max_iterations=9),
+    )
+    text = config_path.read_text().replace(
+        "[supervisor]\n", f"[supervisor]\nstate_dir = {json.dumps(str(tmp_path / 'st'))}\n", 1
+    )
+    config_path.write_text(text)
+    state = tmp_path / "st"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR, str(config_path)], start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until iteration 2 has streamed some text
+            time.sleep(0.05)
+            if _streaming_iteration_2(state):
+                break
+        else:
+            pytest.fail("the supervisor did not reach iteration 2")
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    journal = Journal.open(state)
+    assert journal.find_resumable_run() == "killed"
+    with sqlite3.connect(state / JOURNAL_NAME) as conn:
+        usage = sum(
+            ev.event_from_dict(json.loads(t)).tokens  # type: ignore[attr-defined]
+            for (t,) in conn.execute("SELECT json FROM events WHERE type = 'usage'")
+        )
+    first = journal.load_resume("killed")
+    again = journal.load_resume("killed")
+    journal.close()
+    a = first.loops["a"]
+    assert a.next_iteration == a.interrupted_iteration == 2
+    assert a.tokens == usage  # usage was streamed: charged once, the reservation released
+    assert a.charged_at_reservation == 0
+    assert again == first
+    with JournalReader(state) as reader:
+        rows = reader.loop_iterations("a")
+        assert [(r.iteration, r.outcome) for r in rows] == [(1, "continue"), (2, "interrupted")]
+        assert reader.iteration_detail("a", 2).transcript.count(" ") > 20  # partial text kept
+    settled = [k for k, _, s in _ledger(state) if s is not None]
+    assert settled == ["release"]
