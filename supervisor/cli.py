@@ -128,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sys.stdout.isatty():
             args_list.append("--headless")
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse exits 2 on a usage error: that code means "budget"
+        return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": cmd_run,
         "check": cmd_check,
