@@ -2,9 +2,9 @@
 
 Recordings in tests/data/stream_json/ were printed by claude 2.1.332 (`-p ...
 --output-format stream-json --verbose`, some with `--include-partial-messages`)
-talking to a local fake Messages API; only paths were rewritten. The fake model is
-`claude-opus-5-5`, which has no price in our table, so USD during the run is 0.0
-and the result line's figure arrives as one correction. `malformed_and_unknown.jsonl`
+talking to a local fake Messages API; only paths were rewritten. Most tests give the parser
+no price function, so USD during the run is 0.0 and the result line's figure arrives
+as one correction; the priced path is tested with a table price. `malformed_and_unknown.jsonl`
 is hand-written (older CLI shape, multi-block messages, garbage lines, a priced model).
 """
 
