@@ -1,0 +1,1 @@
+"""loopvisor's Textual operator console (imported only when a terminal UI is wanted)."""

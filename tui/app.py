@@ -1,0 +1,387 @@
+"""LoopvisorApp: the operator console, for a local supervisor or an attached one.
+
+The app only talks to a `SupervisorHandle` (snapshot, subscribe, control operations),
+so the same screens serve `loopvisor` (local: the supervisor's `run()` is given as
+`run_supervisor` and runs in a worker on Textual's own asyncio loop, where anyio's
+asyncio backend works unchanged: events reach widgets without a thread hop) and
+`loopvisor attach` (a remote handle: the app only observes and controls).
+
+Data flow: one worker subscribes to events and keeps per-loop transcript lines
+(`model.Transcripts`); a 15 Hz timer lets screens pull new lines; a 4 Hz poll of
+`handle.snapshot()` (sooner after each control operation) drives the table and
+gauges in one batch update. Nothing is updated per token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from supervisor import events as ev
+from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
+
+from .commands import LoopCommands
+from .live import Live
+from .model import BurnWindow, IterationLog, Transcripts, wait_deadline
+from .screens.confirm import ConfirmScreen
+from .screens.main import MainScreen
+from .stepin import step_in
+
+if TYPE_CHECKING:
+    from supervisor.spec import Config
+
+RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "scheduled"})
+NEAR_EXHAUSTION = 0.8
+
+
+class LoopvisorApp(App[int]):
+    TITLE = "loopvisor"
+    COMMANDS = App.COMMANDS | {LoopCommands}
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {"main": MainScreen}
+    DEFAULT_MODE: ClassVar[str] = "main"  # (a mode, not get_default_screen: loads CSS_PATH)
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        Binding("ctrl+d", "detach", "Detach", show=False),
+    ]
+
+    def __init__(
+        self,
+        handle: SupervisorHandle,
+        *,
+        title: str,
+        run_supervisor: Callable[[], Awaitable[object]] | None = None,
+        detach_mode: bool = False,
+        state_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        snapshot_interval: float = 0.25,
+        flush_interval: float = 1 / 15,
+    ) -> None:
+        super().__init__()
+        self.handle = handle
+        self.title = title
+        self.detach_mode = detach_mode
+        self.state_dir = state_dir
+        """Where the journal is (history of finished loops); None: in-memory history only."""
+        self.clock = clock
+        self.snapshot_interval = snapshot_interval
+        self.flush_interval = flush_interval
+        self.snapshot: RunSnapshot | None = None
+        self.transcripts = Transcripts()
+        self.iterations = IterationLog()
+        self.burn = BurnWindow()
+        self.wait_deadlines: dict[str, float] = {}
+        self.summary: ev.RunFinished | None = None
+        self.run_done = False
+        self._run_supervisor = run_supervisor
+        self._quitting = False
+        self._warned: set[str] = set()
+        self._poke = anyio.Event()
+
+    def on_mount(self) -> None:
+        self.run_worker(self._feed(), name="events", group="feed")
+        self.run_worker(self._poll(), name="snapshots", group="feed")
+        if self._run_supervisor is not None:
+            self.run_worker(self._run(), name="supervisor", group="supervisor")
+        self.set_interval(self.flush_interval, self._tick, name="flush")
+
+    # -- data -------------------------------------------------------------------
+    async def _feed(self) -> None:
+        try:
+            async with self.handle.subscribe(max_buffer=20_000) as events:
+                self._apply_snapshot(await self.handle.snapshot(), seed=True)
+                async for event in events:
+                    if isinstance(event, ev.EventsDropped):
+                        self._apply_snapshot(await self.handle.snapshot(), seed=True)
+                        continue
+                    self._on_event(event)
+        except Exception as exc:  # a remote handle can go away; say so, keep the screen
+            self.notify(f"event stream ended: {exc}", severity="error", timeout=30)
+
+    async def _poll(self) -> None:
+        failed = False
+        while True:
+            try:
+                snapshot = await self.handle.snapshot()
+            except Exception as exc:
+                if not failed:
+                    self.notify(f"cannot read the supervisor: {exc}", severity="error")
+                failed = True
+            else:
+                failed = False
+                self._apply_snapshot(snapshot)
+            with anyio.move_on_after(self.snapshot_interval):
+                await self._poke.wait()
+            self._poke = anyio.Event()
+
+    def poke(self) -> None:
+        """Refresh the snapshot now (after a control operation)."""
+        self._poke.set()
+
+    def _apply_snapshot(self, snapshot: RunSnapshot, *, seed: bool = False) -> None:
+        self.snapshot = snapshot
+        if seed:
+            for loop in snapshot.loops:
+                self.transcripts.seed(loop.name, loop.transcript_tail, force=True)
+        budget = snapshot.budget
+        self.burn.add(self.clock(), budget.tokens, budget.usd, budget.cpu_s)
+        self._check_budget(snapshot)
+        for screen in self.screen_stack:
+            if isinstance(screen, Live) and screen.is_mounted:
+                screen.live_snapshot(snapshot)
+
+    def _tick(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, Live) and screen.is_mounted:
+                screen.live_tick()
+
+    def _on_event(self, event: ev.Event) -> None:
+        self.transcripts.apply(event)
+        self.iterations.apply(event)
+        if isinstance(event, ev.LoopStateChanged):
+            deadline = wait_deadline(event)
+            if deadline is None:
+                self.wait_deadlines.pop(event.loop, None)
+            else:
+                self.wait_deadlines[event.loop] = deadline
+            if event.state in ("stuck", "paused", "failed"):
+                self.poke()
+        elif isinstance(event, ev.StuckDetected):
+            title = "cost spike" if event.detector == "cost_spike" else "stuck"
+            self.notify(
+                f"{event.loop}: {event.evidence} → {event.action}",
+                title=title,
+                severity="warning",
+                timeout=10,
+            )
+        elif isinstance(event, ev.BudgetWarning):
+            self.notify(event.message, title=f"budget: {event.scope}", severity="warning")
+        elif isinstance(event, ev.RunFinished):
+            self.summary = event
+
+    def _check_budget(self, snapshot: RunSnapshot) -> None:
+        b = snapshot.budget
+        lim = b.limits
+        for name, used, limit in (
+            ("tokens", b.tokens, lim.tokens),
+            ("USD", b.usd, lim.usd),
+            ("wall", b.wall_s, lim.wall),
+            ("CPU", b.cpu_s, lim.cpu),
+        ):
+            share = used / limit if limit else 0.0
+            if share >= NEAR_EXHAUSTION and name not in self._warned:
+                self._warned.add(name)
+                self.notify(
+                    f"global {name} budget at {share:.0%}",
+                    title="budget nearly used up",
+                    severity="warning",
+                    timeout=10,
+                )
+            elif share < NEAR_EXHAUSTION:
+                self._warned.discard(name)
+
+    # -- the local supervisor ------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._run_supervisor is not None
+        try:
+            result = await self._run_supervisor()
+        except Exception as exc:
+            self.run_done = True
+            self.notify(f"the supervisor failed: {exc!r}", severity="error", timeout=60)
+            return
+        self.run_done = True
+        if isinstance(result, ev.RunFinished):
+            self.summary = result
+        if self._quitting:
+            self.exit(self.summary.exit_code if self.summary else 0)
+            return
+        self.poke()
+        if self.summary is not None:
+            why = f": {self.summary.reason}" if self.summary.reason else ""
+            self.notify(
+                f"exit code {self.summary.exit_code}{why}; q quits",
+                title="run finished",
+                timeout=30,
+            )
+
+    # -- lookups ------------------------------------------------------------------
+    def loop(self, name: str) -> LoopSnapshot | None:
+        if self.snapshot is None:
+            return None
+        return next((loop for loop in self.snapshot.loops if loop.name == name), None)
+
+    @property
+    def main(self) -> MainScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+
+    @property
+    def focused_loop(self) -> str | None:
+        main = self.main
+        return main.focused_loop if main is not None else None
+
+    def focus_loop(self, name: str) -> None:
+        main = self.main
+        if main is not None:
+            main.focus_loop(name)
+
+    # -- operator actions ----------------------------------------------------------
+    def control(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """Run one control operation in a worker; a refusal becomes a notification."""
+
+        async def run() -> None:
+            try:
+                await op()
+            except ControlError as exc:
+                self.notify(str(exc), title=f"{what}: refused", severity="error")
+            else:
+                self.notify(what, timeout=3)
+            self.poke()
+
+        self.run_worker(run(), group="control")
+
+    def toggle_pause(self, name: str) -> None:
+        loop = self.loop(name)
+        if loop is not None and loop.state in ("paused", "stuck"):
+            self.control(f"resume {name}", lambda: self.handle.resume(name))
+        else:
+            self.control(f"pause {name}", lambda: self.handle.pause(name))
+
+    def ask_stop(self, name: str) -> None:
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self.control(f"stop {name}", lambda: self.handle.stop(name))
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Stop loop {name!r}?",
+                "Its running turn is cancelled and its processes killed. `r` restarts it.",
+                [("y", "Stop it", "stop"), ("n", "Cancel", None)],
+            ),
+            done,
+        )
+
+    def restart(self, name: str) -> None:
+        self.control(f"restart {name}", lambda: self.handle.restart(name))
+
+    def pause_all(self) -> None:
+        self.control("pause all", lambda: self.handle.pause(None))
+
+    def resume_all(self) -> None:
+        self.control("resume all", lambda: self.handle.resume(None))
+
+    def stop_all(self) -> None:
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self.control("stop all", lambda: self.handle.stop(None))
+
+        self.push_screen(
+            ConfirmScreen(
+                "Stop every loop?",
+                "Running turns are cancelled and their processes killed.",
+                [("y", "Stop all", "stop"), ("n", "Cancel", None)],
+            ),
+            done,
+        )
+
+    def edit(self, name: str) -> None:
+        from .screens.edit import EditScreen
+
+        if (loop := self.loop(name)) is not None:
+            self.push_screen(EditScreen(loop))
+
+    def inject(self, name: str) -> None:
+        from .screens.inject import InjectScreen
+
+        self.push_screen(InjectScreen(name))
+
+    def step_in(self, name: str) -> None:
+        self.run_worker(step_in(self, name), group="step-in", exclusive=True)
+
+    def history(self, name: str) -> None:
+        from .screens.history import HistoryScreen
+
+        self.push_screen(HistoryScreen(name))
+
+    def inbox(self) -> None:
+        from .screens.inbox import InboxScreen
+
+        self.push_screen(InboxScreen())
+
+    def help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    # -- leaving ------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        self.request_quit()
+
+    def action_detach(self) -> None:
+        if self.detach_mode:
+            self.exit(0)
+
+    def request_quit(self) -> None:
+        """`q`: detach (attach mode), or stop the run and quit, asking if loops run."""
+        if self.detach_mode:
+            self.exit(0)
+            return
+        if self.run_done:
+            self.exit(self.summary.exit_code if self.summary else 0)
+            return
+        snapshot = self.snapshot
+        loops = snapshot.loops if snapshot else ()
+        running = [loop.name for loop in loops if loop.state in RUNNING_STATES]
+        if not running:
+            self._stop_and_quit()
+            return
+
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self._stop_and_quit()
+
+        names = ", ".join(running[:5]) + (" …" if len(running) > 5 else "")
+        self.push_screen(
+            ConfirmScreen(
+                f"{len(running)} loop(s) still running",
+                f"{names}\nQuitting stops them (their processes are killed).",
+                [("s", "Stop them and quit", "stop"), ("escape", "Cancel", None)],
+            ),
+            done,
+        )
+
+    def _stop_and_quit(self) -> None:
+        self._quitting = True
+        if self._run_supervisor is None:
+            self.control("shut down", self.handle.shutdown)
+            self.exit(0)
+            return
+        self.control("shut down", self.handle.shutdown)
+
+
+def run_tui(config: Config, *, resume: bool = False) -> int:
+    """`loopvisor [CONFIG]` on a terminal: the console over an in-process supervisor."""
+    from supervisor.runtime import Supervisor
+
+    supervisor = Supervisor(config, exit_when_idle=False)
+
+    async def run_supervisor() -> ev.RunFinished:
+        try:
+            return await supervisor.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await supervisor.aclose()
+
+    app = LoopvisorApp(
+        supervisor,
+        title=f"loopvisor · {config.path.name}",
+        run_supervisor=run_supervisor,
+        state_dir=config.supervisor.state_dir,
+    )
+    app.run()
+    return supervisor.exit_code()

@@ -1,0 +1,119 @@
+"""InboxScreen (`a`): every loop that needs a person, with the evidence and the keys."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from supervisor.api import LoopSnapshot, RunSnapshot
+
+from .. import format as fmt
+from ..live import lv
+
+HINT = "enter step in · p resume · e edit · i inject · r restart · s stop · h history"
+
+
+def entry(loop: LoopSnapshot) -> Text:
+    mark, mark_style = fmt.marker(loop)
+    text = Text()
+    text.append(f"{mark} ", style=mark_style)
+    text.append(loop.name, style="bold")
+    text.append(f"  {loop.state}", style=fmt.STATE_STYLE.get(loop.state, ""))
+    text.append(
+        f"  iteration {loop.iteration}/{loop.max_iterations} · {fmt.tokens(loop.tokens)} tok"
+        f" · {fmt.usd(loop.usd)} · {fmt.percent(fmt.share(loop))} of budget",
+        style="dim",
+    )
+    evidence = loop.evidence or loop.reason or "(no reason recorded)"
+    text.append(f"\n  {evidence}")
+    if loop.reason and loop.evidence and loop.reason not in loop.evidence:
+        text.append(f"\n  {loop.reason}", style="dim")
+    if loop.last_check:
+        text.append(f"\n  last check: {loop.last_check}", style="dim")
+    text.append(f"\n  {HINT}", style="italic dim")
+    return text
+
+
+class InboxScreen(Screen[None]):
+    CSS_PATH = "inbox.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "back"),
+        Binding("a", "back", "back", show=False),
+        Binding("p", "act('toggle_pause')", "resume"),
+        Binding("e", "act('edit')", "edit"),
+        Binding("i", "act('inject')", "inject"),
+        Binding("r", "act('restart')", "restart"),
+        Binding("s", "act('ask_stop')", "stop"),
+        Binding("h", "act('history')", "history"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: list[tuple[str, str]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("Attention inbox", id="heading")
+        yield OptionList(id="entries")
+        yield Static("Nothing needs you. esc goes back.", id="empty")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        snapshot = lv(self).snapshot
+        if snapshot is not None:
+            self.live_snapshot(snapshot)
+        self.query_one(OptionList).focus()
+
+    def live_snapshot(self, snapshot: RunSnapshot) -> None:
+        loops = [loop for loop in snapshot.loops if fmt.needs_person(loop)]
+        texts = [(loop.name, entry(loop)) for loop in loops]
+        shown = [(name, text.plain) for name, text in texts]
+        n = len(loops)
+        self.query_one("#heading", Static).update(
+            f"Attention inbox · {n} loop{'s' if n != 1 else ''} need{'s' if n == 1 else ''} you"
+        )
+        self.query_one("#empty").display = not loops
+        self.query_one(OptionList).display = bool(loops)
+        if shown == self._shown:
+            return
+        self._shown = shown
+        options = self.query_one(OptionList)
+        current = self.selected
+        options.clear_options()
+        options.add_options([Option(text, id=name) for name, text in texts])
+        names = [name for name, _ in texts]
+        if names:
+            options.highlighted = names.index(current) if current in names else 0
+
+    def live_tick(self) -> None:
+        return None
+
+    @property
+    def selected(self) -> str | None:
+        options = self.query_one(OptionList)
+        if options.highlighted is None or options.option_count == 0:
+            return None
+        return options.get_option_at_index(options.highlighted).id
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id:
+            lv(self).focus_loop(event.option.id)
+            lv(self).step_in(event.option.id)
+
+    def action_act(self, what: str) -> None:
+        name = self.selected
+        if name is None:
+            self.notify("nothing selected", timeout=3)
+            return
+        lv(self).focus_loop(name)
+        getattr(lv(self), what)(name)
+
+    def action_back(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,213 @@
+"""The main screen: gauges, the loops table, the focused loop's live transcript, keys."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from supervisor.api import LoopSnapshot, RunSnapshot
+
+from .. import format as fmt
+from ..live import lv
+from ..model import older_lines
+from ..widgets.gauges import BudgetGauges, GaugeData
+from ..widgets.loop_table import LoopTable
+from ..widgets.transcript import TranscriptView
+
+KEYS: list[BindingType] = [
+    Binding("p", "pause", "pause"),
+    Binding("s", "stop", "stop"),
+    Binding("r", "restart", "restart", show=False),
+    Binding("e", "edit", "edit"),
+    Binding("i", "inject", "inject"),
+    Binding("enter", "step_in", "step in"),
+    Binding("slash", "filter", "filter", show=False),
+    Binding("a", "inbox", "inbox"),
+    Binding("h", "history", "history", show=False),
+    Binding("question_mark", "help", "help"),
+    Binding("q", "quit", "quit"),
+    Binding("escape", "clear_filter", "clear filter", show=False),
+]
+
+
+def loop_title(loop: LoopSnapshot) -> str:
+    parts = [loop.name, f"{loop.agent} ({loop.agent_kind})", loop.state]
+    if loop.reason:
+        parts[-1] += f": {loop.reason}"
+    if loop.evidence and loop.evidence not in loop.reason:
+        parts.append(f"evidence: {loop.evidence}")
+    return " · ".join(parts)
+
+
+class MainScreen(Screen[None]):
+    CSS_PATH = "main.tcss"
+    BINDINGS = KEYS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._title = ""
+
+    def compose(self) -> ComposeResult:
+        yield BudgetGauges(id="gauges")
+        yield LoopTable(id="loops")
+        yield Input(placeholder="filter: name or state (enter keeps, esc clears)", id="filter")
+        yield Static(id="loop-title")
+        yield TranscriptView(id="transcript")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(LoopTable).focus()
+
+    # -- live data ----------------------------------------------------------------
+    @property
+    def table(self) -> LoopTable:
+        return self.query_one(LoopTable)
+
+    @property
+    def transcript(self) -> TranscriptView:
+        return self.query_one(TranscriptView)
+
+    @property
+    def focused_loop(self) -> str | None:
+        return self.table.focused_loop
+
+    def focus_loop(self, name: str) -> None:
+        if not self.table.focus_loop(name):
+            self.table.query_text = ""
+            self.query_one("#filter", Input).value = ""
+            self._refresh_table()
+            self.table.focus_loop(name)
+
+    def live_snapshot(self, snapshot: RunSnapshot) -> None:
+        app = lv(self)
+        with app.batch_update():
+            self.table.show(snapshot.loops, app.wait_deadlines, app.clock())
+            summary = app.summary
+            finished = (
+                f"run finished: exit code {summary.exit_code}" if summary and app.run_done else ""
+            )
+            self.query_one(BudgetGauges).update_data(
+                GaugeData(
+                    budget=snapshot.budget,
+                    burn=app.burn.rate(),
+                    needs_person=sum(fmt.needs_person(loop) for loop in snapshot.loops),
+                    finished=finished,
+                )
+            )
+            self._show_focused(sync_transcript=False)
+
+    def live_tick(self) -> None:
+        self._show_focused(sync_transcript=True)
+
+    def _refresh_table(self) -> None:
+        app = lv(self)
+        if app.snapshot is not None:
+            with app.batch_update():
+                self.table.show(app.snapshot.loops, app.wait_deadlines, app.clock())
+
+    def _show_focused(self, *, sync_transcript: bool) -> None:
+        app = lv(self)
+        name = self.focused_loop
+        title = self.query_one("#loop-title", Static)
+        loop = app.loop(name) if name else None
+        text = loop_title(loop) if loop else "no loop selected"
+        if text != self._title:
+            self._title = text
+            title.update(text)
+            title.set_class(loop is not None and fmt.needs_person(loop), "attention")
+        if name is not None and (sync_transcript or self.transcript.source != name):
+            self.transcript.sync(name, app.transcripts.get(name))
+
+    @on(DataTable.RowHighlighted)
+    def _row_changed(self) -> None:
+        self._show_focused(sync_transcript=True)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self) -> None:
+        self.action_step_in()
+
+    @on(TranscriptView.NeedOlder)
+    def _need_older(self, message: TranscriptView.NeedOlder) -> None:
+        if message.view.source is not None:
+            self._load_older(message.view.source)
+
+    @work(group="older", exclusive=True)
+    async def _load_older(self, name: str) -> None:
+        view = self.transcript
+        shown = view.lines
+        fetched = await lv(self).handle.transcript(name, limit=len(shown) + 500)
+        if view.source == name:
+            view.prepend(older_lines(fetched, view.lines))
+
+    # -- filter -----------------------------------------------------------------
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.table.query_text = event.value
+        self._refresh_table()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        box = self.query_one("#filter", Input)
+        if not box.value:
+            box.remove_class("shown")
+        self.table.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("shown")
+        self.table.query_text = ""
+        self._refresh_table()
+        self.table.focus()
+
+    # -- actions on the focused loop ----------------------------------------------
+    def _with_loop(self) -> str | None:
+        name = self.focused_loop
+        if name is None:
+            self.notify("no loop selected", severity="warning", timeout=3)
+        return name
+
+    def action_pause(self) -> None:
+        if name := self._with_loop():
+            lv(self).toggle_pause(name)
+
+    def action_stop(self) -> None:
+        if name := self._with_loop():
+            lv(self).ask_stop(name)
+
+    def action_restart(self) -> None:
+        if name := self._with_loop():
+            lv(self).restart(name)
+
+    def action_edit(self) -> None:
+        if name := self._with_loop():
+            lv(self).edit(name)
+
+    def action_inject(self) -> None:
+        if name := self._with_loop():
+            lv(self).inject(name)
+
+    def action_step_in(self) -> None:
+        if name := self._with_loop():
+            lv(self).step_in(name)
+
+    def action_history(self) -> None:
+        if name := self._with_loop():
+            lv(self).history(name)
+
+    def action_inbox(self) -> None:
+        lv(self).inbox()
+
+    def action_help(self) -> None:
+        lv(self).help()
+
+    async def action_quit(self) -> None:
+        lv(self).request_quit()

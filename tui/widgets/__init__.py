@@ -1,0 +1,1 @@
+"""Widgets of the console: the loops table, the transcript view, the budget gauges."""
