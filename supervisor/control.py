@@ -31,7 +31,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import protocol as proto
@@ -178,18 +177,21 @@ class ControlServer:
         """Listen until cancelled; the socket file is removed on the way out."""
         sock, inode = await anyio.to_thread.run_sync(_bind, self.path)
         try:
-            listener = await anyio.abc.SocketListener.from_socket(sock)
-            async with listener, anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as tg:
                 task_status.started()
                 while True:
+                    await anyio.wait_readable(sock)
                     try:
-                        stream = await listener.accept()
+                        conn, _ = sock.accept()
+                    except BlockingIOError:
+                        continue
                     except OSError as exc:  # EMFILE and friends: back off, keep serving
                         log.warning("accept failed: %s", exc)
                         await anyio.sleep(0.1)
                         continue
-                    tg.start_soon(self._serve_client, stream)
+                    tg.start_soon(self._serve_client, conn)
         finally:
+            sock.close()
             with contextlib.suppress(OSError):
                 if self.path.stat().st_ino == inode:
                     self.path.unlink()
@@ -199,9 +201,17 @@ class ControlServer:
         while self._forwarders:
             await self._forwarders_done.wait()
 
-    async def _serve_client(self, stream: anyio.abc.SocketStream) -> None:
+    async def _serve_client(self, conn: socket.socket) -> None:
+        try:
+            uid = proto.peer_uid(conn)
+            conn.setblocking(False)
+            # Transport-based stream: see protocol.connect for why not UNIXSocketStream.
+            stream = await anyio.abc.SocketStream.from_socket(conn)
+        except OSError as exc:
+            conn.close()
+            log.warning("could not set up a control connection: %s", exc)
+            return
         async with stream:
-            uid = proto.peer_uid(stream.extra(SocketAttribute.raw_socket))
             refusal = None
             if uid != self.allowed_uid:
                 refusal = f"permission denied: uid {uid} may not use this socket"
@@ -502,7 +512,10 @@ class RemoteSupervisor:
             tg = await self._stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(self._read_loop)
         except BaseException:
-            await self._stack.aclose()
+            with anyio.CancelScope(shield=True):
+                if self._stream is not None:
+                    await self._stream.aclose()
+                await self._stack.aclose()
             raise
         return self
 
@@ -512,17 +525,19 @@ class RemoteSupervisor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._stream is not None:
-            await self._stream.aclose()
-        await self._stack.aclose()
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._stream is not None:
+                    await self._stream.aclose()  # the reader sees EOF and ends
+        finally:
+            await self._stack.aclose()
 
     async def _connect(self) -> None:
         path = self.socket_path
         if not (path.exists() or path.is_symlink()):
             raise self._not_serving(f"no socket at {path}")
         try:
-            with proto.unix_address(path) as addr, anyio.fail_after(self.timeout):
-                stream = await anyio.connect_unix(addr)
+            stream = await proto.connect(path, self.timeout)
         except ConnectionRefusedError:
             raise self._not_serving(f"stale socket at {path}: connection refused") from None
         except (OSError, TimeoutError) as exc:

@@ -9,8 +9,9 @@ One JSON object per line, UTF-8, `\\n`-terminated, in both directions:
   `{"id": 7, "ok": false, "error": "...", "kind": "control"}`
 - server → subscribed client: `{"event": {...Event.to_dict()}}`
 
-This module only frames and validates: it never touches a socket or a supervisor,
-so the server, the client and the tests share one definition of "well-formed".
+This module frames and validates (and holds the small socket helpers both ends
+share); it never touches a supervisor, so the server, the client and the tests
+share one definition of "well-formed".
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
-from anyio.abc import ByteReceiveStream
+import anyio
+from anyio.abc import ByteReceiveStream, SocketStream
 
 VERSION: Final = 1
 MAX_REQUEST_LINE: Final = 1 << 20
@@ -272,3 +274,22 @@ def peer_uid(sock: socket.socket) -> int | None:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return int(uid)
+
+
+async def connect(path: Path, timeout: float = 5.0) -> SocketStream:
+    """A connected stream to the Unix socket at `path` (OSError if nobody listens).
+
+    Transport-based (`SocketStream.from_socket`), like the server's side: anyio's raw
+    `UNIXSocketStream` can hit a cancelled-future race when a blocked `receive()` is
+    cancelled just as data arrives.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        with unix_address(path) as addr:
+            await anyio.to_thread.run_sync(sock.connect, addr)
+        sock.setblocking(False)
+        return await SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
