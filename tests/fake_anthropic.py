@@ -32,7 +32,8 @@ Behaviour:
   honoured: output never exceeds it, the reply is truncated with stop_reason
   "max_tokens" (a tool_use block that does not fit entirely is dropped).
 - `totals` is the server's own bill: the usage it reported in each response (for a
-  stream cut or hung after message_start: that message_start usage only).
+  stream cut, ended by an error event or hung after message_start: that
+  message_start usage only).
 - Optional `anthropic-ratelimit-*` headers (`ratelimit=RateLimitWindow(...)`): like the
   real API, a token bucket per dimension that holds a full `window`'s allowance and
   refills continuously; with `enforce=True` a request finding the requests bucket empty
@@ -67,6 +68,7 @@ __all__ = [
     "hang",
     "input_tokens_for",
     "json_reply",
+    "stream_error",
     "text",
     "tokens_for_json",
     "tokens_for_text",
@@ -137,6 +139,8 @@ class Reply:
     """Seconds between SSE events (to observe streaming)."""
     cut_after: int | None = None
     """Close the connection (mid chunked body) after this many content deltas."""
+    error_event: str | None = None
+    """With cut_after: send an SSE `error` event of this type there instead of cutting."""
     status: int = 200
     error_message: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -223,6 +227,17 @@ def hang(seconds: float = 30.0, *, after_start: bool = False) -> Reply:
 def cut(s: str = "This stream will be cut off half way through.", *, after: int = 3) -> Reply:
     """Stream `s` but close the connection after `after` text deltas (no message_delta)."""
     return Reply(blocks=(TextBlock(s),), cut_after=after)
+
+
+def stream_error(
+    error_type: str = "overloaded_error",
+    s: str = "This stream ends in an error event half way through.",
+    *,
+    after: int = 3,
+) -> Reply:
+    """Stream `s`, then after `after` text deltas an SSE `event: error` (as the API does
+    when it is overloaded mid-stream) and the end of the body."""
+    return Reply(blocks=(TextBlock(s),), cut_after=after, error_event=error_type)
 
 
 def json_reply(s: str = "Hello from the fake.") -> Reply:
@@ -320,7 +335,9 @@ class FakeAnthropic:
         httpd = _Server(("127.0.0.1", 0), _Handler)
         httpd.fake = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="fake-anthropic")
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-anthropic"
+        )
         self._thread.daemon = True
         self._thread.start()
         return self
@@ -647,6 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _describe(reply: Reply, plan: _Plan) -> str:
+        if reply.error_event is not None:
+            return f"stream error {reply.error_event}"
         if reply.cut_after is not None:
             return "cut"
         if any(isinstance(b, ToolUseBlock) for b in plan.blocks):
@@ -694,6 +713,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._chunk(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
 
     def _stream(self, reply: Reply, plan: _Plan, body: Mapping[str, Any]) -> None:
+        try:
+            self._stream_events(reply, plan, body)
+        except _Cut:
+            if reply.error_event is None:
+                raise
+            error = {"type": reply.error_event, "message": f"fake {reply.error_event}"}
+            self._event("error", {"type": "error", "error": error})
+            self._chunk(b"")
+
+    def _stream_events(self, reply: Reply, plan: _Plan, body: Mapping[str, Any]) -> None:
         fake = self.fake
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")

@@ -1,0 +1,500 @@
+"""`kind = "anthropic"`: the Messages API through the official SDK, streamed.
+
+One turn is a small agent loop: send the conversation, stream the reply (text deltas
+reach the transcript as they arrive), run the tool calls it asks for in the
+workspace, send the results, until the model stops or `max_turns` requests were made.
+
+Budget. Before every request the agent reserves `input estimate + max_tokens` from
+the loop's TurnBudget and clamps `max_tokens` to the grant, so output can never
+overshoot. The input estimate must never be below the real input, or the reservation
+would be short:
+- first choice, `POST /v1/messages/count_tokens` (free, its own rate limit) plus a
+  2 % margin (at least 8 tokens), since the API calls its count an estimate;
+- when that endpoint is unavailable: the UTF-8 byte length of the request's JSON
+  (system + messages + tools) plus 512. A token is never shorter than one byte, the
+  JSON quoting and keys outweigh the per-message formatting tokens, and 512 covers
+  the system prompt the API adds for tool use. Generous, but it cannot undercount.
+Usage from `message_start` and `message_delta` (cumulative) is turned into deltas
+and yielded as it arrives, with the model named so that the loop prices it.
+
+Errors. SDK retries are off; 429 (honouring retry-after), 529, 5xx, timeouts and
+cut streams are retried here with capped exponential backoff and jitter, each
+announced as `Waiting(retry=True)` so the loop counts it toward `retries` (and
+ends the turn when they run out). Usage already seen on a failed attempt stays
+charged once; streamed partial text stays in the transcript but not in the
+conversation. Other 4xx end the turn as `AgentFailed(retryable=False)`.
+
+The API key comes from ANTHROPIC_API_KEY only and never appears in events:
+messages are scrubbed, and the `run` tool does not inherit it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import anyio
+from anthropic.types import (
+    InputJSONDelta,
+    RawContentBlockDeltaEvent,
+    RawContentBlockStartEvent,
+    RawMessageDeltaEvent,
+    RawMessageStartEvent,
+)
+from anthropic.types import TextDelta as SDKTextDelta
+
+from ..ratelimit import RateLimiter, retry_after_seconds
+from ..spec import AnthropicAgentSpec, LoopSpec
+from ..tools import Workspace, tool_definitions
+from . import AgentContext
+from .base import (
+    AgentEvent,
+    AgentFailed,
+    AgentRequest,
+    Done,
+    Resumed,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    Waiting,
+)
+
+try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
+    import httpx2 as _http
+except ImportError:  # pragma: no cover
+    import httpx as _http  # type: ignore[no-redef, import-not-found, unused-ignore]
+
+PROVIDER = "anthropic"
+API_KEY_ENV = "ANTHROPIC_API_KEY"
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+RETRY_AFTER_CAP_S = 900.0
+MAX_ATTEMPTS = 10
+"""Consecutive failed attempts of one request before the turn fails on its own."""
+LIMITER_NOTICE_S = 0.5
+"""Announce a rate-limiter wait as `Waiting` only from this many seconds on."""
+COUNT_MARGIN = 0.02
+COUNT_MARGIN_MIN = 8
+FALLBACK_OVERHEAD = 512
+
+_RETRYABLE_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    _http.TransportError,
+    anthropic.APIConnectionError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A failed attempt, classified."""
+
+    reason: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class _Counted:
+    """Cumulative usage of one response, to turn the API's running totals into deltas."""
+
+    input: int = 0
+    output: int = 0
+    cache_creation: int = 0
+    cache_read: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_creation + self.cache_read
+
+    def advance(self, usage: Any, model: str) -> Usage | None:
+        """The delta from `usage` (an SDK Usage/MessageDeltaUsage) since the last call."""
+        deltas = []
+        for attr, field in (
+            ("input", "input_tokens"),
+            ("output", "output_tokens"),
+            ("cache_creation", "cache_creation_input_tokens"),
+            ("cache_read", "cache_read_input_tokens"),
+        ):
+            seen = getattr(self, attr)
+            now = getattr(usage, field, None)
+            if isinstance(now, int) and now > seen:
+                setattr(self, attr, now)
+                deltas.append(now - seen)
+            else:
+                deltas.append(0)
+        if not any(deltas):
+            return None
+        return Usage(
+            input_tokens=deltas[0],
+            output_tokens=deltas[1],
+            cache_creation_tokens=deltas[2],
+            cache_read_tokens=deltas[3],
+            model=model,
+        )
+
+
+class AnthropicAgent:
+    """Implements the Agent protocol over `anthropic.AsyncAnthropic`."""
+
+    def __init__(
+        self,
+        spec: AnthropicAgentSpec,
+        loop: LoopSpec,
+        ctx: AgentContext,
+        *,
+        backoff_base: float = BACKOFF_BASE_S,
+        backoff_cap: float = BACKOFF_CAP_S,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.spec = spec
+        self.loop = loop
+        self.ctx = ctx
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_attempts = max_attempts
+        self._tools = tool_definitions(spec.tools) if spec.tools else []
+        self._messages: list[dict[str, Any]] = []
+        self._session: str | None = None
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._secret: str | None = None
+        self._count_tokens_ok = True
+        self._limiter: RateLimiter | None = (
+            ctx.limiters.for_provider(PROVIDER) if ctx.limiters is not None else None
+        )
+
+    # -- protocol: state ---------------------------------------------------------
+    @property
+    def session_id(self) -> str | None:
+        return self._session
+
+    def conversation(self) -> list[dict[str, Any]] | None:
+        if self.loop.context != "continue":
+            return None
+        return copy.deepcopy(self._messages)
+
+    def restore(self, session_id: str | None, history: list[dict[str, Any]] | None) -> None:
+        self._session = session_id
+        self._messages = copy.deepcopy(history) if history else []
+
+    def reset(self) -> None:
+        self._messages = []
+        self._session = None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            with anyio.CancelScope(shield=True):
+                await client.close()
+
+    # -- protocol: one turn --------------------------------------------------------
+    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+        spec = self.spec
+        client = self._get_client()
+        if client is None:
+            yield AgentFailed(f"{API_KEY_ENV} is not set", retryable=False)
+            return
+        if self.loop.context == "continue" and self._session is None:
+            self._session = f"api-{uuid.uuid4().hex[:12]}"
+        self._append_user([{"type": "text", "text": request.prompt}])
+        workspace = Workspace(
+            request.workspace,
+            enabled=spec.tools,
+            run_timeout=spec.tool_timeout,
+            env=request.env,
+        )
+        texts: list[str] = []
+        stop_reason: str | None = None
+        for round_no in range(1, max(1, spec.max_turns) + 1):
+            params = self._params()
+            estimate = await self._estimate_input(client, params)
+            granted = await request.budget.reserve(
+                input_tokens=estimate, max_output_tokens=spec.max_tokens, model=spec.model
+            )
+            params["max_tokens"] = max(1, min(spec.max_tokens, granted))
+            message: dict[str, Any] | None = None
+            failures = 0
+            while message is None:
+                attempt = _Attempt(self, client, params, estimate)
+                async for event in attempt.run():
+                    yield event
+                if attempt.message is not None:
+                    message = attempt.message
+                    break
+                failure = attempt.failure
+                assert failure is not None
+                failures += 1
+                if not failure.retryable or failures >= self.max_attempts:
+                    why = failure.reason if not failure.retryable else f"{failure.reason}; gave up"
+                    yield AgentFailed(
+                        self._scrub(why),
+                        retryable=failure.retryable,
+                        output="".join(texts),
+                        retry_after=failure.retry_after,
+                    )
+                    return
+                delay = self._backoff(failures, failure.retry_after)
+                yield Waiting(self._scrub(failure.reason), seconds=delay, retry=True)
+                await anyio.sleep(delay)
+                yield Resumed()
+            content = message["content"]
+            stop_reason = message["stop_reason"]
+            if content:
+                self._messages.append({"role": "assistant", "content": content})
+            texts.extend(b["text"] for b in content if b.get("type") == "text")
+            calls = [b for b in content if b.get("type") == "tool_use"]
+            if not calls:
+                break
+            results = []
+            for call in calls:
+                yield ToolCall(call["id"], call["name"], dict(call.get("input") or {}))
+                if stop_reason == "max_tokens":
+                    output, is_error = "tool call cut off by max_tokens; not run", True
+                else:
+                    outcome = await workspace.call(call["name"], call.get("input") or {})
+                    output, is_error = self._scrub(outcome.output), outcome.is_error
+                yield ToolResult(call["id"], output, is_error)
+                results.append(_tool_result(call["id"], output, is_error))
+            self._messages.append({"role": "user", "content": results})
+            if stop_reason != "tool_use":
+                break
+            if round_no == spec.max_turns:
+                stop_reason = "max_turns"
+        yield Done(
+            output="\n".join(t for t in texts if t),
+            session_id=self._session,
+            stop_reason=stop_reason,
+        )
+
+    # -- helpers -------------------------------------------------------------------
+    def _get_client(self) -> anthropic.AsyncAnthropic | None:
+        if self._client is None:
+            key = os.environ.get(API_KEY_ENV) or None
+            if key is None:
+                return None
+            self._secret = key
+            kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
+            if self.spec.base_url:
+                kwargs["base_url"] = self.spec.base_url
+            if self.spec.timeout is not None:
+                kwargs["timeout"] = self.spec.timeout
+            self._client = anthropic.AsyncAnthropic(**kwargs)
+        return self._client
+
+    def _params(self) -> dict[str, Any]:
+        spec = self.spec
+        params: dict[str, Any] = {
+            "model": spec.model,
+            "max_tokens": spec.max_tokens,
+            "messages": copy.deepcopy(self._messages),
+        }
+        if spec.system:
+            params["system"] = spec.system
+        if self._tools:
+            params["tools"] = copy.deepcopy(self._tools)
+        if spec.temperature is not None:
+            params["temperature"] = spec.temperature
+        return params
+
+    def _append_user(self, blocks: list[dict[str, Any]]) -> None:
+        """Add a user turn, keeping the conversation valid for the API: answer tool calls
+        left open by an interrupted turn, and merge into a trailing user turn."""
+        msgs = self._messages
+        if msgs and msgs[-1].get("role") == "assistant":
+            open_calls = [
+                b["id"]
+                for b in msgs[-1].get("content") or []
+                if isinstance(b, dict) and b.get("type") == "tool_use"
+            ]
+            if open_calls:
+                answers = [_tool_result(i, "interrupted: not run", True) for i in open_calls]
+                msgs.append({"role": "user", "content": answers})
+        if msgs and msgs[-1].get("role") == "user":
+            last = msgs[-1]
+            content = last.get("content")
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}]
+            last["content"] = [*(content or []), *blocks]
+        else:
+            msgs.append({"role": "user", "content": blocks})
+
+    async def _estimate_input(
+        self, client: anthropic.AsyncAnthropic, params: dict[str, Any]
+    ) -> int:
+        """Input tokens to reserve: never less than the API will charge (module doc)."""
+        if self._count_tokens_ok:
+            body = {k: params[k] for k in ("model", "messages", "system", "tools") if k in params}
+            try:
+                counted = await client.messages.count_tokens(**body)
+            except anthropic.NotFoundError:
+                self._count_tokens_ok = False  # a proxy without the endpoint: don't ask again
+            except (anthropic.APIError, _http.TransportError):
+                pass  # this time, the safe bound
+            else:
+                n = int(counted.input_tokens)
+                return n + max(COUNT_MARGIN_MIN, int(n * COUNT_MARGIN) + 1)
+        return input_upper_bound(params)
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), RETRY_AFTER_CAP_S)
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (failures - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _scrub(self, text: str) -> str:
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "[redacted]")
+        return text
+
+
+class _Attempt:
+    """One streamed request: yields text and usage; ends with `message` or `failure`."""
+
+    def __init__(
+        self,
+        agent: AnthropicAgent,
+        client: anthropic.AsyncAnthropic,
+        params: dict[str, Any],
+        estimate: int,
+    ) -> None:
+        self.agent = agent
+        self.client = client
+        self.params = params
+        self.estimate = estimate
+        self.message: dict[str, Any] | None = None
+        self.failure: _Failure | None = None
+
+    async def run(self) -> AsyncIterator[AgentEvent]:
+        agent = self.agent
+        model = agent.spec.model
+        limiter = agent._limiter
+        wanted = self.estimate + int(self.params["max_tokens"])
+        counted = _Counted()
+        if limiter is not None:
+            wait = limiter.estimate_wait(wanted)
+            announce = wait >= LIMITER_NOTICE_S
+            if announce:
+                yield Waiting(f"rate limit: {limiter.describe()}", seconds=round(wait, 1))
+            await limiter.acquire(wanted)
+            if announce:
+                yield Resumed()
+        blocks: dict[int, dict[str, Any]] = {}
+        json_parts: dict[int, list[str]] = {}
+        stop_reason: str | None = None
+        try:
+            stream = await self.client.messages.create(**self.params, stream=True)
+            async with stream:
+                if limiter is not None:
+                    limiter.observe_headers(stream.response.headers)
+                async for event in stream:
+                    if isinstance(event, RawMessageStartEvent):
+                        delta = counted.advance(event.message.usage, model)
+                        if delta is not None:
+                            yield delta
+                    elif isinstance(event, RawContentBlockStartEvent):
+                        blocks[event.index] = _start_block(event.content_block)
+                    elif isinstance(event, RawContentBlockDeltaEvent):
+                        d = event.delta
+                        if isinstance(d, SDKTextDelta):
+                            block = blocks.setdefault(event.index, {"type": "text", "text": ""})
+                            block["text"] = block.get("text", "") + d.text
+                            yield TextDelta(agent._scrub(d.text))
+                        elif isinstance(d, InputJSONDelta):
+                            json_parts.setdefault(event.index, []).append(d.partial_json)
+                    elif isinstance(event, RawMessageDeltaEvent):
+                        stop_reason = event.delta.stop_reason
+                        delta = counted.advance(event.usage, model)
+                        if delta is not None:
+                            yield delta
+        except anthropic.APIStatusError as exc:
+            self.failure = _classify_status(exc)
+            if limiter is not None:
+                limiter.observe_headers(exc.response.headers)
+        except anthropic.APITimeoutError:
+            self.failure = _Failure("timed out", retryable=True)
+        except _http.TimeoutException:
+            self.failure = _Failure("timed out mid-stream", retryable=True)
+        except _TRANSPORT_ERRORS as exc:
+            self.failure = _Failure(f"connection lost ({type(exc).__name__})", retryable=True)
+        finally:
+            if limiter is not None:
+                limiter.refund(wanted - counted.total)
+        if self.failure is not None:
+            if blocks:
+                yield TextDelta(f"\n[{self.failure.reason}; reply discarded]\n", stream="raw")
+            return
+        if stop_reason is None:
+            # The body ended without message_delta: a stream cut that closed cleanly.
+            self.failure = _Failure("stream ended early", retryable=True)
+            return
+        content: list[dict[str, Any]] = []
+        for index in sorted(blocks):
+            block = blocks[index]
+            if block["type"] == "tool_use":
+                raw = "".join(json_parts.get(index, []))
+                try:
+                    block["input"] = json.loads(raw) if raw else {}
+                except ValueError:
+                    block["input"] = {"_unparsed": raw}
+            if block["type"] == "text" and not block["text"]:
+                continue  # the API refuses empty text blocks when they are sent back
+            content.append(block)
+        self.message = {"content": content, "stop_reason": stop_reason}
+
+
+def _start_block(block: Any) -> dict[str, Any]:
+    if block.type == "text":
+        return {"type": "text", "text": ""}
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
+    dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+    return dumped
+
+
+def _classify_status(exc: anthropic.APIStatusError) -> _Failure:
+    status = exc.status_code
+    kind, detail = _error_body(exc.body)
+    retry_after = retry_after_seconds(exc.response.headers)
+    if status == 429 or kind == "rate_limit_error":
+        return _Failure("rate-limited (429)", True, retry_after)
+    if status == 529 or kind == "overloaded_error":
+        return _Failure("overloaded (529)", True, retry_after)
+    if status >= 500 or status in (408, 409) or kind in _RETRYABLE_TYPES:
+        return _Failure(f"server error ({status}{', ' + kind if kind else ''})", True, retry_after)
+    text = f"{status} {kind or type(exc).__name__}"
+    if detail:
+        text += f": {detail}"
+    return _Failure(f"API error {text}", False)
+
+
+def _error_body(body: object) -> tuple[str | None, str | None]:
+    if isinstance(body, Mapping):
+        err = body.get("error")
+        if isinstance(err, Mapping):
+            kind, message = err.get("type"), err.get("message")
+            return (
+                kind if isinstance(kind, str) else None,
+                message if isinstance(message, str) else None,
+            )
+    return None, None
+
+
+def _tool_result(tool_id: str, output: str, is_error: bool) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id, "content": output}
+    if is_error:
+        block["is_error"] = True
+    return block
+
+
+def input_upper_bound(params: Mapping[str, Any]) -> int:
+    """Input tokens a request can never exceed: UTF-8 bytes of its JSON plus overhead."""
+    payload = {k: params.get(k) for k in ("system", "messages", "tools")}
+    raw = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return len(raw) + FALLBACK_OVERHEAD
