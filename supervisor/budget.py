@@ -175,8 +175,8 @@ class Ledger:
         straight to the chain (a CLI agent that overshot: recorded as overshoot)."""
         if reservation.settled:
             raise RuntimeError("reservation already released")
-        from_res_tokens = min(actual.tokens, reservation.tokens)
-        from_res_usd = min(actual.usd, reservation.usd)
+        from_res_tokens = max(0, min(actual.tokens, reservation.tokens))
+        from_res_usd = max(0.0, min(actual.usd, reservation.usd))
         reservation.tokens -= from_res_tokens
         reservation.usd -= from_res_usd
         for ledger in reservation.ledgers:

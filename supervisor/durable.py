@@ -45,12 +45,9 @@ async def durable_supervisor(
                     raise NothingToResume(f"nothing to resume: no unfinished run in {state_dir}")
                 run_resume = journal.load_resume(run_id)
                 supervisor = Supervisor(config, resume=run_resume, exit_when_idle=exit_when_idle)
-                if journal.mark_resumed(run_id, config_path=config.path, config_text=config_text):
-                    supervisor.notice(
-                        f"{config.path} changed since the run started: the new config applies "
-                        "from each loop's next iteration",
-                        level="warning",
-                    )
+                # Records the resume, and a changed loops.toml (which applies from each
+                # loop's next iteration) as a notice in the journal.
+                journal.mark_resumed(run_id, config_path=config.path, config_text=config_text)
             else:
                 supervisor = Supervisor(config, exit_when_idle=exit_when_idle)
                 journal.start_run(supervisor.run_id, config.path, config_text, loops=config.loops)

@@ -12,7 +12,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -20,7 +20,7 @@ from types import TracebackType
 import anyio
 import anyio.abc
 import psutil
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -50,8 +50,12 @@ class GroupProcess:
         cwd: Path,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        max_line: int = 64 * 1024,
     ) -> None:
         self.argv = list(argv)
+        self._max_line = max_line
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._receive: MemoryObjectReceiveStream[Line] | None = None
         self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
         self._stdin = stdin
@@ -69,6 +73,16 @@ class GroupProcess:
             start_new_session=True,
         )
         self._started = time.monotonic()
+        # The pumps live in a task group owned by this context (not by the `lines()`
+        # generator), so a consumer may close `lines()` at any yield without tearing
+        # a task group across a suspended generator frame.
+        send, self._receive = anyio.create_memory_object_stream[Line](256)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        with send:
+            for stream, name in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
+                if stream is not None:
+                    self._tg.start_soon(_pump, stream, name, send.clone(), self._max_line)
         if self._stdin is not None:
             assert self._proc.stdin is not None
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -82,10 +96,18 @@ class GroupProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.kill()
-            if self._proc is not None:
-                await self._proc.aclose()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.kill()
+                if self._proc is not None:
+                    await self._proc.aclose()
+                if self._receive is not None:
+                    self._receive.close()
+        finally:
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+                # Not handed `exc`: it belongs to the body and propagates by itself.
+                await self._tg.__aexit__(None, None, None)
 
     @property
     def pid(self) -> int:
@@ -101,18 +123,14 @@ class GroupProcess:
         return time.monotonic() - self._started
 
     # -- output --------------------------------------------------------------
-    async def lines(self, *, max_line: int = 64 * 1024) -> AsyncIterator[Line]:
+    async def lines(self) -> AsyncGenerator[Line, None]:
         """Yield stdout and stderr lines as they come (interleaved), until both close."""
-        assert self._proc is not None
-        send, receive = anyio.create_memory_object_stream[Line](256)
-        async with anyio.create_task_group() as tg, receive:
-            async with send:
-                if self._proc.stdout is not None:
-                    tg.start_soon(_pump, self._proc.stdout, "stdout", send.clone(), max_line)
-                if self._proc.stderr is not None:
-                    tg.start_soon(_pump, self._proc.stderr, "stderr", send.clone(), max_line)
-            async for line in receive:
+        assert self._receive is not None
+        try:
+            async for line in self._receive:
                 yield line
+        except anyio.ClosedResourceError:
+            return
 
     async def wait(self) -> int:
         assert self._proc is not None

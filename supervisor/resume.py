@@ -27,7 +27,7 @@ class LoopResume:
     last_output: str = ""
     check_output: str = ""
     runs: int = 0
-    """Completed scheduled runs (for max_runs)."""
+    """Scheduled runs started (the `run` of the last `scheduled_run` event)."""
     last_run_at: float | None = None
     """When the last scheduled run started (for catch_up)."""
     interrupted_iteration: int | None = None

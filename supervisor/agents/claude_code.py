@@ -46,12 +46,12 @@ import contextlib
 import dataclasses
 from collections import deque
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._pricing import price_for
-from ..process import KILL_GRACE_S, GroupProcess, Line
+from ..process import KILL_GRACE_S, GroupProcess
 from ..spec import ClaudeCodeAgentSpec, LoopSpec, Price
 from .base import (
     AgentEvent,
@@ -163,7 +163,9 @@ class ClaudeCodeAgent:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 proc = await stack.enter_async_context(
-                    GroupProcess(argv, cwd=request.workspace, env=env, stdin=stdin)
+                    GroupProcess(
+                        argv, cwd=request.workspace, env=env, stdin=stdin, max_line=MAX_LINE
+                    )
                 )
             except OSError as exc:
                 yield AgentFailed(f"cannot start {spec.command!r}: {exc}", retryable=False)
@@ -176,10 +178,8 @@ class ClaudeCodeAgent:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(proc.meter_cpu)
                     tg.start_soon(watch.run, proc)
-                    # `lines()` is an async generator holding a task group: close it here,
-                    # in this task, never from a garbage-collector finalizer.
-                    lines_gen = cast(AsyncGenerator[Line, None], proc.lines(max_line=MAX_LINE))
-                    async with contextlib.aclosing(lines_gen) as lines:
+                    # Close `lines()` here, in this task, never from a GC finalizer.
+                    async with contextlib.aclosing(proc.lines()) as lines:
                         async for line in lines:
                             watch.saw_output()
                             if line.stream == "stderr":
@@ -200,8 +200,8 @@ class ClaudeCodeAgent:
                                 watch.result_seen()
                     tg.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                # aclose() at one of our yields throws GeneratorExit in; the task groups
-                # (ours and the one inside `lines()`) hand it back wrapped in a group,
+                # aclose() at one of our yields throws GeneratorExit in; our task group
+                # hands it back wrapped in a group,
                 # which aclose() would not recognise: unwrap it.
                 if group.split(GeneratorExit)[1] is None:
                     raise GeneratorExit from None
