@@ -48,7 +48,7 @@ class HeadlessPrinter:
         if isinstance(event, ev.RunFinished):
             self._summary(event)
             return
-        loop = getattr(event, "loop", None) or ""
+        loop = getattr(event, "loop", None) or getattr(event, "scope", None) or ""
         if isinstance(event, ev.IterationStarted | ev.LoopStateChanged | ev.IterationFinished):
             self._flush_partial(loop)
         text = describe(event)

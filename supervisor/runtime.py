@@ -23,6 +23,7 @@ from . import events as ev
 from .agents import AgentContext, build_agent
 from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
+from .budget_watch import BudgetWatch
 from .bus import EventBus
 from .loop import LoopRunner
 from .resume import RunResume
@@ -68,6 +69,7 @@ class Supervisor:
         self._interrupted = False
         self._finished = False
         self._limiters = self._make_limiters()
+        self._budget_watch = BudgetWatch(self._publish)
         ctx = AgentContext(
             state_dir=config.supervisor.state_dir,
             pricing=dict(config.pricing),
@@ -118,6 +120,12 @@ class Supervisor:
 
     def _publish(self, event: ev.Event) -> None:
         self.bus.publish(event)
+        if isinstance(event, ev.UsageCharged | ev.CheckFinished):
+            runner = self.runners.get(event.loop)
+            if runner is not None:
+                self._budget_watch.check(runner.ledger)
+        elif isinstance(event, ev.ScheduledRun):
+            self._budget_watch.reset(event.loop)
         if isinstance(event, ev.LoopStateChanged):
             self._changed.set()
 
