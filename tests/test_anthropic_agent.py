@@ -29,7 +29,9 @@ from fake_anthropic import (
     tokens_for_text,
     tool_use,
 )
+from helpers import REPO, load, loop, run_recorded, supervisor_table, table
 
+from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.anthropic import AnthropicAgent, input_upper_bound
 from supervisor.agents.base import (
@@ -46,6 +48,7 @@ from supervisor.agents.base import (
     Waiting,
 )
 from supervisor.budget import Ledger
+from supervisor.config import load_config
 from supervisor.ratelimit import RateLimiterRegistry
 from supervisor.spec import AnthropicAgentSpec, ContextMode, Limits, LoopSpec, RateLimit
 from supervisor.turn_budget import LedgerTurnBudget
@@ -704,3 +707,102 @@ async def test_shared_global_budget_is_never_exceeded(workspace: Path, count_tok
         assert stats.tokens_spent > limit * 0.5
         if count_tokens:
             assert stats.tokens_spent > limit * 0.9
+
+
+# -- under the real supervisor --------------------------------------------------------------
+
+
+def anthropic_agent_table(name: str, server: FakeAnthropic, **keys: object) -> str:
+    keys.setdefault("model", MODEL)
+    keys.setdefault("timeout", "5s")
+    return table(f"agents.{name}", kind="anthropic", base_url=server.base_url, **keys)
+
+
+async def test_a_loop_converges_with_write_file_and_a_check(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    script = [
+        text("Let me think about it first."),  # iteration 1: no file, the check fails
+        error(429, retry_after=0.2),  # iteration 2: rate-limited once, then...
+        tool_use("write_file", {"path": "hello.txt", "content": "Hello, world\n"}),
+        text("Written."),
+    ]
+    with FakeAnthropic(script) as server:
+        config = load(
+            tmp_path,
+            supervisor_table(max_concurrent=1, tokens=50_000),
+            table("supervisor.rate_limits.anthropic", requests_per_minute=600),
+            anthropic_agent_table("api", server, tools=["write_file", "read_file"]),
+            loop(
+                "hello",
+                "api",
+                workspace="ws",
+                max_iterations=4,
+                context="continue",
+                prompt="Create hello.txt with 'Hello, world'. Last check: $check_output",
+                checks=[{"name": "hello", "run": "cat hello.txt", "pattern": "^Hello, world$"}],
+            ),
+        )
+        rec = await run_recorded(config)
+    assert rec.result("hello").state == "succeeded"
+    assert rec.result("hello").iterations == 2
+    assert (tmp_path / "ws/hello.txt").read_text() == "Hello, world\n"
+    waiting = [e for e in rec.of(ev.LoopStateChanged, "hello") if e.state == "waiting"]
+    assert any("rate-limited (429)" in e.reason for e in waiting)
+    [called] = rec.of(ev.ToolCalled, "hello")
+    assert called.name == "write_file"
+    [returned] = rec.of(ev.ToolReturned, "hello")
+    assert returned.output == "wrote 13 bytes to hello.txt"
+    ledger = rec.supervisor.ledger.statistics()
+    assert ledger.tokens_spent == server.totals.tokens
+    charged = rec.of(ev.UsageCharged, "hello")
+    assert sum(e.input_tokens for e in charged) == server.totals.input_tokens
+    assert sum(e.output_tokens for e in charged) == server.totals.output_tokens
+    # Iteration 2 continued iteration 1's conversation.
+    last = server.message_requests()[-1].body["messages"]
+    assert last[1] == {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Let me think about it first."}],
+    }
+    assert KEY not in repr(rec.events)
+
+
+async def test_api_loops_share_a_global_budget_under_the_supervisor(tmp_path: Path) -> None:
+    names = [f"l{i}" for i in range(5)]
+    for name in names:
+        (tmp_path / name).mkdir()
+    long_reply = " ".join(f"token{i}" for i in range(150))
+    limit = 20_000
+    with FakeAnthropic(default=text(long_reply)) as server:
+        config = load(
+            tmp_path,
+            supervisor_table(max_concurrent=5, tokens=limit),
+            anthropic_agent_table("api", server, max_tokens=500),
+            *(
+                loop(
+                    n,
+                    "api",
+                    workspace=n,
+                    max_iterations=50,
+                    done_marker="NEVER",
+                    on_stuck="continue",
+                )
+                for n in names
+            ),
+        )
+        rec = await run_recorded(config, timeout=40)
+    assert rec.summary is not None
+    assert [r.state for r in rec.summary.loops] == ["exhausted"] * 5
+    stats = rec.supervisor.ledger.statistics()
+    assert stats.tokens_spent <= limit
+    assert stats.overshoot_tokens == 0
+    assert stats.tokens_spent == server.totals.tokens
+    assert stats.tokens_spent > limit * 0.9
+    assert rec.summary.tokens == stats.tokens_spent
+
+
+def test_the_example_config_is_valid() -> None:
+    config = load_config(REPO / "examples/anthropic.toml")
+    kinds = {a.kind for a in config.agents.values()}
+    assert kinds == {"anthropic"}
+    assert config.supervisor.rate_limits["anthropic"].requests_per_minute == 50
+    assert not [w for w in config.warnings if "price" in w]
