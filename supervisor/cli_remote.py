@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import re
 import sys
 import time
 import tomllib
@@ -119,13 +120,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- where the server is -------------------------------------------------------------
+_HEADER = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
+_STATE_DIR = re.compile(r"""^\s*state_dir\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
 def lenient_state_dir(config: Path) -> Path:
-    """The state dir a config names, read without validating the rest of it."""
-    data: Any = {}
-    with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        data = tomllib.loads(config.read_text(encoding="utf-8-sig"))
-    section = data.get("supervisor") if isinstance(data, dict) else None
-    raw = section.get("state_dir") if isinstance(section, dict) else None
+    """The state dir a config names, read without validating the rest of it (a line
+    scan when the file is not even TOML: a broken file must not hide the server)."""
+    text = ""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = config.read_text(encoding="utf-8-sig")
+    raw: Any = None
+    try:
+        section = tomllib.loads(text).get("supervisor")
+        raw = section.get("state_dir") if isinstance(section, dict) else None
+    except tomllib.TOMLDecodeError:
+        table = ""
+        for line in text.splitlines():
+            if header := _HEADER.match(line):
+                table = header.group(1)
+            elif table == "supervisor" and (m := _STATE_DIR.match(line)):
+                raw = m.group(1) if m.group(1) is not None else m.group(2)
     name = raw if isinstance(raw, str) and raw.strip() else DEFAULT_STATE_DIR
     return (config.resolve().parent / name).resolve()
 
@@ -157,7 +172,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
     async def attach() -> int:
         async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
-            app = tui.LoopvisorApp(remote, run_supervisor=None, detach_mode=True)
+            app = tui.LoopvisorApp(remote, **attach_options(remote))
             await app.run_async()
         return EXIT_OK
 
@@ -166,6 +181,18 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except NotServing as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NOT_SERVING
+
+
+def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
+    """Keyword arguments for `tui.app.LoopvisorApp` over a remote supervisor."""
+    hello = remote.hello
+    state = hello.get("state_dir")
+    return {
+        "title": f"loopvisor · {Path(str(hello.get('config', '?'))).name} (attached)",
+        "run_supervisor": None,
+        "detach_mode": True,
+        "state_dir": Path(state) if state else remote.state_dir,
+    }
 
 
 # -- ctl -------------------------------------------------------------------------------
