@@ -806,3 +806,26 @@ def test_the_example_config_is_valid() -> None:
     assert kinds == {"anthropic"}
     assert config.supervisor.rate_limits["anthropic"].requests_per_minute == 50
     assert not [w for w in config.warnings if "price" in w]
+
+
+async def test_a_retry_reserves_again_so_a_cut_stream_cannot_overshoot(
+    server: FakeAnthropic, workspace: Path
+) -> None:
+    long_reply = " ".join(f"w{i}" for i in range(400))
+    server.push(cut(long_reply, after=50), text(long_reply))
+    agent = make_agent(server, workspace, max_tokens=300)
+    params_probe = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Go."}]}]}
+    n = input_tokens_for(params_probe)
+    # Room for one full request (n + margin + 300) and a bit: not for a second one.
+    limit = (n + 8 + 300) + 20
+    ledger = Ledger("l", Limits(tokens=limit))
+    turn = await drive(agent, workspace, "Go.", ledger=ledger)
+    first, second = server.message_requests()
+    assert first.body["max_tokens"] == 300
+    # The cut attempt's usage (n input + 1 output) was charged: the retry got less.
+    assert second.body["max_tokens"] == limit - (n + 1) - (n + 8)
+    assert isinstance(turn.last, Done)
+    assert turn.last.stop_reason == "max_tokens"
+    assert ledger.tokens_spent == server.totals.tokens <= limit
+    assert ledger.overshoot_tokens == 0
+    await agent.aclose()

@@ -215,13 +215,15 @@ class AnthropicAgent:
         for round_no in range(1, max(1, spec.max_turns) + 1):
             params = self._params()
             estimate = await self._estimate_input(client, params)
-            granted = await request.budget.reserve(
-                input_tokens=estimate, max_output_tokens=spec.max_tokens, model=spec.model
-            )
-            params["max_tokens"] = max(1, min(spec.max_tokens, granted))
             message: dict[str, Any] | None = None
             failures = 0
             while message is None:
+                # Reserve before every attempt: a failed one may have used part of the
+                # last reservation (a cut stream's input), and the retry needs it whole.
+                granted = await request.budget.reserve(
+                    input_tokens=estimate, max_output_tokens=spec.max_tokens, model=spec.model
+                )
+                params["max_tokens"] = max(1, min(spec.max_tokens, granted))
                 attempt = _Attempt(self, client, params, estimate)
                 async for event in attempt.run():
                     yield event
