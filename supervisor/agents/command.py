@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from ..process import GroupProcess
+from ..process import DRAIN_GRACE_S, GroupProcess
 from ..spec import CommandAgentSpec, LoopSpec
 from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
 
@@ -91,9 +91,11 @@ class CommandAgent:
             with anyio.move_on_after(spec.timeout) as scope:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(proc.meter_cpu)
-                    async for line in proc.lines():
-                        (stdout if line.stream == "stdout" else stderr).append(line.text)
-                        yield TextDelta(line.text + "\n", stream=line.stream)
+                    with anyio.CancelScope() as reading:
+                        tg.start_soon(_stop_reading_after_exit, proc, reading)
+                        async for line in proc.lines():
+                            (stdout if line.stream == "stdout" else stderr).append(line.text)
+                            yield TextDelta(line.text + "\n", stream=line.stream)
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
             if scope.cancelled_caught:
@@ -114,3 +116,11 @@ class CommandAgent:
             yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
         else:
             yield Done(output=output)
+
+
+async def _stop_reading_after_exit(proc: GroupProcess, reading: anyio.CancelScope) -> None:
+    """The turn is over when the agent's main process exits: a background child that
+    inherited its stdout must not hold the turn open (it is killed with the group)."""
+    await proc.wait()
+    await anyio.sleep(DRAIN_GRACE_S)  # output still in the pipes
+    reading.cancel()
