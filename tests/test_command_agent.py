@@ -240,3 +240,23 @@ async def test_a_success_after_a_failure_continues_normally(tmp_path: Path) -> N
     assert rec.result("L").state == "succeeded"
     assert rec.result("L").iterations == 1
     assert [f.outcome for f in rec.of(ev.IterationFinished, "L")] == ["error", "succeeded"]
+
+
+async def test_turn_ends_when_the_agent_exits_even_if_a_child_keeps_its_pipes(
+    tmp_path: Path,
+) -> None:
+    """A CLI that leaves a background child (holding stdout) is done when it exits;
+    the child is killed with the group instead of holding the turn open."""
+    script = (
+        "import os, subprocess\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "open('pids.txt', 'w').write(str(child.pid))\n"
+        "print('DONE', flush=True)\n"
+    )
+    started = time.monotonic()
+    got = events(await turn(agent(tmp_path, script, timeout=20.0), tmp_path))
+    assert time.monotonic() - started < 5
+    done = got[-1]
+    assert isinstance(done, Done), done
+    assert done.output == "DONE"
+    assert wait_gone(read_pids(tmp_path / "pids.txt"), timeout=3) == []

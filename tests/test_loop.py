@@ -9,7 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Recorded, load, loop, run_recorded, sim_agent, supervisor_table
+from helpers import (
+    GRANDCHILD_SCRIPT,
+    Recorded,
+    command_agent,
+    load,
+    loop,
+    read_pids,
+    run_recorded,
+    sim_agent,
+    supervisor_table,
+    wait_gone,
+)
 
 from supervisor import events as ev
 
@@ -338,3 +349,21 @@ async def test_agent_failure_without_retries_fails_the_loop(tmp_path: Path) -> N
     assert result.state == "failed"
     assert "simulated agent crashed in iteration 1" in result.reason
     assert "0 retries used" in result.reason
+
+
+async def test_loop_wall_budget_kills_a_running_command_agent(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("sleeper", GRANDCHILD_SCRIPT),
+        loop("L", "sleeper", done_marker="DONE", budget={"wall": "1s"}),
+    )
+    started = time.monotonic()
+    rec = await run_recorded(config)
+    assert time.monotonic() - started < 6
+    result = rec.result("L")
+    assert result.state == "exhausted"
+    assert result.reason == "loop wall budget (1s) used up"
+    pids = read_pids(tmp_path / "pids.txt")
+    assert len(pids) == 2
+    assert wait_gone(pids, timeout=3) == []

@@ -460,3 +460,92 @@ async def test_control_ops_on_unknown_loops_raise(tmp_path: Path) -> None:
 
     rec = await run_recorded(config, during=during)
     assert rec.result("L").state == "stopped"
+
+
+async def test_restart_kills_a_running_command_agent_and_starts_over(tmp_path: Path) -> None:
+    script = (
+        "import os, sys, subprocess, time\n"
+        "if sys.argv[1] == '2':\n"
+        "    print('DONE')\n"
+        "    raise SystemExit(0)\n"
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "open('pids.txt', 'a').write(f'{os.getpid()} {child.pid} ')\n"
+        "time.sleep(30)\n"
+    )
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("cli", script, "$iteration"),
+        loop("L", "cli", done_marker="NOT-YET", max_iterations=1),
+    )
+    pids_file = tmp_path / "pids.txt"
+
+    async def during(rec: Recorded) -> None:
+        await wait_for(lambda: len(read_pids(pids_file)) == 2)
+        await rec.supervisor.restart("L")
+        await wait_for(lambda: len(read_pids(pids_file)) == 4)
+        await rec.supervisor.stop("L")
+
+    rec = await run_recorded(config, during=during)
+    assert started(rec) == [1, 1]
+    assert wait_gone(read_pids(pids_file), timeout=3) == []
+    assert rec.result("L").state == "stopped"
+
+
+async def test_step_in_on_a_command_loop_kills_its_turn(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("sleeper", GRANDCHILD_SCRIPT),
+        loop("L", "sleeper", done_marker="DONE"),
+    )
+    pids_file = tmp_path / "pids.txt"
+
+    async def during(rec: Recorded) -> None:
+        await wait_for(lambda: len(read_pids(pids_file)) == 2)
+        step = await rec.supervisor.step_in("L")
+        assert (step.agent_kind, step.chat) == ("command", False)
+        assert rec.supervisor.runners["L"].state == "paused"
+        assert wait_gone(read_pids(pids_file), timeout=3) == []
+
+    rec = await run_recorded(config, during=during)
+    assert rec.result("L").state == "paused"
+    assert [(f.iteration, f.outcome) for f in rec.of(ev.IterationFinished, "L")] == [
+        (1, "interrupted")
+    ]
+
+
+async def test_global_usd_budget_ends_the_run_with_exit_2(tmp_path: Path) -> None:
+    workspaces(tmp_path, "a", "b")
+    config = load(
+        tmp_path,
+        supervisor_table(usd=0.5),
+        sim_agent("pricey", reply_tokens=100, converge_after=99, usd_per_mtok=1000.0),
+        loop("a", "pricey", workspace="a", done_marker="DONE", max_iterations=50),
+        loop("b", "pricey", workspace="b", done_marker="DONE", max_iterations=50),
+    )
+    rec = await run_recorded(config)
+    assert rec.summary is not None
+    assert rec.summary.exit_code == 2
+    assert [r.state for r in rec.summary.loops] == ["exhausted", "exhausted"]
+    assert rec.summary.usd <= 0.5 + 1e-9
+    assert_reasons(rec)
+
+
+async def test_global_cpu_budget_ends_the_run_with_exit_2(tmp_path: Path) -> None:
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    workspaces(tmp_path, "a", "b")
+    config = load(
+        tmp_path,
+        supervisor_table(cpu="500ms"),
+        command_agent("burner", burn),
+        loop("a", "burner", workspace="a", done_marker="DONE", max_iterations=20),
+        loop("b", "burner", workspace="b", done_marker="DONE", max_iterations=20),
+    )
+    rec = await run_recorded(config)
+    assert rec.summary is not None
+    assert rec.summary.exit_code == 2
+    assert [r.state for r in rec.summary.loops] == ["exhausted", "exhausted"]
+    assert "cpu" in rec.summary.reason
+    assert rec.supervisor.ledger.cpu_spent >= 0.5
+    assert_reasons(rec)
