@@ -170,7 +170,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         print(f"{path} exists; use --force to overwrite", file=sys.stderr)
         return runtime.EXIT_USAGE
-    path.write_text(STARTER_TOML, encoding="utf-8")
+    try:
+        path.write_text(STARTER_TOML, encoding="utf-8")
+    except OSError as exc:
+        print(f"{path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
     print(f"wrote {path}; check it: `loopvisor check {path}`; run it: `loopvisor run {path}`")
     return 0
 
