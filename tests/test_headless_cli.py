@@ -317,3 +317,10 @@ def test_init_writes_a_starter_that_checks_and_runs_offline(tmp_path: Path) -> N
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr
     summary = summary_of(run.stdout)
     assert {r["state"] for r in summary["loops"]} == {"succeeded"}
+
+
+def test_init_into_a_missing_folder_is_a_clean_error(tmp_path: Path) -> None:
+    proc = run_cli("init", "no/such/dir/loops.toml", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "no/such/dir/loops.toml" in proc.stderr
