@@ -16,6 +16,21 @@ tests exercise the real client stack. Usage:
 The `fake_anthropic` pytest fixture yields a started server; import it into a test
 module (`from fake_anthropic import fake_anthropic`) to use it.
 
+Public surface (kept backward compatible):
+- `FakeAnthropic(replies=(), *, default=None, ratelimit=None, count_tokens=True,
+  model=None)`; `start()` / `stop()` or a `with` block; `base_url`, `port`;
+  `push(*replies)`, `pending`; `requests` (every `RecordedRequest`: method, path with
+  query, lower-cased headers, parsed JSON body, what was replied), `message_requests()`;
+  `totals` (`Totals`: input_tokens, output_tokens, cache_creation_input_tokens,
+  cache_read_input_tokens, messages, tokens); `rate_limited` (enforced 429s).
+- Replies: `text(s, cache_creation=, cache_read=, chunk_words=, delay=)`,
+  `tool_use(name, input, preface=, id=, more=[(name, input), ...])`,
+  `error(status, message, retry_after=, retry_after_ms=, headers=)` (429, 529, 500, 401...),
+  `hang(seconds, after_start=False)`, `cut(s, after=N)` (connection closed after N
+  deltas), `stream_error(type, s, after=N)` (an SSE `error` event mid-stream). Each
+  takes `when=lambda body: ...` to answer only matching requests (e.g. by model).
+- Token arithmetic: `input_tokens_for(body)`, `tokens_for_text(s)`, `tokens_for_json(v)`.
+
 Behaviour:
 - Every POST /v1/messages (query such as `?beta=true` ignored) pops the next scripted
   reply whose `when` matches the request body (default: any), else `server.default`
@@ -219,14 +234,23 @@ def error(
     )
 
 
-def hang(seconds: float = 30.0, *, after_start: bool = False) -> Reply:
-    """Say nothing for `seconds` (the client should time out first)."""
-    return Reply(kind="hang", hang_seconds=seconds, hang_after_start=after_start)
+Matcher = Callable[[Mapping[str, Any]], bool]
 
 
-def cut(s: str = "This stream will be cut off half way through.", *, after: int = 3) -> Reply:
+def hang(seconds: float = 30.0, *, after_start: bool = False, when: Matcher | None = None) -> Reply:
+    """Say nothing for `seconds` (the client should time out first); with `after_start`,
+    only after message_start (its usage is billed) and a ping."""
+    return Reply(kind="hang", hang_seconds=seconds, hang_after_start=after_start, when=when)
+
+
+def cut(
+    s: str = "This stream will be cut off half way through.",
+    *,
+    after: int = 3,
+    when: Matcher | None = None,
+) -> Reply:
     """Stream `s` but close the connection after `after` text deltas (no message_delta)."""
-    return Reply(blocks=(TextBlock(s),), cut_after=after)
+    return Reply(blocks=(TextBlock(s),), cut_after=after, when=when)
 
 
 def stream_error(
@@ -234,10 +258,11 @@ def stream_error(
     s: str = "This stream ends in an error event half way through.",
     *,
     after: int = 3,
+    when: Matcher | None = None,
 ) -> Reply:
     """Stream `s`, then after `after` text deltas an SSE `event: error` (as the API does
     when it is overloaded mid-stream) and the end of the body."""
-    return Reply(blocks=(TextBlock(s),), cut_after=after, error_event=error_type)
+    return Reply(blocks=(TextBlock(s),), cut_after=after, error_event=error_type, when=when)
 
 
 def json_reply(s: str = "Hello from the fake.") -> Reply:

@@ -829,3 +829,40 @@ async def test_a_retry_reserves_again_so_a_cut_stream_cannot_overshoot(
     assert ledger.tokens_spent == server.totals.tokens <= limit
     assert ledger.overshoot_tokens == 0
     await agent.aclose()
+
+
+# -- the fake server itself (other tests rely on its arithmetic) ----------------------------
+
+
+async def test_fake_server_json_replies_beta_path_and_matchers() -> None:
+    import anthropic
+
+    script = [
+        text("for haiku", when=lambda body: body.get("model") == "claude-haiku-4-5"),
+        tool_use("write_file", {"path": "a", "content": "y" * 400}, preface="big tool"),
+    ]
+    with FakeAnthropic(script, default=text("default")) as server:
+        client = anthropic.AsyncAnthropic(api_key=KEY, base_url=server.base_url, max_retries=0)
+        async with client:
+            msgs: Any = [{"role": "user", "content": "hi"}]
+            # The matcher skips the first reply for another model; the tool block does not
+            # fit in 5 tokens and is dropped: truncated to its preface, "max_tokens".
+            other = await client.messages.create(model="claude-opus-5", max_tokens=5, messages=msgs)
+            assert [b.type for b in other.content] == ["text"]
+            assert other.stop_reason == "max_tokens"
+            assert other.usage.output_tokens == tokens_for_text("big tool")
+            mine = await client.messages.create(
+                model="claude-haiku-4-5", max_tokens=50, messages=msgs, extra_query={"beta": "true"}
+            )
+            assert mine.content[0].type == "text"
+            assert mine.content[0].text == "for haiku"
+            counted = await client.messages.count_tokens(model="claude-haiku-4-5", messages=msgs)
+            assert counted.input_tokens == input_tokens_for({"messages": msgs})
+            rest = await client.messages.create(model="x", max_tokens=9, messages=msgs)
+            assert rest.content[0].type == "text"
+            assert rest.content[0].text == "default"
+        assert server.pending == 0
+        assert [r.path for r in server.requests][1] == "/v1/messages?beta=true"
+        assert [r.reply for r in server.requests] == ["text", "text", "count_tokens", "text"]
+        assert server.totals.messages == 3
+        assert server.totals.input_tokens == 3 * input_tokens_for({"messages": msgs})
