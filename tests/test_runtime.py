@@ -549,3 +549,25 @@ async def test_global_cpu_budget_ends_the_run_with_exit_2(tmp_path: Path) -> Non
     assert "cpu" in rec.summary.reason
     assert rec.supervisor.ledger.cpu_spent >= 0.5
     assert_reasons(rec)
+
+
+async def test_a_slow_subscriber_loses_events_but_is_told_how_many() -> None:
+    from supervisor.bus import EventBus
+
+    bus = EventBus()
+    seen_by_sink: list[ev.Event] = []
+    bus.add_sink(seen_by_sink.append)
+    notices = [ev.Notice(message=str(i)) for i in range(6)]
+    async with bus.subscribe(max_buffer=2) as events:
+        for notice in notices[:5]:
+            bus.publish(notice)  # never blocks, even though nobody reads
+        first = [await events.receive(), await events.receive()]
+        bus.publish(notices[5])
+        rest = [await events.receive(), await events.receive()]
+    assert seen_by_sink == notices  # sinks are lossless
+    assert first == notices[:2]
+    assert isinstance(rest[0], ev.EventsDropped)
+    assert rest[0].count == 3
+    assert rest[1] is notices[5]
+    stats = bus.statistics()
+    assert (stats.published, stats.dropped, stats.subscribers) == (6, 3, 0)
