@@ -104,7 +104,7 @@ def register(subparsers: Any) -> dict[str, Handler]:
     tail = action("tail", "print LOOP's transcript tail, then follow it (Ctrl-C ends)")
     tail.add_argument("loop")
     tail.add_argument("--lines", type=int, default=50, help="lines of history (default 50)")
-    return {"serve": cmd_serve, "ctl": cmd_ctl, "attach": cmd_attach}
+    return dict(HANDLERS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,14 +209,20 @@ async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> 
         async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
             return await CTL[args.action](remote, args)
     except NotServing as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_NOT_SERVING
+        return _failed(args, str(exc), "not_serving", EXIT_NOT_SERVING)
     except RemoteError as exc:
-        print(f"loopvisor: {exc}", file=sys.stderr)
-        return EXIT_USAGE if exc.kind in ("config", "protocol") else EXIT_FAILED
+        code = EXIT_USAGE if exc.kind in ("config", "protocol") else EXIT_FAILED
+        return _failed(args, f"loopvisor: {exc}", exc.kind, code)
     except UsageError as exc:
-        print(f"loopvisor ctl {args.action}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _failed(args, f"loopvisor ctl {args.action}: {exc}", "usage", EXIT_USAGE)
+
+
+def _failed(args: argparse.Namespace, message: str, kind: str, code: int) -> int:
+    """The message on stderr; with --json also `{"ok": false, ...}` on stdout."""
+    print(message, file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": False, "error": message, "kind": kind, "exit_code": code}))
+    return code
 
 
 class UsageError(Exception):
@@ -355,17 +361,20 @@ async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     summary: ev.RunFinished | None = None
     async with remote.subscribe(max_buffer=100_000) as events:
         await remote.shutdown()
-        with anyio.move_on_after(args.timeout):
+        with anyio.move_on_after(args.timeout) as waited:
             async for event in events:  # ends when the server closes the connection
                 if isinstance(event, ev.RunFinished):
                     summary = event
-    if summary is None:
-        print("the supervisor accepted the shutdown but sent no summary in time", file=sys.stderr)
+    if waited.cancelled_caught:
+        print(f"the supervisor did not exit within {args.timeout:g}s", file=sys.stderr)
         return EXIT_FAILED
+    where = remote.state_dir or remote.socket_path
     if args.json:
-        print(json.dumps(summary.to_dict()))
-    else:
+        print(json.dumps({"ok": True, "result": summary.to_dict() if summary else None}))
+    elif summary is not None:
         HeadlessPrinter(stream=sys.stdout).print_event(summary)
+    else:  # the run had ended before: its summary went out then (see serve.log)
+        print(f"loopvisor serving {where} has shut down")
     return EXIT_OK
 
 
@@ -423,6 +432,9 @@ class TailPrinter:
         self._at_start = True
         self.out.flush()
 
+
+HANDLERS: dict[str, Handler] = {"serve": cmd_serve, "ctl": cmd_ctl, "attach": cmd_attach}
+"""command -> handler, for the main CLI (after `register` added the parsers)."""
 
 CTL: dict[str, Callable[[RemoteSupervisor, argparse.Namespace], Awaitable[int]]] = {
     "status": _status,

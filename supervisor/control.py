@@ -57,6 +57,7 @@ MAX_GARBAGE = 100
 MAX_CLIENTS = 64
 MAX_INFLIGHT = 8
 SUBSCRIPTION_BUFFER = 2000
+MAX_SUBSCRIPTION_BUFFER = 20_000
 _BATCH = 512
 
 
@@ -397,7 +398,9 @@ class _Client:
         if self._forwarder is not None:
             raise RemoteError("already subscribed")
         assert self._tg is not None
-        size = min(100_000, max(1, req.args.get("max_buffer") or SUBSCRIPTION_BUFFER))
+        size = min(
+            MAX_SUBSCRIPTION_BUFFER, max(1, req.args.get("max_buffer") or SUBSCRIPTION_BUFFER)
+        )
         self._forwarder = anyio.CancelScope()
         await self._tg.start(
             self._forward, self._forwarder, size, bool(req.args.get("snapshot")), req.id

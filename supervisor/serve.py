@@ -41,7 +41,7 @@ from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
 from .headless import HeadlessPrinter
 from .protocol import SOCKET_NAME, unix_address
-from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
+from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config, LoopSpec
 from .statelock import StateLock, StateLocked, lock_holder
 
@@ -368,6 +368,7 @@ def serve_foreground(
     allowed_uid: int | None = None,
 ) -> int:
     """Serve in this process until SIGTERM / `ctl shutdown`; returns the exit code."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is installed
     setup_logging()
     try:
         config = load_config(config_path, state_dir=state_dir)
@@ -387,6 +388,8 @@ def serve_foreground(
     try:
         session = ServeSession(config, state_dir_override=state_dir, allowed_uid=allowed_uid)
         return anyio.run(session.run, ready)
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return EXIT_INTERRUPTED
     finally:
         lock.release()
 

@@ -62,9 +62,9 @@ def poll(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def sim_loops_toml(*extra: str, max_iterations: int = 100_000) -> str:
+def sim_loops_toml(*extra: str, max_iterations: int = 100_000, **budget: object) -> str:
     """Two sim loops that never end on their own: ~0.5 s per iteration."""
-    parts = [supervisor_table(4), sim_agent("slow", rate=40, reply_tokens=20)]
+    parts = [supervisor_table(4, **budget), sim_agent("slow", rate=40, reply_tokens=20)]
     for name in ("l0", "l1"):
         parts.append(
             loop(
@@ -171,6 +171,14 @@ def test_ctl_with_nobody_serving_exits_3_with_a_clear_message(tmp_path: Path) ->
     r = lv("ctl", "status", "--state-dir", state, cwd=tmp_path)
     assert r.returncode == 3
     assert f"no loopvisor is serving {state} (no socket at {state}/control.sock)" in r.stderr
+    r = lv("ctl", "status", "--json", "--state-dir", state, cwd=tmp_path)
+    assert r.returncode == 3
+    assert json.loads(r.stdout) | {"error": ""} == {
+        "ok": False,
+        "error": "",
+        "kind": "not_serving",
+        "exit_code": 3,
+    }
     r = lv("attach", "--state-dir", state, cwd=tmp_path)
     assert r.returncode == 3
     assert "no loopvisor is serving" in r.stderr
@@ -297,6 +305,21 @@ def test_ctl_shutdown_prints_the_summary_and_the_daemon_exits(daemon: Daemon) ->
     assert wait_gone([daemon.pid], timeout=15) == []
     assert not daemon.socket.exists()
     assert daemon.ctl("status").returncode == 3
+
+
+def test_serve_outlives_a_run_that_ended_on_its_own(tmp_path: Path) -> None:
+    """The global wall budget ends the run; serve keeps answering until shutdown."""
+    d = start_daemon(tmp_path, sim_loops_toml(wall="1s"))
+    try:
+        poll(lambda: d.status()["finished"], timeout=15, what="the run to end")
+        assert {x["state"] for x in d.status()["loops"]} == {"exhausted"}
+        assert "still serving until shutdown" in d.log
+        r = d.ctl("shutdown")
+        assert r.returncode == 0, r.stderr
+        assert "has shut down" in r.stdout
+        assert wait_gone([d.pid], timeout=15) == []
+    finally:
+        kill_daemon(d.pid)
 
 
 def test_detach_refuses_a_bad_config_and_a_second_server(daemon: Daemon, tmp_path: Path) -> None:
