@@ -665,9 +665,10 @@ async def run_until_exhausted(
     async def loop(i: int) -> None:
         ledger = Ledger(f"loop{i}", Limits(), parent=global_ledger)
         for n in range(1, 100):
+            agents[i].reset()  # context = "fresh", as the loop does
             try:
                 turn = await drive(agents[i], workspace, f"Loop {i}, turn {n}.", ledger=ledger)
-            except BudgetExhausted:
+            except BudgetExhausted:  # at the first request of a turn, or a later tool round
                 return
             assert isinstance(turn.last, Done)
             turns[i] += 1
@@ -701,8 +702,7 @@ async def test_shared_global_budget_is_never_exceeded(workspace: Path, count_tok
         assert stats.overshoot_tokens == 0
         assert stats.tokens_reserved == 0
         assert stats.tokens_spent == server.totals.tokens  # exactly the server's own bill
-        assert sum(turns) >= 6
-        assert all(t >= 1 for t in turns)
+        assert sum(turns) >= 12
         # The budget was really used up, not abandoned early.
         assert stats.tokens_spent > limit * 0.5
         if count_tokens:
