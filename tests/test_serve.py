@@ -379,14 +379,17 @@ def test_ctl_edit_inject_and_usage_errors(daemon: Daemon, tmp_path: Path) -> Non
     assert daemon.ctl("edit", "l0").returncode == 3
 
 
-def test_foreground_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def test_foreground_serve_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = tmp_path / "loops.toml"
     config.write_text(sim_loops_toml(), encoding="utf-8")
     state = tmp_path / "fg"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
     proc = subprocess.Popen(
         [*LOOPVISOR, "serve", str(config), "--state-dir", str(state)],
         cwd=tmp_path,
-        env=cli_env(),
+        env=cli_env(NOTIFY_SOCKET=str(tmp_path / "notify.sock")),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -394,18 +397,21 @@ def test_foreground_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        poll(lambda: (state / "control.sock").exists(), timeout=20, what="the socket")
+        assert notify.recv(100) == b"READY=1"  # sent once the socket answers
+        assert (state / "control.sock").exists()
         assert int((state / "serve.pid").read_text()) == proc.pid
         r = lv("ctl", "status", "--json", "--state-dir", state, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
+        assert notify.recv(100) == b"STOPPING=1"
         assert "run " in out  # the event log goes to stdout
         assert "total:" in out
         assert "shutting down: signal SIGTERM" in err
         assert not (state / "control.sock").exists()
     finally:
+        notify.close()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
