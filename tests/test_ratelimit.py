@@ -45,7 +45,7 @@ async def test_many_acquirers_stay_under_the_request_rate() -> None:
             tg.start_soon(one)
     elapsed = time.monotonic() - t0
     # A bucket of 4 refilled at 40/s: 4 at once, then one every 25 ms -> (40-4)/40 = 0.9 s.
-    assert elapsed == pytest.approx(0.9, abs=0.3)
+    assert 0.85 <= elapsed < 2.5
     # In any 0.25 s: at most the burst plus what refills (4 + 10), never the whole 40.
     assert _max_in_window(stamps, 0.25) <= 4 + 10 + 1
     assert _max_in_window(stamps, 0.5) <= 4 + 20 + 1
@@ -81,7 +81,7 @@ async def test_tokens_per_minute_paces_big_requests() -> None:
     # bucket 500: first at once, then (400 - 100 left) / 2000 per s... total 1600 tokens at
     # 2000/s minus the 500 burst: about 0.55 s.
     elapsed = time.monotonic() - t0
-    assert 0.4 < elapsed < 1.0
+    assert 0.4 < elapsed < 2.0
     # A request above the bucket size is not refused forever: it waits for a full bucket.
     waited = await limiter.acquire(5000)
     assert waited < 1.0
