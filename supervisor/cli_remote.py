@@ -64,6 +64,9 @@ def register(subparsers: Any) -> dict[str, Handler]:
     serve.add_argument(
         "--detach", action="store_true", help="run in the background; return once it answers"
     )
+    serve.add_argument(
+        "--resume", action="store_true", help="continue the newest unfinished run (after a crash)"
+    )
 
     target = _target_parent()
     subparsers.add_parser(
@@ -158,8 +161,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve_detached, serve_foreground
 
     if args.detach:
-        return serve_detached(args.config, args.state_dir)
-    return serve_foreground(args.config, args.state_dir)
+        return serve_detached(args.config, args.state_dir, resume=args.resume)
+    return serve_foreground(args.config, args.state_dir, resume=args.resume)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:

@@ -3,7 +3,11 @@
 Foreground by default (systemd, containers: logs go to stdout/stderr); `--detach`
 double-forks into a new session with stdio on `STATE_DIR/serve.log` and returns
 once the socket answers. Either way `STATE_DIR/serve.pid` holds the PID and
-`STATE_DIR/control.sock` the socket (see control.py for its safety rules).
+`STATE_DIR/control.sock` the socket (see control.py for its safety rules). The
+supervisor comes from `durable.durable_supervisor`, as for `run` and the TUI: the
+state-dir lock, the journal, and `--resume` after a crash work the same way.
+When every loop has ended (or the global wall budget ran out), serve keeps
+answering until it is shut down, so that `ctl status` and `attach` show the end.
 
 Signals: SIGTERM / SIGINT shut down cleanly (every loop stopped, its process group
 killed, the summary logged, the journal flushed, socket and PID file removed);
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import select
@@ -31,22 +36,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
 
-from . import events as ev
 from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
+from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
+from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
 from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config, LoopSpec
-from .statelock import StateLock, StateLocked, lock_holder
-
-if TYPE_CHECKING:
-    from .journal import Journal
+from .statelock import StateLocked, lock_holder
 
 log = logging.getLogger("loopvisor.serve")
 
@@ -175,36 +178,34 @@ def _diff_loop(old: LoopSpec, new: LoopSpec) -> tuple[dict[str, Any], list[str],
 
 # -- the serving process -----------------------------------------------------------
 class ServeSession:
-    """One serving supervisor: run, journal, control socket, signals; `run()` until shutdown."""
+    """One serving supervisor: control socket, signals, reload; `run()` until shutdown.
+
+    The supervisor comes from `durable.durable_supervisor` (state-dir lock, journal,
+    resume), like every other front-end's.
+    """
 
     def __init__(
         self,
-        config: Config,
+        sup: Supervisor,
         *,
         state_dir_override: Path | None = None,
         allowed_uid: int | None = None,
     ) -> None:
-        self.config = config
-        self.paths = ServePaths(config.supervisor.state_dir)
+        self.sup = sup
+        self.config = sup.config
+        self.paths = ServePaths(self.config.supervisor.state_dir)
         self.state_dir_override = state_dir_override
-        self.sup = Supervisor(config, exit_when_idle=False)
         self.server = ControlServer(
-            self.sup,
+            sup,
             self.paths.socket,
             allowed_uid=allowed_uid,
             info=self._info,
             reload=self.reload,
             shutdown=lambda: self.request_shutdown("shutdown requested over the control socket"),
         )
-        self.summary: ev.RunFinished | None = None
         self._shutdown = anyio.Event()
         self._run_scope: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
-        self.sup.add_sink(self._keep_summary)
-
-    def _keep_summary(self, event: ev.Event) -> None:
-        if isinstance(event, ev.RunFinished):
-            self.summary = event
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -230,11 +231,8 @@ class ServeSession:
         return report.to_dict()
 
     async def run(self, ready: Callable[[], None] | None = None) -> int:
-        journal = start_journal(self.config, self.sup)
         try:
             async with anyio.create_task_group() as tg:
-                if journal is not None:
-                    tg.start_soon(journal.run_writer)
                 printed = anyio.Event()
                 await tg.start(self._print_events, printed)
                 try:
@@ -246,10 +244,11 @@ class ServeSession:
                 _write_pid(self.paths.pid)
                 tg.start_soon(self._signals, tg)
                 log.info(
-                    "serving %s: %d loop(s), run %s, socket %s, pid %d",
+                    "serving %s: %d loop(s), run %s%s, socket %s, pid %d",
                     self.config.path,
                     len(self.sup.runners),
                     self.sup.run_id,
+                    " (resumed)" if self.sup.resumed else "",
                     self.paths.socket,
                     os.getpid(),
                 )
@@ -269,8 +268,6 @@ class ServeSession:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                if journal is not None:
-                    _finish_journal(journal, self.sup.run_id, self.summary)
                 await self.sup.aclose()
             _remove_pid(self.paths.pid)
         log.info("stopped")
@@ -295,32 +292,22 @@ class ServeSession:
 
     async def _reload_logged(self) -> None:
         log.info("SIGHUP: reloading %s", self.config.path)
-        with contextlib.suppress(RemoteError):  # already logged
+        with contextlib.suppress(RemoteError):  # already published and logged
             await self.reload()
 
 
-# -- the journal hook ----------------------------------------------------------------
-def start_journal(config: Config, sup: Supervisor) -> Journal | None:
-    """Open the journal for this run and register it as a lossless sink (None: unavailable)."""
-    try:
-        from .journal import Journal
-    except ImportError:  # pragma: no cover - journal.py ships with the core
-        log.warning("the journal is not available: events are not persisted")
-        return None
-    journal = Journal.open(config.supervisor.state_dir)
-    text = config.path.read_text(encoding="utf-8-sig")
-    journal.start_run(sup.run_id, config.path, text, loops=config.loops)
-    sup.add_sink(journal.record)
-    return journal
-
-
-def _finish_journal(journal: Journal, run_id: str, summary: ev.RunFinished | None) -> None:
-    try:
-        if summary is not None:
-            journal.finish_run(run_id, summary.exit_code, summary.reason or "serve shut down")
-        journal.close()
-    except Exception as exc:
-        log.error("journal: %s", exc)
+async def serve(
+    config: Config,
+    *,
+    resume: bool = False,
+    state_dir_override: Path | None = None,
+    allowed_uid: int | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve `config` (journalled, resumable) until shutdown; returns the exit code."""
+    async with durable_supervisor(config, resume=resume, exit_when_idle=False) as sup:
+        session = ServeSession(sup, state_dir_override=state_dir_override, allowed_uid=allowed_uid)
+        return await session.run(ready)
 
 
 # -- files and systemd --------------------------------------------------------------
@@ -364,6 +351,7 @@ def serve_foreground(
     config_path: Path,
     state_dir: Path | None = None,
     *,
+    resume: bool = False,
     ready: Callable[[], None] | None = None,
     allowed_uid: int | None = None,
 ) -> int:
@@ -380,21 +368,26 @@ def serve_foreground(
     paths = ServePaths(config.supervisor.state_dir)
     try:
         ensure_private_dir(paths.state_dir)
-        lock = StateLock(paths.state_dir)
-        lock.acquire()
-    except (StateLocked, ControlSocketError, OSError) as exc:
+        return anyio.run(
+            functools.partial(
+                serve,
+                config,
+                resume=resume,
+                state_dir_override=state_dir,
+                allowed_uid=allowed_uid,
+                ready=ready,
+            )
+        )
+    except (StateLocked, NothingToResume, JournalError, ControlSocketError, OSError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    try:
-        session = ServeSession(config, state_dir_override=state_dir, allowed_uid=allowed_uid)
-        return anyio.run(session.run, ready)
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return EXIT_INTERRUPTED
-    finally:
-        lock.release()
 
 
-def serve_detached(config_path: Path, state_dir: Path | None = None) -> int:
+def serve_detached(
+    config_path: Path, state_dir: Path | None = None, *, resume: bool = False
+) -> int:
     """Start `serve` in the background; 0 once its socket answers, else 1 with the log tail."""
     config = load_config(config_path, state_dir=state_dir)  # errors: exit 3 from the CLI
     paths = ServePaths(config.supervisor.state_dir)
@@ -409,7 +402,7 @@ def serve_detached(config_path: Path, state_dir: Path | None = None) -> int:
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked children
         os.close(read_fd)
-        _daemon_child(abs_config, abs_state, paths, write_fd)
+        _daemon_child(abs_config, abs_state, paths, write_fd, resume)
     os.close(write_fd)
     os.waitpid(child, 0)  # the intermediate child exits at once
     status, pid = _wait_ready(read_fd, READY_TIMEOUT_S)
@@ -432,7 +425,7 @@ def serve_detached(config_path: Path, state_dir: Path | None = None) -> int:
 
 
 def _daemon_child(
-    config_path: Path, state_dir: Path | None, paths: ServePaths, ready_fd: int
+    config_path: Path, state_dir: Path | None, paths: ServePaths, ready_fd: int, resume: bool
 ) -> None:  # pragma: no cover - runs in the forked children
     code = EXIT_FAILED
     try:
@@ -446,7 +439,7 @@ def _daemon_child(
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 
-        code = serve_foreground(config_path, state_dir, ready=ready)
+        code = serve_foreground(config_path, state_dir, resume=resume, ready=ready)
     except BaseException:
         traceback.print_exc()
     finally:

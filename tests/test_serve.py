@@ -322,6 +322,29 @@ def test_serve_outlives_a_run_that_ended_on_its_own(tmp_path: Path) -> None:
         kill_daemon(d.pid)
 
 
+def test_serve_resume_continues_a_run_after_kill_9(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, sim_loops_toml())
+    try:
+        poll(lambda: d.loop("l0")["iteration"] >= 3, what="some iterations")
+        before = d.status()
+        os.kill(d.pid, signal.SIGKILL)  # a crash: stale socket and PID file stay behind
+        assert wait_gone([d.pid], timeout=10) == []
+        assert d.socket.exists()
+    finally:
+        kill_daemon(d.pid)
+    r = lv("serve", d.config, "--state-dir", d.state, "--detach", "--resume", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = int((d.state / "serve.pid").read_text())
+    try:
+        after = Daemon(d.cwd, d.config, d.state, pid).status()
+        assert after["run_id"] == before["run_id"]
+        it = {x["name"]: x["iteration"] for x in before["loops"]}
+        assert all(x["iteration"] >= it[x["name"]] - 1 for x in after["loops"])
+        assert "(resumed)" in d.log
+    finally:
+        kill_daemon(pid)
+
+
 def test_detach_refuses_a_bad_config_and_a_second_server(daemon: Daemon, tmp_path: Path) -> None:
     again = lv("serve", daemon.config, "--state-dir", daemon.state, "--detach", cwd=tmp_path)
     assert again.returncode == 3
