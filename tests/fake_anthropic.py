@@ -23,8 +23,8 @@ Public surface (kept backward compatible):
   query, lower-cased headers, parsed JSON body, what was replied), `message_requests()`;
   `totals` (`Totals`: input_tokens, output_tokens, cache_creation_input_tokens,
   cache_read_input_tokens, messages, tokens); `rate_limited` (enforced 429s).
-- Replies: `text(s, cache_creation=, cache_read=, chunk_words=, delay=)`,
-  `tool_use(name, input, preface=, id=, more=[(name, input), ...])`,
+- Replies: `text(s, cache_creation=, cache_read=, chunk_words=, delay=, thinking=)`,
+  `tool_use(name, input, preface=, id=, more=[(name, input), ...], thinking=)`,
   `error(status, message, retry_after=, retry_after_ms=, headers=)` (429, 529, 500, 401...),
   `hang(seconds, after_start=False)`, `cut(s, after=N)` (connection closed after N
   deltas), `stream_error(type, s, after=N)` (an SSE `error` event mid-stream). Each
@@ -42,8 +42,8 @@ Behaviour:
   (JSON of system + messages + tools, 4 characters a token, plus 1). A reply's cache
   tokens are carved out of that count, so input + cache_creation + cache_read always
   equals it. POST /v1/messages/count_tokens returns the same count (unless disabled).
-- Output tokens: one per whitespace-separated word of text (with its trailing
-  whitespace), and `tokens_for_json` of a tool_use input. The request's `max_tokens` is
+- Output tokens: one per whitespace-separated word of text or thinking (with its
+  trailing whitespace), and `tokens_for_json` of a tool_use input. The request's `max_tokens` is
   honoured: output never exceeds it, the reply is truncated with stop_reason
   "max_tokens" (a tool_use block that does not fit entirely is dropped).
 - `totals` is the server's own bill: the usage it reported in each response (for a
@@ -133,10 +133,19 @@ class TextBlock:
 
 
 @dataclass(frozen=True)
+class ThinkingBlock:
+    thinking: str
+    signature: str = "fake-signature"
+
+
+@dataclass(frozen=True)
 class ToolUseBlock:
     name: str
     input: dict[str, Any]
     id: str
+
+
+Block = TextBlock | ThinkingBlock | ToolUseBlock
 
 
 @dataclass(frozen=True)
@@ -144,7 +153,7 @@ class Reply:
     """One scripted response. Build it with `text`, `tool_use`, `error`, `hang`, `cut`."""
 
     kind: ReplyKind = "message"
-    blocks: tuple[TextBlock | ToolUseBlock, ...] = ()
+    blocks: tuple[Block, ...] = ()
     stop_reason: str = "end_turn"
     cache_creation: int = 0
     cache_read: int = 0
@@ -174,11 +183,13 @@ def text(
     cache_read: int = 0,
     chunk_words: int = 1,
     delay: float = 0.0,
+    thinking: str = "",
     when: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Reply:
-    """A text reply (stop_reason "end_turn" unless max_tokens truncates it)."""
+    """A text reply (stop_reason "end_turn" unless max_tokens truncates it), after a
+    thinking block (streamed with thinking_delta and a signature_delta) if given."""
     return Reply(
-        blocks=(TextBlock(s),),
+        blocks=(*_thinking(thinking), TextBlock(s)),
         stop_reason=stop_reason,
         cache_creation=cache_creation,
         cache_read=cache_read,
@@ -196,11 +207,12 @@ def tool_use(
     id: str | None = None,
     more: Sequence[tuple[str, Mapping[str, Any]]] = (),
     delay: float = 0.0,
+    thinking: str = "",
     when: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Reply:
     """A reply that asks for one tool call (plus `more` (name, input) calls), with an
-    optional text block first; stop_reason "tool_use"."""
-    blocks: list[TextBlock | ToolUseBlock] = []
+    optional thinking block and text block first; stop_reason "tool_use"."""
+    blocks: list[Block] = [*_thinking(thinking)]
     if preface:
         blocks.append(TextBlock(preface))
     calls = [(name, input), *more]
@@ -208,6 +220,10 @@ def tool_use(
         tool_id = id if (id is not None and i == 0) else f"toolu_{uuid.uuid4().hex[:20]}"
         blocks.append(ToolUseBlock(tool_name, dict(tool_input), tool_id))
     return Reply(blocks=tuple(blocks), stop_reason="tool_use", delay=delay, when=when)
+
+
+def _thinking(thinking: str) -> tuple[ThinkingBlock, ...]:
+    return (ThinkingBlock(thinking, f"sig-{uuid.uuid4().hex[:16]}"),) if thinking else ()
 
 
 def error(
@@ -499,7 +515,7 @@ class FakeAnthropic:
 class _Plan:
     """What a message reply will contain after max_tokens truncation."""
 
-    blocks: list[TextBlock | ToolUseBlock]
+    blocks: list[Block]
     text_pieces: list[list[str]]
     """Per block: the text tokens (empty list for a tool_use block)."""
     output_tokens: int
@@ -510,17 +526,20 @@ class _Plan:
 def _plan(reply: Reply, body: Mapping[str, Any]) -> _Plan:
     max_tokens = int(body.get("max_tokens") or 0)
     budget = max_tokens
-    blocks: list[TextBlock | ToolUseBlock] = []
+    blocks: list[Block] = []
     pieces: list[list[str]] = []
     truncated = False
     has_tool = False
     for block in reply.blocks:
-        if isinstance(block, TextBlock):
-            words = text_pieces(block.text)
+        if isinstance(block, TextBlock | ThinkingBlock):
+            words = text_pieces(block.text if isinstance(block, TextBlock) else block.thinking)
             if len(words) > budget:
                 words, truncated = words[:budget], True
             budget -= len(words)
-            blocks.append(TextBlock("".join(words)))
+            if isinstance(block, TextBlock):
+                blocks.append(TextBlock("".join(words)))
+            else:
+                blocks.append(ThinkingBlock("".join(words), block.signature))
             pieces.append(words)
         else:
             cost = tokens_for_json(block.input)
@@ -708,6 +727,10 @@ class _Handler(BaseHTTPRequestHandler):
         for block in plan.blocks:
             if isinstance(block, TextBlock):
                 content.append({"type": "text", "text": block.text})
+            elif isinstance(block, ThinkingBlock):
+                content.append(
+                    {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+                )
             else:
                 content.append(
                     {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
@@ -781,6 +804,8 @@ class _Handler(BaseHTTPRequestHandler):
         for index, block in enumerate(plan.blocks):
             if isinstance(block, TextBlock):
                 start_block: dict[str, Any] = {"type": "text", "text": ""}
+            elif isinstance(block, ThinkingBlock):
+                start_block = {"type": "thinking", "thinking": "", "signature": ""}
             else:
                 start_block = {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
             self._event(
@@ -788,20 +813,30 @@ class _Handler(BaseHTTPRequestHandler):
                 {"type": "content_block_start", "index": index, "content_block": start_block},
                 d,
             )
-            if isinstance(block, TextBlock):
+            if isinstance(block, TextBlock | ThinkingBlock):
                 words = plan.text_pieces[index]
                 step = max(1, reply.chunk_words)
                 for i in range(0, len(words), step):
                     if reply.cut_after is not None and deltas >= reply.cut_after:
                         raise _Cut
                     piece = "".join(words[i : i + step])
-                    delta = {"type": "text_delta", "text": piece}
+                    if isinstance(block, TextBlock):
+                        delta = {"type": "text_delta", "text": piece}
+                    else:
+                        delta = {"type": "thinking_delta", "thinking": piece}
                     self._event(
                         "content_block_delta",
                         {"type": "content_block_delta", "index": index, "delta": delta},
                         d,
                     )
                     deltas += 1
+                if isinstance(block, ThinkingBlock):
+                    delta = {"type": "signature_delta", "signature": block.signature}
+                    self._event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": delta},
+                        d,
+                    )
             else:
                 raw = json.dumps(block.input)
                 for i in range(0, len(raw), 16):

@@ -866,3 +866,25 @@ async def test_fake_server_json_replies_beta_path_and_matchers() -> None:
         assert [r.reply for r in server.requests] == ["text", "text", "count_tokens", "text"]
         assert server.totals.messages == 3
         assert server.totals.input_tokens == 3 * input_tokens_for({"messages": msgs})
+
+
+async def test_thinking_blocks_are_sent_back_with_their_signature(
+    server: FakeAnthropic, workspace: Path
+) -> None:
+    server.push(
+        tool_use("write_file", {"path": "t.txt", "content": "x"}, thinking="Plan: write it."),
+        text("Done.", thinking="It worked."),
+    )
+    agent = make_agent(server, workspace, tools=["write_file"])
+    turn = await drive(agent, workspace)
+    assert turn.text == "Done."  # thinking is not the answer
+    assert isinstance(turn.last, Done)
+    assert turn.last.output == "Done."
+    assistant = server.message_requests()[1].body["messages"][1]
+    thinking, call = assistant["content"]
+    assert thinking["type"] == "thinking"
+    assert thinking["thinking"] == "Plan: write it."
+    assert thinking["signature"].startswith("sig-")
+    assert call["type"] == "tool_use"
+    assert_totals(server, turn.usage)  # thinking tokens are output tokens too
+    await agent.aclose()

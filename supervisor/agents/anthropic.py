@@ -42,11 +42,14 @@ from typing import Any
 import anthropic
 import anyio
 from anthropic.types import (
+    CitationsDelta,
     InputJSONDelta,
     RawContentBlockDeltaEvent,
     RawContentBlockStartEvent,
     RawMessageDeltaEvent,
     RawMessageStartEvent,
+    SignatureDelta,
+    ThinkingDelta,
 )
 from anthropic.types import TextDelta as SDKTextDelta
 
@@ -404,12 +407,20 @@ class _Attempt:
                         blocks[event.index] = _start_block(event.content_block)
                     elif isinstance(event, RawContentBlockDeltaEvent):
                         d = event.delta
+                        block = blocks.setdefault(event.index, {"type": "text", "text": ""})
                         if isinstance(d, SDKTextDelta):
-                            block = blocks.setdefault(event.index, {"type": "text", "text": ""})
                             block["text"] = block.get("text", "") + d.text
                             yield TextDelta(agent._scrub(d.text))
                         elif isinstance(d, InputJSONDelta):
                             json_parts.setdefault(event.index, []).append(d.partial_json)
+                        elif isinstance(d, ThinkingDelta):
+                            # Kept (with its signature) so that tool rounds can send it back.
+                            block["thinking"] = block.get("thinking", "") + d.thinking
+                        elif isinstance(d, SignatureDelta):
+                            block["signature"] = block.get("signature", "") + d.signature
+                        elif isinstance(d, CitationsDelta):
+                            cite = d.citation.model_dump(mode="json", exclude_none=True)
+                            block.setdefault("citations", []).append(cite)
                     elif isinstance(event, RawMessageDeltaEvent):
                         stop_reason = event.delta.stop_reason
                         delta = counted.advance(event.usage, model)
@@ -439,8 +450,8 @@ class _Attempt:
         content: list[dict[str, Any]] = []
         for index in sorted(blocks):
             block = blocks[index]
-            if block["type"] == "tool_use":
-                raw = "".join(json_parts.get(index, []))
+            if index in json_parts:  # tool_use (or a server tool's) streamed input
+                raw = "".join(json_parts[index])
                 try:
                     block["input"] = json.loads(raw) if raw else {}
                 except ValueError:
