@@ -15,7 +15,8 @@ gauges in one batch update. Nothing is updated per token.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "scheduled"})
 NEAR_EXHAUSTION = 0.8
+EVENT_BUFFER = 20_000
+"""Events the app may fall behind by before it resyncs from a snapshot."""
 
 
 class LoopvisorApp(App[int]):
@@ -93,9 +96,15 @@ class LoopvisorApp(App[int]):
 
     # -- data -------------------------------------------------------------------
     async def _feed(self) -> None:
+        # A remote handle can take the snapshot and start the events at one instant.
+        joint = getattr(self.handle, "subscribe_with_snapshot", None)
         try:
-            async with self.handle.subscribe(max_buffer=20_000) as events:
-                self._apply_snapshot(await self.handle.snapshot(), seed=True)
+            if joint is not None:
+                subscription = joint(EVENT_BUFFER)
+            else:
+                subscription = _with_snapshot(self.handle, EVENT_BUFFER)
+            async with subscription as (snapshot, events):
+                self._apply_snapshot(snapshot or await self.handle.snapshot(), seed=True)
                 async for event in events:
                     if isinstance(event, ev.EventsDropped):
                         self._apply_snapshot(await self.handle.snapshot(), seed=True)
@@ -103,6 +112,9 @@ class LoopvisorApp(App[int]):
                     self._on_event(event)
         except Exception as exc:  # a remote handle can go away; say so, keep the screen
             self.notify(f"event stream ended: {exc}", severity="error", timeout=30)
+            return
+        if self._run_supervisor is None:
+            self.notify("the supervisor's event stream ended", severity="warning", timeout=30)
 
     async def _poll(self) -> None:
         failed = False
@@ -362,6 +374,16 @@ class LoopvisorApp(App[int]):
             self.exit(0)
             return
         self.control("shut down", self.handle.shutdown)
+
+
+@asynccontextmanager
+async def _with_snapshot(
+    handle: SupervisorHandle, max_buffer: int
+) -> AsyncIterator[tuple[RunSnapshot, AsyncIterator[ev.Event]]]:
+    """Subscribe, then snapshot: in-process nothing runs in between (no await yields to
+    the supervisor), so the snapshot's transcript tails and the events join up."""
+    async with handle.subscribe(max_buffer) as events:
+        yield await handle.snapshot(), events
 
 
 def run_tui(config: Config, *, resume: bool = False) -> int:

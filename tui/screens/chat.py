@@ -47,12 +47,12 @@ class ChatScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.view = self.query_one(TranscriptView)
         self.live_tick()
         self.query_one(Input).focus()
 
     def live_tick(self) -> None:
-        app = lv(self)
-        self.query_one(TranscriptView).sync(self.loop, app.transcripts.get(self.loop))
+        self.view.sync(self.loop, lv(self).transcripts.get(self.loop))
 
     def live_snapshot(self, snapshot: RunSnapshot) -> None:
         return None

@@ -29,14 +29,15 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("end / home", "transcript: follow new text / go to the top"),
             ("ctrl+p", "command palette: every action, pause/resume/stop all"),
             ("?", "this help"),
-            ("q  ctrl+q", "quit (asks when loops run; detaches when attached)"),
+            ("q  ctrl+q", "quit (asks first while loops run: they are stopped)"),
+            ("q  ctrl+d", "attached (loopvisor attach): detach, the loops keep running"),
         ),
     ),
     (
         "Attention inbox",
         (
             ("enter", "step in"),
-            ("p  e  i  r  s  h", "resume, edit, inject, restart, stop, history"),
+            ("p e i r s h", "resume, edit, inject, restart, stop, history"),
             ("esc  a", "back"),
         ),
     ),

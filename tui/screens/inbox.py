@@ -65,25 +65,28 @@ class InboxScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.heading = self.query_one("#heading", Static)
+        self.empty = self.query_one("#empty", Static)
+        self.options = self.query_one(OptionList)
         snapshot = lv(self).snapshot
         if snapshot is not None:
             self.live_snapshot(snapshot)
-        self.query_one(OptionList).focus()
+        self.options.focus()
 
     def live_snapshot(self, snapshot: RunSnapshot) -> None:
         loops = [loop for loop in snapshot.loops if fmt.needs_person(loop)]
         texts = [(loop.name, entry(loop)) for loop in loops]
         shown = [(name, text.plain) for name, text in texts]
         n = len(loops)
-        self.query_one("#heading", Static).update(
+        self.heading.update(
             f"Attention inbox · {n} loop{'s' if n != 1 else ''} need{'s' if n == 1 else ''} you"
         )
-        self.query_one("#empty").display = not loops
-        self.query_one(OptionList).display = bool(loops)
+        self.empty.display = not loops
+        self.options.display = bool(loops)
         if shown == self._shown:
             return
         self._shown = shown
-        options = self.query_one(OptionList)
+        options = self.options
         current = self.selected
         options.clear_options()
         options.add_options([Option(text, id=name) for name, text in texts])
@@ -96,7 +99,7 @@ class InboxScreen(Screen[None]):
 
     @property
     def selected(self) -> str | None:
-        options = self.query_one(OptionList)
+        options = self.options
         if options.highlighted is None or options.option_count == 0:
             return None
         return options.get_option_at_index(options.highlighted).id

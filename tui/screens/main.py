@@ -6,7 +6,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Footer, Input
 
 from supervisor.api import LoopSnapshot, RunSnapshot
 
@@ -15,6 +15,7 @@ from ..live import lv
 from ..model import older_lines
 from ..widgets.gauges import BudgetGauges, GaugeData
 from ..widgets.loop_table import LoopTable
+from ..widgets.status import StatusLine
 from ..widgets.transcript import TranscriptView
 
 KEYS: list[BindingType] = [
@@ -46,33 +47,25 @@ class MainScreen(Screen[None]):
     CSS_PATH = "main.tcss"
     BINDINGS = KEYS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._title = ""
-
     def compose(self) -> ComposeResult:
         yield BudgetGauges(id="gauges")
         yield LoopTable(id="loops")
         yield Input(placeholder="filter: name or state (enter keeps, esc clears)", id="filter")
-        yield Static(id="loop-title")
+        yield StatusLine(id="loop-title")
         yield TranscriptView(id="transcript")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(LoopTable).focus()
+        self.table = self.query_one(LoopTable)
+        self.transcript = self.query_one(TranscriptView)
+        self.gauges = self.query_one(BudgetGauges)
+        self.title_bar = self.query_one("#loop-title", StatusLine)
+        self.table.focus()
 
     # -- live data ----------------------------------------------------------------
     @property
-    def table(self) -> LoopTable:
-        return self.query_one(LoopTable)
-
-    @property
-    def transcript(self) -> TranscriptView:
-        return self.query_one(TranscriptView)
-
-    @property
     def focused_loop(self) -> str | None:
-        return self.table.focused_loop
+        return self.table.focused_loop if self.is_mounted else None
 
     def focus_loop(self, name: str) -> None:
         if not self.table.focus_loop(name):
@@ -89,7 +82,7 @@ class MainScreen(Screen[None]):
             finished = (
                 f"run finished: exit code {summary.exit_code}" if summary and app.run_done else ""
             )
-            self.query_one(BudgetGauges).update_data(
+            self.gauges.update_data(
                 GaugeData(
                     budget=snapshot.budget,
                     burn=app.burn.rate(),
@@ -111,13 +104,10 @@ class MainScreen(Screen[None]):
     def _show_focused(self, *, sync_transcript: bool) -> None:
         app = lv(self)
         name = self.focused_loop
-        title = self.query_one("#loop-title", Static)
+        title = self.title_bar
         loop = app.loop(name) if name else None
-        text = loop_title(loop) if loop else "no loop selected"
-        if text != self._title:
-            self._title = text
-            title.update(text)
-            title.set_class(loop is not None and fmt.needs_person(loop), "attention")
+        title.set_text(loop_title(loop) if loop else "no loop selected")
+        title.set_class(loop is not None and fmt.needs_person(loop), "attention")
         if name is not None and (sync_transcript or self.transcript.source != name):
             self.transcript.sync(name, app.transcripts.get(name))
 

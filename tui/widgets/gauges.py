@@ -91,8 +91,7 @@ def burn_line(data: GaugeData) -> Text:
     if b.slots_total <= 12:
         out.append("▰" * busy, style="green")
         out.append("▱" * (b.slots_total - busy), style="dim")
-        out.append(" ")
-    out.append(f"{b.slots_in_use}/{b.slots_total}")
+    out.append(f" {b.slots_in_use}/{b.slots_total}")
     if data.finished:
         out.append(" · ", style="dim")
         out.append(data.finished, style="bold")
@@ -133,11 +132,18 @@ class BudgetGauges(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.data: GaugeData | None = None
+        self._lines = 0
 
     def update_data(self, data: GaugeData) -> None:
         if data != self.data:
             self.data = data
-            self.refresh(layout=True)
+            # Height depends only on the width (lines of bars): repaint, no layout pass.
+            self.refresh(layout=self._lines != self._line_count())
+
+    def _line_count(self) -> int:
+        width = max(20, self.size.width or 78)
+        per_line = 4 if width >= 150 else 2 if width >= 70 else 1
+        return -(-4 // per_line) + 1
 
     def render(self) -> Text:
         data = self.data
@@ -153,4 +159,5 @@ class BudgetGauges(Widget):
         tail = burn_line(data)
         tail.truncate(width, overflow="ellipsis")
         lines.append(tail)
+        self._lines = len(lines)
         return Text("\n").join(lines)

@@ -67,21 +67,21 @@ class TranscriptView(ScrollView, can_focus=True):
         overflow-y: scroll;
         scrollbar-size-vertical: 1;
         &:focus { background-tint: $foreground 4%; }
-        & > .transcript--text { color: $text; }
-        & > .transcript--iteration { color: $accent; text-style: bold; }
+        & > .transcript--text { color: $foreground; }
+        & > .transcript--iteration { color: $text-accent; text-style: bold; }
         & > .transcript--iteration-end { color: $text-muted; }
-        & > .transcript--state { color: $warning; }
-        & > .transcript--tool { color: $secondary; }
+        & > .transcript--state { color: $text-warning; }
+        & > .transcript--tool { color: $text-secondary; }
         & > .transcript--result { color: $text-muted; }
-        & > .transcript--result-error { color: $error; }
+        & > .transcript--result-error { color: $text-error; }
         & > .transcript--check { color: $text-muted; }
-        & > .transcript--check-pass { color: $success; text-style: bold; }
-        & > .transcript--check-fail { color: $error; text-style: bold; }
-        & > .transcript--stuck { color: $error; text-style: bold reverse; }
-        & > .transcript--operator { color: $primary; text-style: bold; }
-        & > .transcript--stderr { color: $error 70%; }
+        & > .transcript--check-pass { color: $text-success; text-style: bold; }
+        & > .transcript--check-fail { color: $text-error; text-style: bold; }
+        & > .transcript--stuck { color: $text-error; text-style: bold reverse; }
+        & > .transcript--operator { color: $text-primary; text-style: bold; }
+        & > .transcript--stderr { color: $text-error; text-style: dim; }
         & > .transcript--aside { color: $text-muted; }
-        & > .transcript--notice { color: $warning; text-style: italic; }
+        & > .transcript--notice { color: $text-warning; text-style: italic; }
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -182,7 +182,13 @@ class TranscriptView(ScrollView, can_focus=True):
         self._partial_rows = self._wrap(self._partial) if self._partial else []
 
     def _update_size(self, *, follow: bool) -> None:
-        self.virtual_size = Size(self._width, self.row_count)
+        # Not `self.virtual_size = ...`: that reactive asks for a layout pass of the whole
+        # screen on every flush. The scrollbars are fixed (overflow-y: scroll), so
+        # updating them (Widget._scroll_update) and repainting is enough.
+        size = Size(self._width, self.row_count)
+        if size != self.virtual_size:
+            self.set_reactive(TranscriptView.virtual_size, size)
+            self._scroll_update(size)
         if follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
