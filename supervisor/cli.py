@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from . import runtime
+from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
@@ -36,8 +36,10 @@ from .spec import Config
 from .statelock import StateLocked
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
-COMMANDS = ("run", "check", "init", "clean", "history", "status")
+COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
 DEFAULT_CONFIG = Path("loops.toml")
+REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="write a commented starter loops.toml")
     init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    REMOTE_HANDLERS.update(cli_remote.register(sub))
     return parser
 
 
@@ -133,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on a usage error: that code means "budget"
         return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        **REMOTE_HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
