@@ -14,6 +14,7 @@ gauges in one batch update. Nothing is updated per token.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from textual.screen import Screen
 
 from supervisor import events as ev
 from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
+from supervisor.runtime import EXIT_INTERRUPTED
 
 from .commands import LoopCommands
 from .live import Live
@@ -387,23 +389,42 @@ async def _with_snapshot(
 
 
 def run_tui(config: Config, *, resume: bool = False) -> int:
-    """`loopvisor [CONFIG]` on a terminal: the console over an in-process supervisor."""
-    from supervisor.runtime import Supervisor
+    """`loopvisor [CONFIG]` on a terminal: the console over an in-process supervisor.
 
-    supervisor = Supervisor(config, exit_when_idle=False)
+    The run is durable exactly like the headless one (`durable_supervisor`: state-dir
+    lock, journal, `--resume`). SIGTERM or SIGHUP (the SSH connection dropped) end it
+    as an interruption: loops are stopped, their processes killed, exit code 130.
+    """
+    return anyio.run(_run_tui, config, resume)
 
-    async def run_supervisor() -> ev.RunFinished:
-        try:
-            return await supervisor.run()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await supervisor.aclose()
 
-    app = LoopvisorApp(
-        supervisor,
-        title=f"loopvisor · {config.path.name}",
-        run_supervisor=run_supervisor,
-        state_dir=config.supervisor.state_dir,
-    )
-    app.run()
-    return supervisor.exit_code()
+async def _run_tui(config: Config, resume: bool) -> int:
+    from supervisor.durable import durable_supervisor
+
+    async with durable_supervisor(config, resume=resume, exit_when_idle=False) as supervisor:
+
+        async def run_supervisor() -> ev.RunFinished:
+            try:
+                return await supervisor.run()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await supervisor.aclose()
+
+        app = LoopvisorApp(
+            supervisor,
+            title=f"loopvisor · {config.path.name}",
+            run_supervisor=run_supervisor,
+            state_dir=config.supervisor.state_dir,
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_exit_on_signal, app)
+            await app.run_async()
+            tg.cancel_scope.cancel()
+        return supervisor.exit_code()
+
+
+async def _exit_on_signal(app: LoopvisorApp) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            app.exit(EXIT_INTERRUPTED)
+            return

@@ -1,0 +1,298 @@
+"""The console's pure parts (transcript lines, burn rate, edit validation, wrapping)
+and its widgets in a bare app: the transcript view's scroll-back, the loop table's
+people-first order and cheap updates, the gauges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.cells import cell_len
+from test_tui_support import demo_snapshot, loop_snapshot
+from textual.app import App, ComposeResult
+
+from supervisor import events as ev
+from supervisor.spec import Limits
+from supervisor.transcript import TranscriptTail
+from tui import format as fmt
+from tui.model import (
+    BurnWindow,
+    IterationLog,
+    LoopLines,
+    Transcripts,
+    minutes_left,
+    older_lines,
+    split_iterations,
+)
+from tui.screens.edit import validate_edit
+from tui.widgets.gauges import BudgetGauges, GaugeData
+from tui.widgets.loop_table import LoopTable
+from tui.widgets.transcript import TranscriptView, wrap
+
+chunk = st.text(alphabet="ab \n✔", max_size=12)
+step = st.one_of(
+    st.tuples(st.just("add"), chunk, st.sampled_from(["assistant", "stderr", "operator"])),
+    st.tuples(st.just("line"), st.text(alphabet="xy ", max_size=8), st.just("")),
+)
+
+
+@given(st.lists(step, max_size=40))
+def test_loop_lines_build_the_same_lines_as_the_core_tail(
+    steps: list[tuple[str, str, str]],
+) -> None:
+    """Seeding from a snapshot's tail and then applying events must join up exactly."""
+    mine, core = LoopLines(), TranscriptTail()
+    for kind, text, stream in steps:
+        if kind == "add":
+            mine.add(text, stream)
+            core.add(text, stream)
+        else:
+            mine.add_line(text)
+            core.add_line(text)
+    shown = (*mine.lines, mine.partial) if mine.partial else tuple(mine.lines)
+    assert shown == core.snapshot()
+    assert mine.total == len(mine.lines)
+
+
+def test_since_returns_only_new_lines_and_none_when_pruned() -> None:
+    lines = LoopLines(max_lines=5)
+    for i in range(3):
+        lines.add_line(f"l{i}")
+    seen = lines.total
+    lines.add("partial", "assistant")
+    assert lines.since(seen) == []
+    lines.add(" done\n", "assistant")
+    assert lines.since(seen) == ["partial done"]
+    for i in range(10):
+        lines.add_line(f"m{i}")
+    assert lines.since(seen) is None  # pruned away: the view reloads instead
+    epoch = lines.epoch
+    lines.seed(["a", "b"])
+    assert lines.epoch == epoch + 1
+    assert lines.since(0) == ["a", "b"]
+
+
+def test_transcripts_route_events_to_their_loop_and_global_actions_to_all() -> None:
+    ts = Transcripts()
+    ts.seed("a", ["old line"])
+    ts.seed("b", [])
+    ts.apply(ev.IterationStarted(loop="a", iteration=1, prompt="p"))
+    ts.apply(ev.AgentOutput(loop="a", iteration=1, text="hello\nwor"))
+    ts.apply(ev.ControlApplied(op="pause", loop=None))
+    ts.apply(ev.ControlApplied(op="chat", loop="a", detail="hi"))  # shown as its output
+    assert list(ts.get("a").lines) == [
+        "old line",
+        "━━ iteration 1 ━━",
+        "hello",
+        "wor",
+        "» operator pause",
+    ]
+    assert list(ts.get("b").lines) == ["» operator pause"]
+    ts.seed("a", ["other"])  # not forced: the console already has lines for it
+    assert "other" not in ts.get("a").lines
+
+
+def test_older_lines_anchor_on_the_first_shown_lines() -> None:
+    fetched = ["1", "2", "3", "4", "5", "6"]
+    assert older_lines(fetched, ["4", "5", "6", "7"]) == ["1", "2", "3"]
+    assert older_lines(fetched, ["4", "X"]) == ["1", "2", "3"]  # a line only the console has
+    assert older_lines(fetched, ["nope"]) == []
+    assert older_lines(fetched, []) == fetched
+
+
+def test_split_iterations_groups_lines_under_their_header() -> None:
+    lines = ["noise", "━━ iteration 1 ━━", "a", "━━ iteration 2 ━━", "b", "c"]
+    assert split_iterations(lines) == {
+        1: ["━━ iteration 1 ━━", "a"],
+        2: ["━━ iteration 2 ━━", "b", "c"],
+    }
+
+
+def test_iteration_log_pairs_starts_and_ends() -> None:
+    log = IterationLog()
+    log.apply(ev.IterationStarted(loop="a", iteration=1, prompt="first"))
+    log.apply(
+        ev.IterationFinished(
+            loop="a", iteration=1, outcome="continue", reason="r", tokens=5, usd=0.1, duration_s=2
+        )
+    )
+    log.apply(ev.IterationStarted(loop="a", iteration=2, prompt="second"))
+    rows = log.of("a")
+    assert [(r.iteration, r.prompt, r.outcome, r.tokens) for r in rows] == [
+        (1, "first", "continue", 5),
+        (2, "second", None, 0),
+    ]
+
+
+def test_burn_rate_over_a_sliding_window_and_time_to_exhaustion() -> None:
+    burn = BurnWindow(window_s=60)
+    burn.add(0.0, 0, 0.0, 0.0)
+    assert burn.rate() is None
+    burn.add(1.0, 100, 0.01, 0.5)
+    assert burn.rate() is None  # too short a span to say
+    burn.add(30.0, 3_000, 0.3, 15.0)
+    rate = burn.rate()
+    assert rate is not None
+    assert rate.tokens_per_min == pytest.approx(6_000)
+    assert rate.usd_per_min == pytest.approx(0.6)
+    assert minutes_left(3_000, 60_000, rate.tokens_per_min) == pytest.approx(9.5)
+    assert minutes_left(3_000, None, rate.tokens_per_min) is None
+    burn.add(200.0, 3_000, 0.3, 15.0)  # old samples leave the window: nothing burns now
+    rate = burn.rate()
+    assert rate is not None
+    assert rate.tokens_per_min == 0
+
+
+def test_validate_edit_uses_the_cores_rules() -> None:
+    problems, values = validate_edit("Fix $loop, try $iteration", "5", "", "0.5", "30m", cpu=9.0)
+    assert problems == []
+    assert values is not None
+    assert values.limits == Limits(tokens=None, usd=0.5, wall=1800.0, cpu=9.0)
+    problems, values = validate_edit("Fix $nope", "0", "12x", "-1", "soon", cpu=None)
+    assert values is None
+    joined = "\n".join(problems)
+    for expected in ("$nope", "max_iterations", "budget tokens", "budget USD", "budget wall"):
+        assert expected in joined
+    assert validate_edit("  ", "3", "", "", "", cpu=None)[0] == ["prompt: must not be empty"]
+
+
+@given(st.text(alphabet="abc  é世", max_size=120), st.integers(min_value=2, max_value=50))
+def test_wrap_never_exceeds_the_width_and_keeps_every_character(text: str, width: int) -> None:
+    rows = wrap(text, width)
+    assert all(cell_len(r) <= width for r in rows)
+    assert "".join(rows).replace(" ", "") == text.replace(" ", "")
+
+
+def test_compact_formats_fit_their_columns() -> None:
+    assert fmt.tokens(999) == "999"
+    assert fmt.tokens(12_345) == "12.3k"
+    assert fmt.tokens(1_234_567) == "1.23M"
+    assert fmt.usd(0.00123) == "$0.0012"
+    assert fmt.usd(12.5) == "$12.50"
+    assert fmt.seconds(59) == "59s"
+    assert fmt.seconds(723) == "12:03"
+    assert fmt.seconds(3_725) == "1h02m"
+    assert max(len(fmt.seconds(s)) for s in (0, 59, 3_599, 35_999, 10**6)) <= 5
+    assert fmt.line_kind("✘ check unit: exit 1") == "check-fail"
+    assert fmt.line_kind("» operator inject: x") == "operator"
+    assert fmt.line_kind("plain agent text") == "text"
+
+
+# -- widgets in a bare app -----------------------------------------------------------
+class Bare(App[None]):
+    def __init__(self, widget: Any) -> None:
+        super().__init__()
+        self.widget = widget
+
+    def compose(self) -> ComposeResult:
+        yield self.widget
+
+
+@pytest.mark.anyio
+async def test_scrolled_back_transcript_stays_put_and_end_follows_again() -> None:
+    view = TranscriptView()
+    lines = LoopLines()
+    for i in range(200):
+        lines.add_line(f"line {i}")
+    async with Bare(view).run_test(size=(60, 12)) as pilot:
+        view.sync("a", lines)
+        await pilot.pause()
+        assert view.is_vertical_scroll_end
+        view.focus()
+        await pilot.press("pageup", "pageup")
+        held = view.scroll_y
+        assert held < view.max_scroll_y
+        for i in range(50):
+            lines.add(f"new {i} ", "assistant")
+            lines.add("text\n", "assistant")
+            view.sync("a", lines)
+            await pilot.pause()
+        assert view.scroll_y == held  # no jump while text arrives
+        assert view.lines[-1] == "new 49 text"
+        await pilot.press("end")
+        lines.add_line("after end")
+        view.sync("a", lines)
+        await pilot.pause()
+        assert view.is_vertical_scroll_end  # follows again
+        assert view.lines[-1] == "after end"
+
+
+@pytest.mark.anyio
+async def test_transcript_shows_the_streamed_line_as_it_grows_and_rewraps_on_resize() -> None:
+    view = TranscriptView()
+    lines = LoopLines()
+    async with Bare(view).run_test(size=(30, 10)) as pilot:
+        lines.add("word " * 12, "assistant")
+        view.sync("a", lines)
+        await pilot.pause()
+        assert view.lines == [("word " * 12)]
+        narrow = view.row_count
+        assert narrow >= 2
+        await pilot.resize_terminal(120, 10)
+        await pilot.pause()
+        assert view.row_count == 1
+        assert not view.sync("a", lines)  # nothing new: no work
+
+
+@pytest.mark.anyio
+async def test_loop_table_puts_people_first_keeps_the_cursor_and_updates_only_changes() -> None:
+    table = LoopTable()
+    snap = demo_snapshot()
+    async with Bare(table).run_test(size=(80, 24)) as pilot:
+        table.show(snap.loops, {}, 0.0)
+        await pilot.pause()
+        assert table.order == ["parser", "greeter", "fizzbuzz", "slugify", "release-notes"]
+        table.focus_loop("slugify")
+        calls: list[tuple[str, str]] = []
+        original = table.update_cell
+
+        def spy(row: Any, column: Any, value: Any, **kw: Any) -> None:
+            calls.append((str(row), str(column)))
+            original(row, column, value, **kw)
+
+        table.update_cell = spy  # type: ignore[method-assign,assignment]
+        table.show(snap.loops, {}, 0.0)
+        assert calls == []  # same data: not one cell touched
+        moved = tuple(
+            loop_snapshot("fizzbuzz", "running", iteration=4, tokens=2_000)
+            if loop.name == "fizzbuzz"
+            else loop
+            for loop in snap.loops
+        )
+        table.show(moved, {}, 0.0)
+        assert {row for row, _ in calls} == {"fizzbuzz"}
+        assert sorted(column for _, column in calls) == ["check", "iter", "share", "tokens"]
+        stuck = tuple(
+            loop_snapshot("slugify", "stuck", evidence="x") if loop.name == "slugify" else loop
+            for loop in moved
+        )
+        table.show(stuck, {}, 0.0)
+        assert table.order[:3] == ["parser", "slugify", "greeter"]
+        assert table.focused_loop == "slugify"  # the cursor moved with its loop
+        table.query_text = "ing"
+        table.show(stuck, {}, 0.0)
+        assert table.order == ["fizzbuzz", "release-notes"]  # running, waiting
+
+
+@pytest.mark.anyio
+async def test_gauges_pack_by_width_and_show_the_soonest_exhaustion() -> None:
+    gauges = BudgetGauges()
+    snap = demo_snapshot()
+    burn = BurnWindow()
+    burn.add(0.0, 0, 0.0, 0.0)
+    burn.add(60.0, 6_000, 0.01, 1.0)
+    async with Bare(gauges).run_test(size=(80, 10)) as pilot:
+        gauges.update_data(GaugeData(snap.budget, burn.rate(), needs_person=2))
+        await pilot.pause()
+        text = gauges.render().plain.splitlines()
+        assert len(text) == 3
+        assert "tokens" in text[0]
+        assert "20%" in text[0]
+        assert "slots" in text[2]
+        assert "6.0k tok/min" in text[2]
+        assert "out in" in text[2]
+        await pilot.resize_terminal(160, 10)
+        await pilot.pause()
+        assert len(gauges.render().plain.splitlines()) == 2
