@@ -7,6 +7,7 @@ changed the screen without reaching the core fails.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ from test_tui_support import (
     FAILING_CHECK,
     PY,
     TuiRun,
+    demo_snapshot,
     endless_loop,
     fixed_app,
     screen_text,
@@ -481,3 +483,33 @@ async def test_history_without_a_journal_shows_what_the_session_saw(tmp_path: Pa
         detail = history.query_one(TranscriptView)
         await run.until(lambda: any("✔ check done" in line for line in detail.lines))
         assert "Iteration 2 of" in "\n".join(detail.lines)
+
+
+async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -> None:
+    snap = demo_snapshot()
+    hot = dataclasses.replace(snap.budget, tokens=50_000)  # 83% of 60k
+    events = (
+        ev.StuckDetected(
+            loop="fizzbuzz",
+            iteration=3,
+            detector="cost_spike",
+            evidence="iteration cost $0.40, 8× its median",
+            action="continue",
+        ),
+        ev.BudgetWarning(
+            scope="release-notes",
+            dimension="tokens",
+            used=1_700,
+            limit=2_000,
+            message="release-notes at 85% of its token budget",
+        ),
+    )
+    app, _ = fixed_app(dataclasses.replace(snap, budget=hot), events=events)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.pause(0.5)
+        notes = {(n.title, n.message) for n in app._notifications}
+        assert ("budget nearly used up", "global tokens budget at 83%") in notes
+        assert ("cost spike", "fizzbuzz: iteration cost $0.40, 8× its median → continue") in notes
+        assert ("budget: release-notes", "release-notes at 85% of its token budget") in notes
+        await pilot.pause(0.6)  # more snapshots: warned once, not on every refresh
+        assert sum(n.title == "budget nearly used up" for n in app._notifications) == 1

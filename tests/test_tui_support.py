@@ -223,9 +223,15 @@ def demo_snapshot() -> RunSnapshot:
 class FixedHandle:
     """A `SupervisorHandle` that shows one fixed snapshot and records control calls."""
 
-    def __init__(self, snapshot: RunSnapshot, step_in: StepIn | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: RunSnapshot,
+        step_in: StepIn | None = None,
+        events: tuple[ev.Event, ...] = (),
+    ) -> None:
         self._snapshot = snapshot
         self._step_in = step_in
+        self._events = events
         self.calls: list[tuple[str, Any]] = []
 
     async def snapshot(self) -> RunSnapshot:
@@ -237,8 +243,9 @@ class FixedHandle:
         @asynccontextmanager
         async def events() -> AsyncIterator[AsyncIterator[ev.Event]]:
             async def never() -> AsyncIterator[ev.Event]:
+                for event in self._events:
+                    yield event
                 await anyio.sleep_forever()
-                yield ev.Notice(message="unreachable")
 
             yield never()
 
@@ -295,6 +302,6 @@ class FixedHandle:
 
 
 def fixed_app(snapshot: RunSnapshot | None = None, **kw: Any) -> tuple[LoopvisorApp, FixedHandle]:
-    handle = FixedHandle(snapshot or demo_snapshot(), kw.pop("step_in", None))
+    handle = FixedHandle(snapshot or demo_snapshot(), kw.pop("step_in", None), kw.pop("events", ()))
     app = LoopvisorApp(handle, title="loopvisor · loops.toml", clock=lambda: 1_700_000_100.0, **kw)
     return app, handle
