@@ -14,6 +14,7 @@ from typing import get_args
 from ._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
 from ._schema import Issues, Table, describe, did_you_mean, read_file
 from .spec import (
+from .tools import TOOL_NAMES
     AgentSpec,
     AnthropicAgentSpec,
     ClaudeCodeAgentSpec,
@@ -22,7 +23,7 @@ from .spec import (
     SimBehavior,
 )
 
-ANTHROPIC_TOOLS = ("read_file", "write_file", "list_files", "run")
+ANTHROPIC_TOOLS = TOOL_NAMES
 """The built-in workspace tools an anthropic agent may be given."""
 
 SPEC_CLASSES: dict[str, type] = {
