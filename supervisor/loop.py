@@ -310,11 +310,9 @@ class LoopRunner:
         prompt = self._render_prompt(n)
         started = time.monotonic()
         self._emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
-        if self.slots.available_tokens < 1:
-            self._set("waiting", "waiting for a free slot", n)
-        async with self.slots:
-            self._set("running", f"agent turn {n}/{spec.max_iterations}", n)
-            turn = await self._turn(n, prompt)
+        got_slot = await self._take_slot(n)
+        try:
+            turn = await self._turn(n, prompt) if got_slot else _Turn()
             if self.control.restart:
                 self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
                 return
@@ -340,9 +338,26 @@ class LoopRunner:
                 return
             self.last_output = turn.output
             outcomes = await self._run_checks(n)
+        finally:
+            if got_slot:
+                self.slots.release()
         if self.after_iteration is not None:
             await self.after_iteration(spec.name)
         self._decide(n, turn, outcomes, started)
+
+    async def _take_slot(self, n: int) -> bool:
+        """Wait for a compute slot; False when a step-in or restart cancelled the wait
+        (no turn has run, so nothing is thrown away)."""
+        if self.slots.available_tokens < 1:
+            self._set("waiting", "waiting for a free slot", n)
+        with anyio.CancelScope() as wait:
+            self._turn_scope = wait
+            await self.slots.acquire()
+        self._turn_scope = None
+        if wait.cancelled_caught:
+            return False
+        self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
+        return True
 
     async def _after_failure(self, n: int, turn: _Turn, started: float) -> None:
         failure = turn.failure
