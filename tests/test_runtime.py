@@ -571,3 +571,58 @@ async def test_a_slow_subscriber_loses_events_but_is_told_how_many() -> None:
     assert rest[1] is notices[5]
     stats = bus.statistics()
     assert (stats.published, stats.dropped, stats.subscribers) == (6, 3, 0)
+
+
+async def test_step_in_while_waiting_for_a_slot_pauses_at_once(tmp_path: Path) -> None:
+    """No turn has started, so nothing is thrown away and nobody waits for the slot."""
+    workspaces(tmp_path, "a", "b")
+    config = load(
+        tmp_path,
+        supervisor_table(max_concurrent=1),
+        sim_agent("slow", rate=100, reply_tokens=150, converge_after=99),
+        loop("a", "slow", workspace="a", done_marker="X", max_iterations=1),
+        loop("b", "slow", workspace="b", done_marker="X", max_iterations=1),
+    )
+    took: list[float] = []
+    b_tokens_when_paused: list[int] = []
+
+    async def during(rec: Recorded) -> None:
+        sup = rec.supervisor
+        await wait_for(lambda: sup.runners["b"].state == "waiting")
+        t = time.monotonic()
+        await sup.step_in("b")
+        took.append(time.monotonic() - t)
+        assert sup.runners["b"].state == "paused"
+        b_tokens_when_paused.append(sup.runners["b"].ledger.tokens_spent)
+        await sup.hand_back("b")
+
+    rec = await run_recorded(config, exit_when_idle=False, during=during)
+    assert took[0] < 0.5  # a's 1.5 s turn is still running
+    assert b_tokens_when_paused == [0]
+    outcomes = [(f.loop, f.iteration, f.outcome) for f in rec.of(ev.IterationFinished)]
+    assert ("b", 1, "continue") in outcomes
+    assert [o for o in outcomes if o[0] == "b"] == [("b", 1, "interrupted"), ("b", 1, "continue")]
+    assert next(f for f in rec.of(ev.IterationFinished, "b")).tokens == 0
+    assert rec.result("b").state == "failed"  # max_iterations 1, no done marker
+
+
+async def test_restart_while_waiting_for_a_slot_wastes_no_turn(tmp_path: Path) -> None:
+    workspaces(tmp_path, "a", "b")
+    config = load(
+        tmp_path,
+        supervisor_table(max_concurrent=1),
+        sim_agent("slow", rate=200, reply_tokens=100, converge_after=99),
+        loop("a", "slow", workspace="a", done_marker="X", max_iterations=1),
+        loop("b", "slow", workspace="b", done_marker="X", max_iterations=1),
+    )
+
+    async def during(rec: Recorded) -> None:
+        sup = rec.supervisor
+        await wait_for(lambda: sup.runners["b"].state == "waiting")
+        await sup.restart("b")
+
+    rec = await run_recorded(config, during=during)
+    b_turns = [f for f in rec.of(ev.IterationFinished, "b")]
+    assert [(f.iteration, f.outcome) for f in b_turns] == [(1, "stopped"), (1, "continue")]
+    assert b_turns[0].tokens == 0
+    assert rec.result("b").tokens == b_turns[1].tokens
