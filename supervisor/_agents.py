@@ -14,7 +14,6 @@ from typing import get_args
 from ._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
 from ._schema import Issues, Table, describe, did_you_mean, read_file
 from .spec import (
-from .tools import TOOL_NAMES
     AgentSpec,
     AnthropicAgentSpec,
     ClaudeCodeAgentSpec,
@@ -22,6 +21,7 @@ from .tools import TOOL_NAMES
     SimAgentSpec,
     SimBehavior,
 )
+from .tools import TOOL_NAMES
 
 ANTHROPIC_TOOLS = TOOL_NAMES
 """The built-in workspace tools an anthropic agent may be given."""
