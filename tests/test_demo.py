@@ -19,8 +19,18 @@ EXPECTED = {
 
 
 def copy_demo(tmp_path: Path) -> Path:
-    shutil.copy(REPO / "loops.toml", tmp_path / "loops.toml")
-    shutil.copytree(REPO / "demo", tmp_path / "demo")
+    """The demo as a fresh clone has it: tracked files only (no earlier run's output)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", "loops.toml", "demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "loops.toml" in tracked
+    for rel in tracked:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, tmp_path / rel)
     return tmp_path
 
 
