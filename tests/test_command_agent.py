@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -260,3 +261,32 @@ async def test_turn_ends_when_the_agent_exits_even_if_a_child_keeps_its_pipes(
     assert isinstance(done, Done), done
     assert done.output == "DONE"
     assert wait_gone(read_pids(tmp_path / "pids.txt"), timeout=3) == []
+
+
+async def test_a_silent_command_agent_is_caught_by_the_stall_detector(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("sleeper", GRANDCHILD_SCRIPT),
+        loop("L", "sleeper", done_marker="DONE", stuck={"stall": "700ms"}, on_stuck="stop"),
+    )
+    started = time.monotonic()
+    rec = await run_recorded(config, timeout=15)
+    assert time.monotonic() - started < 6
+    result = rec.result("L")
+    assert result.state == "stopped"
+    assert "stall" in result.reason
+    assert wait_gone(read_pids(tmp_path / "pids.txt"), timeout=3) == []
+
+
+async def test_a_large_prompt_on_stdin_arrives_whole(tmp_path: Path) -> None:
+    prompt = "".join(f"line {i}: {'x' * 90}\n" for i in range(3000))  # ~300 kB
+    script = (
+        "import sys, hashlib\n"
+        "data = sys.stdin.read()\n"
+        "print(len(data), hashlib.sha256(data.encode()).hexdigest())\n"
+    )
+    got = events(await turn(agent(tmp_path, script, stdin=True), tmp_path, prompt=prompt))
+    done = got[-1]
+    assert isinstance(done, Done), done
+    assert done.output == f"{len(prompt)} {hashlib.sha256(prompt.encode()).hexdigest()}"
