@@ -246,7 +246,7 @@ def _within_limits(ledgers: list[Ledger]) -> None:
 
 
 @settings(
-    max_examples=60,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
