@@ -290,3 +290,19 @@ async def test_a_large_prompt_on_stdin_arrives_whole(tmp_path: Path) -> None:
     done = got[-1]
     assert isinstance(done, Done), done
     assert done.output == f"{len(prompt)} {hashlib.sha256(prompt.encode()).hexdigest()}"
+
+
+async def test_timeout_also_kills_a_grandchild_that_left_the_group(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, subprocess, time\n"
+        "child = subprocess.Popen(['python3', '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(30)'], "
+        "start_new_session=True)\n"
+        "open('pids.txt', 'w').write(f'{os.getpid()} {child.pid}')\n"
+        "time.sleep(30)\n"
+    )
+    got = events(await turn(agent(tmp_path, script, timeout=1.0), tmp_path))
+    assert isinstance(got[-1], AgentFailed)
+    pids = read_pids(tmp_path / "pids.txt")
+    assert len(pids) == 2
+    assert wait_gone(pids, timeout=5) == []
