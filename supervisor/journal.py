@@ -3,7 +3,9 @@
 `record()` is registered as a lossless sink on the supervisor's event bus. It does
 no I/O: it appends to a pending batch and merges consecutive `output` deltas of
 one loop (same iteration and stream) into a single chunk, so a token stream costs
-one row per batch rather than one per token. `run_writer()` writes the batch
+one row per batch rather than one per token. The one exception is a budget
+reservation, committed at once (write-ahead: it must be on disk before the agent's
+request can spend money; once per model request). `run_writer()` writes the batch
 every `interval` (or sooner when `max_batch` rows are pending) in one
 transaction, on a worker thread, so a kill -9 leaves whole batches only.
 
@@ -166,9 +168,14 @@ class Journal:
     def run_id(self) -> str | None:
         return self._run_id
 
-    # -- recording (event loop, no I/O) --------------------------------------
+    # -- recording (event loop, no I/O but for reservations) -----------------
     def record(self, event: Event) -> None:
-        """Append one event to the pending batch. Call from the supervisor's event loop."""
+        """Append one event to the pending batch. Call from the supervisor's event loop.
+
+        A `BudgetReserved` is written at once, with everything before it (write-ahead):
+        the agent sends its request right after reserving, and a kill -9 before the
+        next batch would otherwise leave money spent that no journal row covers.
+        """
         with self._pending_lock:
             self._pending_events += 1
             loop: str | None = getattr(event, "loop", None)
@@ -192,7 +199,9 @@ class Journal:
                     # Keep a loop's rows in order: later deltas start a new chunk.
                     self._open_chunks.pop(loop, None)
             rows = len(self._pending)
-        if rows >= self._max_batch and self._wake is not None:
+        if isinstance(event, BudgetReserved) and not self._closed:
+            self.flush_now()
+        elif rows >= self._max_batch and self._wake is not None:
             self._wake.set()
 
     # -- writing -------------------------------------------------------------
