@@ -261,9 +261,9 @@ class LoopRunner:
         return self.result()
 
     async def _run_until_end(self) -> None:
-        wall = self.spec.budget.limits.wall
-        deadline = None if wall is None else (self.started_at or time.time()) + wall
         while not self.finished:
+            wall = self.spec.budget.limits.wall  # read each time: an edit applies from here
+            deadline = None if wall is None else (self.started_at or time.time()) + wall
             if self.control.stop:
                 self._end("stopped", "stopped by the operator")
                 return
