@@ -626,3 +626,23 @@ async def test_restart_while_waiting_for_a_slot_wastes_no_turn(tmp_path: Path) -
     assert [(f.iteration, f.outcome) for f in b_turns] == [(1, "stopped"), (1, "continue")]
     assert b_turns[0].tokens == 0
     assert rec.result("b").tokens == b_turns[1].tokens
+
+
+async def test_edit_of_the_wall_limit_is_honoured(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        ENDLESS,
+        endless_loop(budget={"wall": "30s"}),
+    )
+
+    async def during(rec: Recorded) -> None:
+        await wait_for(lambda: len(started(rec)) >= 1)
+        await rec.supervisor.edit("L", limits=Limits(wall=1.0))
+
+    began = time.monotonic()
+    rec = await run_recorded(config, during=during, timeout=15)
+    assert time.monotonic() - began < 5
+    result = rec.result("L")
+    assert result.state == "exhausted"
+    assert result.reason == "loop wall budget (1s) used up"
