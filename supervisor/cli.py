@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -256,23 +256,25 @@ async def _run_headless(config: Config, args: argparse.Namespace) -> int:
 async def run_with_printer(supervisor: runtime.Supervisor, printer: HeadlessPrinter) -> int:
     """Run to the end with the printer subscribed; SIGINT/SIGTERM stop cleanly (130)."""
     results: list[int] = []
-    async with (
-        supervisor.subscribe(max_buffer=100_000) as events,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(printer.consume, events)
-        async with anyio.create_task_group() as run_tg:
-            run_tg.start_soon(_cancel_on_signal, run_tg.cancel_scope)
-            summary = await supervisor.run()
-            results.append(summary.exit_code)
-            run_tg.cancel_scope.cancel()
-        supervisor.bus.close()
-    await supervisor.aclose()
+    # Held until the end, so that a second Ctrl-C during shutdown (children being
+    # killed) is absorbed instead of raising KeyboardInterrupt and orphaning them.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            supervisor.subscribe(max_buffer=100_000) as events,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(printer.consume, events)
+            async with anyio.create_task_group() as run_tg:
+                run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
+                summary = await supervisor.run()
+                results.append(summary.exit_code)
+                run_tg.cancel_scope.cancel()
+            supervisor.bus.close()
+        await supervisor.aclose()
     return results[0] if results else runtime.EXIT_INTERRUPTED
 
 
-async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
