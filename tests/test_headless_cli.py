@@ -4,6 +4,7 @@ schema, exit codes, Ctrl-C, the no-argument fallback, `check` and `init`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 from helpers import (
     GRANDCHILD_SCRIPT,
     PY,
+    alive,
     cli_env,
     command_agent,
     json_lines,
@@ -324,3 +326,57 @@ def test_init_into_a_missing_folder_is_a_clean_error(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "no/such/dir/loops.toml" in proc.stderr
+
+
+STUBBORN = (
+    "import os, signal, subprocess, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "child = subprocess.Popen(['python3', '-c', 'import signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+    "open('pids.txt', 'w').write(f'{os.getpid()} {child.pid}')\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_a_second_sigint_during_shutdown_still_leaves_no_child(tmp_path: Path) -> None:
+    """An impatient second Ctrl-C while children are being killed (they ignore
+    SIGTERM, so the supervisor waits its grace period before SIGKILL) must neither
+    print a traceback nor orphan them."""
+    (tmp_path / "busy").mkdir()
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        command_agent("stubborn", STUBBORN),
+        loop("busy", "stubborn", workspace="busy", done_marker="DONE"),
+    )
+    pids_file = tmp_path / "busy" / "pids.txt"
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while len(read_pids(pids_file)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = read_pids(pids_file)
+        assert len(pids) == 2, "the command agent never started"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+        left = wait_gone(pids, timeout=3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in alive(read_pids(pids_file)):
+            os.kill(pid, signal.SIGKILL)  # do not leak them when the test fails
+    assert left == [], stderr
+    assert "Traceback" not in stderr
+    assert proc.returncode == 130
+    assert summary_of(stdout)["exit_code"] == 130
