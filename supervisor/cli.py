@@ -254,11 +254,11 @@ async def _run_headless(config: Config, args: argparse.Namespace) -> int:
 
 
 async def run_with_printer(supervisor: runtime.Supervisor, printer: HeadlessPrinter) -> int:
-    """Run to the end with the printer subscribed; SIGINT/SIGTERM stop cleanly (130)."""
+    """Run to the end with the printer subscribed; SIGINT/SIGTERM/SIGHUP stop cleanly (130)."""
     results: list[int] = []
     # Held until the end, so that a second Ctrl-C during shutdown (children being
     # killed) is absorbed instead of raising KeyboardInterrupt and orphaning them.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with (
             supervisor.subscribe(max_buffer=100_000) as events,
             anyio.create_task_group() as tg,
