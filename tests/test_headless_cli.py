@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import (
     GRANDCHILD_SCRIPT,
     PY,
@@ -238,7 +239,10 @@ def test_exit_4_when_a_loop_is_stuck(tmp_path: Path) -> None:
     ]
 
 
-def test_sigint_mid_run_exits_130_and_leaves_no_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_mid_run_exits_130_and_leaves_no_child(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "sim").mkdir()
     write_config(
@@ -265,7 +269,7 @@ def test_sigint_mid_run_exits_130_and_leaves_no_child(tmp_path: Path) -> None:
             time.sleep(0.05)
         pids = read_pids(pids_file)
         assert len(pids) == 2, "the command agent never started"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
