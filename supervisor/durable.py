@@ -7,12 +7,19 @@ dir another live supervisor holds, and can resume after a crash.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
+import psutil
 
 from .journal import Journal
+from .loop import STATE_DIR_ENV
+from .process import KILL_GRACE_S, kill_group
 from .runtime import Supervisor
 from .spec import Config
 from .statelock import StateLock
@@ -20,6 +27,44 @@ from .statelock import StateLock
 
 class NothingToResume(Exception):
     """`--resume` found no unfinished run in the state dir."""
+
+
+def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[int]:
+    """Kill what a dead supervisor of `state_dir` left running; returns those pids.
+
+    Agents and checks run in process groups of their own, so a kill -9 of their
+    supervisor leaves them running (still editing the workspace the resumed
+    iteration works in). Each carries `STATE_DIR_ENV`; call this holding the state
+    dir's lock (no live supervisor of it exists then) and their groups are killed:
+    SIGTERM, then SIGKILL after `grace`. This process and its ancestors are spared.
+    """
+    tag = str(state_dir.resolve())
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter():
+        if proc.pid in spared:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(STATE_DIR_ENV) == tag:
+                found.append(proc)
+    if not found:
+        return []
+    groups: set[int] = set()
+    for proc in found:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(proc.pid))
+    groups.discard(os.getpgid(0))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            kill_group(pgid, sig)
+        for proc in found:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+        _, left = psutil.wait_procs(found, timeout=grace)
+        if not left:
+            break
+    return sorted(p.pid for p in found)
 
 
 @asynccontextmanager
@@ -36,6 +81,12 @@ async def durable_supervisor(
     state_dir = config.supervisor.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     with StateLock(state_dir):
+        notes = []
+        if reaped := reap_orphans(state_dir):
+            notes.append(
+                f"killed {len(reaped)} process(es) a stopped supervisor of {state_dir} had"
+                f" left running: pid {', '.join(map(str, reaped))}"
+            )
         journal = Journal.open(state_dir)
         try:
             config_text = config.path.read_text(encoding="utf-8")
@@ -44,12 +95,14 @@ async def durable_supervisor(
                 if run_id is None:
                     raise NothingToResume(f"nothing to resume: no unfinished run in {state_dir}")
                 run_resume = journal.load_resume(run_id)
-                supervisor = Supervisor(config, resume=run_resume, exit_when_idle=exit_when_idle)
+                supervisor = Supervisor(
+                    config, resume=run_resume, exit_when_idle=exit_when_idle, notes=notes
+                )
                 # Records the resume, and a changed loops.toml (which applies from each
                 # loop's next iteration) as a notice in the journal.
                 journal.mark_resumed(run_id, config_path=config.path, config_text=config_text)
             else:
-                supervisor = Supervisor(config, exit_when_idle=exit_when_idle)
+                supervisor = Supervisor(config, exit_when_idle=exit_when_idle, notes=notes)
                 journal.start_run(supervisor.run_id, config.path, config_text, loops=config.loops)
             supervisor.add_sink(journal.record)
             try:

@@ -40,11 +40,16 @@ from .transcript import OutputCoalescer, TranscriptTail
 from .turn_budget import LedgerTurnBudget
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .resume import LoopResume
 
 LAST_OUTPUT_LIMIT = 4000
 """Characters of the previous agent reply substituted for `$last_output`."""
 RETRY_BACKOFF_CAP_S = 30.0
+STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
+"""Set for every agent and check: the state dir of the supervisor that started it, so
+that the next supervisor there can kill what a kill -9 left running (`durable`)."""
 
 
 @dataclass(slots=True)
@@ -87,8 +92,10 @@ class LoopRunner:
         pricing: dict[str, Price] | None = None,
         resume: LoopResume | None = None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.spec = spec
+        self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
         self.agent_spec = agent_spec
@@ -483,6 +490,7 @@ class LoopRunner:
             workspace=spec.workspace,
             budget=budget,
             env={
+                **self._child_env,
                 "LOOPVISOR_LOOP": name,
                 "LOOPVISOR_ITERATION": str(n),
                 "LOOPVISOR_WORKSPACE": str(spec.workspace),
@@ -627,6 +635,7 @@ class LoopRunner:
             return []
         self._set("checking", f"running {len(spec.checks)} check(s)", n)
         env = {
+            **self._child_env,
             "LOOPVISOR_LOOP": spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(spec.workspace),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
@@ -52,6 +52,7 @@ class Supervisor:
         run_id: str | None = None,
         resume: RunResume | None = None,
         exit_when_idle: bool = True,
+        notes: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
@@ -98,8 +99,10 @@ class Supervisor:
                 pricing=dict(config.pricing),
                 resume=loop_resume,
                 after_iteration=overlap.check if overlap.active else None,
+                state_dir=config.supervisor.state_dir.resolve(),
             )
-        self._notes = list(resume.notes) if resume else []
+        self._notes = [*(resume.notes if resume else ()), *notes]
+        """Warnings published right after `RunStarted`."""
 
     def _make_limiters(self) -> RateLimiterRegistry | None:
         if not any(a.kind == "anthropic" for a in self.config.agents.values()):
