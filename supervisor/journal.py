@@ -361,7 +361,12 @@ class Journal:
     def find_resumable_run(self) -> str | None:
         """The newest run that has no end or whose loops are not all finished."""
         with self._write_lock:
-            return journal_resume.find_resumable_run(self._conn)
+            try:
+                return journal_resume.find_resumable_run(self._conn)
+            except sqlite3.DatabaseError as exc:  # the first read of a resume
+                raise JournalError(
+                    f"{self.path} is not a loopvisor journal or is corrupt: {exc}"
+                ) from exc
 
     def load_resume(self, run_id: str) -> RunResume:
         """What to continue `run_id` from. Settles what a crash left open, once.
