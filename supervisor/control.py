@@ -481,7 +481,7 @@ class RemoteSupervisor:
     """
 
     def __init__(
-        self, socket_path: Path, *, state_dir: Path | None = None, timeout: float = 5.0
+        self, socket_path: Path, *, state_dir: Path | None = None, timeout: float = 10.0
     ) -> None:
         self.socket_path = Path(socket_path)
         self.state_dir = state_dir

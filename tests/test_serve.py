@@ -98,7 +98,7 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         r = self.ctl("status", "--json")
-        assert r.returncode == 0, r.stderr
+        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr, alive([self.pid]))
         data: dict[str, Any] = json.loads(r.stdout)
         return data
 
