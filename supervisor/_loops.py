@@ -211,6 +211,8 @@ def _loop_name(t: Table, index: int, seen: set[str]) -> str:
             f'"{name}" is not a valid loop name: use letters, digits, _ . - '
             "and start with a letter or digit",
         )
+    elif name == "global":
+        t.error("name", '"global" is reserved for the run-wide budget; pick another loop name')
     elif name in seen:
         t.error("name", f'duplicate loop name "{name}"')
     seen.add(name)

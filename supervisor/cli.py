@@ -21,7 +21,7 @@ import anyio
 
 from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
-from .durable import NothingToResume, durable_supervisor
+from .durable import NothingToResume, StateDirError, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
 from .journal_read import (
@@ -149,7 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `loopvisor history ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ConfigError, WorktreeError, JournalError, StateLocked, NothingToResume) as exc:
+    except (
+        ConfigError,
+        WorktreeError,
+        JournalError,
+        StateLocked,
+        StateDirError,
+        NothingToResume,
+    ) as exc:
         print(str(exc), file=sys.stderr)
         return runtime.EXIT_USAGE
 

@@ -25,6 +25,10 @@ from .spec import Config
 from .statelock import StateLock
 
 
+class StateDirError(Exception):
+    """The state dir cannot be created or is not a directory (exit code 3)."""
+
+
 class NothingToResume(Exception):
     """`--resume` found no unfinished run in the state dir."""
 
@@ -79,7 +83,10 @@ async def durable_supervisor(
     recorded and applies from each loop's next iteration.
     """
     state_dir = config.supervisor.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateDirError(f"cannot use {state_dir} as state dir: {exc.strerror or exc}") from exc
     with StateLock(state_dir):
         notes = []
         if reaped := reap_orphans(state_dir):

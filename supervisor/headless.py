@@ -95,5 +95,5 @@ class HeadlessPrinter:
         try:
             self.stream.write(text + "\n")
             self.stream.flush()
-        except BrokenPipeError:
+        except OSError:  # a closed pipe or a dead terminal must not take the run down
             pass

@@ -125,6 +125,7 @@ class LoopRunner:
         self._iteration_costs: deque[float] = deque(maxlen=50)
         self._state_changed = anyio.Event()
         self._operator_turn = False
+        self._last_failure = ""
         self.runs = 0
         """Scheduled runs started so far."""
         self.last_run_at: float | None = None
@@ -243,6 +244,7 @@ class LoopRunner:
     def prepare_restart(self) -> None:
         """Reset the loop to iteration 0 (spent budget stays spent: it was real money)."""
         self.control = _Control()
+        self.started_at = None  # the loop's wall budget starts again too
         self.iteration = 0
         self.retries_used = 0
         self.last_output = ""
@@ -319,38 +321,48 @@ class LoopRunner:
         self._emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
         got_slot = await self._take_slot(n)
         try:
-            turn = await self._turn(n, prompt) if got_slot else _Turn()
-            if self.control.restart:
-                self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
-                return
-            if self.control.interrupt:
-                self.control.interrupt = False
-                self._finish_iteration(n, "interrupted", "paused by the operator", turn, started)
-                self.iteration = n - 1  # the interrupted iteration runs again on resume
-                return
-            if turn.exhausted is not None:
-                self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
-                self._end("exhausted", turn.exhausted)
-                return
-            if turn.retries_exhausted is not None:
-                self._finish_iteration(n, "failed", turn.retries_exhausted, turn, started)
-                self._end("failed", turn.retries_exhausted)
-                return
-            if turn.stalled is not None:
-                self._finish_iteration(n, "stuck", turn.stalled.evidence, turn, started)
-                self._on_stuck(n, turn.stalled)
-                return
-            if turn.failure is not None:
-                await self._after_failure(n, turn, started)
-                return
-            self.last_output = turn.output
-            outcomes = await self._run_checks(n)
+            checked = await self._in_slot(n, prompt, started, got_slot)
         finally:
             if got_slot:
                 self.slots.release()
-        if self.after_iteration is not None:
-            await self.after_iteration(spec.name)
-        self._decide(n, turn, outcomes, started)
+        if isinstance(checked, float):  # a retryable agent error: back off without a slot
+            await self._backoff(n, checked)
+        elif checked is not None:
+            turn, outcomes = checked
+            if self.after_iteration is not None:
+                await self.after_iteration(spec.name)
+            self._decide(n, turn, outcomes, started)
+
+    async def _in_slot(
+        self, n: int, prompt: str, started: float, got_slot: bool
+    ) -> tuple[_Turn, list[CheckOutcome]] | float | None:
+        """The agent turn and the checks, while holding a compute slot. Returns what
+        to decide on, a retry delay, or None when the iteration already ended."""
+        turn = await self._turn(n, prompt) if got_slot else _Turn()
+        if self.control.restart:
+            self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
+            return None
+        if self.control.interrupt:
+            self.control.interrupt = False
+            self._finish_iteration(n, "interrupted", "paused by the operator", turn, started)
+            self.iteration = n - 1  # the interrupted iteration runs again on resume
+            return None
+        if turn.exhausted is not None:
+            self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
+            self._end("exhausted", turn.exhausted)
+            return None
+        if turn.retries_exhausted is not None:
+            self._finish_iteration(n, "failed", turn.retries_exhausted, turn, started)
+            self._end("failed", turn.retries_exhausted)
+            return None
+        if turn.stalled is not None:
+            self._finish_iteration(n, "stuck", turn.stalled.evidence, turn, started)
+            self._on_stuck(n, turn.stalled)
+            return None
+        if turn.failure is not None:
+            return self._after_failure(n, turn, started)
+        self.last_output = turn.output
+        return turn, await self._run_checks(n)
 
     async def _take_slot(self, n: int) -> bool:
         """Wait for a compute slot; False when a step-in or restart cancelled the wait
@@ -366,7 +378,8 @@ class LoopRunner:
         self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
         return True
 
-    async def _after_failure(self, n: int, turn: _Turn, started: float) -> None:
+    def _after_failure(self, n: int, turn: _Turn, started: float) -> float | None:
+        """Count the error; None when the loop failed, else the delay before the retry."""
         failure = turn.failure
         assert failure is not None
         self.retries_used += 1
@@ -376,12 +389,15 @@ class LoopRunner:
             reason = f"agent error ({why}): {failure.message}"
             self._finish_iteration(n, "failed", reason, turn, started)
             self._end("failed", reason)
-            return
+            return None
         self._finish_iteration(n, "error", failure.message, turn, started)
-        delay = failure.retry_after or min(RETRY_BACKOFF_CAP_S, 0.5 * 2 ** (self.retries_used - 1))
-        self._set(
-            "waiting", f"retry {self.retries_used}/{limit} after: {failure.message}", n, delay
-        )
+        self._last_failure = failure.message
+        return failure.retry_after or min(RETRY_BACKOFF_CAP_S, 0.5 * 2 ** (self.retries_used - 1))
+
+    async def _backoff(self, n: int, delay: float) -> None:
+        limit = self.spec.budget.retries
+        why = f"retry {self.retries_used}/{limit} after: {self._last_failure}"
+        self._set("waiting", why, n, delay)
         await anyio.sleep(delay)
         self.iteration = n - 1  # the same iteration runs again
 

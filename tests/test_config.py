@@ -977,3 +977,16 @@ def _paths(value: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str 
         for index, item in enumerate(value):
             found += _paths(item, (*prefix, index))
     return found
+
+
+def test_loop_named_global_is_reserved(tmp_path: Path) -> None:
+    """'global' names the run-wide ledger in budget messages and events."""
+    path = tmp_path / "loops.toml"
+    path.write_text(
+        '[agents.a]\nkind = "sim"\n\n[[loop]]\nname = "global"\nagent = "a"\n'
+        'prompt = "p"\ndone_marker = "DONE"\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"{path}:5:1: name: " in str(err.value)
+    assert "reserved" in str(err.value)
