@@ -245,25 +245,17 @@ async def test_loop_table_puts_people_first_keeps_the_cursor_and_updates_only_ch
         await pilot.pause()
         assert table.order == ["parser", "greeter", "fizzbuzz", "slugify", "release-notes"]
         table.focus_loop("slugify")
-        calls: list[tuple[str, str]] = []
-        original = table.update_cell
-
-        def spy(row: Any, column: Any, value: Any, **kw: Any) -> None:
-            calls.append((str(row), str(column)))
-            original(row, column, value, **kw)
-
-        table.update_cell = spy  # type: ignore[method-assign,assignment]
-        table.show(snap.loops, {}, 0.0)
-        assert calls == []  # same data: not one cell touched
+        assert table.show(snap.loops, {}, 0.0) == []  # same data: not one cell touched
         moved = tuple(
             loop_snapshot("fizzbuzz", "running", iteration=4, tokens=2_000)
             if loop.name == "fizzbuzz"
             else loop
             for loop in snap.loops
         )
-        table.show(moved, {}, 0.0)
+        calls = table.show(moved, {}, 0.0)
         assert {row for row, _ in calls} == {"fizzbuzz"}
         assert sorted(column for _, column in calls) == ["check", "iter", "share", "tokens"]
+        assert table.get_cell("fizzbuzz", "tokens").plain == "2.0k"
         stuck = tuple(
             loop_snapshot("slugify", "stuck", evidence="x") if loop.name == "slugify" else loop
             for loop in moved
@@ -296,3 +288,28 @@ async def test_gauges_pack_by_width_and_show_the_soonest_exhaustion() -> None:
         await pilot.resize_terminal(160, 10)
         await pilot.pause()
         assert len(gauges.render().plain.splitlines()) == 2
+
+
+@pytest.mark.anyio
+async def test_loop_table_rows_render_fresh_after_cursor_moves_and_cell_updates() -> None:
+    """The per-row render cache must never show a stale cursor or a stale value."""
+    table = LoopTable()
+    snap = demo_snapshot()
+    async with Bare(table).run_test(size=(80, 12)) as pilot:
+        table.show(snap.loops, {}, 0.0)
+        await pilot.pause()
+        first, second = table.render_line(1), table.render_line(2)  # row 0 has the cursor
+        await pilot.press("down")
+        assert table.render_line(1) != first  # lost the cursor
+        assert table.render_line(2) != second  # got it
+        await pilot.press("up")
+        assert table.render_line(1) == first
+        assert table.render_line(2) == second
+        fizz = table.order.index("fizzbuzz") + 1
+        assert "1.2k" in table.render_line(fizz).text
+        moved = tuple(
+            loop_snapshot("fizzbuzz", "running", tokens=45_600) if loop.name == "fizzbuzz" else loop
+            for loop in snap.loops
+        )
+        table.show(moved, {}, 0.0)
+        assert "45.6k" in table.render_line(fizz).text

@@ -101,7 +101,7 @@ def state_text(loop: LoopSnapshot, wait_left: float | None, *, wide: bool) -> st
         return loop.state
     left = wait_left if wait_left is not None else loop.wait_seconds
     head = f"waiting {left:.0f}s" if left is not None else "waiting"
-    return f"{head}: {loop.reason}" if loop.reason else head
+    return f"{head}: {loop.reason}" if loop.reason and wide else head
 
 
 def check_text(loop: LoopSnapshot) -> tuple[str, str]:

@@ -60,6 +60,7 @@ class MainScreen(Screen[None]):
         self.transcript = self.query_one(TranscriptView)
         self.gauges = self.query_one(BudgetGauges)
         self.title_bar = self.query_one("#loop-title", StatusLine)
+        self.table.on_cursor = self._row_changed
         self.table.focus()
 
     # -- live data ----------------------------------------------------------------

@@ -18,6 +18,7 @@ from rich.cells import cell_len, chop_cells
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -113,6 +114,9 @@ class TranscriptView(ScrollView, can_focus=True):
         self._partial_rows: list[Row] = []
         self._width = 0
         self._styles: dict[str, Style] = {}
+        self._strips: LRUCache[tuple[Row, int], Strip] = LRUCache(2048)
+        """Rendered rows by (text, kind) and width: a scroll or a flush re-renders nothing
+        that was already on screen."""
         self._synced = (-1, 0, -1)  # (epoch, total, version) of the source shown
 
     # -- feeding ---------------------------------------------------------------
@@ -204,6 +208,7 @@ class TranscriptView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._strips.clear()
 
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
@@ -225,14 +230,19 @@ class TranscriptView(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         index = int(self.scroll_y) + y
-        width = self.scrollable_content_region.width
-        base = self.rich_style
         n = len(self._rows)
         if index < n:
-            text, kind = self._rows[index]
+            row = self._rows[index]
         elif index - n < len(self._partial_rows):
-            text, kind = self._partial_rows[index - n]
+            row = self._partial_rows[index - n]
         else:
-            return Strip.blank(width, base)
-        strip = Strip([Segment(text, self._style(kind))], cell_len(text))
-        return strip.crop_extend(0, width, base)
+            row = ("", "")
+        width = self._width
+        strip = self._strips.get((row, width))
+        if strip is None:
+            text, kind = row
+            style = self._style(kind) if kind else self._style("text")
+            strip = Strip([Segment(text, style)], cell_len(text))
+            strip = strip.crop_extend(0, width, self._style("text"))
+            self._strips[(row, width)] = strip
+        return strip
