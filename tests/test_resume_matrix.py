@@ -48,6 +48,7 @@ from helpers import (
     write_config,
 )
 
+from supervisor.journal_read import JournalReader
 from supervisor.journal_schema import JOURNAL_NAME
 
 Event = dict[str, Any]
@@ -920,23 +921,19 @@ def test_random_kills_under_heavy_output_lose_no_batch_and_charge_nothing_twice(
     finished: dict[str, int] = {}
     """Loops the journal had as finished after a kill -> their iteration rows then."""
 
+    ended: tuple[Session, Event] | None = None
     for round_no in range(5):
         session = h.start(resume=round_no > 0)
         target = rng.randint(20, 800)
-        if not session.wait_count(target):
-            session.finish()
-            printed += session.of("usage")
-            kills.append(f"round {round_no}: ended before line {target}")
-            break
-        # The precise moment: the writer has just started writing a batch.
-        before, deadline = wal_state(h.state), time.monotonic() + 1.0
-        while wal_state(h.state) == before and time.monotonic() < deadline:
-            if session.proc.poll() is not None:
-                break
-        if session.proc.poll() is not None:  # it ended first: a clean end
-            session.finish()
-            printed += session.of("usage")
-            kills.append(f"round {round_no}: ended at line {len(session.events)}")
+        if session.wait_count(target):
+            # The precise moment: the writer has just started writing a batch.
+            before, deadline = wal_state(h.state), time.monotonic() + 1.0
+            while wal_state(h.state) == before and time.monotonic() < deadline:
+                if session.proc.poll() is not None:
+                    break
+        if session.proc.poll() is not None or len(session.events) < target:
+            ended = (session, session.finish())  # it ended first: a clean end
+            kills.append(f"round {round_no}: ended by itself at line {len(session.events)}")
             break
         session.kill9()
         torn = wal_uncommitted_frames(h.state)
@@ -961,7 +958,7 @@ def test_random_kills_under_heavy_output_lose_no_batch_and_charge_nothing_twice(
             elif loop_state(h.state, name) == "succeeded":
                 finished[name] = len(items)
 
-    final, summary = h.resume_to_end()
+    final, summary = ended or h.resume_to_end()
     assert summary["exit_code"] == 0, kills
     for name in names:
         items = history_of(h.state, name)
@@ -1006,8 +1003,6 @@ def test_random_kills_under_heavy_output_lose_no_batch_and_charge_nothing_twice(
 
 def history_of(state: Path, name: str) -> list[Event]:
     """`history NAME --json` in-process (the same reader the CLI uses)."""
-    from supervisor.journal_read import JournalReader
-
     with JournalReader(state) as reader:
         items: list[Event] = reader.history_json(name)["iterations"]
     return items
