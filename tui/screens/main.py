@@ -93,6 +93,9 @@ class MainScreen(Screen[None]):
             )
             self._show_focused(sync_transcript=False)
 
+    def on_resize(self) -> None:
+        self._refresh_table()  # column widths follow the terminal now, not at the next poll
+
     def live_tick(self) -> None:
         self._show_focused(sync_transcript=True)
 

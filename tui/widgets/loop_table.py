@@ -37,20 +37,44 @@ from supervisor.api import LoopSnapshot
 
 from .. import format as fmt
 
-WIDE_AT = 110
-"""Terminal width from which the table shows state reasons and longer checks."""
 COLUMNS: tuple[tuple[str, str, int, int, str], ...] = (
-    # key, label, narrow width, wide width, justify
+    # key, label, narrow width (fits 80 columns), widest useful width, justify
     ("mark", "", 1, 1, "left"),
-    ("name", "loop", 12, 20, "left"),
-    ("state", "state", 11, 30, "left"),
+    ("name", "loop", 12, 24, "left"),
+    ("state", "state", 11, 44, "left"),
     ("iter", "iter", 5, 7, "right"),
-    ("check", "check", 9, 30, "left"),
+    ("check", "check", 9, 44, "left"),
     ("tokens", "tokens", 6, 7, "right"),
     ("usd", "USD", 7, 8, "right"),
-    ("share", "bdgt", 4, 6, "right"),
+    ("share", "bdgt", 4, 5, "right"),
     ("elapsed", "time", 5, 6, "right"),
 )
+GROWS = ("name", "state", "check")
+"""Columns that take the width beyond 80 columns (in this order, round robin)."""
+WIDE_STATE = 20
+"""From this state width on, the badge also shows the reason."""
+
+
+def column_widths(total: int, padding: int = 1) -> tuple[int, ...]:
+    """Column widths that fill `total` cells (minus the scrollbar), never below narrow."""
+    widths = [c[2] for c in COLUMNS]
+    room = total - 1 - sum(widths) - 2 * padding * len(COLUMNS)
+    fixed = {c[0]: i for i, c in enumerate(COLUMNS)}
+    for key in ("iter", "tokens", "usd", "share", "elapsed"):  # small ones first
+        i = fixed[key]
+        grow = min(room, COLUMNS[i][3] - widths[i])
+        if grow > 0:
+            widths[i] += grow
+            room -= grow
+    growing = [fixed[key] for key in GROWS]
+    while room > 0 and any(widths[i] < COLUMNS[i][3] for i in growing):
+        for i in growing:
+            if room > 0 and widths[i] < COLUMNS[i][3]:
+                widths[i] += 1
+                room -= 1
+    return tuple(widths)
+
+
 COLUMN_INDEX = {column[0]: i for i, column in enumerate(COLUMNS)}
 Cell = tuple[str, str]
 """Plain text and style of one cell: what is compared to decide on an update."""
@@ -106,7 +130,6 @@ class LoopTable(DataTable[Text]):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", cell_padding=1)
-        self.wide: bool | None = None
         self.query_text = ""
         self.order: list[str] = []
         """Row keys as displayed."""
@@ -218,11 +241,14 @@ class LoopTable(DataTable[Text]):
         self._epoch += 1
         return super().clear(columns)
 
-    def _setup_columns(self, wide: bool) -> None:
+    @property
+    def wide(self) -> bool:
+        return bool(self._widths) and self._widths[COLUMN_INDEX["state"]] >= WIDE_STATE
+
+    def _setup_columns(self, widths: tuple[int, ...]) -> None:
         self.clear(columns=True)
-        self.wide = wide
-        self._widths = tuple(c[3] if wide else c[2] for c in COLUMNS)
-        for (key, label, *_), width in zip(COLUMNS, self._widths, strict=True):
+        self._widths = widths
+        for (key, label, *_), width in zip(COLUMNS, widths, strict=True):
             self.add_column(label, width=width, key=key)
         self.order = []
         self._cells = {}
@@ -246,10 +272,10 @@ class LoopTable(DataTable[Text]):
     ) -> list[tuple[str, str]]:
         """Make the table show `loops` (call inside `app.batch_update()`); returns the
         (loop, column) cells that changed (all of them after a rebuild)."""
-        width = self.size.width or self.app.size.width
-        wide = width >= WIDE_AT
-        if wide != self.wide:
-            self._setup_columns(wide)
+        widths = column_widths(self.size.width or self.app.size.width, self.cell_padding)
+        if widths != self._widths:
+            self._setup_columns(widths)
+        wide = self.wide
         position = {loop.name: i for i, loop in enumerate(loops)}
         visible = sorted(
             (loop for loop in loops if matches(loop, self.query_text)),
