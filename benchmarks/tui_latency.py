@@ -222,10 +222,11 @@ async def scenario(
             result["table_build_ms"] = round((time.perf_counter() - started) * 1000, 1)
             original_show = main.table.show
 
-            def timed_show(*args: Any, **kw: Any) -> None:
+            def timed_show(*args: Any, **kw: Any) -> list[tuple[str, str]]:
                 t = time.perf_counter()
-                original_show(*args, **kw)
+                changed = original_show(*args, **kw)
                 shows.append(time.perf_counter() - t)
+                return changed
 
             main.table.show = timed_show  # type: ignore[method-assign]
             await asyncio.sleep(2.0)  # warm up: every loop is going

@@ -47,7 +47,6 @@ async def until(pilot: Pilot[int], predicate: Callable[[], object], timeout: flo
 
 
 async def shoot(out: Path, size: tuple[int, int]) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -108,6 +107,7 @@ def main() -> None:
     parser.add_argument("--size", default="120x34", help="terminal WIDTHxHEIGHT")
     args = parser.parse_args()
     width, height = (int(n) for n in args.size.lower().split("x"))
+    args.out.mkdir(parents=True, exist_ok=True)
     for path in asyncio.run(shoot(args.out, (width, height))):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
