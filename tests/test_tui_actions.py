@@ -513,3 +513,36 @@ async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -
         assert ("budget: release-notes", "release-notes at 85% of its token budget") in notes
         await pilot.pause(0.6)  # more snapshots: warned once, not on every refresh
         assert sum(n.title == "budget nearly used up" for n in app._notifications) == 1
+
+
+async def test_scrolling_to_the_top_loads_older_lines_from_the_handle(tmp_path: Path) -> None:
+    """The console starts from a snapshot's tail (200 lines); scrolled to the top, the
+    transcript asks `handle.transcript()` for what came before, without a jump."""
+    quick = sim_agent("quick", rate=0, reply_tokens=5, converge_after=1_000_000)
+    config = sim_config(tmp_path, endless_loop("alpha", "quick"), quick=quick)
+    sup = Supervisor(config, exit_when_idle=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        await wait_for(lambda: len(sup.runners["alpha"].tail.lines) >= 380, timeout=30)
+        await sup.pause("alpha")
+        await wait_for(lambda: sup.runners["alpha"].state == "paused")
+        app = LoopvisorApp(sup, title="attached", detach_mode=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            main = app.main
+            assert main is not None
+            view = main.transcript
+            with anyio.fail_after(10):
+                while view.source != "alpha" or not view.lines:
+                    await pilot.pause(0.05)
+            seeded = list(view.lines)
+            assert len(seeded) <= 201
+            view.focus()
+            await pilot.press("home")
+            with anyio.fail_after(10):
+                while len(view.lines) <= len(seeded):
+                    await pilot.pause(0.05)
+            assert view.lines[-len(seeded) :] == seeded  # older lines went in front
+            assert view.scroll_y > 0  # the rows in view stayed in view
+            await pilot.press("q")
+        await sup.shutdown()
+    await sup.aclose()
