@@ -546,3 +546,48 @@ async def test_scrolling_to_the_top_loads_older_lines_from_the_handle(tmp_path: 
             await pilot.press("q")
         await sup.shutdown()
     await sup.aclose()
+
+
+async def test_the_same_app_attached_over_the_control_socket(tmp_path: Path) -> None:
+    """`loopvisor attach`'s path: the app over a `RemoteSupervisor` (no local run):
+    it shows the live run, its keys reach the server, and `q` detaches while the
+    server's loops keep going."""
+    from supervisor.control import ControlServer, RemoteSupervisor
+
+    config = sim_config(tmp_path, endless_loop("alpha"), endless_loop("beta"))
+    sup = Supervisor(config, exit_when_idle=False)
+    events: list[ev.Event] = []
+    sup.add_sink(events.append)
+    sock = tmp_path / "run" / "control.sock"
+    server = ControlServer(sup, sock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        await tg.start(server.serve)
+        async with RemoteSupervisor(sock) as remote:
+            app = LoopvisorApp(remote, title="attached", detach_mode=True)
+            async with app.run_test(size=(100, 30)) as pilot:
+                main = app.main
+                assert main is not None
+                with anyio.fail_after(10):
+                    while len(main.table.order) < 2 or len(main.transcript.lines) < 3:
+                        await pilot.pause(0.05)
+                main.focus_loop("beta")
+                await pilot.press("p")
+                with anyio.fail_after(10):
+                    while sup.runners["beta"].state != "paused":
+                        await pilot.pause(0.05)
+                with anyio.fail_after(10):
+                    while str(main.table.get_cell("beta", "state")) != "paused":
+                        await pilot.pause(0.05)
+                await pilot.press("ctrl+d")
+                await pilot.pause(0.2)
+                assert not app.is_running
+
+        def alpha_started() -> int:
+            return sum(isinstance(e, ev.IterationStarted) and e.loop == "alpha" for e in events)
+
+        count = alpha_started()
+        await wait_for(lambda: alpha_started() > count)
+        await sup.shutdown()
+        tg.cancel_scope.cancel()
+    await sup.aclose()
