@@ -7,19 +7,14 @@ changed the screen without reaching the core fails.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import anyio
 import pytest
-from helpers import loop, sim_agent, wait_for
 from test_tui_support import (
     FAILING_CHECK,
     PY,
     TuiRun,
-    demo_snapshot,
     endless_loop,
-    fixed_app,
     screen_text,
     sim_config,
     tui,
@@ -28,16 +23,10 @@ from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, OptionList, TextArea
 
 from supervisor import events as ev
-from supervisor.api import StepIn
-from supervisor.durable import durable_supervisor
-from supervisor.runtime import Supervisor
-from supervisor.spec import Config
-from tui.app import LoopvisorApp
 from tui.screens.chat import ChatScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.edit import EditScreen
 from tui.screens.help import HelpScreen
-from tui.screens.history import HistoryScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.inject import InjectScreen
 from tui.widgets.transcript import TranscriptView
@@ -353,241 +342,3 @@ async def test_resize_down_to_tiny_and_back_keeps_working(tmp_path: Path) -> Non
         assert len(main.table.order) == 6
         await run.pilot.press("down", "down")
         assert main.table.focused_loop == main.table.order[2]
-
-
-async def test_step_in_where_the_terminal_cannot_be_handed_over_says_what_to_run() -> None:
-    """Claude Code step-in under a driver that cannot suspend (tests, web): the loop
-    stays paused and the operator is told the exact command (FixedHandle stands in
-    for a claude-code loop, which needs the real CLI)."""
-    info = StepIn(
-        loop="parser",
-        agent_kind="claude-code",
-        workspace="/tmp/ws",
-        session_id="abc",
-        resume_argv=("claude", "--resume", "abc"),
-        chat=False,
-    )
-    app, handle = fixed_app(step_in=info)
-    async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause(0.3)
-        main = app.main
-        assert main is not None
-        main.focus_loop("parser")
-        await pilot.press("enter")
-        await pilot.pause(0.3)
-        assert ("step_in", ("parser",)) in handle.calls
-        assert ("hand_back", ("parser",)) not in handle.calls
-        messages = [n.message for n in app._notifications]
-        assert any("claude --resume abc" in m and "/tmp/ws" in m for m in messages)
-
-
-async def test_attached_app_observes_and_controls_and_q_detaches(tmp_path: Path) -> None:
-    """The attach path: no `run_supervisor`, the supervisor runs elsewhere (here in the
-    test's task group); the same screens show it and control it, and `q` leaves it
-    running."""
-    config = sim_config(tmp_path, endless_loop("alpha"), endless_loop("beta"))
-    sup = Supervisor(config, exit_when_idle=False)
-    events: list[ev.Event] = []
-    sup.add_sink(events.append)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sup.run)
-        app = LoopvisorApp(sup, title="attached", detach_mode=True)
-        async with app.run_test(size=(80, 24)) as pilot:
-            main = app.main
-            assert main is not None
-            with anyio.fail_after(10):
-                while len(main.table.order) < 2 or not main.transcript.lines:
-                    await pilot.pause(0.05)
-            main.focus_loop("beta")
-            await pilot.press("p")
-            with anyio.fail_after(10):
-                while sup.runners["beta"].state != "paused":
-                    await pilot.pause(0.05)
-            await pilot.press("q")
-            await pilot.pause(0.2)
-            assert not app.is_running
-
-        def alpha_started() -> int:
-            return sum(isinstance(e, ev.IterationStarted) and e.loop == "alpha" for e in events)
-
-        count = alpha_started()
-        await wait_for(lambda: alpha_started() > count)
-        assert not sup._finished  # detaching left the run going
-        await sup.shutdown()
-    await sup.aclose()
-
-
-def converging(tmp_path: Path) -> Config:
-    """`fizz` succeeds in iteration 2: its sim agent writes done.txt, which the check wants."""
-    agent = sim_agent("conv", rate=200, reply_tokens=10, converge_after=2, files={"done.txt": "ok"})
-    check = {
-        "name": "done",
-        "run": [PY, "-c", "import os, sys; sys.exit(not os.path.exists('done.txt'))"],
-    }
-    (tmp_path / "ws").mkdir()
-    return sim_config(tmp_path, loop("fizz", "conv", checks=[check], workspace="ws"), conv=agent)
-
-
-async def test_history_reads_the_journal_of_a_finished_loop(tmp_path: Path) -> None:
-    config = converging(tmp_path)
-    async with durable_supervisor(config, exit_when_idle=False) as sup:
-        app = LoopvisorApp(
-            sup, title="t", run_supervisor=sup.run, state_dir=config.supervisor.state_dir
-        )
-        async with app.run_test(size=(100, 30)) as pilot:
-            with anyio.fail_after(15):
-                while sup.runners["fizz"].state != "succeeded":
-                    await pilot.pause(0.05)
-            await pilot.pause(0.3)  # the journal writer commits every 50 ms
-            await pilot.press("h")
-            with anyio.fail_after(10):
-                while not (isinstance(app.screen, HistoryScreen) and app.screen.rows):
-                    await pilot.pause(0.05)
-            history = app.screen
-            assert isinstance(history, HistoryScreen)
-            assert history.source == "journal"
-            assert [(r.iteration, r.outcome) for r in history.rows] == [
-                (1, "continue"),
-                (2, "succeeded"),
-            ]
-            detail = history.query_one(TranscriptView)
-            with anyio.fail_after(5):
-                while not any("Iteration 2 of" in line for line in detail.lines):
-                    await pilot.pause(0.05)
-            assert detail.lines[0] == "prompt:"
-            await pilot.press("up")
-            with anyio.fail_after(5):
-                while not any("Iteration 1 of" in line for line in detail.lines):
-                    await pilot.pause(0.05)
-            await pilot.press("escape")
-            await sup.shutdown()
-            with anyio.fail_after(10):
-                while not app.run_done:
-                    await pilot.pause(0.05)
-
-
-async def test_history_without_a_journal_shows_what_the_session_saw(tmp_path: Path) -> None:
-    async with tui(converging(tmp_path), size=(100, 30)) as run:
-        await run.until(lambda: run.state("fizz") == "succeeded")
-        await run.pilot.press("h")
-        await run.until(
-            lambda: isinstance(run.app.screen, HistoryScreen) and bool(run.app.screen.rows)
-        )
-        history = run.app.screen
-        assert isinstance(history, HistoryScreen)
-        assert history.source.startswith("this session")
-        assert [(r.iteration, r.outcome) for r in history.rows] == [
-            (1, "continue"),
-            (2, "succeeded"),
-        ]
-        detail = history.query_one(TranscriptView)
-        await run.until(lambda: any("✔ check done" in line for line in detail.lines))
-        assert "Iteration 2 of" in "\n".join(detail.lines)
-
-
-async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -> None:
-    snap = demo_snapshot()
-    hot = dataclasses.replace(snap.budget, tokens=50_000)  # 83% of 60k
-    events = (
-        ev.StuckDetected(
-            loop="fizzbuzz",
-            iteration=3,
-            detector="cost_spike",
-            evidence="iteration cost $0.40, 8× its median",
-            action="continue",
-        ),
-        ev.BudgetWarning(
-            scope="release-notes",
-            dimension="tokens",
-            used=1_700,
-            limit=2_000,
-            message="release-notes at 85% of its token budget",
-        ),
-    )
-    app, _ = fixed_app(dataclasses.replace(snap, budget=hot), events=events)
-    async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause(0.5)
-        notes = {(n.title, n.message) for n in app._notifications}
-        assert ("budget nearly used up", "global tokens budget at 83%") in notes
-        assert ("cost spike", "fizzbuzz: iteration cost $0.40, 8× its median → continue") in notes
-        assert ("budget: release-notes", "release-notes at 85% of its token budget") in notes
-        await pilot.pause(0.6)  # more snapshots: warned once, not on every refresh
-        assert sum(n.title == "budget nearly used up" for n in app._notifications) == 1
-
-
-async def test_scrolling_to_the_top_loads_older_lines_from_the_handle(tmp_path: Path) -> None:
-    """The console starts from a snapshot's tail (200 lines); scrolled to the top, the
-    transcript asks `handle.transcript()` for what came before, without a jump."""
-    quick = sim_agent("quick", rate=0, reply_tokens=5, converge_after=1_000_000)
-    config = sim_config(tmp_path, endless_loop("alpha", "quick"), quick=quick)
-    sup = Supervisor(config, exit_when_idle=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sup.run)
-        await wait_for(lambda: len(sup.runners["alpha"].tail.lines) >= 380, timeout=30)
-        await sup.pause("alpha")
-        await wait_for(lambda: sup.runners["alpha"].state == "paused")
-        app = LoopvisorApp(sup, title="attached", detach_mode=True)
-        async with app.run_test(size=(100, 30)) as pilot:
-            main = app.main
-            assert main is not None
-            view = main.transcript
-            with anyio.fail_after(10):
-                while view.source != "alpha" or not view.lines:
-                    await pilot.pause(0.05)
-            seeded = list(view.lines)
-            assert len(seeded) <= 201
-            view.focus()
-            await pilot.press("home")
-            with anyio.fail_after(10):
-                while len(view.lines) <= len(seeded):
-                    await pilot.pause(0.05)
-            assert view.lines[-len(seeded) :] == seeded  # older lines went in front
-            assert view.scroll_y > 0  # the rows in view stayed in view
-            await pilot.press("q")
-        await sup.shutdown()
-    await sup.aclose()
-
-
-async def test_the_same_app_attached_over_the_control_socket(tmp_path: Path) -> None:
-    """`loopvisor attach`'s path: the app over a `RemoteSupervisor` (no local run):
-    it shows the live run, its keys reach the server, and `q` detaches while the
-    server's loops keep going."""
-    from supervisor.control import ControlServer, RemoteSupervisor
-
-    config = sim_config(tmp_path, endless_loop("alpha"), endless_loop("beta"))
-    sup = Supervisor(config, exit_when_idle=False)
-    events: list[ev.Event] = []
-    sup.add_sink(events.append)
-    sock = tmp_path / "run" / "control.sock"
-    server = ControlServer(sup, sock)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sup.run)
-        await tg.start(server.serve)
-        async with RemoteSupervisor(sock) as remote:
-            app = LoopvisorApp(remote, title="attached", detach_mode=True)
-            async with app.run_test(size=(100, 30)) as pilot:
-                main = app.main
-                assert main is not None
-                with anyio.fail_after(10):
-                    while len(main.table.order) < 2 or len(main.transcript.lines) < 3:
-                        await pilot.pause(0.05)
-                main.focus_loop("beta")
-                await pilot.press("p")
-                with anyio.fail_after(10):
-                    while sup.runners["beta"].state != "paused":
-                        await pilot.pause(0.05)
-                with anyio.fail_after(10):
-                    while str(main.table.get_cell("beta", "state")) != "paused":
-                        await pilot.pause(0.05)
-                await pilot.press("ctrl+d")
-                await pilot.pause(0.2)
-                assert not app.is_running
-
-        def alpha_started() -> int:
-            return sum(isinstance(e, ev.IterationStarted) and e.loop == "alpha" for e in events)
-
-        count = alpha_started()
-        await wait_for(lambda: alpha_started() > count)
-        await sup.shutdown()
-        tg.cancel_scope.cancel()
-    await sup.aclose()

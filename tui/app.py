@@ -27,15 +27,15 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from supervisor import events as ev
-from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
+from supervisor.api import RunSnapshot, SupervisorHandle
 from supervisor.runtime import EXIT_INTERRUPTED
 
+from .actions import OperatorActions
 from .commands import LoopCommands
 from .live import Live
 from .model import BurnWindow, IterationLog, Transcripts, wait_deadline
 from .screens.confirm import ConfirmScreen
 from .screens.main import MainScreen
-from .stepin import step_in
 
 if TYPE_CHECKING:
     from supervisor.spec import Config
@@ -46,7 +46,7 @@ EVENT_BUFFER = 20_000
 """Events the app may fall behind by before it resyncs from a snapshot."""
 
 
-class LoopvisorApp(App[int]):
+class LoopvisorApp(OperatorActions):
     TITLE = "loopvisor"
     COMMANDS = App.COMMANDS | {LoopCommands}
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {"main": MainScreen}
@@ -228,114 +228,6 @@ class LoopvisorApp(App[int]):
                 title="run finished",
                 timeout=30,
             )
-
-    # -- lookups ------------------------------------------------------------------
-    def loop(self, name: str) -> LoopSnapshot | None:
-        if self.snapshot is None:
-            return None
-        return next((loop for loop in self.snapshot.loops if loop.name == name), None)
-
-    @property
-    def main(self) -> MainScreen | None:
-        return next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
-
-    @property
-    def focused_loop(self) -> str | None:
-        main = self.main
-        return main.focused_loop if main is not None else None
-
-    def focus_loop(self, name: str) -> None:
-        main = self.main
-        if main is not None:
-            main.focus_loop(name)
-
-    # -- operator actions ----------------------------------------------------------
-    def control(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
-        """Run one control operation in a worker; a refusal becomes a notification."""
-
-        async def run() -> None:
-            try:
-                await op()
-            except ControlError as exc:
-                self.notify(str(exc), title=f"{what}: refused", severity="error")
-            else:
-                self.notify(what, timeout=3)
-            self.poke()
-
-        self.run_worker(run(), group="control")
-
-    def toggle_pause(self, name: str) -> None:
-        loop = self.loop(name)
-        if loop is not None and loop.state in ("paused", "stuck"):
-            self.control(f"resume {name}", lambda: self.handle.resume(name))
-        else:
-            self.control(f"pause {name}", lambda: self.handle.pause(name))
-
-    def ask_stop(self, name: str) -> None:
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self.control(f"stop {name}", lambda: self.handle.stop(name))
-
-        self.push_screen(
-            ConfirmScreen(
-                f"Stop loop {name!r}?",
-                "Its running turn is cancelled and its processes killed. `r` restarts it.",
-                [("y", "Stop it", "stop"), ("n", "Cancel", None)],
-            ),
-            done,
-        )
-
-    def restart(self, name: str) -> None:
-        self.control(f"restart {name}", lambda: self.handle.restart(name))
-
-    def pause_all(self) -> None:
-        self.control("pause all", lambda: self.handle.pause(None))
-
-    def resume_all(self) -> None:
-        self.control("resume all", lambda: self.handle.resume(None))
-
-    def stop_all(self) -> None:
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self.control("stop all", lambda: self.handle.stop(None))
-
-        self.push_screen(
-            ConfirmScreen(
-                "Stop every loop?",
-                "Running turns are cancelled and their processes killed.",
-                [("y", "Stop all", "stop"), ("n", "Cancel", None)],
-            ),
-            done,
-        )
-
-    def edit(self, name: str) -> None:
-        from .screens.edit import EditScreen
-
-        if (loop := self.loop(name)) is not None:
-            self.push_screen(EditScreen(loop))
-
-    def inject(self, name: str) -> None:
-        from .screens.inject import InjectScreen
-
-        self.push_screen(InjectScreen(name))
-
-    def step_in(self, name: str) -> None:
-        self.run_worker(step_in(self, name), group="step-in", exclusive=True)
-
-    def history(self, name: str) -> None:
-        from .screens.history import HistoryScreen
-
-        self.push_screen(HistoryScreen(name))
-
-    def inbox(self) -> None:
-        from .screens.inbox import InboxScreen
-
-        self.push_screen(InboxScreen())
-
-    def help(self) -> None:
-        from .screens.help import HelpScreen
-
-        self.push_screen(HelpScreen())
 
     # -- leaving ------------------------------------------------------------------
     async def action_quit(self) -> None:

@@ -27,10 +27,10 @@ from textual.app import SuspendNotSupported
 from supervisor.api import ControlError, StepIn
 
 if TYPE_CHECKING:
-    from .app import LoopvisorApp
+    from .actions import OperatorActions
 
 
-async def step_in(app: LoopvisorApp, name: str) -> None:
+async def step_in(app: OperatorActions, name: str) -> None:
     app.notify(f"stepping into {name}: pausing it…", timeout=3)
     try:
         info = await app.handle.step_in(name)
@@ -55,7 +55,7 @@ async def step_in(app: LoopvisorApp, name: str) -> None:
     )
 
 
-async def _run_in_terminal(app: LoopvisorApp, info: StepIn) -> None:
+async def _run_in_terminal(app: OperatorActions, info: StepIn) -> None:
     argv = list(info.resume_argv or ())
     command = shlex.join(argv)
     try:

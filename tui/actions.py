@@ -1,0 +1,136 @@
+"""Every operator action on loops, shared by the keys, the screens and the palette.
+
+`OperatorActions` is the app's half that turns an intent ("stop fizzbuzz") into a
+confirmation if needed and one `SupervisorHandle` call in a worker; a refusal
+(`ControlError`) becomes a notification, success a short one and a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from textual.app import App
+
+from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
+
+from .screens.confirm import ConfirmScreen
+from .screens.main import MainScreen
+from .stepin import step_in
+
+
+class OperatorActions(App[int]):
+    handle: SupervisorHandle
+    snapshot: RunSnapshot | None
+
+    def poke(self) -> None:
+        """Refresh the snapshot now (the app implements it)."""
+        raise NotImplementedError
+
+    # -- lookups ------------------------------------------------------------------
+    def loop(self, name: str) -> LoopSnapshot | None:
+        if self.snapshot is None:
+            return None
+        return next((loop for loop in self.snapshot.loops if loop.name == name), None)
+
+    @property
+    def main(self) -> MainScreen | None:
+        return next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+
+    @property
+    def focused_loop(self) -> str | None:
+        main = self.main
+        return main.focused_loop if main is not None else None
+
+    def focus_loop(self, name: str) -> None:
+        main = self.main
+        if main is not None:
+            main.focus_loop(name)
+
+    # -- operator actions ----------------------------------------------------------
+    def control(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """Run one control operation in a worker; a refusal becomes a notification."""
+
+        async def run() -> None:
+            try:
+                await op()
+            except ControlError as exc:
+                self.notify(str(exc), title=f"{what}: refused", severity="error")
+            else:
+                self.notify(what, timeout=3)
+            self.poke()
+
+        self.run_worker(run(), group="control")
+
+    def toggle_pause(self, name: str) -> None:
+        loop = self.loop(name)
+        if loop is not None and loop.state in ("paused", "stuck"):
+            self.control(f"resume {name}", lambda: self.handle.resume(name))
+        else:
+            self.control(f"pause {name}", lambda: self.handle.pause(name))
+
+    def ask_stop(self, name: str) -> None:
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self.control(f"stop {name}", lambda: self.handle.stop(name))
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Stop loop {name!r}?",
+                "Its running turn is cancelled and its processes killed. `r` restarts it.",
+                [("y", "Stop it", "stop"), ("n", "Cancel", None)],
+            ),
+            done,
+        )
+
+    def restart(self, name: str) -> None:
+        self.control(f"restart {name}", lambda: self.handle.restart(name))
+
+    def pause_all(self) -> None:
+        self.control("pause all", lambda: self.handle.pause(None))
+
+    def resume_all(self) -> None:
+        self.control("resume all", lambda: self.handle.resume(None))
+
+    def stop_all(self) -> None:
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                self.control("stop all", lambda: self.handle.stop(None))
+
+        self.push_screen(
+            ConfirmScreen(
+                "Stop every loop?",
+                "Running turns are cancelled and their processes killed.",
+                [("y", "Stop all", "stop"), ("n", "Cancel", None)],
+            ),
+            done,
+        )
+
+    def edit(self, name: str) -> None:
+        from .screens.edit import EditScreen
+
+        if (loop := self.loop(name)) is not None:
+            self.push_screen(EditScreen(loop))
+
+    def inject(self, name: str) -> None:
+        from .screens.inject import InjectScreen
+
+        self.push_screen(InjectScreen(name))
+
+    def step_in(self, name: str) -> None:
+        self.run_worker(step_in(self, name), group="step-in", exclusive=True)
+
+    def history(self, name: str) -> None:
+        from .screens.history import HistoryScreen
+
+        self.push_screen(HistoryScreen(name))
+
+    def inbox(self) -> None:
+        from .screens.inbox import InboxScreen
+
+        self.push_screen(InboxScreen())
+
+    def help(self) -> None:
+        from .screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
