@@ -13,6 +13,11 @@ over, a loop that had finished is not run again, the summary counts iterations
 across the crash, the ledger equals what the agents reported (for the API agent:
 the fake server's own bill, with the crash settled as "usage seen" or "charged at
 the reservation"), and nothing the killed supervisor started is left running.
+
+Under random kills (mid journal write) the ledger is exactly the journalled usage
+plus the crash charges; it differs from what the agents printed only by the usage
+of the last uncommitted batch (the journal writes every 50 ms), which the test
+measures and prints (`pytest -s`; LOOPVISOR_KILL_SEED picks other moments).
 """
 
 from __future__ import annotations
