@@ -313,3 +313,20 @@ async def test_loop_table_rows_render_fresh_after_cursor_moves_and_cell_updates(
         )
         table.show(moved, {}, 0.0)
         assert "45.6k" in table.render_line(fizz).text
+
+
+def test_every_screen_stylesheet_rule_is_scoped_to_its_screen() -> None:
+    """Screen CSS files join one app-wide stylesheet once the screen is shown, so an
+    unscoped `#heading` in one screen would restyle every other screen's heading."""
+    from pathlib import Path
+
+    import tui.screens
+
+    folder = Path(tui.screens.__file__).parent
+    sheets = sorted(folder.glob("*.tcss"))
+    assert sheets
+    for sheet in sheets:
+        screen = sheet.stem.capitalize() + "Screen"
+        for line in sheet.read_text(encoding="utf-8").splitlines():
+            if line.rstrip().endswith("{") and not line.startswith((" ", "\t")):
+                assert line.startswith(screen), f"{sheet.name}: {line!r} is not scoped"
