@@ -289,6 +289,9 @@ class RunFinished(Event):
     wall_s: float
     exit_code: int
     reason: str = ""
+    notes: tuple[str, ...] = ()
+    """What a resume settled (charges at the reservation, interrupted iterations,
+    processes a crashed supervisor left behind)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -300,6 +303,7 @@ class RunFinished(Event):
             "wall_s": round(self.wall_s, 3),
             "exit_code": self.exit_code,
             "reason": self.reason,
+            "notes": list(self.notes),
         }
 
 
@@ -351,4 +355,5 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         kwargs["loops"] = tuple(kwargs.get("loops", ()))
     if cls is RunFinished:
         kwargs["loops"] = tuple(LoopResult(**r) for r in kwargs.get("loops", ()))
+        kwargs["notes"] = tuple(kwargs.get("notes", ()))
     return cls(**kwargs)

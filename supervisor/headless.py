@@ -86,6 +86,8 @@ class HeadlessPrinter:
             f"total: {event.tokens:,} tokens, ${event.usd:.4f}, {event.wall_s:.1f}s wall"
             f" — exit code {event.exit_code}" + (f" ({event.reason})" if event.reason else "")
         )
+        for note in event.notes:
+            self._write(f"note: {note}")
 
     def _line(self, ts: float, loop: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(ts))

@@ -372,8 +372,8 @@ class Journal:
         """What to continue `run_id` from. Settles what a crash left open, once.
 
         The first call after a crash writes (synchronous=FULL, one transaction) the
-        settlement of open reservations (usage seen: released; usage never seen:
-        charged at the reservation) and marks in-flight iterations `interrupted`;
+        settlement of open reservations (charged up to the reservation: usage seen
+        once, plus the unseen rest) and marks in-flight iterations `interrupted`;
         later calls find nothing open and return the same figures.
         """
         with self._write_lock:

@@ -4,10 +4,13 @@
 lock and uses synchronous=FULL); everything it decides is written back, so a
 second crash and resume neither charges a reservation twice nor loses it:
 
-* Open reservation (a `reserve` ledger row with no release): if token/USD usage
-  was booked after it, that usage stands and the rest is released; if none was,
-  the whole reservation is charged ("charged at the reservation"). Both are
-  ledger rows whose `settles` column names the reservation row.
+* Open reservation (a `reserve` ledger row with no release): the request's end was
+  never journalled, so the provider may have billed more than was seen (the
+  Messages API reports output usage only when a stream ends). Usage booked after
+  the reservation stands (charged once) and the unseen rest of the reservation is
+  charged too ("charged at the reservation"): the total is the reservation, which
+  bounds what the request could cost. Both are ledger rows whose `settles` column
+  names the reservation row.
 * In-flight iteration (an `iterations` row without an outcome): gets outcome
   `interrupted`, its tokens/USD so far and an `iteration_finished` event; its
   partial transcript stays in `events`.
@@ -154,24 +157,25 @@ def _settle_reservations(conn: sqlite3.Connection, run_id: str, loop: str, ts: f
     )
     written = 0
     for res in open_reservations(rows):
+        # The request never finished in the journal, so the provider may have billed
+        # more than was seen (the Messages API reports output usage only at the end of
+        # a stream; the last batch before a kill is lost). A hard budget charges the
+        # whole reservation: what was seen (already charged, once) plus the unseen rest.
+        rest_tokens = max(0, res.tokens - res.used_tokens)
+        rest_usd = max(0.0, res.usd - res.used_usd)
         if res.seen:
-            note = "crash: usage seen and charged; the rest of the reservation released"
-            rest_tokens = max(0, res.tokens - res.used_tokens)
-            rest_usd = max(0.0, res.usd - res.used_usd)
-            conn.execute(
-                insert,
-                (run_id, loop, res.iteration, "release", rest_tokens, rest_usd, ts, res.id, note),
-            )
-            written += 1
-            continue
-        note = "crash: usage never seen; charged at the reservation"
+            note = "crash: usage seen charged once; the unseen rest charged at the reservation"
+            what = f"{res.used_tokens:,} tokens were seen, {rest_tokens:,} more"
+        else:
+            note = "crash: usage never seen; charged at the reservation"
+            what = f"{rest_tokens:,} tokens"
         conn.execute(
-            insert, (run_id, loop, res.iteration, "charge", res.tokens, res.usd, ts, res.id, note)
+            insert, (run_id, loop, res.iteration, "charge", rest_tokens, rest_usd, ts, res.id, note)
         )
         conn.execute(insert, (run_id, loop, res.iteration, "release", 0, 0.0, ts, res.id, note))
         message = (
-            f"{res.tokens:,} tokens (${res.usd:.4f}) charged at the reservation of iteration "
-            f"{res.iteration}: the supervisor stopped before the agent reported usage"
+            f"{what} (${rest_usd:.4f}) charged at the reservation of iteration "
+            f"{res.iteration}: the supervisor stopped before the request's usage was complete"
         )
         _event_row(
             conn, run_id, Notice(loop=loop, level="warning", message=message, ts=ts).to_dict()
@@ -275,7 +279,7 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
         if resume.charged_at_reservation:
             notes.append(
                 f"{name}: {resume.charged_at_reservation:,} tokens (${usd_at_reservation:.4f})"
-                " charged at the reservation: usage was never seen before the crash"
+                " charged at the reservation: requests cut by the crash never reported all usage"
             )
         if resume.interrupted_iteration is not None:
             notes.append(

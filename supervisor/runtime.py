@@ -183,6 +183,7 @@ class Supervisor:
             wall_s=self.wall_s,
             exit_code=code,
             reason=self.end_reason,
+            notes=tuple(self._notes),
         )
         self._publish(summary)
         return summary
