@@ -161,6 +161,9 @@ async def test_step_in_where_the_terminal_cannot_be_handed_over_says_what_to_run
 
 
 async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -> None:
+    """Global near-exhaustion (from the snapshot and from the core's BudgetWarning),
+    cost spikes and a loop's overshoot notify; a loop merely at 85% of its own budget
+    is a line in its transcript, not a toast (64 loops would bury the screen)."""
     snap = demo_snapshot()
     hot = dataclasses.replace(snap.budget, tokens=50_000)  # 83% of 60k
     events = (
@@ -172,11 +175,25 @@ async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -
             action="continue",
         ),
         ev.BudgetWarning(
+            scope="global",
+            dimension="usd",
+            used=0.96,
+            limit=1.0,
+            message="global usd budget 95% spent: $0.9600 of $1.00",
+        ),
+        ev.BudgetWarning(
             scope="release-notes",
             dimension="tokens",
             used=1_700,
             limit=2_000,
-            message="release-notes at 85% of its token budget",
+            message="loop 'release-notes' tokens budget 80% spent: 1,700 of 2,000 tokens",
+        ),
+        ev.BudgetWarning(
+            scope="greeter",
+            dimension="tokens",
+            used=2_300,
+            limit=2_000,
+            message="loop 'greeter' tokens budget overshot: 2,300 of 2,000 tokens",
         ),
     )
     app, _ = fixed_app(dataclasses.replace(snap, budget=hot), events=events)
@@ -185,6 +202,14 @@ async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -
         notes = {(n.title, n.message) for n in app._notifications}
         assert ("budget nearly used up", "global tokens budget at 83%") in notes
         assert ("cost spike", "fizzbuzz: iteration cost $0.40, 8× its median → continue") in notes
-        assert ("budget: release-notes", "release-notes at 85% of its token budget") in notes
+        assert ("budget nearly used up", "global usd budget 95% spent: $0.9600 of $1.00") in notes
+        assert (
+            "budget used up",
+            "loop 'greeter' tokens budget overshot: 2,300 of 2,000 tokens",
+        ) in notes
+        assert not any("release-notes" in message for _, message in notes)
+        lines = app.transcripts.get("release-notes").lines
+        assert any("80% spent" in line for line in lines)
         await pilot.pause(0.6)  # more snapshots: warned once, not on every refresh
-        assert sum(n.title == "budget nearly used up" for n in app._notifications) == 1
+        assert sum("global tokens" in n.message for n in app._notifications) == 1
+        assert sum("USD budget at" in n.message for n in app._notifications) == 0  # seen

@@ -180,24 +180,42 @@ class LoopvisorApp(OperatorActions):
                 timeout=10,
             )
         elif isinstance(event, ev.BudgetWarning):
-            self.notify(event.message, title=f"budget: {event.scope}", severity="warning")
+            self._budget_warning(event)
         elif isinstance(event, ev.RunFinished):
             self.summary = event
 
+    def _budget_warning(self, event: ev.BudgetWarning) -> None:
+        """Global warnings and a loop's overshoot become notifications; a loop reaching
+        its own thresholds is a line in its transcript (64 loops would bury the screen)."""
+        overshoot = event.used > event.limit
+        if event.scope != "global" and not overshoot:
+            return
+        self._warned.add(event.dimension.lower())
+        used_up = event.used >= event.limit
+        self.notify(
+            event.message,
+            title="budget used up" if used_up else "budget nearly used up",
+            severity="error" if used_up else "warning",
+            timeout=15,
+        )
+
     def _check_budget(self, snapshot: RunSnapshot) -> None:
+        """Near-exhaustion from the snapshot too: an attached console may have missed the
+        core's warning event, and wall time has none. Once per dimension."""
         b = snapshot.budget
         lim = b.limits
         for name, used, limit in (
             ("tokens", b.tokens, lim.tokens),
-            ("USD", b.usd, lim.usd),
+            ("usd", b.usd, lim.usd),
             ("wall", b.wall_s, lim.wall),
-            ("CPU", b.cpu_s, lim.cpu),
+            ("cpu", b.cpu_s, lim.cpu),
         ):
             share = used / limit if limit else 0.0
             if share >= NEAR_EXHAUSTION and name not in self._warned:
                 self._warned.add(name)
+                label = {"usd": "USD", "cpu": "CPU"}.get(name, name)
                 self.notify(
-                    f"global {name} budget at {share:.0%}",
+                    f"global {label} budget at {share:.0%}",
                     title="budget nearly used up",
                     severity="warning",
                     timeout=10,
