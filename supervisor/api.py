@@ -145,7 +145,10 @@ class ControlError(Exception):
 class SupervisorHandle(Protocol):
     """What every front-end uses. Loop names are validated; errors raise ControlError."""
 
-    async def snapshot(self) -> RunSnapshot: ...
+    async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
+        """The whole run now; `tail` transcript lines per loop (0: none, for cheap polling
+        once a UI follows the events)."""
+        ...
 
     def subscribe(
         self, max_buffer: int = 1000

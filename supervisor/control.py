@@ -251,7 +251,8 @@ class ControlServer:
         """Run one validated request; returns its JSON result (or `_SENT`)."""
         h, a, op = self.handle, req.args, req.op
         if op == "snapshot":
-            return (await h.snapshot()).to_dict()
+            tail = req.args.get("tail")
+            return (await h.snapshot(tail=200 if tail is None else max(0, tail))).to_dict()
         if op in ("pause", "resume", "stop"):
             await getattr(h, op)(a.get("loop"))
             return None
@@ -616,8 +617,8 @@ class RemoteSupervisor:
         return reply.get("result")
 
     # -- SupervisorHandle ---------------------------------------------------------
-    async def snapshot(self) -> RunSnapshot:
-        return RunSnapshot.from_dict(await self.request("snapshot"))
+    async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
+        return RunSnapshot.from_dict(await self.request("snapshot", tail=tail))
 
     def subscribe(
         self, max_buffer: int = 1000

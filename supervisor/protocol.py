@@ -99,7 +99,7 @@ def _opt_limits(v: Any) -> bool:
 _LOOP = {"loop": (_str, True)}
 _ANY_LOOP = {"loop": (_opt_str, False)}
 ARGS: Final[Mapping[str, Mapping[str, tuple[_Check, bool]]]] = {
-    "snapshot": {},
+    "snapshot": {"tail": (_opt_int, False)},
     "pause": _ANY_LOOP,
     "resume": _ANY_LOOP,
     "stop": _ANY_LOOP,

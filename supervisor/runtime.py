@@ -34,6 +34,9 @@ from .worktree import OverlapChecker
 if TYPE_CHECKING:
     from .ratelimit import RateLimiterRegistry
 
+SNAPSHOT_TAIL = 200
+"""Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BUDGET = 2
@@ -375,10 +378,10 @@ class Supervisor:
         return lines[max(0, end - limit) : end]
 
     # -- snapshot ------------------------------------------------------------
-    async def snapshot(self) -> RunSnapshot:
-        return self.snapshot_now()
+    async def snapshot(self, *, tail: int = SNAPSHOT_TAIL) -> RunSnapshot:
+        return self.snapshot_now(tail=tail)
 
-    def snapshot_now(self) -> RunSnapshot:
+    def snapshot_now(self, *, tail: int = SNAPSHOT_TAIL) -> RunSnapshot:
         stats = self.ledger.statistics()
         slots = self.slots.statistics()
         return RunSnapshot(
@@ -386,7 +389,7 @@ class Supervisor:
             config_path=str(self.config.path),
             started_at=self.started_at,
             finished=self._finished,
-            loops=tuple(self._loop_snapshot(r) for r in self.runners.values()),
+            loops=tuple(self._loop_snapshot(r, tail) for r in self.runners.values()),
             budget=BudgetSnapshot(
                 limits=self.config.supervisor.budget,
                 tokens=stats.tokens_spent,
@@ -400,7 +403,7 @@ class Supervisor:
             ),
         )
 
-    def _loop_snapshot(self, runner: LoopRunner) -> LoopSnapshot:
+    def _loop_snapshot(self, runner: LoopRunner, tail: int) -> LoopSnapshot:
         stats = runner.ledger.statistics()
         agent_spec = runner.agent_spec
         return LoopSnapshot(
@@ -427,7 +430,7 @@ class Supervisor:
             prompt=runner.spec.prompt,
             wait_seconds=runner.wait_seconds,
             next_run=runner.next_run,
-            transcript_tail=runner.tail.snapshot()[-200:],
+            transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
         )
 
 

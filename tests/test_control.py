@@ -371,3 +371,31 @@ def test_parse_request_accepts_good_and_names_what_is_wrong() -> None:
         with pytest.raises(proto.ProtocolError, match=message) as info:
             proto.parse_request(line)
         assert info.value.request_id == 1
+
+
+@pytest.mark.anyio
+async def test_snapshot_tail_zero_leaves_transcripts_out_over_the_socket(tmp_path: Path) -> None:
+    """A UI polling at 4 Hz asks for tail=0: no transcript lines cross the socket."""
+    from supervisor.runtime import Supervisor
+
+    (tmp_path / "w").mkdir()
+    config = load(
+        tmp_path,
+        sim_agent("s", rate=0, reply_tokens=5, converge_after=1),
+        loop("a", "s", workspace="w", done_marker="never", max_iterations=1),
+    )
+    sup = Supervisor(config, exit_when_idle=False)
+    path = tmp_path / "sock" / "control.sock"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        server = ControlServer(sup, path)
+        await tg.start(server.serve)
+        async with RemoteSupervisor(path) as remote:
+            await wait_for(lambda: bool(sup.snapshot_now().loops[0].transcript_tail))
+            full = await remote.snapshot()
+            bare = await remote.snapshot(tail=0)
+            two = await remote.snapshot(tail=2)
+        assert len(full.loops[0].transcript_tail) > 2
+        assert bare.loops[0].transcript_tail == ()
+        assert two.loops[0].transcript_tail == full.loops[0].transcript_tail[-2:]
+        tg.cancel_scope.cancel()

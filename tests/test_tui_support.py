@@ -234,7 +234,7 @@ class FixedHandle:
         self._events = events
         self.calls: list[tuple[str, Any]] = []
 
-    async def snapshot(self) -> RunSnapshot:
+    async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
         return self._snapshot
 
     def subscribe(

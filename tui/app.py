@@ -125,8 +125,8 @@ class LoopvisorApp(OperatorActions):
         failed = False
         while True:
             started = time.perf_counter()
-            try:
-                snapshot = await self.handle.snapshot()
+            try:  # no transcript tails: the transcripts follow the events
+                snapshot = await self.handle.snapshot(tail=0)
             except Exception as exc:
                 if not failed:
                     self.notify(f"cannot read the supervisor: {exc}", severity="error")
