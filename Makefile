@@ -36,7 +36,8 @@ screenshots: $(STAMP)
 	$(BIN)/python scripts/screenshots.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/journal_write_rate.py
+	$(BIN)/python benchmarks/tui_latency.py
 
 clean:
 	rm -rf $(VENV) .loopvisor .pytest_cache .mypy_cache .ruff_cache
