@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import string
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,50 +18,24 @@ import anyio
 from . import events as ev
 from .agents.base import (
     Agent,
-    AgentFailed,
-    AgentRequest,
-    BudgetExhausted,
-    Done,
-    Resumed,
-    SessionStarted,
-    TextDelta,
-    ToolCall,
-    ToolResult,
-    Usage,
-    Waiting,
 )
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
-from .transcript import OutputCoalescer, TranscriptTail
-from .turn_budget import LedgerTurnBudget
+from .transcript import TranscriptTail
+from .turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from .resume import LoopResume
 
-LAST_OUTPUT_LIMIT = 4000
-"""Characters of the previous agent reply substituted for `$last_output`."""
 RETRY_BACKOFF_CAP_S = 30.0
 STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
 """Set for every agent and check: the state dir of the supervisor that started it, so
 that the next supervisor there can kill what a kill -9 left running (`durable`)."""
-
-
-@dataclass(slots=True)
-class _Turn:
-    """What one agent turn produced."""
-
-    output: str = ""
-    failure: AgentFailed | None = None
-    exhausted: str | None = None
-    stalled: StuckVerdict | None = None
-    tokens: int = 0
-    usd: float = 0.0
-    retries_exhausted: str | None = None
 
 
 @dataclass(slots=True)
@@ -121,10 +94,7 @@ class LoopRunner:
         self.control = _Control()
         self._stop_scope: anyio.CancelScope | None = None
         self._turn_scope: anyio.CancelScope | None = None
-        self._last_activity = time.monotonic()
-        self._iteration_costs: deque[float] = deque(maxlen=50)
         self._state_changed = anyio.Event()
-        self._operator_turn = False
         self._last_failure = ""
         self.runs = 0
         """Scheduled runs started so far."""
@@ -228,7 +198,7 @@ class LoopRunner:
         self.state = "pending"
 
     def set_scheduled(self, reason: str) -> None:
-        self._set("scheduled", reason)
+        self.set_state("scheduled", reason)
 
     async def sleep_until(self, due: float) -> bool:
         """Sleep until `due` (between scheduled runs); False if stopped meanwhile."""
@@ -278,7 +248,7 @@ class LoopRunner:
                 return
             if self.control.restart:
                 self.prepare_restart()
-                self._set("pending", "restarted by the operator")
+                self.set_state("pending", "restarted by the operator")
             if self.control.pause or self.state in ev.ATTENTION_STATES:
                 await self._wait_for_person()
                 continue
@@ -304,13 +274,13 @@ class LoopRunner:
 
     async def _wait_for_person(self) -> None:
         if self.state not in ev.ATTENTION_STATES:
-            self._set("paused", "paused by the operator")
+            self.set_state("paused", "paused by the operator")
         self.control.resumed = anyio.Event()
         await self.control.resumed.wait()
         self.control.interrupt = False  # a step-in while no turn ran has nothing to cancel
         if not self.control.stop and not self.control.restart:
             self.detector.reset()
-            self._set("pending", "resumed by the operator")
+            self.set_state("pending", "resumed by the operator")
 
     # -- one iteration ----------------------------------------------------------
     async def _iteration(self, n: int) -> None:
@@ -318,7 +288,7 @@ class LoopRunner:
         self.iteration = n
         prompt = self._render_prompt(n)
         started = time.monotonic()
-        self._emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
+        self.emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
         got_slot = await self._take_slot(n)
         try:
             checked = await self._in_slot(n, prompt, started, got_slot)
@@ -335,10 +305,10 @@ class LoopRunner:
 
     async def _in_slot(
         self, n: int, prompt: str, started: float, got_slot: bool
-    ) -> tuple[_Turn, list[CheckOutcome]] | float | None:
+    ) -> tuple[TurnResult, list[CheckOutcome]] | float | None:
         """The agent turn and the checks, while holding a compute slot. Returns what
         to decide on, a retry delay, or None when the iteration already ended."""
-        turn = await self._turn(n, prompt) if got_slot else _Turn()
+        turn = await self._turn(n, prompt) if got_slot else TurnResult()
         if self.control.restart:
             self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
             return None
@@ -368,17 +338,17 @@ class LoopRunner:
         """Wait for a compute slot; False when a step-in or restart cancelled the wait
         (no turn has run, so nothing is thrown away)."""
         if self.slots.available_tokens < 1:
-            self._set("waiting", "waiting for a free slot", n)
+            self.set_state("waiting", "waiting for a free slot", n)
         with anyio.CancelScope() as wait:
             self._turn_scope = wait
             await self.slots.acquire()
         self._turn_scope = None
         if wait.cancelled_caught:
             return False
-        self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
+        self.set_state("running", f"agent turn {n}/{self.spec.max_iterations}", n)
         return True
 
-    def _after_failure(self, n: int, turn: _Turn, started: float) -> float | None:
+    def _after_failure(self, n: int, turn: TurnResult, started: float) -> float | None:
         """Count the error; None when the loop failed, else the delay before the retry."""
         failure = turn.failure
         assert failure is not None
@@ -397,11 +367,13 @@ class LoopRunner:
     async def _backoff(self, n: int, delay: float) -> None:
         limit = self.spec.budget.retries
         why = f"retry {self.retries_used}/{limit} after: {self._last_failure}"
-        self._set("waiting", why, n, delay)
+        self.set_state("waiting", why, n, delay)
         await anyio.sleep(delay)
         self.iteration = n - 1  # the same iteration runs again
 
-    def _decide(self, n: int, turn: _Turn, outcomes: list[CheckOutcome], started: float) -> None:
+    def _decide(
+        self, n: int, turn: TurnResult, outcomes: list[CheckOutcome], started: float
+    ) -> None:
         spec = self.spec
         checks_ok = all(o.passed for o in outcomes)
         marker_ok = spec.done_marker is None or spec.done_marker in turn.output
@@ -446,7 +418,7 @@ class LoopRunner:
     def _on_stuck(self, n: int, verdict: StuckVerdict) -> None:
         action = self.spec.on_stuck
         self.evidence = f"{verdict.detector}: {verdict.evidence}"
-        self._emit(
+        self.emit(
             ev.StuckDetected(
                 loop=self.spec.name,
                 iteration=n,
@@ -456,7 +428,7 @@ class LoopRunner:
             )
         )
         if action == "pause":
-            self._set("stuck", self.evidence, n)
+            self.set_state("stuck", self.evidence, n)
         elif action == "stop":
             self._end("stopped", f"stuck: {self.evidence}")
 
@@ -464,7 +436,7 @@ class LoopRunner:
     async def chat(self, text: str) -> str:
         """An operator turn on the loop's agent while the loop is paused (step-in)."""
         n = self.iteration
-        self._emit_output(n, f"operator: {text}\n", "operator")
+        self.emit_output(n, f"operator: {text}\n", "operator")
         turn = await self._turn(n, text, operator=True)
         if turn.failure is not None:
             return f"(agent error: {turn.failure.message})"
@@ -472,184 +444,26 @@ class LoopRunner:
             return f"(budget: {turn.exhausted})"
         return turn.output
 
-    async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> _Turn:
-        spec = self.spec
-        turn = _Turn()
-        name = spec.name
+    async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> TurnResult:
+        env = {
+            **self._child_env,
+            "LOOPVISOR_LOOP": self.spec.name,
+            "LOOPVISOR_ITERATION": str(n),
+            "LOOPVISOR_WORKSPACE": str(self.spec.workspace),
+        }
+        return await AgentTurn(
+            self, n, prompt, env=env, operator=operator, on_scope=self._hold_turn_scope
+        ).run()
 
-        def on_wait(why: str) -> None:
-            if not operator:
-                self._set("waiting", why, n)
-
-        def on_resume() -> None:
-            if not operator:
-                self._set("running", f"agent turn {n}/{spec.max_iterations}", n)
-
-        budget = LedgerTurnBudget(
-            self.ledger,
-            pricing=self.pricing,
-            default_model=getattr(self.agent_spec, "model", None),
-            on_wait=on_wait,
-            on_resume=on_resume,
-            on_booking=lambda kind, tokens, usd: self._emit(
-                (ev.BudgetReserved if kind == "reserved" else ev.BudgetReleased)(
-                    loop=name, iteration=n, tokens=tokens, usd=usd
-                )
-            ),
-        )
-        if spec.context == "fresh" and not operator:
-            self.agent.reset()
-        request = AgentRequest(
-            loop=name,
-            iteration=n,
-            prompt=prompt,
-            workspace=spec.workspace,
-            budget=budget,
-            env={
-                **self._child_env,
-                "LOOPVISOR_LOOP": name,
-                "LOOPVISOR_ITERATION": str(n),
-                "LOOPVISOR_WORKSPACE": str(spec.workspace),
-            },
-        )
-        coalescer = OutputCoalescer(
-            lambda text, stream: self._emit_output(n, text, stream), clock=time.monotonic
-        )
-        self._last_activity = time.monotonic()
-        stall = None if operator else spec.stuck.stall
-        self._operator_turn = operator
-        try:
-            with anyio.CancelScope() as scope:
-                self._turn_scope = scope
-                async with anyio.create_task_group() as tg:
-                    if stall:
-                        tg.start_soon(self._stall_watchdog, stall, turn, scope)
-                    tg.start_soon(coalescer.run_flusher)
-                    try:  # caught inside the task group, which would wrap it in a group
-                        await self._consume(request, budget, turn, coalescer, scope)
-                    except BudgetExhausted as exc:
-                        turn.exhausted = exc.reason
-                    tg.cancel_scope.cancel()
-        finally:
-            self._turn_scope = None
-            coalescer.flush()
-            budget.release()
-        self._emit(
-            ev.SessionSaved(
-                loop=name,
-                iteration=n,
-                session_id=self.agent.session_id,
-                conversation=self.agent.conversation(),
-                last_output=turn.output[-LAST_OUTPUT_LIMIT:],
-                check_output=self.check_output,
-            )
-        )
-        return turn
-
-    async def _consume(
-        self,
-        request: AgentRequest,
-        budget: LedgerTurnBudget,
-        turn: _Turn,
-        coalescer: OutputCoalescer,
-        scope: anyio.CancelScope,
-    ) -> None:
-        name, n = request.loop, request.iteration
-        stream = self.agent.run(request)
-        try:
-            async for item in stream:
-                self._last_activity = time.monotonic()
-                if isinstance(item, TextDelta):
-                    coalescer.add(item.text, item.stream)
-                    continue
-                coalescer.flush()
-                if isinstance(item, Usage):
-                    charge = budget.charge(item)
-                    turn.tokens += charge.tokens
-                    turn.usd += charge.usd
-                    self._emit(
-                        ev.UsageCharged(
-                            loop=name,
-                            iteration=n,
-                            input_tokens=item.input_tokens,
-                            output_tokens=item.output_tokens,
-                            cache_creation_tokens=item.cache_creation_tokens,
-                            cache_read_tokens=item.cache_read_tokens,
-                            usd=charge.usd,
-                            cpu_s=item.cpu_s,
-                        )
-                    )
-                    over = _overshot(self.ledger)
-                    if over is not None:
-                        turn.exhausted = over
-                        scope.cancel()
-                        return
-                elif isinstance(item, ToolCall):
-                    self._emit(
-                        ev.ToolCalled(
-                            loop=name,
-                            iteration=n,
-                            tool_id=item.tool_id,
-                            name=item.name,
-                            input=item.input,
-                        )
-                    )
-                elif isinstance(item, ToolResult):
-                    self._emit(
-                        ev.ToolReturned(
-                            loop=name,
-                            iteration=n,
-                            tool_id=item.tool_id,
-                            output=item.output,
-                            is_error=item.is_error,
-                        )
-                    )
-                elif isinstance(item, Waiting):
-                    if item.retry:
-                        self.retries_used += 1
-                        if self.retries_used > self.spec.budget.retries:
-                            turn.retries_exhausted = (
-                                f"{self.spec.budget.retries} retries used; last: {item.reason}"
-                            )
-                            scope.cancel()
-                            return
-                    if not self._operator_turn:
-                        self._set("waiting", item.reason, n, item.seconds)
-                elif isinstance(item, Resumed):
-                    if not self._operator_turn:
-                        self._set("running", f"agent turn {n}/{self.spec.max_iterations}", n)
-                elif isinstance(item, SessionStarted):
-                    pass
-                elif isinstance(item, Done):
-                    turn.output = item.output
-                    return
-                elif isinstance(item, AgentFailed):
-                    turn.failure = item
-                    turn.output = item.output
-                    return
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
-
-    async def _stall_watchdog(self, stall: float, turn: _Turn, scope: anyio.CancelScope) -> None:
-        while True:
-            silent = time.monotonic() - self._last_activity
-            if silent >= stall:
-                if self.state == "waiting":  # backoff is not a stall
-                    self._last_activity = time.monotonic()
-                else:
-                    turn.stalled = self.detector.stall(silent)
-                    scope.cancel()
-                    return
-            await anyio.sleep(min(1.0, max(0.05, stall / 10)))
+    def _hold_turn_scope(self, scope: anyio.CancelScope | None) -> None:
+        self._turn_scope = scope
 
     # -- checks -----------------------------------------------------------------
     async def _run_checks(self, n: int) -> list[CheckOutcome]:
         spec = self.spec
         if not spec.checks:
             return []
-        self._set("checking", f"running {len(spec.checks)} check(s)", n)
+        self.set_state("checking", f"running {len(spec.checks)} check(s)", n)
         env = {
             **self._child_env,
             "LOOPVISOR_LOOP": spec.name,
@@ -658,13 +472,13 @@ class LoopRunner:
         }
         outcomes: list[CheckOutcome] = []
         for check in spec.checks:
-            self._emit(
+            self.emit(
                 ev.CheckStarted(loop=spec.name, iteration=n, name=check.name, command=check.display)
             )
             outcome = await run_check(check, workspace=spec.workspace, env=env)
             self.ledger.charge_cpu(outcome.cpu_s)
             outcomes.append(outcome)
-            self._emit(
+            self.emit(
                 ev.CheckFinished(
                     loop=spec.name,
                     iteration=n,
@@ -705,10 +519,9 @@ class LoopRunner:
         return text
 
     def _finish_iteration(
-        self, n: int, outcome: ev.IterationOutcome, reason: str, turn: _Turn, started: float
+        self, n: int, outcome: ev.IterationOutcome, reason: str, turn: TurnResult, started: float
     ) -> None:
-        self._iteration_costs.append(turn.usd)
-        self._emit(
+        self.emit(
             ev.IterationFinished(
                 loop=self.spec.name,
                 iteration=n,
@@ -721,11 +534,11 @@ class LoopRunner:
             )
         )
 
-    def _emit_output(self, n: int, text: str, stream: str) -> None:
+    def emit_output(self, n: int, text: str, stream: str) -> None:
         self.tail.add(text, stream)
-        self._emit(ev.AgentOutput(loop=self.spec.name, iteration=n, text=text, stream=stream))  # type: ignore[arg-type]
+        self.emit(ev.AgentOutput(loop=self.spec.name, iteration=n, text=text, stream=stream))  # type: ignore[arg-type]
 
-    def _set(
+    def set_state(
         self,
         state: ev.LoopState,
         reason: str,
@@ -737,7 +550,7 @@ class LoopRunner:
         self.wait_seconds = wait
         self._state_changed.set()
         self._state_changed = anyio.Event()
-        self._emit(
+        self.emit(
             ev.LoopStateChanged(
                 loop=self.spec.name,
                 state=state,
@@ -749,7 +562,7 @@ class LoopRunner:
 
     def _end(self, state: ev.LoopState, reason: str) -> None:
         self.last_outcome = state
-        self._set(state, reason)
+        self.set_state(state, reason)
 
     def force_end(self, state: ev.LoopState, reason: str) -> None:
         """End the loop from outside (global budget gone): record why, then cancel it."""
@@ -758,7 +571,7 @@ class LoopRunner:
         if self._stop_scope is not None:
             self._stop_scope.cancel()
 
-    def _emit(self, event: ev.Event) -> None:
+    def emit(self, event: ev.Event) -> None:
         line = describe(event)
         if line is not None:
             self.tail.add_line(line)
@@ -777,20 +590,6 @@ class LoopRunner:
         elif resume.state in ev.END_STATES:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
-
-
-def _overshot(ledger: Ledger) -> str | None:
-    """A ledger spent past its limit: the turn must die now (CLI agents only get here)."""
-    for node in ledger.chain():
-        lim = node.limits
-        where = "global" if node.name == "global" else f"loop {node.name!r}"
-        if lim.tokens is not None and node.tokens_spent > lim.tokens:
-            over = node.tokens_spent - lim.tokens
-            return f"{where} token budget crossed mid-turn (overshoot {over:,} tokens); killed"
-        if lim.usd is not None and node.usd_spent > lim.usd + 1e-9:
-            over_usd = node.usd_spent - lim.usd
-            return f"{where} USD budget crossed mid-turn (overshoot ${over_usd:.4f}); killed"
-    return None
 
 
 def _fmt_s(seconds: float) -> str:

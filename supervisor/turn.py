@@ -1,0 +1,270 @@
+"""One agent turn of a loop: reserve, stream, charge, relay, and kill when it must.
+
+The loop (`loop.LoopRunner`) decides what a turn means; this module only runs it:
+it hands the agent a budget gate, coalesces its token deltas into transcript
+chunks, charges every usage delta as it arrives (killing the turn the moment a
+CLI agent overshoots a ledger), counts in-turn retries (429/529 backoff) against
+the loop's `retries`, and cancels a turn that goes silent for `stall` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from . import events as ev
+from .agents.base import (
+    Agent,
+    AgentEvent,
+    AgentFailed,
+    AgentRequest,
+    BudgetExhausted,
+    Done,
+    Resumed,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    Waiting,
+)
+from .budget import Ledger
+from .spec import AgentSpec, LoopSpec, Price
+from .stuck import StuckDetector, StuckVerdict
+from .transcript import OutputCoalescer
+from .turn_budget import LedgerTurnBudget
+
+LAST_OUTPUT_LIMIT = 4000
+"""Characters of an agent reply kept as `$last_output`."""
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What one agent turn produced."""
+
+    output: str = ""
+    failure: AgentFailed | None = None
+    exhausted: str | None = None
+    stalled: StuckVerdict | None = None
+    tokens: int = 0
+    usd: float = 0.0
+    retries_exhausted: str | None = None
+
+
+class TurnHost(Protocol):
+    """What a turn needs from its loop."""
+
+    spec: LoopSpec
+    agent: Agent
+    agent_spec: AgentSpec
+    ledger: Ledger
+    pricing: dict[str, Price]
+    detector: StuckDetector
+    retries_used: int
+    state: ev.LoopState
+    check_output: str
+
+    def emit(self, event: ev.Event) -> None: ...
+
+    def emit_output(self, n: int, text: str, stream: str) -> None: ...
+
+    def set_state(
+        self,
+        state: ev.LoopState,
+        reason: str,
+        iteration: int | None = None,
+        wait: float | None = None,
+    ) -> None: ...
+
+
+class AgentTurn:
+    """Runs `host.agent` once on `prompt`. An operator turn (step-in chat) keeps the
+    conversation, changes no loop state and has no stall watchdog."""
+
+    def __init__(
+        self,
+        host: TurnHost,
+        n: int,
+        prompt: str,
+        *,
+        env: Mapping[str, str],
+        operator: bool = False,
+        on_scope: Callable[[anyio.CancelScope | None], None] = lambda _: None,
+    ) -> None:
+        self.host = host
+        self.n = n
+        self.prompt = prompt
+        self.env = env
+        self.operator = operator
+        self._on_scope = on_scope
+        self.result = TurnResult()
+        self._last_activity = time.monotonic()
+
+    def _set(self, state: ev.LoopState, reason: str, wait: float | None = None) -> None:
+        if not self.operator:
+            self.host.set_state(state, reason, self.n, wait)
+
+    def _running(self) -> None:
+        self._set("running", f"agent turn {self.n}/{self.host.spec.max_iterations}")
+
+    def _booking(self, kind: str, tokens: int, usd: float) -> None:
+        cls = ev.BudgetReserved if kind == "reserved" else ev.BudgetReleased
+        self.host.emit(cls(loop=self.host.spec.name, iteration=self.n, tokens=tokens, usd=usd))
+
+    async def run(self) -> TurnResult:
+        host, spec, n = self.host, self.host.spec, self.n
+        budget = LedgerTurnBudget(
+            host.ledger,
+            pricing=host.pricing,
+            default_model=getattr(host.agent_spec, "model", None),
+            on_wait=lambda why: self._set("waiting", why),
+            on_resume=self._running,
+            on_booking=self._booking,
+        )
+        if spec.context == "fresh" and not self.operator:
+            host.agent.reset()
+        request = AgentRequest(
+            loop=spec.name,
+            iteration=n,
+            prompt=self.prompt,
+            workspace=spec.workspace,
+            budget=budget,
+            env=self.env,
+        )
+        coalescer = OutputCoalescer(
+            lambda text, stream: host.emit_output(n, text, stream), clock=time.monotonic
+        )
+        stall = None if self.operator else spec.stuck.stall
+        try:
+            with anyio.CancelScope() as scope:
+                self._on_scope(scope)
+                async with anyio.create_task_group() as tg:
+                    if stall:
+                        tg.start_soon(self._watch_stall, stall, scope)
+                    tg.start_soon(coalescer.run_flusher)
+                    try:  # caught inside the task group, which would wrap it in a group
+                        await self._consume(request, budget, coalescer, scope)
+                    except BudgetExhausted as exc:
+                        self.result.exhausted = exc.reason
+                    tg.cancel_scope.cancel()
+        finally:
+            self._on_scope(None)
+            coalescer.flush()
+            budget.release()
+        host.emit(
+            ev.SessionSaved(
+                loop=spec.name,
+                iteration=n,
+                session_id=host.agent.session_id,
+                conversation=host.agent.conversation(),
+                last_output=self.result.output[-LAST_OUTPUT_LIMIT:],
+                check_output=host.check_output,
+            )
+        )
+        return self.result
+
+    async def _consume(
+        self,
+        request: AgentRequest,
+        budget: LedgerTurnBudget,
+        coalescer: OutputCoalescer,
+        scope: anyio.CancelScope,
+    ) -> None:
+        stream = self.host.agent.run(request)
+        try:
+            async for item in stream:
+                self._last_activity = time.monotonic()
+                if isinstance(item, TextDelta):
+                    coalescer.add(item.text, item.stream)
+                    continue
+                coalescer.flush()
+                if not self._relay(item, budget):
+                    scope.cancel()
+                    return
+                if isinstance(item, Done | AgentFailed):
+                    self.result.output = item.output
+                    if isinstance(item, AgentFailed):
+                        self.result.failure = item
+                    return
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _relay(self, item: AgentEvent, budget: LedgerTurnBudget) -> bool:
+        """Book and publish one agent event; False when the turn must end now."""
+        host, name, n, result = self.host, self.host.spec.name, self.n, self.result
+        if isinstance(item, Usage):
+            charge = budget.charge(item)
+            result.tokens += charge.tokens
+            result.usd += charge.usd
+            host.emit(
+                ev.UsageCharged(
+                    loop=name,
+                    iteration=n,
+                    input_tokens=item.input_tokens,
+                    output_tokens=item.output_tokens,
+                    cache_creation_tokens=item.cache_creation_tokens,
+                    cache_read_tokens=item.cache_read_tokens,
+                    usd=charge.usd,
+                    cpu_s=item.cpu_s,
+                )
+            )
+            result.exhausted = overshot(host.ledger)
+            return result.exhausted is None
+        if isinstance(item, ToolCall):
+            host.emit(
+                ev.ToolCalled(
+                    loop=name, iteration=n, tool_id=item.tool_id, name=item.name, input=item.input
+                )
+            )
+        elif isinstance(item, ToolResult):
+            host.emit(
+                ev.ToolReturned(
+                    loop=name,
+                    iteration=n,
+                    tool_id=item.tool_id,
+                    output=item.output,
+                    is_error=item.is_error,
+                )
+            )
+        elif isinstance(item, Waiting):
+            if item.retry:
+                host.retries_used += 1
+                limit = host.spec.budget.retries
+                if host.retries_used > limit:
+                    result.retries_exhausted = f"{limit} retries used; last: {item.reason}"
+                    return False
+            self._set("waiting", item.reason, item.seconds)
+        elif isinstance(item, Resumed):
+            self._running()
+        return True
+
+    async def _watch_stall(self, stall: float, scope: anyio.CancelScope) -> None:
+        while True:
+            silent = time.monotonic() - self._last_activity
+            if silent >= stall:
+                if self.host.state == "waiting":  # backoff is not a stall
+                    self._last_activity = time.monotonic()
+                else:
+                    self.result.stalled = self.host.detector.stall(silent)
+                    scope.cancel()
+                    return
+            await anyio.sleep(min(1.0, max(0.05, stall / 10)))
+
+
+def overshot(ledger: Ledger) -> str | None:
+    """A ledger spent past its limit: the turn must die now (CLI agents only get here)."""
+    for node in ledger.chain():
+        lim = node.limits
+        where = "global" if node.name == "global" else f"loop {node.name!r}"
+        if lim.tokens is not None and node.tokens_spent > lim.tokens:
+            over = node.tokens_spent - lim.tokens
+            return f"{where} token budget crossed mid-turn (overshoot {over:,} tokens); killed"
+        if lim.usd is not None and node.usd_spent > lim.usd + 1e-9:
+            over_usd = node.usd_spent - lim.usd
+            return f"{where} USD budget crossed mid-turn (overshoot ${over_usd:.4f}); killed"
+    return None
