@@ -67,13 +67,17 @@ def price_for(model: str | None, overrides: Mapping[str, Price] | None = None) -
 
 
 def cost_usd(
-    price: Price,
+    price: Price | None,
     *,
     input_tokens: int = 0,
     output_tokens: int = 0,
     cache_creation_tokens: int = 0,
     cache_read_tokens: int = 0,
 ) -> float:
+    """USD of the given tokens; 0.0 for an unknown price (USD limits then need an
+    explicit `[pricing]` entry, which config warns about)."""
+    if price is None:
+        return 0.0
     return (
         input_tokens * price.input
         + output_tokens * price.output

@@ -81,17 +81,12 @@ class LedgerTurnBudget:
         """Book one usage delta; returns what was charged (USD priced if not given)."""
         usd = usage.usd
         if usd is None:
-            price = self.price(usage.model)
-            usd = (
-                cost_usd(
-                    price,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cache_creation_tokens=usage.cache_creation_tokens,
-                    cache_read_tokens=usage.cache_read_tokens,
-                )
-                if price is not None
-                else 0.0
+            usd = cost_usd(
+                self.price(usage.model),
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_creation_tokens=usage.cache_creation_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
             )
         charge = Charge(tokens=usage.tokens, usd=usd, cpu_s=usage.cpu_s)
         if self._reservation is not None and not self._reservation.settled:

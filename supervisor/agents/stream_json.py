@@ -464,16 +464,12 @@ class StreamJsonParser:
             return None
         self._per_message[msg_id] = before + growth
         price = self._price(model or self.model)
-        usd = (
-            cost_usd(
-                price,
-                input_tokens=growth.input,
-                output_tokens=growth.output,
-                cache_creation_tokens=growth.cache_creation,
-                cache_read_tokens=growth.cache_read,
-            )
-            if price is not None
-            else 0.0
+        usd = cost_usd(
+            price,
+            input_tokens=growth.input,
+            output_tokens=growth.output,
+            cache_creation_tokens=growth.cache_creation,
+            cache_read_tokens=growth.cache_read,
         )
         return self._emit_usage(growth, usd, model or self.model)
 
