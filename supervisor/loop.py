@@ -436,7 +436,7 @@ class LoopRunner:
     async def chat(self, text: str) -> str:
         """An operator turn on the loop's agent while the loop is paused (step-in)."""
         n = self.iteration
-        self.emit_output(n, f"operator: {text}\n", "operator")
+        self.emit_output(n, f"{text}\n", "operator")  # the stream tags it as the operator
         turn = await self._turn(n, text, operator=True)
         if turn.failure is not None:
             return f"(agent error: {turn.failure.message})"

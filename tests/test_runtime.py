@@ -410,7 +410,7 @@ async def test_step_in_chat_and_hand_back_on_a_sim_loop(tmp_path: Path) -> None:
     assert replies
     assert replies[0].strip()
     operator = [o for o in rec.of(ev.AgentOutput, "L") if o.stream == "operator"]
-    assert [o.text for o in operator] == ["operator: what are you doing?\n"]
+    assert [o.text for o in operator] == ["what are you doing?\n"]
     outcomes = [(f.iteration, f.outcome) for f in rec.of(ev.IterationFinished, "L")]
     assert outcomes == [(1, "interrupted"), (1, "continue"), (2, "succeeded")]
     result = rec.result("L")

@@ -190,7 +190,7 @@ async def test_step_in_chat_returns_text_and_hand_back_resumes(tmp_path: Path) -
         view = chat.query_one(TranscriptView)
         first_words = " ".join(reply.split()[:3])
         await run.until(lambda: any(first_words in line for line in view.lines))
-        assert any("operator: why the loop" in line for line in view.lines)
+        assert any("[operator] why the loop" in line for line in view.lines)
         count = len(started(run, "alpha"))
         await run.pilot.press("ctrl+r")
         await run.until(lambda: not isinstance(run.app.screen, ChatScreen))

@@ -141,7 +141,6 @@ _PREFIXES: tuple[tuple[str, str], ...] = (
     ("⚠ ", "stuck"),
     ("» operator", "operator"),
     ("[operator] ", "operator"),
-    ("operator: ", "operator"),
     ("[stderr] ", "stderr"),
     ("[stdout] ", "aside"),
     ("[raw] ", "aside"),
