@@ -201,9 +201,9 @@ async def scenario(
         snapshots: list[float] = []
         take_snapshot = supervisor.snapshot
 
-        async def timed_snapshot() -> Any:
+        async def timed_snapshot(**kwargs: Any) -> Any:
             t = time.perf_counter()
-            result = await take_snapshot()
+            result = await take_snapshot(**kwargs)
             snapshots.append(time.perf_counter() - t)
             return result
 
