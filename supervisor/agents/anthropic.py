@@ -69,6 +69,7 @@ from .base import (
     Usage,
     Waiting,
 )
+from .usage import Tokens
 
 try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
     import httpx2 as _http
@@ -102,46 +103,6 @@ class _Failure:
     reason: str
     retryable: bool
     retry_after: float | None = None
-
-
-@dataclass(slots=True)
-class _Counted:
-    """Cumulative usage of one response, to turn the API's running totals into deltas."""
-
-    input: int = 0
-    output: int = 0
-    cache_creation: int = 0
-    cache_read: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.cache_creation + self.cache_read
-
-    def advance(self, usage: Any, model: str) -> Usage | None:
-        """The delta from `usage` (an SDK Usage/MessageDeltaUsage) since the last call."""
-        deltas = []
-        for attr, field in (
-            ("input", "input_tokens"),
-            ("output", "output_tokens"),
-            ("cache_creation", "cache_creation_input_tokens"),
-            ("cache_read", "cache_read_input_tokens"),
-        ):
-            seen = getattr(self, attr)
-            now = getattr(usage, field, None)
-            if isinstance(now, int) and now > seen:
-                setattr(self, attr, now)
-                deltas.append(now - seen)
-            else:
-                deltas.append(0)
-        if not any(deltas):
-            return None
-        return Usage(
-            input_tokens=deltas[0],
-            output_tokens=deltas[1],
-            cache_creation_tokens=deltas[2],
-            cache_read_tokens=deltas[3],
-            model=model,
-        )
 
 
 class AnthropicAgent:
@@ -381,7 +342,7 @@ class _Attempt:
         model = agent.spec.model
         limiter = agent._limiter
         wanted = self.estimate + int(self.params["max_tokens"])
-        counted = _Counted()
+        counted = Tokens()
         if limiter is not None:
             wait = limiter.estimate_wait(wanted)
             announce = wait >= LIMITER_NOTICE_S
@@ -400,7 +361,7 @@ class _Attempt:
                     limiter.observe_headers(stream.response.headers)
                 async for event in stream:
                     if isinstance(event, RawMessageStartEvent):
-                        delta = counted.advance(event.message.usage, model)
+                        counted, delta = _advance(counted, event.message.usage, model)
                         if delta is not None:
                             yield delta
                     elif isinstance(event, RawContentBlockStartEvent):
@@ -423,7 +384,7 @@ class _Attempt:
                             block.setdefault("citations", []).append(cite)
                     elif isinstance(event, RawMessageDeltaEvent):
                         stop_reason = event.delta.stop_reason
-                        delta = counted.advance(event.usage, model)
+                        counted, delta = _advance(counted, event.usage, model)
                         if delta is not None:
                             yield delta
         except anthropic.APIStatusError as exc:
@@ -511,3 +472,9 @@ def input_upper_bound(params: Mapping[str, Any]) -> int:
     payload = {k: params.get(k) for k in ("system", "messages", "tools")}
     raw = json.dumps(payload, ensure_ascii=False).encode("utf-8")
     return len(raw) + FALLBACK_OVERHEAD
+
+
+def _advance(counted: Tokens, usage: Any, model: str) -> tuple[Tokens, Usage | None]:
+    """Turn the API's cumulative usage of one response into the delta since `counted`."""
+    growth = counted.growth_to(Tokens.from_sdk(usage))
+    return counted + growth, (growth.as_usage(model=model) if growth.total else None)

@@ -71,6 +71,7 @@ from .base import (
     Usage,
     Waiting,
 )
+from .usage import Tokens, positive_int
 
 RAW_LINE_LIMIT = 2000
 """Characters of an unknown line kept in the transcript."""
@@ -80,64 +81,6 @@ SYNTHETIC_MODEL = "<synthetic>"
 """The model name of messages the CLI makes up itself (e.g. "API Error: ...")."""
 CAP_SUBTYPES = frozenset({"error_max_turns", "error_max_budget_usd"})
 NOT_RETRYABLE_STATUS = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Token counts in the four dimensions the ledger keeps apart."""
-
-    input: int = 0
-    output: int = 0
-    cache_creation: int = 0
-    cache_read: int = 0
-
-    @classmethod
-    def from_api(cls, usage: Any) -> Tokens:
-        """From a Messages API `usage` object (snake_case fields; absent = 0)."""
-        if not isinstance(usage, Mapping):
-            return cls()
-        return cls(
-            _int(usage.get("input_tokens")),
-            _int(usage.get("output_tokens")),
-            _int(usage.get("cache_creation_input_tokens")),
-            _int(usage.get("cache_read_input_tokens")),
-        )
-
-    @classmethod
-    def from_model_usage(cls, usage: Any) -> Tokens:
-        """From one entry of the result's `modelUsage` (camelCase fields)."""
-        if not isinstance(usage, Mapping):
-            return cls()
-        return cls(
-            _int(usage.get("inputTokens")),
-            _int(usage.get("outputTokens")),
-            _int(usage.get("cacheCreationInputTokens")),
-            _int(usage.get("cacheReadInputTokens")),
-        )
-
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(
-            self.input + other.input,
-            self.output + other.output,
-            self.cache_creation + other.cache_creation,
-            self.cache_read + other.cache_read,
-        )
-
-    def growth_to(self, other: Tokens) -> Tokens:
-        """What `other` has beyond `self`, per field, never negative."""
-        return Tokens(
-            max(0, other.input - self.input),
-            max(0, other.output - self.output),
-            max(0, other.cache_creation - self.cache_creation),
-            max(0, other.cache_read - self.cache_read),
-        )
-
-    def maximum(self, other: Tokens) -> Tokens:
-        return self + self.growth_to(other)
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.cache_creation + self.cache_read
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +353,7 @@ class StreamJsonParser:
             is_error=bool(obj.get("is_error", False)),
             text=text if isinstance(text, str) else None,
             session_id=_str(obj.get("session_id")),
-            num_turns=_int(obj.get("num_turns")),
+            num_turns=positive_int(obj.get("num_turns")),
             tokens=target,
             usd=usd,
             total_cost_usd=total_usd,
@@ -548,10 +491,6 @@ def _tool_output(content: Any) -> str:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _float(value: Any) -> float:
