@@ -21,6 +21,7 @@ from .agents.base import (
 )
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
+from .durations import format_duration
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
@@ -264,13 +265,13 @@ class LoopRunner:
                 self._end("exhausted", crossed.reason)
                 return
             if deadline is not None and time.time() >= deadline:
-                self._end("exhausted", f"loop wall budget ({_fmt_s(wall or 0)}) used up")
+                self._end("exhausted", f"loop wall budget ({format_duration(wall or 0)}) used up")
                 return
             remaining = None if deadline is None else max(0.0, deadline - time.time())
             with anyio.move_on_after(remaining) as wall_scope:
                 await self._iteration(self.iteration + 1)
             if wall_scope.cancelled_caught and not self.finished:
-                self._end("exhausted", f"loop wall budget ({_fmt_s(wall or 0)}) used up")
+                self._end("exhausted", f"loop wall budget ({format_duration(wall or 0)}) used up")
 
     async def _wait_for_person(self) -> None:
         if self.state not in ev.ATTENTION_STATES:
@@ -590,11 +591,3 @@ class LoopRunner:
         elif resume.state in ev.END_STATES:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
-
-
-def _fmt_s(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"

@@ -333,7 +333,7 @@ async def test_loop_wall_budget_exhausts_the_loop(tmp_path: Path) -> None:
     assert time.monotonic() - started < 3
     result = rec.result("L")
     assert result.state == "exhausted"
-    assert result.reason == "loop wall budget (0.6s) used up"
+    assert result.reason == "loop wall budget (600ms) used up"
     assert_reasons(rec)
 
 
