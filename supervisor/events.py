@@ -18,6 +18,7 @@ LoopState: TypeAlias = Literal[
     "running",
     "checking",
     "waiting",
+    "pausing",
     "paused",
     "stuck",
     "scheduled",
@@ -176,6 +177,22 @@ class SessionSaved(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopCheckpoint(LoopEvent):
+    """What the next prompt is built from, after an iteration or an inject: the feedback
+    (`$check_output`, `$last_output`), operator notes not yet answered, and the stuck
+    detector's memory. `--resume` restores the last one, so that a re-run iteration's
+    prompt is byte-identical to the one the crash cut off."""
+
+    type: ClassVar[str] = "checkpoint"
+    iteration: int
+    """The last iteration that finished."""
+    check_output: str = ""
+    last_output: str = ""
+    notes: tuple[str, ...] = ()
+    detector: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CheckStarted(LoopEvent):
     type: ClassVar[str] = "check_started"
     iteration: int
@@ -328,6 +345,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BudgetReserved,
         BudgetReleased,
         SessionSaved,
+        LoopCheckpoint,
         CheckStarted,
         CheckFinished,
         IterationFinished,
@@ -351,6 +369,8 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         raise ValueError(f"unknown event type {kind!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in data.items() if k in names}
+    if cls is LoopCheckpoint:
+        kwargs["notes"] = tuple(kwargs.get("notes", ()))
     if cls is RunStarted:
         kwargs["loops"] = tuple(kwargs.get("loops", ()))
     if cls is RunFinished:

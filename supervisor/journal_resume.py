@@ -337,6 +337,16 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
     ).fetchone()
     if row is not None:
         session = json.loads(row[0])
+    checkpoint: dict[str, Any] = {}
+    row = conn.execute(
+        "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = 'checkpoint'"
+        " AND seq > ? ORDER BY seq DESC LIMIT 1",
+        (*key, restart_seq),
+    ).fetchone()
+    if row is not None:  # newer than the session's copy: written after the checks ran
+        checkpoint = json.loads(row[0])
+        session["last_output"] = checkpoint.get("last_output", "")
+        session["check_output"] = checkpoint.get("check_output", "")
     runs, last_run_at = _schedule_runs(conn, run_id, name)
     resume = LoopResume(
         name=name,
@@ -351,6 +361,8 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         conversation=session.get("conversation"),
         last_output=str(session.get("last_output", "")),
         check_output=str(session.get("check_output", "")),
+        notes=tuple(str(n) for n in checkpoint.get("notes", ())),
+        detector=checkpoint.get("detector"),
         runs=runs,
         last_run_at=last_run_at,
         interrupted_iteration=interrupted,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .resume import LoopResume
 
 RETRY_BACKOFF_CAP_S = 30.0
+_PAUSING = "pausing after this step: "
 STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
 """Set for every agent and check: the state dir of the supervisor that started it, so
 that the next supervisor there can kill what a kill -9 left running (`durable`)."""
@@ -95,6 +96,12 @@ class LoopRunner:
         self.control = _Control()
         self._stop_scope: anyio.CancelScope | None = None
         self._turn_scope: anyio.CancelScope | None = None
+        self._waiting_for_slot = False
+        self._unpaused_state: ev.LoopState = "running"
+        self._backoff_scope: anyio.CancelScope | None = None
+        self._in_flight_notes: list[str] = []
+        """Operator notes the running iteration's prompt carried: queued again if it
+        runs again (interrupted, agent error), so no note is lost."""
         self._state_changed = anyio.Event()
         self._last_failure = ""
         self.runs = 0
@@ -144,7 +151,17 @@ class LoopRunner:
 
     # -- control (called by the Supervisor; never awaits a turn) -------------------
     def request_pause(self) -> None:
+        """Pause at the next safe point; a loop that has not started its turn yet
+        (waiting for a slot or a retry) pauses at once: no turn starts after a pause."""
         self.control.pause = True
+        waiting_in_turn = self.state == "waiting" and self._turn_scope is not None
+        if self._waiting_for_slot or waiting_in_turn:  # nothing streams yet: nothing lost
+            self.request_pause_now()
+            return
+        if self._backoff_scope is not None:
+            self._backoff_scope.cancel()
+        elif self.state in ("running", "checking"):
+            self.set_state(self.state, self.reason)  # shown as "pausing" until it stops
 
     def request_pause_now(self) -> None:
         """Pause and cancel the running turn; its iteration runs again on resume."""
@@ -161,6 +178,8 @@ class LoopRunner:
     def request_resume(self) -> None:
         self.control.pause = False
         self.control.resumed.set()
+        if self.state == "pausing":  # the pause was cancelled before it took effect
+            self.set_state(self._unpaused_state, self.reason.removeprefix(_PAUSING))
 
     def request_stop(self) -> None:
         self.control.stop = True
@@ -178,6 +197,7 @@ class LoopRunner:
     def inject(self, text: str) -> None:
         self.control.injections.append(text)
         self.detector.reset()
+        self.checkpoint()
 
     def apply_edit(self, spec: LoopSpec) -> None:
         """Takes effect from the next iteration (the running one keeps its prompt)."""
@@ -303,6 +323,23 @@ class LoopRunner:
             if self.after_iteration is not None:
                 await self.after_iteration(spec.name)
             self._decide(n, turn, outcomes, started)
+        if self.iteration < n:  # it runs again: its notes are still unanswered
+            self.control.injections[:0] = self._in_flight_notes
+        self._in_flight_notes = []
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Journal what the next prompt is built from (see `ev.LoopCheckpoint`)."""
+        self.emit(
+            ev.LoopCheckpoint(
+                loop=self.spec.name,
+                iteration=self.iteration,
+                check_output=self.check_output,
+                last_output=self.last_output[-LAST_OUTPUT_LIMIT:],
+                notes=(*self._in_flight_notes, *self.control.injections),
+                detector=self.detector.snapshot(),
+            )
+        )
 
     async def _in_slot(
         self, n: int, prompt: str, started: float, got_slot: bool
@@ -340,11 +377,19 @@ class LoopRunner:
         (no turn has run, so nothing is thrown away)."""
         if self.slots.available_tokens < 1:
             self.set_state("waiting", "waiting for a free slot", n)
-        with anyio.CancelScope() as wait:
-            self._turn_scope = wait
-            await self.slots.acquire()
-        self._turn_scope = None
+        self._waiting_for_slot = True
+        try:
+            with anyio.CancelScope() as wait:
+                self._turn_scope = wait
+                await self.slots.acquire()
+        finally:
+            self._waiting_for_slot = False
+            self._turn_scope = None
         if wait.cancelled_caught:
+            return False
+        if self.control.pause or self.control.restart:  # asked for after the slot came
+            self.slots.release()
+            self.control.interrupt = self.control.interrupt or self.control.pause
             return False
         self.set_state("running", f"agent turn {n}/{self.spec.max_iterations}", n)
         return True
@@ -369,7 +414,9 @@ class LoopRunner:
         limit = self.spec.budget.retries
         why = f"retry {self.retries_used}/{limit} after: {self._last_failure}"
         self.set_state("waiting", why, n, delay)
-        await anyio.sleep(delay)
+        with anyio.CancelScope() as self._backoff_scope:  # a pause ends the wait
+            await anyio.sleep(delay)
+        self._backoff_scope = None
         self.iteration = n - 1  # the same iteration runs again
 
     def _decide(
@@ -514,7 +561,8 @@ class LoopRunner:
             workspace=str(spec.workspace),
         )
         if self.control.injections:
-            notes = "\n".join(f"Operator note: {t}" for t in self.control.injections)
+            self._in_flight_notes = list(self.control.injections)
+            notes = "\n".join(f"Operator note: {t}" for t in self._in_flight_notes)
             self.control.injections.clear()
             text = f"{text}\n\n{notes}"
         return text
@@ -546,6 +594,9 @@ class LoopRunner:
         iteration: int | None = None,
         wait: float | None = None,
     ) -> None:
+        if self.control.pause and state in ("running", "checking"):
+            self._unpaused_state = state  # what it shows again if the pause is cancelled
+            state, reason = "pausing", _PAUSING + reason.removeprefix(_PAUSING)
         self.state = state
         self.reason = reason
         self.wait_seconds = wait
@@ -583,6 +634,9 @@ class LoopRunner:
         self.retries_used = resume.retries_used
         self.last_output = resume.last_output
         self.check_output = resume.check_output
+        self.control.injections = list(resume.notes)
+        if resume.detector is not None:
+            self.detector.restore(resume.detector)
         self.agent.restore(resume.session_id, resume.conversation)
         self.runs = resume.runs
         self.last_run_at = resume.last_run_at

@@ -26,6 +26,10 @@ class LoopResume:
     conversation: list[dict[str, Any]] | None = None
     last_output: str = ""
     check_output: str = ""
+    notes: tuple[str, ...] = ()
+    """Operator notes not yet answered by a finished iteration."""
+    detector: dict[str, Any] | None = None
+    """The stuck detector's memory (`StuckDetector.snapshot`)."""
     runs: int = 0
     """Scheduled runs started (the `run` of the last `scheduled_run` event)."""
     last_run_at: float | None = None

@@ -34,8 +34,10 @@ from __future__ import annotations
 import re
 import statistics as stats
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Any
 
 from supervisor.durations import format_duration
 from supervisor.spec import StuckSpec
@@ -114,6 +116,42 @@ class StuckDetector:
         self._recent.append(step)
         self._observed += 1
         return next((v for v in verdicts if v is not None), None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `observe` has learnt, JSON-ready: journalled after each iteration so
+        that a resumed loop is declared stuck exactly when an uninterrupted one would be."""
+        return {
+            "recent": [
+                [s.iteration, list(s.output), s.fingerprint, s.evidence] for s in self._recent
+            ],
+            "failure_streak": self._failure_streak,
+            "output_streak": self._output_streak,
+            "output_min_ratio": self._output_min_ratio,
+            "alternating": self._alternating,
+            "alternating_from": self._alternating_from,
+            "usd": list(self._usd),
+            "tokens": list(self._tokens),
+            "observed": self._observed,
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a `snapshot()`; a snapshot that does not fit (older journal) forgets all."""
+        self.reset()
+        try:
+            self._recent.extend(
+                _Step(int(i), tuple(str(w) for w in words), str(fp), str(evidence))
+                for i, words, fp, evidence in data["recent"]
+            )
+            self._failure_streak = int(data["failure_streak"])
+            self._output_streak = int(data["output_streak"])
+            self._output_min_ratio = float(data["output_min_ratio"])
+            self._alternating = int(data["alternating"])
+            self._alternating_from = int(data["alternating_from"])
+            self._usd.extend(float(x) for x in data["usd"])
+            self._tokens.extend(int(x) for x in data["tokens"])
+            self._observed = int(data["observed"])
+        except (KeyError, TypeError, ValueError):
+            self.reset()
 
     def stall(self, silent_for_s: float) -> StuckVerdict:
         """The verdict for an agent that produced nothing for `silent_for_s` seconds."""

@@ -64,7 +64,7 @@ class OperatorActions(App[int]):
 
     def toggle_pause(self, name: str) -> None:
         loop = self.loop(name)
-        if loop is not None and loop.state in ("paused", "stuck"):
+        if loop is not None and loop.state in ("paused", "stuck", "pausing"):
             self.control(f"resume {name}", lambda: self.handle.resume(name))
         else:
             self.control(f"pause {name}", lambda: self.handle.pause(name))

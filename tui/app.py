@@ -40,7 +40,7 @@ from .screens.main import MainScreen
 if TYPE_CHECKING:
     from supervisor.spec import Config
 
-RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "scheduled"})
+RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "pausing", "scheduled"})
 NEAR_EXHAUSTION = 0.8
 EVENT_BUFFER = 20_000
 """Events the app may fall behind by before it resyncs from a snapshot."""

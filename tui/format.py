@@ -16,6 +16,7 @@ STATE_STYLE: dict[str, str] = {
     "running": "bold green",
     "checking": "cyan",
     "waiting": "yellow",
+    "pausing": "magenta",
     "paused": "bold magenta",
     "stuck": "bold red",
     "scheduled": "blue",
