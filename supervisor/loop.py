@@ -27,6 +27,7 @@ from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
 from .transcript import TranscriptTail
 from .turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
+from .workspace_state import WorkspaceDigest
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -99,6 +100,8 @@ class LoopRunner:
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
         self._backoff_scope: anyio.CancelScope | None = None
+        self._workspace = WorkspaceDigest(spec.workspace)
+        self._workspace_changed = False
         self._in_flight_notes: list[str] = []
         """Operator notes the running iteration's prompt carried: queued again if it
         runs again (interrupted, agent error), so no note is lost."""
@@ -346,7 +349,11 @@ class LoopRunner:
     ) -> tuple[TurnResult, list[CheckOutcome]] | float | None:
         """The agent turn and the checks, while holding a compute slot. Returns what
         to decide on, a retry delay, or None when the iteration already ended."""
+        watch = self._workspace if self.spec.checks and self.spec.stuck.same_failure else None
+        before = await watch.take() if watch is not None and got_slot else None
         turn = await self._turn(n, prompt) if got_slot else TurnResult()
+        after = await watch.take() if watch is not None and before is not None else None
+        self._workspace_changed = after is not None and after != before
         if self.control.restart:
             self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
             return None
@@ -453,6 +460,7 @@ class LoopRunner:
             checks_passed=checks_ok,
             usd=turn.usd,
             tokens=turn.tokens,
+            workspace_changed=self._workspace_changed,
         )
         why = failing.summary if failing else f"done marker {spec.done_marker!r} not seen"
         if verdict is not None and spec.on_stuck != "continue":

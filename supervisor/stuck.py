@@ -5,9 +5,12 @@
 names its evidence, or None. Detectors, each configured by `StuckSpec` (0 / None
 turns one off):
 
-- same_failure: the same non-empty check fingerprint N times in a row. A pass or a
-  different fingerprint starts the streak again; passing checks never count.
-- same_output: near-identical agent output K times in a row. Outputs are normalised
+- same_failure: the same non-empty check fingerprint N times in a row while the
+  agent's turns leave the workspace's files as they were. A pass, a different
+  fingerprint or a turn that changed files starts the streak again; passing checks
+  never count.
+- same_output: near-identical agent output K times in a row, while its turns change
+  no files (as for same_failure). Outputs are normalised
   (whitespace, digits), long ones compared by their first and last 4k characters,
   with difflib's cheap upper bounds tried before the real ratio. Empty outputs are
   identical to each other.
@@ -103,13 +106,19 @@ class StuckDetector:
         checks_passed: bool,
         usd: float,
         tokens: int,
+        workspace_changed: bool = False,
     ) -> StuckVerdict | None:
-        """Record one finished iteration; a verdict when a detector reaches its threshold."""
+        """Record one finished iteration; a verdict when a detector reaches its threshold.
+
+        `workspace_changed`: the agent's turn changed the workspace's files. The same
+        failure after a change is progress (the agent works through the problem), so
+        it starts the same-failure and same-output streaks again instead of extending
+        them (an agent that says "Updated the file." after every edit is not stuck)."""
         fingerprint = "" if checks_passed else check_fingerprint
         step = _Step(iteration, _normalise(output), fingerprint, check_evidence)
         verdicts = [
-            self._same_failure(step),
-            self._same_output(step),
+            self._same_failure(step, workspace_changed),
+            self._same_output(step, workspace_changed),
             self._oscillation(step),
             self._cost_spike(usd, tokens),
         ]
@@ -170,10 +179,12 @@ class StuckDetector:
 
     # -- detectors (each advances its own state) -----------------------------------
 
-    def _same_failure(self, step: _Step) -> StuckVerdict | None:
+    def _same_failure(self, step: _Step, workspace_changed: bool) -> StuckVerdict | None:
         previous = self._recent[-1] if self._recent else None
         if not step.fingerprint:
             self._failure_streak = 0
+        elif workspace_changed:
+            self._failure_streak = 1
         elif previous is not None and previous.fingerprint == step.fingerprint:
             self._failure_streak += 1
         else:
@@ -186,9 +197,9 @@ class StuckDetector:
             evidence += f" — {step.evidence}"
         return StuckVerdict("same_failure", _clip(evidence))
 
-    def _same_output(self, step: _Step) -> StuckVerdict | None:
+    def _same_output(self, step: _Step, workspace_changed: bool) -> StuckVerdict | None:
         ratio = self._similarity(step, -1)
-        if ratio is not None and ratio >= self._spec.similarity:
+        if ratio is not None and ratio >= self._spec.similarity and not workspace_changed:
             self._output_streak += 1
             self._output_min_ratio = min(self._output_min_ratio, ratio)
         else:
