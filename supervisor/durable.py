@@ -120,6 +120,11 @@ async def durable_supervisor(
                     finally:
                         tg.cancel_scope.cancel()
             finally:
-                journal.finish_run(supervisor.run_id, supervisor.exit_code(), supervisor.end_reason)
+                journal.finish_run(
+                    supervisor.run_id,
+                    supervisor.exit_code(),
+                    supervisor.end_reason,
+                    ended=supervisor.ended_at,
+                )
         finally:
             journal.close()

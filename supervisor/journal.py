@@ -334,15 +334,18 @@ class Journal:
             self._transaction(body, full=True)
             self._run_id = run_id
 
-    def finish_run(self, run_id: str, exit_code: int, reason: str = "") -> None:
-        """Flush, then record the run's end (synchronous=FULL)."""
+    def finish_run(
+        self, run_id: str, exit_code: int, reason: str = "", *, ended: float | None = None
+    ) -> None:
+        """Flush, then record the run's end (synchronous=FULL); `ended` is when its last
+        loop ended (a served run outlives its loops), else now."""
         with self._write_lock:
             self._flush_locked()
             self._transaction(
                 lambda conn: (
                     conn.execute(
                         "UPDATE runs SET ended = ?, exit_code = ?, reason = ? WHERE id = ?",
-                        (time.time(), exit_code, reason, run_id),
+                        (ended or time.time(), exit_code, reason, run_id),
                     ).rowcount
                 ),
                 full=True,

@@ -72,6 +72,9 @@ class Supervisor:
         self._global_exhausted = False
         self._interrupted = False
         self._finished = False
+        self._ended_at: float | None = None
+        """When the last loop ended (serve mode keeps running after that)."""
+        self._summary: ev.RunFinished | None = None
         self._limiters = self._make_limiters()
         self._budget_watch = BudgetWatch(self._publish)
         ctx = AgentContext(
@@ -171,7 +174,11 @@ class Supervisor:
         return self._finish_run()
 
     def _finish_run(self) -> ev.RunFinished:
+        if self._summary is not None and self._ended_at is not None and not self._interrupted:
+            return self._summary  # serve mode: published when the last loop ended
         self._finished = True
+        if self._ended_at is None:
+            self._ended_at = time.time()
         if self._interrupted:
             for runner in self.runners.values():
                 if not runner.finished and runner.state not in ev.ATTENTION_STATES:
@@ -188,12 +195,18 @@ class Supervisor:
             reason=self.end_reason,
             notes=tuple(self._notes),
         )
+        self._summary = summary
         self._publish(summary)
         return summary
 
     @property
     def wall_s(self) -> float:
-        return self._wall_before + (time.time() - self.started_at)
+        """Wall time of the run: until its last loop ended, not while serve idles."""
+        return self._wall_before + ((self._ended_at or time.time()) - self.started_at)
+
+    @property
+    def ended_at(self) -> float | None:
+        return self._ended_at
 
     async def _watch(self, tg: anyio.abc.TaskGroup) -> None:
         """End the run when nothing more can happen without a person (or at all)."""
@@ -211,7 +224,11 @@ class Supervisor:
                 if self.exit_when_idle:
                     tg.cancel_scope.cancel()
                     return
+                if self._ended_at is None:  # serve: the run is over; the server is not
+                    self._finish_run()
                 continue
+            if self._ended_at is not None:  # a finished loop was restarted
+                self._ended_at, self._summary, self._finished = None, None, False
             waiting = [r for r in runners if not r.done]
             if self.exit_when_idle and all(r.needs_attention for r in waiting):
                 self.end_reason = "every unfinished loop waits for a person: " + ", ".join(
@@ -240,6 +257,14 @@ class Supervisor:
         """End `run()` normally now (TUI quit, `ctl shutdown`): loops still going end
         `stopped`, loops waiting for a person keep their state, and the summary and exit
         code follow as for any other end (not 130: nothing was interrupted)."""
+        self.shutdown_now(reason)
+
+    def shutdown_now(self, reason: str) -> None:
+        """`shutdown` for callers that cannot await (a signal handler, a socket op)."""
+        if self._ended_at is not None:  # the run had ended: its outcome stands
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+            return
         for runner in self.runners.values():
             if not runner.done and not runner.needs_attention:
                 runner.force_end("stopped", reason)

@@ -204,7 +204,6 @@ class ServeSession:
             shutdown=lambda: self.request_shutdown("shutdown requested over the control socket"),
         )
         self._shutdown = anyio.Event()
-        self._run_scope: anyio.CancelScope | None = None
         self._reload_lock = anyio.Lock()
 
     def _info(self) -> dict[str, Any]:
@@ -222,8 +221,9 @@ class ServeSession:
         log.info("shutting down: %s", why)
         _sd_notify("STOPPING=1")
         self._shutdown.set()
-        if self._run_scope is not None:
-            self._run_scope.cancel()
+        # The normal end of the run: loops still going end `stopped` and the run records
+        # what its loops did (not 130: a requested shutdown interrupts nothing).
+        self.sup.shutdown_now(why)
 
     async def reload(self) -> dict[str, Any]:
         async with self._reload_lock:
@@ -256,8 +256,7 @@ class ServeSession:
                     ready()
                 _sd_notify("READY=1")
                 if not self._shutdown.is_set():
-                    with anyio.CancelScope() as self._run_scope:
-                        await self.sup.run()
+                    await self.sup.run()
                 if not self._shutdown.is_set():
                     log.info("the run ended on its own; still serving until shutdown")
                     await self._shutdown.wait()
