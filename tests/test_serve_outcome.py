@@ -42,7 +42,7 @@ def test_a_served_run_that_ended_reports_finished_and_records_its_own_outcome(
         r = d.ctl("shutdown")
         assert r.returncode == 0, r.stderr
         poll(lambda: not d.socket.exists(), timeout=15, what="the server to exit")
-        started, ended, code = _run_row(d.state)
+        _, ended, code = _run_row(d.state)
         assert code == 0, "the loop succeeded: the run's exit code is 0, not 130"
         assert ended <= seen_finished, "the run ended when its loops did, not at shutdown"
     finally:
