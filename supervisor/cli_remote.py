@@ -351,10 +351,13 @@ async def _reload(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, "result": report}))
         return EXIT_OK
     applied, restart = report.get("applied", []), report.get("needs_restart", [])
-    if not applied and not restart:
+    kept = report.get("kept", [])
+    if not applied and not restart and not kept:
         print("reloaded: nothing changed")
     for line in applied:
         print(f"applied: {line}")
+    for line in kept:
+        print(f"kept: {line}")
     for line in restart:
         print(f"not applied: {line}")
     return EXIT_OK

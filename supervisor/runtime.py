@@ -58,6 +58,9 @@ class Supervisor:
         notes: Sequence[str] = (),
     ) -> None:
         self.config = config
+        self.file_loops: dict[str, LoopSpec] = {spec.name: spec for spec in config.loops}
+        """Each loop as loops.toml last said it: a reload applies what the file changed
+        since, so that an operator's edit stays until the file changes that key."""
         self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
         self.resumed = resume is not None
         self.exit_when_idle = exit_when_idle

@@ -11,19 +11,13 @@ answering until it is shut down, so that `ctl status` and `attach` show the end.
 
 Signals: SIGTERM / SIGINT shut down cleanly (every loop stopped, its process group
 killed, the summary logged, the journal flushed, socket and PID file removed);
-SIGHUP reloads loops.toml. A reload applies what can change mid-run: a loop's
-prompt, max_iterations and budget limits, from its next iteration, through
-`Supervisor.edit` (so each change is a journalled control event). Everything else
-(new or removed loops, agents, checks, workspaces, global settings) is logged as
-"needs a restart of serve" and not applied: a half-applied run would be harder to
-reason about than a restart. An invalid file is rejected with its error logged and
-the old config kept.
+SIGHUP reloads loops.toml (see reload.py: what changed in the file is applied,
+operator edits to keys it did not change stay).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -47,8 +41,9 @@ from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
+from .reload import reload_config
 from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
-from .spec import Config, LoopSpec
+from .spec import Config
 from .statelock import StateLocked, lock_holder
 
 log = logging.getLogger("loopvisor.serve")
@@ -74,106 +69,6 @@ class ServePaths:
     @property
     def log(self) -> Path:
         return self.state_dir / "serve.log"
-
-
-# -- reload -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ReloadReport:
-    applied: tuple[str, ...]
-    needs_restart: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"applied": list(self.applied), "needs_restart": list(self.needs_restart)}
-
-
-_NOT_COMPARED = frozenset({"prompt", "max_iterations", "budget", "extends", "prompt_file"})
-"""Applied live (the first three) or only a means to a compared value (the last two)."""
-
-
-def _limits_text(old: Any, new: Any) -> str:
-    parts = [
-        f"{k} {getattr(old, k)} → {getattr(new, k)}"
-        for k in ("tokens", "usd", "wall", "cpu")
-        if getattr(old, k) != getattr(new, k)
-    ]
-    return "budget " + ", ".join(parts)
-
-
-async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = None) -> ReloadReport:
-    """Re-read `path` and apply what can change mid-run (see the module docstring).
-
-    Every outcome is published as a `Notice` (serve's log prints them). Invalid: an
-    error notice, then RemoteError(kind="config"); nothing changes.
-    """
-    try:
-        new = load_config(path, state_dir=state_dir)
-    except ConfigError as exc:
-        sup.notice(f"reload rejected, old config kept: {exc}", level="error")
-        raise RemoteError(str(exc), "config") from None
-    for warning in new.warnings:
-        sup.notice(f"reload: {warning}", level="warning")
-    applied: list[tuple[str | None, str]] = []
-    restart: list[tuple[str | None, str]] = []
-    old_names = set(sup.runners)
-    for spec in new.loops:
-        runner = sup.runners.get(spec.name)
-        if runner is None:
-            restart.append((None, f"{spec.name}: new loop; starts after a restart of serve"))
-            continue
-        edits, what, others = _diff_loop(runner.spec, spec)
-        old_agent = sup.config.agents.get(spec.agent)
-        if spec.agent == runner.spec.agent and old_agent != new.agents[spec.agent]:
-            others.append(f"agent {spec.agent!r} settings")
-        if edits:
-            await sup.edit(spec.name, **edits)
-            applied.append((spec.name, f"{spec.name}: {'; '.join(what)} (from its next iteration)"))
-        if others:
-            restart.append(
-                (spec.name, f"{spec.name}: {', '.join(others)} changed; needs a restart of serve")
-            )
-    for name in sorted(old_names - {s.name for s in new.loops}):
-        restart.append(
-            (
-                name,
-                f"{name}: no longer in {path.name}; keeps running until a restart of serve"
-                f" (`loopvisor ctl stop {name}` stops it now)",
-            )
-        )
-    old_sup, new_sup = sup.config.supervisor, new.supervisor
-    for key in ("state_dir", "max_concurrent", "budget", "rate_limits"):
-        if getattr(old_sup, key) != getattr(new_sup, key):
-            restart.append((None, f"[supervisor] {key} changed; needs a restart of serve"))
-    if dict(sup.config.pricing) != dict(new.pricing):
-        restart.append((None, "[pricing] changed; needs a restart of serve"))
-    for loop, line in applied:
-        sup.notice(f"reload: {line}", loop=loop)
-    for loop, line in restart:
-        sup.notice(f"reload: {line}", level="warning", loop=loop)
-    sup.notice(f"reloaded {path}: {len(applied)} change(s) applied, {len(restart)} need a restart")
-    return ReloadReport(tuple(x for _, x in applied), tuple(x for _, x in restart))
-
-
-def _diff_loop(old: LoopSpec, new: LoopSpec) -> tuple[dict[str, Any], list[str], list[str]]:
-    """(edit kwargs, what they change, names of changed fields that need a restart)."""
-    edits: dict[str, Any] = {}
-    what: list[str] = []
-    if new.prompt != old.prompt:
-        edits["prompt"] = new.prompt
-        what.append("prompt changed")
-    if new.max_iterations != old.max_iterations:
-        edits["max_iterations"] = new.max_iterations
-        what.append(f"max_iterations {old.max_iterations} → {new.max_iterations}")
-    if new.budget.limits != old.budget.limits:
-        edits["limits"] = new.budget.limits
-        what.append(_limits_text(old.budget.limits, new.budget.limits))
-    others = [
-        f.name
-        for f in dataclasses.fields(LoopSpec)
-        if f.name not in _NOT_COMPARED and getattr(old, f.name) != getattr(new, f.name)
-    ]
-    if new.budget.retries != old.budget.retries:
-        others.append("budget.retries")
-    return edits, what, others
 
 
 # -- the serving process -----------------------------------------------------------
