@@ -89,17 +89,19 @@ def remove_worktree(loop: LoopSpec, *, delete_branch: bool = False) -> str:
     wt = loop.worktree
     if wt is None:
         raise WorktreeError(f"loop {loop.name!r} has no worktree")
-    if not loop.workspace.exists():
-        _git(["worktree", "prune"], wt.repo)
-        return f"{loop.name}: no worktree at {loop.workspace} (pruned stale entries)"
-    _git(["worktree", "remove", "--force", str(loop.workspace)], wt.repo)
-    msg = f"{loop.name}: removed worktree {loop.workspace}"
-    if delete_branch:
-        _git(["branch", "-D", branch_name(loop)], wt.repo)
-        msg += f" and branch {branch_name(loop)}"
+    branch = branch_name(loop)
+    if loop.workspace.exists():
+        _git(["worktree", "remove", "--force", str(loop.workspace)], wt.repo)
+        msg = f"{loop.name}: removed worktree {loop.workspace}"
     else:
-        msg += f" (branch {branch_name(loop)} kept)"
-    return msg
+        _git(["worktree", "prune"], wt.repo)
+        msg = f"{loop.name}: no worktree at {loop.workspace} (pruned stale entries)"
+    if not delete_branch:
+        return f"{msg}; branch {branch} kept"
+    if not _git(["branch", "--list", branch], wt.repo).strip():
+        return f"{msg}; no branch {branch} to delete"
+    _git(["branch", "-D", branch], wt.repo)
+    return f"{msg}; deleted branch {branch}"
 
 
 def changed_files(loop: LoopSpec) -> set[str]:

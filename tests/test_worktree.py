@@ -136,3 +136,31 @@ def test_run_warns_about_overlap_and_clean_removes_worktree(tmp_path: Path, repo
     assert "branch loopvisor/fix-a kept" in clean.stdout
     assert not (state / "fix-a").exists()
     assert "loopvisor/fix-a" in git("branch", "--list", cwd=repo)
+
+
+def test_clean_delete_branch_after_a_plain_clean_deletes_the_branch(
+    tmp_path: Path, repo: Path
+) -> None:
+    """Issue 11: `clean LOOP --delete-branch` after `clean LOOP` kept the branch."""
+    cfg = write_config(tmp_path, LOOPS)
+    config = load_config(cfg)
+    prepare_worktrees(config)
+
+    def clean(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor", "clean", "fix-a", "--config", str(cfg), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+
+    assert clean().returncode == 0
+    assert "loopvisor/fix-a" in git("branch", "--list", cwd=repo)
+    again = clean("--delete-branch")
+    assert again.returncode == 0, again.stderr
+    assert "deleted branch loopvisor/fix-a" in again.stdout
+    assert "loopvisor/fix-a" not in git("branch", "--list", cwd=repo)
+    third = clean("--delete-branch")
+    assert third.returncode == 0, third.stderr
+    assert "no branch loopvisor/fix-a" in third.stdout
