@@ -216,7 +216,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(json.dumps(reader.history_json(args.loop, run_id=args.run_id)))
         else:
             rows = reader.loop_iterations(args.loop, run_id=args.run_id)
-            print(format_history(args.loop, rows))
+            charged = reader.loop_charged(args.loop, run_id=args.run_id) if rows else None
+            print(format_history(args.loop, rows, charged))
     return 0
 
 

@@ -213,6 +213,18 @@ class JournalReader:
             ))  # fmt: skip
         return result
 
+    def loop_charged(self, loop: str, run_id: str | None = None) -> tuple[int, float]:
+        """(tokens, USD) the ledger charged `loop` in the run: every turn, step-in chat
+        included (the iterations' own totals leave the operator's chat out)."""
+        run = self._run_for_loop(loop, run_id)
+        rows = self._query(
+            "SELECT coalesce(sum(tokens), 0), coalesce(sum(usd), 0.0) FROM ledger"
+            " WHERE run_id = ? AND loop = ? AND kind = 'charge'",
+            (run.run_id, loop),
+        )
+        tokens, usd = rows[0] if rows else (0, 0.0)
+        return int(tokens), float(usd)
+
     def iteration_detail(
         self, loop: str, iteration: int, run_id: str | None = None
     ) -> IterationDetail:
@@ -312,7 +324,8 @@ class JournalReader:
         ]
 
     def history_json(self, loop: str, run_id: str | None = None) -> dict[str, Any]:
-        return history_dict(loop, self.loop_iterations(loop, run_id))
+        rows = self.loop_iterations(loop, run_id)
+        return history_dict(loop, rows, self.loop_charged(loop, run_id) if rows else None)
 
     def status_json(self, run_id: str | None = None) -> dict[str, Any]:
         run = self.run(run_id) if run_id is not None else self.latest_run()
@@ -417,8 +430,11 @@ def format_runs(runs: Sequence[RunRow]) -> str:
     return "\n".join(lines)
 
 
-def format_history(loop: str, rows: Sequence[IterationRow]) -> str:
-    """`loopvisor history LOOP`: one line per attempt."""
+def format_history(
+    loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
+) -> str:
+    """`loopvisor history LOOP`: one line per attempt; the total is what the ledger
+    `charged` (when given), with the operator's step-in chat as a line of its own."""
     if not rows:
         return f"{loop}: no iterations recorded"
     head = f"{loop} · run {rows[0].run_id}"
@@ -429,9 +445,14 @@ def format_history(loop: str, rows: Sequence[IterationRow]) -> str:
             f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
             f" {_dur(r.duration_s):>7}  {r.reason}"
         )
-    lines.append(
-        f"{'total':>6} {'':<12} {sum(r.tokens for r in rows):>9,} {sum(r.usd for r in rows):>9.4f}"
-    )
+    tokens, usd = sum(r.tokens for r in rows), sum(r.usd for r in rows)
+    if charged is not None and charged[0] > tokens:
+        chat_tokens, chat_usd = charged[0] - tokens, max(0.0, charged[1] - usd)
+        lines.append(
+            f"{'chat':>6} {'':<12} {chat_tokens:>9,} {chat_usd:>9.4f} {'':>7}  step-in chat"
+        )
+        tokens, usd = charged
+    lines.append(f"{'total':>6} {'':<12} {tokens:>9,} {usd:>9.4f}")
     return "\n".join(lines)
 
 
@@ -443,9 +464,13 @@ def format_iteration(loop: str, iteration: int, detail: IterationDetail) -> str:
     )
 
 
-def history_dict(loop: str, rows: Sequence[IterationRow]) -> dict[str, Any]:
+def history_dict(
+    loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
+) -> dict[str, Any]:
     """`history LOOP --json`: exactly {"loop", "iterations": [{iteration, outcome, reason,
-    tokens, usd, started, ended}]}; times epoch seconds, outcome/ended null while running."""
+    tokens, usd, started, ended}], "total": {tokens, usd}}; times epoch seconds,
+    outcome/ended null while running; the total is the ledger's (step-in chat included)."""
+    tokens, usd = charged or (sum(r.tokens for r in rows), sum(r.usd for r in rows))
     return {
         "loop": loop,
         "iterations": [
@@ -460,6 +485,7 @@ def history_dict(loop: str, rows: Sequence[IterationRow]) -> dict[str, Any]:
             }
             for r in rows
         ],
+        "total": {"tokens": tokens, "usd": round(usd, 6)},
     }
 
 

@@ -189,7 +189,7 @@ def test_history_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
     journal.close()
     with JournalReader(tmp_path) as reader:
         data = reader.history_json("a")
-    assert list(data) == ["loop", "iterations"]
+    assert list(data) == ["loop", "iterations", "total"]
     assert data["loop"] == "a"
     keys = ["iteration", "outcome", "reason", "tokens", "usd", "started", "ended"]
     assert [list(item) for item in data["iterations"]] == [keys, keys]
