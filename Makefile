@@ -38,6 +38,7 @@ screenshots: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/journal_write_rate.py
 	$(BIN)/python benchmarks/tui_latency.py
+	$(BIN)/python benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) .loopvisor .pytest_cache .mypy_cache .ruff_cache
