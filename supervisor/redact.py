@@ -12,6 +12,7 @@ What is secret:
   secret (`SECRET_NAME`: KEY, TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL, any
   case), when it is at least `MIN_SECRET_LEN` characters long (so that `DEBUG_KEY=1`
   does not redact every "1"); replaced by `[REDACTED:NAME]`;
+- the same for the `env` tables loops.toml gives agents and checks;
 - every match of a `[redact] patterns` regex from loops.toml: `[REDACTED:pattern]`.
 All of them are one compiled alternation (longest literal first), one `sub` per text.
 
@@ -27,7 +28,10 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .spec import Config
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 MIN_SECRET_LEN = 8
@@ -67,6 +71,18 @@ class Redactor:
     ) -> Redactor:
         """Secrets from the supervisor's environment plus the config's patterns."""
         return cls(secret_values(environ), patterns)
+
+    @classmethod
+    def for_config(cls, config: Config) -> Redactor:
+        """The supervisor's environment, the secret-looking `env` entries loops.toml
+        gives agents and checks, and its `[redact] patterns`."""
+        given: dict[str, str] = {}
+        for agent in config.agents.values():
+            given.update(getattr(agent, "env", {}))
+        for loop in config.loops:
+            for check in loop.checks:
+                given.update(check.env)
+        return cls({**secret_values(given), **secret_values()}, config.redact_patterns)
 
     @property
     def active(self) -> bool:

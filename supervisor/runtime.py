@@ -62,7 +62,7 @@ class Supervisor:
         self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
         self.resumed = resume is not None
         self.exit_when_idle = exit_when_idle
-        self.redactor = Redactor.from_environment(config.redact_patterns)
+        self.redactor = Redactor.for_config(config)
         self.bus = EventBus(redact=self.redactor.fields)
         self.ledger = Ledger("global", config.supervisor.budget)
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)

@@ -307,8 +307,10 @@ def test_redact_patterns_and_secret_named_variables(tmp_path: Path, key: str) ->
             max_iterations=1,
             checks=[
                 {
-                    "run": 'echo "$(cat token.txt) $DB_PASSWORD short=$DEBUG_KEY"; exit 1',
+                    "run": 'echo "$(cat token.txt) $DB_PASSWORD short=$DEBUG_KEY $API_TOKEN"'
+                    "; exit 1",
                     "pass_env": ["DB_PASSWORD", "DEBUG_KEY"],
+                    "env": {"API_TOKEN": "from-the-config-0123"},
                 }
             ],
         ),
@@ -319,7 +321,7 @@ def test_redact_patterns_and_secret_named_variables(tmp_path: Path, key: str) ->
     journal = journal_bytes(tmp_path / ".loopvisor")
     for secret in ("tok_abcdefghijkl1234", "hunter2-hunter2"):
         assert_nowhere(secret, done.stdout, journal)
-    assert "[REDACTED:pattern] [REDACTED:DB_PASSWORD] short=1" in done.stdout
+    assert "[REDACTED:pattern] [REDACTED:DB_PASSWORD] short=1 [REDACTED:API_TOKEN]" in done.stdout
 
 
 def test_bad_redact_and_env_keys_are_config_errors_with_positions(tmp_path: Path) -> None:
