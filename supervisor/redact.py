@@ -128,7 +128,7 @@ class Redactor:
 def _walk(value: Any, fix: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return fix(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a dict, or a spec's read-only env table
         return {k: _walk(v, fix) for k, v in value.items()}
     if isinstance(value, list):
         return [_walk(v, fix) for v in value]
@@ -138,7 +138,7 @@ def _walk(value: Any, fix: Callable[[str], str]) -> Any:
         changes = {}
         for f in dataclasses.fields(value):
             old = getattr(value, f.name)
-            if isinstance(old, str | dict | list | tuple) or dataclasses.is_dataclass(old):
+            if isinstance(old, str | Mapping | list | tuple) or dataclasses.is_dataclass(old):
                 new = _walk(old, fix)
                 if new != old:
                     changes[f.name] = new

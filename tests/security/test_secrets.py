@@ -319,7 +319,8 @@ def test_redact_patterns_and_secret_named_variables(tmp_path: Path, key: str) ->
     done = run("run", config, "--json", cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr
     journal = journal_bytes(tmp_path / ".loopvisor")
-    for secret in ("tok_abcdefghijkl1234", "hunter2-hunter2"):
+    # ...and a secret written into loops.toml stays there: not copied into the journal.
+    for secret in ("tok_abcdefghijkl1234", "hunter2-hunter2", "from-the-config-0123"):
         assert_nowhere(secret, done.stdout, journal)
     assert "[REDACTED:pattern] [REDACTED:DB_PASSWORD] short=1 [REDACTED:API_TOKEN]" in done.stdout
 
