@@ -76,13 +76,12 @@ class Redactor:
     def for_config(cls, config: Config) -> Redactor:
         """The supervisor's environment, the secret-looking `env` entries loops.toml
         gives agents and checks, and its `[redact] patterns`."""
-        given: dict[str, str] = {}
-        for agent in config.agents.values():
-            given.update(getattr(agent, "env", {}))
-        for loop in config.loops:
-            for check in loop.checks:
-                given.update(check.env)
-        return cls({**secret_values(given), **secret_values()}, config.redact_patterns)
+        tables = [getattr(agent, "env", {}) for agent in config.agents.values()]
+        tables += [check.env for loop in config.loops for check in loop.checks]
+        secrets: dict[str, str] = {}
+        for table in [*tables, os.environ]:
+            secrets.update(secret_values(table))
+        return cls(secrets, config.redact_patterns)
 
     @property
     def active(self) -> bool:

@@ -346,3 +346,29 @@ def test_bad_redact_and_env_keys_are_config_errors_with_positions(tmp_path: Path
     lines = config.read_text().splitlines()
     bad_regex = next(i for i in caught.value.issues if "patterns[1]" in i.message)
     assert "[unclosed" in lines[bad_regex.line - 1]
+
+
+def test_which_variables_count_as_secrets() -> None:
+    environ = {
+        "ANTHROPIC_API_KEY": "sk-ant-0123456789",
+        "github_token": "ghp_abcdefghij",
+        "DB_Password": "correct horse",
+        "DEBUG_KEY": "1",  # too short: "1" must stay "1" everywhere
+        "PATH": "/usr/bin:/bin",  # not secret-looking
+        "LONGER_SECRET": "sk-ant-0123456789-and-more",
+    }
+    r = Redactor.from_environment(environ=environ)
+    out = r.text(
+        "sk-ant-0123456789-and-more / sk-ant-0123456789 / ghp_abcdefghij / correct horse"
+        " / 1 / /usr/bin:/bin"
+    )
+    assert out == (
+        "[REDACTED:LONGER_SECRET] / [REDACTED:ANTHROPIC_API_KEY] / [REDACTED:github_token]"
+        " / [REDACTED:DB_Password] / 1 / /usr/bin:/bin"
+    )
+    nested = {"a": ["x sk-ant-0123456789", ("correct horse",)], "n": 3}
+    assert r.value(nested) == {
+        "a": ["x [REDACTED:ANTHROPIC_API_KEY]", ("[REDACTED:DB_Password]",)],
+        "n": 3,
+    }
+    assert Redactor.from_environment(environ={"PATH": "/bin"}).active is False
