@@ -100,10 +100,17 @@ def test_command_agent_and_check_printing_env_and_the_key_leak_nothing(
     assert history.returncode == 0, history.stderr
     assert "Checks said" in history.stdout  # the prompt of iteration 2 is there
 
+    printed = run(
+        "run", config, "--headless", "--state-dir", tmp_path / "s2", cwd=tmp_path, env=env
+    )
+    assert printed.returncode == 1, printed.stderr
+
     assert_nowhere(key, done.stdout, done.stderr, history.stdout, history.stderr)
+    assert_nowhere(key, printed.stdout, printed.stderr)
     assert_nowhere(key, journal_bytes(tmp_path / ".loopvisor"))
     # The text did flow (the test would pass vacuously otherwise), redacted:
     assert "[REDACTED:ANTHROPIC_API_KEY]" in done.stdout
+    assert "[REDACTED:ANTHROPIC_API_KEY]" in printed.stdout
     assert "[REDACTED:ANTHROPIC_API_KEY]" in history.stdout
     names = json.loads((ws / "agent-env.json").read_text())
     assert "ANTHROPIC_API_KEY" not in names
