@@ -40,6 +40,12 @@ INHERITED = frozenset(
         "XDG_STATE_HOME",
         "XDG_RUNTIME_DIR",
         "NO_COLOR",
+        # Where the CA certificates are (file paths): HTTPS behind a corporate CA.
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
     }
 )
 """Inherited by every agent, check and tool from the supervisor's environment."""
