@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import get_args
 
 from ._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
-from ._schema import Issues, Table, describe, did_you_mean, read_file
+from ._schema import Issues, Table, describe, did_you_mean, read_child_env, read_file
 from .spec import (
     AgentSpec,
     AnthropicAgentSpec,
@@ -111,12 +111,14 @@ def _command(t: Table, name: str, config_dir: Path) -> AgentSpec:
             f'agent "{name}" never receives the prompt: add $prompt or $prompt_file to '
             "command, or set stdin = true",
         )
+    env, pass_env = read_child_env(t)
     return CommandAgentSpec(
         name=name,
         command=command,
         stdin=stdin,
         timeout=t.duration("timeout", None, off=True),
-        env=t.string_map("env"),
+        env=env,
+        pass_env=pass_env,
     )
 
 
@@ -138,6 +140,7 @@ def _anthropic(t: Table, name: str, config_dir: Path) -> AgentSpec:
             t.error("system_file", "use either system or system_file, not both")
         found = read_file(t, "system_file", config_dir)
         system = found[1] if found else system
+    env, pass_env = read_child_env(t)
     return AnthropicAgentSpec(
         name=name,
         model=model,
@@ -149,11 +152,14 @@ def _anthropic(t: Table, name: str, config_dir: Path) -> AgentSpec:
         max_turns=t.integer("max_turns", d.max_turns, positive=True),
         timeout=t.duration("timeout", d.timeout, off=True),
         tool_timeout=t.duration("tool_timeout", d.tool_timeout),
+        env=env,
+        pass_env=pass_env,
     )
 
 
 def _claude_code(t: Table, name: str, config_dir: Path) -> AgentSpec:
     d = ClaudeCodeAgentSpec(name=name)
+    env, pass_env = read_child_env(t)
     return ClaudeCodeAgentSpec(
         name=name,
         command=t.string("command", d.command, nonempty=True),
@@ -162,7 +168,8 @@ def _claude_code(t: Table, name: str, config_dir: Path) -> AgentSpec:
         timeout=t.duration("timeout", d.timeout, off=True),
         stall=t.duration("stall", d.stall, off=True),
         partial_messages=t.boolean("partial_messages", d.partial_messages),
-        env=t.string_map("env"),
+        env=env,
+        pass_env=pass_env,
         reserve_tokens=t.integer("reserve_tokens", d.reserve_tokens, minimum=0),
     )
 

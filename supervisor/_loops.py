@@ -18,7 +18,17 @@ from pathlib import Path
 from cronsim import CronSim
 
 from ._placeholders import line_col, template_problems
-from ._schema import Entry, Issues, Nested, Table, describe, did_you_mean, entries, read_file
+from ._schema import (
+    Entry,
+    Issues,
+    Nested,
+    Table,
+    describe,
+    did_you_mean,
+    entries,
+    read_child_env,
+    read_file,
+)
 from .durations import parse_duration
 from .spec import (
     PLACEHOLDERS,
@@ -352,6 +362,7 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
             c.error("name", f'duplicate check name "{name}"')
         name = name or _unique(_default_check_name(run), names)
         names.add(name)
+        env, pass_env = read_child_env(c)
         checks.append(
             CheckSpec(
                 name=name,
@@ -361,6 +372,8 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
                 min_passed=c.integer("min_passed", None, minimum=0),
                 pattern=c.string("pattern", None),
                 not_pattern=c.string("not_pattern", None),
+                env=env,
+                pass_env=pass_env,
             )
         )
     return tuple(checks)

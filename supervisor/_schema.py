@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Literal, TypeVar, overload
 
 from ._tomlpos import KeyPath, Pos, locate
+from .childenv import ENV_NAME, SUPERVISOR_PREFIX
 from .durations import DURATION_HINT, parse_duration
 
 T = TypeVar("T")
@@ -313,3 +314,29 @@ def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         t.error(key, f'cannot read "{rel}": {reason}')
         return None
+
+
+def read_child_env(t: Table) -> tuple[Mapping[str, str], tuple[str, ...]]:
+    """`env = {NAME = "value"}` and `pass_env = ["NAME", "PREFIX*"]` of an agent or check:
+    names a shell can read, no NUL in a value, and no LOOPVISOR_* (the supervisor's)."""
+    env = t.string_map("env")
+    for name, value in env.items():
+        at = (*t.at("env"), name)
+        if not ENV_NAME.fullmatch(name):
+            t.issues.error(at, f'{t.label}env: "{name}" is not a variable name (A-Z, 0-9, _)')
+        elif name.startswith(SUPERVISOR_PREFIX):
+            t.issues.error(at, f"{t.label}env: {name}: {SUPERVISOR_PREFIX}* is set by loopvisor")
+        if "\0" in value:
+            t.issues.error(at, f"{t.label}env: {name}: a value cannot contain a NUL character")
+    pass_env = t.strings("pass_env", ())
+    for index, name in enumerate(pass_env):
+        at = (*t.at("pass_env"), index)
+        if not ENV_NAME.fullmatch(name.removesuffix("*")):
+            t.issues.error(
+                at, f'{t.label}pass_env[{index}]: "{name}" is not a variable name or PREFIX*'
+            )
+        elif name.startswith(SUPERVISOR_PREFIX):
+            t.issues.error(
+                at, f"{t.label}pass_env[{index}]: {SUPERVISOR_PREFIX}* is set by loopvisor"
+            )
+    return env, pass_env

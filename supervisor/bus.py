@@ -6,6 +6,9 @@ Two kinds of listener:
 - subscribers: bounded memory streams (TUI, socket clients, printer). A subscriber
   that falls behind loses events, and gets one `EventsDropped` record saying how
   many before the next event that fits, so a UI can resync from a snapshot.
+
+Every event passes `redact` first (the supervisor's `Redactor`), so no listener,
+the journal included, ever sees a secret that reached an event's text.
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ class BusStatistics:
     dropped: int
 
 
+def _unchanged(event: Event) -> Event:
+    return event
+
+
 @dataclass(slots=True)
 class EventBus:
+    redact: Callable[[Event], Event] = _unchanged
     sinks: list[Callable[[Event], None]] = field(default_factory=list)
     _subscribers: list[_Subscriber] = field(default_factory=list)
     _published: int = 0
@@ -44,6 +52,7 @@ class EventBus:
         self.sinks.append(sink)
 
     def publish(self, event: Event) -> None:
+        event = self.redact(event)
         self._published += 1
         for sink in self.sinks:
             sink(event)

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.childenv import configured_env
 from supervisor.durations import format_duration
 from supervisor.process import CapturedRun, run_captured
 from supervisor.spec import CheckSpec
@@ -70,7 +71,11 @@ async def run_check(spec: CheckSpec, *, workspace: Path, env: Mapping[str, str])
         return _not_started(spec, "empty command")
     try:
         run = await run_captured(
-            argv, cwd=workspace, env=env, timeout=spec.timeout, max_output=_PARSE_LIMIT
+            argv,
+            cwd=workspace,
+            env=configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=env),
+            timeout=spec.timeout,
+            max_output=_PARSE_LIMIT,
         )
     except (OSError, ValueError) as exc:  # not found, not executable, no cwd, NUL in argv
         return _not_started(spec, _os_error_text(exc))

@@ -51,7 +51,8 @@ __all__ = [
     "summarize_loop",
 ]
 
-TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop"})
+TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop", "redact"})
+REDACT_KEYS = frozenset({"patterns"})
 SUPERVISOR_KEYS = frozenset({"max_concurrent", "state_dir", "budget", "rate_limits"})
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
 RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
@@ -92,6 +93,7 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
     paths = Paths(config_dir=config_dir, state_dir=supervisor.state_dir)
     loops = read_loops(issues, data.get("loop"), data.get("templates"), agents, paths)
     _warn_unpriced(issues, supervisor, loops, agents, pricing)
+    redact_patterns = _redact(top)
     if issues.errors:
         raise ConfigError(issues.errors)
     return Config(
@@ -101,6 +103,7 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
         loops=loops,
         pricing=pricing,
         warnings=tuple(str(w) for w in issues.warnings),
+        redact_patterns=redact_patterns,
     )
 
 
@@ -167,6 +170,25 @@ def _pricing(top: Table) -> dict[str, Price]:
             cache_read=t.number("cache_read", base * 0.1, minimum=0),
         )
     return prices
+
+
+def _redact(top: Table) -> tuple[str, ...]:
+    """`[redact] patterns`: regexes that compile and cannot match an empty string."""
+    section = _section(top, "redact")
+    if section is None:
+        return ()
+    section.check_keys(REDACT_KEYS, "[redact]")
+    patterns = section.strings("patterns", ())
+    for index, pattern in enumerate(patterns):
+        at = (*section.at("patterns"), index)
+        try:
+            empty = re.compile(pattern).fullmatch("") is not None
+        except re.error as exc:
+            top.issues.error(at, f"redact.patterns[{index}]: invalid regular expression: {exc}")
+            continue
+        if empty:
+            top.issues.error(at, f"redact.patterns[{index}]: matches the empty string")
+    return patterns
 
 
 def _warn_unpriced(

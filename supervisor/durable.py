@@ -107,10 +107,19 @@ async def durable_supervisor(
                 )
                 # Records the resume, and a changed loops.toml (which applies from each
                 # loop's next iteration) as a notice in the journal.
-                journal.mark_resumed(run_id, config_path=config.path, config_text=config_text)
+                journal.mark_resumed(
+                    run_id,
+                    config_path=config.path,
+                    config_text=supervisor.redactor.text(config_text),
+                )
             else:
                 supervisor = Supervisor(config, exit_when_idle=exit_when_idle, notes=notes)
-                journal.start_run(supervisor.run_id, config.path, config_text, loops=config.loops)
+                journal.start_run(  # a secret written in loops.toml is not copied
+                    supervisor.run_id,
+                    config.path,
+                    supervisor.redactor.text(config_text),
+                    loops=[supervisor.redactor.fields(spec) for spec in config.loops],
+                )
             supervisor.add_sink(journal.record)
             try:
                 async with anyio.create_task_group() as tg:

@@ -22,6 +22,7 @@ from .agents.base import (
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .durations import format_duration
+from .redact import Redactor
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
@@ -69,8 +70,11 @@ class LoopRunner:
         resume: LoopResume | None = None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
         state_dir: Path | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.spec = spec
+        self.redactor = redactor or Redactor.from_environment()
+        """Applied to check outcomes, agent output (in the turn) and the prompt as sent."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -531,7 +535,9 @@ class LoopRunner:
             self.emit(
                 ev.CheckStarted(loop=spec.name, iteration=n, name=check.name, command=check.display)
             )
-            outcome = await run_check(check, workspace=spec.workspace, env=env)
+            outcome = self.redactor.fields(
+                await run_check(check, workspace=spec.workspace, env=env)
+            )
             self.ledger.charge_cpu(outcome.cpu_s)
             outcomes.append(outcome)
             self.emit(
@@ -573,7 +579,7 @@ class LoopRunner:
             notes = "\n".join(f"Operator note: {t}" for t in self._in_flight_notes)
             self.control.injections.clear()
             text = f"{text}\n\n{notes}"
-        return text
+        return self.redactor.text(text)
 
     def _finish_iteration(
         self, n: int, outcome: ev.IterationOutcome, reason: str, turn: TurnResult, started: float
@@ -634,7 +640,7 @@ class LoopRunner:
     def emit(self, event: ev.Event) -> None:
         line = describe(event)
         if line is not None:
-            self.tail.add_line(line)
+            self.tail.add_line(self.redactor.text(line))
         self._publish(event)
 
     def _restore(self, resume: LoopResume) -> None:

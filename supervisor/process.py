@@ -2,7 +2,8 @@
 
 Every agent CLI, check and tool command goes through `GroupProcess`, so that stop,
 timeout and shutdown kill the whole group (and stragglers that left it, found with
-psutil), and CPU time of the whole tree is metered for the budget.
+psutil), and CPU time of the whole tree is metered for the budget. Its environment
+is `childenv.child_env`: an allow-list plus what the caller adds, never all of ours.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import anyio
 import anyio.abc
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .childenv import child_env
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -57,7 +60,8 @@ class GroupProcess:
         self._tg: anyio.abc.TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[Line] | None = None
         self.cwd = cwd
-        self.env = {**os.environ, **(env or {})}
+        self.env = child_env(env)
+        """The allow-listed environment plus `env`, never all of os.environ (`childenv`)."""
         self._stdin = stdin
         self._proc: anyio.abc.Process | None = None
         self._cpu_by_pid: dict[int, float] = {}

@@ -26,6 +26,7 @@ from .budget import Charge, Ledger
 from .budget_watch import BudgetWatch
 from .bus import EventBus
 from .loop import LoopRunner
+from .redact import Redactor
 from .resume import RunResume
 from .schedule import drive
 from .spec import Config, Limits, LoopSpec
@@ -64,7 +65,8 @@ class Supervisor:
         self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
         self.resumed = resume is not None
         self.exit_when_idle = exit_when_idle
-        self.bus = EventBus()
+        self.redactor = Redactor.for_config(config)
+        self.bus = EventBus(redact=self.redactor.fields)
         self.ledger = Ledger("global", config.supervisor.budget)
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
         self.started_at = time.time()
@@ -84,6 +86,7 @@ class Supervisor:
             state_dir=config.supervisor.state_dir,
             pricing=dict(config.pricing),
             limiters=self._limiters,
+            redactor=self.redactor,
         )
         overlap = OverlapChecker(
             list(config.loops),
@@ -109,6 +112,7 @@ class Supervisor:
                 resume=loop_resume,
                 after_iteration=overlap.check if overlap.active else None,
                 state_dir=config.supervisor.state_dir.resolve(),
+                redactor=self.redactor,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""

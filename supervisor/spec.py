@@ -103,6 +103,9 @@ class CommandAgentSpec:
     stdin: bool = False
     timeout: float | None = None
     env: Mapping[str, str] = field(default_factory=_empty)
+    """Set for its process on top of the allow-listed environment (`childenv`)."""
+    pass_env: tuple[str, ...] = ()
+    """Variables of the supervisor's environment it inherits beyond the allow-list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,9 @@ class AnthropicAgentSpec:
     max_turns: int = 10
     timeout: float | None = 600.0
     tool_timeout: float = 120.0
+    env: Mapping[str, str] = field(default_factory=_empty)
+    """Set for its `run` tool's commands on top of the allow-listed environment."""
+    pass_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class ClaudeCodeAgentSpec:
     stall: float | None = 300.0
     partial_messages: bool = True
     env: Mapping[str, str] = field(default_factory=_empty)
+    pass_env: tuple[str, ...] = ()
     reserve_tokens: int = 0
     """Tokens set aside before each call (the CLI cannot be clamped, only killed)."""
 
@@ -154,6 +161,10 @@ class CheckSpec:
     min_passed: int | None = None
     pattern: str | None = None
     not_pattern: str | None = None
+    env: Mapping[str, str] = field(default_factory=_empty)
+    """Set for its process on top of the allow-listed environment (`childenv`)."""
+    pass_env: tuple[str, ...] = ()
+    """Variables of the supervisor's environment it inherits beyond the allow-list."""
 
     @property
     def display(self) -> str:
@@ -223,6 +234,8 @@ class Config:
     loops: tuple[LoopSpec, ...]
     pricing: Mapping[str, Price] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...] = ()
+    """`[redact] patterns`: regexes whose matches never leave the core (`redact`)."""
 
     def loop(self, name: str) -> LoopSpec:
         for spec in self.loops:

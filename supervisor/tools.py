@@ -4,9 +4,9 @@ The model only ever names paths relative to the loop's workspace. A path is refu
 when it is absolute, contains `..`, or resolves (through symlinks) outside the
 workspace; every failure comes back as an error result for the model to read, never
 as an exception for the loop. `run` executes a shell command in the workspace, in
-its own process group with a timeout (supervisor/process.py), and without the
-provider's API key in its environment, so the model cannot print it into the
-transcript.
+its own process group with a timeout (supervisor/process.py), in the allow-listed
+environment of `childenv` plus what `Workspace.env` adds: the provider's API key is
+not in it, so the model cannot print it into the transcript.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ TOOL_NAMES = ("read_file", "write_file", "list_files", "run")
 MAX_READ_CHARS = 100_000
 MAX_RUN_OUTPUT = 30_000
 MAX_LIST_ENTRIES = 1_000
-SECRET_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
-"""Variables removed from the environment of `run` commands."""
 _SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "node_modules"})
 
 _SCHEMAS: dict[str, dict[str, Any]] = {
@@ -123,6 +121,7 @@ class Workspace:
         run_timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env` is added to the allow-listed environment of `run` commands."""
         self.root = Path(root)
         self.enabled = tuple(enabled)
         self.run_timeout = run_timeout
@@ -234,9 +233,8 @@ class Workspace:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("command must be a non-empty string")
-        unset = [arg for var in SECRET_ENV for arg in ("-u", var)]
         result = await run_captured(
-            ["env", *unset, "/bin/sh", "-c", command],
+            ["/bin/sh", "-c", command],
             cwd=self.root,
             env=self.env,
             timeout=self.run_timeout,

@@ -32,6 +32,7 @@ from .agents.base import (
     Waiting,
 )
 from .budget import Ledger
+from .redact import Redactor, StreamRedactor
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
 from .transcript import OutputCoalescer
@@ -66,6 +67,7 @@ class TurnHost(Protocol):
     retries_used: int
     state: ev.LoopState
     check_output: str
+    redactor: Redactor
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -137,6 +139,7 @@ class AgentTurn:
         coalescer = OutputCoalescer(
             lambda text, stream: host.emit_output(n, text, stream), clock=time.monotonic
         )
+        self._text = StreamRedactor(host.redactor, coalescer.add)
         stall = None if self.operator else spec.stuck.stall
         try:
             with anyio.CancelScope() as scope:
@@ -152,6 +155,7 @@ class AgentTurn:
                     tg.cancel_scope.cancel()
         finally:
             self._on_scope(None)
+            self._text.flush()
             coalescer.flush()
             budget.release()
         host.emit(
@@ -178,9 +182,12 @@ class AgentTurn:
             async for item in stream:
                 self._last_activity = time.monotonic()
                 if isinstance(item, TextDelta):
-                    coalescer.add(item.text, item.stream)
+                    self._text.add(item.text, item.stream)
                     continue
+                if not isinstance(item, Usage):  # usage may fall inside a split secret
+                    self._text.flush()
                 coalescer.flush()
+                item = self.host.redactor.fields(item)
                 if not self._relay(item, budget):
                     scope.cancel()
                     return

@@ -579,7 +579,7 @@ async def test_client_errors_fail_without_retry_or_key(
     assert turn.last.retryable is False
     assert str(status) in turn.last.message
     assert kind in turn.last.message
-    assert "[redacted]" in turn.last.message
+    assert "[REDACTED:ANTHROPIC_API_KEY]" in turn.last.message
     assert len(server.message_requests()) == 1
     await agent.aclose()
 

@@ -21,7 +21,7 @@ from test_resume_matrix import Harness, attempts, lines_of
 AGENT = (
     "import os, time\n"
     "n = int(os.environ['LOOPVISOR_ITERATION'])\n"
-    "with open('agent.pids', 'a') as fh:\n"
+    "with open('../agent.pids', 'a') as fh:  # outside the workspace: not a change\n"
     "    fh.write(f'{os.getpid()}\\n')\n"
     "print(f'attempt {n} thinking', flush=True)\n"
     "if n == 2:\n"
@@ -50,7 +50,7 @@ def test_a_resumed_iteration_gets_the_same_prompt_and_stuck_state(harness: Harne
     write_config(
         h.tmp_path,
         supervisor_table(max_concurrent=1),
-        command_agent("cli", AGENT),
+        command_agent("cli", AGENT, pass_env=["AGENT_SLEEP"]),
         loop("w", "cli", workspace="w", prompt=PROMPT, checks=[CHECK], max_iterations=6),
     )
     first = h.start(env={"AGENT_SLEEP": "30"})
@@ -59,7 +59,7 @@ def test_a_resumed_iteration_gets_the_same_prompt_and_stuck_state(harness: Harne
         lambda e: e["type"] == "output" and "attempt 2 thinking" in e["text"],
     )
     first.kill9()
-    pids = [int(p) for p in lines_of(h.tmp_path / "w/agent.pids")]
+    pids = [int(p) for p in lines_of(h.tmp_path / "agent.pids")]
     h.groups.update(pids)
     killed_prompt = next(e for e in first.of("iteration_started") if e["iteration"] == 2)
     assert "FAIL: test_answer expected 42" in killed_prompt["prompt"]

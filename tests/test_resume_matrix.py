@@ -354,11 +354,12 @@ def pgid_alive(pgid: int) -> list[int]:
 
 # A check that logs which iteration ran it (and its shell's pid, = its process group),
 # then passes once the agent wrote result.txt. CHECK_SLEEP (from the supervisor's
-# environment) makes it slow from iteration 2 on.
+# environment, passed by `pass_env`) makes it slow from iteration 2 on.
 RESULT_CHECK = {
     "name": "result",
     "run": 'echo "$$" >> check.pids; echo "$LOOPVISOR_ITERATION" >> checks.log;'
     ' [ "$LOOPVISOR_ITERATION" = 1 ] || sleep "${CHECK_SLEEP:-0}"; test -f result.txt',
+    "pass_env": ["CHECK_SLEEP"],
 }
 
 
@@ -756,7 +757,7 @@ def test_killed_mid_agent_turn_leaves_no_agent_running(harness: Harness) -> None
     write_config(
         h.tmp_path,
         supervisor_table(max_concurrent=1),
-        command_agent("cli", SLEEPY_AGENT),
+        command_agent("cli", SLEEPY_AGENT, pass_env=["AGENT_SLEEP"]),
         loop("c", "cli", workspace="c", done_marker="DONE", max_iterations=4),
     )
     first = h.start(env={"AGENT_SLEEP": "20"})

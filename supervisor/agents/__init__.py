@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..redact import Redactor
 from ..spec import (
     AgentSpec,
     AnthropicAgentSpec,
@@ -30,6 +31,8 @@ class AgentContext:
     state_dir: Path
     pricing: Mapping[str, Price] = field(default_factory=dict)
     limiters: RateLimiterRegistry | None = None
+    redactor: Redactor = field(default_factory=Redactor.from_environment)
+    """Secrets never kept in a conversation or sent back to a model (`redact`)."""
 
 
 def build_agent(spec: AgentSpec, loop: LoopSpec, ctx: AgentContext) -> Agent:

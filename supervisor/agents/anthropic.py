@@ -24,8 +24,10 @@ ends the turn when they run out). Usage already seen on a failed attempt stays
 charged once; streamed partial text stays in the transcript but not in the
 conversation. Other 4xx end the turn as `AgentFailed(retryable=False)`.
 
-The API key comes from ANTHROPIC_API_KEY only and never appears in events:
-messages are scrubbed, and the `run` tool does not inherit it.
+The API key comes from ANTHROPIC_API_KEY only and never appears in events or in a
+request body: the `run` tool does not inherit it (`childenv`), and the context's
+`Redactor` scrubs it (and every other secret) from tool results and from the replies
+kept in the conversation, except signed thinking blocks, which must go back as sent.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from anthropic.types import (
 )
 from anthropic.types import TextDelta as SDKTextDelta
 
+from ..childenv import configured_env
 from ..ratelimit import RateLimiter, retry_after_seconds
 from ..spec import AnthropicAgentSpec, LoopSpec
 from ..tools import Workspace, tool_definitions
@@ -78,6 +81,8 @@ except ImportError:  # pragma: no cover
 
 PROVIDER = "anthropic"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
+SIGNED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+"""Reply blocks the API verifies when sent back: kept as they came (not redacted)."""
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 RETRY_AFTER_CAP_S = 900.0
@@ -128,7 +133,6 @@ class AnthropicAgent:
         self._messages: list[dict[str, Any]] = []
         self._session: str | None = None
         self._client: anthropic.AsyncAnthropic | None = None
-        self._secret: str | None = None
         self._count_tokens_ok = True
         self._limiter: RateLimiter | None = (
             ctx.limiters.for_provider(PROVIDER) if ctx.limiters is not None else None
@@ -172,7 +176,7 @@ class AnthropicAgent:
             request.workspace,
             enabled=spec.tools,
             run_timeout=spec.tool_timeout,
-            env=request.env,
+            env=configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env),
         )
         texts: list[str] = []
         stop_reason: str | None = None
@@ -210,7 +214,10 @@ class AnthropicAgent:
                 yield Waiting(self._scrub(failure.reason), seconds=delay, retry=True)
                 await anyio.sleep(delay)
                 yield Resumed()
-            content = message["content"]
+            content = [
+                b if b.get("type") in SIGNED_BLOCKS else self.ctx.redactor.value(b)
+                for b in message["content"]
+            ]
             stop_reason = message["stop_reason"]
             if content:
                 self._messages.append({"role": "assistant", "content": content})
@@ -245,7 +252,6 @@ class AnthropicAgent:
             key = os.environ.get(API_KEY_ENV) or None
             if key is None:
                 return None
-            self._secret = key
             kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
             if self.spec.base_url:
                 kwargs["base_url"] = self.spec.base_url
@@ -315,9 +321,7 @@ class AnthropicAgent:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _scrub(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "[redacted]")
-        return text
+        return self.ctx.redactor.text(text)
 
 
 class _Attempt:
@@ -371,7 +375,7 @@ class _Attempt:
                         block = blocks.setdefault(event.index, {"type": "text", "text": ""})
                         if isinstance(d, SDKTextDelta):
                             block["text"] = block.get("text", "") + d.text
-                            yield TextDelta(agent._scrub(d.text))
+                            yield TextDelta(d.text)  # redacted by the turn, split secrets too
                         elif isinstance(d, InputJSONDelta):
                             json_parts.setdefault(event.index, []).append(d.partial_json)
                         elif isinstance(d, ThinkingDelta):

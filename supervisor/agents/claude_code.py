@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._pricing import price_for
+from ..childenv import configured_env
 from ..process import KILL_GRACE_S, GroupProcess
 from ..spec import ClaudeCodeAgentSpec, LoopSpec, Price
 from .base import (
@@ -158,7 +159,9 @@ class ClaudeCodeAgent:
         watch = _Watchdog(timeout=spec.timeout, stall=spec.stall)
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         cpu_reported = 0.0
-        env = {**spec.env, **request.env}
+        env = configured_env(
+            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind=spec.kind
+        )
 
         async with contextlib.AsyncExitStack() as stack:
             try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from ..childenv import configured_env
 from ..process import DRAIN_GRACE_S, GroupProcess
 from ..spec import CommandAgentSpec, LoopSpec
 from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
@@ -73,7 +74,7 @@ class CommandAgent:
 
     async def _run(self, request: AgentRequest, prompt_file: Path) -> AsyncIterator[AgentEvent]:
         spec = self.spec
-        env = {**spec.env, **request.env}
+        env = configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env)
         stdin = request.prompt.encode() if spec.stdin else None
         stdout: list[str] = []
         stderr: list[str] = []
