@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import re
@@ -41,8 +42,9 @@ from .control import (
 )
 from .durations import format_duration, parse_duration
 from .headless import HeadlessPrinter
+from .interrupts import interrupt_proof
 from .render import describe
-from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -209,10 +211,7 @@ def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
 # -- ctl -------------------------------------------------------------------------------
 def cmd_ctl(args: argparse.Namespace) -> int:
     sock, state_dir = target(args)
-    try:
-        return anyio.run(_ctl, args, sock, state_dir)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return interrupt_proof(functools.partial(anyio.run, _ctl, args, sock, state_dir))
 
 
 async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> int:
