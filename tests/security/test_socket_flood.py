@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import wait_gone
 from test_control import RawClient, endless, serving
 from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
 
@@ -172,3 +173,33 @@ def test_ctl_names_the_refusal_and_exits_1(tmp_path: Path) -> None:
     assert "refused the connection: too many clients" in r.stderr
     assert "no loopvisor is serving" not in r.stderr
     assert json.loads(r.stdout)["kind"] == "refused"
+
+
+def subscribed_connection(path: Path) -> socket.socket:
+    """A client that subscribes (and then never reads its events)."""
+    sock = idle_connection(path)
+    sock.sendall(b'{"id": 1, "op": "subscribe"}\n')
+    data = b""
+    while b'"id":1,' not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the subscribe answer: {data!r}"
+        data += chunk
+    return sock
+
+
+def test_ctl_shutdown_works_when_subscribers_hold_every_slot_they_may(tmp_path: Path) -> None:
+    """60 subscribers (the cap) and 4 idle sockets: `ctl shutdown` cannot subscribe for
+    the summary, gets in anyway and stops the server."""
+    daemon = start_daemon(tmp_path, sim_loops_toml())
+    with ExitStack() as held:
+        try:
+            for _ in range(60):
+                held.enter_context(subscribed_connection(daemon.socket))
+            for _ in range(4):
+                held.enter_context(idle_connection(daemon.socket))
+            r = daemon.ctl("shutdown", "--json")
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout) == {"ok": True, "result": None}
+            assert wait_gone([daemon.pid], timeout=20) == []
+        finally:
+            kill_daemon(daemon.pid)
