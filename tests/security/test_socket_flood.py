@@ -22,8 +22,13 @@ from helpers import wait_gone
 from test_control import RawClient, endless, serving
 from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
 
-from supervisor.control import NotServing, RemoteError, RemoteSupervisor, ServerRefused
-from supervisor.control import ServerTimeout as ServerTimedOut
+from supervisor.control import (
+    NotServing,
+    RemoteError,
+    RemoteSupervisor,
+    ServerRefused,
+    ServerTimeout,
+)
 
 
 def idle_connection(path: Path) -> socket.socket:
@@ -154,7 +159,7 @@ async def test_a_refusal_is_reported_as_a_refusal_not_as_nobody_serving(tmp_path
 @pytest.mark.anyio
 async def test_a_silent_server_is_a_timeout_not_nobody_serving(tmp_path: Path) -> None:
     sock = tmp_path / "control.sock"
-    with fake_server(sock, None), pytest.raises(ServerTimedOut) as caught:
+    with fake_server(sock, None), pytest.raises(ServerTimeout) as caught:
         async with RemoteSupervisor(sock, timeout=0.5):
             pass
     message = str(caught.value)
