@@ -151,6 +151,7 @@ def _anthropic(t: Table, name: str, config_dir: Path) -> AgentSpec:
         tools=tools,
         max_turns=t.integer("max_turns", d.max_turns, positive=True),
         timeout=t.duration("timeout", d.timeout, off=True),
+        stall=t.duration("stall", d.stall, off=True),
         tool_timeout=t.duration("tool_timeout", d.tool_timeout),
         env=env,
         pass_env=pass_env,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -23,6 +23,7 @@ from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
 from .durable import NothingToResume, StateDirError, durable_supervisor
 from .headless import HeadlessPrinter
+from .interrupts import interrupt_proof, shutdown_signals
 from .journal import JournalError
 from .journal_read import (
     JournalReader,
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling: no traceback
+        return runtime.EXIT_INTERRUPTED
     except BrokenPipeError:  # `loopvisor history ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -252,33 +255,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         app_module = importlib.import_module("tui.app")
         code: int = app_module.run_tui(config, resume=args.resume)
         return code
-    return anyio.run(_run_headless, config, args)
+    return interrupt_proof(functools.partial(anyio.run, _run_headless, config, args))
 
 
 async def _run_headless(config: Config, args: argparse.Namespace) -> int:
     printer = HeadlessPrinter(json_lines=args.json, transcripts=not args.quiet)
-    async with durable_supervisor(config, resume=args.resume) as supervisor:
-        return await run_with_printer(supervisor, printer)
+    # The receiver spans the journal and lock too: a second Ctrl-C while they are
+    # being closed is absorbed (see interrupts.py).
+    with shutdown_signals() as signals:
+        async with durable_supervisor(config, resume=args.resume) as supervisor:
+            return await run_with_printer(supervisor, printer, signals)
 
 
-async def run_with_printer(supervisor: runtime.Supervisor, printer: HeadlessPrinter) -> int:
-    """Run to the end with the printer subscribed; SIGINT/SIGTERM/SIGHUP stop cleanly (130)."""
+async def run_with_printer(
+    supervisor: runtime.Supervisor, printer: HeadlessPrinter, signals: AsyncIterator[int]
+) -> int:
+    """Run to the end with the printer subscribed; the first of `signals` stops the run
+    cleanly (130), later ones are absorbed while children are killed."""
     results: list[int] = []
-    # Held until the end, so that a second Ctrl-C during shutdown (children being
-    # killed) is absorbed instead of raising KeyboardInterrupt and orphaning them.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with (
-            supervisor.subscribe(max_buffer=100_000) as events,
-            anyio.create_task_group() as tg,
-        ):
-            tg.start_soon(printer.consume, events)
-            async with anyio.create_task_group() as run_tg:
-                run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
-                summary = await supervisor.run()
-                results.append(summary.exit_code)
-                run_tg.cancel_scope.cancel()
-            supervisor.bus.close()
-        await supervisor.aclose()
+    async with (
+        supervisor.subscribe(max_buffer=100_000) as events,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(printer.consume, events)
+        async with anyio.create_task_group() as run_tg:
+            run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
+            summary = await supervisor.run()
+            results.append(summary.exit_code)
+            run_tg.cancel_scope.cancel()
+        supervisor.bus.close()
+    await supervisor.aclose()
     return results[0] if results else runtime.EXIT_INTERRUPTED
 
 

@@ -6,7 +6,8 @@ state dir of `--config` (default ./loops.toml) read leniently, so that they work
 while loops.toml is broken (e.g. to see why `ctl reload` rejects it).
 
 Exit codes: 0 done; 1 the supervisor refused the operation (unknown loop, ...) or
-the connection dropped; 3 nobody serves that state dir, bad usage, or `reload`
+the connection (too many clients), did not answer in time, or the connection
+dropped; 3 nobody serves that state dir, bad usage, or `reload`
 of an invalid config; 130 interrupted (Ctrl-C, also how `ctl tail` ends).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import re
@@ -30,11 +32,19 @@ import anyio
 from . import events as ev
 from .api import RunSnapshot
 from .config import DEFAULT_STATE_DIR, ConfigError
-from .control import NotServing, RemoteError, RemoteSupervisor, socket_path
+from .control import (
+    NotServing,
+    RemoteError,
+    RemoteSupervisor,
+    ServerRefused,
+    ServerTimeout,
+    socket_path,
+)
 from .durations import format_duration, parse_duration
 from .headless import HeadlessPrinter
+from .interrupts import interrupt_proof
 from .render import describe
-from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -201,16 +211,19 @@ def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
 # -- ctl -------------------------------------------------------------------------------
 def cmd_ctl(args: argparse.Namespace) -> int:
     sock, state_dir = target(args)
-    try:
-        return anyio.run(_ctl, args, sock, state_dir)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return interrupt_proof(functools.partial(anyio.run, _ctl, args, sock, state_dir))
 
 
 async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> int:
+    if args.action == "inject" and args.text == "-":  # before connecting: a human may type
+        args.text = sys.stdin.read()  # for longer than the server's handshake timeout
     try:
         async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
             return await CTL[args.action](remote, args)
+    except ServerRefused as exc:  # someone serves, but not us now: worth retrying
+        return _failed(args, str(exc), "refused", EXIT_FAILED)
+    except ServerTimeout as exc:
+        return _failed(args, str(exc), "timeout", EXIT_FAILED)
     except NotServing as exc:
         return _failed(args, str(exc), "not_serving", EXIT_NOT_SERVING)
     except RemoteError as exc:
@@ -293,8 +306,7 @@ async def _restart(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 
 async def _inject(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
-    await remote.inject(args.loop, text)
+    await remote.inject(args.loop, args.text)  # `-` was read from stdin by _ctl
     return _done(args, f"{args.loop}: message added to its next prompt")
 
 
@@ -365,12 +377,18 @@ async def _reload(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     summary: ev.RunFinished | None = None
-    async with remote.subscribe(max_buffer=100_000) as events:
+    async with contextlib.AsyncExitStack() as stack:
+        events = None
+        with contextlib.suppress(RemoteError):  # too many subscribers: no summary, still stop
+            events = await stack.enter_async_context(remote.subscribe(max_buffer=100_000))
         await remote.shutdown()
         with anyio.move_on_after(args.timeout) as waited:
-            async for event in events:  # ends when the server closes the connection
-                if isinstance(event, ev.RunFinished):
-                    summary = event
+            if events is None:
+                await remote.wait_closed()
+            else:
+                async for event in events:  # ends when the server closes the connection
+                    if isinstance(event, ev.RunFinished):
+                        summary = event
     if waited.cancelled_caught:
         print(f"the supervisor did not exit within {args.timeout:g}s", file=sys.stderr)
         return EXIT_FAILED

@@ -10,7 +10,12 @@ Safety properties (docs/protocol.md has the wire format):
 - a subscriber reads from a bounded bus subscription (the bus coalesces what it
   misses into `EventsDropped`) and is disconnected when one write stays blocked for
   `stall_s` or it falls `max_dropped` events behind without catching up, so a slow
-  client never slows a loop nor grows the server's memory.
+  client never slows a loop nor grows the server's memory;
+- a slot is never held for nothing: a connection that sends no valid request within
+  `handshake_s` is dropped; when every slot is taken a new connection takes the slot
+  of the longest-idle one (no request in flight, not subscribed), and subscriptions
+  may take at most `max_clients - RESERVED_SLOTS` slots, so neither idle sockets nor
+  a flood of subscribers can lock the operator's `ctl` out.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import stat
@@ -45,6 +51,8 @@ __all__ = [
     "NotServing",
     "RemoteError",
     "RemoteSupervisor",
+    "ServerRefused",
+    "ServerTimeout",
     "ensure_private_dir",
     "socket_path",
 ]
@@ -55,6 +63,10 @@ STALL_S = 10.0
 MAX_DROPPED = 10_000
 MAX_GARBAGE = 100
 MAX_CLIENTS = 64
+RESERVED_SLOTS = 4
+"""Client slots a subscription may never take: kept for request-only clients (`ctl`)."""
+HANDSHAKE_S = 5.0
+"""A connection that sent no valid request this long after connecting is dropped."""
 MAX_INFLIGHT = 8
 SUBSCRIPTION_BUFFER = 2000
 MAX_SUBSCRIPTION_BUFFER = 20_000
@@ -71,6 +83,18 @@ class RemoteError(ControlError):
 
 class NotServing(ControlError):
     """No loopvisor answers on the socket (missing, stale, refused or not loopvisor)."""
+
+
+class ServerRefused(NotServing):
+    """A loopvisor answered but refused this connection (too many clients, wrong uid).
+
+    A `NotServing` so callers that only care "can I talk to it" keep working; its
+    message says what really happened instead of "no loopvisor is serving".
+    """
+
+
+class ServerTimeout(NotServing):
+    """Something holds the socket but sent no hello in time (a hung or overloaded server)."""
 
 
 class ControlSocketError(Exception):
@@ -128,6 +152,7 @@ class ControlStatistics:
     refused: int
     malformed: int
     slow_disconnects: int
+    idle_disconnects: int = 0
 
 
 class ControlServer:
@@ -150,6 +175,8 @@ class ControlServer:
         max_dropped: int = MAX_DROPPED,
         max_garbage: int = MAX_GARBAGE,
         max_clients: int = MAX_CLIENTS,
+        handshake_s: float = HANDSHAKE_S,
+        reserved_slots: int = RESERVED_SLOTS,
     ) -> None:
         self.handle = handle
         self.path = Path(path)
@@ -161,15 +188,17 @@ class ControlServer:
         self.max_dropped = max_dropped
         self.max_garbage = max_garbage
         self.max_clients = max_clients
+        self.handshake_s = handshake_s
+        self.max_subscribers = max(1, max_clients - reserved_slots)
         self._clients: set[_Client] = set()
         self._forwarders = 0
         self._forwarders_done = anyio.Event()
-        self._stats = {"accepted": 0, "refused": 0, "malformed": 0, "slow": 0}
+        self._stats = {"accepted": 0, "refused": 0, "malformed": 0, "slow": 0, "idle": 0}
 
     def statistics(self) -> ControlStatistics:
         s = self._stats
         return ControlStatistics(
-            len(self._clients), s["accepted"], s["refused"], s["malformed"], s["slow"]
+            len(self._clients), s["accepted"], s["refused"], s["malformed"], s["slow"], s["idle"]
         )
 
     async def serve(
@@ -213,16 +242,16 @@ class ControlServer:
             log.warning("could not set up a control connection: %s", exc)
             return
         async with stream:
-            refusal = None
+            refusal: tuple[str, proto.ErrorKind] | None = None
             if uid != self.allowed_uid:
-                refusal = f"permission denied: uid {uid} may not use this socket"
-            elif len(self._clients) >= self.max_clients:
-                refusal = f"too many clients ({self.max_clients})"
+                refusal = f"permission denied: uid {uid} may not use this socket", "permission"
+            elif len(self._clients) >= self.max_clients and not self._make_room():
+                refusal = f"too many clients ({self.max_clients}, all busy)", "busy"
             if refusal is not None:
                 self._stats["refused"] += 1
-                log.warning("refused a connection: %s", refusal)
+                log.warning("refused a connection: %s", refusal[0])
                 with anyio.move_on_after(1), contextlib.suppress(Exception):
-                    await stream.send(proto.error(None, refusal, "permission"))
+                    await stream.send(proto.error(None, *refusal))
                 return
             self._stats["accepted"] += 1
             client = _Client(self, stream)
@@ -233,6 +262,25 @@ class ControlServer:
                 log.exception("control client failed")
             finally:
                 self._clients.discard(client)
+
+    def _make_room(self) -> bool:
+        """Drop the longest-idle client (never-greeted first) to free a slot for a new one.
+
+        Idle means no request in flight and no subscription: dropping it loses nothing
+        (a well-behaved client reconnects when it next needs the server), while keeping
+        it would let any local process that opens sockets lock everyone out.
+        """
+        idle = [c for c in self._clients if c.idle]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: (c.greeted, c.last_active))
+        self._clients.discard(victim)
+        victim.close(
+            "the server is full and this connection was the longest idle: closing it",
+            farewell="busy",
+        )
+        self._stats["idle"] += 1
+        return True
 
     def hello(self) -> bytes:
         info = dict(self.info()) if self.info is not None else {}
@@ -311,9 +359,22 @@ class _Client:
         self._scope = anyio.CancelScope()
         self._forwarder: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._running = 0
+        self._farewell: bytes | None = None
+        self.greeted = False
+        """True once a valid request arrived (the handshake is complete)."""
+        self.last_active = anyio.current_time()
 
-    def close(self, why: str) -> None:
+    @property
+    def idle(self) -> bool:
+        """Neither a request in flight nor a subscription: safe to drop when full."""
+        return not self._running and self._forwarder is None
+
+    def close(self, why: str, *, farewell: proto.ErrorKind | None = None) -> None:
+        """Close the connection; with `farewell`, first tell the peer `why` (error line)."""
         log.info("closing a control connection: %s", why)
+        if farewell is not None and self._farewell is None:
+            self._farewell = proto.error(None, why, farewell)
         self._scope.cancel()
 
     async def send(self, data: bytes) -> bool:
@@ -341,8 +402,22 @@ class _Client:
                     await self._read(requests)
                     self.unsubscribe()  # EOF: finish the requests in flight, no more events
                 tg.cancel_scope.cancel()
+        if self._farewell is not None:  # the peer may not read: a short, bounded try
+            with anyio.move_on_after(1), contextlib.suppress(Exception):
+                await self.stream.send(self._farewell)
 
     async def _read(self, requests: anyio.abc.TaskGroup) -> None:
+        handshake = anyio.CancelScope(deadline=anyio.current_time() + self.server.handshake_s)
+        with handshake:
+            await self._read_requests(requests, handshake)
+        if handshake.cancelled_caught:
+            self.server._stats["idle"] += 1
+            self.close(f"no request within {self.server.handshake_s:g}s", farewell="busy")
+
+    async def _read_requests(
+        self, requests: anyio.abc.TaskGroup, handshake: anyio.CancelScope
+    ) -> None:
+        """Read and dispatch requests until EOF; the first valid one lifts `handshake`."""
         reader = proto.LineReader(self.stream, proto.MAX_REQUEST_LINE)
         garbage = 0
         while (item := await reader.next()) is not None:
@@ -370,7 +445,12 @@ class _Client:
                     return
                 continue
             garbage = 0
+            if not self.greeted:
+                self.greeted = True
+                handshake.deadline = math.inf
             await self._inflight.acquire()
+            self._running += 1
+            self.last_active = anyio.current_time()
             requests.start_soon(self._dispatch, req)
 
     async def _dispatch(self, req: proto.Request) -> None:
@@ -392,12 +472,21 @@ class _Client:
                 line = proto.ok(req.id, result)
             await self.send(line)
         finally:
+            self._running -= 1
+            self.last_active = anyio.current_time()
             self._inflight.release()
 
     # -- subscription -----------------------------------------------------------
     async def subscribe(self, req: proto.Request) -> None:
         if self._forwarder is not None:
             raise RemoteError("already subscribed")
+        subscribed = sum(c._forwarder is not None for c in self.server._clients)
+        if subscribed >= self.server.max_subscribers:
+            raise RemoteError(
+                f"too many subscribers ({self.server.max_subscribers}); the other"
+                f" {self.server.max_clients - self.server.max_subscribers} slots are kept"
+                " for requests"
+            )
         assert self._tg is not None
         size = min(
             MAX_SUBSCRIPTION_BUFFER, max(1, req.args.get("max_buffer") or SUBSCRIPTION_BUFFER)
@@ -538,13 +627,21 @@ class RemoteSupervisor:
 
     async def _connect(self) -> None:
         path = self.socket_path
+        where = self.state_dir if self.state_dir is not None else self.socket_path
         if not (path.exists() or path.is_symlink()):
             raise self._not_serving(f"no socket at {path}")
         try:
             stream = await proto.connect(path, self.timeout)
         except ConnectionRefusedError:
             raise self._not_serving(f"stale socket at {path}: connection refused") from None
-        except (OSError, TimeoutError) as exc:
+        except BlockingIOError:  # AF_UNIX says EAGAIN when the listen backlog is full
+            raise ServerRefused(
+                f"the loopvisor at {where} refused the connection: its queue of new"
+                " connections is full"
+            ) from None
+        except TimeoutError:
+            raise self._timed_out(where, "to accept the connection") from None
+        except OSError as exc:
             raise self._not_serving(f"cannot connect to {path}: {exc}") from None
         self._stream = stream
         self._reader = proto.LineReader(stream, proto.MAX_SERVER_LINE)
@@ -562,8 +659,16 @@ class RemoteSupervisor:
                 self.hello = hello
                 return
             if isinstance(hello, dict) and "error" in hello:
-                raise self._not_serving(f"refused: {hello['error']}")
-        raise self._not_serving(f"no loopvisor hello on {path}")
+                raise ServerRefused(
+                    f"the loopvisor at {where} refused the connection: {hello['error']}"
+                )
+            raise self._not_serving(f"no loopvisor hello on {path}")
+        raise self._timed_out(where, "to say hello")
+
+    def _timed_out(self, where: Path, what: str) -> ServerTimeout:
+        return ServerTimeout(
+            f"timed out waiting for the loopvisor at {where} {what} (waited {self.timeout:g}s)"
+        )
 
     async def _read_loop(self) -> None:
         try:

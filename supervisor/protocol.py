@@ -36,7 +36,7 @@ MAX_SERVER_LINE: Final = 64 << 20
 """What a client accepts from the server (snapshots of many loops can be large)."""
 SOCKET_NAME: Final = "control.sock"
 
-ErrorKind: TypeAlias = Literal["protocol", "control", "config", "internal", "permission"]
+ErrorKind: TypeAlias = Literal["protocol", "control", "config", "internal", "permission", "busy"]
 RequestId: TypeAlias = int | str
 
 

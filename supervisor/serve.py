@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,11 @@ from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
+from .interrupts import interrupt_proof, shutdown_signals
 from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
 from .reload import reload_config
-from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
+from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config
 from .statelock import StateLocked, lock_holder
 
@@ -125,7 +126,11 @@ class ServeSession:
             report = await reload_config(self.sup, self.config.path, self.state_dir_override)
         return report.to_dict()
 
-    async def run(self, ready: Callable[[], None] | None = None) -> int:
+    async def run(
+        self, signals: AsyncIterator[int], ready: Callable[[], None] | None = None
+    ) -> int:
+        """Serve until shutdown; `signals` (from `interrupts.shutdown_signals`, held by
+        the caller past the journal's close) stop it (SIGTERM, SIGINT) or reload (SIGHUP)."""
         try:
             async with anyio.create_task_group() as tg:
                 printed = anyio.Event()
@@ -137,7 +142,7 @@ class ServeSession:
                     tg.cancel_scope.cancel()
                     return EXIT_USAGE
                 _write_pid(self.paths.pid)
-                tg.start_soon(self._signals, tg)
+                tg.start_soon(self._signals, tg, signals)
                 log.info(
                     "serving %s: %d loop(s), run %s%s, socket %s, pid %d",
                     self.config.path,
@@ -176,13 +181,12 @@ class ServeSession:
             await printer.consume(events)
         printed.set()
 
-    async def _signals(self, tg: anyio.abc.TaskGroup) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    tg.start_soon(self._reload_logged)
-                else:
-                    self.request_shutdown(f"signal {signal.Signals(signum).name}")
+    async def _signals(self, tg: anyio.abc.TaskGroup, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                tg.start_soon(self._reload_logged)
+            else:
+                self.request_shutdown(f"signal {signal.Signals(signum).name}")
 
     async def _reload_logged(self) -> None:
         log.info("SIGHUP: reloading %s", self.config.path)
@@ -199,9 +203,12 @@ async def serve(
     ready: Callable[[], None] | None = None,
 ) -> int:
     """Serve `config` (journalled, resumable) until shutdown; returns the exit code."""
-    async with durable_supervisor(config, resume=resume, exit_when_idle=False) as sup:
-        session = ServeSession(sup, state_dir_override=state_dir_override, allowed_uid=allowed_uid)
-        return await session.run(ready)
+    with shutdown_signals() as signals:
+        async with durable_supervisor(config, resume=resume, exit_when_idle=False) as sup:
+            session = ServeSession(
+                sup, state_dir_override=state_dir_override, allowed_uid=allowed_uid
+            )
+            return await session.run(signals, ready)
 
 
 # -- files and systemd --------------------------------------------------------------
@@ -262,21 +269,20 @@ def serve_foreground(
     paths = ServePaths(config.supervisor.state_dir)
     try:
         ensure_private_dir(paths.state_dir)
-        return anyio.run(
-            functools.partial(
-                serve,
-                config,
-                resume=resume,
-                state_dir_override=state_dir,
-                allowed_uid=allowed_uid,
-                ready=ready,
-            )
+        main = functools.partial(
+            serve,
+            config,
+            resume=resume,
+            state_dir_override=state_dir,
+            allowed_uid=allowed_uid,
+            ready=ready,
         )
+        # A Ctrl-C before the signal receiver is up, or in the last instructions of
+        # the exit, is exit 130 without a traceback (interrupts.py).
+        return interrupt_proof(functools.partial(anyio.run, main))
     except (StateLocked, NothingToResume, JournalError, ControlSocketError, OSError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
-        return EXIT_INTERRUPTED
 
 
 def serve_detached(

@@ -121,7 +121,10 @@ class AnthropicAgentSpec:
     base_url: str | None = None
     tools: tuple[str, ...] = ()
     max_turns: int = 10
-    timeout: float | None = 600.0
+    timeout: float | None = 1800.0
+    """Total seconds one API request may take, first byte to last (then retried)."""
+    stall: float | None = 600.0
+    """Most seconds without a byte from the API (connect, headers, between events)."""
     tool_timeout: float = 120.0
     env: Mapping[str, str] = field(default_factory=_empty)
     """Set for its `run` tool's commands on top of the allow-listed environment."""

@@ -26,9 +26,11 @@ Public surface (kept backward compatible):
 - Replies: `text(s, cache_creation=, cache_read=, chunk_words=, delay=, thinking=)`,
   `tool_use(name, input, preface=, id=, more=[(name, input), ...], thinking=)`,
   `error(status, message, retry_after=, retry_after_ms=, headers=)` (429, 529, 500, 401...),
-  `hang(seconds, after_start=False)`, `cut(s, after=N)` (connection closed after N
-  deltas), `stream_error(type, s, after=N)` (an SSE `error` event mid-stream). Each
-  takes `when=lambda body: ...` to answer only matching requests (e.g. by model).
+  `hang(seconds, after_start=False)`, `drip(every)` (message_start, then an SSE ping
+  every `every` seconds, forever: alive but never done), `cut(s, after=N)`
+  (connection closed after N deltas), `stream_error(type, s, after=N)` (an SSE
+  `error` event mid-stream). Each takes `when=lambda body: ...` to answer only
+  matching requests (e.g. by model).
 - Token arithmetic: `input_tokens_for(body)`, `tokens_for_text(s)`, `tokens_for_json(v)`.
 
 Behaviour:
@@ -78,6 +80,7 @@ __all__ = [
     "Reply",
     "Totals",
     "cut",
+    "drip",
     "error",
     "fake_anthropic",
     "hang",
@@ -90,7 +93,7 @@ __all__ = [
     "tool_use",
 ]
 
-ReplyKind = Literal["message", "error", "hang"]
+ReplyKind = Literal["message", "error", "hang", "drip"]
 
 _WORD = re.compile(r"\S+\s*|\s+")
 
@@ -171,6 +174,8 @@ class Reply:
     hang_seconds: float = 0.0
     hang_after_start: bool = False
     """Hang after message_start (usage sent) instead of before the response headers."""
+    drip_every: float = 0.0
+    """kind "drip": seconds between the pings sent after message_start, until stopped."""
     when: Callable[[Mapping[str, Any]], bool] | None = None
     """Only answer requests whose parsed body matches; others skip this reply."""
 
@@ -257,6 +262,12 @@ def hang(seconds: float = 30.0, *, after_start: bool = False, when: Matcher | No
     """Say nothing for `seconds` (the client should time out first); with `after_start`,
     only after message_start (its usage is billed) and a ping."""
     return Reply(kind="hang", hang_seconds=seconds, hang_after_start=after_start, when=when)
+
+
+def drip(every: float = 0.3, *, when: Matcher | None = None) -> Reply:
+    """message_start (its usage billed), then an SSE ping every `every` seconds until the
+    client hangs up or the server stops: a stream that is never silent and never done."""
+    return Reply(kind="drip", drip_every=every, when=when)
 
 
 def cut(
@@ -697,9 +708,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(429, "rate limit exceeded", headers)
             return
         plan = _plan(reply, body)
-        if reply.kind == "hang":
+        if reply.kind in ("hang", "drip"):
             plan.blocks, plan.text_pieces, plan.output_tokens = [], [], 0
-        kind = "hang" if reply.kind == "hang" else self._describe(reply, plan)
+        kind = reply.kind if reply.kind in ("hang", "drip") else self._describe(reply, plan)
         self._record(body, kind)
         if body.get("stream"):
             self._stream(reply, plan, body)
@@ -799,6 +810,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._event("ping", {"type": "ping"}, d)
         if reply.kind == "hang":
             fake._stop.wait(reply.hang_seconds)
+            raise _Cut
+        if reply.kind == "drip":
+            while not fake._stop.wait(reply.drip_every):
+                self._event("ping", {"type": "ping"})  # BrokenPipeError once the client left
             raise _Cut
         deltas = 0
         for index, block in enumerate(plan.blocks):

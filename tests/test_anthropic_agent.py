@@ -87,6 +87,7 @@ def make_agent(
     max_turns: int = 10,
     max_tokens: int = 200,
     timeout: float = 5.0,
+    stall: float | None = 600.0,
     system: str | None = None,
     limiters: RateLimiterRegistry | None = None,
     base_url: str | None = "server",
@@ -100,6 +101,7 @@ def make_agent(
         tools=tuple(tools),
         max_turns=max_turns,
         timeout=timeout,
+        stall=stall,
         tool_timeout=5.0,
     )
     loop = LoopSpec(name="l", agent="api", prompt="p", workspace=workspace, context=context)
@@ -558,7 +560,7 @@ async def test_cut_stream_keeps_partial_text_charges_once_and_retries(
 
 async def test_hang_times_out_and_is_retried(server: FakeAnthropic, workspace: Path) -> None:
     server.push(hang(10), hang(10, after_start=True), text("awake"))
-    agent = make_agent(server, workspace, timeout=0.5)
+    agent = make_agent(server, workspace, stall=0.5)  # silence, well before the deadline
     turn = await drive(agent, workspace)
     assert [w.reason for w in waits(turn)] == ["timed out", "timed out mid-stream"]
     assert turn.text == "awake"

@@ -17,6 +17,12 @@ would be short:
 Usage from `message_start` and `message_delta` (cumulative) is turned into deltas
 and yielded as it arrives, with the model named so that the loop prices it.
 
+Time. `timeout` bounds one request from sending it to its last event, `stall` the
+silence in it (the SDK's per-read timeout). A per-read timeout alone is no bound: a
+server that pings every second keeps a request alive forever. The deadline is a
+cancel scope around each await on the stream (never across a `yield`, so it cannot
+cancel the loop that consumes this generator); a request cut there is a timeout.
+
 Errors. SDK retries are off; 429 (honouring retry-after), 529, 5xx, timeouts and
 cut streams are retried here with capped exponential backoff and jitter, each
 announced as `Waiting(retry=True)` so the loop counts it toward `retries` (and
@@ -34,10 +40,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +107,19 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     _http.TransportError,
     anthropic.APIConnectionError,
 )
+
+
+class _Overdue(Exception):
+    """The request's total deadline (`timeout`) passed."""
+
+
+@contextmanager
+def _before(deadline: float) -> Iterator[None]:
+    """Run the block (which must not yield to a consumer) until `deadline`, else _Overdue."""
+    with anyio.CancelScope(deadline=deadline) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise _Overdue
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +276,10 @@ class AnthropicAgent:
             kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
             if self.spec.base_url:
                 kwargs["base_url"] = self.spec.base_url
-            if self.spec.timeout is not None:
-                kwargs["timeout"] = self.spec.timeout
+            # Per read; the whole request is bounded by `timeout` in _Attempt.
+            kwargs["timeout"] = (
+                self.spec.stall if self.spec.stall is not None else self.spec.timeout
+            )
             self._client = anthropic.AsyncAnthropic(**kwargs)
         return self._client
 
@@ -304,7 +327,10 @@ class AnthropicAgent:
         if self._count_tokens_ok:
             body = {k: params[k] for k in ("model", "messages", "system", "tools") if k in params}
             try:
-                counted = await client.messages.count_tokens(**body)
+                with _before(self._deadline()):
+                    counted = await client.messages.count_tokens(**body)
+            except _Overdue:
+                pass  # this time, the safe bound
             except anthropic.NotFoundError:
                 self._count_tokens_ok = False  # a proxy without the endpoint: don't ask again
             except (anthropic.APIError, _http.TransportError):
@@ -313,6 +339,11 @@ class AnthropicAgent:
                 n = int(counted.input_tokens)
                 return n + max(COUNT_MARGIN_MIN, int(n * COUNT_MARGIN) + 1)
         return input_upper_bound(params)
+
+    def _deadline(self) -> float:
+        """When a request starting now must be over (`timeout` from now; inf when off)."""
+        timeout = self.spec.timeout
+        return math.inf if timeout is None else anyio.current_time() + timeout
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -358,12 +389,19 @@ class _Attempt:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
         stop_reason: str | None = None
+        deadline = agent._deadline()
         try:
-            stream = await self.client.messages.create(**self.params, stream=True)
+            with _before(deadline):
+                stream = await self.client.messages.create(**self.params, stream=True)
             async with stream:
                 if limiter is not None:
                     limiter.observe_headers(stream.response.headers)
-                async for event in stream:
+                events = aiter(stream)
+                while True:
+                    with _before(deadline):
+                        event = await anext(events, None)
+                    if event is None:
+                        break
                     if isinstance(event, RawMessageStartEvent):
                         counted, delta = _advance(counted, event.message.usage, model)
                         if delta is not None:
@@ -395,6 +433,9 @@ class _Attempt:
             self.failure = _classify_status(exc)
             if limiter is not None:
                 limiter.observe_headers(exc.response.headers)
+        except _Overdue:
+            took = f"the request took longer than {agent.spec.timeout:g}s"
+            self.failure = _Failure(f"timed out: {took}", retryable=True)
         except anthropic.APITimeoutError:
             self.failure = _Failure("timed out", retryable=True)
         except _http.TimeoutException:

@@ -1,0 +1,144 @@
+"""Issue 10 item 11: a double Ctrl-C always ends in exit 130, with no traceback and no
+process left behind.
+
+The first SIGINT starts the shutdown; a second one 0-200 ms later used to land
+after the signal receiver had been closed (while the journal was being finished)
+and raise KeyboardInterrupt there: a traceback, exit -2, a run never marked ended.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (
+    GRANDCHILD_SCRIPT,
+    PY,
+    alive,
+    cli_env,
+    command_agent,
+    loop,
+    read_pids,
+    supervisor_table,
+    wait_gone,
+    write_config,
+)
+
+AGENTS = ("a", "b", "c")
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20) -> bytes:
+    """Read the child's stdout until a line contains `needle` (the run has started)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(deadline - time.monotonic()):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+            if needle in seen:
+                return seen
+    raise AssertionError(f"no {needle!r} on stdout within {timeout}s: {seen[-2000:]!r}")
+
+
+@pytest.mark.parametrize("repeat", range(3))
+@pytest.mark.parametrize("gap_ms", [0, 10, 50, 100, 200])
+def test_a_second_ctrl_c_during_shutdown_still_exits_130_quietly(
+    tmp_path: Path, gap_ms: int, repeat: int
+) -> None:
+    parts = [supervisor_table(len(AGENTS)), command_agent("sleeper", GRANDCHILD_SCRIPT)]
+    for name in AGENTS:
+        (tmp_path / name).mkdir()
+        parts.append(loop(name, "sleeper", workspace=name, done_marker="DONE"))
+    write_config(tmp_path, *parts)
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "loops.toml", "--headless"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    pid_files = [tmp_path / name / "pids.txt" for name in AGENTS]
+    try:
+        while not all(read_pids(f) for f in pid_files):  # each agent and its grandchild
+            wait_for_line(proc, b"started")
+        children = [pid for f in pid_files for pid in read_pids(f)]
+        assert len(children) == 2 * len(AGENTS)
+        proc.send_signal(signal.SIGINT)
+        if gap_ms:
+            time.sleep(gap_ms / 1000)  # the gap under test, not a guess at readiness
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        left = wait_gone(children, timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in alive(p for f in pid_files for p in read_pids(f)):
+            os.kill(pid, signal.SIGKILL)  # never leak them, even when the test fails
+    text = stderr.decode(errors="replace")
+    assert "Traceback" not in text, text
+    assert "KeyboardInterrupt" not in text, text
+    assert proc.returncode == 130, (proc.returncode, text)
+    assert left == [], "every agent and grandchild was killed"
+
+
+@pytest.mark.parametrize("repeat", range(2))
+@pytest.mark.parametrize("gap_ms", [0, 50, 200])
+def test_serve_in_the_foreground_takes_a_double_ctrl_c_quietly(
+    tmp_path: Path, gap_ms: int, repeat: int
+) -> None:
+    """`serve` stops on SIGINT like on SIGTERM (exit 0: it was asked to stop); a second
+    one during its shutdown changes nothing."""
+    parts = [supervisor_table(len(AGENTS)), command_agent("sleeper", GRANDCHILD_SCRIPT)]
+    for name in AGENTS:
+        (tmp_path / name).mkdir()
+        parts.append(loop(name, "sleeper", workspace=name, done_marker="DONE"))
+    write_config(tmp_path, *parts)
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "serve", "loops.toml", "--state-dir", "state"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    pid_files = [tmp_path / name / "pids.txt" for name in AGENTS]
+    try:
+        deadline = time.monotonic() + 20  # serve logs no transcripts: poll for the agents
+        while not all(len(read_pids(f)) == 2 for f in pid_files):
+            assert time.monotonic() < deadline, "the agents never started"
+            time.sleep(0.05)
+        children = [pid for f in pid_files for pid in read_pids(f)]
+        proc.send_signal(signal.SIGINT)
+        if gap_ms:
+            time.sleep(gap_ms / 1000)  # the gap under test
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        left = wait_gone(children, timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in alive(p for f in pid_files for p in read_pids(f)):
+            os.kill(pid, signal.SIGKILL)
+    text = stderr.decode(errors="replace")
+    assert "Traceback" not in text, text
+    assert proc.returncode == 0, (proc.returncode, text)
+    assert "shutting down: signal SIGINT" in text
+    assert left == []
