@@ -34,7 +34,7 @@ from .actions import OperatorActions
 from .commands import LoopCommands
 from .live import Live
 from .model import BurnWindow, IterationLog, Transcripts, wait_deadline
-from .screens.confirm import ConfirmScreen
+from .screens.confirm import confirm
 from .screens.main import MainScreen
 
 if TYPE_CHECKING:
@@ -270,18 +270,13 @@ class LoopvisorApp(OperatorActions):
             self._stop_and_quit()
             return
 
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self._stop_and_quit()
-
         names = ", ".join(running[:5]) + (" …" if len(running) > 5 else "")
-        self.push_screen(
-            ConfirmScreen(
-                f"{len(running)} loop(s) still running",
-                f"{names}\nQuitting stops them (their processes are killed).",
-                [("s", "Stop them and quit", "stop"), ("escape", "Cancel", None)],
-            ),
-            done,
+        confirm(
+            self,
+            f"{len(running)} loop(s) still running",
+            f"{names}\nQuitting stops them (their processes are killed).",
+            "Stop and quit",
+            self._stop_and_quit,
         )
 
     def _stop_and_quit(self) -> None:

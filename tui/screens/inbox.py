@@ -52,6 +52,8 @@ class InboxScreen(Screen[None]):
         Binding("r", "act('restart')", "restart"),
         Binding("s", "act('ask_stop')", "stop"),
         Binding("h", "act('history')", "history"),
+        Binding("j", "move(1)", "down", show=False),
+        Binding("k", "move(-1)", "up", show=False),
     ]
 
     def __init__(self) -> None:
@@ -117,6 +119,13 @@ class InboxScreen(Screen[None]):
             return
         lv(self).focus_loop(name)
         getattr(lv(self), what)(name)
+
+    def action_move(self, step: int) -> None:
+        """j / k, as in the loops table."""
+        if step > 0:
+            self.options.action_cursor_down()
+        else:
+            self.options.action_cursor_up()
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -38,7 +38,9 @@ def loop_title(loop: LoopSnapshot) -> str:
     parts = [loop.name, f"{loop.agent} ({loop.agent_kind})", loop.state]
     if loop.reason:
         parts[-1] += f": {loop.reason}"
-    if loop.evidence and loop.evidence not in loop.reason:
+    # Evidence explains why a person is needed; once the loop moved on (resumed,
+    # succeeded) the core keeps it, but showing it would describe a stall that is over.
+    if loop.evidence and fmt.needs_person(loop) and loop.evidence not in loop.reason:
         parts.append(f"evidence: {loop.evidence}")
     return " · ".join(parts)
 

@@ -1,0 +1,188 @@
+"""The console tells the truth (issue 11): what the operator sees and the keys they press
+mean what they say.
+
+- Every confirmation is the same dialog: `y` confirms, `n` / esc cancel, enter presses
+  the focused button and focus starts on the safe one; its keys stay visible at 80x24.
+- `r` asks before restarting and says the spend stays; `p` on a loop that ended offers
+  a restart instead of a refused pause; the inbox moves with j/k.
+- The selection survives a terminal resize; a finished loop's clock stops; a loop that
+  succeeded no longer shows the evidence of an old stall.
+- The run says when it is over, and the summary is printed on quit.
+- An attached console says "disconnected" when its server dies and reattaches when a
+  server answers on the socket again.
+- README's key table is the main screen's bindings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from test_tui_support import demo_snapshot, fixed_app, screen_text
+from textual.pilot import Pilot
+
+from tui.app import LoopvisorApp
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.inbox import InboxScreen
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Until the first snapshot reached the table."""
+    app = pilot.app
+    assert isinstance(app, LoopvisorApp)
+    with anyio.fail_after(10):
+        while app.main is None or not app.main.table.order:
+            await pilot.pause(0.02)
+
+
+async def until(pilot: Pilot[Any], predicate: Any, timeout: float = 10.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await pilot.pause(0.02)
+
+
+def main_of(app: LoopvisorApp) -> Any:
+    main = app.main
+    assert main is not None
+    return main
+
+
+# -- 3: one confirmation dialog, keys visible ----------------------------------------
+async def test_stop_dialog_shows_its_keys_at_80x24_and_enter_cancels() -> None:
+    app, handle = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        main_of(app).focus_loop("fizzbuzz")
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "[y] Stop" in text, text
+        assert "[n] Cancel" in text, text
+        await pilot.press("enter")  # focus starts on the safe button
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.1)
+        assert not [c for c in handle.calls if c[0] == "stop"]
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: ("stop", ("fizzbuzz",)) in handle.calls)
+
+
+async def test_quit_dialog_uses_the_same_keys() -> None:
+    """`y` confirms in every dialog (the quit dialog used `s`, and `y` did nothing)."""
+    app, handle = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "[y] Stop and quit" in text, text
+        assert "[n] Cancel" in text, text
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert ("shutdown", ()) not in handle.calls
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: ("shutdown", ()) in handle.calls)
+
+
+# -- 10: restart asks, p on an ended loop, the inbox keys -----------------------------
+async def test_restart_asks_first_and_says_the_spend_stays() -> None:
+    app, handle = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        main_of(app).focus_loop("parser")  # 7,100 of 8,000 tokens: 89%
+        await pilot.press("r")
+        await pilot.pause(0.2)
+        assert ("restart", ("parser",)) not in handle.calls
+        assert isinstance(app.screen, ConfirmScreen)
+        text = screen_text(app)
+        assert "89%" in text, text
+        assert "[y] Restart" in text, text
+        await pilot.press("y")
+        await until(pilot, lambda: ("restart", ("parser",)) in handle.calls)
+
+
+def with_failed_loop() -> Any:
+    snap = demo_snapshot()
+    loops = [
+        dataclasses.replace(
+            loop, state="failed", reason="max_iterations (6) reached", attention=False
+        )
+        if loop.name == "slugify"
+        else loop
+        for loop in snap.loops
+    ]
+    return dataclasses.replace(snap, loops=tuple(loops))
+
+
+async def test_inbox_moves_with_j_and_k_and_p_on_a_failed_loop_offers_restart() -> None:
+    app, handle = fixed_app(with_failed_loop())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, InboxScreen))
+        inbox = app.screen
+        assert isinstance(inbox, InboxScreen)
+        await until(pilot, lambda: inbox.selected is not None)
+        first = inbox.selected
+        await pilot.press("j")
+        await pilot.pause(0.1)
+        second = inbox.selected
+        assert second != first
+        await pilot.press("k")
+        await pilot.pause(0.1)
+        assert inbox.selected == first
+        while inbox.selected != "slugify":
+            await pilot.press("j")
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert not [c for c in handle.calls if c[0] in ("pause", "resume")]
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "[y] Restart" in screen_text(app)
+        await pilot.press("y")
+        await until(pilot, lambda: ("restart", ("slugify",)) in handle.calls)
+
+
+async def test_a_loop_that_succeeded_does_not_show_old_stuck_evidence() -> None:
+    snap = demo_snapshot()
+    loops = tuple(
+        dataclasses.replace(loop, evidence="same_failure: same check failure 3× — old")
+        if loop.name == "slugify"
+        else loop
+        for loop in snap.loops
+    )
+    app, _ = fixed_app(dataclasses.replace(snap, loops=loops))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        main_of(app).focus_loop("slugify")
+        await pilot.pause(0.2)
+        title = main_of(app).title_bar.text
+        assert title.startswith("slugify · sim (sim) · succeeded")
+        assert "same check failure" not in title, title
+
+
+# -- 4: resize keeps the selection ------------------------------------------------------
+async def test_resizing_keeps_the_selected_loop() -> None:
+    app, _ = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        main = main_of(app)
+        await pilot.press("down", "down")
+        chosen = main.table.focused_loop
+        assert chosen == main.table.order[2]
+        await pilot.resize_terminal(140, 40)
+        await pilot.pause(0.3)
+        assert main.table.focused_loop == chosen
+        await pilot.resize_terminal(90, 24)
+        await pilot.pause(0.3)
+        assert main.table.focused_loop == chosen
