@@ -89,6 +89,8 @@ class LoopRunner:
         self.evidence = ""
         self.wait_seconds: float | None = None
         self.started_at: float | None = None
+        self.ended_at: float | None = None
+        """When the loop reached an end state: its clock stops there."""
         self.next_run: float | None = None
         self.tail = TranscriptTail()
         self.detector = StuckDetector(spec.stuck)
@@ -129,7 +131,10 @@ class LoopRunner:
 
     @property
     def elapsed_s(self) -> float:
-        return 0.0 if self.started_at is None else time.time() - self.started_at
+        if self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return max(0.0, end - self.started_at)
 
     def result(self) -> ev.LoopResult:
         stats = self.ledger.statistics()
@@ -216,6 +221,7 @@ class LoopRunner:
         """Reset the loop to iteration 0 (spent budget stays spent: it was real money)."""
         self.control = _Control()
         self.started_at = None  # the loop's wall budget starts again too
+        self.ended_at = None
         self.iteration = 0
         self.retries_used = 0
         self.last_output = ""
@@ -549,6 +555,7 @@ class LoopRunner:
         self.state = state
         self.reason = reason
         self.wait_seconds = wait
+        self.ended_at = time.time() if state in ev.END_STATES else None
         self._state_changed.set()
         self._state_changed = anyio.Event()
         self.emit(

@@ -16,14 +16,18 @@ mean what they say.
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from test_tui_support import demo_snapshot, fixed_app, screen_text
+from helpers import loop, sim_agent, wait_for
+from test_tui_support import demo_snapshot, fixed_app, screen_text, sim_config
 from textual.pilot import Pilot
 
+from supervisor.runtime import Supervisor
 from tui.app import LoopvisorApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.inbox import InboxScreen
@@ -186,3 +190,39 @@ async def test_resizing_keeps_the_selected_loop() -> None:
         await pilot.resize_terminal(90, 24)
         await pilot.pause(0.3)
         assert main.table.focused_loop == chosen
+
+
+# -- 5: finished loops stop the clock; the run says it is over ---------------------------
+def quick_config(tmp_path: Path) -> Any:
+    """One loop that succeeds in its first iteration (the sim says the done marker)."""
+    return sim_config(
+        tmp_path,
+        loop("quick", "fast", max_iterations=3, done_marker="ALL DONE"),
+        fast=sim_agent("fast", rate=0, reply_tokens=5, converge_after=1, done_text="ALL DONE"),
+    )
+
+
+async def test_a_finished_loops_time_stops(tmp_path: Path) -> None:
+    sup = Supervisor(quick_config(tmp_path), exit_when_idle=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        await wait_for(lambda: sup.runners["quick"].state == "succeeded")
+        first = (await sup.snapshot()).loops[0].elapsed_s
+        later = time.time() + 1.1
+        await wait_for(lambda: time.time() > later)
+        assert (await sup.snapshot()).loops[0].elapsed_s == first
+        await sup.shutdown()
+    await sup.aclose()
+
+
+async def test_the_console_says_when_the_run_is_over(tmp_path: Path) -> None:
+    """Every loop ended: the header says "run finished · exit code 0 · …" although the
+    local supervisor keeps running (a loop can be restarted)."""
+    config = quick_config(tmp_path)
+    sup = Supervisor(config, exit_when_idle=False)
+    app = LoopvisorApp(sup, title="test", run_supervisor=sup.run)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: "run finished · exit code 0" in screen_text(app))
+        assert re.search(r"run finished · exit code 0 · \S", screen_text(app))
+        await pilot.press("q")
+    await sup.aclose()

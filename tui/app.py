@@ -310,6 +310,7 @@ def run_tui(config: Config, *, resume: bool = False) -> int:
 
 async def _run_tui(config: Config, resume: bool) -> int:
     from supervisor.durable import durable_supervisor
+    from supervisor.headless import HeadlessPrinter
 
     async with durable_supervisor(config, resume=resume, exit_when_idle=False) as supervisor:
 
@@ -330,6 +331,8 @@ async def _run_tui(config: Config, resume: bool) -> int:
             tg.start_soon(_exit_on_signal, app)
             await app.run_async()
             tg.cancel_scope.cancel()
+        if app.summary is not None:  # what the run did stays on the terminal
+            HeadlessPrinter(transcripts=False).print_event(app.summary)
         return supervisor.exit_code()
 
 

@@ -81,10 +81,8 @@ class MainScreen(Screen[None]):
         app = lv(self)
         with app.batch_update():
             self.table.show(snapshot.loops, app.wait_deadlines, app.clock())
-            summary = app.summary
-            finished = (
-                f"run finished: exit code {summary.exit_code}" if summary and app.run_done else ""
-            )
+            summary = app.summary if app.run_done else None
+            finished = fmt.run_over(snapshot, summary)
             self.gauges.update_data(
                 GaugeData(
                     budget=snapshot.budget,
