@@ -16,7 +16,9 @@ mean what they say.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,53 @@ async def test_the_console_says_when_the_run_is_over(tmp_path: Path) -> None:
         assert re.search(r"run finished · exit code 0 · \S", screen_text(app))
         await pilot.press("q")
     await sup.aclose()
+
+
+# -- 6: an attached console survives its server ------------------------------------------
+async def test_attached_console_says_disconnected_and_reattaches_after_serve_resume(
+    tmp_path: Path,
+) -> None:
+    """A real `serve --detach` daemon, the console attached as `loopvisor attach` builds
+    it; the daemon is SIGKILLed: the status line says DISCONNECTED (not a stale
+    "running"); `serve --resume` on the same state dir: the console reattaches by itself
+    and shows the resumed run live again."""
+    from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
+
+    from supervisor.cli_remote import attach_options
+    from supervisor.control import RemoteSupervisor
+
+    daemon = await anyio.to_thread.run_sync(start_daemon, tmp_path, sim_loops_toml())
+    pids = [daemon.pid]
+    try:
+        async with RemoteSupervisor(daemon.socket, state_dir=daemon.state) as remote:
+            app = LoopvisorApp(remote, **attach_options(remote))
+            async with app.run_test(size=(100, 30)) as pilot:
+                await settle(pilot)
+                main = main_of(app)
+                assert "DISCONNECTED" not in screen_text(app)
+                os.kill(daemon.pid, signal.SIGKILL)
+                await until(pilot, lambda: "DISCONNECTED" in screen_text(app))
+                run_id = app.snapshot.run_id if app.snapshot else ""
+                r = await anyio.to_thread.run_sync(
+                    lambda: lv(
+                        "serve", daemon.config, "--state-dir", daemon.state, "--detach",
+                        "--resume", cwd=tmp_path, timeout=45,
+                    )
+                )  # fmt: skip
+                assert r.returncode == 0, r.stdout + r.stderr
+                pids.append(int((daemon.state / "serve.pid").read_text()))
+                await until(pilot, lambda: "DISCONNECTED" not in screen_text(app), timeout=20)
+                assert app.handle is not remote  # a new connection
+                assert app.snapshot is not None
+                assert app.snapshot.run_id == run_id  # the same run, resumed
+                # live again: a loop's iteration count moves
+                before = app.snapshot.loops[0].iteration
+                await until(
+                    pilot,
+                    lambda: app.snapshot is not None and app.snapshot.loops[0].iteration > before,
+                )
+                assert main.table.order
+                await pilot.press("q")  # detaches
+    finally:
+        for pid in pids:
+            await anyio.to_thread.run_sync(kill_daemon, pid)

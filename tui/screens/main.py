@@ -89,6 +89,7 @@ class MainScreen(Screen[None]):
                     burn=app.burn.rate(),
                     needs_person=sum(fmt.needs_person(loop) for loop in snapshot.loops),
                     finished=finished,
+                    disconnected=app.disconnected,
                 )
             )
             self._show_focused(sync_transcript=False)
