@@ -16,9 +16,9 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         "Loops (main screen)",
         (
             ("↑ ↓  j k", "move between loops (the transcript follows)"),
-            ("p", "pause / resume the loop (at its next safe point)"),
+            ("p", "pause / resume the loop (ended: offers a restart)"),
             ("s", "stop the loop (asks first)"),
-            ("r", "restart the loop from iteration 1"),
+            ("r", "restart the loop from iteration 1 (asks first)"),
             ("e", "edit prompt, max_iterations, budget (from the next iteration)"),
             ("i", "inject a message into the next prompt"),
             ("enter", "step in: chat with its agent, or claude --resume"),
@@ -37,6 +37,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         "Attention inbox",
         (
             ("enter", "step in"),
+            ("↑ ↓  j k", "move between loops"),
             ("p e i r s h", "resume, edit, inject, restart, stop, history"),
             ("esc  a", "back"),
         ),
@@ -46,6 +47,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (("enter", "send to the agent"), ("ctrl+r", "hand back"), ("esc", "leave it paused")),
     ),
     ("Edit", (("ctrl+s", "apply"), ("tab", "next field"), ("esc", "cancel"))),
+    ("Any question", (("y", "confirm"), ("n  esc", "cancel"), ("enter", "the focused button"))),
 )
 
 
