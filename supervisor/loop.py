@@ -20,7 +20,13 @@ from .agents.base import (
     Agent,
 )
 from .budget import Charge, Ledger
-from .checks import CheckOutcome, combined_failure, render_check_output, run_check
+from .checks import (
+    CheckOutcome,
+    check_summary,
+    combined_failure,
+    render_check_output,
+    run_check,
+)
 from .durations import format_duration
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
@@ -499,12 +505,8 @@ class LoopRunner:
                 )
             )
         self.check_output = render_check_output(outcomes)
-        failing = next((o for o in outcomes if not o.passed), None)
-        self.last_check_passed = failing is None
-        self.last_check = (
-            f"{len(outcomes)}/{len(outcomes)} passed"
-            if failing is None
-            else f"{failing.name}: {failing.summary}"
+        self.last_check, self.last_check_passed = check_summary(
+            [(o.name, o.passed, o.summary) for o in outcomes]
         )
         return outcomes
 
@@ -598,3 +600,5 @@ class LoopRunner:
         elif resume.state in ev.END_STATES:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
+            self.started_at, self.ended_at = resume.started_at, resume.ended_at
+        self.last_check, self.last_check_passed = resume.last_check, resume.last_check_passed

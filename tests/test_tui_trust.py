@@ -308,3 +308,35 @@ def test_readme_key_table_matches_the_bindings() -> None:
     readme, bound = readme_keys(), bound_keys()
     assert readme - bound == set(), "README lists keys the console does not bind"
     assert bound - readme == set(), "the console binds keys README does not list"
+
+
+async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path: Path) -> None:
+    """Resumed, a loop that had succeeded shows its last check and its time (they were
+    "—": the restored runner knew only its state)."""
+    from test_tui_support import PY, endless_loop
+
+    from supervisor.durable import durable_supervisor
+
+    passing = {"name": "ok", "run": [PY, "-c", "pass"]}
+    config = sim_config(
+        tmp_path,
+        loop("quick", "fast", max_iterations=3, done_marker="ALL DONE", checks=[passing]),
+        endless_loop("slow"),
+        fast=sim_agent("fast", rate=0, reply_tokens=5, converge_after=1, done_text="ALL DONE"),
+    )
+    async with durable_supervisor(config, exit_when_idle=False) as sup:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sup.run)
+            await wait_for(lambda: sup.runners["quick"].state == "succeeded")
+            before = sup.snapshot_now().loops[0]
+            tg.cancel_scope.cancel()  # interrupted, as by Ctrl-C
+        await sup.aclose()
+    async with durable_supervisor(config, resume=True, exit_when_idle=False) as sup:
+        after = sup.snapshot_now().loops[0]
+        await sup.aclose()
+    assert after.state == "succeeded"
+    assert before.last_check == "1/1 passed"
+    assert after.last_check == before.last_check
+    assert after.last_check_passed is True
+    assert after.started_at == pytest.approx(before.started_at, abs=0.01)
+    assert after.elapsed_s == pytest.approx(before.elapsed_s, abs=0.1)
