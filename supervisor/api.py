@@ -46,6 +46,8 @@ class LoopSnapshot:
     wait_seconds: float | None
     next_run: float | None
     transcript_tail: tuple[str, ...] = ()
+    transcript_streaming: bool = False
+    """The tail's last line is still being streamed (more of it follows in events)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -434,6 +434,7 @@ class Supervisor:
             wait_seconds=runner.wait_seconds,
             next_run=runner.next_run,
             transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
+            transcript_streaming=tail > 0 and runner.tail.streaming,
         )
 
 

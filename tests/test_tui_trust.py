@@ -340,3 +340,48 @@ async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path:
     assert after.last_check_passed is True
     assert after.started_at == pytest.approx(before.started_at, abs=0.01)
     assert after.elapsed_s == pytest.approx(before.elapsed_s, abs=0.1)
+
+
+# -- 10: a line being streamed is shown once, whole ----------------------------------------
+def streaming(tail: Any) -> str:
+    """The line the core is streaming now ("" between lines)."""
+    shown = tail.snapshot()
+    return str(shown[-1]) if len(shown) > len(tail.lines) else ""
+
+
+async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_actions(
+    tmp_path: Path,
+) -> None:
+    """The console attaches (seeds from a snapshot) while the agent is mid-line, and the
+    operator pauses the loop mid-line: the line still reads as one line, as in the core's
+    transcript (it was cut in two: the snapshot's half line became a complete line, and
+    the operator's line was put in the middle of it)."""
+    config = sim_config(
+        tmp_path,
+        loop("half", "slowpoke", max_iterations=1, done_marker="NEVER-SAID"),
+        slowpoke=sim_agent("slowpoke", rate=20, reply_tokens=40, converge_after=1_000_000),
+    )
+    sup = Supervisor(config, exit_when_idle=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        tail = sup.runners["half"].tail
+        await wait_for(lambda: len(streaming(tail)) > 10)
+        app = LoopvisorApp(sup, title="attached", detach_mode=True)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            half = streaming(tail)
+            assert half  # still mid-line: the console was seeded with half a line
+            main_of(app).focus_loop("half")
+            await pilot.press("p")  # pause at the next safe point: the turn goes on
+            await until(pilot, lambda: "» operator pause" in app.transcripts.get("half").lines)
+            assert streaming(tail).startswith(half)  # still the same line
+            await wait_for(lambda: not streaming(tail).startswith(half))
+            whole = next(line for line in tail.lines if line.startswith(half))
+            await until(pilot, lambda: whole in app.transcripts.get("half").lines)
+            lines = list(app.transcripts.get("half").lines)
+            assert half not in lines
+            assert lines.index("» operator pause") < lines.index(whole)  # above, not inside
+            await until(pilot, lambda: whole in main_of(app).transcript.lines)
+            await pilot.press("q")
+        await sup.shutdown()
+    await sup.aclose()

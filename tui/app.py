@@ -197,7 +197,12 @@ class LoopvisorApp(OperatorActions):
         self.snapshot = snapshot
         if seed:
             for loop in snapshot.loops:
-                self.transcripts.seed(loop.name, loop.transcript_tail, force=True)
+                self.transcripts.seed(
+                    loop.name,
+                    loop.transcript_tail,
+                    force=True,
+                    streaming=loop.transcript_streaming,
+                )
         budget = snapshot.budget
         self.burn.add(self.clock(), budget.tokens, budget.usd, budget.cpu_s)
         self._check_budget(snapshot)
