@@ -385,3 +385,21 @@ async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_
             await pilot.press("q")
         await sup.shutdown()
     await sup.aclose()
+
+
+def test_help_lists_every_main_screen_key() -> None:
+    from tui.screens.help import KEYS
+
+    shown = {key for _, rows in KEYS[:1] for keys, _ in rows for key in keys.split()}
+    assert bound_keys() - shown == set(), "help does not list these keys"
+
+
+def test_inbox_hint_offers_what_p_does() -> None:
+    """A failed loop's entry says `p restart`, a paused one's `p resume`."""
+    from tui.screens.inbox import entry
+
+    snap = with_failed_loop()
+    by_name = {loop.name: loop for loop in snap.loops}
+    assert "p restart" in entry(by_name["slugify"]).plain
+    assert "p resume" not in entry(by_name["slugify"]).plain
+    assert "p resume" in entry(by_name["greeter"]).plain

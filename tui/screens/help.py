@@ -23,7 +23,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("i", "inject a message into the next prompt"),
             ("enter", "step in: chat with its agent, or claude --resume"),
             ("h", "history: iterations, prompts, transcripts"),
-            ("/", "filter loops by name or state (esc clears)"),
+            ("/  esc", "filter loops by name or state / clear the filter"),
             ("a", "attention inbox: loops that need you"),
             ("tab", "focus the transcript / back to the table"),
             ("end / home", "transcript: follow new text / go to the top"),
