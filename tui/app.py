@@ -4,7 +4,8 @@ The app only talks to a `SupervisorHandle` (snapshot, subscribe, control operati
 so the same screens serve `loopvisor` (local: the supervisor's `run()` is given as
 `run_supervisor` and runs in a worker on Textual's own asyncio loop, where anyio's
 asyncio backend works unchanged: events reach widgets without a thread hop) and
-`loopvisor attach` (a remote handle: the app only observes and controls).
+`loopvisor attach` (a remote handle: the app only observes and controls; given
+`reconnect`, it says DISCONNECTED when the server dies and reattaches when one answers).
 
 Data flow: one worker subscribes to events and keeps per-loop transcript lines
 (`model.Transcripts`); a 15 Hz timer lets screens pull new lines; a 4 Hz poll of
@@ -146,7 +147,7 @@ class LoopvisorApp(OperatorActions):
         attempts = 0
         while True:
             reason = why or "connection lost"
-            self._set_disconnected(f"DISCONNECTED: {reason} · retrying ({attempts} tries)")
+            self._set_disconnected(f"DISCONNECTED: {reason} · retry {attempts + 1}")
             await anyio.sleep(delay)
             attempts += 1
             try:
