@@ -46,6 +46,8 @@ class LoopSnapshot:
     wait_seconds: float | None
     next_run: float | None
     transcript_tail: tuple[str, ...] = ()
+    transcript_streaming: bool = False
+    """The tail's last line is still being streamed (more of it follows in events)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -89,6 +91,10 @@ class RunSnapshot:
     finished: bool
     loops: tuple[LoopSnapshot, ...]
     budget: BudgetSnapshot
+    exit_code: int | None = None
+    """The run's exit code once nothing more happens by itself (every loop ended, or the
+    run finished): a console that keeps the run open for restarts can say it is over."""
+    end_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +104,8 @@ class RunSnapshot:
             "finished": self.finished,
             "loops": [loop.to_dict() for loop in self.loops],
             "budget": dataclasses.asdict(self.budget),
+            "exit_code": self.exit_code,
+            "end_reason": self.end_reason,
         }
 
     @classmethod
@@ -109,6 +117,8 @@ class RunSnapshot:
             finished=data["finished"],
             loops=tuple(LoopSnapshot.from_dict(d) for d in data["loops"]),
             budget=BudgetSnapshot.from_dict(data["budget"]),
+            exit_code=data.get("exit_code"),
+            end_reason=str(data.get("end_reason") or ""),
         )
 
 

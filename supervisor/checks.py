@@ -409,6 +409,16 @@ _RENDER_FLOOR = 200
 """Characters of output every check gets in `$check_output` before failures get more."""
 
 
+def check_summary(results: Sequence[tuple[str, bool, str]]) -> tuple[str, bool]:
+    """The loop's "last check" line from its last iteration's (name, passed, summary):
+    "2/2 passed", or the first failing check's name and why. One place, so a resumed
+    loop shows what the live one showed."""
+    failing = next(((name, why) for name, passed, why in results if not passed), None)
+    if failing is None:
+        return f"{len(results)}/{len(results)} passed", True
+    return f"{failing[0]}: {failing[1]}", False
+
+
 def render_check_output(outcomes: Sequence[CheckOutcome], limit: int = 4000) -> str:
     """The `$check_output` text for the agent: per check a header line (name, verdict,
     summary) and its output tail, at most `limit` characters in all.

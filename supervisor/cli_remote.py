@@ -205,6 +205,8 @@ def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
         "run_supervisor": None,
         "detach_mode": True,
         "state_dir": Path(state) if state else remote.state_dir,
+        # the server can die and come back (`serve --resume`): reattach on the same socket
+        "reconnect": lambda: RemoteSupervisor(remote.socket_path, state_dir=remote.state_dir),
     }
 
 

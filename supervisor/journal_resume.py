@@ -38,6 +38,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import check_summary
 from .events import END_STATES, IterationFinished, Notice
 from .journal_schema import JournalError
 from .resume import LoopResume, RunResume
@@ -299,9 +300,10 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
 def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopResume, float]:
     key = (run_id, name)
     state_row = conn.execute(
-        "SELECT state, reason FROM loops WHERE run_id = ? AND name = ?", key
+        "SELECT state, reason, updated FROM loops WHERE run_id = ? AND name = ?", key
     ).fetchone()
     state, reason = (str(state_row[0]), str(state_row[1])) if state_row else ("pending", "")
+    updated = state_row[2] if state_row else None
     restart_seq = -1
     for seq, kind, text in conn.execute(
         "SELECT seq, type, json FROM events WHERE run_id = ? AND loop = ?"
@@ -348,6 +350,12 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         session["last_output"] = checkpoint.get("last_output", "")
         session["check_output"] = checkpoint.get("check_output", "")
     runs, last_run_at = _schedule_runs(conn, run_id, name)
+    last_check, last_check_passed = _last_check(conn, run_id, name, restart_seq)
+    (started,) = conn.execute(
+        "SELECT min(ts) FROM events WHERE run_id = ? AND loop = ? AND seq > ?",
+        (*key, restart_seq),
+    ).fetchone()
+    ended = updated if state in END_STATES else None
     resume = LoopResume(
         name=name,
         state=state,
@@ -367,8 +375,34 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         last_run_at=last_run_at,
         interrupted_iteration=interrupted,
         charged_at_reservation=int(res_tokens),
+        last_check=last_check,
+        last_check_passed=last_check_passed,
+        started_at=None if started is None else float(started),
+        ended_at=None if ended is None else float(ended),
     )
     return resume, float(res_usd)
+
+
+def _last_check(
+    conn: sqlite3.Connection, run_id: str, name: str, restart_seq: int
+) -> tuple[str | None, bool | None]:
+    """The check line of the last iteration that ran checks (since the last restart)."""
+    rows = conn.execute(
+        "SELECT iteration, json FROM events WHERE run_id = ? AND loop = ? AND type = 'check'"
+        " AND seq > ? ORDER BY seq",
+        (run_id, name, restart_seq),
+    ).fetchall()
+    if not rows:
+        return None, None
+    last = rows[-1][0]
+    results = []
+    for iteration, text in rows:
+        if iteration == last:
+            data = json.loads(text)
+            results.append(
+                (str(data.get("name")), bool(data.get("passed")), str(data.get("summary")))
+            )
+    return check_summary(results)
 
 
 def _schedule_runs(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[int, float | None]:

@@ -20,7 +20,13 @@ from .agents.base import (
     Agent,
 )
 from .budget import Charge, Ledger
-from .checks import CheckOutcome, combined_failure, render_check_output, run_check
+from .checks import (
+    CheckOutcome,
+    check_summary,
+    combined_failure,
+    render_check_output,
+    run_check,
+)
 from .durations import format_duration
 from .redact import Redactor
 from .render import describe
@@ -95,6 +101,8 @@ class LoopRunner:
         self.evidence = ""
         self.wait_seconds: float | None = None
         self.started_at: float | None = None
+        self.ended_at: float | None = None
+        """When the loop reached an end state: its clock stops there."""
         self.next_run: float | None = None
         self.tail = TranscriptTail()
         self.detector = StuckDetector(spec.stuck)
@@ -143,7 +151,10 @@ class LoopRunner:
 
     @property
     def elapsed_s(self) -> float:
-        return 0.0 if self.started_at is None else time.time() - self.started_at
+        if self.started_at is None:
+            return 0.0
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return max(0.0, end - self.started_at)
 
     def result(self) -> ev.LoopResult:
         stats = self.ledger.statistics()
@@ -243,6 +254,7 @@ class LoopRunner:
         """Reset the loop to iteration 0 (spent budget stays spent: it was real money)."""
         self.control = _Control()
         self.started_at = None  # the loop's wall budget starts again too
+        self.ended_at = None
         self.iteration = 0
         self.retries_used = 0
         self.last_output = ""
@@ -554,12 +566,8 @@ class LoopRunner:
                 )
             )
         self.check_output = render_check_output(outcomes)
-        failing = next((o for o in outcomes if not o.passed), None)
-        self.last_check_passed = failing is None
-        self.last_check = (
-            f"{len(outcomes)}/{len(outcomes)} passed"
-            if failing is None
-            else f"{failing.name}: {failing.summary}"
+        self.last_check, self.last_check_passed = check_summary(
+            [(o.name, o.passed, o.summary) for o in outcomes]
         )
         return outcomes
 
@@ -614,6 +622,7 @@ class LoopRunner:
         self.state = state
         self.reason = reason
         self.wait_seconds = wait
+        self.ended_at = time.time() if state in ev.END_STATES else None
         self._state_changed.set()
         self._state_changed = anyio.Event()
         self.emit(
@@ -659,3 +668,5 @@ class LoopRunner:
         elif resume.state in ev.END_STATES:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
+            self.started_at, self.ended_at = resume.started_at, resume.ended_at
+        self.last_check, self.last_check_passed = resume.last_check, resume.last_check_passed

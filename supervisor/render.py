@@ -18,7 +18,7 @@ def describe(event: ev.Event) -> str | None:
     if isinstance(event, ev.IterationStarted):
         return f"━━ iteration {event.iteration} ━━"
     if isinstance(event, ev.LoopStateChanged):
-        if event.state in ("running", "checking"):
+        if event.state in ("running", "checking", "pausing"):  # the state column says it
             return None
         wait = f" ({event.wait_seconds:.0f}s)" if event.wait_seconds else ""
         return f"── {event.state}{wait}: {event.reason}" if event.reason else f"── {event.state}"

@@ -37,6 +37,12 @@ class LoopResume:
     interrupted_iteration: int | None = None
     charged_at_reservation: int = 0
     """Tokens charged at the reservation because usage was never seen (crash)."""
+    last_check: str | None = None
+    last_check_passed: bool | None = None
+    """The last iteration's check line, as the live loop showed it (`check_summary`)."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    """When the loop started (since its last restart) and reached its end state."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -416,6 +416,7 @@ class Supervisor:
     def snapshot_now(self, *, tail: int = SNAPSHOT_TAIL) -> RunSnapshot:
         stats = self.ledger.statistics()
         slots = self.slots.statistics()
+        over = self._finished or all(r.done for r in self.runners.values())
         return RunSnapshot(
             run_id=self.run_id,
             config_path=str(self.config.path),
@@ -433,6 +434,8 @@ class Supervisor:
                 slots_in_use=slots.borrowed_tokens,
                 slots_total=int(slots.total_tokens),
             ),
+            exit_code=self.exit_code() if over else None,
+            end_reason=self.end_reason,
         )
 
     def _loop_snapshot(self, runner: LoopRunner, tail: int) -> LoopSnapshot:
@@ -463,6 +466,7 @@ class Supervisor:
             wait_seconds=runner.wait_seconds,
             next_run=runner.next_run,
             transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
+            transcript_streaming=tail > 0 and runner.tail.streaming,
         )
 
 

@@ -82,6 +82,11 @@ class TranscriptTail:
             self.lines.append(self._partial)
             self._partial = ""
 
+    @property
+    def streaming(self) -> bool:
+        """True while a line is being streamed: `snapshot()`'s last line is not complete."""
+        return bool(self._partial)
+
     def snapshot(self) -> tuple[str, ...]:
         lines = tuple(self.lines)
         return (*lines, self._partial) if self._partial else lines

@@ -149,6 +149,8 @@ async def test_restart_starts_again_from_iteration_one(tmp_path: Path) -> None:
         await run.until(lambda: len(started(run, "alpha")) >= 3)
         await run.focus("alpha")
         await run.pilot.press("r")
+        await run.until(lambda: isinstance(run.app.screen, ConfirmScreen))
+        await run.pilot.press("y")
         restarted = await_index(run, "restart")
         await run.until(lambda: restarted() is not None)
         at = restarted()
@@ -311,7 +313,7 @@ async def test_quit_asks_while_loops_run_then_stops_them(tmp_path: Path) -> None
         assert run.state("alpha") != "stopped"
         await run.pilot.press("q")
         await run.until(lambda: isinstance(run.app.screen, ConfirmScreen))
-        await run.pilot.press("s")
+        await run.pilot.press("y")
         await run.until(lambda: run.app.run_done)
         assert run.state("alpha") == "stopped"
         assert run.supervisor.exit_code() == 1

@@ -1,6 +1,7 @@
-"""`loopvisor CONFIG` in a real pseudo-terminal: the TUI starts, `q` asks, `s` stops
-the loops and quits with the run's exit code, the run is journalled, and a hang-up
-(SSH dropped) ends it as an interruption with no child process left behind."""
+"""`loopvisor CONFIG` in a real pseudo-terminal: the TUI starts, `q` asks, `y` stops
+the loops and quits with the run's exit code and prints the summary, the run is
+journalled, and a hang-up (SSH dropped) ends it as an interruption with no child
+process left behind."""
 
 from __future__ import annotations
 
@@ -103,9 +104,14 @@ def test_q_asks_then_stops_the_loops_and_exits_with_the_runs_code(tmp_path: Path
         term.wait_for(b"alpha")
         term.read_for(1.0)
         term.type("q")
-        term.wait_for(b"Stop them and quit")
-        term.type("s")
+        term.wait_for(b"Stop and quit")
+        term.type("y")
         assert term.exit_code() == 1  # the loops were stopped
+        term.read_for(0.2)
+        # the summary stays on the terminal after the console is gone
+        summary = term.output.rsplit(b"\x1b[?1049l", 1)[-1]  # after leaving the alt screen
+        assert b"alpha" in summary
+        assert b"exit code 1" in summary
     with JournalReader(tmp_path / ".loopvisor") as reader:
         run = reader.latest_run()
         assert run is not None

@@ -86,9 +86,9 @@ def test_transcripts_route_events_to_their_loop_and_global_actions_to_all() -> N
         "old line",
         "━━ iteration 1 ━━",
         "hello",
-        "wor",
         "» operator pause",
     ]
+    assert ts.get("a").partial == "wor"  # the operator's line does not cut the agent's
     assert list(ts.get("b").lines) == ["» operator pause"]
     ts.seed("a", ["other"])  # not forced: the console already has lines for it
     assert "other" not in ts.get("a").lines

@@ -66,3 +66,19 @@ def test_help_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
     """Help (`?`): every key of the main screen, the inbox, the chat and the editor."""
     app, _ = fixed_app()
     assert snap_compare(app, terminal_size=size, run_before=settle, press=["question_mark"])
+
+
+def test_confirm_dialog(snap_compare: Compare) -> None:
+    """The one confirmation dialog (`s` on fizzbuzz) at 80x24: both buttons show their
+    key ("[y] Stop", "[n] Cancel"), focus on Cancel."""
+    app, _ = fixed_app()
+
+    async def focus_fizzbuzz(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        assert app.main is not None
+        app.main.focus_loop("fizzbuzz")
+        await pilot.pause(0.1)
+
+    assert snap_compare(
+        app, terminal_size=(80, 24), run_before=focus_fizzbuzz, press=["s", "wait:200"]
+    )

@@ -13,8 +13,10 @@ from typing import Any
 from textual.app import App
 
 from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
+from supervisor.events import END_STATES
 
-from .screens.confirm import ConfirmScreen
+from . import format as fmt
+from .screens.confirm import confirm
 from .screens.main import MainScreen
 from .stepin import step_in
 
@@ -63,28 +65,43 @@ class OperatorActions(App[int]):
         self.run_worker(run(), group="control")
 
     def toggle_pause(self, name: str) -> None:
+        """`p`: resume a paused or stuck loop, pause a live one; a loop that ended
+        cannot pause (the core refuses), so offer what it can do: a restart."""
         loop = self.loop(name)
-        if loop is not None and loop.state in ("paused", "stuck", "pausing"):
+        if loop is not None and loop.state in END_STATES:
+            self.restart(name)
+        elif loop is not None and loop.state in ("paused", "stuck", "pausing"):
             self.control(f"resume {name}", lambda: self.handle.resume(name))
         else:
             self.control(f"pause {name}", lambda: self.handle.pause(name))
 
     def ask_stop(self, name: str) -> None:
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self.control(f"stop {name}", lambda: self.handle.stop(name))
-
-        self.push_screen(
-            ConfirmScreen(
-                f"Stop loop {name!r}?",
-                "Its running turn is cancelled and its processes killed. `r` restarts it.",
-                [("y", "Stop it", "stop"), ("n", "Cancel", None)],
-            ),
-            done,
+        confirm(
+            self,
+            f"Stop loop {name!r}?",
+            "Its running turn is cancelled and its processes killed. `r` restarts it.",
+            "Stop",
+            lambda: self.control(f"stop {name}", lambda: self.handle.stop(name)),
         )
 
     def restart(self, name: str) -> None:
-        self.control(f"restart {name}", lambda: self.handle.restart(name))
+        """Ask first, and say what carries over: spent budget stays spent (it was real
+        money), so a loop at 90% of its budget restarts at 90%."""
+        loop = self.loop(name)
+        spent = fmt.share(loop) if loop is not None else None
+        state = f"It is {loop.state}; it" if loop is not None else "It"
+        budget = (
+            f" Its spend stays: {fmt.percent(spent)} of its budget is used."
+            if spent is not None
+            else ""
+        )
+        confirm(
+            self,
+            f"Restart loop {name!r} from iteration 1?",
+            f"{state} starts again from iteration 1 with a fresh conversation.{budget}",
+            "Restart",
+            lambda: self.control(f"restart {name}", lambda: self.handle.restart(name)),
+        )
 
     def pause_all(self) -> None:
         self.control("pause all", lambda: self.handle.pause(None))
@@ -93,17 +110,12 @@ class OperatorActions(App[int]):
         self.control("resume all", lambda: self.handle.resume(None))
 
     def stop_all(self) -> None:
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self.control("stop all", lambda: self.handle.stop(None))
-
-        self.push_screen(
-            ConfirmScreen(
-                "Stop every loop?",
-                "Running turns are cancelled and their processes killed.",
-                [("y", "Stop all", "stop"), ("n", "Cancel", None)],
-            ),
-            done,
+        confirm(
+            self,
+            "Stop every loop?",
+            "Running turns are cancelled and their processes killed.",
+            "Stop all",
+            lambda: self.control("stop all", lambda: self.handle.stop(None)),
         )
 
     def edit(self, name: str) -> None:

@@ -4,7 +4,8 @@ The app only talks to a `SupervisorHandle` (snapshot, subscribe, control operati
 so the same screens serve `loopvisor` (local: the supervisor's `run()` is given as
 `run_supervisor` and runs in a worker on Textual's own asyncio loop, where anyio's
 asyncio backend works unchanged: events reach widgets without a thread hop) and
-`loopvisor attach` (a remote handle: the app only observes and controls).
+`loopvisor attach` (a remote handle: the app only observes and controls; given
+`reconnect`, it says DISCONNECTED when the server dies and reattaches when one answers).
 
 Data flow: one worker subscribes to events and keeps per-loop transcript lines
 (`model.Transcripts`); a 15 Hz timer lets screens pull new lines; a 4 Hz poll of
@@ -17,7 +18,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,14 +28,14 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from supervisor import events as ev
-from supervisor.api import RunSnapshot, SupervisorHandle
+from supervisor.api import ControlError, RunSnapshot, SupervisorHandle
 from supervisor.runtime import EXIT_INTERRUPTED
 
 from .actions import OperatorActions
 from .commands import LoopCommands
 from .live import Live
 from .model import BurnWindow, IterationLog, Transcripts, wait_deadline
-from .screens.confirm import ConfirmScreen
+from .screens.confirm import confirm
 from .screens.main import MainScreen
 
 if TYPE_CHECKING:
@@ -44,6 +45,10 @@ RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "pausin
 NEAR_EXHAUSTION = 0.8
 EVENT_BUFFER = 20_000
 """Events the app may fall behind by before it resyncs from a snapshot."""
+RETRY_FIRST = 0.25
+RETRY_MAX = 5.0
+"""Reattaching to a server that went away: the first retry, and the backoff's cap (s)."""
+Reconnect = Callable[[], AbstractAsyncContextManager[SupervisorHandle]]
 
 
 class LoopvisorApp(OperatorActions):
@@ -67,6 +72,7 @@ class LoopvisorApp(OperatorActions):
         clock: Callable[[], float] = time.time,
         snapshot_interval: float = 0.25,
         flush_interval: float = 1 / 15,
+        reconnect: Reconnect | None = None,
     ) -> None:
         super().__init__()
         self.handle = handle
@@ -85,6 +91,10 @@ class LoopvisorApp(OperatorActions):
         self.summary: ev.RunFinished | None = None
         self.run_done = False
         self._run_supervisor = run_supervisor
+        self._reconnect = reconnect
+        """Attached: opens a new handle on the same socket when the server went away."""
+        self.disconnected = ""
+        """Why the handle is gone, while it is (attached, between server lives)."""
         self._quitting = False
         self._warned: set[str] = set()
         self._poke = anyio.Event()
@@ -98,25 +108,66 @@ class LoopvisorApp(OperatorActions):
 
     # -- data -------------------------------------------------------------------
     async def _feed(self) -> None:
-        # A remote handle can take the snapshot and start the events at one instant.
-        joint = getattr(self.handle, "subscribe_with_snapshot", None)
+        why = await self._follow(self.handle)
+        if self._reconnect is not None:
+            await self._reattach(why)
+        elif why:
+            self.notify(f"event stream ended: {why}", severity="error", timeout=30)
+        elif self._run_supervisor is None:
+            self.notify("the supervisor's event stream ended", severity="warning", timeout=30)
+
+    async def _follow(self, handle: SupervisorHandle) -> str:
+        """Show `handle`'s run until its event stream ends; returns why ("" if it just
+        ended). A remote handle can take the snapshot and start the events at one
+        instant."""
+        joint = getattr(handle, "subscribe_with_snapshot", None)
         try:
             if joint is not None:
                 subscription = joint(EVENT_BUFFER)
             else:
-                subscription = _with_snapshot(self.handle, EVENT_BUFFER)
+                subscription = _with_snapshot(handle, EVENT_BUFFER)
             async with subscription as (snapshot, events):
-                self._apply_snapshot(snapshot or await self.handle.snapshot(), seed=True)
+                self._apply_snapshot(snapshot or await handle.snapshot(), seed=True)
                 async for event in events:
                     if isinstance(event, ev.EventsDropped):
-                        self._apply_snapshot(await self.handle.snapshot(), seed=True)
+                        self._apply_snapshot(await handle.snapshot(), seed=True)
                         continue
                     self._on_event(event)
         except Exception as exc:  # a remote handle can go away; say so, keep the screen
-            self.notify(f"event stream ended: {exc}", severity="error", timeout=30)
+            return str(exc)
+        return ""
+
+    async def _reattach(self, why: str) -> None:
+        """The server went away: say so on the screen (the last snapshot stays, marked
+        stale), retry with backoff, and follow the next server that answers on the
+        socket (`serve --resume`) as if freshly attached."""
+        reconnect = self._reconnect
+        assert reconnect is not None
+        delay = RETRY_FIRST
+        attempts = 0
+        while True:
+            reason = why or "connection lost"
+            self._set_disconnected(f"DISCONNECTED: {reason} · retry {attempts + 1}")
+            await anyio.sleep(delay)
+            attempts += 1
+            try:
+                async with reconnect() as handle:
+                    self.handle = handle
+                    self._set_disconnected("")
+                    self.notify("reattached to the supervisor", timeout=5)
+                    delay, attempts = RETRY_FIRST, 0
+                    why = await self._follow(handle)
+            except ControlError as exc:  # NotServing: nobody (or a stale socket) there
+                why = str(exc)
+                delay = min(RETRY_MAX, delay * 2)
+
+    def _set_disconnected(self, text: str) -> None:
+        if text == self.disconnected:
             return
-        if self._run_supervisor is None:
-            self.notify("the supervisor's event stream ended", severity="warning", timeout=30)
+        self.disconnected = text
+        if self.snapshot is not None:
+            self._show(self.snapshot)
+        self.poke()
 
     async def _poll(self) -> None:
         """Snapshots at `snapshot_interval`, backing off when one costs a lot (1,000 loops):
@@ -128,7 +179,7 @@ class LoopvisorApp(OperatorActions):
             try:  # no transcript tails: the transcripts follow the events
                 snapshot = await self.handle.snapshot(tail=0)
             except Exception as exc:
-                if not failed:
+                if not failed and self._reconnect is None:  # else: the banner says it
                     self.notify(f"cannot read the supervisor: {exc}", severity="error")
                 failed = True
             else:
@@ -147,10 +198,18 @@ class LoopvisorApp(OperatorActions):
         self.snapshot = snapshot
         if seed:
             for loop in snapshot.loops:
-                self.transcripts.seed(loop.name, loop.transcript_tail, force=True)
+                self.transcripts.seed(
+                    loop.name,
+                    loop.transcript_tail,
+                    force=True,
+                    streaming=loop.transcript_streaming,
+                )
         budget = snapshot.budget
         self.burn.add(self.clock(), budget.tokens, budget.usd, budget.cpu_s)
         self._check_budget(snapshot)
+        self._show(snapshot)
+
+    def _show(self, snapshot: RunSnapshot) -> None:
         for screen in self.screen_stack:
             if isinstance(screen, Live) and screen.is_mounted:
                 screen.live_snapshot(snapshot)
@@ -270,18 +329,13 @@ class LoopvisorApp(OperatorActions):
             self._stop_and_quit()
             return
 
-        def done(choice: str | None) -> None:
-            if choice == "stop":
-                self._stop_and_quit()
-
         names = ", ".join(running[:5]) + (" …" if len(running) > 5 else "")
-        self.push_screen(
-            ConfirmScreen(
-                f"{len(running)} loop(s) still running",
-                f"{names}\nQuitting stops them (their processes are killed).",
-                [("s", "Stop them and quit", "stop"), ("escape", "Cancel", None)],
-            ),
-            done,
+        confirm(
+            self,
+            f"{len(running)} loop(s) still running",
+            f"{names}\nQuitting stops them (their processes are killed).",
+            "Stop and quit",
+            self._stop_and_quit,
         )
 
     def _stop_and_quit(self) -> None:
@@ -315,6 +369,7 @@ def run_tui(config: Config, *, resume: bool = False) -> int:
 
 async def _run_tui(config: Config, resume: bool) -> int:
     from supervisor.durable import durable_supervisor
+    from supervisor.headless import HeadlessPrinter
 
     async with durable_supervisor(config, resume=resume, exit_when_idle=False) as supervisor:
 
@@ -335,6 +390,8 @@ async def _run_tui(config: Config, resume: bool) -> int:
             tg.start_soon(_exit_on_signal, app)
             await app.run_async()
             tg.cancel_scope.cancel()
+        if app.summary is not None:  # what the run did stays on the terminal
+            HeadlessPrinter(transcripts=False).print_event(app.summary)
         return supervisor.exit_code()
 
 

@@ -22,7 +22,7 @@ class LoopCommands(Provider):
             cmds += [
                 (f"Pause / resume {name}", partial(app.toggle_pause, name), "p"),
                 (f"Stop {name}", partial(app.ask_stop, name), "s: asks first"),
-                (f"Restart {name}", partial(app.restart, name), "r: from iteration 1"),
+                (f"Restart {name}", partial(app.restart, name), "r: from iteration 1, asks first"),
                 (f"Edit {name}", partial(app.edit, name), "e: prompt, max_iterations, budget"),
                 (f"Inject a message into {name}", partial(app.inject, name), "i: next prompt"),
                 (f"Step into {name}", partial(app.step_in, name), "enter: chat or claude"),

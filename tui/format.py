@@ -6,7 +6,10 @@ number has a compact form ("12.3k", "$0.0042", "12:03").
 
 from __future__ import annotations
 
-from supervisor.api import LoopSnapshot
+from collections import Counter
+
+from supervisor import events as ev
+from supervisor.api import LoopSnapshot, RunSnapshot
 
 NEEDS_PERSON = frozenset({"paused", "stuck", "failed"})
 """States that sort first and are coloured: a person has to act."""
@@ -121,6 +124,23 @@ def marker(loop: LoopSnapshot) -> tuple[str, str]:
     if needs_person(loop):
         return "●", "bold magenta"
     return " ", ""
+
+
+def run_over(snapshot: RunSnapshot, summary: ev.RunFinished | None) -> str:
+    """The banner "run finished · exit code N · why" once the run is over, else "".
+
+    The local console keeps its run open after the last loop ends (a loop can still be
+    restarted), so "over" comes from the snapshot's exit code, not only the summary."""
+    if summary is not None:
+        code, reason = summary.exit_code, summary.reason
+    elif snapshot.exit_code is not None:
+        code, reason = snapshot.exit_code, snapshot.end_reason
+    else:
+        return ""
+    if not reason:
+        counts = Counter(loop.state for loop in snapshot.loops)
+        reason = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return f"run finished · exit code {code} · {reason}"
 
 
 def clip(text: str, width: int) -> str:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor import events as ev
@@ -47,16 +47,27 @@ class LoopLines:
         self.version += 1
 
     def add_line(self, line: str) -> None:
+        """A line of the core's own transcript (mirrors `TranscriptTail.add_line`: the
+        line being streamed ends there)."""
         if self.partial:
             self._append(self.partial)
             self.partial = ""
         self._append(line)
         self.version += 1
 
-    def seed(self, lines: Iterable[str]) -> None:
+    def note(self, line: str) -> None:
+        """A line only the console shows (an operator action, a notice): it goes above
+        the line being streamed, which stays one line as in the core's transcript."""
+        self._append(line)
+        self.version += 1
+
+    def seed(self, lines: Sequence[str], *, streaming: bool = False) -> None:
+        """Take a snapshot's tail; with `streaming` its last line is still being
+        streamed, and the next events continue it."""
         self.lines.clear()
-        self.lines.extend(lines)
-        self.partial = ""
+        complete = lines[:-1] if streaming and lines else lines
+        self.lines.extend(complete)
+        self.partial = lines[-1] if streaming and lines else ""
         self.total = len(self.lines)
         self.epoch += 1
         self.version += 1
@@ -88,11 +99,13 @@ class Transcripts:
             lines = self.loops[loop] = LoopLines(self._max)
         return lines
 
-    def seed(self, loop: str, lines: Sequence[str], *, force: bool = False) -> None:
+    def seed(
+        self, loop: str, lines: Sequence[str], *, force: bool = False, streaming: bool = False
+    ) -> None:
         """Take a snapshot's tail for a loop the console has no lines for (or on resync)."""
         current = self.get(loop)
         if force or (current.total == 0 and not current.partial):
-            current.seed(lines)
+            current.seed(lines, streaming=streaming)
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.AgentOutput):
@@ -106,11 +119,11 @@ class Transcripts:
                 return
             targets = [event.loop] if event.loop else list(self.loops)
             for name in targets:
-                self.get(name).add_line(line)
+                self.get(name).note(line)
             return
         if isinstance(event, ev.BudgetWarning):
             if event.scope in self.loops:
-                self.get(event.scope).add_line(f"[budget] {event.message}")
+                self.get(event.scope).note(f"[budget] {event.message}")
             return
         if isinstance(event, ev.LoopEvent):
             line = describe(event)

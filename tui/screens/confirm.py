@@ -1,57 +1,77 @@
-"""ConfirmScreen: a small modal question answered with one key (or a button)."""
+"""ConfirmScreen: the one yes/no question of the console, with one convention for all.
+
+Every confirmation (stop a loop, stop all, restart, quit) is this dialog, so a key
+means the same thing everywhere:
+
+- `y` confirms, `n` and esc cancel;
+- enter presses the focused button, and focus starts on Cancel: a stray enter
+  never stops, restarts or quits anything;
+- the buttons name their key ("[y] Stop", "[n] Cancel"): short labels that fit at
+  80 columns. They are `Content`, not markup: "[y]" parsed as markup was a style
+  tag and vanished.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from textual import events, on
-from textual.app import ComposeResult
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-Choice = tuple[str, str, str | None]
-"""Key, label, the value `dismiss` returns (None: cancel)."""
+CONFIRM_KEY = "y"
+CANCEL_KEYS = ("n", "escape")
 
 
-class ConfirmScreen(ModalScreen[str | None]):
+class ConfirmScreen(ModalScreen[bool]):
+    """Dismisses with True (confirmed) or False (cancelled)."""
+
     CSS_PATH = "confirm.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(CONFIRM_KEY, "answer(True)", "confirm", show=False),
+        *(Binding(key, "answer(False)", "cancel", show=False) for key in CANCEL_KEYS),
+    ]
 
-    def __init__(self, title: str, message: str, choices: Sequence[Choice]) -> None:
+    def __init__(self, title: str, message: str, confirm_label: str) -> None:
         super().__init__()
         self.title_text = title
         self.message = message
-        self.choices = list(choices)
+        self.confirm_label = confirm_label
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(self.title_text, id="question")
-            yield Static(self.message, id="detail")
+            yield Static(Content(self.title_text), id="question")
+            yield Static(Content(self.message), id="detail")
             with Horizontal(id="buttons"):
-                for i, (key, label, value) in enumerate(self.choices):
-                    shown = "esc" if key == "escape" else key
-                    yield Button(
-                        f"{label} [{shown}]",
-                        id=f"choice-{i}",
-                        variant="error" if value is not None else "default",
-                    )
+                yield Button(
+                    Content(f"[{CONFIRM_KEY}] {self.confirm_label}"), id="confirm", variant="error"
+                )
+                yield Button(Content("[n] Cancel"), id="cancel")
 
     def on_mount(self) -> None:
-        # Focus the cancelling choice: a stray enter never stops anything.
-        cancel = next((i for i, c in enumerate(self.choices) if c[2] is None), 0)
-        self.query_one(f"#choice-{cancel}", Button).focus()
+        self.query_one("#cancel", Button).focus()
 
-    def on_key(self, event: events.Key) -> None:
-        for key, _, value in self.choices:
-            if event.key == key:
-                event.stop()
-                self.dismiss(value)
-                return
-        if event.key == "escape":
-            event.stop()
-            self.dismiss(None)
+    def action_answer(self, confirmed: bool) -> None:
+        self.dismiss(confirmed)
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        index = int((event.button.id or "choice-0").removeprefix("choice-"))
-        self.dismiss(self.choices[index][2])
+        event.stop()
+        self.dismiss(event.button.id == "confirm")
+
+
+def confirm(
+    app: App[Any], title: str, message: str, label: str, then: Callable[[], object]
+) -> None:
+    """Ask; call `then()` only if the operator confirmed."""
+
+    def done(confirmed: bool | None) -> None:
+        if confirmed:
+            then()
+
+    app.push_screen(ConfirmScreen(title, message, label), done)

@@ -16,14 +16,14 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         "Loops (main screen)",
         (
             ("↑ ↓  j k", "move between loops (the transcript follows)"),
-            ("p", "pause / resume the loop (at its next safe point)"),
+            ("p", "pause / resume the loop (ended: offers a restart)"),
             ("s", "stop the loop (asks first)"),
-            ("r", "restart the loop from iteration 1"),
+            ("r", "restart the loop from iteration 1 (asks first)"),
             ("e", "edit prompt, max_iterations, budget (from the next iteration)"),
             ("i", "inject a message into the next prompt"),
             ("enter", "step in: chat with its agent, or claude --resume"),
             ("h", "history: iterations, prompts, transcripts"),
-            ("/", "filter loops by name or state (esc clears)"),
+            ("/  esc", "filter loops by name or state / clear the filter"),
             ("a", "attention inbox: loops that need you"),
             ("tab", "focus the transcript / back to the table"),
             ("end / home", "transcript: follow new text / go to the top"),
@@ -37,6 +37,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         "Attention inbox",
         (
             ("enter", "step in"),
+            ("↑ ↓  j k", "move between loops"),
             ("p e i r s h", "resume, edit, inject, restart, stop, history"),
             ("esc  a", "back"),
         ),
@@ -46,6 +47,7 @@ KEYS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (("enter", "send to the agent"), ("ctrl+r", "hand back"), ("esc", "leave it paused")),
     ),
     ("Edit", (("ctrl+s", "apply"), ("tab", "next field"), ("esc", "cancel"))),
+    ("Any question", (("y", "confirm"), ("n  esc", "cancel"), ("enter", "the focused button"))),
 )
 
 

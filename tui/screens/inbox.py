@@ -13,11 +13,13 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from supervisor.api import LoopSnapshot, RunSnapshot
+from supervisor.events import END_STATES
 
 from .. import format as fmt
 from ..live import lv
 
-HINT = "enter step in · p resume · e edit · i inject · r restart · s stop · h history"
+HINT = "enter step in · p {p} · e edit · i inject · r restart · s stop · h history"
+"""The keys under each entry; `p` restarts a loop that ended (it cannot resume)."""
 
 
 def entry(loop: LoopSnapshot) -> Text:
@@ -37,7 +39,8 @@ def entry(loop: LoopSnapshot) -> Text:
         text.append(f"\n  {loop.reason}", style="dim")
     if loop.last_check:
         text.append(f"\n  last check: {loop.last_check}", style="dim")
-    text.append(f"\n  {HINT}", style="italic dim")
+    p = "restart" if loop.state in END_STATES else "resume"
+    text.append(f"\n  {HINT.format(p=p)}", style="italic dim")
     return text
 
 
@@ -52,6 +55,8 @@ class InboxScreen(Screen[None]):
         Binding("r", "act('restart')", "restart"),
         Binding("s", "act('ask_stop')", "stop"),
         Binding("h", "act('history')", "history"),
+        Binding("j", "move(1)", "down", show=False),
+        Binding("k", "move(-1)", "up", show=False),
     ]
 
     def __init__(self) -> None:
@@ -117,6 +122,13 @@ class InboxScreen(Screen[None]):
             return
         lv(self).focus_loop(name)
         getattr(lv(self), what)(name)
+
+    def action_move(self, step: int) -> None:
+        """j / k, as in the loops table."""
+        if step > 0:
+            self.options.action_cursor_down()
+        else:
+            self.options.action_cursor_up()
 
     def action_back(self) -> None:
         self.dismiss(None)

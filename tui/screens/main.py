@@ -38,7 +38,9 @@ def loop_title(loop: LoopSnapshot) -> str:
     parts = [loop.name, f"{loop.agent} ({loop.agent_kind})", loop.state]
     if loop.reason:
         parts[-1] += f": {loop.reason}"
-    if loop.evidence and loop.evidence not in loop.reason:
+    # Evidence explains why a person is needed; once the loop moved on (resumed,
+    # succeeded) the core keeps it, but showing it would describe a stall that is over.
+    if loop.evidence and fmt.needs_person(loop) and loop.evidence not in loop.reason:
         parts.append(f"evidence: {loop.evidence}")
     return " · ".join(parts)
 
@@ -79,16 +81,15 @@ class MainScreen(Screen[None]):
         app = lv(self)
         with app.batch_update():
             self.table.show(snapshot.loops, app.wait_deadlines, app.clock())
-            summary = app.summary
-            finished = (
-                f"run finished: exit code {summary.exit_code}" if summary and app.run_done else ""
-            )
+            summary = app.summary if app.run_done else None
+            finished = fmt.run_over(snapshot, summary)
             self.gauges.update_data(
                 GaugeData(
                     budget=snapshot.budget,
                     burn=app.burn.rate(),
                     needs_person=sum(fmt.needs_person(loop) for loop in snapshot.loops),
                     finished=finished,
+                    disconnected=app.disconnected,
                 )
             )
             self._show_focused(sync_transcript=False)

@@ -25,6 +25,8 @@ class GaugeData:
     needs_person: int = 0
     finished: str = ""
     """Set once the run ended: its one-line summary."""
+    disconnected: str = ""
+    """Set while an attached console has lost its server: everything else is stale."""
 
 
 def _share_style(share: float | None) -> str:
@@ -92,6 +94,10 @@ def burn_line(data: GaugeData) -> Text:
         out.append("▰" * busy, style="green")
         out.append("▱" * (b.slots_total - busy), style="dim")
     out.append(f" {b.slots_in_use}/{b.slots_total}")
+    if data.disconnected:
+        out.append(" · ", style="dim")
+        out.append(data.disconnected, style="bold reverse red")
+        return out
     if data.finished:
         out.append(" · ", style="dim")
         out.append(data.finished, style="bold")

@@ -273,8 +273,9 @@ class LoopTable(DataTable[Text]):
         """Make the table show `loops` (call inside `app.batch_update()`); returns the
         (loop, column) cells that changed (all of them after a rebuild)."""
         widths = column_widths(self.size.width or self.app.size.width, self.cell_padding)
+        focused = self.focused_loop
         if widths != self._widths:
-            self._setup_columns(widths)
+            self._setup_columns(widths)  # forgets the rows, so the cursor: keep `focused`
         wide = self.wide
         position = {loop.name: i for i, loop in enumerate(loops)}
         visible = sorted(
@@ -288,7 +289,7 @@ class LoopTable(DataTable[Text]):
             cells[loop.name] = row_cells(loop, left, wide=wide)
         keys = [loop.name for loop in visible]
         if keys != self.order:
-            self._rebuild(keys, cells)
+            self._rebuild(keys, cells, focused)
             return [(key, column[0]) for key in keys for column in COLUMNS]
         # Rows render from `_cells` (see `_render_row`), so a change is one dict write
         # and a version bump, not a DataTable.update_cell per cell: 1,000 rows stay cheap.
@@ -314,8 +315,9 @@ class LoopTable(DataTable[Text]):
         index = COLUMN_INDEX[column]
         return self._text(self._cells[name][index], index)
 
-    def _rebuild(self, keys: list[str], cells: dict[str, tuple[Cell, ...]]) -> None:
-        focused = self.focused_loop
+    def _rebuild(
+        self, keys: list[str], cells: dict[str, tuple[Cell, ...]], focused: str | None
+    ) -> None:
         self.clear()
         for key in keys:
             self.add_row(*(Text() for _ in COLUMNS), key=key)
