@@ -19,6 +19,7 @@ from typing import Literal, TypeVar, overload
 
 from ._tomlpos import KeyPath, Pos, locate
 from .durations import DURATION_HINT, parse_duration
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size
 
 T = TypeVar("T")
 Entry = tuple[object, KeyPath]
@@ -302,13 +303,20 @@ class Table:
 
 def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
     """The path (config folder / value) and text of the file named at `key`, or None
-    after recording why it cannot be read."""
+    after recording why it cannot be read. At most `PROMPT_TEMPLATE_MAX_BYTES` are
+    read: a prompt named `/dev/zero` is an error, not a hang."""
     rel = t.string(key, None, nonempty=True)
     if rel is None:
         return None
     path = config_dir / rel
     try:
-        return path, path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(PROMPT_TEMPLATE_MAX_BYTES + 1)
+        if len(raw) > PROMPT_TEMPLATE_MAX_BYTES:
+            limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
+            t.error(key, f'"{rel}" is over the limit of {limit}')
+            return None
+        return path, raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         t.error(key, f'cannot read "{rel}": {reason}')

@@ -23,6 +23,7 @@ from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .durations import format_duration
 from .render import describe
+from .sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
 from .transcript import TranscriptTail
@@ -67,8 +68,11 @@ class LoopRunner:
         resume: LoopResume | None = None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
         state_dir: Path | None = None,
+        output_cap: int = OUTPUT_PER_ITERATION_DEFAULT,
     ) -> None:
         self.spec = spec
+        self.output_cap = output_cap
+        """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -176,8 +180,14 @@ class LoopRunner:
             self._turn_scope.cancel()
 
     def inject(self, text: str) -> None:
+        """Add an operator note to the next prompt (`Supervisor.inject` checks its size)."""
         self.control.injections.append(text)
         self.detector.reset()
+
+    @property
+    def pending_notes_bytes(self) -> int:
+        """Bytes of the operator notes waiting for the next prompt."""
+        return sum(size_of(t) for t in self.control.injections)
 
     def apply_edit(self, spec: LoopSpec) -> None:
         """Takes effect from the next iteration (the running one keeps its prompt)."""
@@ -286,8 +296,10 @@ class LoopRunner:
     # -- one iteration ----------------------------------------------------------
     async def _iteration(self, n: int) -> None:
         spec = self.spec
-        self.iteration = n
         prompt = self._render_prompt(n)
+        if prompt is None:
+            return
+        self.iteration = n
         started = time.monotonic()
         self.emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
         got_slot = await self._take_slot(n)
@@ -503,7 +515,11 @@ class LoopRunner:
         return outcomes
 
     # -- helpers -----------------------------------------------------------------
-    def _render_prompt(self, n: int) -> str:
+    def _render_prompt(self, n: int) -> str | None:
+        """Iteration `n`'s prompt; None after ending the loop `failed` when it would be
+        over `PROMPT_MAX_BYTES` (a template repeating `$check_output` can multiply a
+        check's output): an error naming the size, never a cut prompt sent silently.
+        Operator notes are used up only by a prompt that is sent."""
         spec = self.spec
         text = string.Template(spec.prompt).safe_substitute(
             iteration=n,
@@ -515,8 +531,16 @@ class LoopRunner:
         )
         if self.control.injections:
             notes = "\n".join(f"Operator note: {t}" for t in self.control.injections)
-            self.control.injections.clear()
             text = f"{text}\n\n{notes}"
+        problem = too_large(
+            f"iteration {n}'s prompt (placeholders expanded, operator notes added)",
+            size_of(text),
+            PROMPT_MAX_BYTES,
+        )
+        if problem is not None:
+            self._end("failed", f"{problem}; shorten the prompt template and restart")
+            return None
+        self.control.injections.clear()
         return text
 
     def _finish_iteration(

@@ -34,7 +34,7 @@ from .agents.base import (
 from .budget import Ledger
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
-from .transcript import OutputCoalescer
+from .transcript import OutputCap, OutputCoalescer
 from .turn_budget import LedgerTurnBudget
 
 LAST_OUTPUT_LIMIT = 4000
@@ -66,6 +66,8 @@ class TurnHost(Protocol):
     retries_used: int
     state: ev.LoopState
     check_output: str
+    output_cap: int
+    """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -134,9 +136,16 @@ class AgentTurn:
             budget=budget,
             env=self.env,
         )
-        coalescer = OutputCoalescer(
-            lambda text, stream: host.emit_output(n, text, stream), clock=time.monotonic
+        cap = OutputCap(
+            lambda text, stream: host.emit_output(n, text, stream),
+            lambda dropped: host.emit(
+                ev.OutputTruncated(
+                    loop=spec.name, iteration=n, dropped=dropped, limit=host.output_cap
+                )
+            ),
+            limit=host.output_cap,
         )
+        coalescer = OutputCoalescer(cap.add, clock=time.monotonic)
         stall = None if self.operator else spec.stuck.stall
         try:
             with anyio.CancelScope() as scope:
@@ -153,6 +162,7 @@ class AgentTurn:
         finally:
             self._on_scope(None)
             coalescer.flush()
+            cap.finish()
             budget.release()
         host.emit(
             ev.SessionSaved(

@@ -14,6 +14,7 @@ import os
 import string
 import tempfile
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,8 @@ class CommandAgent:
         spec = self.spec
         env = {**spec.env, **request.env}
         stdin = request.prompt.encode() if spec.stdin else None
-        stdout: list[str] = []
-        stderr: list[str] = []
+        stdout = _Tail(OUTPUT_KEEP)
+        last_stderr: str | None = None
         started = time.monotonic()
         try:
             proc_cm = GroupProcess(
@@ -94,7 +95,10 @@ class CommandAgent:
                     with anyio.CancelScope() as reading:
                         tg.start_soon(_stop_reading_after_exit, proc, reading)
                         async for line in proc.lines():
-                            (stdout if line.stream == "stdout" else stderr).append(line.text)
+                            if line.stream == "stdout":
+                                stdout.add(line.text)
+                            else:
+                                last_stderr = line.text
                             yield TextDelta(line.text + "\n", stream=line.stream)
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
@@ -105,17 +109,38 @@ class CommandAgent:
         finally:
             await proc_cm.__aexit__(None, None, None)
         yield Usage(cpu_s=cpu)
-        output = "\n".join(stdout)[-OUTPUT_KEEP:]
+        output = stdout.text()
         if timed_out:
             yield AgentFailed(
                 f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
                 output=output,
             )
         elif code != 0:
-            tail = (stderr or stdout or [""])[-1][:300]
+            tail = (stdout.last if last_stderr is None else last_stderr)[:300]
             yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
         else:
             yield Done(output=output)
+
+
+class _Tail:
+    """The last `keep` characters of stdout, as whole lines where they fit: an agent
+    printing without end costs this much memory, not all it printed."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._lines: deque[str] = deque()
+        self._size = 0
+        self.last = ""
+
+    def add(self, line: str) -> None:
+        self.last = line
+        self._lines.append(line)
+        self._size += len(line) + 1
+        while self._size > self._keep and len(self._lines) > 1:
+            self._size -= len(self._lines.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self._lines)[-self._keep :]
 
 
 async def _stop_reading_after_exit(proc: GroupProcess, reading: anyio.CancelScope) -> None:
