@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 from helpers import (
     PY,
@@ -30,7 +31,10 @@ from helpers import (
 )
 
 from supervisor import events as ev
+from supervisor import protocol as proto
 from supervisor.api import ControlError
+from supervisor.control import ControlServer, RemoteError, RemoteSupervisor
+from supervisor.runtime import Supervisor
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
     NOTES_MAX_BYTES,
@@ -288,3 +292,32 @@ async def test_placeholders_cannot_blow_a_prompt_up(tmp_path: Path) -> None:
     assert "prompt" in result.reason
     assert f"{PROMPT_MAX_BYTES // MIB} MiB" in result.reason
     assert all(len(e.prompt.encode()) <= PROMPT_MAX_BYTES for e in rec.of(ev.IterationStarted))
+
+
+@pytest.mark.anyio
+async def test_over_the_socket_an_oversized_inject_is_refused_not_lost(tmp_path: Path) -> None:
+    """`ctl inject` / attach: an inject over the limit gets the server's error; one too
+    big for a request line (which the server skips unanswered) fails at once, instead
+    of waiting forever for an answer."""
+    config = load(tmp_path, sim_agent("s"), paused_config(tmp_path))
+    sock = tmp_path / "run" / "control.sock"
+    sup = Supervisor(config, exit_when_idle=False)
+    server = ControlServer(sup, sock)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sup.run)
+            await tg.start(server.serve)
+            async with RemoteSupervisor(sock) as remote:
+                await remote.pause("slow")
+                with anyio.fail_after(5), pytest.raises(RemoteError) as over_limit:
+                    await remote.inject("slow", "x" * (INJECT_MAX_BYTES + 1))
+                with anyio.fail_after(5), pytest.raises(RemoteError) as over_frame:
+                    await remote.inject("slow", "x" * (2 * MIB))
+                await remote.inject("slow", "a note that fits")  # still answered
+            assert sup.runners["slow"].control.injections == ["a note that fits"]
+            tg.cancel_scope.cancel()
+    finally:
+        await sup.aclose()
+    assert f"{INJECT_MAX_BYTES // 1024} KiB" in str(over_limit.value)
+    assert "2.0 MiB" in str(over_frame.value)
+    assert f"{proto.MAX_REQUEST_LINE // MIB} MiB" in str(over_frame.value)
