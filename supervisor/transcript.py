@@ -138,10 +138,10 @@ class TranscriptTail:
         data = self._partial + text
         *complete, self._partial = data.split("\n")
         for line in complete:
-            for part in _pieces(tag + line if tag and line else line):
+            for part in line_pieces(tag + line if tag and line else line):
                 self.lines.append(part)
         if len(self._partial) > TAIL_LINE_CHARS:
-            *whole, self._partial = _pieces(self._partial)
+            *whole, self._partial = line_pieces(self._partial)
             self.lines.extend(whole)
 
     def add_line(self, line: str) -> None:
@@ -158,8 +158,9 @@ class TranscriptTail:
         return (*lines, self._partial) if self._partial else lines
 
 
-def _pieces(line: str, width: int = TAIL_LINE_CHARS) -> list[str]:
-    """`line` as pieces of at most `width` characters (an empty line stays one)."""
+def line_pieces(line: str, width: int = TAIL_LINE_CHARS) -> list[str]:
+    """`line` as pieces of at most `width` characters (an empty line stays one): how a
+    transcript in memory (here, the TUI's) keeps an endless line bounded."""
     if len(line) <= width:
         return [line]
     return [line[i : i + width] for i in range(0, len(line), width)]

@@ -207,6 +207,17 @@ async def test_one_endless_line_is_kept_as_a_bounded_tail(tmp_path: Path) -> Non
     assert 3_000_000 <= shown + cut.dropped <= 3_000_000 + pieces
 
 
+def test_the_consoles_transcript_keeps_an_endless_line_bounded() -> None:
+    from tui.model import LoopLines
+
+    lines = LoopLines()
+    for _ in range(256):  # 1 MiB without a newline, in the chunks the core publishes
+        lines.add("y" * 4096, "stdout")
+    assert len(lines.partial) <= TAIL_LINE_CHARS
+    assert all(len(line) <= TAIL_LINE_CHARS for line in lines.lines)
+    assert sum(map(len, lines.lines)) + len(lines.partial) >= MIB  # wrapped, not lost
+
+
 # -- injects, edits and prompts ------------------------------------------------------
 def paused_config(tmp_path: Path, prompt: str = "Fix it. $check_output") -> str:
     (tmp_path / "w").mkdir(exist_ok=True)
