@@ -126,6 +126,25 @@ class OutputCap:
         self._tail_size = 0
 
 
+class TextTail:
+    """The last `keep` characters of a text that arrives piece by piece (an agent's
+    reply): what an agent printing without end costs in memory, whatever it printed."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._parts: deque[str] = deque()
+        self._size = 0
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        while len(self._parts) > 1 and self._size - len(self._parts[0]) >= self._keep:
+            self._size -= len(self._parts.popleft())
+
+    def text(self) -> str:
+        return "".join(self._parts)[-self._keep :]
+
+
 class TranscriptTail:
     """The last TAIL_LINES lines of a loop's transcript, each prefixed by its stream tag."""
 

@@ -14,7 +14,6 @@ import os
 import string
 import tempfile
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import anyio
 
 from ..process import DRAIN_GRACE_S, GroupProcess
 from ..spec import CommandAgentSpec, LoopSpec
+from ..transcript import TextTail
 from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
 
 OUTPUT_KEEP = 64 * 1024
@@ -76,7 +76,8 @@ class CommandAgent:
         spec = self.spec
         env = {**spec.env, **request.env}
         stdin = request.prompt.encode() if spec.stdin else None
-        stdout = _Tail(OUTPUT_KEEP)
+        stdout = TextTail(OUTPUT_KEEP)
+        last_stdout: str | None = None
         last_stderr: str | None = None
         started = time.monotonic()
         try:
@@ -96,7 +97,8 @@ class CommandAgent:
                         tg.start_soon(_stop_reading_after_exit, proc, reading)
                         async for line in proc.lines():
                             if line.stream == "stdout":
-                                stdout.add(line.text)
+                                stdout.add(line.text if last_stdout is None else "\n" + line.text)
+                                last_stdout = line.text
                             else:
                                 last_stderr = line.text
                             yield TextDelta(line.text + "\n", stream=line.stream)
@@ -116,31 +118,10 @@ class CommandAgent:
                 output=output,
             )
         elif code != 0:
-            tail = (stdout.last if last_stderr is None else last_stderr)[:300]
+            tail = (last_stderr if last_stderr is not None else last_stdout or "")[:300]
             yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
         else:
             yield Done(output=output)
-
-
-class _Tail:
-    """The last `keep` characters of stdout, as whole lines where they fit: an agent
-    printing without end costs this much memory, not all it printed."""
-
-    def __init__(self, keep: int) -> None:
-        self._keep = keep
-        self._lines: deque[str] = deque()
-        self._size = 0
-        self.last = ""
-
-    def add(self, line: str) -> None:
-        self.last = line
-        self._lines.append(line)
-        self._size += len(line) + 1
-        while self._size > self._keep and len(self._lines) > 1:
-            self._size -= len(self._lines.popleft()) + 1
-
-    def text(self) -> str:
-        return "\n".join(self._lines)[-self._keep :]
 
 
 async def _stop_reading_after_exit(proc: GroupProcess, reading: anyio.CancelScope) -> None:

@@ -17,6 +17,7 @@ import anyio
 import pytest
 from helpers import (
     PY,
+    REPO,
     cli_env,
     command_agent,
     json_lines,
@@ -216,6 +217,26 @@ def test_the_consoles_transcript_keeps_an_endless_line_bounded() -> None:
     assert len(lines.partial) <= TAIL_LINE_CHARS
     assert all(len(line) <= TAIL_LINE_CHARS for line in lines.lines)
     assert sum(map(len, lines.lines)) + len(lines.partial) >= MIB  # wrapped, not lost
+
+
+def test_an_endless_claude_reply_keeps_a_bounded_last_text() -> None:
+    """Claude Code's parser keeps the last message's text as the turn's output: its
+    tail only, however long the reply streams."""
+    from supervisor.agents.stream_json import LAST_TEXT_KEEP, StreamJsonParser
+
+    fixture = REPO / "tests" / "data" / "stream_json" / "partial_messages.jsonl"
+    lines = fixture.read_text().splitlines()
+    first_delta = next(i for i, line in enumerate(lines) if "text_delta" in line)
+    parser = StreamJsonParser()
+    for line in lines[:first_delta]:
+        parser.feed(line)
+    delta = json.loads(lines[first_delta])
+    delta["event"]["delta"]["text"] = "z" * 999 + "\n"
+    flood = json.dumps(delta)
+    for _ in range(2000):  # 2 MB of one reply
+        parser.feed(flood)
+    assert len(parser.last_text) == LAST_TEXT_KEEP  # was the whole 2 MB
+    assert parser.last_text.endswith("z\n")
 
 
 # -- injects, edits and prompts ------------------------------------------------------
