@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, time
@@ -19,7 +20,7 @@ from typing import Literal, TypeVar, overload
 
 from ._tomlpos import KeyPath, Pos, locate
 from .durations import DURATION_HINT, parse_duration
-from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size, too_large
 
 T = TypeVar("T")
 Entry = tuple[object, KeyPath]
@@ -312,9 +313,11 @@ def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
     try:
         with path.open("rb") as fh:
             raw = fh.read(PROMPT_TEMPLATE_MAX_BYTES + 1)
+            size = os.fstat(fh.fileno()).st_size
         if len(raw) > PROMPT_TEMPLATE_MAX_BYTES:
-            limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
-            t.error(key, f'"{rel}" is over the limit of {limit}')
+            limit = PROMPT_TEMPLATE_MAX_BYTES
+            too_big = too_large(f'"{rel}"', size, limit)  # size 0: a device or a pipe
+            t.error(key, too_big or f'"{rel}" is over the limit of {format_size(limit)}')
             return None
         return path, raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:

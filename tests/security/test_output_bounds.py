@@ -329,6 +329,19 @@ def test_a_huge_prompt_in_the_config_is_a_config_error(tmp_path: Path) -> None:
     assert f"{PROMPT_TEMPLATE_MAX_BYTES // 1024} KiB" in proc.stderr + proc.stdout
 
 
+def test_a_huge_prompt_file_is_a_config_error_read_no_further(tmp_path: Path) -> None:
+    """Read up to the limit and no further (a prompt_file of /dev/zero must not hang)."""
+    (tmp_path / "w").mkdir()
+    (tmp_path / "big.md").write_text("p" * (PROMPT_TEMPLATE_MAX_BYTES + 1))
+    config = write_config(tmp_path, sim_agent("s"), paused_config(tmp_path, prompt="x"))
+    text = config.read_text().replace('prompt = "x"', 'prompt_file = "big.md"')
+    config.write_text(text)
+    proc = run_cli("check", "loops.toml", cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout
+    assert "big.md" in proc.stderr
+    assert f"{PROMPT_TEMPLATE_MAX_BYTES // 1024} KiB" in proc.stderr
+
+
 @pytest.mark.anyio
 async def test_placeholders_cannot_blow_a_prompt_up(tmp_path: Path) -> None:
     """A small template repeating $check_output 400 times renders 400 times the check's
