@@ -67,3 +67,12 @@ def truncation_message(dropped: int, limit: int) -> str:
         f"{format_size(limit)} per-iteration limit only the last "
         f"{format_size(OUTPUT_TAIL_BYTES)} are kept"
     )
+
+
+def output_limit_notice(iteration: int, limit: int) -> str:
+    """Said live when an iteration's output reaches the limit (before the count is known)."""
+    return (
+        f"iteration {iteration}'s output reached the {format_size(limit)} per-iteration "
+        f"limit: the rest is counted, not shown; its last {format_size(OUTPUT_TAIL_BYTES)} "
+        "follow when the turn ends"
+    )

@@ -69,8 +69,9 @@ class OutputCap:
     """What one iteration publishes: its first `limit` bytes, then only a tail.
 
     Chunks pass whole (never split: a chunk is the unit other steps, such as
-    redaction, already saw), until one would cross `limit`. From then on chunks
-    are only counted, and the last `tail_bytes` of them are held back; `finish()`
+    redaction, already saw), until one would cross `limit`; `on_limit()` then says
+    so at once (a live view would otherwise just go quiet). From then on chunks are
+    only counted, and the last `tail_bytes` of them are held back; `finish()`
     reports the count (`on_cut(dropped)`) and then publishes the held tail, so the
     transcript reads: head, marker, end. Memory is bounded by `tail_bytes` plus a
     chunk, whatever the agent prints.
@@ -81,11 +82,13 @@ class OutputCap:
         emit: Callable[[str, str], None],
         on_cut: Callable[[int], None],
         *,
+        on_limit: Callable[[], None] = lambda: None,
         limit: int,
         tail_bytes: int = OUTPUT_TAIL_BYTES,
     ) -> None:
         self._emit = emit
         self._on_cut = on_cut
+        self._on_limit = on_limit
         self.limit = limit
         self._tail_bytes = tail_bytes
         self.published = 0
@@ -96,17 +99,15 @@ class OutputCap:
         self._tail_size = 0
         self._cut = False
 
-    @property
-    def cut(self) -> bool:
-        return self._cut
-
     def add(self, text: str, stream: str) -> None:
         size = size_of(text)
         if not self._cut and self.published + size <= self.limit:
             self.published += size
             self._emit(text, stream)
             return
-        self._cut = True
+        if not self._cut:
+            self._cut = True
+            self._on_limit()
         self._tail.append((text, stream, size))
         self._tail_size += size
         while self._tail_size > self._tail_bytes and len(self._tail) > 1:

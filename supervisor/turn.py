@@ -32,6 +32,7 @@ from .agents.base import (
     Waiting,
 )
 from .budget import Ledger
+from .sizes import output_limit_notice
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
 from .transcript import OutputCap, OutputCoalescer
@@ -144,6 +145,13 @@ class AgentTurn:
                 )
             ),
             limit=host.output_cap,
+            on_limit=lambda: host.emit(
+                ev.Notice(
+                    loop=spec.name,
+                    level="warning",
+                    message=output_limit_notice(n, host.output_cap),
+                )
+            ),
         )
         coalescer = OutputCoalescer(cap.add, clock=time.monotonic)
         stall = None if self.operator else spec.stuck.stall

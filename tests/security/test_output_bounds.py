@@ -150,6 +150,9 @@ def test_the_json_stream_shows_the_cut_and_counts_every_byte(tmp_path: Path) -> 
     assert cuts[0]["limit"] == cap
     assert shown + cuts[0]["dropped"] == flood
     assert shown <= cap + OUTPUT_TAIL_BYTES + 8192
+    # said live when the limit is reached, before the count is known
+    (live,) = [e for e in lines if e["type"] == "notice" and "per-iteration" in e["message"]]
+    assert lines.index(live) < lines.index(cuts[0])
     # the end of what the agent printed survives the cut: it comes after the marker
     after = [e for e in lines[lines.index(cuts[0]) :] if e["type"] == "output"]
     assert sum(len(e["text"]) for e in after) >= OUTPUT_TAIL_BYTES // 2
