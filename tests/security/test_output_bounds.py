@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -61,7 +62,7 @@ def spew_loop() -> str:
 
 
 def journal_events(state_dir: Path, kind: str) -> list[dict[str, object]]:
-    with sqlite3.connect(state_dir / "journal.sqlite3") as conn:
+    with closing(sqlite3.connect(state_dir / "journal.sqlite3")) as conn:
         rows = conn.execute("SELECT json FROM events WHERE type = ?", (kind,)).fetchall()
     return [json.loads(r[0]) for r in rows]
 
@@ -69,26 +70,16 @@ def journal_events(state_dir: Path, kind: str) -> list[dict[str, object]]:
 MEASURE = """
 import resource, subprocess, sys
 proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.stderr.write(proc.stderr.decode())
-"""
-"""Runs argv and prints its exit code and the peak RSS (KiB) of its process tree: a
-wrapper of its own, so no other child of the test process is counted."""
-
-
-MEASURE_CPU = """
-import resource, subprocess, sys
-proc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(proc.returncode, usage.ru_utime + usage.ru_stime)
+print(proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)
 sys.stderr.write(proc.stderr.decode())
 """
-"""Runs argv and prints its exit code and the CPU seconds of its process tree."""
+"""Runs argv; prints its exit code, the peak RSS (KiB) and the CPU seconds of its process
+tree. A wrapper of its own, so that no other child of the test process is counted."""
 
 
-def test_a_flood_of_stdout_keeps_rss_and_journal_bounded(tmp_path: Path) -> None:
-    flood = 64_000_000  # whole lines: the command agent ends a cut last line itself
-    write_config(tmp_path, spew_agent("spew", flood), spew_loop())
+def measured_run(tmp_path: Path) -> tuple[float, float]:
+    """`loopvisor run --headless --quiet` in tmp_path: (peak RSS in MiB, CPU seconds)."""
     argv = [PY, "-m", "supervisor", "run", "loops.toml", "--headless", "--quiet"]
     proc = subprocess.run(
         [PY, "-c", MEASURE, *argv],
@@ -99,9 +90,15 @@ def test_a_flood_of_stdout_keeps_rss_and_journal_bounded(tmp_path: Path) -> None
         timeout=50,
         check=False,
     )
-    code, maxrss_kib = map(int, proc.stdout.split())
-    assert code == 1, proc.stderr  # max_iterations reached: the marker is never seen
-    peak_mib = maxrss_kib / 1024
+    code, maxrss_kib, cpu_s = proc.stdout.split()
+    assert code == "1", proc.stderr  # max_iterations reached: the marker is never seen
+    return int(maxrss_kib) / 1024, float(cpu_s)
+
+
+def test_a_flood_of_stdout_keeps_rss_and_journal_bounded(tmp_path: Path) -> None:
+    flood = 64_000_000  # whole lines: the command agent ends a cut last line itself
+    write_config(tmp_path, spew_agent("spew", flood), spew_loop())
+    peak_mib, _ = measured_run(tmp_path)
     journal = sum(p.stat().st_size for p in (tmp_path / ".loopvisor").glob("journal.sqlite3*"))
     assert peak_mib < 100, f"peak RSS {peak_mib:.0f} MiB for {flood:,} bytes of output"
     assert journal < 4 * MIB + OUTPUT_TAIL_BYTES + MIB, f"journal {journal:,} bytes"
@@ -118,19 +115,8 @@ def test_millions_of_short_lines_cost_little_cpu(tmp_path: Path) -> None:
     """2 MB of one-character lines is a million lines: read per pipe read, not re-sliced
     per line (which made the reader quadratic: ~9 s of CPU here, 46 s for 10 MB)."""
     write_config(tmp_path, spew_agent("spew", 2_000_000, line="x"), spew_loop())
-    argv = [PY, "-m", "supervisor", "run", "loops.toml", "--headless", "--quiet"]
-    proc = subprocess.run(
-        [PY, "-c", MEASURE_CPU, *argv],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    code, cpu_s = proc.stdout.split()
-    assert code == "1", proc.stderr
-    assert float(cpu_s) < 5.0, f"{cpu_s} s of CPU for a million short lines"
+    _, cpu_s = measured_run(tmp_path)
+    assert cpu_s < 5.0, f"{cpu_s:.1f} s of CPU for a million short lines"
 
 
 def test_the_json_stream_shows_the_cut_and_counts_every_byte(tmp_path: Path) -> None:
