@@ -20,7 +20,7 @@ from typing import Literal, TypeVar, overload
 
 from ._tomlpos import KeyPath, Pos, locate
 from .durations import DURATION_HINT, parse_duration
-from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size, too_large
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most, too_large
 
 T = TypeVar("T")
 Entry = tuple[object, KeyPath]
@@ -312,9 +312,9 @@ def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
     path = config_dir / rel
     try:
         with path.open("rb") as fh:
-            raw = fh.read(PROMPT_TEMPLATE_MAX_BYTES + 1)
+            raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
             size = os.fstat(fh.fileno()).st_size
-        if len(raw) > PROMPT_TEMPLATE_MAX_BYTES:
+        if raw is None:
             limit = PROMPT_TEMPLATE_MAX_BYTES
             too_big = too_large(f'"{rel}"', size, limit)  # size 0: a device or a pipe
             t.error(key, too_big or f'"{rel}" is over the limit of {format_size(limit)}')

@@ -35,6 +35,8 @@ from .durations import format_duration, parse_duration
 from .headless import HeadlessPrinter
 from .render import describe
 from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
+from .textsafe import decode
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -293,7 +295,13 @@ async def _restart(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 
 async def _inject(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.text == "-":
+        raw = read_at_most(sys.stdin.buffer, INJECT_MAX_BYTES)
+        if raw is None:
+            raise UsageError(f"stdin is over the inject limit of {format_size(INJECT_MAX_BYTES)}")
+        text = decode(raw)
+    else:
+        text = args.text
     await remote.inject(args.loop, text)
     return _done(args, f"{args.loop}: message added to its next prompt")
 
@@ -320,9 +328,14 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.prompt_file is not None:
         try:
-            prompt = args.prompt_file.read_text(encoding="utf-8")
+            with args.prompt_file.open("rb") as fh:
+                raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
+        if raw is None:
+            limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
+            raise UsageError(f"{args.prompt_file} is over the prompt limit of {limit}")
+        prompt = decode(raw)
     given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
     changes = {k: v for k, (ok, v) in given.items() if ok}
     if prompt is None and args.max_iterations is None and not changes:

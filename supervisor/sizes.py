@@ -15,6 +15,8 @@ tests all name the same numbers:
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 from .textsafe import utf8
 
 KIB = 1024
@@ -58,6 +60,13 @@ def too_large(what: str, size: int, limit: int) -> str | None:
     if size <= limit:
         return None
     return f"{what} is {format_size(size)} ({size:,} bytes), over the limit of {format_size(limit)}"
+
+
+def read_at_most(source: BinaryIO, limit: int) -> bytes | None:
+    """Up to `limit` bytes of `source`, or None when it holds more: a file, a pipe or
+    /dev/zero is read no further than the limit, never whole into memory."""
+    raw = source.read(limit + 1)
+    return None if len(raw) > limit else raw
 
 
 def truncation_message(dropped: int, limit: int) -> str:

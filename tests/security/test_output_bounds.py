@@ -306,6 +306,48 @@ async def test_an_edit_with_a_huge_prompt_is_refused(tmp_path: Path) -> None:
     assert f"{PROMPT_TEMPLATE_MAX_BYTES // 1024} KiB" in message
 
 
+class _Recorder:
+    """Stands in for the socket client: records what `ctl` would have sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, object]] = []
+
+    async def inject(self, loop: str, text: str) -> None:
+        self.sent.append(("inject", len(text)))
+
+    async def edit(self, loop: str, **changes: object) -> None:
+        self.sent.append(("edit", changes))
+
+
+@pytest.mark.anyio
+async def test_ctl_reads_stdin_and_prompt_files_no_further_than_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ctl inject LOOP -` and `ctl edit --prompt-file F` read at most the limit (a pipe
+    from /dev/zero must not fill ctl's memory) and say which limit was passed."""
+    import argparse
+    import io
+
+    from supervisor import cli_remote
+
+    piped = io.BytesIO(b"x" * (2 * MIB))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(piped, encoding="utf-8"))
+    remote = _Recorder()
+    inject = argparse.Namespace(loop="slow", text="-", json=False)
+    with pytest.raises(cli_remote.UsageError, match=f"{INJECT_MAX_BYTES // 1024} KiB"):
+        await cli_remote._inject(remote, inject)  # type: ignore[arg-type]
+    assert piped.tell() == INJECT_MAX_BYTES + 1
+    big = tmp_path / "prompt.md"
+    big.write_bytes(b"p" * (PROMPT_TEMPLATE_MAX_BYTES + 1))
+    edit = argparse.Namespace(
+        loop="slow", prompt=None, prompt_file=big, max_iterations=None, json=False,
+        tokens=None, usd=None, wall=None, cpu=None,
+    )  # fmt: skip
+    with pytest.raises(cli_remote.UsageError, match=f"{PROMPT_TEMPLATE_MAX_BYTES // 1024} KiB"):
+        await cli_remote._edit(remote, edit)  # type: ignore[arg-type]
+    assert remote.sent == []
+
+
 def test_a_huge_prompt_in_the_config_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     write_config(
