@@ -30,6 +30,7 @@ from ._schema import (
     read_file,
 )
 from .durations import parse_duration
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES, size_of, too_large
 from .spec import (
     PLACEHOLDERS,
     AgentSpec,
@@ -275,6 +276,10 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
 def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
     if "prompt" in t:
         prompt = t.string("prompt", "", nonempty=True)
+        problem = too_large("the prompt", size_of(prompt), PROMPT_TEMPLATE_MAX_BYTES)
+        if problem is not None:
+            t.error("prompt", problem)
+            return "", None
         for offset, message in template_problems(prompt, PLACEHOLDERS):
             line, col = line_col(prompt, offset)
             where = f" (line {line} of the prompt)" if "\n" in prompt.strip() else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, time
@@ -20,6 +21,7 @@ from typing import Literal, TypeVar, overload
 from ._tomlpos import KeyPath, Pos, locate
 from .childenv import ENV_NAME, SUPERVISOR_PREFIX
 from .durations import DURATION_HINT, parse_duration
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most, too_large
 
 T = TypeVar("T")
 Entry = tuple[object, KeyPath]
@@ -303,13 +305,22 @@ class Table:
 
 def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
     """The path (config folder / value) and text of the file named at `key`, or None
-    after recording why it cannot be read."""
+    after recording why it cannot be read. At most `PROMPT_TEMPLATE_MAX_BYTES` are
+    read: a prompt named `/dev/zero` is an error, not a hang."""
     rel = t.string(key, None, nonempty=True)
     if rel is None:
         return None
     path = config_dir / rel
     try:
-        return path, path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
+            size = os.fstat(fh.fileno()).st_size
+        if raw is None:
+            limit = PROMPT_TEMPLATE_MAX_BYTES
+            too_big = too_large(f'"{rel}"', size, limit)  # size 0: a device or a pipe
+            t.error(key, too_big or f'"{rel}" is over the limit of {format_size(limit)}')
+            return None
+        return path, raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         t.error(key, f'cannot read "{rel}": {reason}')

@@ -45,6 +45,8 @@ from .headless import HeadlessPrinter
 from .interrupts import interrupt_proof
 from .render import describe
 from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
+from .textsafe import decode
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -218,7 +220,11 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> int:
     if args.action == "inject" and args.text == "-":  # before connecting: a human may type
-        args.text = sys.stdin.read()  # for longer than the server's handshake timeout
+        raw = read_at_most(sys.stdin.buffer, INJECT_MAX_BYTES)  # longer than the handshake
+        if raw is None:
+            message = f"stdin is over the inject limit of {format_size(INJECT_MAX_BYTES)}"
+            return _failed(args, f"loopvisor ctl inject: {message}", "usage", EXIT_USAGE)
+        args.text = decode(raw)
     try:
         async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
             return await CTL[args.action](remote, args)
@@ -334,9 +340,14 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.prompt_file is not None:
         try:
-            prompt = args.prompt_file.read_text(encoding="utf-8")
+            with args.prompt_file.open("rb") as fh:
+                raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
+        if raw is None:
+            limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
+            raise UsageError(f"{args.prompt_file} is over the prompt limit of {limit}")
+        prompt = decode(raw)
     given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
     changes = {k: v for k, (ok, v) in given.items() if ok}
     if prompt is None and args.max_iterations is None and not changes:

@@ -26,6 +26,7 @@ from ._pricing import price_for
 from ._schema import ConfigError, ConfigIssue, Issues, Table
 from ._tomlpos import key_positions
 from .durations import format_duration, parse_duration
+from .sizes import OUTPUT_PER_ITERATION_DEFAULT
 from .spec import (
     AgentSpec,
     AnthropicAgentSpec,
@@ -53,7 +54,9 @@ __all__ = [
 
 TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop", "redact"})
 REDACT_KEYS = frozenset({"patterns"})
-SUPERVISOR_KEYS = frozenset({"max_concurrent", "state_dir", "budget", "rate_limits"})
+SUPERVISOR_KEYS = frozenset(
+    {"max_concurrent", "state_dir", "budget", "rate_limits", "max_output_per_iteration"}
+)
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
 RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
 PROVIDERS = frozenset({"anthropic"})
@@ -147,6 +150,9 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
         max_concurrent=section.integer("max_concurrent", 4, positive=True),
         budget=read_limits(budget) if budget is not None else Limits(),
         rate_limits=MappingProxyType(rate_limits),
+        max_output_per_iteration=section.integer(
+            "max_output_per_iteration", OUTPUT_PER_ITERATION_DEFAULT, positive=True
+        ),
     )
 
 

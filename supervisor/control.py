@@ -43,6 +43,7 @@ from . import protocol as proto
 from .api import ControlError, RunSnapshot, StepIn, SupervisorHandle
 from .bus import EventBus
 from .events import Event, EventsDropped, Notice, event_from_dict
+from .sizes import too_large
 from .spec import Limits
 
 __all__ = [
@@ -705,10 +706,14 @@ class RemoteSupervisor:
             raise self._not_serving("connection closed")
         self._next_id += 1
         rid = self._next_id
+        line = proto.encode({"id": rid, "op": op, "args": args})
+        if len(line) > proto.MAX_REQUEST_LINE:  # the server would skip it unanswered
+            problem = too_large(f"the {op} request", len(line), proto.MAX_REQUEST_LINE)
+            raise RemoteError(f"{problem}; not sent", "protocol")
         waiter = self._pending[rid] = _Pending()
         try:
             async with self._send_lock:
-                await self._stream.send(proto.encode({"id": rid, "op": op, "args": args}))
+                await self._stream.send(line)
             await waiter.done.wait()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             raise self._not_serving("connection lost") from None

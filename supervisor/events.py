@@ -104,6 +104,17 @@ class AgentOutput(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputTruncated(LoopEvent):
+    """An iteration printed more than `limit` bytes: `dropped` bytes of it were counted
+    but neither journalled nor shown (the last `sizes.OUTPUT_TAIL_BYTES` follow)."""
+
+    type: ClassVar[str] = "output_truncated"
+    iteration: int
+    dropped: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCalled(LoopEvent):
     type: ClassVar[str] = "tool_call"
     iteration: int
@@ -339,6 +350,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LoopStateChanged,
         IterationStarted,
         AgentOutput,
+        OutputTruncated,
         ToolCalled,
         ToolReturned,
         UsageCharged,

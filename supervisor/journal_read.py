@@ -24,12 +24,13 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .journal_schema import JOURNAL_NAME, JournalError, connect_reader
+from .sizes import truncation_message
 from .statelock import lock_holder
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
 _TRANSCRIPT_TYPES = (
     "output", "iteration_started", "iteration_finished", "tool_call", "tool_result",
-    "check_started", "check", "stuck", "control", "notice",
+    "check_started", "check", "stuck", "control", "notice", "output_truncated",
 )  # fmt: skip
 
 
@@ -368,6 +369,8 @@ def describe_event(data: dict[str, Any], *, verbose: bool = False) -> str | None
         return f"» operator {data.get('op')} {data.get('detail', '')}".rstrip()
     if kind == "notice":
         return f"[{data.get('level', 'info')}] {data.get('message')}"
+    if kind == "output_truncated":
+        return truncation_message(int(data.get("dropped", 0)), int(data.get("limit", 0)))
     return None
 
 

@@ -30,6 +30,7 @@ from .checks import (
 from .durations import format_duration
 from .redact import Redactor
 from .render import describe
+from .sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
 from .transcript import TranscriptTail
@@ -77,10 +78,13 @@ class LoopRunner:
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
         state_dir: Path | None = None,
         redactor: Redactor | None = None,
+        output_cap: int = OUTPUT_PER_ITERATION_DEFAULT,
     ) -> None:
         self.spec = spec
         self.redactor = redactor or Redactor.from_environment()
         """Applied to check outcomes, agent output (in the turn) and the prompt as sent."""
+        self.output_cap = output_cap
+        """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -213,9 +217,15 @@ class LoopRunner:
             self._turn_scope.cancel()
 
     def inject(self, text: str) -> None:
+        """Add an operator note to the next prompt (`Supervisor.inject` checks its size)."""
         self.control.injections.append(text)
         self.detector.reset()
         self.checkpoint()
+
+    @property
+    def pending_notes_bytes(self) -> int:
+        """Bytes of the operator notes waiting for the next prompt."""
+        return sum(size_of(t) for t in self.control.injections)
 
     def apply_edit(self, spec: LoopSpec) -> None:
         """Takes effect from the next iteration (the running one keeps its prompt)."""
@@ -325,8 +335,10 @@ class LoopRunner:
     # -- one iteration ----------------------------------------------------------
     async def _iteration(self, n: int) -> None:
         spec = self.spec
-        self.iteration = n
         prompt = self._render_prompt(n)
+        if prompt is None:
+            return
+        self.iteration = n
         started = time.monotonic()
         self.emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
         got_slot = await self._take_slot(n)
@@ -572,7 +584,11 @@ class LoopRunner:
         return outcomes
 
     # -- helpers -----------------------------------------------------------------
-    def _render_prompt(self, n: int) -> str:
+    def _render_prompt(self, n: int) -> str | None:
+        """Iteration `n`'s prompt; None after ending the loop `failed` when it would be
+        over `PROMPT_MAX_BYTES` (a template repeating `$check_output` can multiply a
+        check's output): an error naming the size, never a cut prompt sent silently.
+        Operator notes are used up only by a prompt that is sent."""
         spec = self.spec
         text = string.Template(spec.prompt).safe_substitute(
             iteration=n,
@@ -583,10 +599,18 @@ class LoopRunner:
             workspace=str(spec.workspace),
         )
         if self.control.injections:
-            self._in_flight_notes = list(self.control.injections)
-            notes = "\n".join(f"Operator note: {t}" for t in self._in_flight_notes)
-            self.control.injections.clear()
+            notes = "\n".join(f"Operator note: {t}" for t in self.control.injections)
             text = f"{text}\n\n{notes}"
+        problem = too_large(
+            f"iteration {n}'s prompt (placeholders expanded, operator notes added)",
+            size_of(text),
+            PROMPT_MAX_BYTES,
+        )
+        if problem is not None:
+            self._end("failed", f"{problem}; shorten the prompt template and restart")
+            return None
+        self._in_flight_notes = list(self.control.injections)  # sent: queued again on a re-run
+        self.control.injections.clear()
         return self.redactor.text(text)
 
     def _finish_iteration(

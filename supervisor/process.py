@@ -30,6 +30,9 @@ KILL_GRACE_S = 2.0
 CPU_SAMPLE_S = 0.2
 DRAIN_GRACE_S = 0.5
 """After the main process exits, how long to wait for output still in the pipes."""
+PUMP_BATCHES = 64
+"""Batches (one pipe read each, at most ~64 KiB + `max_line`) buffered per child: what
+a child can make us hold while its reader is busy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class GroupProcess:
         self.argv = list(argv)
         self._max_line = max_line
         self._tg: anyio.abc.TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[Line] | None = None
+        self._receive: MemoryObjectReceiveStream[tuple[Line, ...]] | None = None
         self.cwd = cwd
         self.env = child_env(env)
         """The allow-listed environment plus `env`, never all of os.environ (`childenv`)."""
@@ -80,7 +83,7 @@ class GroupProcess:
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
         # a task group across a suspended generator frame.
-        send, self._receive = anyio.create_memory_object_stream[Line](256)
+        send, self._receive = anyio.create_memory_object_stream[tuple[Line, ...]](PUMP_BATCHES)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         with send:
@@ -131,8 +134,9 @@ class GroupProcess:
         """Yield stdout and stderr lines as they come (interleaved), until both close."""
         assert self._receive is not None
         try:
-            async for line in self._receive:
-                yield line
+            async for batch in self._receive:
+                for line in batch:
+                    yield line
         except anyio.ClosedResourceError:
             return
 
@@ -208,27 +212,27 @@ def _descendants(pid: int) -> list[psutil.Process]:
 async def _pump(
     stream: anyio.abc.ByteReceiveStream,
     name: str,
-    send: MemoryObjectSendStream[Line],
+    send: MemoryObjectSendStream[tuple[Line, ...]],
     max_line: int,
 ) -> None:
+    """Split a pipe into lines, sent one batch per read: a child printing millions of
+    short lines costs one split and one send per read, not per line (and no
+    re-slicing of the buffer per line, which made it quadratic in the read size)."""
     buf = b""
     async with send:
         try:
             async for chunk in stream:
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    raw, buf = buf[:nl], buf[nl + 1 :]
-                    await send.send(Line(name, _decode(raw)))
+                *complete, buf = (buf + chunk).split(b"\n")
+                batch = [Line(name, _decode(raw)) for raw in complete]
                 if len(buf) > max_line:
-                    await send.send(Line(name, _decode(buf)))
+                    batch.append(Line(name, _decode(buf)))
                     buf = b""
+                if batch:
+                    await send.send(tuple(batch))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
         if buf:
-            await send.send(Line(name, _decode(buf)))
+            await send.send((Line(name, _decode(buf)),))
 
 
 def _decode(raw: bytes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from . import events as ev
+from .sizes import truncation_message
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -39,6 +40,8 @@ def describe(event: ev.Event) -> str | None:
             f"── iteration {event.iteration} {event.outcome}: {_short(event.reason)} "
             f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s]"
         )
+    if isinstance(event, ev.OutputTruncated):
+        return truncation_message(event.dropped, event.limit)
     if isinstance(event, ev.StuckDetected):
         return f"⚠ stuck ({event.detector}): {event.evidence} → {event.action}"
     if isinstance(event, ev.ControlApplied):

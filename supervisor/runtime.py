@@ -29,6 +29,13 @@ from .loop import LoopRunner
 from .redact import Redactor
 from .resume import RunResume
 from .schedule import drive
+from .sizes import (
+    INJECT_MAX_BYTES,
+    NOTES_MAX_BYTES,
+    PROMPT_TEMPLATE_MAX_BYTES,
+    size_of,
+    too_large,
+)
 from .spec import Config, Limits, LoopSpec
 from .worktree import OverlapChecker
 
@@ -113,6 +120,7 @@ class Supervisor:
                 after_iteration=overlap.check if overlap.active else None,
                 state_dir=config.supervisor.state_dir.resolve(),
                 redactor=self.redactor,
+                output_cap=config.supervisor.max_output_per_iteration,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -329,7 +337,16 @@ class Supervisor:
     async def inject(self, loop: str, text: str) -> None:
         if not text.strip():
             raise ControlError("nothing to inject")
-        self._runner(loop).inject(text)
+        runner = self._runner(loop)
+        size = size_of(text)
+        problem = too_large("the inject", size, INJECT_MAX_BYTES) or too_large(
+            f"loop {loop!r}'s pending operator notes with this one",
+            runner.pending_notes_bytes + size,
+            NOTES_MAX_BYTES,
+        )
+        if problem is not None:
+            raise ControlError(f"{problem}; nothing was added")
+        runner.inject(text)
         self._control("inject", loop, text)
 
     async def edit(
@@ -346,7 +363,8 @@ class Supervisor:
         spec = runner.spec
         problems: list[str] = []
         if prompt is not None:
-            problems += check_prompt_template(prompt)
+            too_big = too_large("prompt", size_of(prompt), PROMPT_TEMPLATE_MAX_BYTES)
+            problems += [too_big] if too_big else check_prompt_template(prompt)
             if not prompt.strip():
                 problems.append("prompt: must not be empty")
         if max_iterations is not None and max_iterations <= 0:
@@ -395,6 +413,9 @@ class Supervisor:
             raise ControlError(f"loop {loop!r} is {runner.state}: step in first")
         if not text.strip():
             raise ControlError("nothing to say")
+        problem = too_large("the message", size_of(text), INJECT_MAX_BYTES)
+        if problem is not None:
+            raise ControlError(problem)
         self._control("chat", loop, text)
         return await runner.chat(text)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from .sizes import OUTPUT_PER_ITERATION_DEFAULT
+
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
 CatchUp: TypeAlias = Literal["skip", "once"]
@@ -224,6 +226,8 @@ class SupervisorSpec:
     state_dir: Path
     max_concurrent: int = 4
     budget: Limits = Limits()
+    max_output_per_iteration: int = OUTPUT_PER_ITERATION_DEFAULT
+    """Bytes of agent output journalled and shown in full per iteration (`sizes`)."""
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
 

@@ -1,10 +1,12 @@
-"""Transcript plumbing: coalesce token deltas into chunks, keep a bounded tail in RAM.
+"""Transcript plumbing: coalesce token deltas into chunks, cap them, keep a bounded tail.
 
 Agents stream one delta per token; subscribers (journal, socket, TUI, printer)
 want chunks. `OutputCoalescer` turns deltas into one `output` event per stream
 per ~50 ms (or per line / size cap), so the event rate is bounded no matter how
-fast a model streams. `TranscriptTail` keeps the last lines of a loop for
-snapshots; older text lives in the journal.
+fast a model streams. `OutputCap` bounds what one iteration publishes at all, so
+an agent printing without end fills neither memory nor the journal.
+`TranscriptTail` keeps the last lines of a loop for snapshots; older text lives
+in the journal.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from collections.abc import Callable
 
 import anyio
 
+from .sizes import OUTPUT_TAIL_BYTES, size_of
+
 FLUSH_INTERVAL_S = 0.05
 MAX_CHUNK = 4096
 TAIL_LINES = 400
+TAIL_LINE_CHARS = 4096
+"""A longer line is kept as several (one endless line must not grow without bound)."""
 
 
 class OutputCoalescer:
@@ -59,6 +65,87 @@ class OutputCoalescer:
             self.flush()
 
 
+class OutputCap:
+    """What one iteration publishes: its first `limit` bytes, then only a tail.
+
+    Chunks pass whole (never split: a chunk is the unit other steps, such as
+    redaction, already saw), until one would cross `limit`; `on_limit()` then says
+    so at once (a live view would otherwise just go quiet). From then on chunks are
+    only counted, and the last `tail_bytes` of them are held back; `finish()`
+    reports the count (`on_cut(dropped)`) and then publishes the held tail, so the
+    transcript reads: head, marker, end. Memory is bounded by `tail_bytes` plus a
+    chunk, whatever the agent prints.
+    """
+
+    def __init__(
+        self,
+        emit: Callable[[str, str], None],
+        on_cut: Callable[[int], None],
+        *,
+        on_limit: Callable[[], None] = lambda: None,
+        limit: int,
+        tail_bytes: int = OUTPUT_TAIL_BYTES,
+    ) -> None:
+        self._emit = emit
+        self._on_cut = on_cut
+        self._on_limit = on_limit
+        self.limit = limit
+        self._tail_bytes = tail_bytes
+        self.published = 0
+        """Bytes published so far (head and, after `finish`, the tail)."""
+        self.dropped = 0
+        """Bytes counted but not published."""
+        self._tail: deque[tuple[str, str, int]] = deque()
+        self._tail_size = 0
+        self._cut = False
+
+    def add(self, text: str, stream: str) -> None:
+        size = size_of(text)
+        if not self._cut and self.published + size <= self.limit:
+            self.published += size
+            self._emit(text, stream)
+            return
+        if not self._cut:
+            self._cut = True
+            self._on_limit()
+        self._tail.append((text, stream, size))
+        self._tail_size += size
+        while self._tail_size > self._tail_bytes and len(self._tail) > 1:
+            _, _, old = self._tail.popleft()
+            self._tail_size -= old
+            self.dropped += old
+
+    def finish(self) -> None:
+        """Report the cut (if any) and publish the held tail; call once, at the end."""
+        if not self._cut:
+            return
+        self._on_cut(self.dropped)
+        while self._tail:
+            text, stream, size = self._tail.popleft()
+            self.published += size
+            self._emit(text, stream)
+        self._tail_size = 0
+
+
+class TextTail:
+    """The last `keep` characters of a text that arrives piece by piece (an agent's
+    reply): what an agent printing without end costs in memory, whatever it printed."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._parts: deque[str] = deque()
+        self._size = 0
+
+    def add(self, text: str) -> None:
+        self._parts.append(text)
+        self._size += len(text)
+        while len(self._parts) > 1 and self._size - len(self._parts[0]) >= self._keep:
+            self._size -= len(self._parts.popleft())
+
+    def text(self) -> str:
+        return "".join(self._parts)[-self._keep :]
+
+
 class TranscriptTail:
     """The last TAIL_LINES lines of a loop's transcript, each prefixed by its stream tag."""
 
@@ -71,7 +158,11 @@ class TranscriptTail:
         data = self._partial + text
         *complete, self._partial = data.split("\n")
         for line in complete:
-            self.lines.append(tag + line if tag and line else line)
+            for part in line_pieces(tag + line if tag and line else line):
+                self.lines.append(part)
+        if len(self._partial) > TAIL_LINE_CHARS:
+            *whole, self._partial = line_pieces(self._partial)
+            self.lines.extend(whole)
 
     def add_line(self, line: str) -> None:
         self.flush_partial()
@@ -90,3 +181,11 @@ class TranscriptTail:
     def snapshot(self) -> tuple[str, ...]:
         lines = tuple(self.lines)
         return (*lines, self._partial) if self._partial else lines
+
+
+def line_pieces(line: str, width: int = TAIL_LINE_CHARS) -> list[str]:
+    """`line` as pieces of at most `width` characters (an empty line stays one): how a
+    transcript in memory (here, the TUI's) keeps an endless line bounded."""
+    if len(line) <= width:
+        return [line]
+    return [line[i : i + width] for i in range(0, len(line), width)]

@@ -33,9 +33,10 @@ from .agents.base import (
 )
 from .budget import Ledger
 from .redact import Redactor, StreamRedactor
+from .sizes import output_limit_notice
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
-from .transcript import OutputCoalescer
+from .transcript import OutputCap, OutputCoalescer
 from .turn_budget import LedgerTurnBudget
 
 LAST_OUTPUT_LIMIT = 4000
@@ -68,6 +69,8 @@ class TurnHost(Protocol):
     state: ev.LoopState
     check_output: str
     redactor: Redactor
+    output_cap: int
+    """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
 
     def emit(self, event: ev.Event) -> None: ...
 
@@ -136,9 +139,23 @@ class AgentTurn:
             budget=budget,
             env=self.env,
         )
-        coalescer = OutputCoalescer(
-            lambda text, stream: host.emit_output(n, text, stream), clock=time.monotonic
+        cap = OutputCap(
+            lambda text, stream: host.emit_output(n, text, stream),
+            lambda dropped: host.emit(
+                ev.OutputTruncated(
+                    loop=spec.name, iteration=n, dropped=dropped, limit=host.output_cap
+                )
+            ),
+            limit=host.output_cap,
+            on_limit=lambda: host.emit(
+                ev.Notice(
+                    loop=spec.name,
+                    level="warning",
+                    message=output_limit_notice(n, host.output_cap),
+                )
+            ),
         )
+        coalescer = OutputCoalescer(cap.add, clock=time.monotonic)
         self._text = StreamRedactor(host.redactor, coalescer.add)
         stall = None if self.operator else spec.stuck.stall
         try:
@@ -157,6 +174,7 @@ class AgentTurn:
             self._on_scope(None)
             self._text.flush()
             coalescer.flush()
+            cap.finish()
             budget.release()
         host.emit(
             ev.SessionSaved(

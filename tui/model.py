@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from supervisor import events as ev
 from supervisor.render import describe
+from supervisor.transcript import TAIL_LINE_CHARS, line_pieces
 
 MAX_LINES = 1000
 """Transcript lines kept per loop in the console; older lines come from `transcript()`."""
@@ -43,7 +44,12 @@ class LoopLines:
         tag = "" if stream == "assistant" else f"[{stream}] "
         *complete, self.partial = (self.partial + text).split("\n")
         for line in complete:
-            self._append(tag + line if tag and line else line)
+            for piece in line_pieces(tag + line if tag and line else line):
+                self._append(piece)
+        if len(self.partial) > TAIL_LINE_CHARS:
+            *whole, self.partial = line_pieces(self.partial)
+            for piece in whole:
+                self._append(piece)
         self.version += 1
 
     def add_line(self, line: str) -> None:

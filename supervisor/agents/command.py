@@ -23,6 +23,7 @@ import anyio
 from ..childenv import configured_env
 from ..process import DRAIN_GRACE_S, GroupProcess
 from ..spec import CommandAgentSpec, LoopSpec
+from ..transcript import TextTail
 from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
 
 OUTPUT_KEEP = 64 * 1024
@@ -76,8 +77,9 @@ class CommandAgent:
         spec = self.spec
         env = configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env)
         stdin = request.prompt.encode() if spec.stdin else None
-        stdout: list[str] = []
-        stderr: list[str] = []
+        stdout = TextTail(OUTPUT_KEEP)
+        last_stdout: str | None = None
+        last_stderr: str | None = None
         started = time.monotonic()
         try:
             proc_cm = GroupProcess(
@@ -95,7 +97,11 @@ class CommandAgent:
                     with anyio.CancelScope() as reading:
                         tg.start_soon(_stop_reading_after_exit, proc, reading)
                         async for line in proc.lines():
-                            (stdout if line.stream == "stdout" else stderr).append(line.text)
+                            if line.stream == "stdout":
+                                stdout.add(line.text if last_stdout is None else "\n" + line.text)
+                                last_stdout = line.text
+                            else:
+                                last_stderr = line.text
                             yield TextDelta(line.text + "\n", stream=line.stream)
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
@@ -106,14 +112,14 @@ class CommandAgent:
         finally:
             await proc_cm.__aexit__(None, None, None)
         yield Usage(cpu_s=cpu)
-        output = "\n".join(stdout)[-OUTPUT_KEEP:]
+        output = stdout.text()
         if timed_out:
             yield AgentFailed(
                 f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
                 output=output,
             )
         elif code != 0:
-            tail = (stderr or stdout or [""])[-1][:300]
+            tail = (last_stderr if last_stderr is not None else last_stdout or "")[:300]
             yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
         else:
             yield Done(output=output)

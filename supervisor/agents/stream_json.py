@@ -59,6 +59,7 @@ from typing import Any
 
 from .._pricing import cost_usd
 from ..spec import Price
+from ..transcript import TextTail
 from .base import (
     AgentEvent,
     AgentFailed,
@@ -72,6 +73,9 @@ from .base import (
     Waiting,
 )
 from .usage import Tokens, positive_int
+
+LAST_TEXT_KEEP = 64 * 1024
+"""Characters of the last assistant message kept as the turn's output."""
 
 RAW_LINE_LIMIT = 2000
 """Characters of an unknown line kept in the transcript."""
@@ -150,7 +154,9 @@ class StreamJsonParser:
         self._usd_parts: list[float] = []
         self._per_message: dict[str, Tokens] = {}
         self._streamed_text: set[str] = set()
-        self._texts: dict[str, list[str]] = {}
+        self._last_texts = TextTail(LAST_TEXT_KEEP)
+        """The text of the last message that had any (its tail: an endless reply is
+        bounded; earlier messages' text lives only in the transcript)."""
         self._last_text_id: str | None = None
         self._current_stream_id: str | None = None
         self._anonymous = 0
@@ -172,9 +178,7 @@ class StreamJsonParser:
     @property
     def last_text(self) -> str:
         """The text of the last assistant message that had any."""
-        if self._last_text_id is None:
-            return ""
-        return "".join(self._texts.get(self._last_text_id, ()))
+        return self._last_texts.text()
 
     # -- feeding -------------------------------------------------------------
     def feed(self, line: str) -> list[AgentEvent]:
@@ -432,8 +436,10 @@ class StreamJsonParser:
         out: list[AgentEvent] = []
         if msg_id != self._last_text_id and not self._text_ends_newline:
             out.append(TextDelta("\n"))
+        if msg_id != self._last_text_id:
+            self._last_texts = TextTail(LAST_TEXT_KEEP)
         self._last_text_id = msg_id
-        self._texts.setdefault(msg_id, []).append(text)
+        self._last_texts.add(text)
         self._text_ends_newline = text.endswith("\n")
         out.append(TextDelta(text))
         return out
