@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args_list.append("--headless")
     parser = build_parser()
     try:
-        args = parser.parse_args(args_list)
+        args = cli_remote.valid_args(parser.parse_args(args_list))
     except SystemExit as exc:  # argparse exits 2 on a usage error: that code means "budget"
         return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -41,6 +41,7 @@ from typing import Any
 from .events import END_STATES, IterationFinished, Notice
 from .journal_schema import JournalError
 from .resume import LoopResume, RunResume
+from .textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"
 """`events.ScheduledRun.type`: a scheduled loop's next run starts at iteration 1."""
@@ -336,7 +337,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         (*key, restart_seq),
     ).fetchone()
     if row is not None:
-        session = json.loads(row[0])
+        session = json_loads(row[0])
     runs, last_run_at = _schedule_runs(conn, run_id, name)
     resume = LoopResume(
         name=name,

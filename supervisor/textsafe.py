@@ -10,13 +10,17 @@ Two hazards, one module, so that every entry and exit point uses the same rule:
 - Leaving for a terminal: control characters other than newline and tab can set
   the clipboard (OSC 52), the title (OSC 0), clear the screen or ask the terminal
   to answer (`ESC[6n`). `for_terminal` shows them visibly instead (`\\x1b`), so
-  what an agent printed can be read, never obeyed. JSON output needs nothing
-  extra: `json.dumps` escapes every control character.
+  what an agent printed can be read, never obeyed. JSON output goes through
+  `json_text`: `json.dumps` escapes C0 controls but, without `ensure_ascii`, leaves
+  DEL, C1 controls (`\\x9b` is a one-byte CSI) and bidi overrides raw, and writes
+  a lone surrogate that UTF-8 cannot encode.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 REPLACEMENT = "\ufffd"
 
@@ -25,6 +29,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Bidirectional overrides and isolates: they reorder what the operator reads.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# What `json.dumps(ensure_ascii=False)` leaves raw that a terminal may obey.
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A JSON `\\uD800`..`\\uDFFF` escape: the only way parsed JSON holds a lone surrogate
+# when its text did not (a pair decodes to one valid character; `valid_data` sorts it out).
+_JSON_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def valid_text(text: str) -> str:
@@ -37,6 +46,48 @@ def valid_text(text: str) -> str:
 def utf8(text: str) -> bytes:
     """UTF-8 bytes of `text`; a lone surrogate becomes U+FFFD instead of raising."""
     return valid_text(text).encode("utf-8")
+
+
+def valid_data(value: Any) -> Any:
+    """Parsed JSON (dicts, lists, strings, numbers) with every string, keys too, valid."""
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {valid_data(k): valid_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [valid_data(v) for v in value]
+    return value
+
+
+def json_loads(text: str | bytes) -> Any:
+    """`json.loads` whose strings are all valid text (`"\\ud800"` becomes U+FFFD).
+
+    Raises ValueError like `json.loads` for text that is not JSON. The walk over the
+    result only happens when the text holds a surrogate escape (rare), so feeding every
+    line of an agent's stream through this costs one regex search.
+    """
+    value = json.loads(text)
+    if isinstance(text, bytes):
+        text = decode(text)
+    if _JSON_SURROGATE_ESCAPE.search(text) or _SURROGATE.search(text):
+        return valid_data(value)
+    return value
+
+
+def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """`value` as JSON for stdout: valid UTF-8, readable, and nothing a terminal obeys.
+
+    Non-ASCII stays readable (no `ensure_ascii`); C0 controls are escaped by `json.dumps`
+    itself, DEL, C1 controls and bidi overrides here as `\\u00XX` (only ever inside JSON
+    strings, so the result is the same JSON value); a lone surrogate becomes U+FFFD.
+    Objects JSON does not know become their `str`.
+    """
+    text = json.dumps(value, ensure_ascii=False, default=str, indent=indent, sort_keys=sort_keys)
+    return _JSON_UNESCAPED.sub(_json_escape, valid_text(text))
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def decode(raw: bytes) -> str:

@@ -1,0 +1,329 @@
+"""Hostile text (issue 10, items 3 and 4), end to end through real processes.
+
+Lone UTF-16 surrogates (`"\\ud800"` in JSON, `\\xff` in argv) must become U+FFFD where
+they enter and never take down `serve`, a headless run or a bystander loop. Terminal
+escapes an agent prints (OSC 52 clipboard, OSC 0 title, clear screen, cursor query, a
+one-byte CSI) must reach stdout shown (`\\x1b`), never raw: in plain headless output,
+`history --iteration`, `ctl tail` and `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_anthropic import FakeAnthropic, text, tool_use
+from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, supervisor_table, table
+from test_serve import LOOPVISOR, Daemon, kill_daemon, poll, sim_loops_toml, start_daemon
+
+SURROGATE_ESCAPE = "\\ud800"
+"""As it travels in JSON: six ASCII characters that decode to a lone surrogate."""
+REPLACED = "\ufffd"
+HOSTILE = "\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07\x1b[2J\x1b[6n\x9b31mred"
+"""Clipboard write, title, clear screen, cursor-position query, one-byte CSI."""
+PRINT_HOSTILE = f"import sys; sys.stdout.write({HOSTILE!r} + chr(10)); print('ALL DONE')"
+
+
+# -- helpers -----------------------------------------------------------------------------
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path, sim_loops_toml())
+    try:
+        yield d
+    finally:
+        kill_daemon(d.pid)
+
+
+class RawClient:
+    """A control-socket client that sends bytes exactly as given (no JSON encoder)."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rb")
+        self.hello = json.loads(self.file.readline())
+
+    def request(self, raw: bytes) -> dict[str, Any]:
+        self.sock.sendall(raw + b"\n")
+        while True:
+            line = self.file.readline()
+            assert line, "the server closed the connection"
+            answer: dict[str, Any] = json.loads(line)
+            if "event" not in answer:
+                return answer
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def journal_prompts(state: Path, loop_name: str) -> list[str]:
+    with sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT prompt FROM iterations WHERE loop = ? AND prompt IS NOT NULL", (loop_name,)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def journal_texts(state: Path, loop_name: str) -> str:
+    """Every event the journal holds for a loop, as its JSON text."""
+    with sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT json FROM events WHERE loop = ?", (loop_name,)).fetchall()
+    return "\n".join(json.dumps(json.loads(r[0]), ensure_ascii=False) for r in rows)
+
+
+def assert_no_raw_controls(out: str) -> None:
+    for char in "\x1b\x07\x9b":
+        assert char not in out, f"raw {char!r} reached stdout"
+
+
+# -- lone surrogates -----------------------------------------------------------------------
+def test_surrogate_inject_on_the_socket_keeps_serve_and_every_loop_running(
+    daemon: Daemon,
+) -> None:
+    client = RawClient(daemon.socket)
+    try:
+        args = '"args":{"loop":"l0","text":"evil ' + SURROGATE_ESCAPE + '"}'
+        answer = client.request(b'{"id":1,"op":"inject",' + args.encode() + b"}")
+        assert answer == {"id": 1, "ok": True, "result": None}
+        # The note reaches l0's next prompt, as U+FFFD, in the journal.
+        poll(
+            lambda: any(f"evil {REPLACED}" in p for p in journal_prompts(daemon.state, "l0")),
+            what="the injected note in a journalled prompt",
+        )
+        # serve and the bystander keep going.
+        before = daemon.loop("l1")["iteration"]
+        poll(lambda: daemon.loop("l1")["iteration"] > before, what="l1 to keep iterating")
+        assert daemon.loop("l0")["state"] in ("running", "checking", "waiting")
+        assert client.request(b'{"id":2,"op":"snapshot","args":{"tail":0}}')["ok"] is True
+    finally:
+        client.close()
+    assert "Traceback" not in daemon.log
+
+
+def test_surrogate_request_id_is_answered_not_dropped(daemon: Daemon) -> None:
+    client = RawClient(daemon.socket)
+    try:
+        raw = '{"id":"r' + SURROGATE_ESCAPE + '","op":"snapshot","args":{"tail":0}}'
+        answer = client.request(raw.encode())
+        assert answer["id"] == f"r{REPLACED}"
+        assert answer["ok"] is True
+        # The same connection still serves.
+        assert client.request(b'{"id":3,"op":"snapshot","args":{"tail":0}}')["id"] == 3
+    finally:
+        client.close()
+
+
+def test_ctl_inject_of_an_undecodable_argv_is_sent_as_replacement_characters(
+    daemon: Daemon,
+) -> None:
+    state = str(daemon.state)
+    r = subprocess.run(
+        [*LOOPVISOR, "ctl", "inject", "l0", os.fsdecode(b"evil \xff"), "--state-dir", state],
+        cwd=daemon.cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    poll(
+        lambda: any(f"evil {REPLACED}" in p for p in journal_prompts(daemon.state, "l0")),
+        what="the injected note in a journalled prompt",
+    )
+
+
+FAKE_CLAUDE = """\
+import json, sys
+session = "sess-unicode"
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\\n")
+    sys.stdout.flush()
+usage = {"input_tokens": 10, "output_tokens": 5}
+out({"type": "system", "subtype": "init", "session_id": session, "model": "claude-haiku-4-5"})
+out({"type": "assistant", "session_id": session, "message": {
+    "id": "msg_1", "role": "assistant", "model": "claude-haiku-4-5", "usage": usage,
+    "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "Bash\\ud800",
+         "input": {"command": "echo \\ud800"}},
+        {"type": "text", "text": "evil \\ud800 ALL DONE"}]}})
+out({"type": "result", "subtype": "success", "is_error": False, "num_turns": 1,
+     "result": "evil \\ud800 ALL DONE", "session_id": session, "usage": usage,
+     "total_cost_usd": 0.0001})
+"""
+
+
+def bystander_parts() -> list[str]:
+    return [
+        sim_agent("sim", reply_tokens=10, converge_after=3, done_text="DONE"),
+        loop("bystander", "sim", max_iterations=5, done_marker="DONE"),
+    ]
+
+
+def test_surrogates_in_claude_code_stream_json_do_not_end_the_run(tmp_path: Path) -> None:
+    fake = tmp_path / "claude"
+    fake.write_text(f"#!{PY}\n{FAKE_CLAUDE}", encoding="utf-8")
+    fake.chmod(0o755)
+    (tmp_path / "loops.toml").write_text(
+        "\n".join(
+            [
+                supervisor_table(2),
+                table("agents.cc", kind="claude-code", command=str(fake), timeout="20s"),
+                loop("cc", "cc", max_iterations=1, done_marker="ALL DONE"),
+                *bystander_parts(),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    r = run_cli("run", "loops.toml", "--json", "--state-dir", "state", cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    states = {x["name"]: x["state"] for x in summary["loops"]}
+    assert states == {"cc": "succeeded", "bystander": "succeeded"}, r.stderr
+    journal = journal_texts(tmp_path / "state", "cc")
+    assert f"evil {REPLACED} ALL DONE" in journal
+    assert f"echo {REPLACED}" in journal
+
+
+def test_surrogates_streamed_by_the_anthropic_api_do_not_end_the_run(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    script = [
+        tool_use("write_file", {"path": "note.txt", "content": "evil \ud800\n"}),
+        text("evil \ud800 ALL DONE"),
+    ]
+    with FakeAnthropic(script) as server:
+        (tmp_path / "loops.toml").write_text(
+            "\n".join(
+                [
+                    supervisor_table(2),
+                    table(
+                        "agents.api",
+                        kind="anthropic",
+                        model="claude-haiku-4-5",
+                        base_url=server.base_url,
+                        timeout="5s",
+                        tools=["write_file"],
+                    ),
+                    loop("api", "api", workspace="ws", max_iterations=1, done_marker="ALL DONE"),
+                    *bystander_parts(),
+                ]
+            ),
+            encoding="utf-8",
+        )
+        r = subprocess.run(
+            [PY, "-m", "supervisor", "run", "loops.toml", "--json", "--state-dir", "state"],
+            cwd=tmp_path,
+            env=cli_env(ANTHROPIC_API_KEY="sk-ant-test-unicode"),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert "Traceback" not in r.stderr, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    states = {x["name"]: x["state"] for x in summary["loops"]}
+    assert states == {"api": "succeeded", "bystander": "succeeded"}, r.stderr
+    assert f"evil {REPLACED} ALL DONE" in journal_texts(tmp_path / "state", "api")
+    assert (tmp_path / "ws/note.txt").read_text(encoding="utf-8") == f"evil {REPLACED}\n"
+
+
+# -- terminal escapes ----------------------------------------------------------------------
+def hostile_config(tmp_path: Path) -> None:
+    (tmp_path / "loops.toml").write_text(
+        "\n".join(
+            [
+                supervisor_table(2),
+                command_agent("printer", PRINT_HOSTILE, "$prompt"),
+                loop("printer", "printer", max_iterations=1, done_marker="ALL DONE"),
+            ]
+        ),
+        encoding="utf-8",
+    )
+
+
+def test_plain_headless_output_and_history_show_escapes_instead_of_obeying_them(
+    tmp_path: Path,
+) -> None:
+    hostile_config(tmp_path)
+    r = run_cli("run", "loops.toml", "--headless", "--state-dir", "state", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_raw_controls(r.stdout)
+    assert "\\x1b]52;c;ZXZpbA==\\x07" in r.stdout
+    assert "\\x9b31mred" in r.stdout
+
+    shown = run_cli("history", "printer", "--iteration", "1", "--state-dir", "state", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert_no_raw_controls(shown.stdout)
+    assert "\\x1b]0;pwned\\x07" in shown.stdout
+
+
+def test_json_output_never_holds_a_raw_control_character(tmp_path: Path) -> None:
+    hostile_config(tmp_path)
+    r = run_cli("run", "loops.toml", "--json", "--state-dir", "state", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_no_raw_controls(r.stdout)
+    outputs = [json.loads(x) for x in r.stdout.splitlines()]
+    text_out = "".join(x.get("text", "") for x in outputs if x["type"] == "output")
+    assert HOSTILE in text_out  # JSON-escaped on the wire, intact once decoded
+
+    detail = run_cli(
+        "history", "printer", "--iteration", "1", "--json", "--state-dir", "state", cwd=tmp_path
+    )
+    assert detail.returncode == 0, detail.stderr
+    assert_no_raw_controls(detail.stdout)
+    assert HOSTILE in json.loads(detail.stdout)["transcript"]
+
+
+def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
+    toml = "\n".join(
+        [
+            supervisor_table(2),
+            command_agent("printer", PRINT_HOSTILE, "$prompt"),
+            loop(
+                "printer",
+                "printer",
+                max_iterations=100_000,
+                done_marker="NEVER-SAID",
+                on_stuck="continue",
+            ),
+        ]
+    )
+    d = start_daemon(tmp_path, toml)
+    try:
+        proc = subprocess.Popen(
+            [*LOOPVISOR, "ctl", "tail", "printer", "--state-dir", str(d.state)],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        seen = b""
+        deadline = time.monotonic() + 15
+        while seen.count(b"ALL DONE") < 2 and time.monotonic() < deadline:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=10)
+        out = (seen + rest).decode("utf-8")
+        assert "ALL DONE" in out, err.decode(errors="replace")
+        assert_no_raw_controls(out)
+        assert "\\x1b[2J\\x1b[6n" in out
+    finally:
+        kill_daemon(d.pid)
