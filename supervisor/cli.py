@@ -34,6 +34,7 @@ from .journal_read import (
 from .journal_schema import JOURNAL_NAME
 from .spec import Config
 from .statelock import StateLocked
+from .textsafe import for_terminal
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
 COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StateDirError,
         NothingToResume,
     ) as exc:
-        print(str(exc), file=sys.stderr)
+        print(for_terminal(str(exc)), file=sys.stderr)
         return runtime.EXIT_USAGE
 
 

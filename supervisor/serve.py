@@ -50,6 +50,7 @@ from .protocol import SOCKET_NAME, unix_address
 from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config, LoopSpec
 from .statelock import StateLocked, lock_holder
+from .textsafe import for_terminal
 
 log = logging.getLogger("loopvisor.serve")
 
@@ -337,9 +338,17 @@ def _sd_notify(message: str) -> None:
         sock.sendto(message.encode(), target)
 
 
+class _TerminalSafeFormatter(logging.Formatter):
+    """Log lines with controls shown, not obeyed: serve.log is read with `cat` and
+    `tail -f`, and a message may quote what an agent or a client sent."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_terminal(super().format(record))
+
+
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_TerminalSafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("loopvisor")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -420,7 +429,7 @@ def serve_detached(
             os.kill(pid, signal.SIGTERM)
     why = "did not become ready in time" if status == "timeout" else "exited during start-up"
     print(f"loopvisor serve {why}; last lines of {paths.log}:", file=sys.stderr)
-    print(_tail(paths.log, LOG_TAIL_LINES), file=sys.stderr)
+    print(for_terminal(_tail(paths.log, LOG_TAIL_LINES)), file=sys.stderr)
     return EXIT_FAILED
 
 

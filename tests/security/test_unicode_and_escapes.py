@@ -23,14 +23,40 @@ from typing import Any
 import pytest
 from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, supervisor_table, table
+from hypothesis import given
+from hypothesis import strategies as st
 from test_serve import LOOPVISOR, Daemon, kill_daemon, poll, sim_loops_toml, start_daemon
+
+from supervisor.textsafe import json_loads, json_text, valid_text
 
 SURROGATE_ESCAPE = "\\ud800"
 """As it travels in JSON: six ASCII characters that decode to a lone surrogate."""
 REPLACED = "\ufffd"
 HOSTILE = "\x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07\x1b[2J\x1b[6n\x9b31mred"
 """Clipboard write, title, clear screen, cursor-position query, one-byte CSI."""
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 PRINT_HOSTILE = f"import sys; sys.stdout.write({HOSTILE!r} + chr(10)); print('ALL DONE')"
+
+
+# -- the rules themselves -------------------------------------------------------------------
+def test_json_loads_makes_every_string_valid_keys_too() -> None:
+    raw = '{"k\\ud800": ["x\\udfff", {"n": "\\ud800"}], "pair": "\\ud83d\\ude00", "n": 1}'
+    assert json_loads(raw) == {
+        f"k{REPLACED}": [f"x{REPLACED}", {"n": REPLACED}],
+        "pair": "\U0001f600",
+        "n": 1,
+    }
+    assert json_loads(raw.encode()) == json_loads(raw)
+    with pytest.raises(json.JSONDecodeError):
+        json_loads("{not json")
+
+
+@given(st.text())
+def test_json_text_is_valid_utf8_the_same_value_and_inert_on_a_terminal(text: str) -> None:
+    out = json_text({"text": text, "n": 1})
+    out.encode("utf-8")
+    assert json.loads(out) == {"text": valid_text(text), "n": 1}
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in BIDI for c in out)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -84,7 +110,7 @@ def journal_texts(state: Path, loop_name: str) -> str:
 
 def assert_no_raw_controls(out: str) -> None:
     for char in "\x1b\x07\x9b":
-        assert char not in out, f"raw {char!r} reached stdout"
+        assert char not in out, f"raw {char!r} in the output"
 
 
 # -- lone surrogates -----------------------------------------------------------------------
@@ -285,6 +311,20 @@ def test_json_output_never_holds_a_raw_control_character(tmp_path: Path) -> None
     assert detail.returncode == 0, detail.stderr
     assert_no_raw_controls(detail.stdout)
     assert HOSTILE in json.loads(detail.stdout)["transcript"]
+
+
+def test_escapes_injected_over_the_socket_reach_serve_log_shown(daemon: Daemon) -> None:
+    client = RawClient(daemon.socket)
+    try:
+        note = json.dumps(HOSTILE)  # JSON-escaped on the wire, as any client sends it
+        args = '"args":{"loop":"l0","text":' + note + "}"
+        answer = client.request(b'{"id":1,"op":"inject",' + args.encode() + b"}")
+        assert answer["ok"] is True
+    finally:
+        client.close()
+    poll(lambda: "ZXZpbA==" in daemon.log, what="the note in serve.log")
+    assert_no_raw_controls(daemon.log)
+    assert "\\x1b]52;c;ZXZpbA==\\x07" in daemon.log
 
 
 def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
