@@ -332,10 +332,12 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
         raise UsageError("give --prompt or --prompt-file, not both")
     prompt = args.prompt
     if args.prompt_file is not None:
-        try:
-            prompt = decode(args.prompt_file.read_bytes())
+        try:  # like a prompt_file in loops.toml: text that is not UTF-8 is refused
+            prompt = args.prompt_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"cannot read {args.prompt_file}: {exc}") from None
     given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
     changes = {k: v for k, (ok, v) in given.items() if ok}
     if prompt is None and args.max_iterations is None and not changes:

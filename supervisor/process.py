@@ -22,6 +22,8 @@ import anyio.abc
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .textsafe import decode
+
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
 CPU_SAMPLE_S = 0.2
@@ -228,7 +230,7 @@ async def _pump(
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
+    return decode(raw).rstrip("\r")
 
 
 @dataclass(frozen=True, slots=True)

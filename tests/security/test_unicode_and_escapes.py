@@ -150,25 +150,40 @@ def test_surrogate_request_id_is_answered_not_dropped(daemon: Daemon) -> None:
         client.close()
 
 
-def test_ctl_inject_of_an_undecodable_argv_is_sent_as_replacement_characters(
-    daemon: Daemon,
-) -> None:
-    state = str(daemon.state)
-    r = subprocess.run(
-        [*LOOPVISOR, "ctl", "inject", "l0", os.fsdecode(b"evil \xff"), "--state-dir", state],
+def ctl_bytes(daemon: Daemon, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """`ctl ARGS` with stdin decoded strictly, as under a UTF-8 locale such as en_US.UTF-8
+    (C.UTF-8, the test machine's, would hand bad bytes on as surrogates instead)."""
+    return subprocess.run(
+        [*LOOPVISOR, "ctl", *args, "--state-dir", str(daemon.state)],
         cwd=daemon.cwd,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
+        env=cli_env(PYTHONIOENCODING="utf-8:strict"),
+        input=stdin,
         capture_output=True,
         check=False,
         timeout=30,
     )
-    assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
-    assert r.returncode == 0, r.stderr.decode(errors="replace")
-    poll(
-        lambda: any(f"evil {REPLACED}" in p for p in journal_prompts(daemon.state, "l0")),
-        what="the injected note in a journalled prompt",
-    )
+
+
+def test_ctl_inject_of_undecodable_bytes_is_sent_as_replacement_characters(
+    daemon: Daemon,
+) -> None:
+    by_argv = ctl_bytes(daemon, "inject", "l0", os.fsdecode(b"argv \xff"))
+    by_stdin = ctl_bytes(daemon, "inject", "l0", "-", stdin=b"stdin \xfe")
+    for r in (by_argv, by_stdin):
+        assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+    for note in (f"argv {REPLACED}", f"stdin {REPLACED}"):
+        poll(
+            lambda note=note: any(note in p for p in journal_prompts(daemon.state, "l0")),
+            what=f"{note!r} in a journalled prompt",
+        )
+    # A prompt file is refused with a clear error, as in loops.toml: nothing is guessed.
+    bad = daemon.cwd / "prompt.md"
+    bad.write_bytes(b"prompt \xff\n")
+    r = ctl_bytes(daemon, "edit", "l0", "--prompt-file", str(bad))
+    assert r.returncode == 3
+    assert b"Traceback" not in r.stderr
+    assert f"cannot read {bad}".encode() in r.stderr
 
 
 FAKE_CLAUDE = """\
