@@ -311,6 +311,40 @@ def test_plain_headless_output_and_history_show_escapes_instead_of_obeying_them(
     assert "\\x1b]0;pwned\\x07" in shown.stdout
 
 
+def test_stuck_evidence_from_check_output_prints_safely_in_every_table(tmp_path: Path) -> None:
+    """A check's last output line becomes the stuck evidence, hence the loop's reason:
+    the summary, `status` and `history LOOP` print it in one-line fields."""
+    (tmp_path / "check.py").write_text(
+        f"import sys\nprint({HOSTILE!r})\nsys.exit(1)\n", encoding="utf-8"
+    )
+    (tmp_path / "loops.toml").write_text(
+        "\n".join(
+            [
+                supervisor_table(2),
+                command_agent("quiet", "print('ok')", "$prompt"),
+                loop(
+                    "stuck",
+                    "quiet",
+                    max_iterations=5,
+                    checks=[{"name": "c", "run": [PY, "check.py"]}],
+                    stuck={"same_failure": 2},
+                    on_stuck="stop",
+                ),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    r = run_cli("run", "loops.toml", "--headless", "--state-dir", "state", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "\\x1b]0;pwned\\x07" in r.stdout.splitlines()[-2]  # the summary's reason
+    assert_no_raw_controls(r.stdout)
+    for command in (["status"], ["history"], ["history", "stuck"]):
+        shown = run_cli(*command, "--state-dir", "state", cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert_no_raw_controls(shown.stdout)
+    assert "\\x1b]0;pwned\\x07" in shown.stdout
+
+
 def test_json_output_never_holds_a_raw_control_character(tmp_path: Path) -> None:
     hostile_config(tmp_path)
     r = run_cli("run", "loops.toml", "--json", "--state-dir", "state", cwd=tmp_path)
