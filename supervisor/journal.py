@@ -319,7 +319,7 @@ class Journal:
             conn.execute(
                 "INSERT INTO runs (id, config_path, config_hash, config_text, started,"
                 " session_started) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, str(config_path), config_hash(config_text), config_text, now, now),
+                (run_id, _path_text(config_path), config_hash(config_text), config_text, now, now),
             )
             conn.executemany(
                 "INSERT INTO loops (run_id, name, position, spec, updated) VALUES (?, ?, ?, ?, ?)",
@@ -403,7 +403,7 @@ class Journal:
                 lambda conn: journal_resume.reopen(
                     conn,
                     run_id,
-                    config_path=str(config_path) if config_path is not None else None,
+                    config_path=_path_text(config_path) if config_path is not None else None,
                     config_text=config_text,
                     text_hash=config_hash(config_text) if config_text is not None else None,
                 ),
@@ -411,6 +411,12 @@ class Journal:
             )
             self._run_id = run_id
         return bool(changed)
+
+
+def _path_text(path: Path) -> str:
+    """A path as journal text: a directory name that is not UTF-8 (its bytes arrive as
+    lone surrogates) is recorded with U+FFFD instead of failing the run's start."""
+    return valid_text(str(path))
 
 
 # -- batch -> rows (worker thread) -------------------------------------------

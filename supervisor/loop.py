@@ -25,6 +25,7 @@ from .durations import format_duration
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
+from .textsafe import valid_text
 from .transcript import TranscriptTail
 from .turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
 
@@ -517,7 +518,10 @@ class LoopRunner:
             notes = "\n".join(f"Operator note: {t}" for t in self.control.injections)
             self.control.injections.clear()
             text = f"{text}\n\n{notes}"
-        return text
+        # Valid text for every agent (a prompt file, stdin, an API request): `$workspace`
+        # of a directory whose name is not UTF-8, or a note injected in-process, may
+        # hold lone surrogates.
+        return valid_text(text)
 
     def _finish_iteration(
         self, n: int, outcome: ev.IterationOutcome, reason: str, turn: TurnResult, started: float

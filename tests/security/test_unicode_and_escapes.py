@@ -281,6 +281,31 @@ def test_surrogates_streamed_by_the_anthropic_api_do_not_end_the_run(tmp_path: P
     assert (tmp_path / "ws/note.txt").read_text(encoding="utf-8") == f"evil {REPLACED}\n"
 
 
+def test_a_project_directory_whose_name_is_not_utf8_runs(tmp_path: Path) -> None:
+    """Its bytes arrive as lone surrogates in the config path and in `$workspace`."""
+    project = tmp_path / os.fsdecode(b"proj\xff")
+    project.mkdir()
+    read_prompt = "import sys; print(open(sys.argv[1], 'rb').read()); print('ALL DONE')"
+    (project / "loops.toml").write_text(
+        "\n".join(
+            [
+                supervisor_table(2),
+                command_agent("reader", read_prompt, "$prompt_file"),
+                loop(
+                    "l", "reader", prompt="in $workspace", max_iterations=1, done_marker="ALL DONE"
+                ),
+                *bystander_parts(),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    r = run_cli("run", "loops.toml", "--headless", cwd=project)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "proj\\xef\\xbf\\xbd" in r.stdout  # the agent read U+FFFD, in UTF-8
+    assert run_cli("status", cwd=project).returncode == 0
+
+
 # -- terminal escapes ----------------------------------------------------------------------
 def hostile_config(tmp_path: Path) -> None:
     (tmp_path / "loops.toml").write_text(
