@@ -29,8 +29,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _TERMINAL_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # Bidirectional overrides and isolates: they reorder what the operator reads.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
-# What `json.dumps(ensure_ascii=False)` leaves raw that a terminal may obey.
-_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What `json.dumps(ensure_ascii=False)` leaves raw that a terminal may obey, and the
+# line and paragraph separators that `str.splitlines` (and JavaScript) break lines at.
+_JSON_UNESCAPED = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # A JSON `\\uD800`..`\\uDFFF` escape: the only way parsed JSON holds a lone surrogate
 # when its text did not (a pair decodes to one valid character; `valid_data` sorts it out).
 _JSON_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -91,8 +92,9 @@ def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False)
     """`value` as JSON for stdout: valid UTF-8, readable, and nothing a terminal obeys.
 
     Non-ASCII stays readable (no `ensure_ascii`); C0 controls are escaped by `json.dumps`
-    itself, DEL, C1 controls and bidi overrides here as `\\u00XX` (only ever inside JSON
-    strings, so the result is the same JSON value); a lone surrogate becomes U+FFFD.
+    itself, DEL, C1 controls, bidi overrides and U+2028/U+2029 here as `\\uXXXX` (only
+    ever inside JSON strings, so the result is the same JSON value; one object stays one
+    line for any line splitter); a lone surrogate becomes U+FFFD.
     Objects JSON does not know become their `str`.
     """
     text = json.dumps(value, ensure_ascii=False, default=str, indent=indent, sort_keys=sort_keys)

@@ -9,6 +9,7 @@ one-byte CSI) must reach stdout shown (`\\x1b`), never raw: in plain headless ou
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -27,6 +28,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_serve import LOOPVISOR, Daemon, kill_daemon, poll, sim_loops_toml, start_daemon
 
+from supervisor import events as ev
+from supervisor.cli_remote import TailPrinter
+from supervisor.headless import HeadlessPrinter
 from supervisor.textsafe import json_loads, json_text, valid_text
 
 SURROGATE_ESCAPE = "\\ud800"
@@ -56,7 +60,52 @@ def test_json_text_is_valid_utf8_the_same_value_and_inert_on_a_terminal(text: st
     out = json_text({"text": text, "n": 1})
     out.encode("utf-8")
     assert json.loads(out) == {"text": valid_text(text), "n": 1}
-    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in BIDI for c in out)
+    assert not any(
+        ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in BIDI + "\u2028\u2029" for c in out
+    )
+
+
+def hostile_events(text: str) -> list[ev.Event]:
+    """One of each event a printer shows, every text field set to `text`."""
+    return [
+        ev.RunStarted(run_id="r", config=text, loops=("l", text)),
+        ev.IterationStarted(loop=text, iteration=1, prompt=text),
+        ev.AgentOutput(loop=text, iteration=1, text=text, stream="assistant"),
+        ev.AgentOutput(loop=text, iteration=1, text=text + "\n", stream="stdout"),
+        ev.ToolCalled(loop=text, iteration=1, tool_id=text, name=text, input={text: text}),
+        ev.ToolReturned(loop=text, iteration=1, tool_id=text, output=text),
+        ev.LoopStateChanged(loop=text, state="waiting", reason=text),
+        ev.Notice(loop=text, level="warning", message=text),
+    ]
+
+
+def printed_by(printer: Any, events: list[ev.Event], out: io.StringIO) -> str:
+    for event in events:
+        (printer.print_event if isinstance(printer, HeadlessPrinter) else printer.feed)(event)
+    return out.getvalue()
+
+
+def controls(shown: str, allowed: str) -> set[str]:
+    return {c for c in shown if (ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F) and c not in allowed}
+
+
+@given(st.text())
+def test_printers_never_write_a_control_character_or_a_surrogate(text: str) -> None:
+    events = hostile_events(text)
+    out = io.StringIO()
+    shown = printed_by(HeadlessPrinter(stream=out), events, out)
+    shown.encode("utf-8")
+    assert controls(shown, "\n\t") == set()
+    out = io.StringIO()
+    shown = printed_by(HeadlessPrinter(json_lines=True, stream=out), events, out)
+    shown.encode("utf-8")
+    assert controls(shown, "\n") == set()
+    lines = shown.splitlines()  # as a consumer would: U+2028 must not split an object
+    assert [json.loads(line)["type"] for line in lines] == [e.type for e in events]
+    out = io.StringIO()
+    shown = printed_by(TailPrinter(text, out), events, out)
+    shown.encode("utf-8")
+    assert controls(shown, "\n\t") == set()
 
 
 # -- helpers -----------------------------------------------------------------------------
