@@ -176,10 +176,13 @@ def test_surrogate_inject_on_the_socket_keeps_serve_and_every_loop_running(
             lambda: any(f"evil {REPLACED}" in p for p in journal_prompts(daemon.state, "l0")),
             what="the injected note in a journalled prompt",
         )
-        # serve and the bystander keep going.
-        before = daemon.loop("l1")["iteration"]
-        poll(lambda: daemon.loop("l1")["iteration"] > before, what="l1 to keep iterating")
-        assert daemon.loop("l0")["state"] in ("running", "checking", "waiting")
+        # serve, the bystander and the target itself keep going.
+        before = {name: daemon.loop(name)["iteration"] for name in ("l0", "l1")}
+        for name, iteration in before.items():
+            poll(
+                lambda name=name, iteration=iteration: daemon.loop(name)["iteration"] > iteration,
+                what=f"{name} to keep iterating",
+            )
         assert client.request(b'{"id":2,"op":"snapshot","args":{"tail":0}}')["ok"] is True
     finally:
         client.close()
