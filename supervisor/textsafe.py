@@ -33,7 +33,7 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 # line and paragraph separators that `str.splitlines` (and JavaScript) break lines at.
 _JSON_UNESCAPED = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # A JSON `\\uD800`..`\\uDFFF` escape: the only way parsed JSON holds a lone surrogate
-# when its text did not (a pair decodes to one valid character; `valid_data` sorts it out).
+# when its text did not (an escaped pair matches too: the walk then changes nothing).
 _JSON_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
@@ -123,6 +123,8 @@ def for_terminal(text: str) -> str:
     A carriage return is shown too: a bare CR lets one line overwrite another, which
     is how a hostile agent would hide what it printed.
     """
+    if text.isprintable():  # C speed: no control, format (bidi) or surrogate character
+        return text
     text = valid_text(text)
     text = _TERMINAL_CONTROL.sub(_visible, text)
     return _BIDI.sub(_visible, text)
