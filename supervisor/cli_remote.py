@@ -263,7 +263,8 @@ async def _status(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 def format_status(snap: RunSnapshot, hello: dict[str, Any]) -> str:
     up = format_duration(round(max(0.0, time.time() - snap.started_at)))
-    lines = [f"run {snap.run_id} · {snap.config_path} · pid {hello.get('pid')} · up {up}"]
+    where = for_terminal_line(str(snap.config_path))
+    lines = [f"run {snap.run_id} · {where} · pid {hello.get('pid')} · up {up}"]
     names = [for_terminal_line(loop.name) for loop in snap.loops]
     width = max([12, *(len(name) for name in names)])
     lines.append(

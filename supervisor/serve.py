@@ -402,7 +402,10 @@ def serve_detached(
     paths = ServePaths(config.supervisor.state_dir)
     holder = lock_holder(paths.state_dir)
     if holder is not None:
-        print(f"another loopvisor (pid {holder}) is using {paths.state_dir}", file=sys.stderr)
+        print(
+            for_terminal(f"another loopvisor (pid {holder}) is using {paths.state_dir}"),
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     ensure_private_dir(paths.state_dir)
     abs_config = config_path.resolve()
@@ -418,17 +421,19 @@ def serve_detached(
     os.close(read_fd)
     if status == "ready" and _answers(paths.socket):
         print(
-            f"loopvisor is serving {abs_config} in the background (pid {pid})\n"
-            f"  socket: {paths.socket}\n  log:    {paths.log}\n"
-            f"  attach: loopvisor attach --state-dir {paths.state_dir}\n"
-            f"  stop:   loopvisor ctl shutdown --state-dir {paths.state_dir}"
+            for_terminal(  # paths are text from loops.toml and directory names: shown
+                f"loopvisor is serving {abs_config} in the background (pid {pid})\n"
+                f"  socket: {paths.socket}\n  log:    {paths.log}\n"
+                f"  attach: loopvisor attach --state-dir {paths.state_dir}\n"
+                f"  stop:   loopvisor ctl shutdown --state-dir {paths.state_dir}"
+            )
         )
         return EXIT_OK
     if status == "timeout" and pid:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     why = "did not become ready in time" if status == "timeout" else "exited during start-up"
-    print(f"loopvisor serve {why}; last lines of {paths.log}:", file=sys.stderr)
+    print(for_terminal(f"loopvisor serve {why}; last lines of {paths.log}:"), file=sys.stderr)
     print(for_terminal(_tail(paths.log, LOG_TAIL_LINES)), file=sys.stderr)
     return EXIT_FAILED
 

@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, supervisor_table, table
 from hypothesis import given
 from hypothesis import strategies as st
-from test_serve import LOOPVISOR, Daemon, kill_daemon, poll, sim_loops_toml, start_daemon
+from test_serve import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 
 from supervisor import events as ev
 from supervisor.cli_remote import TailPrinter
@@ -451,6 +452,31 @@ def test_escapes_injected_over_the_socket_reach_serve_log_shown(daemon: Daemon) 
     poll(lambda: "ZXZpbA==" in daemon.log, what="the note in serve.log")
     assert_no_raw_controls(daemon.log)
     assert "\\x1b]52;c;ZXZpbA==\\x07" in daemon.log
+
+
+def test_serve_and_ctl_show_paths_named_with_escapes(tmp_path: Path) -> None:
+    """A directory name may hold ESC, and TOML allows `\\u001b` in a string: a cloned
+    project can name its folder and its state dir so."""
+    project = tmp_path / "proj\x1b[2J"
+    project.mkdir()
+    state_name = "state\x1b]0;pwned\x07"
+    toml = sim_loops_toml().replace(
+        "[supervisor]", f"[supervisor]\nstate_dir = {json.dumps(state_name)}", 1
+    )
+    assert state_name in tomllib.loads(toml)["supervisor"]["state_dir"]
+    (project / "loops.toml").write_text(toml, encoding="utf-8")
+    r = lv("serve", "loops.toml", "--detach", cwd=project, timeout=45)
+    pid = int((project / state_name / "serve.pid").read_text())
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        shown = lv("ctl", "status", cwd=project)
+        assert shown.returncode == 0, shown.stderr
+        for out in (r.stdout, r.stderr, shown.stdout, shown.stderr):
+            assert_no_raw_controls(out)
+        assert "state\\x1b]0;pwned\\x07" in r.stdout
+        assert "proj\\x1b[2J" in shown.stdout
+    finally:
+        kill_daemon(pid)
 
 
 def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
