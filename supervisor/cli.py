@@ -239,14 +239,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
         except KeyError:
             print(f"no loop named {name!r} in {args.config}", file=sys.stderr)
             return runtime.EXIT_USAGE
-        print(remove_worktree(loop, delete_branch=args.delete_branch))
+        print(for_terminal(remove_worktree(loop, delete_branch=args.delete_branch)))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
     for line in prepare_worktrees(config):
-        print(line, file=sys.stderr)
+        print(for_terminal(line), file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()
     if not headless:
         app_module = importlib.import_module("tui.app")

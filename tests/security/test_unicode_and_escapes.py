@@ -479,6 +479,44 @@ def test_serve_and_ctl_show_paths_named_with_escapes(tmp_path: Path) -> None:
         kill_daemon(pid)
 
 
+def test_worktree_lines_show_a_state_dir_named_with_escapes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {
+        **cli_env(),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+    }
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    for argv in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(["git", *argv], cwd=repo, env=env, check=True, timeout=30)
+    (tmp_path / "loops.toml").write_text(
+        "\n".join(
+            [
+                table("supervisor", max_concurrent=2, state_dir="state\x1b]0;pwned\x07"),
+                sim_agent("sim", reply_tokens=10, converge_after=1, done_text="DONE"),
+                loop(
+                    "wt",
+                    "sim",
+                    workspace={"repo": "repo", "worktree": True},
+                    max_iterations=2,
+                    done_marker="DONE",
+                ),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    r = run_cli("run", "loops.toml", "--headless", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "state\\x1b]0;pwned\\x07" in r.stderr  # "wt: worktree PATH on branch ..."
+    cleaned = run_cli("clean", "wt", cwd=tmp_path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "state\\x1b]0;pwned\\x07" in cleaned.stdout
+    for out in (r.stdout, r.stderr, cleaned.stdout, cleaned.stderr):
+        assert_no_raw_controls(out)
+
+
 def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
     toml = "\n".join(
         [
