@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import subprocess
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -454,34 +453,33 @@ def test_escapes_injected_over_the_socket_reach_serve_log_shown(daemon: Daemon) 
     assert "\\x1b]52;c;ZXZpbA==\\x07" in daemon.log
 
 
+ESCAPED_FOLDER = "proj\x1b]0;pwned\x07\x1b[2J"
+"""A folder name may hold any byte but `/`: a cloned or unpacked project can be named so."""
+ESCAPED_FOLDER_SHOWN = "proj\\x1b]0;pwned\\x07\\x1b[2J"
+
+
 def test_serve_and_ctl_show_paths_named_with_escapes(tmp_path: Path) -> None:
-    """A directory name may hold ESC, and TOML allows `\\u001b` in a string: a cloned
-    project can name its folder and its state dir so."""
-    project = tmp_path / "proj\x1b[2J"
+    project = tmp_path / ESCAPED_FOLDER
     project.mkdir()
-    state_name = "state\x1b]0;pwned\x07"
-    toml = sim_loops_toml().replace(
-        "[supervisor]", f"[supervisor]\nstate_dir = {json.dumps(state_name)}", 1
-    )
-    assert state_name in tomllib.loads(toml)["supervisor"]["state_dir"]
-    (project / "loops.toml").write_text(toml, encoding="utf-8")
+    (project / "loops.toml").write_text(sim_loops_toml(), encoding="utf-8")
     r = lv("serve", "loops.toml", "--detach", cwd=project, timeout=45)
-    pid = int((project / state_name / "serve.pid").read_text())
+    pid = int((project / ".loopvisor" / "serve.pid").read_text())
     try:
         assert r.returncode == 0, r.stdout + r.stderr
         shown = lv("ctl", "status", cwd=project)
         assert shown.returncode == 0, shown.stderr
         for out in (r.stdout, r.stderr, shown.stdout, shown.stderr):
             assert_no_raw_controls(out)
-        assert "state\\x1b]0;pwned\\x07" in r.stdout
-        assert "proj\\x1b[2J" in shown.stdout
+        assert ESCAPED_FOLDER_SHOWN in r.stdout
+        assert ESCAPED_FOLDER_SHOWN in shown.stdout
     finally:
         kill_daemon(pid)
 
 
-def test_worktree_lines_show_a_state_dir_named_with_escapes(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def test_worktree_lines_show_paths_named_with_escapes(tmp_path: Path) -> None:
+    project = tmp_path / ESCAPED_FOLDER
+    repo = project / "repo"
+    repo.mkdir(parents=True)
     env = {
         **cli_env(),
         "GIT_AUTHOR_NAME": "t",
@@ -491,10 +489,10 @@ def test_worktree_lines_show_a_state_dir_named_with_escapes(tmp_path: Path) -> N
     env["GIT_COMMITTER_EMAIL"] = "t@t"
     for argv in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "init"]):
         subprocess.run(["git", *argv], cwd=repo, env=env, check=True, timeout=30)
-    (tmp_path / "loops.toml").write_text(
+    (project / "loops.toml").write_text(
         "\n".join(
             [
-                table("supervisor", max_concurrent=2, state_dir="state\x1b]0;pwned\x07"),
+                supervisor_table(2),
                 sim_agent("sim", reply_tokens=10, converge_after=1, done_text="DONE"),
                 loop(
                     "wt",
@@ -507,12 +505,12 @@ def test_worktree_lines_show_a_state_dir_named_with_escapes(tmp_path: Path) -> N
         ),
         encoding="utf-8",
     )
-    r = run_cli("run", "loops.toml", "--headless", cwd=tmp_path)
+    r = run_cli("run", "loops.toml", "--headless", cwd=project)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "state\\x1b]0;pwned\\x07" in r.stderr  # "wt: worktree PATH on branch ..."
-    cleaned = run_cli("clean", "wt", cwd=tmp_path)
+    assert ESCAPED_FOLDER_SHOWN in r.stderr  # "wt: worktree PATH on branch ..."
+    cleaned = run_cli("clean", "wt", cwd=project)
     assert cleaned.returncode == 0, cleaned.stderr
-    assert "state\\x1b]0;pwned\\x07" in cleaned.stdout
+    assert ESCAPED_FOLDER_SHOWN in cleaned.stdout
     for out in (r.stdout, r.stderr, cleaned.stdout, cleaned.stderr):
         assert_no_raw_controls(out)
 
