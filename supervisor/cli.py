@@ -35,6 +35,7 @@ from .journal_read import (
 from .journal_schema import JOURNAL_NAME
 from .spec import Config
 from .statelock import StateLocked
+from .textsafe import for_terminal
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
 COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args_list.append("--headless")
     parser = build_parser()
     try:
-        args = parser.parse_args(args_list)
+        args = cli_remote.valid_args(parser.parse_args(args_list))
     except SystemExit as exc:  # argparse exits 2 on a usage error: that code means "budget"
         return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StateDirError,
         NothingToResume,
     ) as exc:
-        print(str(exc), file=sys.stderr)
+        print(for_terminal(str(exc)), file=sys.stderr)
         return runtime.EXIT_USAGE
 
 
@@ -242,14 +243,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
         except KeyError:
             print(f"no loop named {name!r} in {args.config}", file=sys.stderr)
             return runtime.EXIT_USAGE
-        print(remove_worktree(loop, delete_branch=args.delete_branch))
+        print(for_terminal(remove_worktree(loop, delete_branch=args.delete_branch)))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
     for line in prepare_worktrees(config):
-        print(line, file=sys.stderr)
+        print(for_terminal(line), file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()
     if not headless:
         app_module = importlib.import_module("tui.app")

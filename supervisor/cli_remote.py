@@ -46,7 +46,7 @@ from .interrupts import interrupt_proof
 from .render import describe
 from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from .sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
-from .textsafe import decode
+from .textsafe import decode, for_terminal, for_terminal_line, valid_text
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -126,12 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """A stand-alone `loopvisor {serve,ctl,attach}` (the main CLI wires `register` in)."""
     parser = argparse.ArgumentParser(prog="loopvisor")
     handlers = register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
+    args = valid_args(parser.parse_args(argv))
     try:
         return handlers[args.command](args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
+
+
+def valid_args(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with every text argument valid: argv bytes that are not UTF-8 arrive as
+    lone surrogates (surrogateescape) and would raise far away, when a loop name or an
+    injected note is sent, journalled or printed. They become U+FFFD here. Paths
+    (`Path` values) are left alone: a file name may be any bytes."""
+    for name, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, name, valid_text(value))
+    return args
 
 
 # -- where the server is -------------------------------------------------------------
@@ -243,7 +254,7 @@ async def _ctl(args: argparse.Namespace, sock: Path, state_dir: Path | None) -> 
 
 def _failed(args: argparse.Namespace, message: str, kind: str, code: int) -> int:
     """The message on stderr; with --json also `{"ok": false, ...}` on stdout."""
-    print(message, file=sys.stderr)
+    print(for_terminal(message), file=sys.stderr)
     if args.json:
         print(json.dumps({"ok": False, "error": message, "kind": kind, "exit_code": code}))
     return code
@@ -257,7 +268,7 @@ def _done(args: argparse.Namespace, text: str, result: Any = None) -> int:
     if args.json:
         print(json.dumps({"ok": True, "result": result}))
     else:
-        print(text)
+        print(for_terminal(text))
     return EXIT_OK
 
 
@@ -272,17 +283,19 @@ async def _status(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 def format_status(snap: RunSnapshot, hello: dict[str, Any]) -> str:
     up = format_duration(round(max(0.0, time.time() - snap.started_at)))
-    lines = [f"run {snap.run_id} · {snap.config_path} · pid {hello.get('pid')} · up {up}"]
-    width = max([12, *(len(loop.name) for loop in snap.loops)])
+    where = for_terminal_line(str(snap.config_path))
+    lines = [f"run {snap.run_id} · {where} · pid {hello.get('pid')} · up {up}"]
+    names = [for_terminal_line(loop.name) for loop in snap.loops]
+    width = max([12, *(len(name) for name in names)])
     lines.append(
         f"{'loop':<{width}}    {'state':<10} {'iter':>9} {'tokens':>10} {'usd':>9}  reason"
     )
-    for loop in snap.loops:
+    for name, loop in zip(names, snap.loops, strict=True):
         flag = "!" if loop.attention else " "
         it = f"{loop.iteration}/{loop.max_iterations}"
         lines.append(
-            f"{loop.name:<{width}}  {flag} {loop.state:<10} {it:>9} {loop.tokens:>10,} "
-            f"{loop.usd:>9.4f}  {loop.reason}"
+            f"{name:<{width}}  {flag} {loop.state:<10} {it:>9} {loop.tokens:>10,} "
+            f"{loop.usd:>9.4f}  {for_terminal_line(loop.reason)}"
         )
     b = snap.budget
     tok = f"{b.tokens:,}" + (f" of {b.limits.tokens:,}" if b.limits.tokens else "")
@@ -347,7 +360,10 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
         if raw is None:
             limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
             raise UsageError(f"{args.prompt_file} is over the prompt limit of {limit}")
-        prompt = decode(raw)
+        try:  # like a prompt_file in loops.toml: text that is not UTF-8 is refused
+            prompt = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"cannot read {args.prompt_file}: {exc}") from None
     given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
     changes = {k: v for k, (ok, v) in given.items() if ok}
     if prompt is None and args.max_iterations is None and not changes:
@@ -380,11 +396,11 @@ async def _reload(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     if not applied and not restart and not kept:
         print("reloaded: nothing changed")
     for line in applied:
-        print(f"applied: {line}")
+        print(f"applied: {for_terminal_line(str(line))}")
     for line in kept:
-        print(f"kept: {line}")
+        print(f"kept: {for_terminal_line(str(line))}")
     for line in restart:
-        print(f"not applied: {line}")
+        print(f"not applied: {for_terminal_line(str(line))}")
     return EXIT_OK
 
 
@@ -411,7 +427,7 @@ async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     elif summary is not None:
         HeadlessPrinter(stream=sys.stdout).print_event(summary)
     else:  # the run had ended before: its summary went out then (see serve.log)
-        print(f"loopvisor serving {where} has shut down")
+        print(for_terminal(f"loopvisor serving {where} has shut down"))
     return EXIT_OK
 
 
@@ -430,7 +446,10 @@ async def _tail(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 
 class TailPrinter:
-    """One loop's transcript as plain text: agent text as it streams, other events as lines."""
+    """One loop's transcript as plain text: agent text as it streams, other events as lines.
+
+    For a terminal: controls but newline and tab are shown (`\\x1b`), never obeyed.
+    """
 
     def __init__(self, loop: str, out: TextIO) -> None:
         self.loop = loop
@@ -454,7 +473,7 @@ class TailPrinter:
             for piece in event.text.splitlines(keepends=True):
                 if self._at_start and tag:
                     self.out.write(tag)
-                self.out.write(piece)
+                self.out.write(for_terminal(piece))
                 self._at_start = piece.endswith("\n")
             self.out.flush()
             return
@@ -465,7 +484,7 @@ class TailPrinter:
     def _line(self, text: str) -> None:
         if not self._at_start:
             self.out.write("\n")
-        self.out.write(text + "\n")
+        self.out.write(for_terminal(text) + "\n")
         self._at_start = True
         self.out.flush()
 

@@ -4,11 +4,17 @@ The printer is an ordinary bus subscriber. In JSON mode every event is printed
 as its `to_dict()` (output chunks included), and the last line is the summary
 (`type = "summary"`), whose schema the README documents. Plain mode prints agent
 text line by line, prefixed with the loop name, and one line per other event.
+
+What agents print can carry terminal escapes (clipboard, title, clear screen, a
+cursor query the terminal answers on stdin). Plain text shows every control but
+newline and tab as `\\x1b` (`textsafe.for_terminal`; loop names and reasons, one-line
+fields, as `for_terminal_line`), whether or not stdout is a terminal: a log file
+that is `cat` later is a terminal then. JSON lines hold them only JSON-escaped
+(`textsafe.json_text`).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +22,7 @@ from typing import TextIO
 
 from . import events as ev
 from .render import describe
+from .textsafe import for_terminal, for_terminal_line, json_text
 
 
 class HeadlessPrinter:
@@ -34,10 +41,10 @@ class HeadlessPrinter:
 
     def print_event(self, event: ev.Event) -> None:
         if self.json_lines:
-            self._write(json.dumps(event.to_dict(), ensure_ascii=False, default=str))
+            self._write(json_text(event.to_dict()))
             return
         if isinstance(event, ev.RunStarted):
-            self._width = max([12, *(len(n) for n in event.loops)])
+            self._width = max([12, *(len(for_terminal_line(n)) for n in event.loops)])
             verb = "resumed" if event.resumed else "started"
             self._line(event.ts, "", f"run {event.run_id} {verb}: {len(event.loops)} loops")
             return
@@ -79,19 +86,20 @@ class HeadlessPrinter:
         )
         for r in event.loops:
             self._write(
-                f"{r.name:<{self._width}}  {r.state:<10} {r.iterations:>4} {r.tokens:>9,} "
-                f"{r.usd:>9.4f}  {r.reason}"
+                f"{for_terminal_line(r.name):<{self._width}}  {r.state:<10} {r.iterations:>4}"
+                f" {r.tokens:>9,} {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
             )
+        reason = f" ({for_terminal_line(event.reason)})" if event.reason else ""
         self._write(
             f"total: {event.tokens:,} tokens, ${event.usd:.4f}, {event.wall_s:.1f}s wall"
-            f" — exit code {event.exit_code}" + (f" ({event.reason})" if event.reason else "")
+            f" — exit code {event.exit_code}{reason}"
         )
         for note in event.notes:
-            self._write(f"note: {note}")
+            self._write(f"note: {for_terminal_line(note)}")
 
     def _line(self, ts: float, loop: str, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(ts))
-        self._write(f"{stamp} {loop:<{self._width}} {text}")
+        self._write(f"{stamp} {for_terminal_line(loop):<{self._width}} {for_terminal(text)}")
 
     def _write(self, text: str) -> None:
         try:

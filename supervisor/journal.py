@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from .events import (
 from .journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from .resume import RunResume
 from .spec import LoopSpec
+from .textsafe import valid_text
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
 
@@ -318,7 +319,7 @@ class Journal:
             conn.execute(
                 "INSERT INTO runs (id, config_path, config_hash, config_text, started,"
                 " session_started) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, str(config_path), config_hash(config_text), config_text, now, now),
+                (run_id, _path_text(config_path), config_hash(config_text), config_text, now, now),
             )
             conn.executemany(
                 "INSERT INTO loops (run_id, name, position, spec, updated) VALUES (?, ?, ?, ?, ?)",
@@ -345,7 +346,7 @@ class Journal:
                 lambda conn: (
                     conn.execute(
                         "UPDATE runs SET ended = ?, exit_code = ?, reason = ? WHERE id = ?",
-                        (ended or time.time(), exit_code, reason, run_id),
+                        (ended or time.time(), exit_code, valid_text(reason), run_id),
                     ).rowcount
                 ),
                 full=True,
@@ -405,7 +406,7 @@ class Journal:
                 lambda conn: journal_resume.reopen(
                     conn,
                     run_id,
-                    config_path=str(config_path) if config_path is not None else None,
+                    config_path=_path_text(config_path) if config_path is not None else None,
                     config_text=config_text,
                     text_hash=config_hash(config_text) if config_text is not None else None,
                 ),
@@ -413,6 +414,12 @@ class Journal:
             )
             self._run_id = run_id
         return bool(changed)
+
+
+def _path_text(path: Path) -> str:
+    """A path as journal text: a directory name that is not UTF-8 (its bytes arrive as
+    lone surrogates) is recorded with U+FFFD instead of failing the run's start."""
+    return valid_text(str(path))
 
 
 # -- batch -> rows (worker thread) -------------------------------------------
@@ -429,8 +436,33 @@ _LATEST_ATTEMPT = (
 )
 
 
-def _write_batch(conn: sqlite3.Connection, run_id: str | None, batch: list[Event | _Chunk]) -> int:
+class _ValidText:
+    """The writer's connection with every text parameter made valid (U+FFFD for a lone
+    surrogate). SQLite refuses such a string with UnicodeEncodeError; in the writer that
+    fails the whole batch, every later batch, and so every loop of the run: one bad
+    string from one agent must not cost the bystanders their journal."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, _valid_params(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, (_valid_params(p) for p in rows))
+
+
+def _valid_params(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(valid_text(p) if isinstance(p, str) else p for p in params)
+
+
+def _write_batch(
+    connection: sqlite3.Connection, run_id: str | None, batch: list[Event | _Chunk]
+) -> int:
     """Insert one batch; returns the number of rows written."""
+    conn = _ValidText(connection)
     rows = 0
     run = run_id or ""
     dumps = json.dumps
@@ -438,10 +470,10 @@ def _write_batch(conn: sqlite3.Connection, run_id: str | None, batch: list[Event
         data = entry.to_dict()
         loop = data.get("loop")
         iteration = data.get("iteration")
-        cur = conn.execute(
-            _INSERT_EVENT,
-            (run, loop, iteration, data["ts"], data["type"], dumps(data, default=str)),
-        )
+        # ensure_ascii=False: a lone surrogate stays a character (made U+FFFD by
+        # _ValidText) instead of a `\\ud800` escape that readers would decode again.
+        payload = dumps(data, ensure_ascii=False, default=str)
+        cur = conn.execute(_INSERT_EVENT, (run, loop, iteration, data["ts"], data["type"], payload))
         rows += 1
         if isinstance(entry, _Chunk):
             continue
@@ -449,7 +481,7 @@ def _write_batch(conn: sqlite3.Connection, run_id: str | None, batch: list[Event
     return rows
 
 
-def _derive(conn: sqlite3.Connection, run: str, event: Event, seq: int | None) -> int:
+def _derive(conn: _ValidText, run: str, event: Event, seq: int | None) -> int:
     """Keep `loops`, `iterations` and `ledger` in step with one event."""
     if isinstance(event, UsageCharged):
         conn.execute(

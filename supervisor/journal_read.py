@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from .journal_schema import JOURNAL_NAME, JournalError, connect_reader
 from .sizes import truncation_message
 from .statelock import lock_holder
+from .textsafe import for_terminal, for_terminal_line, json_loads
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
 _TRANSCRIPT_TYPES = (
@@ -243,7 +244,7 @@ class JournalReader:
             f" AND type IN ({marks}) ORDER BY seq",
             (run.run_id, loop, iteration, *_TRANSCRIPT_TYPES),
         )
-        text = render_transcript((json.loads(r[0]) for r in rows), verbose=True)
+        text = render_transcript((json_loads(r[0]) for r in rows), verbose=True)
         return IterationDetail(str(prompts[0][0]), text)
 
     # -- transcript scrollback -----------------------------------------------
@@ -272,7 +273,7 @@ class JournalReader:
                 break
             done = False
             for seq, text in rows:
-                data = json.loads(text)
+                data = json_loads(text)
                 mid_line = data["type"] == "output" and not str(data.get("text", "")).endswith("\n")
                 if lines >= limit and (not mid_line or extra >= 1000):
                     done = True
@@ -416,7 +417,9 @@ def _run_state(run: RunRow) -> str:
         return "live"
     if run.ended is None:
         return "unfinished (supervisor gone; `loopvisor run --resume` continues it)"
-    return f"ended, exit {run.exit_code}" + (f": {run.reason}" if run.reason else "")
+    return f"ended, exit {run.exit_code}" + (
+        f": {for_terminal_line(run.reason)}" if run.reason else ""
+    )
 
 
 def format_runs(runs: Sequence[RunRow]) -> str:
@@ -428,7 +431,7 @@ def format_runs(runs: Sequence[RunRow]) -> str:
         wall = _dur((r.ended if r.ended is not None else time.time()) - r.started)
         lines.append(
             f"{r.run_id:<24} {_when(r.started):<19} {wall:>7} {r.tokens:>10,} {r.usd:>9.4f}"
-            f"  {_run_state(r)}  [{', '.join(r.loops)}]"
+            f"  {_run_state(r)}  [{for_terminal_line(', '.join(r.loops))}]"
         )
     return "\n".join(lines)
 
@@ -439,14 +442,14 @@ def format_history(
     """`loopvisor history LOOP`: one line per attempt; the total is what the ledger
     `charged` (when given), with the operator's step-in chat as a line of its own."""
     if not rows:
-        return f"{loop}: no iterations recorded"
-    head = f"{loop} · run {rows[0].run_id}"
+        return f"{for_terminal_line(loop)}: no iterations recorded"
+    head = f"{for_terminal_line(loop)} · run {rows[0].run_id}"
     lines = [head, f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}  REASON"]
     for r in rows:
         label = f"{r.iteration}" if r.attempt == 1 else f"{r.iteration}#{r.attempt}"
         lines.append(
             f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
-            f" {_dur(r.duration_s):>7}  {r.reason}"
+            f" {_dur(r.duration_s):>7}  {for_terminal_line(r.reason)}"
         )
     tokens, usd = sum(r.tokens for r in rows), sum(r.usd for r in rows)
     if charged is not None and charged[0] > tokens:
@@ -460,10 +463,14 @@ def format_history(
 
 
 def format_iteration(loop: str, iteration: int, detail: IterationDetail) -> str:
-    """`loopvisor history LOOP --iteration N`: the prompt as sent, then the transcript."""
+    """`loopvisor history LOOP --iteration N`: the prompt as sent, then the transcript.
+
+    For a terminal: what the agent printed is shown (`\\x1b`), never obeyed.
+    """
     return (
-        f"── {loop} · iteration {iteration} · prompt ──\n{detail.prompt.rstrip()}\n\n"
-        f"── transcript ──\n{detail.transcript.rstrip()}\n"
+        f"── {for_terminal_line(loop)} · iteration {iteration} · prompt ──\n"
+        f"{for_terminal(detail.prompt.rstrip())}\n\n"
+        f"── transcript ──\n{for_terminal(detail.transcript.rstrip())}\n"
     )
 
 
@@ -500,7 +507,8 @@ def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
     lines.append(f"{'LOOP':<20} {'STATE':<10} {'ITER':>4} {'TOKENS':>10} {'USD':>9}  REASON")
     for r in rows:
         lines.append(
-            f"{r.loop:<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,} {r.usd:>9.4f}  {r.reason}"
+            f"{for_terminal_line(r.loop):<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,}"
+            f" {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
         )
     lines.append(
         f"{'total':<20} {'':<10} {'':>4} {sum(r.tokens for r in rows):>10,}"

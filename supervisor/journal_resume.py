@@ -42,6 +42,7 @@ from .checks import check_summary
 from .events import END_STATES, IterationFinished, Notice
 from .journal_schema import JournalError
 from .resume import LoopResume, RunResume
+from .textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"
 """`events.ScheduledRun.type`: a scheduled loop's next run starts at iteration 1."""
@@ -338,7 +339,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         (*key, restart_seq),
     ).fetchone()
     if row is not None:
-        session = json.loads(row[0])
+        session = json_loads(row[0])
     checkpoint: dict[str, Any] = {}
     row = conn.execute(
         "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = 'checkpoint'"
@@ -346,7 +347,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         (*key, restart_seq),
     ).fetchone()
     if row is not None:  # newer than the session's copy: written after the checks ran
-        checkpoint = json.loads(row[0])
+        checkpoint = json_loads(row[0])
         session["last_output"] = checkpoint.get("last_output", "")
         session["check_output"] = checkpoint.get("check_output", "")
     runs, last_run_at = _schedule_runs(conn, run_id, name)

@@ -33,6 +33,7 @@ from .render import describe
 from .sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
+from .textsafe import valid_text
 from .transcript import TranscriptTail
 from .turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
 from .workspace_state import WorkspaceDigest
@@ -116,7 +117,9 @@ class LoopRunner:
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
         self._backoff_scope: anyio.CancelScope | None = None
-        self._workspace = WorkspaceDigest(spec.workspace)
+        self._workspace = WorkspaceDigest(
+            spec.workspace, exclude=(state_dir,) if state_dir is not None else ()
+        )
         self._workspace_changed = False
         self._in_flight_notes: list[str] = []
         """Operator notes the running iteration's prompt carried: queued again if it
@@ -611,7 +614,10 @@ class LoopRunner:
             return None
         self._in_flight_notes = list(self.control.injections)  # sent: queued again on a re-run
         self.control.injections.clear()
-        return self.redactor.text(text)
+        # Valid text for every agent (a prompt file, stdin, an API request): `$workspace`
+        # of a directory whose name is not UTF-8, or a note injected in-process, may
+        # hold lone surrogates.
+        return self.redactor.text(valid_text(text))
 
     def _finish_iteration(
         self, n: int, outcome: ev.IterationOutcome, reason: str, turn: TurnResult, started: float

@@ -24,6 +24,7 @@ import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .childenv import child_env
+from .textsafe import decode
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -236,7 +237,7 @@ async def _pump(
 
 
 def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace").rstrip("\r")
+    return decode(raw).rstrip("\r")
 
 
 @dataclass(frozen=True, slots=True)

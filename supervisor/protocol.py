@@ -29,6 +29,8 @@ from typing import Any, Final, Literal, TypeAlias
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream
 
+from .textsafe import json_loads, utf8
+
 VERSION: Final = 1
 MAX_REQUEST_LINE: Final = 1 << 20
 """A request line longer than this (1 MiB) is refused and skipped."""
@@ -132,9 +134,13 @@ _ARG_HINT: dict[_Check, str] = {
 
 
 def parse_request(line: bytes) -> Request:
-    """Decode and validate one request line; raises ProtocolError saying what is wrong."""
+    """Decode and validate one request line; raises ProtocolError saying what is wrong.
+
+    Strings come out valid (a lone surrogate escape becomes U+FFFD): a request's text
+    ends up in the journal, in events and in replies, which all need valid UTF-8.
+    """
     try:
-        data = json.loads(line)
+        data = json_loads(line)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"not a JSON object: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
@@ -171,9 +177,10 @@ def parse_request(line: bytes) -> Request:
 
 # -- encoding -------------------------------------------------------------------
 def encode(message: Mapping[str, Any]) -> bytes:
-    """One message as a line (compact JSON; odd values become strings, never an error)."""
+    """One message as a line (compact JSON; odd values become strings, never an error;
+    a lone surrogate in a string is sent as U+FFFD)."""
     text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
-    return text.encode("utf-8") + b"\n"
+    return utf8(text) + b"\n"
 
 
 def ok(request_id: RequestId | None, result: Any = None) -> bytes:

@@ -46,6 +46,7 @@ from .reload import reload_config
 from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config
 from .statelock import StateLocked, lock_holder
+from .textsafe import for_terminal
 
 log = logging.getLogger("loopvisor.serve")
 
@@ -238,9 +239,17 @@ def _sd_notify(message: str) -> None:
         sock.sendto(message.encode(), target)
 
 
+class _TerminalSafeFormatter(logging.Formatter):
+    """Log lines with controls shown, not obeyed: serve.log is read with `cat` and
+    `tail -f`, and a message may quote what an agent or a client sent."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_terminal(super().format(record))
+
+
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_TerminalSafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("loopvisor")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -293,7 +302,10 @@ def serve_detached(
     paths = ServePaths(config.supervisor.state_dir)
     holder = lock_holder(paths.state_dir)
     if holder is not None:
-        print(f"another loopvisor (pid {holder}) is using {paths.state_dir}", file=sys.stderr)
+        print(
+            for_terminal(f"another loopvisor (pid {holder}) is using {paths.state_dir}"),
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     ensure_private_dir(paths.state_dir)
     abs_config = config_path.resolve()
@@ -309,18 +321,20 @@ def serve_detached(
     os.close(read_fd)
     if status == "ready" and _answers(paths.socket):
         print(
-            f"loopvisor is serving {abs_config} in the background (pid {pid})\n"
-            f"  socket: {paths.socket}\n  log:    {paths.log}\n"
-            f"  attach: loopvisor attach --state-dir {paths.state_dir}\n"
-            f"  stop:   loopvisor ctl shutdown --state-dir {paths.state_dir}"
+            for_terminal(  # paths are text from loops.toml and directory names: shown
+                f"loopvisor is serving {abs_config} in the background (pid {pid})\n"
+                f"  socket: {paths.socket}\n  log:    {paths.log}\n"
+                f"  attach: loopvisor attach --state-dir {paths.state_dir}\n"
+                f"  stop:   loopvisor ctl shutdown --state-dir {paths.state_dir}"
+            )
         )
         return EXIT_OK
     if status == "timeout" and pid:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     why = "did not become ready in time" if status == "timeout" else "exited during start-up"
-    print(f"loopvisor serve {why}; last lines of {paths.log}:", file=sys.stderr)
-    print(_tail(paths.log, LOG_TAIL_LINES), file=sys.stderr)
+    print(for_terminal(f"loopvisor serve {why}; last lines of {paths.log}:"), file=sys.stderr)
+    print(for_terminal(_tail(paths.log, LOG_TAIL_LINES)), file=sys.stderr)
     return EXIT_FAILED
 
 

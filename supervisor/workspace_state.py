@@ -30,9 +30,12 @@ _GIT_TIMEOUT_S = 10.0
 class WorkspaceDigest:
     """Digests of one workspace; keeps per-file hashes between calls."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, exclude: tuple[Path, ...] = ()) -> None:
         self.root = root
         self._hashes: dict[str, tuple[int, int, str]] = {}
+        self._excluded = tuple(_relative_prefix(root, path) for path in exclude)
+        """Folders under the workspace that are not the agent's work: the state dir
+        (the journal changes during every turn) when it lies inside the workspace."""
 
     async def take(self) -> str | None:
         """A digest of the workspace's files now; None when it cannot be known."""
@@ -44,6 +47,9 @@ class WorkspaceDigest:
             names = _walk(self.root)
         if names is None:
             return None
+        excluded = [p for p in self._excluded if p is not None]
+        if excluded:
+            names = [n for n in names if not any(n.startswith(p) for p in excluded)]
         total = hashlib.sha256()
         seen: dict[str, tuple[int, int, str]] = {}
         for name in sorted(names):
@@ -74,6 +80,15 @@ class WorkspaceDigest:
             except OSError:
                 return None
         return st.st_size, st.st_mtime_ns, digest
+
+
+def _relative_prefix(root: Path, path: Path) -> str | None:
+    """`path` as a "folder/" prefix of names under `root`, or None when outside it."""
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return None
+    return None if str(rel) == "." else f"{rel.as_posix()}/"
 
 
 def _git_files(root: Path) -> list[str] | None:

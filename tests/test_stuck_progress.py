@@ -7,11 +7,20 @@ DOCS.md every iteration. A run whose agent changes nothing is still stuck at 3.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import command_agent, load, loop, run_recorded, supervisor_table
+from helpers import (
+    command_agent,
+    load,
+    loop,
+    run_cli,
+    run_recorded,
+    supervisor_table,
+    write_config,
+)
 
 from supervisor import events as ev
 
@@ -62,3 +71,21 @@ async def test_an_agent_that_changes_nothing_is_stuck_at_three(tmp_path: Path) -
     result = rec.result("docs")
     assert (result.state, result.iterations) == ("stuck", 3), result
     assert rec.of(ev.StuckDetected, "docs")[0].detector == "same_failure"
+
+
+def test_the_journal_inside_the_workspace_is_not_progress(tmp_path: Path) -> None:
+    """The state dir may lie inside the workspace (and inside its git work tree, not
+    ignored): the journal it writes during every turn is not the agent's work."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "DOCS.md").write_text("# Docs\n")
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        command_agent("cli", AGENT, "talk"),
+        loop("docs", "cli", checks=[CHECK], max_iterations=6, on_stuck="stop"),
+    )
+    r = run_cli("run", "loops.toml", "--json", "--state-dir", "state", cwd=tmp_path)
+    summary = json.loads(r.stdout.splitlines()[-1])
+    (result,) = summary["loops"]
+    assert (result["state"], result["iterations"]) == ("stopped", 3), result
+    assert result["reason"].startswith("stuck: same_failure"), result

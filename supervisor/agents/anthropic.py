@@ -66,6 +66,7 @@ from anthropic.types import TextDelta as SDKTextDelta
 from ..childenv import configured_env
 from ..ratelimit import RateLimiter, retry_after_seconds
 from ..spec import AnthropicAgentSpec, LoopSpec
+from ..textsafe import json_loads, utf8, valid_data, valid_text
 from ..tools import Workspace, tool_definitions
 from . import AgentContext
 from .base import (
@@ -412,8 +413,11 @@ class _Attempt:
                         d = event.delta
                         block = blocks.setdefault(event.index, {"type": "text", "text": ""})
                         if isinstance(d, SDKTextDelta):
-                            block["text"] = block.get("text", "") + d.text
-                            yield TextDelta(d.text)  # redacted by the turn, split secrets too
+                            # Valid at the door: the text goes to the journal, to every
+                            # printer and back to the API in the next request.
+                            piece = valid_text(d.text)
+                            block["text"] = block.get("text", "") + piece
+                            yield TextDelta(piece)  # redacted by the turn, split secrets too
                         elif isinstance(d, InputJSONDelta):
                             json_parts.setdefault(event.index, []).append(d.partial_json)
                         elif isinstance(d, ThinkingDelta):
@@ -459,7 +463,7 @@ class _Attempt:
             if index in json_parts:  # tool_use (or a server tool's) streamed input
                 raw = "".join(json_parts[index])
                 try:
-                    block["input"] = json.loads(raw) if raw else {}
+                    block["input"] = json_loads(raw) if raw else {}
                 except ValueError:
                     block["input"] = {"_unparsed": raw}
             if block["type"] == "text" and not block["text"]:
@@ -472,8 +476,13 @@ def _start_block(block: Any) -> dict[str, Any]:
     if block.type == "text":
         return {"type": "text", "text": ""}
     if block.type == "tool_use":
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": {}}
-    dumped: dict[str, Any] = block.model_dump(mode="json", exclude_none=True)
+        return {
+            "type": "tool_use",
+            "id": valid_text(block.id),
+            "name": valid_text(block.name),
+            "input": {},
+        }
+    dumped: dict[str, Any] = valid_data(block.model_dump(mode="json", exclude_none=True))
     return dumped
 
 
@@ -515,7 +524,7 @@ def _tool_result(tool_id: str, output: str, is_error: bool) -> dict[str, Any]:
 def input_upper_bound(params: Mapping[str, Any]) -> int:
     """Input tokens a request can never exceed: UTF-8 bytes of its JSON plus overhead."""
     payload = {k: params.get(k) for k in ("system", "messages", "tools")}
-    raw = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    raw = utf8(json.dumps(payload, ensure_ascii=False))
     return len(raw) + FALLBACK_OVERHEAD
 
 

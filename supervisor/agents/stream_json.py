@@ -59,6 +59,7 @@ from typing import Any
 
 from .._pricing import cost_usd
 from ..spec import Price
+from ..textsafe import json_loads
 from ..transcript import TextTail
 from .base import (
     AgentEvent,
@@ -121,12 +122,16 @@ class ResultInfo:
 
 
 def decode(line: str) -> dict[str, Any] | None:
-    """One stream-json line as a JSON object, or None (blank, malformed, not an object)."""
+    """One stream-json line as a JSON object, or None (blank, malformed, not an object).
+
+    Its strings come out valid (`"\\ud800"` becomes U+FFFD): they reach the journal,
+    every printer and the next prompt.
+    """
     text = line.strip()
     if not text:
         return None
     try:
-        value = json.loads(text)
+        value = json_loads(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
