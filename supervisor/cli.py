@@ -21,7 +21,7 @@ import anyio
 
 from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
-from .durable import NothingToResume, StateDirError, durable_supervisor
+from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
 from .journal_read import (
@@ -33,6 +33,7 @@ from .journal_read import (
 )
 from .journal_schema import JOURNAL_NAME
 from .spec import Config
+from .statedir import StateDirError
 from .statelock import StateLocked
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 

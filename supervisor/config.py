@@ -13,6 +13,7 @@ and loops, `_placeholders` the `$name` checks; this module ties them together.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from importlib import resources
@@ -140,7 +141,9 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
                     tokens_per_minute=t.integer("tokens_per_minute", None, positive=True),
                 )
     return SupervisorSpec(
-        state_dir=(override.resolve() if override is not None else state_dir.resolve()),
+        # Absolute but not resolved: a state dir that is a symbolic link must stay
+        # visible as one, so that statedir.ensure_state_dir can refuse it.
+        state_dir=Path(os.path.abspath(override if override is not None else state_dir)),
         max_concurrent=section.integer("max_concurrent", 4, positive=True),
         budget=read_limits(budget) if budget is not None else Limits(),
         rate_limits=MappingProxyType(rate_limits),

@@ -22,11 +22,8 @@ from .loop import STATE_DIR_ENV
 from .process import KILL_GRACE_S, kill_group
 from .runtime import Supervisor
 from .spec import Config
+from .statedir import ensure_state_dir
 from .statelock import StateLock
-
-
-class StateDirError(Exception):
-    """The state dir cannot be created or is not a directory (exit code 3)."""
 
 
 class NothingToResume(Exception):
@@ -83,10 +80,7 @@ async def durable_supervisor(
     recorded and applies from each loop's next iteration.
     """
     state_dir = config.supervisor.state_dir
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateDirError(f"cannot use {state_dir} as state dir: {exc.strerror or exc}") from exc
+    ensure_state_dir(state_dir)  # private, no links (statedir.py); StateDirError: exit 3
     with StateLock(state_dir):
         notes = []
         if reaped := reap_orphans(state_dir):

@@ -63,6 +63,7 @@ from .events import (
 from .journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from .resume import RunResume
 from .spec import LoopSpec
+from .statedir import ensure_state_dir, prepare_private, tighten_if_present
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
 
@@ -159,9 +160,12 @@ class Journal:
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating the directory and file, upgrading an older schema)."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = ensure_state_dir(Path(state_dir))
         path = state_dir / JOURNAL_NAME
+        # Created 0600 before SQLite opens it: SQLite gives -wal and -shm its mode.
+        prepare_private(path)
+        for suffix in ("-wal", "-shm"):
+            tighten_if_present(path.with_name(path.name + suffix))
         return cls(path, connect_writer(path))
 
     @property

@@ -42,13 +42,14 @@ import anyio
 import anyio.abc
 
 from .config import ConfigError, load_config
-from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
+from .control import ControlServer, ControlSocketError, RemoteError
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
 from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config, LoopSpec
+from .statedir import StateDirError, ensure_state_dir, open_private, replace_private
 from .statelock import StateLocked, lock_holder
 
 log = logging.getLogger("loopvisor.serve")
@@ -312,9 +313,7 @@ async def serve(
 
 # -- files and systemd --------------------------------------------------------------
 def _write_pid(path: Path) -> None:
-    tmp = path.with_suffix(".pid.tmp")
-    tmp.write_text(f"{os.getpid()}\n", encoding="ascii")
-    tmp.replace(path)
+    replace_private(path, f"{os.getpid()}\n")  # 0600, atomic, never through a link
 
 
 def _remove_pid(path: Path) -> None:
@@ -367,7 +366,7 @@ def serve_foreground(
         log.warning("%s", warning)
     paths = ServePaths(config.supervisor.state_dir)
     try:
-        ensure_private_dir(paths.state_dir)
+        ensure_state_dir(paths.state_dir)
         return anyio.run(
             functools.partial(
                 serve,
@@ -378,7 +377,14 @@ def serve_foreground(
                 ready=ready,
             )
         )
-    except (StateLocked, NothingToResume, JournalError, ControlSocketError, OSError) as exc:
+    except (
+        StateLocked,
+        StateDirError,
+        NothingToResume,
+        JournalError,
+        ControlSocketError,
+        OSError,
+    ) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
@@ -391,13 +397,13 @@ def serve_detached(
     """Start `serve` in the background; 0 once its socket answers, else 1 with the log tail."""
     config = load_config(config_path, state_dir=state_dir)  # errors: exit 3 from the CLI
     paths = ServePaths(config.supervisor.state_dir)
+    ensure_state_dir(paths.state_dir)  # StateDirError: exit 3 from the CLI
     holder = lock_holder(paths.state_dir)
     if holder is not None:
         print(f"another loopvisor (pid {holder}) is using {paths.state_dir}", file=sys.stderr)
         return EXIT_USAGE
-    ensure_private_dir(paths.state_dir)
     abs_config = config_path.resolve()
-    abs_state = state_dir.resolve() if state_dir is not None else None
+    abs_state = Path(os.path.abspath(state_dir)) if state_dir is not None else None
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked children
@@ -450,7 +456,7 @@ def _daemon_child(
 
 
 def _redirect_stdio(log_path: Path) -> None:  # pragma: no cover - forked child
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)

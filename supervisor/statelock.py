@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .statedir import ensure_state_dir, open_private
+
 LOCK_NAME = "supervisor.lock"
 _RETRY_S = 0.25
 """How long `acquire` retries: `lock_holder` probes hold the lock for microseconds."""
@@ -75,8 +77,8 @@ class StateLock:
     def acquire(self) -> None:
         if self._fd is not None:
             raise RuntimeError("StateLock already acquired")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_state_dir(self.state_dir)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # 0600, never through a link
         try:
             deadline = time.monotonic() + _RETRY_S
             while not _try_flock(fd, fcntl.LOCK_EX):
@@ -120,9 +122,13 @@ def lock_holder(state_dir: Path) -> int | None:
     """
     path = lock_path(Path(state_dir))
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a planted link: nobody holds a lock through it
+            return None
+        raise
     try:
         if _try_flock(fd, fcntl.LOCK_SH):
             fcntl.flock(fd, fcntl.LOCK_UN)
