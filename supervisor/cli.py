@@ -33,7 +33,7 @@ from .journal_read import (
 )
 from .journal_schema import JOURNAL_NAME
 from .spec import Config
-from .statedir import StateDirError
+from .statedir import StateDirError, ensure_state_dir
 from .statelock import StateLocked
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
@@ -245,6 +245,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
+    ensure_state_dir(config.supervisor.state_dir)  # before worktrees are made in it
     for line in prepare_worktrees(config):
         print(line, file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()

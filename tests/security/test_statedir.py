@@ -199,3 +199,25 @@ def test_a_planted_symlink_in_the_state_dir_is_refused_not_followed(
         before.st_mtime_ns,
     )
     assert (state / name).is_symlink()
+
+
+def test_a_symlinked_state_dir_gets_no_worktrees_either(tmp_path: Path) -> None:
+    """`run` makes loops' git worktrees in STATE_DIR/worktrees before anything else."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], check=True)
+    target = tmp_path / "shared"
+    target.mkdir(mode=0o700)
+    state = tmp_path / "state"
+    state.symlink_to(target)
+    config = write_config(
+        tmp_path,
+        supervisor_table(2),
+        sim_agent("fast"),
+        loop("one", "fast", max_iterations=1, done_marker="NEVER", workspace={"repo": "repo"}),
+    )
+    r = run_cli("run", config, "--state-dir", state, cwd=tmp_path)
+    assert_refused(r, str(state), "symbolic link")
+    assert list(target.iterdir()) == []
