@@ -21,6 +21,7 @@ import anyio
 
 from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
+from .diskfull import DiskFull
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
@@ -150,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `loopvisor history ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except DiskFull as exc:  # at the start, or the run's end could not be journalled
+        print(str(exc), file=sys.stderr)
+        return runtime.EXIT_DISK_FULL
     except (
         ConfigError,
         WorktreeError,

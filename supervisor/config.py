@@ -26,6 +26,7 @@ from ._placeholders import check_prompt_template
 from ._pricing import price_for
 from ._schema import ConfigError, ConfigIssue, Issues, Table
 from ._tomlpos import key_positions
+from .diskfull import DEFAULT_GRACE_S
 from .durations import format_duration, parse_duration
 from .spec import (
     AgentSpec,
@@ -53,7 +54,9 @@ __all__ = [
 ]
 
 TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop"})
-SUPERVISOR_KEYS = frozenset({"max_concurrent", "state_dir", "budget", "rate_limits"})
+SUPERVISOR_KEYS = frozenset(
+    {"max_concurrent", "state_dir", "budget", "rate_limits", "disk_full_grace"}
+)
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
 RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
 PROVIDERS = frozenset({"anthropic"})
@@ -147,6 +150,7 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
         max_concurrent=section.integer("max_concurrent", 4, positive=True),
         budget=read_limits(budget) if budget is not None else Limits(),
         rate_limits=MappingProxyType(rate_limits),
+        disk_full_grace=section.duration("disk_full_grace", DEFAULT_GRACE_S),
     )
 
 

@@ -68,6 +68,15 @@ def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[int]:
     return sorted(p.pid for p in found)
 
 
+def _watch_space(journal: Journal, supervisor: Supervisor) -> None:
+    """A full disk holds the loops, space resumes them, the grace period ends the run."""
+    space = journal.space
+    space.grace_s = supervisor.config.supervisor.disk_full_grace
+    space.on_full = supervisor.journal_full
+    space.on_space = supervisor.journal_writable
+    space.on_give_up = supervisor.journal_gave_up
+
+
 @asynccontextmanager
 async def durable_supervisor(
     config: Config, *, resume: bool = False, exit_when_idle: bool = True
@@ -106,6 +115,7 @@ async def durable_supervisor(
                 supervisor = Supervisor(config, exit_when_idle=exit_when_idle, notes=notes)
                 journal.start_run(supervisor.run_id, config.path, config_text, loops=config.loops)
             supervisor.add_sink(journal.record)
+            _watch_space(journal, supervisor)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(journal.run_writer)

@@ -21,6 +21,7 @@ from .agents.base import (
 )
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
+from .diskfull import Gate
 from .durations import format_duration
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
@@ -47,6 +48,7 @@ class _Control:
     stop: bool = False
     restart: bool = False
     interrupt: bool = False
+    interrupt_reason: str = ""
     injections: list[str] = field(default_factory=list)
     resumed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -67,8 +69,11 @@ class LoopRunner:
         resume: LoopResume | None = None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
         state_dir: Path | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.spec = spec
+        self.gate = gate
+        """Closed while the journal cannot be written (diskfull.py): no turn starts."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -157,6 +162,13 @@ class LoopRunner:
         """Return once no agent turn or check is running (paused, stuck or ended)."""
         while self.state not in ev.ATTENTION_STATES and not self.finished:
             await self._state_changed.wait()
+
+    def interrupt_turn(self, reason: str) -> None:
+        """Cancel the running turn, not the loop: its iteration runs again (diskfull.py)."""
+        if self._turn_scope is not None:
+            self.control.interrupt = True
+            self.control.interrupt_reason = reason
+            self._turn_scope.cancel()
 
     def request_resume(self) -> None:
         self.control.pause = False
@@ -267,6 +279,10 @@ class LoopRunner:
             if deadline is not None and time.time() >= deadline:
                 self._end("exhausted", f"loop wall budget ({format_duration(wall or 0)}) used up")
                 return
+            if self.gate is not None and not self.gate.is_open:
+                self.set_state("waiting", self.gate.reason)
+                await self.gate.wait()
+                continue  # stop, pause and budgets are looked at again
             remaining = None if deadline is None else max(0.0, deadline - time.time())
             with anyio.move_on_after(remaining) as wall_scope:
                 await self._iteration(self.iteration + 1)
@@ -314,8 +330,9 @@ class LoopRunner:
             self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
             return None
         if self.control.interrupt:
-            self.control.interrupt = False
-            self._finish_iteration(n, "interrupted", "paused by the operator", turn, started)
+            reason = self.control.interrupt_reason or "paused by the operator"
+            self.control.interrupt, self.control.interrupt_reason = False, ""
+            self._finish_iteration(n, "interrupted", reason, turn, started)
             self.iteration = n - 1  # the interrupted iteration runs again on resume
             return None
         if turn.exhausted is not None:

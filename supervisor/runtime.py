@@ -25,6 +25,7 @@ from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
 from .budget_watch import BudgetWatch
 from .bus import EventBus
+from .diskfull import Gate
 from .loop import LoopRunner
 from .resume import RunResume
 from .schedule import drive
@@ -42,6 +43,7 @@ EXIT_FAILED = 1
 EXIT_BUDGET = 2
 EXIT_USAGE = 3
 EXIT_ATTENTION = 4
+EXIT_DISK_FULL = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -72,6 +74,9 @@ class Supervisor:
         self._global_exhausted = False
         self._interrupted = False
         self._finished = False
+        self._disk_full = False
+        self.gate = Gate()
+        """Closed while the journal's disk is full: loops start no turn (diskfull.py)."""
         self._limiters = self._make_limiters()
         self._budget_watch = BudgetWatch(self._publish)
         ctx = AgentContext(
@@ -103,6 +108,7 @@ class Supervisor:
                 resume=loop_resume,
                 after_iteration=overlap.check if overlap.active else None,
                 state_dir=config.supervisor.state_dir.resolve(),
+                gate=self.gate,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -221,6 +227,8 @@ class Supervisor:
                 return
 
     def exit_code(self) -> int:
+        if self._disk_full:
+            return EXIT_DISK_FULL
         runners = list(self.runners.values())
         if self._global_exhausted or any(_by_global_budget(r) for r in runners):
             return EXIT_BUDGET
@@ -245,6 +253,34 @@ class Supervisor:
                 runner.force_end("stopped", reason)
         self.end_reason = reason
         self._control("shutdown", None, reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- a full disk under the journal (wired by durable.py; see diskfull.py) -----
+    def journal_full(self, message: str) -> None:
+        """Nothing spends while nothing can be journalled: cancel turns, hold new ones."""
+        if self._finished:
+            return
+        self.gate.close(message)
+        self.notice(message, level="error")
+        for runner in self.runners.values():
+            runner.interrupt_turn(message)
+
+    def journal_writable(self, message: str) -> None:
+        self.gate.open()
+        if not self._finished:
+            self.notice(message)
+
+    def journal_gave_up(self, message: str) -> None:
+        """The disk stayed full for the grace period: end the run (exit code 5)."""
+        if self._finished:
+            return
+        self._disk_full = True
+        self.end_reason = message
+        for runner in self.runners.values():
+            if not runner.done and not runner.needs_attention:
+                runner.force_end("stopped", message)
+        self.notice(message, level="error")
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 

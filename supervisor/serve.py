@@ -43,11 +43,19 @@ import anyio.abc
 
 from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError
+from .diskfull import DiskFull
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
-from .runtime import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Supervisor
+from .runtime import (
+    EXIT_DISK_FULL,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Supervisor,
+)
 from .spec import Config, LoopSpec
 from .statedir import StateDirError, ensure_state_dir, open_private, replace_private
 from .statelock import StateLocked, lock_holder
@@ -141,7 +149,7 @@ async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = No
             )
         )
     old_sup, new_sup = sup.config.supervisor, new.supervisor
-    for key in ("state_dir", "max_concurrent", "budget", "rate_limits"):
+    for key in ("state_dir", "max_concurrent", "budget", "rate_limits", "disk_full_grace"):
         if getattr(old_sup, key) != getattr(new_sup, key):
             restart.append((None, f"[supervisor] {key} changed; needs a restart of serve"))
     if dict(sup.config.pricing) != dict(new.pricing):
@@ -259,7 +267,9 @@ class ServeSession:
                 if not self._shutdown.is_set():
                     with anyio.CancelScope() as self._run_scope:
                         await self.sup.run()
-                if not self._shutdown.is_set():
+                if self.sup.exit_code() == EXIT_DISK_FULL:  # nothing can be journalled
+                    self.request_shutdown(self.sup.end_reason)
+                elif not self._shutdown.is_set():
                     log.info("the run ended on its own; still serving until shutdown")
                     await self._shutdown.wait()
                 self.sup.bus.close()  # subscribers drain (summary included), then end
@@ -272,7 +282,7 @@ class ServeSession:
                 await self.sup.aclose()
             _remove_pid(self.paths.pid)
         log.info("stopped")
-        return EXIT_OK
+        return EXIT_DISK_FULL if self.sup.exit_code() == EXIT_DISK_FULL else EXIT_OK
 
     async def _print_events(
         self, printed: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]
@@ -387,6 +397,9 @@ def serve_foreground(
     ) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except DiskFull as exc:  # at the start, or the run's end could not be journalled
+        log.error("%s", exc)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return EXIT_INTERRUPTED
 

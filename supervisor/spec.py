@@ -13,6 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from .diskfull import DEFAULT_GRACE_S
+
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
 CatchUp: TypeAlias = Literal["skip", "once"]
@@ -211,6 +213,8 @@ class SupervisorSpec:
     max_concurrent: int = 4
     budget: Limits = Limits()
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    disk_full_grace: float = DEFAULT_GRACE_S
+    """How long a full disk under the state dir is waited out before exit 5."""
 
 
 @dataclass(frozen=True, slots=True)

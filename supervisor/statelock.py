@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .diskfull import DiskFull, is_disk_full
 from .statedir import ensure_state_dir, open_private
 
 LOCK_NAME = "supervisor.lock"
@@ -86,7 +87,12 @@ class StateLock:
                     raise StateLocked(self.state_dir, _read_pid(fd))
                 time.sleep(0.01)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            try:
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(self.state_dir) from exc
+                raise
         except BaseException:
             os.close(fd)
             raise
