@@ -272,14 +272,18 @@ class Supervisor:
             self.notice(message)
 
     def journal_gave_up(self, message: str) -> None:
-        """The disk stayed full for the grace period: end the run (exit code 5)."""
+        """The disk stayed full for the grace period: end the run (exit code 5).
+
+        The loops' states are set for the summary only, not published: the journal
+        keeps them unfinished, so `--resume` continues the run once space is freed.
+        """
         if self._finished:
             return
         self._disk_full = True
         self.end_reason = message
         for runner in self.runners.values():
             if not runner.done and not runner.needs_attention:
-                runner.force_end("stopped", message)
+                runner.state, runner.reason = "stopped", message
         self.notice(message, level="error")
         if self._tg is not None:
             self._tg.cancel_scope.cancel()

@@ -10,6 +10,7 @@ never a traceback. The mount is removed in a finally.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PY, alive, cli_env, loop, run_cli, sim_agent, table, wait_gone, write_config
+from helpers import PY, cli_env, loop, run_cli, sim_agent, table, write_config
+
+from supervisor import events as ev
+from supervisor.diskfull import RETRY_MAX_S, DiskFull, SpaceWatch, is_disk_full
+from supervisor.journal import Journal
 
 EXIT_DISK_FULL = 5
 
@@ -147,20 +152,24 @@ def finished_iteration(e: dict[str, Any], at_least: int = 1) -> bool:
 
 
 # -- full before the start -----------------------------------------------------------
-@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("how", ["run", "resume", "serve"])
 def test_a_full_disk_at_the_start_says_so_and_exits_5(
-    tmp_path: Path, tiny_fs: Path, resume: bool
+    tmp_path: Path, tiny_fs: Path, how: str
 ) -> None:
     state = tiny_fs / "state"
     cfg = config(tmp_path, iterations=2)
-    if resume:
+    if how == "resume":
         r = run_cli("run", cfg, "--state-dir", state, "--quiet", cwd=tmp_path)
         assert r.returncode == 1, r.stderr
     else:
         state.mkdir(mode=0o700)
     fill(tiny_fs)
-    extra = ["--resume"] if resume else []
-    r = run_cli("run", cfg, "--state-dir", state, "--quiet", *extra, cwd=tmp_path)
+    args = {
+        "run": ["run", "--quiet"],
+        "resume": ["run", "--quiet", "--resume"],
+        "serve": ["serve"],  # in the foreground: it would run until shut down
+    }[how]
+    r = run_cli(args[0], cfg, "--state-dir", state, *args[1:], cwd=tmp_path)
     assert r.returncode == EXIT_DISK_FULL, (r.returncode, r.stdout, r.stderr)
     assert f"no space left on {state}" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
@@ -201,10 +210,11 @@ def test_run_exits_5_when_the_disk_stays_full_past_the_grace_period(
     tmp_path: Path, tiny_fs: Path
 ) -> None:
     state = tiny_fs / "state"
-    run = Run("run", config(tmp_path, grace="1s"), "--json", "--state-dir", state, cwd=tmp_path)
+    cfg = config(tmp_path, grace="1s", iterations=5)
+    run = Run("run", cfg, "--json", "--state-dir", state, cwd=tmp_path)
     try:
         run.wait_for("a first iteration", finished_iteration)
-        fill(tiny_fs)
+        filler = fill(tiny_fs)
         run.wait_for("the disk-full notice", is_full_notice)
         code, err = run.finish()
     finally:
@@ -214,7 +224,13 @@ def test_run_exits_5_when_the_disk_stays_full_past_the_grace_period(
     assert "Traceback" not in err
     assert run.seen[-1]["type"] == "summary", run.seen[-3:]
     assert run.seen[-1]["exit_code"] == EXIT_DISK_FULL
-    assert wait_gone(alive([run.proc.pid])) == []
+    # Space freed: --resume continues the run to its end, no iteration lost.
+    filler.unlink()
+    r = run_cli("run", cfg, "--state-dir", state, "--resume", "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr  # max_iterations reached
+    r = run_cli("history", "one", "--json", "--state-dir", state, cwd=tmp_path)
+    done = [i for i in json.loads(r.stdout)["iterations"] if i["outcome"] != "interrupted"]
+    assert [i["iteration"] for i in done] == list(range(1, 6))
 
 
 def test_serve_exits_5_when_the_disk_stays_full_past_the_grace_period(
@@ -235,3 +251,58 @@ def test_serve_exits_5_when_the_disk_stays_full_past_the_grace_period(
     assert f"no space left on {state}" in err
     assert "Traceback" not in err
     assert "cannot rollback" not in err
+
+
+# -- without root: SQLite's own "disk is full" and the retry policy ---------------------
+def test_a_full_journal_is_reported_as_such_and_keeps_its_batch(tmp_path: Path) -> None:
+    """SQLITE_FULL (here from max_page_count) is DiskFull, not a masked rollback error."""
+    journal = Journal.open(tmp_path / "state")
+    try:
+        journal.start_run("r1", tmp_path / "loops.toml", "", loops=())
+        journal.record(ev.RunStarted(run_id="r1", config="loops.toml", loops=("a",)))
+        journal.flush_now()
+        pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+        journal._conn.execute(f"PRAGMA max_page_count={pages}")
+        journal._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for n in range(200):
+            journal.record(ev.AgentOutput(loop="a", iteration=1, text="x" * 4000 + str(n)))
+            journal.record(ev.Notice(message=f"n{n}"))
+        with pytest.raises(DiskFull, match=f"no space left on {tmp_path / 'state'}"):
+            journal.flush_now()
+        assert journal.statistics().pending_events == 400  # kept for the retry
+        journal._conn.execute("PRAGMA max_page_count=1000000")
+        journal.flush_now()
+        assert journal.statistics().pending_events == 0
+    finally:
+        journal.close()
+
+
+def test_space_watch_backs_off_then_gives_up_after_the_grace_period() -> None:
+    calls: list[tuple[str, str]] = []
+    watch = SpaceWatch(Path("/state"), grace_s=3600)
+    watch.on_full = lambda m: calls.append(("full", m))
+    watch.on_space = lambda m: calls.append(("space", m))
+    watch.on_give_up = lambda m: calls.append(("give_up", m))
+    assert watch.due()
+    assert watch.retry_in(0.05) == 0.05
+    for _ in range(10):
+        watch.failed()
+    assert [c[0] for c in calls] == ["full"]
+    assert "no space left on /state" in calls[0][1]
+    assert not watch.due()
+    assert 0 < watch.retry_in(0.05) <= RETRY_MAX_S
+    watch.written()
+    watch.written()
+    assert [c[0] for c in calls] == ["full", "space"]
+    assert watch.due()
+    watch.grace_s = 0.0
+    watch.failed()
+    watch.failed()
+    assert [c[0] for c in calls] == ["full", "space", "full", "give_up"]
+
+
+def test_enospc_and_sqlite_full_are_recognised_and_others_are_not() -> None:
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(ValueError("no"))
