@@ -43,7 +43,7 @@ import anyio.abc
 
 from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError
-from .diskfull import DiskFull
+from .diskfull import DiskFull, is_disk_full
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
@@ -250,7 +250,13 @@ class ServeSession:
                     log.error("cannot serve on %s: %s", self.paths.socket, exc)
                     tg.cancel_scope.cancel()
                     return EXIT_USAGE
-                _write_pid(self.paths.pid)
+                try:
+                    _write_pid(self.paths.pid)
+                except (StateDirError, OSError) as exc:
+                    full = is_disk_full(exc)
+                    log.error("%s", DiskFull(self.paths.state_dir) if full else exc)
+                    tg.cancel_scope.cancel()
+                    return EXIT_DISK_FULL if full else EXIT_USAGE
                 tg.start_soon(self._signals, tg)
                 log.info(
                     "serving %s: %d loop(s), run %s%s, socket %s, pid %d",
