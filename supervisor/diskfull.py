@@ -19,6 +19,7 @@ EDQUOT, a quota) from the OS. `is_disk_full` recognises all of them.
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -49,6 +50,16 @@ def is_disk_full(exc: BaseException) -> bool:
         code = getattr(exc, "sqlite_errorcode", None)
         return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
     return False
+
+
+def no_space_left(directory: Path) -> bool:
+    """True when not one block is free for us on `directory`'s filesystem.
+
+    For `serve --detach`, whose daemon could not even write its log to say so.
+    Root may use the blocks reserved for it; others may not.
+    """
+    st = os.statvfs(directory)
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0
 
 
 def _ignore(_message: str) -> None:

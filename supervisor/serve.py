@@ -43,7 +43,7 @@ import anyio.abc
 
 from .config import ConfigError, load_config
 from .control import ControlServer, ControlSocketError, RemoteError
-from .diskfull import DiskFull, is_disk_full
+from .diskfull import DiskFull, is_disk_full, no_space_left
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .journal import JournalError
@@ -417,6 +417,9 @@ def serve_detached(
     config = load_config(config_path, state_dir=state_dir)  # errors: exit 3 from the CLI
     paths = ServePaths(config.supervisor.state_dir)
     ensure_state_dir(paths.state_dir)  # StateDirError: exit 3 from the CLI
+    if no_space_left(paths.state_dir):  # the daemon could not even log why it stopped
+        print(DiskFull(paths.state_dir), file=sys.stderr)
+        return EXIT_DISK_FULL
     holder = lock_holder(paths.state_dir)
     if holder is not None:
         print(f"another loopvisor (pid {holder}) is using {paths.state_dir}", file=sys.stderr)

@@ -306,3 +306,48 @@ def test_enospc_and_sqlite_full_are_recognised_and_others_are_not() -> None:
     assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
     assert not is_disk_full(ValueError("no"))
+
+
+def test_serve_waits_while_the_disk_is_full_and_goes_on_when_space_returns(
+    tmp_path: Path, tiny_fs: Path
+) -> None:
+    state = tiny_fs / "state"
+    run = Run("serve", config(tmp_path), "--state-dir", state, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not (state / "control.sock").exists() and time.monotonic() < deadline:
+            assert run.proc.poll() is None
+            time.sleep(0.05)
+        filler = fill(tiny_fs)
+        wait_line(run, f"no space left on {state}")
+        filler.unlink()
+        wait_line(run, f"space is back on {state}")
+        r = run_cli("ctl", "status", "--json", "--state-dir", state, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert run_cli("ctl", "shutdown", "--state-dir", state, cwd=tmp_path).returncode == 0
+        code, err = run.finish(timeout=30)
+    finally:
+        run.kill()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def wait_line(run: Run, text: str, timeout: float = 20.0) -> None:
+    """Wait for a plain (not JSON) stdout line of `serve` that contains `text`."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        line = run.lines.get(timeout=left)
+        assert line is not None, f"serve ended before printing {text!r}"
+        if text in line:
+            return
+    raise AssertionError(f"serve printed no {text!r} within {timeout}s")
+
+
+def test_serve_detach_on_a_full_disk_says_so_and_exits_5(tmp_path: Path, tiny_fs: Path) -> None:
+    state = tiny_fs / "state"
+    state.mkdir(mode=0o700)
+    fill(tiny_fs)
+    r = run_cli("serve", config(tmp_path), "--state-dir", state, "--detach", cwd=tmp_path)
+    assert r.returncode == EXIT_DISK_FULL, (r.returncode, r.stdout, r.stderr)
+    assert f"no space left on {state}" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
