@@ -221,3 +221,15 @@ def test_a_symlinked_state_dir_gets_no_worktrees_either(tmp_path: Path) -> None:
     r = run_cli("run", config, "--state-dir", state, cwd=tmp_path)
     assert_refused(r, str(state), "symbolic link")
     assert list(target.iterdir()) == []
+
+
+def test_a_hard_link_in_place_of_the_journal_is_refused(tmp_path: Path) -> None:
+    """A second name for some other file: written through, it would change that file."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    os.link(victim, state / "journal.sqlite3")
+    r = run_cli("run", quick_config(tmp_path), "--state-dir", state, cwd=tmp_path)
+    assert_refused(r, str(state / "journal.sqlite3"), "regular file")
+    assert victim.stat().st_size == 0
