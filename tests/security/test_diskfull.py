@@ -351,3 +351,25 @@ def test_serve_detach_on_a_full_disk_says_so_and_exits_5(tmp_path: Path, tiny_fs
     assert r.returncode == EXIT_DISK_FULL, (r.returncode, r.stdout, r.stderr)
     assert f"no space left on {state}" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_the_turn_in_flight_when_the_disk_fills_is_cancelled(tmp_path: Path, tiny_fs: Path) -> None:
+    """Nothing spends while nothing can be journalled: a 10 s turn stops at once."""
+    cfg = write_config(
+        tmp_path,
+        table("supervisor", max_concurrent=2),
+        sim_agent("long", rate=500, reply_tokens=5000),
+        loop("one", "long", max_iterations=2, done_marker="NEVER", on_stuck="continue"),
+    )
+    run = Run("run", cfg, "--json", "--state-dir", tiny_fs / "state", cwd=tmp_path)
+    try:
+        run.wait_for("the turn streaming", lambda e: e["type"] == "output")
+        fill(tiny_fs)
+        filled = time.monotonic()
+        end = run.wait_for("the turn's end", lambda e: e["type"] == "iteration_finished")
+        took = time.monotonic() - filled
+    finally:
+        run.kill()
+    assert end["outcome"] == "interrupted", end
+    assert "no space left on" in end["reason"]
+    assert took < 5, f"the turn went on for {took:.1f}s after the disk filled"
