@@ -399,6 +399,8 @@ class Supervisor:
 
     async def chat(self, loop: str, text: str) -> str:
         runner = self._runner(loop)
+        if not self.gate.is_open:  # a chat turn spends too; nothing could journal it
+            raise ControlError(self.gate.reason)
         if not (runner.finished or runner.needs_attention):
             raise ControlError(f"loop {loop!r} is {runner.state}: step in first")
         if not text.strip():

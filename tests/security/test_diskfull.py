@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PY, cli_env, loop, run_cli, sim_agent, table, write_config
+from helpers import PY, cli_env, load, loop, run_cli, sim_agent, table, write_config
 
 from supervisor import events as ev
+from supervisor.api import ControlError
 from supervisor.diskfull import RETRY_MAX_S, DiskFull, SpaceWatch, is_disk_full
 from supervisor.journal import Journal
+from supervisor.runtime import Supervisor
 
 EXIT_DISK_FULL = 5
 
@@ -373,3 +375,17 @@ def test_the_turn_in_flight_when_the_disk_fills_is_cancelled(tmp_path: Path, tin
     assert end["outcome"] == "interrupted", end
     assert "no space left on" in end["reason"]
     assert took < 5, f"the turn went on for {took:.1f}s after the disk filled"
+
+
+@pytest.mark.anyio
+async def test_no_operator_chat_spends_while_the_disk_is_full(tmp_path: Path) -> None:
+    """Step-in chat is a turn too: refused while the journal cannot be written."""
+    sup = Supervisor(
+        load(tmp_path, table("supervisor"), sim_agent("s"), loop("one", "s", done_marker="X"))
+    )
+    sup.journal_full("no space left on /state: the journal cannot be written")
+    with pytest.raises(ControlError, match="no space left on /state"):
+        await sup.chat("one", "hello")
+    sup.journal_writable("space is back on /state")
+    with pytest.raises(ControlError, match="step in first"):
+        await sup.chat("one", "hello")
