@@ -21,7 +21,8 @@ import anyio
 
 from . import cli_remote, runtime
 from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
-from .durable import NothingToResume, StateDirError, durable_supervisor
+from .diskfull import DiskFull
+from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .interrupts import interrupt_proof, shutdown_signals
 from .journal import JournalError
@@ -34,6 +35,7 @@ from .journal_read import (
 )
 from .journal_schema import JOURNAL_NAME
 from .spec import Config
+from .statedir import StateDirError, ensure_state_dir
 from .statelock import StateLocked
 from .textsafe import for_terminal
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
@@ -153,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `loopvisor history ... | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except DiskFull as exc:  # at the start, or the run's end could not be journalled
+        print(str(exc), file=sys.stderr)
+        return runtime.EXIT_DISK_FULL
     except (
         ConfigError,
         WorktreeError,
@@ -249,6 +254,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
+    ensure_state_dir(config.supervisor.state_dir)  # before worktrees are made in it
     for line in prepare_worktrees(config):
         print(for_terminal(line), file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()

@@ -13,6 +13,7 @@ and loops, `_placeholders` the `$name` checks; this module ties them together.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from importlib import resources
@@ -25,6 +26,7 @@ from ._placeholders import check_prompt_template
 from ._pricing import price_for
 from ._schema import ConfigError, ConfigIssue, Issues, Table
 from ._tomlpos import key_positions
+from .diskfull import DEFAULT_GRACE_S
 from .durations import format_duration, parse_duration
 from .sizes import OUTPUT_PER_ITERATION_DEFAULT
 from .spec import (
@@ -55,7 +57,14 @@ __all__ = [
 TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop", "redact"})
 REDACT_KEYS = frozenset({"patterns"})
 SUPERVISOR_KEYS = frozenset(
-    {"max_concurrent", "state_dir", "budget", "rate_limits", "max_output_per_iteration"}
+    {
+        "max_concurrent",
+        "state_dir",
+        "budget",
+        "rate_limits",
+        "max_output_per_iteration",
+        "disk_full_grace",
+    }
 )
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
 RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
@@ -146,13 +155,16 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
                     tokens_per_minute=t.integer("tokens_per_minute", None, positive=True),
                 )
     return SupervisorSpec(
-        state_dir=(override.resolve() if override is not None else state_dir.resolve()),
+        # Absolute but not resolved: a state dir that is a symbolic link must stay
+        # visible as one, so that statedir.ensure_state_dir can refuse it.
+        state_dir=Path(os.path.abspath(override if override is not None else state_dir)),
         max_concurrent=section.integer("max_concurrent", 4, positive=True),
         budget=read_limits(budget) if budget is not None else Limits(),
         rate_limits=MappingProxyType(rate_limits),
         max_output_per_iteration=section.integer(
             "max_output_per_iteration", OUTPUT_PER_ITERATION_DEFAULT, positive=True
         ),
+        disk_full_grace=section.duration("disk_full_grace", DEFAULT_GRACE_S),
     )
 
 

@@ -45,6 +45,7 @@ from .bus import EventBus
 from .events import Event, EventsDropped, Notice, event_from_dict
 from .sizes import too_large
 from .spec import Limits
+from .statedir import StateDirError, ensure_state_dir
 
 __all__ = [
     "ControlServer",
@@ -107,14 +108,11 @@ def socket_path(state_dir: Path) -> Path:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create `path` 0700, or tighten it to 0700; refuse a directory owned by someone else."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise ControlSocketError(f"{path} belongs to uid {st.st_uid}, not to us: refusing")
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        log.info("tightening %s to mode 0700 (it holds the control socket)", path)
-        os.chmod(path, 0o700)
+    """The socket's directory is a state dir: statedir.ensure_state_dir's rules apply."""
+    try:
+        ensure_state_dir(path)
+    except StateDirError as exc:
+        raise ControlSocketError(str(exc)) from None
 
 
 def _bind(path: Path) -> tuple[socket.socket, int]:
@@ -135,9 +133,10 @@ def _bind(path: Path) -> tuple[socket.socket, int]:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        os.fchmod(sock.fileno(), 0o600)  # Linux: bind() creates the file with this mode
         with proto.unix_address(path) as addr:
             sock.bind(addr)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o600)  # elsewhere; the dir is ours and 0700, so no link is here
         sock.listen(128)
         sock.setblocking(False)
     except BaseException:

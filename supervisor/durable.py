@@ -22,11 +22,8 @@ from .loop import STATE_DIR_ENV
 from .process import KILL_GRACE_S, kill_group
 from .runtime import Supervisor
 from .spec import Config
+from .statedir import ensure_state_dir
 from .statelock import StateLock
-
-
-class StateDirError(Exception):
-    """The state dir cannot be created or is not a directory (exit code 3)."""
 
 
 class NothingToResume(Exception):
@@ -71,6 +68,15 @@ def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[int]:
     return sorted(p.pid for p in found)
 
 
+def _watch_space(journal: Journal, supervisor: Supervisor) -> None:
+    """A full disk holds the loops, space resumes them, the grace period ends the run."""
+    space = journal.space
+    space.grace_s = supervisor.config.supervisor.disk_full_grace
+    space.on_full = supervisor.journal_full
+    space.on_space = supervisor.journal_writable
+    space.on_give_up = supervisor.journal_gave_up
+
+
 @asynccontextmanager
 async def durable_supervisor(
     config: Config, *, resume: bool = False, exit_when_idle: bool = True
@@ -83,10 +89,7 @@ async def durable_supervisor(
     recorded and applies from each loop's next iteration.
     """
     state_dir = config.supervisor.state_dir
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateDirError(f"cannot use {state_dir} as state dir: {exc.strerror or exc}") from exc
+    ensure_state_dir(state_dir)  # private, no links (statedir.py); StateDirError: exit 3
     with StateLock(state_dir):
         notes = []
         if reaped := reap_orphans(state_dir):
@@ -121,6 +124,7 @@ async def durable_supervisor(
                     loops=[supervisor.redactor.fields(spec) for spec in config.loops],
                 )
             supervisor.add_sink(journal.record)
+            _watch_space(journal, supervisor)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(journal.run_writer)

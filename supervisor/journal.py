@@ -48,6 +48,7 @@ from typing import Any
 import anyio
 
 from . import journal_resume
+from .diskfull import DiskFull, SpaceWatch, is_disk_full
 from .events import (
     AgentOutput,
     BudgetReleased,
@@ -63,6 +64,7 @@ from .events import (
 from .journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from .resume import RunResume
 from .spec import LoopSpec
+from .statedir import ensure_state_dir, prepare_private, tighten_if_present
 from .textsafe import valid_text
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
@@ -156,13 +158,18 @@ class Journal:
         self._recent_ms: deque[float] = deque(maxlen=1000)
         self._write_s = 0.0
         self._closed = False
+        self.space = SpaceWatch(path.parent)
+        """Disk-full state: the writer keeps batches and retries (see diskfull.py)."""
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
         """Open (creating the directory and file, upgrading an older schema)."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = ensure_state_dir(Path(state_dir))
         path = state_dir / JOURNAL_NAME
+        # Created 0600 before SQLite opens it: SQLite gives -wal and -shm its mode.
+        prepare_private(path)
+        for suffix in ("-wal", "-shm"):
+            tighten_if_present(path.with_name(path.name + suffix))
         return cls(path, connect_writer(path))
 
     @property
@@ -201,28 +208,48 @@ class Journal:
                     self._open_chunks.pop(loop, None)
             rows = len(self._pending)
         if isinstance(event, BudgetReserved) and not self._closed:
-            self.flush_now()
+            self._flush_reservation()
         elif rows >= self._max_batch and self._wake is not None:
             self._wake.set()
+
+    def _flush_reservation(self) -> None:
+        """Write-ahead of a reservation; on a full disk `space.on_full` cancels the turn."""
+        if not self.space.due():
+            return  # full: the turn was cancelled and no new one starts
+        try:
+            self.flush_now()
+        except DiskFull:
+            self.space.failed()
+        else:
+            self.space.written()
 
     # -- writing -------------------------------------------------------------
     async def run_writer(self, interval: float = 0.05, max_batch: int = 2000) -> None:
         """The single writer task: one transaction per `interval` or per `max_batch` rows.
 
-        On cancellation it flushes what is pending (shielded) and ends.
+        On a full disk the batch stays pending and is retried with a backoff (see
+        diskfull.py). On cancellation it flushes what is pending (shielded) and ends.
         """
         self._max_batch = max_batch
         try:
             while True:
                 self._wake = anyio.Event()
-                with anyio.move_on_after(interval):
+                with anyio.move_on_after(self.space.retry_in(interval)):
                     await self._wake.wait()
-                if self._pending:
-                    await anyio.to_thread.run_sync(self.flush_now)
+                if self._pending and self.space.due():
+                    await self._write_pending()
         finally:
             self._wake = None
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.flush_now)
+                await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.flush_now)
+        except DiskFull:
+            self.space.failed()
+        else:
+            self.space.written()
 
     def flush_now(self) -> None:
         """Write everything pending now, in one transaction (sync: shutdown paths)."""
@@ -270,12 +297,17 @@ class Journal:
                 result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (SQLITE_FULL among
+                # them): a second ROLLBACK would hide the real error behind its own.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             finally:
                 if full:
                     conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                raise DiskFull(self.path.parent) from exc
             raise JournalError(f"{self.path}: write failed: {exc}") from exc
         return result
 
@@ -357,9 +389,11 @@ class Journal:
         if self._closed:
             return
         with self._write_lock:
-            self._flush_locked()
-            self._closed = True
-            self._conn.close()
+            try:
+                self._flush_locked()
+            finally:  # closed even when the flush failed (a full disk)
+                self._closed = True
+                self._conn.close()
 
     # -- resume --------------------------------------------------------------
     def find_resumable_run(self) -> str | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from .diskfull import DiskFull, is_disk_full
+
 JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x4C4F4F50  # "LOOP"
@@ -167,6 +169,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         if conn is not None:
             conn.close()
+        if is_disk_full(exc):  # not a bad file: a full disk (exit 5, see diskfull.py)
+            raise DiskFull(path.parent) from exc
         raise _bad_file(path, exc) from exc
     except BaseException:
         if conn is not None:

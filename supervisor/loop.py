@@ -27,6 +27,7 @@ from .checks import (
     render_check_output,
     run_check,
 )
+from .diskfull import Gate
 from .durations import format_duration
 from .redact import Redactor
 from .render import describe
@@ -58,6 +59,7 @@ class _Control:
     stop: bool = False
     restart: bool = False
     interrupt: bool = False
+    interrupt_reason: str = ""
     injections: list[str] = field(default_factory=list)
     resumed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -80,12 +82,15 @@ class LoopRunner:
         state_dir: Path | None = None,
         redactor: Redactor | None = None,
         output_cap: int = OUTPUT_PER_ITERATION_DEFAULT,
+        gate: Gate | None = None,
     ) -> None:
         self.spec = spec
         self.redactor = redactor or Redactor.from_environment()
         """Applied to check outcomes, agent output (in the turn) and the prompt as sent."""
         self.output_cap = output_cap
         """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
+        self.gate = gate
+        """Closed while the journal cannot be written (diskfull.py): no turn starts."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -199,6 +204,13 @@ class LoopRunner:
         """Return once no agent turn or check is running (paused, stuck or ended)."""
         while self.state not in ev.ATTENTION_STATES and not self.finished:
             await self._state_changed.wait()
+
+    def interrupt_turn(self, reason: str) -> None:
+        """Cancel the running turn, not the loop: its iteration runs again (diskfull.py)."""
+        if self._turn_scope is not None:
+            self.control.interrupt = True
+            self.control.interrupt_reason = reason
+            self._turn_scope.cancel()
 
     def request_resume(self) -> None:
         self.control.pause = False
@@ -319,6 +331,10 @@ class LoopRunner:
             if deadline is not None and time.time() >= deadline:
                 self._end("exhausted", f"loop wall budget ({format_duration(wall or 0)}) used up")
                 return
+            if self.gate is not None and not self.gate.is_open:
+                self.set_state("waiting", self.gate.reason)
+                await self.gate.wait()
+                continue  # stop, pause and budgets are looked at again
             remaining = None if deadline is None else max(0.0, deadline - time.time())
             with anyio.move_on_after(remaining) as wall_scope:
                 await self._iteration(self.iteration + 1)
@@ -389,8 +405,9 @@ class LoopRunner:
             self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
             return None
         if self.control.interrupt:
-            self.control.interrupt = False
-            self._finish_iteration(n, "interrupted", "paused by the operator", turn, started)
+            reason = self.control.interrupt_reason or "paused by the operator"
+            self.control.interrupt, self.control.interrupt_reason = False, ""
+            self._finish_iteration(n, "interrupted", reason, turn, started)
             self.iteration = n - 1  # the interrupted iteration runs again on resume
             return None
         if turn.exhausted is not None:

@@ -96,7 +96,14 @@ async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = No
             )
         )
     old_sup, new_sup = sup.config.supervisor, new.supervisor
-    for key in ("state_dir", "max_concurrent", "budget", "rate_limits", "max_output_per_iteration"):
+    for key in (
+        "state_dir",
+        "max_concurrent",
+        "budget",
+        "rate_limits",
+        "max_output_per_iteration",
+        "disk_full_grace",
+    ):
         if getattr(old_sup, key) != getattr(new_sup, key):
             restart.append((None, f"[supervisor] {key} changed; needs a restart of serve"))
     if dict(sup.config.pricing) != dict(new.pricing):

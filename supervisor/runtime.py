@@ -25,6 +25,7 @@ from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
 from .budget_watch import BudgetWatch
 from .bus import EventBus
+from .diskfull import Gate
 from .loop import LoopRunner
 from .redact import Redactor
 from .resume import RunResume
@@ -50,6 +51,7 @@ EXIT_FAILED = 1
 EXIT_BUDGET = 2
 EXIT_USAGE = 3
 EXIT_ATTENTION = 4
+EXIT_DISK_FULL = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -87,6 +89,9 @@ class Supervisor:
         self._ended_at: float | None = None
         """When the last loop ended (serve mode keeps running after that)."""
         self._summary: ev.RunFinished | None = None
+        self._disk_full = False
+        self.gate = Gate()
+        """Closed while the journal's disk is full: loops start no turn (diskfull.py)."""
         self._limiters = self._make_limiters()
         self._budget_watch = BudgetWatch(self._publish)
         ctx = AgentContext(
@@ -121,6 +126,7 @@ class Supervisor:
                 state_dir=config.supervisor.state_dir.resolve(),
                 redactor=self.redactor,
                 output_cap=config.supervisor.max_output_per_iteration,
+                gate=self.gate,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -253,6 +259,8 @@ class Supervisor:
                 return
 
     def exit_code(self) -> int:
+        if self._disk_full:
+            return EXIT_DISK_FULL
         runners = list(self.runners.values())
         if self._global_exhausted or any(_by_global_budget(r) for r in runners):
             return EXIT_BUDGET
@@ -285,6 +293,38 @@ class Supervisor:
                 runner.force_end("stopped", reason)
         self.end_reason = reason
         self._control("shutdown", None, reason)
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- a full disk under the journal (wired by durable.py; see diskfull.py) -----
+    def journal_full(self, message: str) -> None:
+        """Nothing spends while nothing can be journalled: cancel turns, hold new ones."""
+        if self._finished:
+            return
+        self.gate.close(message)
+        self.notice(message, level="error")
+        for runner in self.runners.values():
+            runner.interrupt_turn(message)
+
+    def journal_writable(self, message: str) -> None:
+        self.gate.open()
+        if not self._finished:
+            self.notice(message)
+
+    def journal_gave_up(self, message: str) -> None:
+        """The disk stayed full for the grace period: end the run (exit code 5).
+
+        The loops' states are set for the summary only, not published: the journal
+        keeps them unfinished, so `--resume` continues the run once space is freed.
+        """
+        if self._finished:
+            return
+        self._disk_full = True
+        self.end_reason = message
+        for runner in self.runners.values():
+            if not runner.done and not runner.needs_attention:
+                runner.state, runner.reason = "stopped", message
+        self.notice(message, level="error")
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -409,6 +449,8 @@ class Supervisor:
 
     async def chat(self, loop: str, text: str) -> str:
         runner = self._runner(loop)
+        if not self.gate.is_open:  # a chat turn spends too; nothing could journal it
+            raise ControlError(self.gate.reason)
         if not (runner.finished or runner.needs_attention):
             raise ControlError(f"loop {loop!r} is {runner.state}: step in first")
         if not text.strip():

@@ -36,15 +36,17 @@ import anyio
 import anyio.abc
 
 from .config import ConfigError, load_config
-from .control import ControlServer, ControlSocketError, RemoteError, ensure_private_dir
+from .control import ControlServer, ControlSocketError, RemoteError
+from .diskfull import DiskFull, is_disk_full, no_space_left
 from .durable import NothingToResume, durable_supervisor
 from .headless import HeadlessPrinter
 from .interrupts import interrupt_proof, shutdown_signals
 from .journal import JournalError
 from .protocol import SOCKET_NAME, unix_address
 from .reload import reload_config
-from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
+from .runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
 from .spec import Config
+from .statedir import StateDirError, ensure_state_dir, open_private, replace_private
 from .statelock import StateLocked, lock_holder
 from .textsafe import for_terminal
 
@@ -142,7 +144,13 @@ class ServeSession:
                     log.error("cannot serve on %s: %s", self.paths.socket, exc)
                     tg.cancel_scope.cancel()
                     return EXIT_USAGE
-                _write_pid(self.paths.pid)
+                try:
+                    _write_pid(self.paths.pid)
+                except (StateDirError, OSError) as exc:
+                    full = is_disk_full(exc)
+                    log.error("%s", DiskFull(self.paths.state_dir) if full else exc)
+                    tg.cancel_scope.cancel()
+                    return EXIT_DISK_FULL if full else EXIT_USAGE
                 tg.start_soon(self._signals, tg, signals)
                 log.info(
                     "serving %s: %d loop(s), run %s%s, socket %s, pid %d",
@@ -158,7 +166,9 @@ class ServeSession:
                 _sd_notify("READY=1")
                 if not self._shutdown.is_set():
                     await self.sup.run()
-                if not self._shutdown.is_set():
+                if self.sup.exit_code() == EXIT_DISK_FULL:  # nothing can be journalled
+                    self.request_shutdown(self.sup.end_reason)
+                elif not self._shutdown.is_set():
                     log.info("the run ended on its own; still serving until shutdown")
                     await self._shutdown.wait()
                 self.sup.bus.close()  # subscribers drain (summary included), then end
@@ -171,7 +181,7 @@ class ServeSession:
                 await self.sup.aclose()
             _remove_pid(self.paths.pid)
         log.info("stopped")
-        return EXIT_OK
+        return EXIT_DISK_FULL if self.sup.exit_code() == EXIT_DISK_FULL else EXIT_OK
 
     async def _print_events(
         self, printed: anyio.Event, *, task_status: anyio.abc.TaskStatus[None]
@@ -214,9 +224,7 @@ async def serve(
 
 # -- files and systemd --------------------------------------------------------------
 def _write_pid(path: Path) -> None:
-    tmp = path.with_suffix(".pid.tmp")
-    tmp.write_text(f"{os.getpid()}\n", encoding="ascii")
-    tmp.replace(path)
+    replace_private(path, f"{os.getpid()}\n")  # 0600, atomic, never through a link
 
 
 def _remove_pid(path: Path) -> None:
@@ -277,7 +285,7 @@ def serve_foreground(
         log.warning("%s", warning)
     paths = ServePaths(config.supervisor.state_dir)
     try:
-        ensure_private_dir(paths.state_dir)
+        ensure_state_dir(paths.state_dir)
         main = functools.partial(
             serve,
             config,
@@ -289,9 +297,19 @@ def serve_foreground(
         # A Ctrl-C before the signal receiver is up, or in the last instructions of
         # the exit, is exit 130 without a traceback (interrupts.py).
         return interrupt_proof(functools.partial(anyio.run, main))
-    except (StateLocked, NothingToResume, JournalError, ControlSocketError, OSError) as exc:
+    except (
+        StateLocked,
+        StateDirError,
+        NothingToResume,
+        JournalError,
+        ControlSocketError,
+        OSError,
+    ) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    except DiskFull as exc:  # at the start, or the run's end could not be journalled
+        log.error("%s", exc)
+        return EXIT_DISK_FULL
 
 
 def serve_detached(
@@ -300,6 +318,10 @@ def serve_detached(
     """Start `serve` in the background; 0 once its socket answers, else 1 with the log tail."""
     config = load_config(config_path, state_dir=state_dir)  # errors: exit 3 from the CLI
     paths = ServePaths(config.supervisor.state_dir)
+    ensure_state_dir(paths.state_dir)  # StateDirError: exit 3 from the CLI
+    if no_space_left(paths.state_dir):  # the daemon could not even log why it stopped
+        print(DiskFull(paths.state_dir), file=sys.stderr)
+        return EXIT_DISK_FULL
     holder = lock_holder(paths.state_dir)
     if holder is not None:
         print(
@@ -307,9 +329,8 @@ def serve_detached(
             file=sys.stderr,
         )
         return EXIT_USAGE
-    ensure_private_dir(paths.state_dir)
     abs_config = config_path.resolve()
-    abs_state = state_dir.resolve() if state_dir is not None else None
+    abs_state = Path(os.path.abspath(state_dir)) if state_dir is not None else None
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked children
@@ -364,7 +385,7 @@ def _daemon_child(
 
 
 def _redirect_stdio(log_path: Path) -> None:  # pragma: no cover - forked child
-    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(out, 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from .diskfull import DEFAULT_GRACE_S
 from .sizes import OUTPUT_PER_ITERATION_DEFAULT
 
 ContextMode: TypeAlias = Literal["fresh", "continue"]
@@ -229,6 +230,8 @@ class SupervisorSpec:
     max_output_per_iteration: int = OUTPUT_PER_ITERATION_DEFAULT
     """Bytes of agent output journalled and shown in full per iteration (`sizes`)."""
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    disk_full_grace: float = DEFAULT_GRACE_S
+    """How long a full disk under the state dir is waited out before exit 5."""
 
 
 @dataclass(frozen=True, slots=True)

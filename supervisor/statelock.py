@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .diskfull import DiskFull, is_disk_full
+from .statedir import ensure_state_dir, open_private
+
 LOCK_NAME = "supervisor.lock"
 _RETRY_S = 0.25
 """How long `acquire` retries: `lock_holder` probes hold the lock for microseconds."""
@@ -75,8 +78,8 @@ class StateLock:
     def acquire(self) -> None:
         if self._fd is not None:
             raise RuntimeError("StateLock already acquired")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_state_dir(self.state_dir)
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT)  # 0600, never through a link
         try:
             deadline = time.monotonic() + _RETRY_S
             while not _try_flock(fd, fcntl.LOCK_EX):
@@ -84,7 +87,12 @@ class StateLock:
                     raise StateLocked(self.state_dir, _read_pid(fd))
                 time.sleep(0.01)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            try:
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull(self.state_dir) from exc
+                raise
         except BaseException:
             os.close(fd)
             raise
@@ -120,9 +128,13 @@ def lock_holder(state_dir: Path) -> int | None:
     """
     path = lock_path(Path(state_dir))
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a planted link: nobody holds a lock through it
+            return None
+        raise
     try:
         if _try_flock(fd, fcntl.LOCK_SH):
             fcntl.flock(fd, fcntl.LOCK_UN)
