@@ -1,0 +1,237 @@
+"""No process outlives its turn, check or run: tag every child, find the tagged, kill them.
+
+A process group is not enough to contain an agent: a child that calls `setsid` leaves
+the group, and once its parent exits it is no longer anyone's descendant either. So:
+
+- Every child `GroupProcess` starts carries `PROC_ENV` in its environment
+  (`<run>/<loop>/<iteration>/<kind>#<n>`, see `proc_tag`); its descendants inherit it,
+  `setsid` or not. When the group ends, `kill_tagged` finds every process with exactly
+  that tag and kills it (SIGTERM, SIGKILL after the grace); at the end of a run every
+  process tagged with the run's id. The scan runs at those ends only, never per tick.
+- On Linux the supervisor is made a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`),
+  so that orphans are re-parented to it rather than to init: the scan then reads the
+  environment of the supervisor's descendants only, instead of every process on the
+  machine. A subreaper must also wait for the orphans it adopts, or they stay zombies;
+  asyncio's child watcher waits only for the pids it spawned, and stealing one of those
+  would give it a wrong exit code. `reap_adopted` therefore reaps only zombie children
+  that are in a session of their own (an agent's, never ours: `subprocess.run` children
+  stay in ours) and that are not a group leader asyncio still waits for; and never
+  while a spawn is under way.
+
+A process that scrubs its own environment and leaves through `setsid` escapes the tag;
+it stays a descendant of the subreaper, which is what the next step (a cgroup) would close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import itertools
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import anyio
+import psutil
+
+PROC_ENV = "LOOPVISOR_PROC"
+"""Environment variable carried by every agent, check and tool process (and inherited by
+everything they start): which run, loop, iteration and kind it belongs to."""
+
+_PR_SET_CHILD_SUBREAPER = 36
+_POLL_S = 0.02
+_ROUNDS = 3
+"""Scans per kill: a process may fork between a scan and the kill that follows it."""
+
+_subreaper: bool | None = None
+_group_leaders: set[int] = set()
+"""Pids of children asyncio spawned and still waits for: never reaped here."""
+_spawning = 0
+_serial = itertools.count(1)
+
+
+def proc_tag(run_id: str, loop: str, iteration: int, kind: str) -> str:
+    """The `PROC_ENV` value for a loop's turn or check processes (before `unique_tag`)."""
+    return f"{run_id}/{loop}/{iteration}/{kind}"
+
+
+def unique_tag(base: str | None) -> str:
+    """`base` made unique to one process group in this supervisor (`#<n>` appended)."""
+    return f"{base or f'-/{os.getpid()}'}#{next(_serial)}"
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of orphaned descendants (Linux); idempotent.
+
+    Returns whether it is one. Elsewhere, or if prctl refuses, a harmless no-op: the
+    scans then read every process's environment instead of our descendants' only.
+    """
+    global _subreaper
+    if _subreaper is None:
+        _subreaper = False
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+                _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return _subreaper
+
+
+@contextlib.contextmanager
+def spawning() -> Iterator[Callable[[int], None]]:
+    """Around spawning a child asyncio will wait for: no reaping meanwhile (the child
+    may already be a zombie before its pid is known); call the yielded function with
+    the pid, and `spawned_done(pid)` once asyncio has waited for it."""
+    global _spawning
+    _spawning += 1
+    try:
+        yield _group_leaders.add
+    finally:
+        _spawning -= 1
+
+
+def spawned_done(pid: int) -> None:
+    _group_leaders.discard(pid)
+
+
+def tagged(
+    match: Callable[[Mapping[str, str]], bool], *, everywhere: bool = False
+) -> list[tuple[psutil.Process, str]]:
+    """Live processes whose environment satisfies `match`, with their `PROC_ENV` tag.
+
+    As a subreaper, only our descendants can carry a tag of ours (orphans come to us),
+    so only theirs is read, unless `everywhere` (leftovers of another supervisor went
+    to init). This process and its ancestors are never listed.
+    """
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
+    candidates: Iterable[psutil.Process]
+    if _subreaper and not everywhere:
+        try:
+            candidates = me.children(recursive=True)
+        except psutil.Error:
+            candidates = []
+    else:
+        candidates = psutil.process_iter()
+    found: list[tuple[psutil.Process, str]] = []
+    for proc in candidates:
+        if proc.pid in spared:
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            env = proc.environ()
+            if match(env):
+                found.append((proc, env.get(PROC_ENV, "")))
+    return found
+
+
+def has_tag(
+    exact: str | None = None, *, prefix: str | None = None
+) -> Callable[[Mapping[str, str]], bool]:
+    """A `match` for `tagged`: `PROC_ENV` equal to `exact`, or starting with `prefix`."""
+
+    def match(env: Mapping[str, str]) -> bool:
+        tag = env.get(PROC_ENV)
+        if tag is None:
+            return False
+        return tag == exact if exact is not None else prefix is not None and tag.startswith(prefix)
+
+    return match
+
+
+async def kill_tagged(match: Callable[[Mapping[str, str]], bool], grace: float) -> list[int]:
+    """Kill every process whose environment satisfies `match`: SIGTERM, then SIGKILL
+    what is left after `grace`. Returns the pids killed; adopted zombies are reaped."""
+    killed: list[int] = []
+    for _ in range(_ROUNDS):
+        found = [proc for proc, _tag in tagged(match)]
+        if not found:
+            break
+        killed += [p.pid for p in found]
+        signal_all(found, signal.SIGTERM)
+        if not await _wait_gone(found, grace):
+            signal_all(found, signal.SIGKILL)
+            await _wait_gone(found, grace)
+    reap_adopted()
+    return killed
+
+
+def kill_tagged_sync(
+    match: Callable[[Mapping[str, str]], bool], grace: float
+) -> list[tuple[int, str]]:
+    """`kill_tagged` outside an event loop, over every process (a dead supervisor's
+    leftovers were re-parented to init), killing each found process's group too.
+    Returns (pid, tag) of those killed."""
+    killed: list[tuple[int, str]] = []
+    own_group = os.getpgid(0)
+    for _ in range(_ROUNDS):
+        found = tagged(match, everywhere=True)
+        if not found:
+            break
+        killed += [(p.pid, tag) for p, tag in found]
+        procs = [p for p, _tag in found]
+        groups = {g for g in map(_pgid, procs) if g is not None and g != own_group}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pgid in groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, sig)
+            signal_all(procs, sig)
+            _, left = psutil.wait_procs(procs, timeout=grace)
+            if not left:
+                break
+    return killed
+
+
+def signal_all(procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)
+
+
+def reap_adopted() -> int:
+    """Wait for zombie orphans re-parented to us; returns how many were reaped."""
+    if not _subreaper or _spawning:
+        return 0
+    own_session = os.getsid(0)
+    reaped = 0
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return 0
+    for child in children:
+        pid = child.pid
+        if pid in _group_leaders:
+            continue
+        with contextlib.suppress(psutil.Error, OSError):
+            if child.status() != psutil.STATUS_ZOMBIE or os.getsid(pid) == own_session:
+                continue
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped += 1
+    return reaped
+
+
+async def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
+    """Poll until every process has exited (a zombie has); reap adopted ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not any(_running(p) for p in procs):
+            reap_adopted()
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await anyio.sleep(_POLL_S)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pgid(proc: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(proc.pid)
+    except OSError:
+        return None
