@@ -22,6 +22,7 @@ from .agents.base import (
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .durations import format_duration
+from .reaper import PROC_ENV, proc_tag
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
@@ -67,8 +68,11 @@ class LoopRunner:
         resume: LoopResume | None = None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
         state_dir: Path | None = None,
+        run_id: str = "-",
     ) -> None:
         self.spec = spec
+        self.run_id = run_id
+        """Part of every child's `PROC_ENV` tag, so the run's end finds what it left."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -448,6 +452,7 @@ class LoopRunner:
     async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> TurnResult:
         env = {
             **self._child_env,
+            PROC_ENV: proc_tag(self.run_id, self.spec.name, n, "operator" if operator else "turn"),
             "LOOPVISOR_LOOP": self.spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(self.spec.workspace),
@@ -467,6 +472,7 @@ class LoopRunner:
         self.set_state("checking", f"running {len(spec.checks)} check(s)", n)
         env = {
             **self._child_env,
+            PROC_ENV: proc_tag(self.run_id, spec.name, n, "check"),
             "LOOPVISOR_LOOP": spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(spec.workspace),

@@ -20,12 +20,14 @@ import anyio
 import anyio.abc
 
 from . import events as ev
+from . import reaper
 from .agents import AgentContext, build_agent
 from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
 from .budget_watch import BudgetWatch
 from .bus import EventBus
 from .loop import LoopRunner
+from .process import KILL_GRACE_S
 from .resume import RunResume
 from .schedule import drive
 from .spec import Config, Limits, LoopSpec
@@ -103,6 +105,7 @@ class Supervisor:
                 resume=loop_resume,
                 after_iteration=overlap.check if overlap.active else None,
                 state_dir=config.supervisor.state_dir.resolve(),
+                run_id=self.run_id,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -139,6 +142,7 @@ class Supervisor:
     async def run(self) -> ev.RunFinished:
         """Run until every loop ended (or, with exit_when_idle, waits for a person)."""
         self.started_at = time.time()
+        reaper.become_subreaper()  # orphans of agents come to us, not to init
         self._publish(
             ev.RunStarted(
                 run_id=self.run_id,
@@ -165,10 +169,25 @@ class Supervisor:
                     runner.force_end("exhausted", self.end_reason)  # publishes the change
         except BaseException:
             self._interrupted = True
+            with anyio.CancelScope(shield=True):
+                await self._kill_leftovers()
             self._finish_run()
             raise
+        await self._kill_leftovers()
         self._tg = None
         return self._finish_run()
+
+    async def _kill_leftovers(self) -> None:
+        """Every process of this run still alive dies with the run (each group kills its
+        own when it ends: this catches what escaped a group that could not finish)."""
+        killed = await reaper.kill_tagged(reaper.has_tag(prefix=f"{self.run_id}/"), KILL_GRACE_S)
+        if killed:
+            pids = ", ".join(map(str, killed))
+            self._publish(
+                ev.Notice(
+                    level="warning", message=f"killed leftover process(es) of the run: pid {pids}"
+                )
+            )
 
     def _finish_run(self) -> ev.RunFinished:
         self._finished = True

@@ -203,3 +203,40 @@ def test_resume_after_kill_9_kills_what_the_dead_supervisor_left(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert wait_gone(pids, timeout=1) == []
     assert "left running" in proc.stdout
+
+
+REAP_SCRIPT = """
+import anyio, psutil, sys
+from pathlib import Path
+from supervisor import reaper
+from supervisor.process import run_captured
+
+async def main():
+    assert reaper.become_subreaper()
+    # Orphans that exit by themselves while the command's output drains: they were
+    # re-parented to us (one left the session), so only we can wait for them.
+    run = await run_captured(
+        ["sh", "-c", "(sleep 0.1 &); (setsid sleep 0.1 &); exit 7"], cwd=Path.cwd()
+    )
+    zombies = [c.pid for c in psutil.Process().children() if c.status() == "zombie"]
+    print(run.exit_code, zombies)
+
+anyio.run(main)
+"""
+
+
+def test_a_subreaper_reaps_the_orphans_it_adopts(tmp_path: Path) -> None:
+    """Orphans re-parented to the supervisor are waited for (no zombies pile up), and
+    the exit code of the command asyncio waits for is not stolen by that reaping."""
+    proc = subprocess.run(
+        [PY, "-c", REAP_SCRIPT],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "7 []", proc.stdout
+    assert proc.stderr == ""
