@@ -13,10 +13,10 @@ from pathlib import Path
 
 import anyio
 
-from . import reaper
+from . import cgroup, reaper
 from .journal import Journal
-from .loop import STATE_DIR_ENV
 from .process import KILL_GRACE_S
+from .reaper import STATE_DIR_ENV
 from .runtime import Supervisor
 from .spec import Config
 from .statelock import StateLock
@@ -42,7 +42,10 @@ def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[tuple[int
     `grace`. This process and its ancestors are spared.
     """
     tag = str(state_dir.resolve())
-    return reaper.kill_tagged_sync(lambda env: env.get(STATE_DIR_ENV) == tag, grace)
+    killed = reaper.kill_tagged_sync(lambda env: env.get(STATE_DIR_ENV) == tag, grace)
+    seen = {pid for pid, _ in killed}
+    # What hid from the marker (an emptied environment) but not from its cgroup.
+    return killed + [(pid, "") for pid in cgroup.kill_leftovers(tag) if pid not in seen]
 
 
 def _describe_reaped(reaped: list[tuple[int, str]]) -> str:

@@ -22,7 +22,7 @@ from .agents.base import (
 from .budget import Charge, Ledger
 from .checks import CheckOutcome, combined_failure, render_check_output, run_check
 from .durations import format_duration
-from .reaper import PROC_ENV, proc_tag
+from .reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from .render import describe
 from .spec import AgentSpec, LoopSpec, Price
 from .stuck import StuckDetector, StuckVerdict
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     from .resume import LoopResume
 
 RETRY_BACKOFF_CAP_S = 30.0
-STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
-"""Set for every agent and check: the state dir of the supervisor that started it, so
-that the next supervisor there can kill what a kill -9 left running (`durable`)."""
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from . import reaper
+from .cgroup import GroupCgroup
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -67,6 +68,7 @@ class GroupProcess:
         self.env[reaper.PROC_ENV] = self.tag
         self._stdin = stdin
         self._proc: anyio.abc.Process | None = None
+        self._cgroup: GroupCgroup | None = None
         self._cpu_by_pid: dict[int, float] = {}
         self._started = 0.0
         self.killed_by_us = False
@@ -81,6 +83,9 @@ class GroupProcess:
                 start_new_session=True,
             )
             spawned(self._proc.pid)
+        self._cgroup = GroupCgroup.create(self.env.get(reaper.STATE_DIR_ENV))
+        if self._cgroup is not None and not self._cgroup.adopt(self._proc.pid):
+            self._cgroup = None
         self._started = time.monotonic()
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
@@ -113,6 +118,9 @@ class GroupProcess:
                     reaper.spawned_done(self._proc.pid)
                     # Whatever it started and left running, in its group or not.
                     await reaper.kill_tagged(reaper.has_tag(self.tag), KILL_GRACE_S)
+                if self._cgroup is not None:  # what hid from the tag (`env -i`)
+                    await self._cgroup.kill_all()
+                    reaper.reap_adopted()
                 if self._receive is not None:
                     self._receive.close()
         finally:

@@ -41,6 +41,9 @@ PROC_ENV = "LOOPVISOR_PROC"
 """Environment variable carried by every agent, check and tool process (and inherited by
 everything they start): which run, loop, iteration and kind it belongs to."""
 
+STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
+"""Set for every agent and check: the state dir of the supervisor that started it, so
+that the next supervisor there can kill what a kill -9 left running (`durable`)."""
 _MARK = "LOOPVISOR_"
 """Prefix of the variables a scan looks for (`PROC_ENV`, the state dir's)."""
 _PR_SET_CHILD_SUBREAPER = 36

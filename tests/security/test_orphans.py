@@ -31,6 +31,8 @@ from helpers import (
     write_config,
 )
 
+from supervisor import cgroup
+
 ESCAPE = (
     "import os, signal, subprocess, sys, time\n"
     "out = sys.argv[1]\n"
@@ -246,3 +248,79 @@ def test_a_subreaper_reaps_the_orphans_it_adopts(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[0] == "7 []", proc.stdout
     assert proc.stderr == ""
+
+
+SCRUBBED = (
+    "import os, subprocess, sys, time\n"
+    "if os.path.exists('pids.txt'):\n"  # a resumed iteration: nothing more to start
+    "    print('DONE'); sys.exit(0)\n"
+    "escaper = subprocess.Popen(['setsid', 'env', '-i', 'sh', '-c', 'exec sleep 300'],\n"
+    "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "escaper.returncode = 0  # not waited for: it must outlive us\n"
+    "deadline = time.monotonic() + 10\n"
+    "while open(f'/proc/{escaper.pid}/comm').read().strip() != 'sleep':\n"
+    "    assert time.monotonic() < deadline\n"
+    "    time.sleep(0.005)\n"
+    "open('pids.txt', 'w').write(str(escaper.pid))\n"
+    "print('DONE', flush=True)\n"
+    "if len(sys.argv) > 1:\n"  # 'hang'
+    "    time.sleep(300)\n"
+)
+"""Starts a `setsid` child with an empty environment (no tag to find it by), writes
+its pid to pids.txt and says DONE; with an argument, then hangs."""
+
+
+def test_an_escaper_that_scrubs_its_environment_dies_by_its_cgroup(
+    tmp_path: Path, leftovers: list[Path]
+) -> None:
+    if not cgroup.available():
+        pytest.skip("no writable cgroup v2 hierarchy here: the tag is all there is")
+    (tmp_path / "ws").mkdir()
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        command_agent("scrub", SCRUBBED),
+        loop("esc", "scrub", workspace="ws", done_marker="DONE", max_iterations=1),
+    )
+    pid_file = tmp_path / "ws" / "pids.txt"
+    leftovers.append(pid_file)
+    proc = run_cli("run", "--headless", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (pid,) = read_pids(pid_file)
+    assert alive([pid]) == []
+
+
+def test_resume_after_kill_9_kills_a_scrubbed_escaper_by_its_cgroup(
+    tmp_path: Path, leftovers: list[Path]
+) -> None:
+    if not cgroup.available():
+        pytest.skip("no writable cgroup v2 hierarchy here: the tag is all there is")
+    (tmp_path / "ws").mkdir()
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        command_agent("scrub", SCRUBBED, "hang"),
+        loop("esc", "scrub", workspace="ws", done_marker="DONE", max_iterations=2),
+    )
+    pid_file = tmp_path / "ws" / "pids.txt"
+    leftovers.append(pid_file)
+    sup = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not read_pids(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (pid,) = read_pids(pid_file)
+    finally:
+        sup.kill()  # kill -9 of the supervisor alone
+        sup.wait()
+    assert alive([pid]) == [pid]
+    proc = run_cli("run", "--resume", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert wait_gone([pid], timeout=1) == []
