@@ -221,20 +221,46 @@ def reap_adopted() -> int:
         return 0
     own_session = os.getsid(0)
     reaped = 0
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return 0
-    for child in children:
-        pid = child.pid
+    for pid in _own_children():
         if pid in _group_leaders:
             continue
-        with contextlib.suppress(psutil.Error, OSError):
-            if child.status() != psutil.STATUS_ZOMBIE or os.getsid(pid) == own_session:
-                continue
+        state, session = _state_and_session(pid)
+        if state != "Z" or session in (None, own_session):
+            continue
+        with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 reaped += 1
     return reaped
+
+
+def _own_children() -> list[int]:
+    """Our children's pids: the kernel's per-thread lists (cheap), else psutil's scan."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
+                pids += map(int, fh.read().split())
+    except (OSError, ValueError):
+        try:
+            return [c.pid for c in psutil.Process().children()]
+        except psutil.Error:
+            return []
+    return pids
+
+
+def _state_and_session(pid: int) -> tuple[str | None, int | None]:
+    """A process's state letter ("Z": zombie) and session id, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+        return fields[0].decode(), int(fields[3])
+    except (OSError, IndexError, ValueError):
+        try:
+            proc = psutil.Process(pid)
+            zombie = proc.status() == psutil.STATUS_ZOMBIE
+            return ("Z" if zombie else "R"), os.getsid(pid)
+        except (psutil.Error, OSError):
+            return None, None
 
 
 async def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
