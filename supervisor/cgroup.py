@@ -66,7 +66,7 @@ def _probe() -> Path | None:
         with contextlib.suppress(OSError):
             base.rmdir()
         return None
-    atexit.register(_remove_tree, base, kill=False)
+    atexit.register(_remove_empty, base)
     _remove_stale(parent)
     return base
 
@@ -75,12 +75,7 @@ def _remove_stale(parent: Path) -> None:
     """Remove the empty cgroups of dead supervisors; what is still in one is killed
     by the next supervisor of its state dir (`kill_leftovers`), not by any other."""
     for base in _dead_bases(parent):
-        with contextlib.suppress(OSError):
-            for group in base.iterdir():
-                if group.is_dir():
-                    with contextlib.suppress(OSError):
-                        group.rmdir()
-            base.rmdir()
+        _remove_empty(base)
 
 
 def _dead_bases(parent: Path) -> list[Path]:
@@ -93,14 +88,12 @@ def _dead_bases(parent: Path) -> list[Path]:
     return bases
 
 
-def _remove_tree(base: Path, *, kill: bool) -> None:
+def _remove_empty(base: Path) -> None:
+    """rmdir the group cgroups in `base`, then `base` (the kernel refuses non-empty ones)."""
     with contextlib.suppress(OSError):
         for group in base.iterdir():
             if group.is_dir():
-                if kill:
-                    GroupCgroup(group)._sigkill(GroupCgroup(group).pids())
-                with contextlib.suppress(OSError):
-                    group.rmdir()
+                GroupCgroup(group).remove()
         base.rmdir()
 
 
@@ -128,7 +121,7 @@ def kill_leftovers(state_dir: str, timeout: float = 2.0) -> list[int]:
                 killed += group.pids()
                 deadline = time.monotonic() + timeout
                 while (pids := group.pids()) and time.monotonic() < deadline:
-                    group._sigkill(pids)
+                    group.sigkill(pids)
                     time.sleep(_POLL_S)
                 group.remove()
     _remove_stale(root.parent)
@@ -207,12 +200,12 @@ class GroupCgroup:
         if left:
             deadline = time.monotonic() + timeout
             while (pids := self.pids()) and time.monotonic() < deadline:
-                self._sigkill(pids)
+                self.sigkill(pids)
                 await anyio.sleep(_POLL_S)
         self.remove()
         return left
 
-    def _sigkill(self, pids: list[int]) -> None:
+    def sigkill(self, pids: list[int]) -> None:
         try:
             (self.path / "cgroup.kill").write_text("1")  # Linux 5.14+: atomic, forks too
         except OSError:
