@@ -27,11 +27,12 @@ from helpers import (
     run_cli,
     sim_agent,
     supervisor_table,
+    wait_for,
     wait_gone,
     write_config,
 )
 
-from supervisor import cgroup
+from supervisor import cgroup, reaper
 
 ESCAPE = (
     "import os, signal, subprocess, sys, time\n"
@@ -324,3 +325,40 @@ def test_resume_after_kill_9_kills_a_scrubbed_escaper_by_its_cgroup(
     proc = run_cli("run", "--resume", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert wait_gone([pid], timeout=1) == []
+
+
+IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+
+
+def ignores_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.anyio
+async def test_a_sweep_kills_its_own_tag_and_nothing_else() -> None:
+    """A run's (or group's) sweep kills every process carrying its tag, SIGTERM or
+    not, and leaves alone those of another run and an exact tag's longer sibling."""
+
+    def start(tag: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [PY, "-c", IGNORE_TERM],
+            env={**os.environ, reaper.PROC_ENV: tag},
+            start_new_session=True,
+        )
+
+    mine = [start("run-a/l/1/turn#1"), start("run-a/l/2/check#12")]
+    others = [start("run-b/l/1/turn#1"), start("run-a/l/1/turn#10")]
+    try:
+        await wait_for(lambda: all(ignores_sigterm(p.pid) for p in mine + others))
+        exact = await reaper.kill_tagged(reaper.has_tag("run-a/l/1/turn#1"), grace=0.2)
+        assert exact == [mine[0].pid]
+        by_run = await reaper.kill_tagged(reaper.has_tag(prefix="run-a/"), grace=0.2)
+        assert sorted(by_run) == sorted([mine[1].pid, others[1].pid])
+        assert alive([p.pid for p in mine]) == []  # (a subreaper may have reaped them)
+        assert alive([p.pid for p in others]) == [others[0].pid]
+    finally:
+        for proc in mine + others:
+            proc.kill()
+            proc.wait()
