@@ -8,7 +8,8 @@ agent with a helper would be), then times one scan for one group's tag, the way
 * psutil_environ: `psutil.process_iter()` and `environ()` of every process (what the
   leftover scan before `--resume` did);
 * children: `psutil.Process().children(recursive=True)` alone (the ppid walk the kill
-  did before tagging, for scale).
+  did before tagging, for scale);
+* reap_adopted: the zombie check every group end makes as a subreaper.
 
 Prints one JSON object (medians and p95 in milliseconds, process counts). Run:
 `.venv/bin/python benchmarks/reaper_scan.py` (`--loops N`, `--repeat N`).
@@ -90,6 +91,7 @@ def main() -> None:
             "scan": timed(lambda: reaper.tagged(last), args.repeat),
             "psutil_environ": timed(psutil_environ, args.repeat),
             "children": timed(lambda: psutil.Process().children(recursive=True), args.repeat),
+            "reap_adopted": timed(reaper.reap_adopted, args.repeat),
         }
     finally:
         for proc in groups:

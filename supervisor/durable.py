@@ -42,7 +42,7 @@ def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[tuple[int
     `grace`. This process and its ancestors are spared.
     """
     tag = str(state_dir.resolve())
-    killed = reaper.kill_tagged_sync(lambda env: env.get(STATE_DIR_ENV) == tag, grace)
+    killed = reaper.kill_tagged_sync(reaper.EnvMatch(STATE_DIR_ENV, tag), grace)
     seen = {pid for pid, _ in killed}
     # What hid from the marker (an emptied environment) but not from its cgroup.
     return killed + [(pid, "") for pid in cgroup.kill_leftovers(tag) if pid not in seen]

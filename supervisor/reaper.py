@@ -8,7 +8,7 @@ the group, and once its parent exits it is no longer anyone's descendant either.
   `setsid` or not. When the group ends, `kill_tagged` finds every process with exactly
   that tag and kills it (SIGTERM, SIGKILL after the grace); at the end of a run every
   process tagged with the run's id. The scan (one read of /proc/PID/environ per
-  process, a few ms for a few hundred processes) runs at those ends only, never per tick.
+  process, ~1.5 ms for a few hundred processes) runs at those ends only, never per tick.
 - On Linux the supervisor is made a child subreaper (`prctl(PR_SET_CHILD_SUBREAPER)`),
   so that orphans are re-parented to it rather than to init (which, in a container,
   may never wait for them). A subreaper must also wait for the orphans it adopts, or
@@ -16,7 +16,9 @@ the group, and once its parent exits it is no longer anyone's descendant either.
   stealing one of those would give it a wrong exit code. `reap_adopted` therefore
   reaps only zombie children in a session other than ours (an agent's: children of
   `subprocess.run` stay in ours) that are not a group leader asyncio still waits
-  for, and never while a spawn is under way.
+  for, and never while a spawn is under way. Rule that follows: a child started in
+  a session of its own and waited for later must be started inside `spawning()`
+  and registered (as `GroupProcess` does), or its exit status may be taken here.
 
 A process that scrubs its own environment after leaving through `setsid` escapes the
 tag; a cgroup per group would close that (not done: see README, "Processes").
@@ -33,6 +35,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import anyio
 import psutil
@@ -44,8 +47,6 @@ everything they start): which run, loop, iteration and kind it belongs to."""
 STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
 """Set for every agent and check: the state dir of the supervisor that started it, so
 that the next supervisor there can kill what a kill -9 left running (`durable`)."""
-_MARK = "LOOPVISOR_"
-"""Prefix of the variables a scan looks for (`PROC_ENV`, the state dir's)."""
 _PR_SET_CHILD_SUBREAPER = 36
 _POLL_S = 0.02
 _ROUNDS = 3
@@ -101,16 +102,13 @@ def spawned_done(pid: int) -> None:
     _group_leaders.discard(pid)
 
 
-def tagged(match: Callable[[Mapping[str, str]], bool]) -> list[tuple[psutil.Process, str]]:
+def tagged(match: EnvMatch) -> list[tuple[psutil.Process, str]]:
     """Live processes whose environment satisfies `match`, with their `PROC_ENV` tag.
-
-    Only processes with a `LOOPVISOR_` variable are offered to `match`. This process
-    and its ancestors are never listed.
-    """
+    This process and its ancestors are never listed."""
     me = psutil.Process()
     spared = {me.pid, *(p.pid for p in me.parents())}
     found: list[tuple[psutil.Process, str]] = []
-    for pid, env in _marked_environments():
+    for pid, env in _environments(match.needle):
         if pid in spared or not match(env):
             continue
         with contextlib.suppress(psutil.Error):
@@ -118,19 +116,17 @@ def tagged(match: Callable[[Mapping[str, str]], bool]) -> list[tuple[psutil.Proc
     return found
 
 
-def _marked_environments() -> Iterator[tuple[int, dict[str, str]]]:
-    """(pid, environment) of every process whose environment names a `LOOPVISOR_`
-    variable. On Linux the raw /proc/PID/environ bytes are searched first and only
-    those that match are parsed, with no psutil object per process: ~2.6 ms for 200
-    processes, ~9.5 ms for 550 (benchmarks/reaper_scan.py)."""
+def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
+    """(pid, environment) of every process whose raw environment contains `needle`
+    (elsewhere than Linux: of every process). The raw /proc/PID/environ bytes are
+    searched first and only those that match are parsed, with no psutil object:
+    ~1.5 ms for 50 loops among ~250 processes on a loaded 2-core machine, against
+    ~10 ms for psutil's process_iter + environ (benchmarks/reaper_scan.py)."""
     if not os.path.isdir("/proc/self"):
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, OSError):
-                env = proc.environ()
-                if any(name.startswith(_MARK) for name in env):
-                    yield proc.pid, env
+                yield proc.pid, proc.environ()
         return
-    mark = _MARK.encode()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -139,7 +135,7 @@ def _marked_environments() -> Iterator[tuple[int, dict[str, str]]]:
                 data = fh.read()
         except OSError:  # gone, or not ours to read
             continue
-        if mark in data:
+        if needle in data:
             yield int(name), _parse_environ(data)
 
 
@@ -152,21 +148,37 @@ def _parse_environ(data: bytes) -> dict[str, str]:
     return env
 
 
-def has_tag(
-    exact: str | None = None, *, prefix: str | None = None
-) -> Callable[[Mapping[str, str]], bool]:
-    """A `match` for `tagged`: `PROC_ENV` equal to `exact`, or starting with `prefix`."""
+@dataclass(frozen=True, slots=True)
+class EnvMatch:
+    """What a scan looks for: variable `name` equal to `value`, or starting with it."""
 
-    def match(env: Mapping[str, str]) -> bool:
-        tag = env.get(PROC_ENV)
-        if tag is None:
+    name: str
+    value: str
+    prefix: bool = False
+
+    @property
+    def needle(self) -> bytes:
+        """Bytes every matching /proc/PID/environ contains (entries end with NUL)."""
+        return f"{self.name}={self.value}".encode("utf-8", "surrogateescape") + (
+            b"" if self.prefix else b"\0"
+        )
+
+    def __call__(self, env: Mapping[str, str]) -> bool:
+        found = env.get(self.name)
+        if found is None:
             return False
-        return tag == exact if exact is not None else prefix is not None and tag.startswith(prefix)
-
-    return match
+        return found.startswith(self.value) if self.prefix else found == self.value
 
 
-async def kill_tagged(match: Callable[[Mapping[str, str]], bool], grace: float) -> list[int]:
+def has_tag(exact: str | None = None, *, prefix: str | None = None) -> EnvMatch:
+    """`PROC_ENV` equal to `exact`, or starting with `prefix`."""
+    if exact is not None:
+        return EnvMatch(PROC_ENV, exact)
+    assert prefix is not None
+    return EnvMatch(PROC_ENV, prefix, prefix=True)
+
+
+async def kill_tagged(match: EnvMatch, grace: float) -> list[int]:
     """Kill every process whose environment satisfies `match`: SIGTERM, then SIGKILL
     what is left after `grace`. Returns the pids killed; adopted zombies are reaped."""
     killed: list[int] = []
@@ -183,9 +195,7 @@ async def kill_tagged(match: Callable[[Mapping[str, str]], bool], grace: float) 
     return killed
 
 
-def kill_tagged_sync(
-    match: Callable[[Mapping[str, str]], bool], grace: float
-) -> list[tuple[int, str]]:
+def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
     """`kill_tagged` outside an event loop, over every process (a dead supervisor's
     leftovers were re-parented to init), killing each found process's group too.
     Returns (pid, tag) of those killed."""
