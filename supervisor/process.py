@@ -195,7 +195,11 @@ class GroupProcess:
         self.sample_cpu()
         stragglers = _descendants(self._proc.pid)
         seen = {p.pid for p in stragglers}
-        stragglers += [p for p, _ in reaper.tagged(reaper.has_tag(self.tag)) if p.pid not in seen]
+        stragglers += [  # the group itself gets its signal once, through killpg
+            p
+            for p, _ in reaper.tagged(reaper.has_tag(self.tag))
+            if p.pid not in seen and _group_of(p.pid) != self._proc.pid
+        ]
         kill_group(self._proc.pid, signal.SIGTERM)
         for proc in stragglers:
             with contextlib.suppress(psutil.Error):
@@ -215,6 +219,13 @@ def kill_group(pgid: int | None, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
