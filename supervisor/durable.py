@@ -7,19 +7,16 @@ dir another live supervisor holds, and can resume after a crash.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import psutil
 
+from . import cgroup, reaper
 from .journal import Journal
-from .loop import STATE_DIR_ENV
-from .process import KILL_GRACE_S, kill_group
+from .process import KILL_GRACE_S
+from .reaper import STATE_DIR_ENV
 from .runtime import Supervisor
 from .spec import Config
 from .statedir import ensure_state_dir
@@ -30,42 +27,35 @@ class NothingToResume(Exception):
     """`--resume` found no unfinished run in the state dir."""
 
 
-def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[int]:
-    """Kill what a dead supervisor of `state_dir` left running; returns those pids.
+def reap_orphans(state_dir: Path, grace: float = KILL_GRACE_S) -> list[tuple[int, str]]:
+    """Kill what a dead supervisor of `state_dir` left running; returns (pid, tag) of
+    each, the tag being its `reaper.PROC_ENV` (run/loop/iteration/kind), "" if none.
 
     Agents and checks run in process groups of their own, so a kill -9 of their
     supervisor leaves them running (still editing the workspace the resumed
-    iteration works in). Each carries `STATE_DIR_ENV`; call this holding the state
-    dir's lock (no live supervisor of it exists then) and their groups are killed:
-    SIGTERM, then SIGKILL after `grace`. This process and its ancestors are spared.
+    iteration works in), and so do the `setsid` children they started. Each carries
+    `STATE_DIR_ENV`; call this holding the state dir's lock (no live supervisor of it
+    exists then): each found process and its group get SIGTERM, then SIGKILL after
+    `grace`. This process and its ancestors are spared.
     """
     tag = str(state_dir.resolve())
-    me = psutil.Process()
-    spared = {me.pid, *(p.pid for p in me.parents())}
-    found: list[psutil.Process] = []
-    for proc in psutil.process_iter():
-        if proc.pid in spared:
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get(STATE_DIR_ENV) == tag:
-                found.append(proc)
-    if not found:
-        return []
-    groups: set[int] = set()
-    for proc in found:
-        with contextlib.suppress(OSError):
-            groups.add(os.getpgid(proc.pid))
-    groups.discard(os.getpgid(0))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in groups:
-            kill_group(pgid, sig)
-        for proc in found:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(sig)
-        _, left = psutil.wait_procs(found, timeout=grace)
-        if not left:
-            break
-    return sorted(p.pid for p in found)
+    killed = reaper.kill_tagged_sync(reaper.EnvMatch(STATE_DIR_ENV, tag), grace)
+    seen = {pid for pid, _ in killed}
+    # What hid from the marker (an emptied environment) but not from its cgroup.
+    return killed + [(pid, "") for pid in cgroup.kill_leftovers(tag) if pid not in seen]
+
+
+def _describe_reaped(reaped: list[tuple[int, str]]) -> str:
+    """`(fizzbuzz iteration 3 turn): pid 12, 15`: what the processes belonged to
+    (from their tags, in the order first seen), then their pids in order."""
+    owners: dict[str, None] = {}
+    for _pid, tag in reaped:
+        fields = tag.partition("#")[0].split("/")
+        if len(fields) == 4:
+            _run, loop, iteration, kind = fields
+            owners[f"{loop} iteration {iteration} {kind}"] = None
+    pids = ", ".join(str(pid) for pid in sorted({pid for pid, _tag in reaped}))
+    return f"({'; '.join(owners)}): pid {pids}" if owners else f": pid {pids}"
 
 
 def _watch_space(journal: Journal, supervisor: Supervisor) -> None:
@@ -95,7 +85,7 @@ async def durable_supervisor(
         if reaped := reap_orphans(state_dir):
             notes.append(
                 f"killed {len(reaped)} process(es) a stopped supervisor of {state_dir} had"
-                f" left running: pid {', '.join(map(str, reaped))}"
+                f" left running {_describe_reaped(reaped)}"
             )
         journal = Journal.open(state_dir)
         try:

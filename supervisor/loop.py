@@ -29,6 +29,7 @@ from .checks import (
 )
 from .diskfull import Gate
 from .durations import format_duration
+from .reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from .redact import Redactor
 from .render import describe
 from .sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 
 RETRY_BACKOFF_CAP_S = 30.0
 _PAUSING = "pausing after this step: "
-STATE_DIR_ENV = "LOOPVISOR_STATE_DIR"
-"""Set for every agent and check: the state dir of the supervisor that started it, so
-that the next supervisor there can kill what a kill -9 left running (`durable`)."""
 
 
 @dataclass(slots=True)
@@ -83,6 +81,7 @@ class LoopRunner:
         redactor: Redactor | None = None,
         output_cap: int = OUTPUT_PER_ITERATION_DEFAULT,
         gate: Gate | None = None,
+        run_id: str = "-",
     ) -> None:
         self.spec = spec
         self.redactor = redactor or Redactor.from_environment()
@@ -91,6 +90,8 @@ class LoopRunner:
         """Bytes of agent output an iteration publishes in full (`transcript.OutputCap`)."""
         self.gate = gate
         """Closed while the journal cannot be written (diskfull.py): no turn starts."""
+        self.run_id = run_id
+        """Part of every child's `PROC_ENV` tag, so the run's end finds what it left."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
@@ -551,6 +552,7 @@ class LoopRunner:
     async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> TurnResult:
         env = {
             **self._child_env,
+            PROC_ENV: proc_tag(self.run_id, self.spec.name, n, "operator" if operator else "turn"),
             "LOOPVISOR_LOOP": self.spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(self.spec.workspace),
@@ -570,6 +572,7 @@ class LoopRunner:
         self.set_state("checking", f"running {len(spec.checks)} check(s)", n)
         env = {
             **self._child_env,
+            PROC_ENV: proc_tag(self.run_id, spec.name, n, "check"),
             "LOOPVISOR_LOOP": spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(spec.workspace),

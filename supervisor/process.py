@@ -1,9 +1,11 @@
 """Child processes in their own process group: stream lines, meter CPU, kill the tree.
 
 Every agent CLI, check and tool command goes through `GroupProcess`, so that stop,
-timeout and shutdown kill the whole group (and stragglers that left it, found with
-psutil), and CPU time of the whole tree is metered for the budget. Its environment
-is `childenv.child_env`: an allow-list plus what the caller adds, never all of ours.
+timeout and shutdown kill the whole group, and CPU time of the whole tree is metered
+for the budget. Its environment is `childenv.child_env`: an allow-list plus what the
+caller adds, never all of ours. Each group is tagged (`reaper.PROC_ENV`), so that
+when it ends every process it started is killed too, even one that left the group
+with `setsid` and was orphaned (`reaper`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import anyio.abc
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import reaper
+from .cgroup import GroupCgroup
 from .childenv import child_env
 from .textsafe import decode
 
@@ -66,20 +70,29 @@ class GroupProcess:
         self.cwd = cwd
         self.env = child_env(env)
         """The allow-listed environment plus `env`, never all of os.environ (`childenv`)."""
+        self.tag = reaper.unique_tag(self.env.get(reaper.PROC_ENV))
+        """This group's `PROC_ENV`: its leftovers are killed by it when it ends."""
+        self.env[reaper.PROC_ENV] = self.tag
         self._stdin = stdin
         self._proc: anyio.abc.Process | None = None
+        self._cgroup: GroupCgroup | None = None
         self._cpu_by_pid: dict[int, float] = {}
         self._started = 0.0
         self.killed_by_us = False
 
     async def __aenter__(self) -> GroupProcess:
-        self._proc = await anyio.open_process(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=-1 if self._stdin is not None else -3,  # PIPE or DEVNULL
-            start_new_session=True,
-        )
+        with reaper.spawning() as spawned:
+            self._proc = await anyio.open_process(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=-1 if self._stdin is not None else -3,  # PIPE or DEVNULL
+                start_new_session=True,
+            )
+            spawned(self._proc.pid)
+        self._cgroup = GroupCgroup.create(self.env.get(reaper.STATE_DIR_ENV))
+        if self._cgroup is not None and not self._cgroup.adopt(self._proc.pid):
+            self._cgroup = None
         self._started = time.monotonic()
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
@@ -109,6 +122,12 @@ class GroupProcess:
                 await self.kill()
                 if self._proc is not None:
                     await self._proc.aclose()
+                    reaper.spawned_done(self._proc.pid)
+                    # Whatever it started and left running, in its group or not.
+                    await reaper.kill_tagged(reaper.has_tag(self.tag), KILL_GRACE_S)
+                if self._cgroup is not None:  # what hid from the tag (`env -i`)
+                    await self._cgroup.kill_all()
+                    reaper.reap_adopted()
                 if self._receive is not None:
                     self._receive.close()
         finally:
@@ -175,13 +194,20 @@ class GroupProcess:
 
     # -- stopping ------------------------------------------------------------
     async def kill(self, grace: float = KILL_GRACE_S) -> None:
-        """SIGTERM the group and stragglers, SIGKILL what is left after `grace`."""
+        """SIGTERM the group and stragglers (descendants that left the group, and
+        processes carrying its tag), SIGKILL what is left after `grace`."""
         if self._proc is None or self._proc.returncode is not None:
             kill_group(self._proc.pid if self._proc else None, signal.SIGKILL)
             return
         self.killed_by_us = True
         self.sample_cpu()
         stragglers = _descendants(self._proc.pid)
+        seen = {p.pid for p in stragglers}
+        stragglers += [  # the group itself gets its signal once, through killpg
+            p
+            for p, _ in reaper.tagged(reaper.has_tag(self.tag))
+            if p.pid not in seen and _group_of(p.pid) != self._proc.pid
+        ]
         kill_group(self._proc.pid, signal.SIGTERM)
         for proc in stragglers:
             with contextlib.suppress(psutil.Error):
@@ -201,6 +227,13 @@ def kill_group(pgid: int | None, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

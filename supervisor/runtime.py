@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from . import events as ev
+from . import reaper
 from .agents import AgentContext, build_agent
 from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
@@ -27,6 +28,7 @@ from .budget_watch import BudgetWatch
 from .bus import EventBus
 from .diskfull import Gate
 from .loop import LoopRunner
+from .process import KILL_GRACE_S
 from .redact import Redactor
 from .resume import RunResume
 from .schedule import drive
@@ -127,6 +129,7 @@ class Supervisor:
                 redactor=self.redactor,
                 output_cap=config.supervisor.max_output_per_iteration,
                 gate=self.gate,
+                run_id=self.run_id,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -163,6 +166,7 @@ class Supervisor:
     async def run(self) -> ev.RunFinished:
         """Run until every loop ended (or, with exit_when_idle, waits for a person)."""
         self.started_at = time.time()
+        reaper.become_subreaper()  # orphans of agents come to us, not to init
         self._publish(
             ev.RunStarted(
                 run_id=self.run_id,
@@ -189,10 +193,25 @@ class Supervisor:
                     runner.force_end("exhausted", self.end_reason)  # publishes the change
         except BaseException:
             self._interrupted = True
+            with anyio.CancelScope(shield=True):
+                await self._kill_leftovers()
             self._finish_run()
             raise
+        await self._kill_leftovers()
         self._tg = None
         return self._finish_run()
+
+    async def _kill_leftovers(self) -> None:
+        """Every process of this run still alive dies with the run (each group kills its
+        own when it ends: this catches what escaped a group that could not finish)."""
+        killed = await reaper.kill_tagged(reaper.has_tag(prefix=f"{self.run_id}/"), KILL_GRACE_S)
+        if killed:
+            pids = ", ".join(map(str, killed))
+            self._publish(
+                ev.Notice(
+                    level="warning", message=f"killed leftover process(es) of the run: pid {pids}"
+                )
+            )
 
     def _finish_run(self) -> ev.RunFinished:
         if self._summary is not None and self._ended_at is not None and not self._interrupted:

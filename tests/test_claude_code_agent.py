@@ -288,6 +288,7 @@ async def test_success_turn_argv_cwd_env(tmp_path: Path, fake: FakeClaude, works
     assert Path(inv["cwd"]) == workspace
     inherited = {k for k in os.environ if k.startswith("LOOPVISOR_")}  # e.g. CI's CLAUDE_BIN
     env = {k: v for k, v in inv["env"].items() if k not in inherited}
+    assert env.pop("LOOPVISOR_PROC").partition("#")[2].isdigit()  # its group's reaper tag
     assert env == {"SPEC_ONLY": "1", "REQ_ONLY": "2", "SHARED": "req"}
     assert inv["has_path"]  # the allow-listed environment is inherited
     assert inv["pgid"] == inv["pid"]  # its own process group
