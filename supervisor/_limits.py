@@ -18,8 +18,10 @@ import re
 import stat
 from pathlib import Path
 
+MAX_CONFIG_BYTES = 256 << 10
+"""A loops.toml: 256 KiB (real ones are a few KB; parsing 256 KiB takes ~0.3 s)."""
 MAX_FILE_BYTES = 1 << 20
-"""A loops.toml, prompt_file or system_file: 1 MiB (real ones are a few KB)."""
+"""A prompt_file or system_file: 1 MiB."""
 MAX_NESTING = 32
 """Arrays and inline tables inside one another."""
 MAX_KEY_PARTS = 32
@@ -84,8 +86,8 @@ def _too_many_parts(parts: int) -> str:
     return f"a dotted key of {parts} parts: the limit is {MAX_KEY_PARTS}"
 
 
-def read_text(path: Path, *, encoding: str = "utf-8") -> str:
-    """The text of the regular file `path`, at most MAX_FILE_BYTES.
+def read_text(path: Path, *, encoding: str = "utf-8", limit: int = MAX_FILE_BYTES) -> str:
+    """The text of the regular file `path`, at most `limit` bytes.
 
     Raises OSError (missing, unreadable, name too long), or ValueError (a NUL in the
     name, not a regular file, too large, not valid text): `failure` words either.
@@ -95,10 +97,15 @@ def read_text(path: Path, *, encoding: str = "utf-8") -> str:
     with open(fd, "rb", closefd=True) as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file")
-        data = file.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"more than {MAX_FILE_BYTES} bytes: the limit is 1 MiB")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes: the limit is {size_text(limit)}")
     return data.decode(encoding)
+
+
+def size_text(size: int) -> str:
+    """1048576 -> "1 MiB", 262144 -> "256 KiB"."""
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size >> 10} KiB"
 
 
 def failure(exc: OSError | ValueError) -> str:

@@ -371,7 +371,7 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
         t.type_error("checks", 'an array of tables like [{ run = "pytest -q" }]')
         return ()
     checks: list[CheckSpec] = []
-    names: set[str] = set()
+    names: dict[str, int] = {}  # name -> the next suffix to try for it
     for index, item in enumerate(raw):
         at = (*t.at("checks"), index)
         label = f"checks[{index}]."
@@ -396,7 +396,7 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
         if name is not None and name in names:
             c.error("name", f'duplicate check name "{name}"')
         name = name or _unique(_default_check_name(run), names)
-        names.add(name)
+        names.setdefault(name, 2)
         checks.append(
             CheckSpec(
                 name=name,
@@ -439,12 +439,16 @@ def _default_check_name(run: str | tuple[str, ...]) -> str:
     return first
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
+def _unique(name: str, taken: dict[str, int]) -> str:
+    """`name`, else `name-2`, `name-3`...: the suffix search resumes where it
+    stopped, so 20,000 unnamed `pytest` checks cost 20,000 steps, not 200 million."""
+    if name not in taken:
+        return name
+    n = taken[name]
+    while f"{name}-{n}" in taken:
         n += 1
-        candidate = f"{name}-{n}"
-    return candidate
+    taken[name] = n + 1
+    return f"{name}-{n}"
 
 
 def _budget(t: Table) -> LoopBudget:

@@ -69,7 +69,8 @@ STARTER_TOML: str = (
 def load_config(path: Path, *, state_dir: Path | None = None) -> Config:
     """Read and validate `path`; raises ConfigError (never another exception) on any problem."""
     try:
-        text = _limits.read_text(path, encoding="utf-8-sig")  # tolerate a byte-order mark
+        # utf-8-sig: tolerate a byte-order mark
+        text = _limits.read_text(path, encoding="utf-8-sig", limit=_limits.MAX_CONFIG_BYTES)
     except (OSError, ValueError) as exc:
         message = f"cannot read config: {_limits.failure(exc)}"
         raise ConfigError([ConfigIssue(path, 1, 1, message)]) from None
@@ -82,8 +83,9 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
     Within the limits of `_limits`, checked first, so that any text ends as a
     Config or a ConfigError quickly and in memory proportional to its size.
     """
-    if len(text) > _limits.MAX_FILE_BYTES:
-        limit = f"more than {_limits.MAX_FILE_BYTES} characters: the limit is 1 MiB"
+    if len(text) > _limits.MAX_CONFIG_BYTES:
+        size = _limits.MAX_CONFIG_BYTES
+        limit = f"more than {size} characters: the limit is {_limits.size_text(size)}"
         raise ConfigError([ConfigIssue(path, 1, 1, limit)])
     beyond = _limits.scan(text)
     if beyond is not None:

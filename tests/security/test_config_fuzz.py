@@ -197,10 +197,32 @@ def test_whitespace_in_a_duration_does_not_backtrack(tmp_path: Path) -> None:
     refused(BASE + f'budget = {{ wall = "1s{" " * 60_000}!" }}\n', tmp_path, "budget.wall")
 
 
+@pytest.mark.timeout(5)
+def test_many_bad_placeholders_are_reported_in_linear_time(tmp_path: Path) -> None:
+    """Each of 120,000 bad `$vN` lines counted the lines before it again: a hang
+    (and 120,000 errors); now 20 are listed and the rest counted."""
+    prompt = "".join(f"$v{i}\n" for i in range(120_000))
+    (tmp_path / "p.md").write_text("$x\n" * 1000 + prompt, encoding="utf-8")
+    text = BASE.replace(f"prompt = {PROMPT}", 'prompt_file = "p.md"')
+    message = refused(text, tmp_path, "p.md:1:1: unknown placeholder $x", "119981 more")
+    assert len(message.splitlines()) < 30
+
+
+@pytest.mark.timeout(5)
+def test_many_unnamed_checks_get_names_in_linear_time(tmp_path: Path) -> None:
+    """Each of 15,000 unnamed checks tried "x", "x-2", ... up to its own number: ~30 s."""
+    text = BASE + "checks = [" + '{ run = "x" },' * 15_000 + "]\n"
+    config = outcome(text, tmp_path)
+    assert isinstance(config, Config), str(config)[:500]
+    assert config.loops[0].checks[-1].name == "x-15000"
+
+
 def test_oversized_config_is_refused_without_parsing(tmp_path: Path) -> None:
-    path = write_config(tmp_path, BASE, "# " + "x" * (2 << 20))
-    with pytest.raises(ConfigError, match=r"loops\.toml:1:1: .*limit is 1 MiB"):
+    path = write_config(tmp_path, BASE, "# " + "x" * (300 << 10))
+    with pytest.raises(ConfigError, match=r"loops\.toml:1:1: .*limit is 256 KiB"):
         load_config(path)
+    with pytest.raises(ConfigError, match=r"loops\.toml:1:1: .*limit is 256 KiB"):
+        parse_config(path.read_text(encoding="utf-8"), path)
 
 
 def test_oversized_prompt_file_is_refused(tmp_path: Path) -> None:
