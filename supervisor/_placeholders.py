@@ -7,6 +7,7 @@ literal dollar sign. Anything else after a `$` would make `substitute` raise lat
 from __future__ import annotations
 
 import difflib
+import functools
 import string
 from collections.abc import Collection
 
@@ -20,10 +21,15 @@ MAX_PROBLEMS = 20
 """Problems listed per template; the rest are counted in one last line."""
 
 
-def template_problems(text: str, allowed: Collection[str]) -> list[tuple[int, str]]:
+def template_problems(text: str, allowed: frozenset[str]) -> list[tuple[int, str]]:
     """(offset, message) for each unknown name or stray `$` in a template: each kind
     once, at its first place, at most MAX_PROBLEMS (one mistake repeated 300,000
     times is one problem, and a flood of distinct ones ends in a count)."""
+    return list(_template_problems(text, allowed))
+
+
+@functools.lru_cache(maxsize=4)  # one prompt shared by many loops is scanned once
+def _template_problems(text: str, allowed: frozenset[str]) -> tuple[tuple[int, str], ...]:
     problems: dict[str, int] = {}
     more, first_more = 0, 0
     for match in string.Template.pattern.finditer(text):
@@ -43,7 +49,7 @@ def template_problems(text: str, allowed: Collection[str]) -> list[tuple[int, st
     found = [(offset, _explained(message, allowed)) for message, offset in problems.items()]
     if more:
         found.append((first_more, f"{more} more placeholder problem(s) not listed"))
-    return found
+    return tuple(found)
 
 
 def _explained(message: str, allowed: Collection[str]) -> str:

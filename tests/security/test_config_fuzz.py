@@ -217,6 +217,20 @@ def test_many_unnamed_checks_get_names_in_linear_time(tmp_path: Path) -> None:
     assert config.loops[0].checks[-1].name == "x-15000"
 
 
+@pytest.mark.timeout(5)
+def test_a_prompt_file_shared_by_many_loops_is_read_once(tmp_path: Path) -> None:
+    """3,000 loops naming one 1 MiB prompt_file read and scanned it 3,000 times:
+    3 GB of prompts in memory."""
+    (tmp_path / "p.md").write_text("Work on $loop. " * 65_000, encoding="utf-8")
+    text = sim_agent("a") + '[templates.t]\nagent = "a"\nprompt_file = "p.md"\n'
+    text += "".join(
+        f'[[loop]]\nname = "l{i}"\nextends = "t"\ndone_marker = "D"\n' for i in range(3000)
+    )
+    config = outcome(text, tmp_path)
+    assert isinstance(config, Config), str(config)[:500]
+    assert len({id(spec.prompt) for spec in config.loops}) == 1
+
+
 def test_oversized_config_is_refused_without_parsing(tmp_path: Path) -> None:
     path = write_config(tmp_path, BASE, "# " + "x" * (300 << 10))
     with pytest.raises(ConfigError, match=r"loops\.toml:1:1: .*limit is 256 KiB"):
