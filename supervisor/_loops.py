@@ -13,10 +13,7 @@ import shlex
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
 from pathlib import Path
-
-from cronsim import CronSim
 
 from ._limits import MAX_EXTENDS_DEPTH
 from ._placeholders import line_col, template_problems
@@ -32,7 +29,7 @@ from ._schema import (
     path_problem,
     read_file,
 )
-from .durations import DurationRangeError, parse_duration
+from .schedule import Schedule
 from .spec import (
     PLACEHOLDERS,
     AgentSpec,
@@ -481,23 +478,9 @@ def _stuck(t: Table) -> StuckSpec:
 
 def _schedule(t: Table) -> str | None:
     expr = t.string("schedule", None, nonempty=True)
-    if expr is None:
-        return None
-    if expr.strip().lower().startswith("every "):
+    if expr is not None:
         try:
-            ok = parse_duration(expr.strip()[6:].strip()) > 0
-        except DurationRangeError as exc:
-            t.error("schedule", f'"{expr}": {exc}')
-            return expr
-        except ValueError:
-            ok = False
-        if not ok:
-            t.error("schedule", f'"{expr}": expected "every" and a duration such as "every 10m"')
-        return expr
-    try:
-        if len(expr.split()) != 5:
-            raise ValueError("expected 5 fields: minute hour day-of-month month day-of-week")
-        CronSim(expr, datetime.now())
-    except Exception as exc:  # cronsim raises CronSimError (a plain Exception)
-        t.error("schedule", f'invalid cron expression "{expr}": {exc} (or use "every 10m")')
+            Schedule.parse(expr)
+        except ValueError as exc:
+            t.error("schedule", str(exc))
     return expr

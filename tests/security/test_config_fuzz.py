@@ -273,6 +273,18 @@ def test_check_shows_a_hostile_loop_name_escaped(tmp_path: Path) -> None:
     assert "x\\x1b]0;pwned\\x07\\nok" in result.stderr
 
 
+def test_check_summary_shows_file_text_escaped(tmp_path: Path) -> None:
+    """A valid config still quotes the file (a model, a done marker) in its summary."""
+    agent = '[agents.a]\nkind = "anthropic"\nmodel = "m\\u001b]0;pwned\\u0007"\n'
+    write_config(tmp_path, agent + loop("x", "a", done_marker="D\x1b[2J"))
+    result = run_cli("check", "loops.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "anthropic m\\x1b]0;pwned\\x07" in result.stdout
+    assert '"D\\x1b[2J"' in result.stdout
+
+
 def test_check_of_a_fifo_does_not_hang(tmp_path: Path) -> None:
     """`open()` of a FIFO with no writer blocks forever; /dev/zero never ends."""
     os.mkfifo(tmp_path / "loops.toml")
