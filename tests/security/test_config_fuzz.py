@@ -306,6 +306,8 @@ HOSTILE = [
     'prompt_file = "\\u0000"', 'workspace = "' + "w" * 300 + '"', "{loop.x}", "\x1b", "\x00",
     "[" * 40, "{a=" * 40, "a." * 40,
 ]  # fmt: skip
+TOML_CHARS = st.sampled_from([*"[]{}=.,\"'#\n \t\\aZ0_-+:e", "\x00", "\x1b", "\u202e", "\ud800"])
+"""Raw text: TOML's punctuation, a few key/number characters, and hostile ones."""
 VALID_KEYS = ["name", "agent", "prompt", "extends", "budget", "schedule", "workspace", "checks"]
 
 
@@ -384,7 +386,7 @@ def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(text=st.one_of(toml_ish(), mutated_base()))
+@given(text=st.one_of(toml_ish(), mutated_base(), st.text(TOML_CHARS, max_size=300)))
 def test_fuzzed_config_gives_config_or_positioned_error(fuzz_dir: Path, text: str) -> None:
     result = outcome(text, fuzz_dir)
     if isinstance(result, ConfigError):
