@@ -340,7 +340,7 @@ def _workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpec | 
             repo, problem = path_problem(paths.config_dir / rel)
             if problem is not None:
                 ws.error("repo", f'directory "{rel}" {problem} ({repo})')
-            elif not (repo / ".git").exists():
+            elif not _exists(repo / ".git"):
                 ws.error("repo", f'"{rel}" is not a git repository (no .git in {repo})')
     branch = ws.string("branch", "loopvisor/{loop}", nonempty=True)
     if not _only_loop_placeholder(branch):
@@ -348,6 +348,14 @@ def _workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpec | 
     if not ws.boolean("worktree", True):
         return repo, None
     return paths.state_dir / "worktrees" / name, WorktreeSpec(repo=repo, branch=branch)
+
+
+def _exists(path: Path) -> bool:
+    """`path.exists()`, False where the name itself is unusable (too long for the OS)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _only_loop_placeholder(branch: str) -> bool:

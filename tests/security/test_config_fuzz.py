@@ -123,6 +123,24 @@ def test_unusable_repo_path_is_an_error_not_a_traceback(tmp_path: Path, value: s
     refused(BASE + f'workspace = {{ repo = "{value}" }}\n', tmp_path, "workspace.repo")
 
 
+def test_repo_path_at_the_os_limit_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    """A repo whose path fits PATH_MAX but whose `.git` does not: exists() raised."""
+    target = 4094 - len(str(tmp_path.resolve()))  # the repo path: 4094 bytes, + "/.git" too long
+    parts, fd = [], os.open(tmp_path, os.O_RDONLY)
+    while target > 0:
+        size = min(250, target - 1)
+        size -= target - size - 1 == 1  # never leave a 1-byte remainder (an empty name)
+        part = "d" * size
+        os.mkdir(part, dir_fd=fd)
+        next_fd = os.open(part, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd, target = next_fd, target - len(part) - 1
+        parts.append(part)
+    os.close(fd)
+    rel = "/".join(parts)
+    refused(BASE + f'workspace = {{ repo = "{rel}" }}\n', tmp_path, "not a git repository")
+
+
 @pytest.mark.parametrize(
     "name",
     ["x\\u001b[31m\\nforged: ok", "x\\nline2", "\\u001b]0;pwned\\u0007", "a\\u202eb", "n" * 300],
