@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import get_args
 
 from ._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
-from ._schema import Issues, Table, describe, did_you_mean, read_child_env, read_file
+from ._schema import (
+    Issues,
+    Table,
+    describe,
+    did_you_mean,
+    name_problem,
+    read_child_env,
+    read_file,
+)
 from .spec import (
     AgentSpec,
     AnthropicAgentSpec,
@@ -51,6 +59,10 @@ def read_agents(issues: Issues, raw: object, config_dir: Path) -> dict[str, Agen
         return agents
     for name, value in raw.items():
         at = ("agents", name)
+        problem = name_problem(name)
+        if problem is not None:
+            issues.error(at, f'agent name "{name}" {problem}')
+            continue
         if not isinstance(value, dict):
             issues.error(
                 at, f'agents.{name}: expected a table with kind = "...", got {describe(value)}'

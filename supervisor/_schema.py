@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, time
@@ -18,12 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar, overload
 
-from ._tomlpos import KeyPath, Pos, locate
+from ._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
+from ._tomlpos import KeyPath, Positions
 from .childenv import ENV_NAME, SUPERVISOR_PREFIX
-from .durations import DURATION_HINT, parse_duration
-from .sizes import PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most, too_large
+from .durations import DURATION_HINT, DurationRangeError, parse_duration
+from .sizes import PROMPT_TEMPLATE_MAX_BYTES
+from .textsafe import for_terminal_line
 
 T = TypeVar("T")
+_NUL = "must not contain a null character (\\0): no path, argument or variable can hold one"
 Entry = tuple[object, KeyPath]
 """A value and the path of the key that wrote it."""
 
@@ -38,7 +40,9 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        """One line for a terminal: names and values from the file may hold controls."""
+        where = for_terminal_line(str(self.file))
+        return f"{where}:{self.line}:{self.col}: {for_terminal_line(self.message)}"
 
 
 class ConfigError(Exception):
@@ -53,21 +57,24 @@ class Issues:
     """Collects errors and warnings, deduplicated (a template shared by loops is read
     once per loop) and sorted by position."""
 
-    def __init__(self, file: Path, positions: dict[KeyPath, Pos]) -> None:
+    def __init__(self, file: Path, positions: Positions) -> None:
         self.file = file
         self.positions = positions
         self._errors: dict[ConfigIssue, None] = {}
         self._warnings: dict[ConfigIssue, None] = {}
+        self.texts: dict[Path, str] = {}
+        """Files read during this parse: a prompt_file that 3,000 loops share is read,
+        scanned and held once, not 3,000 times."""
 
     def error(self, at: KeyPath, message: str) -> None:
-        line, col = locate(self.positions, at)
+        line, col = self.positions.locate(at)
         self._errors[ConfigIssue(self.file, line, col, message)] = None
 
     def error_in(self, file: Path, line: int, col: int, message: str) -> None:
         self._errors[ConfigIssue(file, line, col, message)] = None
 
     def warn(self, at: KeyPath, message: str) -> None:
-        line, col = locate(self.positions, at)
+        line, col = self.positions.locate(at)
         self._warnings[ConfigIssue(self.file, line, col, f"warning: {message}")] = None
 
     @property
@@ -95,7 +102,7 @@ def describe(value: object) -> str:
     if isinstance(value, str):
         return f'string "{value}"' if len(value) <= 40 else f'string "{value[:37]}..."'
     if isinstance(value, int):
-        return f"integer {value}"
+        return f"integer {_number(value)}"
     if isinstance(value, float):
         return f"float {value}"
     if isinstance(value, list):
@@ -105,6 +112,37 @@ def describe(value: object) -> str:
     if isinstance(value, date | time):
         return f"datetime {value.isoformat()}"
     return type(value).__name__
+
+
+def _number(value: float) -> str:
+    """A number for a message; a 100-digit one as its digit count, not its digits."""
+    text = str(value)
+    return text if len(text) <= 24 else f"of {len(text.lstrip('-'))} digits"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` (of a loop, agent or template) cannot be used, or None.
+
+    Names reach terminals, the journal and the TUI: no control or bidi characters,
+    and short enough to be a path component or a git branch.
+    """
+    if for_terminal_line(name) != name:
+        return "must not contain control characters"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long: the limit is {MAX_NAME_LENGTH}"
+    return None
+
+
+def path_problem(path: Path) -> tuple[Path, str | None]:
+    """`path` resolved, and why it is not an existing directory (None if it is).
+
+    A NUL in the name or a name too long is an answer here, not an exception.
+    """
+    try:
+        resolved = path.resolve()
+        return resolved, None if resolved.is_dir() else "does not exist"
+    except (OSError, ValueError) as exc:
+        return path, failure(exc)
 
 
 class Nested(dict[str, Entry]):
@@ -190,18 +228,24 @@ class Table:
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             self.type_error(key, "a number")
             return default
+        if isinstance(value, float) and math.isinf(value):
+            self.error(key, f"must be a finite number, got {describe(value)}")
+            return default
         ok = self._in_range(key, value, positive, minimum, maximum)
         return float(value) if ok else default
 
     def _in_range(
         self, key: str, value: float, positive: bool, minimum: float | None, maximum: float | None
     ) -> bool:
+        shown = _number(value)
         if positive and value <= 0:
-            self.error(key, f"must be greater than 0, got {value}")
+            self.error(key, f"must be greater than 0, got {shown}")
         elif minimum is not None and value < minimum:
-            self.error(key, f"must be at least {minimum}, got {value}")
+            self.error(key, f"must be at least {minimum}, got {shown}")
         elif maximum is not None and value > maximum:
-            self.error(key, f"must be at most {maximum}, got {value}")
+            self.error(key, f"must be at most {maximum}, got {shown}")
+        elif abs(value) > MAX_MAGNITUDE:
+            self.error(key, f"must be at most {MAX_MAGNITUDE:.0e} in size, got {shown}")
         else:
             return True
         return False
@@ -212,6 +256,9 @@ class Table:
             return default
         if not isinstance(value, str):
             self.type_error(key, "a string")
+            return default
+        if "\0" in value:
+            self.error(key, _NUL)
             return default
         if nonempty and not value.strip():
             self.error(key, "must not be empty")
@@ -240,6 +287,9 @@ class Table:
             return None
         try:
             seconds = parse_duration(value)
+        except DurationRangeError as exc:
+            self.error(key, str(exc))
+            return default
         except ValueError:
             hint = DURATION_HINT + (", or false" if off else "")
             self.type_error(key, hint)
@@ -275,6 +325,9 @@ class Table:
             )
         if wrong:
             return default
+        if any("\0" in v for v in value):
+            self.error(key, _NUL)
+            return default
         if nonempty and not value:
             self.error(key, "must not be empty")
             return default
@@ -286,6 +339,9 @@ class Table:
             return MappingProxyType({})
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             self.type_error(key, "a table of strings")
+            return MappingProxyType({})
+        if any("\0" in k or "\0" in v for k, v in value.items()):
+            self.error(key, _NUL)
             return MappingProxyType({})
         return MappingProxyType(dict(value))
 
@@ -311,34 +367,27 @@ def read_file(t: Table, key: str, config_dir: Path) -> tuple[Path, str] | None:
     if rel is None:
         return None
     path = config_dir / rel
+    if path in t.issues.texts:
+        return path, t.issues.texts[path]
     try:
-        with path.open("rb") as fh:
-            raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
-            size = os.fstat(fh.fileno()).st_size
-        if raw is None:
-            limit = PROMPT_TEMPLATE_MAX_BYTES
-            too_big = too_large(f'"{rel}"', size, limit)  # size 0: a device or a pipe
-            t.error(key, too_big or f'"{rel}" is over the limit of {format_size(limit)}')
-            return None
-        return path, raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        t.error(key, f'cannot read "{rel}": {reason}')
+        text = t.issues.texts[path] = read_text(path, limit=PROMPT_TEMPLATE_MAX_BYTES)
+        return path, text
+    except (OSError, ValueError) as exc:
+        t.error(key, f'cannot read "{rel}": {failure(exc)}')
         return None
 
 
 def read_child_env(t: Table) -> tuple[Mapping[str, str], tuple[str, ...]]:
     """`env = {NAME = "value"}` and `pass_env = ["NAME", "PREFIX*"]` of an agent or check:
-    names a shell can read, no NUL in a value, and no LOOPVISOR_* (the supervisor's)."""
+    names a shell can read and no LOOPVISOR_* (the supervisor's); `string_map` already
+    refuses a NUL in a value."""
     env = t.string_map("env")
-    for name, value in env.items():
+    for name in env:
         at = (*t.at("env"), name)
         if not ENV_NAME.fullmatch(name):
             t.issues.error(at, f'{t.label}env: "{name}" is not a variable name (A-Z, 0-9, _)')
         elif name.startswith(SUPERVISOR_PREFIX):
             t.issues.error(at, f"{t.label}env: {name}: {SUPERVISOR_PREFIX}* is set by loopvisor")
-        if "\0" in value:
-            t.issues.error(at, f"{t.label}env: {name}: a value cannot contain a NUL character")
     pass_env = t.strings("pass_env", ())
     for index, name in enumerate(pass_env):
         at = (*t.at("pass_env"), index)

@@ -5,6 +5,10 @@ stay small: it follows `[table]` / `[[array]]` headers (counting array entries),
 dotted keys, inline tables and arrays (indexing their elements), and skips the
 contents of strings and comments. A path is the tuple of keys and array indices
 that reaches a value, e.g. ("loop", 0, "checks", 1, "timeout").
+
+Positions are kept in a tree, one node per key, so recording a key costs the parts
+it is written with: a flat map from path tuples would copy every prefix of every
+path (a 20,000-part dotted key took 1.6 GB that way).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 from bisect import bisect_right
+from collections.abc import Iterator, Mapping
 
 KeyPath = tuple[str | int, ...]
 Pos = tuple[int, int]
@@ -22,7 +27,67 @@ _ESCAPE = re.compile(r"\\(u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 
 
-def key_positions(src: str) -> dict[KeyPath, Pos]:
+class _Node:
+    __slots__ = ("aot", "children", "pos")
+
+    def __init__(self) -> None:
+        self.pos: Pos | None = None
+        self.children: dict[str | int, _Node] = {}
+        self.aot = 0
+        """Entries seen so far when this key is an array of tables (`[[key]]`)."""
+
+    def child(self, part: str | int, pos: Pos) -> _Node:
+        """The child at `part`, created (and placed at `pos`) on first sight."""
+        node = self.children.get(part)
+        if node is None:
+            node = self.children[part] = _Node()
+        if node.pos is None:
+            node.pos = pos
+        return node
+
+
+class Positions(Mapping[KeyPath, Pos]):
+    """Read-only map from a key path to where it is written (a tree underneath)."""
+
+    def __init__(self, root: _Node) -> None:
+        self._root = root
+
+    def _node(self, path: KeyPath) -> _Node | None:
+        node: _Node | None = self._root
+        for part in path:
+            node = node.children.get(part) if node is not None else None
+        return node
+
+    def __getitem__(self, path: KeyPath) -> Pos:
+        node = self._node(path)
+        if node is None or node.pos is None or not path:
+            raise KeyError(path)
+        return node.pos
+
+    def __iter__(self) -> Iterator[KeyPath]:
+        stack: list[tuple[KeyPath, _Node]] = [((), self._root)]
+        while stack:
+            path, node = stack.pop()
+            if path and node.pos is not None:
+                yield path
+            stack.extend(((*path, part), child) for part, child in node.children.items())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def locate(self, path: KeyPath) -> Pos:
+        """The position of `path`, else of its nearest recorded ancestor, else 1:1."""
+        node, found = self._root, (1, 1)
+        for part in path:
+            next_node = node.children.get(part)
+            if next_node is None:
+                break
+            node = next_node
+            found = node.pos or found
+        return found
+
+
+def key_positions(src: str) -> Positions:
     """Positions of every key, table header and array element of a valid document.
 
     Never raises: on text it cannot follow it returns what it found so far.
@@ -30,16 +95,7 @@ def key_positions(src: str) -> dict[KeyPath, Pos]:
     scanner = _Scanner(src)
     with contextlib.suppress(_Stop, IndexError, KeyError, ValueError):
         scanner.document()
-    return scanner.found
-
-
-def locate(positions: dict[KeyPath, Pos], path: KeyPath) -> Pos:
-    """The position of `path`, else of its nearest recorded ancestor, else 1:1."""
-    for end in range(len(path), 0, -1):
-        pos = positions.get(path[:end])
-        if pos is not None:
-            return pos
-    return (1, 1)
+    return Positions(scanner.root)
 
 
 class _Stop(Exception):
@@ -50,8 +106,7 @@ class _Scanner:
     def __init__(self, src: str) -> None:
         self.src = src
         self.i = 0
-        self.found: dict[KeyPath, Pos] = {}
-        self.aot_count: dict[KeyPath, int] = {}
+        self.root = _Node()
         self.line_starts = [0] + [m.end() for m in re.finditer(r"\n", src)]
 
     def pos(self, offset: int) -> Pos:
@@ -80,7 +135,7 @@ class _Scanner:
                 return
 
     def document(self) -> None:
-        table: KeyPath = ()
+        table = self.root
         while True:
             self.skip_blank(newlines=True)
             if self.i >= len(self.src):
@@ -93,33 +148,29 @@ class _Scanner:
             if self.i < len(self.src) and self.src[self.i] not in "\r\n":
                 raise _Stop("expected end of line")
 
-    def header(self) -> KeyPath:
+    def header(self) -> _Node:
         array = self.peek("[[")
         self.i += 2 if array else 1
         self.skip_blank(newlines=False)
         keys = self.key()
         self.skip_blank(newlines=False)
         self.expect("]]" if array else "]")
-        path = self.resolve(keys[:-1])
         name, pos = keys[-1]
-        path += (name,)
+        node = self.resolve(keys[:-1]).child(name, pos)
         if array:
-            self.found.setdefault(path, pos)
-            index = self.aot_count.get(path, 0)
-            self.aot_count[path] = index + 1
-            path += (index,)
-        self.found[path] = pos
-        return path
+            node.aot += 1
+            node = node.child(node.aot - 1, pos)
+        node.pos = pos
+        return node
 
-    def resolve(self, keys: list[tuple[str, Pos]]) -> KeyPath:
+    def resolve(self, keys: list[tuple[str, Pos]]) -> _Node:
         """Header prefixes: an array of tables means its latest entry."""
-        path: KeyPath = ()
+        node = self.root
         for name, pos in keys:
-            path += (name,)
-            self.found.setdefault(path, pos)
-            if path in self.aot_count:
-                path += (self.aot_count[path] - 1,)
-        return path
+            node = node.child(name, pos)
+            if node.aot:
+                node = node.children[node.aot - 1]
+        return node
 
     def key(self) -> list[tuple[str, Pos]]:
         parts = [self.simple_key()]
@@ -149,19 +200,18 @@ class _Scanner:
         self.i = match.end()
         return match.group(), pos
 
-    def keyval(self, table: KeyPath) -> None:
+    def keyval(self, table: _Node) -> None:
         keys = self.key()
         self.skip_blank(newlines=False)
         self.expect("=")
         self.skip_blank(newlines=False)
-        path = table
+        node = table
         for name, pos in keys:
-            path += (name,)
-            self.found.setdefault(path, pos)
-        self.found[path] = keys[-1][1]
-        self.value(path)
+            node = node.child(name, pos)
+        node.pos = keys[-1][1]
+        self.value(node)
 
-    def value(self, path: KeyPath) -> None:
+    def value(self, node: _Node) -> None:
         if self.peek('"""') or self.peek("'''"):
             self.skip_multiline(self.src[self.i] * 3)
         elif self.peek('"'):
@@ -170,9 +220,9 @@ class _Scanner:
         elif self.peek("'"):
             self.i = self.src.index("'", self.i + 1) + 1
         elif self.peek("{"):
-            self.inline_table(path)
+            self.inline_table(node)
         elif self.peek("["):
-            self.array(path)
+            self.array(node)
         else:
             start = self.i
             while self.i < len(self.src) and self.src[self.i] not in ",]}#\r\n":
@@ -199,21 +249,21 @@ class _Scanner:
             if self.peek(delim[0]):
                 self.i += 1
 
-    def inline_table(self, path: KeyPath) -> None:
+    def inline_table(self, node: _Node) -> None:
         self.i += 1
         while True:
             self.skip_blank(newlines=True)
             if self.peek("}"):
                 self.i += 1
                 return
-            self.keyval(path)
+            self.keyval(node)
             self.skip_blank(newlines=True)
             if self.peek(","):
                 self.i += 1
             elif not self.peek("}"):
                 raise _Stop("expected , or }")
 
-    def array(self, path: KeyPath) -> None:
+    def array(self, node: _Node) -> None:
         self.i += 1
         index = 0
         while True:
@@ -221,8 +271,9 @@ class _Scanner:
             if self.peek("]"):
                 self.i += 1
                 return
-            self.found[(*path, index)] = self.pos(self.i)
-            self.value((*path, index))
+            element = node.child(index, self.pos(self.i))
+            element.pos = self.pos(self.i)
+            self.value(element)
             index += 1
             self.skip_blank(newlines=True)
             if self.peek(","):

@@ -37,7 +37,7 @@ from .journal_schema import JOURNAL_NAME
 from .spec import Config
 from .statedir import StateDirError, ensure_state_dir
 from .statelock import StateLocked
-from .textsafe import for_terminal
+from .textsafe import for_terminal, for_terminal_line
 from .worktree import WorktreeError, prepare_worktrees, remove_worktree
 
 COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
@@ -178,10 +178,15 @@ def load(path: Path, state_dir: Path | None = None) -> Config:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 with one line per loop, or 3 with every problem (FILE:LINE:COL: ...).
+
+    Summaries quote the file (models, markers, paths): shown, never obeyed.
+    """
     config = load(args.config)
     for loop in config.loops:
-        print(summarize_loop(config, loop))
-    print(f"{args.config}: ok, {len(config.loops)} loop(s), {len(config.agents)} agent(s)")
+        print(for_terminal_line(summarize_loop(config, loop)))
+    where = for_terminal_line(str(args.config))
+    print(f"{where}: ok, {len(config.loops)} loop(s), {len(config.agents)} agent(s)")
     return 0
 
 

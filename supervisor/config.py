@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from . import _limits
 from ._agents import read_agents
 from ._loops import LIMIT_KEYS, Paths, read_limits, read_loops
-from ._placeholders import check_prompt_template
+from ._placeholders import check_prompt_template, line_col
 from ._pricing import price_for
 from ._schema import ConfigError, ConfigIssue, Issues, Table
 from ._tomlpos import key_positions
@@ -81,21 +82,40 @@ STARTER_TOML: str = (
 def load_config(path: Path, *, state_dir: Path | None = None) -> Config:
     """Read and validate `path`; raises ConfigError (never another exception) on any problem."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigIssue(path, 1, 1, f"cannot read config: {reason}")]) from None
+        # utf-8-sig: tolerate a byte-order mark
+        text = _limits.read_text(path, encoding="utf-8-sig", limit=_limits.MAX_CONFIG_BYTES)
+    except (OSError, ValueError) as exc:
+        message = f"cannot read config: {_limits.failure(exc)}"
+        if isinstance(exc, FileNotFoundError):
+            message += " (`loopvisor init` writes a commented starter loops.toml)"
+        raise ConfigError([ConfigIssue(path, 1, 1, message)]) from None
     return parse_config(text, path, state_dir=state_dir)
 
 
 def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Config:
-    """Validate `text` as the contents of `path` (which anchors relative paths)."""
+    """Validate `text` as the contents of `path` (which anchors relative paths).
+
+    Within the limits of `_limits`, checked first, so that any text ends as a
+    Config or a ConfigError quickly and in memory proportional to its size.
+    """
+    if len(text) > _limits.MAX_CONFIG_BYTES:
+        size = _limits.MAX_CONFIG_BYTES
+        limit = f"more than {size} characters: the limit is {_limits.size_text(size)}"
+        raise ConfigError([ConfigIssue(path, 1, 1, limit)])
+    beyond = _limits.scan(text)
+    if beyond is not None:
+        offset, message = beyond
+        raise ConfigError([ConfigIssue(path, *line_col(text, offset), message)])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(text, path, exc)]) from None
     issues = Issues(path, key_positions(text))
-    config_dir = path.resolve().parent
+    try:
+        config_dir = path.resolve().parent
+    except (OSError, ValueError) as exc:
+        message = f"cannot resolve the config's folder: {_limits.failure(exc)}"
+        raise ConfigError([ConfigIssue(path, 1, 1, message)]) from None
     top = Table.of(issues, data, ())
     top.check_keys(TOP_KEYS, "loops.toml")
 

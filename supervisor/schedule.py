@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cronsim import CronSim
 
 from . import events as ev
-from .durations import parse_duration
+from .durations import DurationRangeError, parse_duration
 
 if TYPE_CHECKING:
     from .loop import LoopRunner
@@ -33,10 +33,26 @@ class Schedule:
 
     @classmethod
     def parse(cls, expr: str) -> Schedule:
+        """`expr` checked once, for `check` and `run` alike; raises ValueError with
+        the reason (an interval must be > 0 and at most durations.MAX_DURATION)."""
         text = expr.strip()
         if text.lower().startswith("every "):
-            return cls(expr, parse_duration(text[6:].strip()))
-        CronSim(text, datetime.now())  # validates; raises CronSimError
+            try:
+                every = parse_duration(text[6:].strip())
+            except DurationRangeError as exc:
+                raise ValueError(f'"{expr}": {exc}') from None
+            except ValueError:
+                every = 0.0
+            if every <= 0:
+                raise ValueError(f'"{expr}": expected "every" and a duration such as "every 10m"')
+            return cls(expr, every)
+        try:
+            if len(text.split()) != 5:
+                raise ValueError("expected 5 fields: minute hour day-of-month month day-of-week")
+            CronSim(text, datetime.now())
+        except Exception as exc:  # cronsim raises CronSimError (a plain Exception)
+            hint = '(or use "every 10m")'
+            raise ValueError(f'invalid cron expression "{expr}": {exc} {hint}') from None
         return cls(expr, None)
 
     def next_after(self, t: float) -> float:

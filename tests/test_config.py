@@ -11,6 +11,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from supervisor._agents import SPEC_CLASSES, agent_keys
 from supervisor._tomlpos import key_positions
@@ -990,3 +991,12 @@ def test_loop_named_global_is_reserved(tmp_path: Path) -> None:
         load_config(path)
     assert f"{path}:5:1: name: " in str(err.value)
     assert "reserved" in str(err.value)
+
+
+def test_a_missing_config_suggests_init(tmp_path: Path) -> None:
+    """Issue 11: a new user without a loops.toml is told how to get one."""
+    r = run_cli("run", "--headless", cwd=tmp_path)
+    assert r.returncode == 3
+    assert "No such file or directory" in r.stderr
+    assert "`loopvisor init` writes a commented starter loops.toml" in r.stderr
+    assert "Traceback" not in r.stderr

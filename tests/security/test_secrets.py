@@ -347,7 +347,7 @@ def test_bad_redact_and_env_keys_are_config_errors_with_positions(tmp_path: Path
     assert "redact.patterns[2]: matches the empty string" in text_
     assert "LOOPVISOR_* is set by loopvisor" in text_
     assert 'pass_env[0]: "BAD NAME" is not a variable name' in text_
-    assert "cannot contain a NUL character" in text_
+    assert "checks[0].env: must not contain a null character" in text_
     assert "checks[0].pass_env[0]: expected a string, got integer 3" in text_
     assert all(line > 0 and col > 0 for line, col, _ in messages)
     lines = config.read_text().splitlines()
