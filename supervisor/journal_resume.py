@@ -332,22 +332,9 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         " FROM ledger WHERE run_id = ? AND loop = ? AND kind = 'charge'",
         key,
     ).fetchone()
-    session: dict[str, Any] = {}
-    row = conn.execute(
-        "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = 'session' AND seq > ?"
-        " ORDER BY seq DESC LIMIT 1",
-        (*key, restart_seq),
-    ).fetchone()
-    if row is not None:
-        session = json_loads(row[0])
-    checkpoint: dict[str, Any] = {}
-    row = conn.execute(
-        "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = 'checkpoint'"
-        " AND seq > ? ORDER BY seq DESC LIMIT 1",
-        (*key, restart_seq),
-    ).fetchone()
-    if row is not None:  # newer than the session's copy: written after the checks ran
-        checkpoint = json_loads(row[0])
+    session = _latest_event(conn, key, "session", restart_seq)
+    checkpoint = _latest_event(conn, key, "checkpoint", restart_seq)
+    if checkpoint:  # newer than the session's copy: written after the checks ran
         session["last_output"] = checkpoint.get("last_output", "")
         session["check_output"] = checkpoint.get("check_output", "")
     runs, last_run_at = _schedule_runs(conn, run_id, name)
@@ -404,6 +391,18 @@ def _last_check(
                 (str(data.get("name")), bool(data.get("passed")), str(data.get("summary")))
             )
     return check_summary(results)
+
+
+def _latest_event(
+    conn: sqlite3.Connection, key: tuple[str, str], kind: str, after_seq: int
+) -> dict[str, Any]:
+    """The newest `kind` event of a loop after `after_seq` (a restart), as a dict."""
+    row = conn.execute(
+        "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = ? AND seq > ?"
+        " ORDER BY seq DESC LIMIT 1",
+        (*key, kind, after_seq),
+    ).fetchone()
+    return {} if row is None else dict(json_loads(row[0]))
 
 
 def _schedule_runs(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[int, float | None]:
