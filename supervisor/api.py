@@ -95,6 +95,11 @@ class RunSnapshot:
     """The run's exit code once nothing more happens by itself (every loop ended, or the
     run finished): a console that keeps the run open for restarts can say it is over."""
     end_reason: str = ""
+    ended_at: float | None = None
+    """When the run's last loop ended (epoch seconds); None while it goes on."""
+    live: bool = True
+    """A supervisor runs it (always, from a live handle; `status --json` reads the
+    journal and says whether one still holds the state dir)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +111,8 @@ class RunSnapshot:
             "budget": dataclasses.asdict(self.budget),
             "exit_code": self.exit_code,
             "end_reason": self.end_reason,
+            "ended_at": self.ended_at,
+            "live": self.live,
         }
 
     @classmethod
@@ -119,6 +126,8 @@ class RunSnapshot:
             budget=BudgetSnapshot.from_dict(data["budget"]),
             exit_code=data.get("exit_code"),
             end_reason=str(data.get("end_reason") or ""),
+            ended_at=data.get("ended_at"),
+            live=bool(data.get("live", True)),
         )
 
 

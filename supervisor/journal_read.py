@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .journal_schema import JOURNAL_NAME, JournalError, connect_reader
+from .journal_snapshot import snapshot_dict
 from .sizes import truncation_message
 from .statelock import lock_holder
 from .textsafe import for_terminal, for_terminal_line, json_loads
@@ -330,8 +331,13 @@ class JournalReader:
         return history_dict(loop, rows, self.loop_charged(loop, run_id) if rows else None)
 
     def status_json(self, run_id: str | None = None) -> dict[str, Any]:
+        """`status --json`: the live snapshot's shape (`journal_snapshot`)."""
         run = self.run(run_id) if run_id is not None else self.latest_run()
-        return status_dict(run, self.status(run.run_id) if run else [])
+        rows = self.status(run.run_id) if run else []
+        try:
+            return snapshot_dict(self._conn, run, rows)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 
 
 # -- rendering -----------------------------------------------------------------
@@ -515,30 +521,3 @@ def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
         f" {sum(r.usd for r in rows):>9.4f}"
     )
     return "\n".join(lines)
-
-
-def status_dict(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> dict[str, Any]:
-    """`status --json`: the run (null fields when there is none) and its loops."""
-    return {
-        "run_id": run.run_id if run else None,
-        "config_path": run.config_path if run else None,
-        "started": _epoch(run.started) if run else None,
-        "ended": _epoch(run.ended) if run else None,
-        "exit_code": run.exit_code if run else None,
-        "reason": run.reason if run else None,
-        "live": run.live if run else False,
-        "loops": [
-            {
-                "loop": r.loop,
-                "state": r.state,
-                "reason": r.reason,
-                "iteration": r.iteration,
-                "tokens": r.tokens,
-                "usd": round(r.usd, 6),
-                "cpu_s": round(r.cpu_s, 3),
-            }
-            for r in rows
-        ],
-        "tokens": sum(r.tokens for r in rows),
-        "usd": round(sum(r.usd for r in rows), 6),
-    }

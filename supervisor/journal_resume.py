@@ -298,6 +298,11 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
     )
 
 
+def load_loop_resume(conn: sqlite3.Connection, run_id: str, name: str) -> LoopResume:
+    """What the journal knows of one loop of a run (read-only: `status --json`)."""
+    return _load_loop(conn, run_id, name)[0]
+
+
 def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopResume, float]:
     key = (run_id, name)
     state_row = conn.execute(

@@ -518,6 +518,7 @@ class Supervisor:
             ),
             exit_code=self.exit_code() if over else None,
             end_reason=self.end_reason,
+            ended_at=self._ended_at,
         )
 
     def _loop_snapshot(self, runner: LoopRunner, tail: int) -> LoopSnapshot:

@@ -411,7 +411,7 @@ def test_sim_killed_mid_stream_resumes_that_iteration_and_charges_what_was_repor
     assert attempts(h.history("done")) == [(1, "succeeded")]
     status = h.status()
     assert status["live"] is False
-    assert {r["loop"]: r["state"] for r in status["loops"]} == {
+    assert {r["name"]: r["state"] for r in status["loops"]} == {
         "slow": "running",
         "done": "succeeded",
     }
