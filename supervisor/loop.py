@@ -585,7 +585,9 @@ class LoopRunner:
             outcome = self.redactor.fields(
                 await run_check(check, workspace=spec.workspace, env=env)
             )
-            self.ledger.charge_cpu(outcome.cpu_s)
+            if outcome.cpu_s > 0:  # charged like agent CPU: in the ledgers and the journal
+                self.ledger.charge_cpu(outcome.cpu_s)
+                self.emit(ev.UsageCharged(loop=spec.name, iteration=n, cpu_s=outcome.cpu_s))
             outcomes.append(outcome)
             self.emit(
                 ev.CheckFinished(
