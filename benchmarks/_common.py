@@ -74,8 +74,8 @@ def measure(
 ) -> dict[str, Any]:
     """Run `argv` under the rusage wrapper: wall, its own CPU, peak RSS, exit code.
 
-    With `stdout`, the child's stdout goes to that file and `lines` counts it (for
-    `run --json`: events). An exit code outside `ok_codes` is a failed benchmark.
+    With `stdout`, the child's stdout goes to that file and `stdout_lines` counts it
+    (for `run --json`: events). An exit code outside `ok_codes` is a failed benchmark.
     """
     report = cwd / f"rusage-{time.monotonic_ns()}.json"
     full_env = {**os.environ, **(env or {}), "BENCH_RUSAGE": str(report)}
@@ -110,7 +110,7 @@ def measure(
     }
     if stdout:
         with open(stdout, "rb") as fh:
-            result["lines"] = sum(1 for _ in fh)
+            result["stdout_lines"] = sum(1 for _ in fh)
     return result
 
 
@@ -137,6 +137,12 @@ class Running:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise BenchError("no VmRSS in /proc status")
+
+    def cpu_s(self) -> float:
+        """The supervisor's own CPU so far (utime + stime from /proc/PID/stat)."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def json_lines(self) -> list[dict[str, Any]]:
         """The complete JSON lines written so far (a partial last line is skipped)."""

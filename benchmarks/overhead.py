@@ -154,7 +154,7 @@ def case(agents: int, lines: int, repeat: int, startup: dict[str, Any]) -> dict[
         "loopvisor_wall_s": median([r["loopvisor"]["wall_s"] for r in runs]),
         "floor_peak_rss_mb": median([r["floor"]["peak_rss_mb"] for r in runs]),
         "loopvisor_peak_rss_mb": median([r["loopvisor"]["peak_rss_mb"] for r in runs]),
-        "loopvisor_events": runs[0]["loopvisor"]["lines"],
+        "loopvisor_events": runs[0]["loopvisor"]["stdout_lines"],
         "ratio_cpu": median([b / max(a, 1e-3) for a, b in zip(fl, lv, strict=True)]),
         "ratio_cpu_startup_corrected": median(corrected),
         "us_per_line": round(max(median(lv) - lv0, 0) / total_lines * 1e6, 2),
