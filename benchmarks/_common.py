@@ -17,6 +17,7 @@ as `_common` (the script's folder is sys.path[0]).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -26,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,25 @@ class Running:
         finally:
             self._out.close()
         return code
+
+
+@contextlib.contextmanager
+def bystanders(count: int) -> Iterator[None]:
+    """`count` sleeping processes that are none of the run's business, as on a busy
+    dev box: metering that scans all of /proc per loop pays for each of them.
+    All are killed and reaped on the way out."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(count):
+            procs.append(
+                subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL, start_new_session=True)
+            )
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def median(values: Sequence[float]) -> float:

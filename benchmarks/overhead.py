@@ -16,6 +16,10 @@ startup-corrected: (loopvisor - its startup) / (floor - its startup), the cost o
 the lines alone. `us_per_line` (loopvisor CPU per line, startup-corrected) across
 cases shows a cliff: it should stay flat as agents and lines grow.
 
+Metering that scans all of /proc costs more on a busy machine: `--others N` keeps N
+sleeping bystander processes alive during the run (`--case AGENTS LINES`, repeatable,
+replaces the plan; either keeps the figures out of benchmarks/results/).
+
 Each case runs `--repeat` times (baseline and candidate back to back each time);
 figures are medians, ratios the median of the per-repetition ratios.
 
@@ -36,7 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import LOOPVISOR, emit, machine, measure, median, metric
+from _common import LOOPVISOR, bystanders, emit, machine, measure, median, metric
 
 LINE = "the agent says something moderately long about the code 0123456789"
 MARKER = "moderately long"
@@ -120,8 +124,11 @@ def once(agents: int, lines: int) -> dict[str, Any]:
     return floor_and_loopvisor(agents, agent_argv(lines), MARKER)
 
 
-def floor_and_loopvisor(agents: int, argv: list[str], marker: str) -> dict[str, Any]:
-    """The floor, then loopvisor, on N agents running `argv`, in a fresh temp dir."""
+def floor_and_loopvisor(
+    agents: int, argv: list[str], marker: str, expect_exit: int = 0
+) -> dict[str, Any]:
+    """The floor, then loopvisor, on N agents running `argv`, in a fresh temp dir;
+    loopvisor must exit `expect_exit` (1 when the marker cannot be seen)."""
     with tempfile.TemporaryDirectory(prefix="lv-bench-") as tmp:
         root = Path(tmp)
         me = str(Path(__file__).resolve())
@@ -132,7 +139,7 @@ def floor_and_loopvisor(agents: int, argv: list[str], marker: str) -> dict[str, 
             [*LOOPVISOR, "run", "loops.toml", "--json", "--state-dir", str(root / "state")],
             root,
             stdout=root / "events.jsonl",
-            ok_codes=(0,),
+            ok_codes=(expect_exit,),
         )
     return {"floor": floor, "loopvisor": lv}
 
@@ -170,6 +177,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small cases, under a minute")
     parser.add_argument("--repeat", type=int, help="runs per case (default 3, quick 1)")
+    parser.add_argument(
+        "--others", type=int, default=0, help="sleeping bystander processes during the run"
+    )
+    parser.add_argument("--case", nargs=2, type=int, metavar=("AGENTS", "LINES"), action="append")
     args = parser.parse_args()
     started = machine()
     repeat = args.repeat or (1 if args.quick else 3)
@@ -177,12 +188,14 @@ def main() -> None:
         plan = [(10, 5_000), (10, 20_000), (20, 12_000)]
     else:
         plan = [(10, 10_000), (10, 20_000), (50, 6_000), (50, 12_000)]
-    boot = [once(1, 1) for _ in range(repeat)]
-    startup = {
-        "floor_cpu_s": median([b["floor"]["cpu_s"] for b in boot]),
-        "loopvisor_cpu_s": median([b["loopvisor"]["cpu_s"] for b in boot]),
-    }
-    cases = [case(agents, lines, repeat, startup) for agents, lines in plan]
+    plan = [tuple(c) for c in args.case] if args.case else plan
+    with bystanders(args.others):
+        boot = [once(1, 1) for _ in range(repeat)]
+        startup = {
+            "floor_cpu_s": median([b["floor"]["cpu_s"] for b in boot]),
+            "loopvisor_cpu_s": median([b["loopvisor"]["cpu_s"] for b in boot]),
+        }
+        cases = [case(agents, lines, repeat, startup) for agents, lines in plan]
     metrics = [
         metric("startup_cpu", startup["loopvisor_cpu_s"], "s", baseline=startup["floor_cpu_s"])
     ]
@@ -205,7 +218,8 @@ def main() -> None:
             metric(f"{c['name']}_wall", c["loopvisor_wall_s"], "s", baseline=c["floor_wall_s"]),
             metric(f"{c['name']}_cpu_per_line", c["us_per_line"], "us"),
         ]
-    emit("overhead", started, metrics, {"repeat": repeat, "startup": startup, "cases": cases})
+    details = {"repeat": repeat, "others": args.others, "startup": startup, "cases": cases}
+    emit("overhead", started, metrics, details, save=not (args.case or args.others))
 
 
 if __name__ == "__main__":
