@@ -253,7 +253,8 @@ def emit(
     argv: Sequence[str] | None = None,
     save: bool = True,
 ) -> None:
-    """Print the one JSON object; also keep it in benchmarks/results/BENCHMARK[-quick].json."""
+    """Print the one JSON object; with `save` (a script's default plan, full or
+    --quick), also keep it in benchmarks/results/BENCHMARK[-quick].json."""
     args = list(sys.argv[1:] if argv is None else argv)
     doc = {
         "benchmark": benchmark,

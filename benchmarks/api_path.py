@@ -150,7 +150,8 @@ def main() -> None:
         metric("startup_cpu", lv0, "s", baseline=raw0),
     ]
     details = {"loops": loops, "words": words, "startup": startup, "runs": runs}
-    emit("api_path", started, metrics, json.loads(json.dumps(details)))
+    default = args.loops is None and args.words is None
+    emit("api_path", started, metrics, json.loads(json.dumps(details)), save=default)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def main() -> None:
         )
     )
     details = {"agents": args.agents, "sleep_s": seconds, "startup": startup, "points": points}
-    emit("idle", started, metrics, details)
+    default = args.agents == 50 and args.seconds is None and args.others is None
+    emit("idle", started, metrics, details, save=default)
 
 
 if __name__ == "__main__":

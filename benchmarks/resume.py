@@ -115,7 +115,7 @@ def main() -> None:
         metric(f"resume{loops}_cpu", median([r["cpu_to_all_running_s"] for r in runs]), "s"),
         metric(f"resume{loops}_rss", median([r["rss_mb"] for r in runs]), "MB"),
     ]
-    emit("resume", started, metrics, {"loops": loops, "runs": runs})
+    emit("resume", started, metrics, {"loops": loops, "runs": runs}, save=args.loops is None)
 
 
 if __name__ == "__main__":

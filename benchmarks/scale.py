@@ -16,6 +16,9 @@ CPU, children excluded, via the wrapper in `_common.py`):
   KB, 1 KB = 1,000 bytes). The same for N loops that never ran, queued behind one
   slot (`max_concurrent = 1`, every agent a `sleep`): `rss_per_queued_loop`.
 
+`peak_rss_per_active_sim_loop` is the slope of the sim series' peak RSS over loops
+(streaming, transcripts and journal batches in memory): what 1,000 busy loops cost.
+
 Marginal costs are slopes too: sim CPU over iterations, command CPU over lines, so
 that startup does not flatter the large points nor hide a cliff.
 
@@ -167,6 +170,7 @@ def main() -> None:
         kind: slope([p["idle_loops"] for p in points], [p["rss_kb"] * 1.024 for p in points])
         for kind, points in idle.items()
     }
+    sim_rss_slope_kb = slope([p["loops"] for p in sim], [p["peak_rss_mb"] * 1048.576 for p in sim])
     sim_iterations = [p["loops"] * SIM_ITERATIONS for p in sim]
     marginal_ms = slope(sim_iterations, [p["cpu_s"] * 1e3 for p in sim])
     cmd_lines_total = [p["agents"] * p["lines"] for p in command]
@@ -196,6 +200,7 @@ def main() -> None:
         metric("command_marginal_cpu_per_line", marginal_us, "us"),
         metric("rss_per_idle_loop", rss_slope_kb["scheduled"], "KB", target="< 150 KB"),
         metric("rss_per_queued_loop", rss_slope_kb["queued"], "KB"),
+        metric("peak_rss_per_active_sim_loop", sim_rss_slope_kb, "KB"),
     ]
     emit("scale", started, metrics, {"sim": sim, "command": command, "idle": idle})
 
