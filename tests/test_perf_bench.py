@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+sys.path.append(str(BENCH))  # appended: its script names never shadow a module
 
 import _common  # noqa: E402  (benchmarks/ is not a package: scripts import it by path)
 
