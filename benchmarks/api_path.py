@@ -22,7 +22,6 @@ the cost per streamed token. Prints one JSON object (see `_common.emit`). Run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -82,7 +81,8 @@ def loops_toml(loops: int, base_url: str) -> str:
 
 
 def once(loops: int, words: int) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "tests"))
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.append(str(ROOT / "tests"))  # the fake lives with the tests
     from fake_anthropic import FakeAnthropic, text
 
     reply = text(" ".join(["token"] * (words - 1) + [DONE]))
@@ -105,7 +105,7 @@ def once(loops: int, words: int) -> dict[str, Any]:
     return {
         "raw": {**raw, "output_tokens": raw_tokens},
         "loopvisor": {**lv, "output_tokens": lv_tokens},
-        "requests": {path: requests.count(path) for path in sorted(set(requests))},
+        "requests_raw_and_loopvisor": {p: requests.count(p) for p in sorted(set(requests))},
     }
 
 
@@ -151,7 +151,7 @@ def main() -> None:
     ]
     details = {"loops": loops, "words": words, "startup": startup, "runs": runs}
     default = args.loops is None and args.words is None
-    emit("api_path", started, metrics, json.loads(json.dumps(details)), save=default)
+    emit("api_path", started, metrics, details, save=default)
 
 
 if __name__ == "__main__":
