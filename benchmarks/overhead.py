@@ -1,7 +1,7 @@
 """Supervision overhead: loopvisor against a bare anyio floor on the same agent streams.
 
 Each case starts N concurrent command agents that print L lines each (`yes | head`),
-read twice in one run:
+read twice, back to back, in one run:
 
 * floor: a bare anyio program (this file, `--floor`) with the same concurrency that
   reads each child's stdout in chunks, writes one JSON line per chunk and batches
@@ -10,12 +10,22 @@ read twice in one run:
   command agents print the same lines (one iteration each, journalled, metered).
 
 Both are measured by their own CPU time, children excluded (RUSAGE_SELF at exit,
-through a small wrapper), their wall time and peak RSS. The `idle` case runs N
-agents that only sleep: the supervisor's own CPU while nothing happens.
+through the wrapper in `_common.py`), their wall time and peak RSS. A `startup` case
+(1 agent, 1 line) is measured the same way, so that each ratio is also given
+startup-corrected: (loopvisor - its startup) / (floor - its startup), the cost of
+the lines alone. `us_per_line` (loopvisor CPU per line, startup-corrected) across
+cases shows a cliff: it should stay flat as agents and lines grow.
 
-Prints one JSON object: {"cases": [{"name", "agents", "lines", "floor": {...},
-"loopvisor": {...}, "ratio_cpu"}], ...}. Run: `.venv/bin/python benchmarks/overhead.py`
-(`--quick` for a run under a minute on 2 cores).
+Metering that scans all of /proc costs more on a busy machine: `--others N` keeps N
+sleeping bystander processes alive during the run (`--case AGENTS LINES`, repeatable,
+replaces the plan; either keeps the figures out of benchmarks/results/).
+
+Each case runs `--repeat` times (baseline and candidate back to back each time);
+figures are medians, ratios the median of the per-repetition ratios.
+
+Prints one JSON object (see `_common.emit`). Run:
+`.venv/bin/python benchmarks/overhead.py` (`--quick` for a run under a minute on 2
+cores; `--repeat N`). The idle case (agents that only sleep) is `benchmarks/idle.py`.
 """
 
 from __future__ import annotations
@@ -23,38 +33,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from _common import LOOPVISOR, bystanders, emit, machine, measure, median, metric
+
 LINE = "the agent says something moderately long about the code 0123456789"
-_WRAPPER = (
-    "import atexit, json, os, resource, runpy, sys\n"
-    "def _report():\n"
-    "    ru = resource.getrusage(resource.RUSAGE_SELF)\n"
-    "    with open(os.environ['BENCH_RUSAGE'], 'w') as fh:\n"
-    "        json.dump({'cpu_s': ru.ru_utime + ru.ru_stime, 'maxrss_kb': ru.ru_maxrss}, fh)\n"
-    "atexit.register(_report)\n"
-    "sys.argv = sys.argv[1:]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__') if sys.argv[0].endswith('.py')"
-    " else runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
-)
+MARKER = "moderately long"
 
 
-def agent_argv(lines: int, sleep: float = 0.0) -> list[str]:
-    if sleep:
-        return ["sleep", f"{sleep:g}"]
+def agent_argv(lines: int) -> list[str]:
     return ["sh", "-c", f"yes '{LINE}' | head -n {lines}"]
 
 
 # -- the floor -----------------------------------------------------------------------
-async def _floor(agents: int, lines: int, sleep: float, db: Path) -> None:
+async def _floor(agents: int, argv: list[str], db: Path) -> None:
     import anyio
 
     conn = sqlite3.connect(db)
@@ -72,7 +69,7 @@ async def _floor(agents: int, lines: int, sleep: float, db: Path) -> None:
 
     async def one(i: int) -> None:
         async with await anyio.open_process(
-            agent_argv(lines, sleep), stdin=subprocess.DEVNULL, start_new_session=True
+            argv, stdin=subprocess.DEVNULL, start_new_session=True
         ) as proc:
             assert proc.stdout is not None
             async for chunk in proc.stdout:
@@ -95,50 +92,21 @@ async def _floor(agents: int, lines: int, sleep: float, db: Path) -> None:
     out.close()
 
 
-def floor_main(agents: int, lines: int, sleep: float, db: Path) -> None:
+def floor_main(agents: int, db: Path, argv: list[str]) -> None:
     import anyio
 
-    anyio.run(_floor, agents, lines, sleep, db)
+    anyio.run(_floor, agents, argv, db)
 
 
-# -- measuring a child -----------------------------------------------------------------
-def measure(argv: list[str], cwd: Path) -> dict[str, Any]:
-    """Run `python -c WRAPPER argv...`: wall, its own CPU (children excluded), peak RSS."""
-    report = cwd / f"rusage-{time.monotonic_ns()}.json"
-    env = {**os.environ, "BENCH_RUSAGE": str(report)}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, *argv],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    wall = time.perf_counter() - started
-    if not report.exists() or done.returncode == 3:
-        raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    usage = json.loads(report.read_text())
-    return {
-        "wall_s": round(wall, 3),
-        "cpu_s": round(usage["cpu_s"], 3),
-        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
-        "exit_code": done.returncode,
-    }
-
-
-def loops_toml(agents: int, lines: int, sleep: float) -> str:
+def loops_toml(agents: int, argv: list[str], marker: str) -> str:
+    """N loops of one command agent, one iteration each, ended by `marker` in its output."""
     parts = [
         "[supervisor]",
         f"max_concurrent = {agents}",
         "[agents.talker]",
         'kind = "command"',
-        f"command = {json.dumps(agent_argv(lines, sleep))}",
+        f"command = {json.dumps(argv)}",
     ]
-    marker = "moderately long" if not sleep else "NEVER"
     for i in range(agents):
         parts += [
             "[[loop]]",
@@ -146,77 +114,112 @@ def loops_toml(agents: int, lines: int, sleep: float) -> str:
             'agent = "talker"',
             'prompt = "talk"',
             "max_iterations = 1",
-            f'done_marker = "{marker}"',
+            f"done_marker = {json.dumps(marker)}",
             "stuck = { stall = false }",
         ]
     return "\n".join(parts) + "\n"
 
 
-def case(name: str, agents: int, lines: int, sleep: float = 0.0) -> dict[str, Any]:
+def once(agents: int, lines: int) -> dict[str, Any]:
+    return floor_and_loopvisor(agents, agent_argv(lines), MARKER)
+
+
+def floor_and_loopvisor(
+    agents: int, argv: list[str], marker: str, expect_exit: int = 0
+) -> dict[str, Any]:
+    """The floor, then loopvisor, on N agents running `argv`, in a fresh temp dir;
+    loopvisor must exit `expect_exit` (1 when the marker cannot be seen)."""
     with tempfile.TemporaryDirectory(prefix="lv-bench-") as tmp:
         root = Path(tmp)
-        floor = measure(
-            [
-                str(Path(__file__).resolve()),
-                "--floor",
-                str(agents),
-                str(lines),
-                str(sleep),
-                str(root / "floor.sqlite3"),
-            ],
-            root,
-        )
-        (root / "loops.toml").write_text(loops_toml(agents, lines, sleep))
+        me = str(Path(__file__).resolve())
+        floor_argv = [me, "--floor", str(agents), str(root / "floor.sqlite3"), *argv]
+        floor = measure(floor_argv, root, ok_codes=(0,))
+        (root / "loops.toml").write_text(loops_toml(agents, argv, marker))
         lv = measure(
-            ["supervisor", "run", "loops.toml", "--json", "--state-dir", str(root / "state")],
+            [*LOOPVISOR, "run", "loops.toml", "--json", "--state-dir", str(root / "state")],
             root,
+            stdout=root / "events.jsonl",
+            ok_codes=(expect_exit,),
         )
+    return {"floor": floor, "loopvisor": lv}
+
+
+def case(agents: int, lines: int, repeat: int, startup: dict[str, Any]) -> dict[str, Any]:
+    runs = [once(agents, lines) for _ in range(repeat)]
+    fl = [r["floor"]["cpu_s"] for r in runs]
+    lv = [r["loopvisor"]["cpu_s"] for r in runs]
+    fl0, lv0 = startup["floor_cpu_s"], startup["loopvisor_cpu_s"]
+    corrected = [(b - lv0) / max(a - fl0, 1e-3) for a, b in zip(fl, lv, strict=True)]
+    total_lines = agents * lines
     return {
-        "name": name,
+        "name": f"{agents}x{lines}",
         "agents": agents,
         "lines": lines,
-        "sleep_s": sleep,
-        "floor": floor,
-        "loopvisor": lv,
-        "ratio_cpu": round(lv["cpu_s"] / max(floor["cpu_s"], 1e-3), 2),
+        "floor_cpu_s": median(fl),
+        "loopvisor_cpu_s": median(lv),
+        "floor_wall_s": median([r["floor"]["wall_s"] for r in runs]),
+        "loopvisor_wall_s": median([r["loopvisor"]["wall_s"] for r in runs]),
+        "floor_peak_rss_mb": median([r["floor"]["peak_rss_mb"] for r in runs]),
+        "loopvisor_peak_rss_mb": median([r["loopvisor"]["peak_rss_mb"] for r in runs]),
+        "loopvisor_events": runs[0]["loopvisor"]["stdout_lines"],
+        "ratio_cpu": median([b / max(a, 1e-3) for a, b in zip(fl, lv, strict=True)]),
+        "ratio_cpu_startup_corrected": median(corrected),
+        "us_per_line": round(max(median(lv) - lv0, 0) / total_lines * 1e6, 2),
+        "runs": runs,
     }
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--floor"]:  # the floor itself: --floor AGENTS DB ARGV...
+        agents, db, *argv = sys.argv[2:]
+        floor_main(int(agents), Path(db), argv)
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small cases, under a minute")
-    parser.add_argument("--floor", nargs=4, metavar=("AGENTS", "LINES", "SLEEP", "DB"))
-    args = parser.parse_args()
-    if args.floor:
-        agents, lines, sleep, db = args.floor
-        floor_main(int(agents), int(lines), float(sleep), Path(db))
-        return
-    if args.quick:
-        plan = [
-            ("stream", 10, 5_000, 0.0),
-            ("stream", 20, 12_000, 0.0),
-            ("idle", 20, 0, 3.0),
-        ]
-    else:
-        plan = [
-            ("stream", 10, 20_000, 0.0),
-            ("stream", 50, 6_000, 0.0),
-            ("stream", 50, 12_000, 0.0),
-            ("idle", 50, 0, 10.0),
-        ]
-    cases = [case(*spec) for spec in plan]
-    print(
-        json.dumps(
-            {
-                "benchmark": "overhead",
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "self_cpu_at_start_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 3),
-                "cases": cases,
-            },
-            indent=2,
-        )
+    parser.add_argument("--repeat", type=int, help="runs per case (default 3, quick 1)")
+    parser.add_argument(
+        "--others", type=int, default=0, help="sleeping bystander processes during the run"
     )
+    parser.add_argument("--case", nargs=2, type=int, metavar=("AGENTS", "LINES"), action="append")
+    args = parser.parse_args()
+    started = machine()
+    repeat = args.repeat or (1 if args.quick else 3)
+    if args.quick:
+        plan = [(10, 5_000), (10, 20_000), (20, 12_000)]
+    else:
+        plan = [(10, 10_000), (10, 20_000), (50, 6_000), (50, 12_000)]
+    plan = [tuple(c) for c in args.case] if args.case else plan
+    with bystanders(args.others):
+        boot = [once(1, 1) for _ in range(repeat)]
+        startup = {
+            "floor_cpu_s": median([b["floor"]["cpu_s"] for b in boot]),
+            "loopvisor_cpu_s": median([b["loopvisor"]["cpu_s"] for b in boot]),
+        }
+        cases = [case(agents, lines, repeat, startup) for agents, lines in plan]
+    metrics = [
+        metric("startup_cpu", startup["loopvisor_cpu_s"], "s", baseline=startup["floor_cpu_s"])
+    ]
+    for c in cases:
+        target = "<= 2x" if c["name"] in ("50x12000", "10x20000") else None
+        metrics += [
+            metric(
+                f"{c['name']}_cpu",
+                c["loopvisor_cpu_s"],
+                "s",
+                baseline=c["floor_cpu_s"],
+                target=target,
+            ),
+            metric(
+                f"{c['name']}_cpu_startup_corrected",
+                c["loopvisor_cpu_s"] - startup["loopvisor_cpu_s"],
+                "s",
+                baseline=c["floor_cpu_s"] - startup["floor_cpu_s"],
+            ),
+            metric(f"{c['name']}_wall", c["loopvisor_wall_s"], "s", baseline=c["floor_wall_s"]),
+            metric(f"{c['name']}_cpu_per_line", c["us_per_line"], "us"),
+        ]
+    details = {"repeat": repeat, "others": args.others, "startup": startup, "cases": cases}
+    emit("overhead", started, metrics, details, save=not (args.case or args.others))
 
 
 if __name__ == "__main__":
