@@ -1,0 +1,184 @@
+"""CPU metering costs O(processes on the machine) per tick for the whole supervisor.
+
+Issue 12: every loop sampled its own process tree five times a second with psutil
+`children(recursive=True)`, each call a scan of all of /proc: cost = loops x processes
+x 5 Hz. These tests count the /proc scans (untimed) and check what the shared sampler
+(`supervisor.cpumeter`) still counts: exited descendants, the cgroup, the final sample.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+from helpers import Recorded, load, loop, run_recorded, supervisor_table, table, wait_for
+
+from supervisor import cgroup, cpumeter
+from supervisor.process import GroupProcess
+
+pytestmark = pytest.mark.anyio
+
+WINDOW_S = 1.0
+"""How long the /proc scans are counted while every agent sleeps."""
+
+
+class ProcScans:
+    """Counts listings of /proc (psutil's `pids()` and our own scan both list it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def wrap(self, real: object) -> object:
+        def counted(path: object = ".") -> object:
+            if os.fsdecode(path) == "/proc":  # type: ignore[arg-type]
+                self.count += 1
+            return real(path)  # type: ignore[operator]
+
+        return counted
+
+
+@pytest.fixture
+def proc_scans(monkeypatch: pytest.MonkeyPatch) -> ProcScans:
+    scans = ProcScans()
+    monkeypatch.setattr(os, "listdir", scans.wrap(os.listdir))
+    monkeypatch.setattr(os, "scandir", scans.wrap(os.scandir))
+    return scans
+
+
+def _sleepers() -> int:
+    me = psutil.Process()
+    return sum(1 for p in me.children(recursive=True) if _is_sleep(p))
+
+
+def _is_sleep(proc: psutil.Process) -> bool:
+    try:
+        return proc.name() == "sleep"
+    except psutil.Error:
+        return False
+
+
+async def _scans_while_sleeping(tmp_path: Path, agents: int, scans: ProcScans) -> int:
+    """/proc listings during WINDOW_S while `agents` command agents all sleep."""
+    config = load(
+        tmp_path,
+        supervisor_table(max_concurrent=agents),
+        table("agents.sleeper", kind="command", command=["sleep", "4"]),
+        *(loop(f"l{i}", "sleeper", max_iterations=1, done_marker="DONE") for i in range(agents)),
+    )
+    counted: list[int] = []
+
+    async def during(rec: Recorded) -> None:
+        await wait_for(lambda: _sleepers() >= agents, timeout=10.0)
+        before = scans.count
+        await anyio.sleep(WINDOW_S)  # a measuring window, not a wait for an event
+        counted.append(scans.count - before)
+        for name in list(rec.supervisor.runners):
+            await rec.supervisor.stop(name)
+
+    await run_recorded(config, during=during, timeout=30.0)
+    return counted[0]
+
+
+async def test_proc_scans_per_second_do_not_grow_with_the_number_of_groups(
+    tmp_path: Path, proc_scans: ProcScans
+) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "fifty").mkdir()
+    one = await _scans_while_sleeping(tmp_path / "one", 1, proc_scans)
+    fifty = await _scans_while_sleeping(tmp_path / "fifty", 50, proc_scans)
+    # one sampler for all groups, at 1 Hz when no CPU limit is near
+    assert fifty <= max(one, 1) + 1, f"{one} /proc scans/s with 1 group, {fifty} with 50"
+    assert fifty <= 1 + WINDOW_S / cpumeter.SCAN_S
+
+
+def _burner(seconds: float) -> str:
+    return (
+        f"import time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\n"
+    )
+
+
+async def test_exited_descendants_still_count(tmp_path: Path) -> None:
+    """A child reaped by its parent counts through the parent's children_* times."""
+    script = textwrap.dedent(
+        f"""
+        import subprocess, sys
+        subprocess.run([sys.executable, "-c", {_burner(0.4)!r}], check=True)
+        """
+    )
+    async with (
+        cpumeter.shared() as meter,
+        GroupProcess([sys.executable, "-c", script], cwd=tmp_path) as proc,
+    ):
+        await proc.wait()
+        cpu = proc.sample_cpu()
+    assert cpu >= 0.35
+    assert meter.groups == 0  # the group left the meter when it ended
+
+
+async def test_orphaned_descendants_count(tmp_path: Path) -> None:
+    """A grandchild whose parent died before it: the cgroup (where there is one), or
+    the last value the scan saw of it."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", {_burner(1.5)!r}])
+        """
+    )
+    async with (
+        cpumeter.shared() as meter,
+        GroupProcess([sys.executable, "-c", script], cwd=tmp_path) as proc,
+    ):
+        await proc.wait()
+        orphan = meter.members(proc.pid)
+        await wait_for(lambda: proc.sample_cpu() >= 1.2, timeout=10.0)
+        assert orphan is not None
+
+
+async def test_sample_cpu_without_a_shared_meter_still_meters(tmp_path: Path) -> None:
+    """Agents and checks used outside a Supervisor (tests, tools) meter by themselves."""
+    async with GroupProcess([sys.executable, "-c", _burner(0.5)], cwd=tmp_path) as proc:
+        await proc.wait()
+        cpu = proc.sample_cpu()
+    assert cpu >= 0.3
+
+
+async def test_the_meter_samples_faster_only_near_a_cpu_limit(tmp_path: Path) -> None:
+    async with (
+        cpumeter.shared() as meter,
+        GroupProcess([sys.executable, "-c", _burner(3.0)], cwd=tmp_path) as proc,
+    ):
+        assert meter.interval == cpumeter.SCAN_S
+        fired: list[float] = []
+        proc.limit_cpu(0.6, fired.append)
+        await wait_for(lambda: meter.interval == cpumeter.FAST_S, timeout=10.0)
+        await wait_for(lambda: bool(fired), timeout=10.0)
+        assert fired[0] >= 0.6
+        # how far past: at most one fast tick of CPU on every core
+        assert fired[0] <= 0.6 + cpumeter.FAST_S * (os.cpu_count() or 1) + 0.1
+        await proc.kill()
+    assert meter.interval == cpumeter.SCAN_S
+
+
+@pytest.mark.skipif(not cgroup.available(), reason="no writable cgroup v2 here")
+async def test_the_cgroup_counts_what_escaped_the_session(tmp_path: Path) -> None:
+    """`setsid` leaves the session the scan attributes by; the cgroup still counts it."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        while "loopvisor-" not in open("/proc/self/cgroup").read():  # adopted yet?
+            pass
+        if os.fork() == 0:
+            os.setsid()
+            os.execv(sys.executable, [sys.executable, "-c", {_burner(0.5)!r}])
+        """
+    )
+    argv = [sys.executable, "-c", script]
+    async with cpumeter.shared(), GroupProcess(argv, cwd=tmp_path) as proc:
+        await proc.wait()  # the escaper burns on, in its own session, orphaned
+        await wait_for(lambda: proc.sample_cpu() >= 0.45, timeout=10.0)
