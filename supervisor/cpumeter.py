@@ -65,6 +65,17 @@ _current: ContextVar[CpuMeter | None] = ContextVar("loopvisor_cpumeter", default
 
 
 @dataclass(frozen=True, slots=True)
+class Allowance:
+    """CPU seconds a group started in this context may spend before `on_over(cpu_s)`."""
+
+    cpu_s: float
+    on_over: Callable[[float], None]
+
+
+_allowance: ContextVar[Allowance | None] = ContextVar("loopvisor_cpu_allowance", default=None)
+
+
+@dataclass(frozen=True, slots=True)
 class _Stat:
     session: int
     cpu_s: float
@@ -235,6 +246,25 @@ def using(meter: CpuMeter) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
+
+
+def current_allowance() -> Allowance | None:
+    """The CPU allowance of the turn this task runs in, if it has a CPU limit."""
+    return _allowance.get()
+
+
+@contextlib.contextmanager
+def allowance(cpu_s: float | None, on_over: Callable[[float], None]) -> Iterator[None]:
+    """Every group started in this context gets `cpu_s` (None: no limit): the sampler
+    calls `on_over` with the group's CPU seconds when it has spent them."""
+    if cpu_s is None:
+        yield
+        return
+    token = _allowance.set(Allowance(cpu_s, on_over))
+    try:
+        yield
+    finally:
+        _allowance.reset(token)
 
 
 @contextlib.asynccontextmanager

@@ -97,6 +97,8 @@ class GroupProcess:
         shared = cpumeter.current()
         self._meter = shared if shared is not None else cpumeter.CpuMeter()
         self._meter.add(self._proc.pid, None if self._cgroup is None else self._cgroup.path)
+        if (allowed := cpumeter.current_allowance()) is not None:  # the turn's CPU budget
+            self._meter.limit(self._proc.pid, allowed.cpu_s, allowed.on_over)
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
         # a task group across a suspended generator frame.

@@ -16,7 +16,16 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from helpers import Recorded, load, loop, run_recorded, supervisor_table, table, wait_for
+from helpers import (
+    Recorded,
+    command_agent,
+    load,
+    loop,
+    run_recorded,
+    supervisor_table,
+    table,
+    wait_for,
+)
 
 from supervisor import cgroup, cpumeter
 from supervisor.process import GroupProcess
@@ -25,6 +34,8 @@ pytestmark = pytest.mark.anyio
 
 WINDOW_S = 1.0
 """How long the /proc scans are counted while every agent sleeps."""
+FAST_TICK_CPU_S = 0.2 * (os.cpu_count() or 1)
+"""What a group can spend on every core between two fast samples (cpumeter.FAST_S)."""
 
 
 class ProcScans:
@@ -182,3 +193,22 @@ async def test_the_cgroup_counts_what_escaped_the_session(tmp_path: Path) -> Non
     async with cpumeter.shared(), GroupProcess(argv, cwd=tmp_path) as proc:
         await proc.wait()  # the escaper burns on, in its own session, orphaned
         await wait_for(lambda: proc.sample_cpu() >= 0.45, timeout=10.0)
+
+
+async def test_a_turn_is_killed_soon_after_it_spends_the_cpu_budget(tmp_path: Path) -> None:
+    """A command agent's CPU used to be booked only when its turn ended: a loop with
+    a 0.5 s CPU budget could burn for the whole turn. Now the sampler kills it."""
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("burner", _burner(4.0)),
+        loop("L", "burner", done_marker="DONE", max_iterations=3, budget={"cpu": "500ms"}),
+    )
+    rec = await run_recorded(config, timeout=30.0)
+    assert rec.summary is not None
+    [result] = rec.summary.loops
+    assert result.state == "exhausted", result
+    spent = rec.supervisor.runners["L"].ledger.cpu_spent
+    # booked: what the group had spent when seen over (<= one fast tick per core past)
+    assert 0.5 <= spent <= 0.5 + FAST_TICK_CPU_S + 0.3, spent
+    assert "CPU budget crossed mid-turn" in result.reason, result
