@@ -27,7 +27,7 @@ from helpers import (
     wait_for,
 )
 
-from supervisor import cgroup, cpumeter
+from supervisor import cgroup, cpumeter, process
 from supervisor.process import GroupProcess
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +212,20 @@ async def test_a_turn_is_killed_soon_after_it_spends_the_cpu_budget(tmp_path: Pa
     # booked: what the group had spent when seen over (<= one fast tick per core past)
     assert 0.5 <= spent <= 0.5 + FAST_TICK_CPU_S + 0.3, spent
     assert "CPU budget crossed mid-turn" in result.reason, result
+
+
+async def test_without_a_cgroup_a_short_command_is_still_metered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no cgroup can be had, the known members are re-read every FAST_S between
+    the 1 Hz scans: a command shorter than a scan interval is not metered as 0."""
+    monkeypatch.setattr(process.GroupCgroup, "create", classmethod(lambda cls, d=None: None))
+    async with (
+        cpumeter.shared() as meter,
+        GroupProcess([sys.executable, "-c", _burner(0.6)], cwd=tmp_path) as proc,
+    ):
+        assert proc._cgroup is None
+        await proc.wait()
+        cpu = proc.sample_cpu()
+    assert cpu >= 0.6 - cpumeter.FAST_S - 0.05
+    assert meter.scans <= 2  # re-reads, not scans, between the slow ticks
