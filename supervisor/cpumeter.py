@@ -122,7 +122,11 @@ class CpuMeter:
         self._wake()
 
     def remove(self, leader: int) -> float:
-        """The final sample of a group that ends; it is metered no more."""
+        """The final sample of a group that ends; it is metered no more. Its limit is
+        disarmed first: a group that already ended is not killed for its last sample."""
+        group = self._groups.get(leader)
+        if group is not None:
+            group.on_over = None
         total = self.sample(leader)
         self._groups.pop(leader, None)
         self._wake()
@@ -228,6 +232,8 @@ class CpuMeter:
 
     def _check_limit(self, group: _Group) -> None:
         if group.limit_s is None or group.on_over is None or group.total < group.limit_s:
+            return
+        if group.leader not in group.live:  # its main process is done: so is the turn
             return
         on_over, group.on_over = group.on_over, None
         on_over(group.total)
