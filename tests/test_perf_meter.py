@@ -78,7 +78,7 @@ async def _scans_while_sleeping(tmp_path: Path, agents: int, scans: ProcScans) -
     config = load(
         tmp_path,
         supervisor_table(max_concurrent=agents),
-        table("agents.sleeper", kind="command", command=["sleep", "4"]),
+        table("agents.sleeper", kind="command", command=["sleep", "30"]),
         *(loop(f"l{i}", "sleeper", max_iterations=1, done_marker="DONE") for i in range(agents)),
     )
     counted: list[int] = []
