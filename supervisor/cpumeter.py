@@ -291,8 +291,11 @@ def _scan() -> Iterator[tuple[int, _Stat]]:
     if not _HAVE_PROC:
         yield from _scan_psutil()
         return
-    with os.scandir(_PROC) as entries:
-        pids = [int(e.name) for e in entries if e.name.isdigit()]
+    try:
+        with os.scandir(_PROC) as entries:
+            pids = [int(e.name) for e in entries if e.name.isdigit()]
+    except OSError:  # /proc gone (a chroot, a sandbox): members are still re-read
+        return
     for pid in pids:
         stat = _read(pid)
         if stat is not None:
