@@ -9,7 +9,7 @@ Starts G sleeping process groups (`sleep 60`, each in its own session, as
   the same information through psutil;
 * tick_shared: `CpuMeter.tick()` with all G groups registered (one scan for all);
 * refresh_known: `CpuMeter.refresh_known()`, the 5 Hz re-read of the known members
-  of groups without a cgroup (here none has one: the worst case);
+  of every group (their leaders, here; an agent with children has a few more);
 * old_per_group: what one old 5 Hz sample of every group cost (G psutil scans).
 
 Prints one JSON object: {"benchmark": "cpumeter_scan", "processes", "groups",

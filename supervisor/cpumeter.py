@@ -21,8 +21,7 @@ What a group has spent is the larger of two measures:
 * with a cgroup (`cgroup.GroupCgroup`, where the machine allows one), its `cpu.stat`
   `usage_usec`: every exited descendant and any that left the session with `setsid`,
   exactly, from the moment the leader was moved in (a fork in the leader's first
-  instants may stay outside it, which is why it is not the only measure). With
-  cgroups the members are not re-read between scans.
+  instants may stay outside it, which is why it is not the only measure).
 
 The rate adapts: a full scan every `SCAN_S` (1 s), and every `FAST_S` (0.2 s) while
 some group with a CPU limit (`limit`) is within `NEAR_S` CPU seconds of it (what it
@@ -176,16 +175,14 @@ class CpuMeter:
             group = self._groups[leader]
             group.live = set(members)
             for pid, cpu in members.items():
-                if cpu > group.by_pid.get(pid, 0.0):
-                    group.by_pid[pid] = cpu
+                group.by_pid[pid] = max(cpu, group.by_pid.get(pid, 0.0))
             self._total(group)
 
     def refresh_known(self) -> None:
-        """Re-read the known members of groups without a cgroup (cheap: no scan), so
-        that a process's last moments before it dies are missed by at most `FAST_S`."""
+        """Re-read the known members of every group (cheap: no scan), so that a
+        process's last moments before it dies are missed by at most `FAST_S`."""
         for group in list(self._groups.values()):
-            if group.cpu_stat is None:
-                self._refresh(group)
+            self._refresh(group)
 
     async def run(self) -> None:
         """Sample until cancelled: scans every `interval`, re-reads in between."""
@@ -202,8 +199,7 @@ class CpuMeter:
                 await self._changed.wait()
                 next_scan = 0.0
                 continue
-            needs_refresh = any(g.cpu_stat is None for g in self._groups.values())
-            wait = min(FAST_S, next_scan - now) if needs_refresh else next_scan - now
+            wait = min(FAST_S, next_scan - now)
             self._changed = anyio.Event()
             with anyio.move_on_after(max(wait, 0.0)):
                 await self._changed.wait()
@@ -220,8 +216,7 @@ class CpuMeter:
             if stat is None or stat.session != group.leader:
                 group.live.discard(pid)
                 continue
-            if stat.cpu_s > group.by_pid.get(pid, 0.0):
-                group.by_pid[pid] = stat.cpu_s
+            group.by_pid[pid] = max(stat.cpu_s, group.by_pid.get(pid, 0.0))
         self._total(group)
 
     def _total(self, group: _Group) -> None:
