@@ -163,16 +163,18 @@ class CpuMeter:
 
     def tick(self) -> None:
         """One scan of /proc: every process of every group read once."""
-        self.scans += 1
         if not self._groups:
             return
+        self.scans += 1
         found: dict[int, dict[int, float]] = {leader: {} for leader in self._groups}
         for pid, stat in _scan():
             members = found.get(stat.session)
             if members is not None:
                 members[pid] = stat.cpu_s
         for leader, members in found.items():
-            group = self._groups[leader]
+            group = self._groups.get(leader)
+            if group is None:  # ended while the scan ran (a limit's callback)
+                continue
             group.live = set(members)
             for pid, cpu in members.items():
                 group.by_pid[pid] = max(cpu, group.by_pid.get(pid, 0.0))
