@@ -109,6 +109,15 @@ class Ledger:
             return None
         return max(0.0, self.limits.usd - self.usd_spent - self.usd_reserved)
 
+    def cpu_left(self) -> float | None:
+        """CPU seconds left on this ledger and every one above it (None: unlimited)."""
+        lefts = [
+            max(0.0, node.limits.cpu - node.cpu_spent)
+            for node in self.chain()
+            if node.limits.cpu is not None
+        ]
+        return min(lefts) if lefts else None
+
     def exhausted_dimension(self) -> str | None:
         """A dimension whose spending (not reservations) reached the limit, if any."""
         lim = self.limits

@@ -2,20 +2,20 @@
 
 Every agent CLI, check and tool command goes through `GroupProcess`, so that stop,
 timeout and shutdown kill the whole group, and CPU time of the whole tree is metered
-for the budget. Its environment is `childenv.child_env`: an allow-list plus what the
-caller adds, never all of ours. Each group is tagged (`reaper.PROC_ENV`), so that
-when it ends every process it started is killed too, even one that left the group
-with `setsid` and was orphaned (`reaper`).
+for the budget by the supervisor's one sampler (`cpumeter`). Its environment is
+`childenv.child_env`: an allow-list plus what the caller adds, never all of ours.
+Each group is tagged (`reaper.PROC_ENV`), so that when it ends every process it
+started is killed too, even one that left the group with `setsid` and was orphaned
+(`reaper`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,14 +25,13 @@ import anyio.abc
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import reaper
+from . import cpumeter, reaper
 from .cgroup import GroupCgroup
 from .childenv import child_env
 from .textsafe import decode
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
-CPU_SAMPLE_S = 0.2
 DRAIN_GRACE_S = 0.5
 """After the main process exits, how long to wait for output still in the pipes."""
 PUMP_BATCHES = 64
@@ -76,7 +75,8 @@ class GroupProcess:
         self._stdin = stdin
         self._proc: anyio.abc.Process | None = None
         self._cgroup: GroupCgroup | None = None
-        self._cpu_by_pid: dict[int, float] = {}
+        self._meter: cpumeter.CpuMeter | None = None
+        self._final_cpu: float | None = None
         self._started = 0.0
         self.killed_by_us = False
 
@@ -94,12 +94,19 @@ class GroupProcess:
         if self._cgroup is not None and not self._cgroup.adopt(self._proc.pid):
             self._cgroup = None
         self._started = time.monotonic()
+        shared = cpumeter.current()
+        self._meter = shared if shared is not None else cpumeter.CpuMeter()
+        self._meter.add(self._proc.pid, None if self._cgroup is None else self._cgroup.path)
+        if (allowed := cpumeter.current_allowance()) is not None:  # the turn's CPU budget
+            self._meter.limit(self._proc.pid, allowed.cpu_s, allowed.on_over)
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
         # a task group across a suspended generator frame.
         send, self._receive = anyio.create_memory_object_stream[tuple[Line, ...]](PUMP_BATCHES)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        if shared is None:  # outside a Supervisor (tests, tools): meter by ourselves
+            self._tg.start_soon(self._meter.run)
         with send:
             for stream, name in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
                 if stream is not None:
@@ -123,6 +130,7 @@ class GroupProcess:
                 if self._proc is not None:
                     await self._proc.aclose()
                     reaper.spawned_done(self._proc.pid)
+                    self._end_metering()  # before the cgroup (and its cpu.stat) goes
                     # Whatever it started and left running, in its group or not.
                     await reaper.kill_tagged(reaper.has_tag(self.tag), KILL_GRACE_S)
                 if self._cgroup is not None:  # what hid from the tag (`env -i`)
@@ -167,30 +175,29 @@ class GroupProcess:
 
     # -- CPU -----------------------------------------------------------------
     def sample_cpu(self) -> float:
-        """CPU seconds of the whole tree so far (max seen per pid; exited children
-        are counted through their parent's children_* times)."""
-        if self._proc is None:
+        """CPU seconds of the whole tree so far: its cgroup's, or the max seen per pid
+        of the session, exited children counted through their parent's children_*
+        times (`cpumeter`). Re-reads only this group's known processes."""
+        if self._final_cpu is not None:
+            return self._final_cpu
+        if self._proc is None or self._meter is None:
             return 0.0
-        try:
-            root = psutil.Process(self._proc.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            procs = []
-        for proc in procs:
-            try:
-                t = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total = t.user + t.system + t.children_user + t.children_system
-            if total > self._cpu_by_pid.get(proc.pid, 0.0):
-                self._cpu_by_pid[proc.pid] = total
-        return math.fsum(self._cpu_by_pid.values())
+        return self._meter.sample(self._proc.pid)
 
-    async def meter_cpu(self, interval: float = CPU_SAMPLE_S) -> None:
-        """Sample CPU time until cancelled (run it in the caller's task group)."""
-        while True:
-            self.sample_cpu()
-            await anyio.sleep(interval)
+    def limit_cpu(self, limit_s: float, on_over: Callable[[float], None]) -> None:
+        """Have the sampler call `on_over(cpu_s)` once the group has spent `limit_s`
+        CPU seconds (at most `cpumeter.FAST_S` x cores later)."""
+        if self._proc is not None and self._meter is not None:
+            self._meter.limit(self._proc.pid, limit_s, on_over)
+
+    async def meter_cpu(self) -> None:
+        """Nothing left to do: the shared sampler meters every group from its start.
+        Kept so that callers which start it in their task group keep working."""
+        await anyio.sleep_forever()
+
+    def _end_metering(self) -> None:
+        if self._proc is not None and self._meter is not None and self._final_cpu is None:
+            self._final_cpu = self._meter.remove(self._proc.pid)
 
     # -- stopping ------------------------------------------------------------
     async def kill(self, grace: float = KILL_GRACE_S) -> None:

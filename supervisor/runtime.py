@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from . import cpumeter, reaper
 from . import events as ev
-from . import reaper
 from .agents import AgentContext, build_agent
 from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
 from .budget import Charge, Ledger
@@ -83,6 +83,7 @@ class Supervisor:
         self.started_at = time.time()
         self._wall_before = resume.wall_s if resume else 0.0
         self._tg: anyio.abc.TaskGroup | None = None
+        self._meter: cpumeter.CpuMeter | None = None
         self._changed = anyio.Event()
         self.end_reason = ""
         self._global_exhausted = False
@@ -180,12 +181,14 @@ class Supervisor:
         wall = self.config.supervisor.budget.wall
         remaining = None if wall is None else max(0.0, wall - self._wall_before)
         try:
-            with anyio.move_on_after(remaining) as wall_scope:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    for runner in self.runners.values():
-                        tg.start_soon(drive, runner, self._publish)
-                    tg.start_soon(self._watch, tg)
+            # One CPU sampler for every process group of the run (`cpumeter`).
+            async with cpumeter.shared() as self._meter:
+                with anyio.move_on_after(remaining) as wall_scope:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        for runner in self.runners.values():
+                            tg.start_soon(drive, runner, self._publish)
+                        tg.start_soon(self._watch, tg)
             if wall_scope.cancelled_caught:
                 self._global_exhausted = True
                 self.end_reason = f"global wall budget ({wall:g}s) used up"
@@ -247,6 +250,15 @@ class Supervisor:
     @property
     def ended_at(self) -> float | None:
         return self._ended_at
+
+    async def _run_metered(self, runner: LoopRunner) -> None:
+        """`runner.run` started from another task (a control request): its groups go
+        to the run's meter, not to one each."""
+        if self._meter is None:
+            await runner.run()
+            return
+        with cpumeter.using(self._meter):
+            await runner.run()
 
     async def _watch(self, tg: anyio.abc.TaskGroup) -> None:
         """End the run when nothing more can happen without a person (or at all)."""
@@ -389,7 +401,7 @@ class Supervisor:
                 raise ControlError("the supervisor is not running")
             runner.prepare_restart()
             runner.state, runner.reason = "pending", "restarted by the operator"
-            self._tg.start_soon(runner.run)
+            self._tg.start_soon(self._run_metered, runner)
         else:
             runner.request_restart()
 

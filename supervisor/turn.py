@@ -9,6 +9,7 @@ the loop's `retries`, and cancels a turn that goes silent for `stall` seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Protocol
 
 import anyio
 
+from . import cpumeter
 from . import events as ev
 from .agents.base import (
     Agent,
@@ -107,6 +109,11 @@ class AgentTurn:
         self._on_scope = on_scope
         self.result = TurnResult()
         self._last_activity = time.monotonic()
+        self._cpu_booked = 0.0
+        """CPU seconds the agent reported this turn (its groups' totals include them)."""
+        self._cpu_credit = 0.0
+        """CPU seconds booked by the sampler when it killed the turn, which the agent's
+        own later report (if one gets through) must not book again."""
 
     def _set(self, state: ev.LoopState, reason: str, wait: float | None = None) -> None:
         if not self.operator:
@@ -165,8 +172,10 @@ class AgentTurn:
                     if stall:
                         tg.start_soon(self._watch_stall, stall, scope)
                     tg.start_soon(coalescer.run_flusher)
+                    over = self._cpu_over_callback(budget, scope)
                     try:  # caught inside the task group, which would wrap it in a group
-                        await self._consume(request, budget, coalescer, scope)
+                        with cpumeter.allowance(host.ledger.cpu_left(), over):
+                            await self._consume(request, budget, coalescer, scope)
                     except BudgetExhausted as exc:
                         self.result.exhausted = exc.reason
                     tg.cancel_scope.cancel()
@@ -219,10 +228,32 @@ class AgentTurn:
             if close is not None:
                 await close()
 
+    def _cpu_over_callback(
+        self, budget: LedgerTurnBudget, scope: anyio.CancelScope
+    ) -> Callable[[float], None]:
+        """What the CPU sampler calls when a process group of this turn has spent the
+        CPU the loop and global budgets had left when the turn began: book what the
+        agent has not reported yet, and kill the turn (`overshot` says why)."""
+
+        def over(group_cpu_s: float) -> None:
+            unbooked = max(0.0, group_cpu_s - self._cpu_booked)
+            self._relay(Usage(cpu_s=unbooked), budget)
+            self._cpu_credit += unbooked
+            if self.result.exhausted is None:
+                self.result.exhausted = cpu_overshot(self.host.ledger)
+            scope.cancel()
+
+        return over
+
     def _relay(self, item: AgentEvent, budget: LedgerTurnBudget) -> bool:
         """Book and publish one agent event; False when the turn must end now."""
         host, name, n, result = self.host, self.host.spec.name, self.n, self.result
         if isinstance(item, Usage):
+            if self._cpu_credit and item.cpu_s:  # already booked by `over`
+                taken = min(self._cpu_credit, item.cpu_s)
+                self._cpu_credit -= taken
+                item = dataclasses.replace(item, cpu_s=item.cpu_s - taken)
+            self._cpu_booked += item.cpu_s
             charge = budget.charge(item)
             result.tokens += charge.tokens
             result.usd += charge.usd
@@ -293,3 +324,13 @@ def overshot(ledger: Ledger) -> str | None:
             over_usd = node.usd_spent - lim.usd
             return f"{where} USD budget crossed mid-turn (overshoot ${over_usd:.4f}); killed"
     return None
+
+
+def cpu_overshot(ledger: Ledger) -> str:
+    """Why the CPU sampler killed a turn: the first ledger whose CPU budget it spent."""
+    for node in ledger.chain():
+        if node.limits.cpu is not None and node.cpu_spent >= node.limits.cpu:
+            where = "global" if node.name == "global" else f"loop {node.name!r}"
+            over = node.cpu_spent - node.limits.cpu
+            return f"{where} CPU budget crossed mid-turn (overshoot {over:.1f}s); killed"
+    return "CPU budget crossed mid-turn; killed"
