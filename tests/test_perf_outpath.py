@@ -1,0 +1,132 @@
+"""The output path costs O(bytes), not O(lines): one object per pipe read, batched writes.
+
+Untimed: these tests count objects and calls (deltas per read, writes per batch), and
+check that the coalesced path says exactly what the per-line path said. Speed is
+measured in benchmarks/overhead.py, never here. The one exception is a quadratic
+(`Redactor.hold_back` on one long word), which no count can show: its input is sized
+so that the quadratic version runs for minutes and the linear one for milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from supervisor import events as ev
+from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta
+from supervisor.agents.command import CommandAgent
+from supervisor.budget import Ledger
+from supervisor.headless import HeadlessPrinter
+from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
+from supervisor.spec import CommandAgentSpec, Limits, LoopSpec
+from supervisor.transcript import TranscriptTail
+from supervisor.turn_budget import LedgerTurnBudget
+
+LINES = 10_000
+
+
+async def command_turn(tmp_path: Path, script: str) -> list[AgentEvent]:
+    spec = CommandAgentSpec(name="cmd", command=(sys.executable, "-c", script))
+    agent = CommandAgent(spec, LoopSpec(name="L", agent="cmd", prompt="p", workspace=tmp_path))
+    budget = LedgerTurnBudget(Ledger("L", Limits()))
+    request = AgentRequest(
+        loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
+    )
+    out = [e async for e in agent.run(request)]
+    budget.release()
+    return out
+
+
+@pytest.mark.anyio
+async def test_lines_read_in_one_chunk_become_few_deltas_not_one_per_line(
+    tmp_path: Path,
+) -> None:
+    script = (
+        "import sys\n"
+        f"sys.stdout.write(''.join(f'line {{i}}\\n' for i in range({LINES})))\n"
+        "sys.stderr.write('warn\\r\\n' * 3)\n"
+    )
+    got = await command_turn(tmp_path, script)
+    deltas = [e for e in got if isinstance(e, TextDelta)]
+    stdout = "".join(e.text for e in deltas if e.stream == "stdout")
+    assert stdout == "".join(f"line {i}\n" for i in range(LINES))
+    assert "".join(e.text for e in deltas if e.stream == "stderr") == "warn\n" * 3
+    # ~69 KB of stdout arrives in a handful of pipe reads: one delta per read.
+    assert len(deltas) <= 40, f"{len(deltas)} deltas for {LINES} lines"
+    done = got[-1]
+    assert isinstance(done, Done)
+    assert done.output.endswith(f"line {LINES - 2}\nline {LINES - 1}")
+
+
+@pytest.mark.anyio
+async def test_json_printer_writes_a_batch_of_events_at_once(tmp_path: Path) -> None:
+    class CountingStream(io.StringIO):
+        writes = 0
+        flushes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    out = CountingStream()
+    printer = HeadlessPrinter(json_lines=True, stream=out)
+    send, receive = anyio.create_memory_object_stream[ev.Event](2000)
+    sent = [
+        ev.AgentOutput(loop="L", iteration=1, text=f"chunk {i}\n", stream="stdout")
+        for i in range(1000)
+    ]
+    for event in sent:
+        send.send_nowait(event)
+    send.close()
+    await printer.consume(receive)
+    printed = out.getvalue().splitlines()
+    assert len(printed) == len(sent)
+    assert [line.count(f'"chunk {i}\\n"') for i, line in enumerate(printed)] == [1] * len(sent)
+    assert out.writes <= 10, f"{out.writes} writes for {len(sent)} queued events"
+    assert out.flushes <= 10
+
+
+@pytest.mark.timeout(20)
+def test_holding_back_a_split_secret_is_linear_in_a_long_word() -> None:
+    """One 256 KiB word then a newline (an agent printing a long base64 blob) used to
+    cost a regex scan from every position to the word's end: minutes of CPU."""
+    redactor = Redactor({"s3cret-value-xyz": "API_KEY"})
+    word = "a" * (256 * 1024)
+    started = time.process_time()
+    assert redactor.hold_back(word + "\n") == len(word) + 1
+    assert redactor.hold_back("x " + word) == len(word) + 2 - max(MAX_HOLD, 16)
+    assert redactor.hold_back("x yz") == 2
+    assert redactor.hold_back("") == 0
+    released: list[str] = []
+    stream = StreamRedactor(redactor, lambda text, _: released.append(text))
+    stream.add(word + "\n" + "s3cret-", "stdout")
+    stream.add("value-xyz\n", "stdout")
+    stream.flush()
+    assert "".join(released) == word + "\n[REDACTED:API_KEY]\n"
+    assert time.process_time() - started < 10  # quadratic: minutes; linear: milliseconds
+
+
+def test_transcript_tail_of_a_huge_chunk_equals_the_tail_of_its_lines() -> None:
+    text = "".join(f"[{i}] " + "x" * (i % 7) + "\n" for i in range(LINES)) + "partial"
+    whole, by_line = TranscriptTail(), TranscriptTail()
+    whole.add(text, "stdout")
+    for line in text.splitlines(keepends=True):
+        by_line.add(line, "stdout")
+    assert whole.snapshot() == by_line.snapshot()
+    assert whole.snapshot()[-2:] == (
+        f"[stdout] [{LINES - 1}] " + "x" * ((LINES - 1) % 7),
+        "partial",
+    )
+    long_lines = ("y" * 20_000 + "\n") * 3 + "z" * 9_000
+    whole.add(long_lines)
+    for line in long_lines.splitlines(keepends=True):
+        by_line.add(line)
+    assert whole.snapshot() == by_line.snapshot()
