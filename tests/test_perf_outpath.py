@@ -86,7 +86,8 @@ async def test_json_printer_writes_a_batch_of_events_at_once(tmp_path: Path) -> 
     for event in sent:
         send.send_nowait(event)
     send.close()
-    await printer.consume(receive)
+    with receive:
+        await printer.consume(receive)
     printed = out.getvalue().splitlines()
     assert len(printed) == len(sent)
     assert [line.count(f'"chunk {i}\\n"') for i, line in enumerate(printed)] == [1] * len(sent)
