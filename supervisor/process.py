@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +43,19 @@ a child can make us hold while its reader is busy."""
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Chunk:
+    """The whole lines one pipe read completed, decoded at once: what a child prints
+    costs one object per read, not one per line."""
+
     stream: str
     """"stdout" or "stderr"."""
     text: str
+    """One or more lines, each ending in a newline (a line longer than `max_line`, and
+    an unterminated last line, are ended with one; CRs before a newline are dropped)."""
+
+    def lines(self) -> list[str]:
+        """The lines, without their newlines (for consumers that parse line by line)."""
+        return self.text[:-1].split("\n")
 
 
 class GroupProcess:
@@ -66,7 +77,7 @@ class GroupProcess:
         self.argv = list(argv)
         self._max_line = max_line
         self._tg: anyio.abc.TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[tuple[Line, ...]] | None = None
+        self._receive: MemoryObjectReceiveStream[Chunk] | None = None
         self.cwd = cwd
         self.env = child_env(env)
         """The allow-listed environment plus `env`, never all of os.environ (`childenv`)."""
@@ -97,7 +108,7 @@ class GroupProcess:
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
         # a task group across a suspended generator frame.
-        send, self._receive = anyio.create_memory_object_stream[tuple[Line, ...]](PUMP_BATCHES)
+        send, self._receive = anyio.create_memory_object_stream[Chunk](PUMP_BATCHES)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         with send:
@@ -150,13 +161,12 @@ class GroupProcess:
         return time.monotonic() - self._started
 
     # -- output --------------------------------------------------------------
-    async def lines(self) -> AsyncGenerator[Line, None]:
-        """Yield stdout and stderr lines as they come (interleaved), until both close."""
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """Yield stdout and stderr chunks as they come (interleaved), until both close."""
         assert self._receive is not None
         try:
-            async for batch in self._receive:
-                for line in batch:
-                    yield line
+            async for chunk in self._receive:
+                yield chunk
         except anyio.ClosedResourceError:
             return
 
@@ -246,31 +256,41 @@ def _descendants(pid: int) -> list[psutil.Process]:
 async def _pump(
     stream: anyio.abc.ByteReceiveStream,
     name: str,
-    send: MemoryObjectSendStream[tuple[Line, ...]],
+    send: MemoryObjectSendStream[Chunk],
     max_line: int,
 ) -> None:
-    """Split a pipe into lines, sent one batch per read: a child printing millions of
-    short lines costs one split and one send per read, not per line (and no
-    re-slicing of the buffer per line, which made it quadratic in the read size)."""
-    buf = b""
+    """Turn a pipe into chunks of whole lines, one per read: a child printing millions
+    of short lines costs one decode and one send per read, not per line. The line
+    still being read is kept as a list of pieces, joined once when it ends, so a
+    long line costs O(its length), not a copy of the buffer per read."""
+    held: list[bytes] = []
+    held_size = 0
     async with send:
         try:
-            async for chunk in stream:
-                *complete, buf = (buf + chunk).split(b"\n")
-                batch = [Line(name, _decode(raw)) for raw in complete]
-                if len(buf) > max_line:
-                    batch.append(Line(name, _decode(buf)))
-                    buf = b""
-                if batch:
-                    await send.send(tuple(batch))
+            async for data in stream:
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    await send.send(Chunk(name, _decode(b"".join((*held, data[:cut])))))
+                    held, held_size = [], 0
+                    data = data[cut:]
+                if data:
+                    held.append(data)
+                    held_size += len(data)
+                    if held_size > max_line:
+                        await send.send(Chunk(name, _decode(b"".join((*held, b"\n")))))
+                        held, held_size = [], 0
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        if buf:
-            await send.send((Line(name, _decode(buf)),))
+        if held:
+            await send.send(Chunk(name, _decode(b"".join((*held, b"\n")))))
+
+
+_CR_BEFORE_NEWLINE = re.compile(r"\r+\n")
 
 
 def _decode(raw: bytes) -> str:
-    return decode(raw).rstrip("\r")
+    text = decode(raw)
+    return _CR_BEFORE_NEWLINE.sub("\n", text) if "\r" in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +314,7 @@ async def run_captured(
     max_output: int = 64 * 1024,
 ) -> CapturedRun:
     """Run to completion (or timeout), capturing output; the group is always reaped."""
-    chunks: list[str] = []
+    chunks: deque[str] = deque()
     size = 0
     dropped = False
     timed_out = False
@@ -303,11 +323,11 @@ async def run_captured(
 
     async def read(proc: GroupProcess) -> None:
         nonlocal size, dropped
-        async for line in proc.lines():
-            chunks.append(line.text)
-            size += len(line.text) + 1
+        async for chunk in proc.chunks():
+            chunks.append(chunk.text)
+            size += len(chunk.text)
             while size > max_output * 2 and len(chunks) > 1:
-                size -= len(chunks.pop(0)) + 1
+                size -= len(chunks.popleft())
                 dropped = True
         drained.set()
 
@@ -327,7 +347,7 @@ async def run_captured(
             timed_out = True
             await proc.kill()
         cpu = proc.sample_cpu()
-    text = "\n".join(chunks)
+    text = "".join(chunks).removesuffix("\n")
     if len(text) > max_output:
         text = text[-max_output:]
         dropped = True

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anyio
 
 from .sizes import OUTPUT_TAIL_BYTES, size_of
+from .textsafe import utf8
 
 FLUSH_INTERVAL_S = 0.05
 MAX_CHUNK = 4096
@@ -71,7 +72,8 @@ class OutputCap:
     Chunks pass whole (never split: a chunk is the unit other steps, such as
     redaction, already saw), until one would cross `limit`; `on_limit()` then says
     so at once (a live view would otherwise just go quiet). From then on chunks are
-    only counted, and the last `tail_bytes` of them are held back; `finish()`
+    only counted, and the last `tail_bytes` of them are held back (the oldest held
+    chunk loses its front when one chunk alone is larger); `finish()`
     reports the count (`on_cut(dropped)`) and then publishes the held tail, so the
     transcript reads: head, marker, end. Memory is bounded by `tail_bytes` plus a
     chunk, whatever the agent prints.
@@ -114,6 +116,19 @@ class OutputCap:
             _, _, old = self._tail.popleft()
             self._tail_size -= old
             self.dropped += old
+        if self._tail_size > self._tail_bytes:  # one chunk (a whole pipe read) too big
+            self._trim_oldest(self._tail_size - self._tail_bytes)
+
+    def _trim_oldest(self, excess: int) -> None:
+        """Drop the first `excess` bytes of the oldest held chunk (and the rest of a
+        character they split): the tail stays within `tail_bytes` however large the
+        chunks are. The text was redacted whole before it got here."""
+        text, stream, size = self._tail[0]
+        rest = utf8(text)[excess:].decode("utf-8", errors="ignore")
+        kept = size_of(rest)
+        self._tail[0] = (rest, stream, kept)
+        self._tail_size -= size - kept
+        self.dropped += size - kept
 
     def finish(self) -> None:
         """Report the cut (if any) and publish the held tail; call once, at the end."""
@@ -157,6 +172,9 @@ class TranscriptTail:
         tag = "" if stream == "assistant" else f"[{stream}] "
         data = self._partial + text
         *complete, self._partial = data.split("\n")
+        keep = self.lines.maxlen
+        if keep is not None and len(complete) > keep:  # a big chunk: only its end stays
+            del complete[:-keep]
         for line in complete:
             for part in line_pieces(tag + line if tag and line else line):
                 self.lines.append(part)

@@ -18,13 +18,13 @@ import anyio
 import pytest
 
 from supervisor import events as ev
-from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta
+from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta, Usage, merge_text
 from supervisor.agents.command import CommandAgent
 from supervisor.budget import Ledger
 from supervisor.headless import HeadlessPrinter
 from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
 from supervisor.spec import CommandAgentSpec, Limits, LoopSpec
-from supervisor.transcript import TranscriptTail
+from supervisor.transcript import OutputCap, TranscriptTail
 from supervisor.turn_budget import LedgerTurnBudget
 
 LINES = 10_000
@@ -131,3 +131,40 @@ def test_transcript_tail_of_a_huge_chunk_equals_the_tail_of_its_lines() -> None:
     for line in long_lines.splitlines(keepends=True):
         by_line.add(line)
     assert whole.snapshot() == by_line.snapshot()
+
+
+def test_output_cap_tail_stays_bounded_when_one_chunk_is_a_whole_pipe_read() -> None:
+    """A chunk is now a whole pipe read (up to 64 KiB and more): the held tail must
+    still be at most `tail_bytes`, and every byte shown or counted."""
+    shown: list[str] = []
+    cuts: list[int] = []
+    cap = OutputCap(lambda text, _: shown.append(text), cuts.append, limit=10, tail_bytes=100)
+    sent = ["head\n", "é" * 1000 + "\n", "a" * 70 + "\n", "b" * 300 + "\n" + "c" * 40 + "\n"]
+    for text in sent:
+        cap.add(text, "stdout")
+    cap.finish()
+    total = sum(len(t.encode()) for t in sent)
+    assert shown[0] == "head\n"
+    tail = "".join(shown[1:])
+    assert len(tail.encode()) <= 100
+    assert tail.endswith("b" * 50 + "\n" + "c" * 40 + "\n")
+    assert sum(len(t.encode()) for t in shown) + cuts[0] == total
+
+
+def test_merge_text_joins_adjacent_deltas_of_a_stream_and_keeps_the_order() -> None:
+    usage = Usage(output_tokens=3)
+    events: list[AgentEvent] = [
+        TextDelta("a\n", stream="raw"),
+        TextDelta("b\n", stream="raw"),
+        TextDelta("hi"),
+        TextDelta(" there"),
+        usage,
+        TextDelta("c\n", stream="raw"),
+    ]
+    assert merge_text(events) == [
+        TextDelta("a\nb\n", stream="raw"),
+        TextDelta("hi there"),
+        usage,
+        TextDelta("c\n", stream="raw"),
+    ]
+    assert merge_text([]) == []
