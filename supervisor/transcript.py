@@ -171,9 +171,11 @@ class TranscriptTail:
     def add(self, text: str, stream: str = "assistant") -> None:
         tag = "" if stream == "assistant" else f"[{stream}] "
         data = self._partial + text
-        *complete, self._partial = data.split("\n")
         keep = self.lines.maxlen
-        if keep is not None and len(complete) > keep:  # a big chunk: only its end stays
+        # A big chunk: only its last `keep` lines can stay, so only they are split off
+        # (one string per kept line, not per line of the chunk).
+        *complete, self._partial = data.split("\n") if keep is None else data.rsplit("\n", keep + 1)
+        if keep is not None and len(complete) > keep:
             del complete[:-keep]
         for line in complete:
             for part in line_pieces(tag + line if tag and line else line):
