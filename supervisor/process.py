@@ -50,12 +50,16 @@ class Chunk:
     stream: str
     """"stdout" or "stderr"."""
     text: str
-    """One or more lines, each ending in a newline (a line longer than `max_line`, and
-    an unterminated last line, are ended with one; CRs before a newline are dropped)."""
+    """One or more lines, each ending in a newline (CRs before it dropped); an
+    unterminated last line is ended with one. Or, for a line longer than `max_line`, a
+    piece of it without a newline: the line goes on in the next chunk of the stream,
+    so nothing downstream sees a line break the child never printed (which would also
+    split a secret in two halves that redaction no longer recognises)."""
 
     def lines(self) -> list[str]:
-        """The lines, without their newlines (for consumers that parse line by line)."""
-        return self.text[:-1].split("\n")
+        """The lines, without their newlines (for consumers that parse line by line);
+        a piece of an over-long line counts as one."""
+        return self.text.removesuffix("\n").split("\n")
 
 
 class GroupProcess:
@@ -265,23 +269,24 @@ async def _pump(
     long line costs O(its length), not a copy of the buffer per read."""
     held: list[bytes] = []
     held_size = 0
+    in_line = False  # a piece of an over-long line was sent: the line is still open
     async with send:
         try:
             async for data in stream:
                 cut = data.rfind(b"\n") + 1
                 if cut:
                     await send.send(Chunk(name, _decode(b"".join((*held, data[:cut])))))
-                    held, held_size = [], 0
+                    held, held_size, in_line = [], 0, False
                     data = data[cut:]
                 if data:
                     held.append(data)
                     held_size += len(data)
                     if held_size > max_line:
-                        await send.send(Chunk(name, _decode(b"".join((*held, b"\n")))))
-                        held, held_size = [], 0
+                        await send.send(Chunk(name, _decode(b"".join(held))))
+                        held, held_size, in_line = [], 0, True
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        if held:
+        if held or in_line:  # the end of the output ends its last line
             await send.send(Chunk(name, _decode(b"".join((*held, b"\n")))))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from helpers import command_agent, load, loop, run_recorded, supervisor_table
 
 from supervisor import events as ev
 from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta, Usage, merge_text
@@ -168,3 +169,24 @@ def test_merge_text_joins_adjacent_deltas_of_a_stream_and_keeps_the_order() -> N
         TextDelta("c\n", stream="raw"),
     ]
     assert merge_text([]) == []
+
+
+@pytest.mark.anyio
+async def test_a_secret_across_the_cut_of_an_overlong_line_is_still_redacted(
+    tmp_path: Path,
+) -> None:
+    """A line longer than `max_line` is passed on in pieces at pipe-read boundaries.
+    The pieces must not be ended with an invented newline: that split a secret in two
+    halves that the redactor no longer recognised, and both halves were journalled."""
+    secret = "k3y-0123456789abcd"  # 18 characters: reads of 4 KiB multiples split one
+    script = f"import sys; sys.stdout.write({secret!r} * 20_000)"  # one 360 KB line
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("talker", script, env={"SERVICE_API_KEY": secret}),
+        loop("L", "talker", max_iterations=1, done_marker="never printed"),
+    )
+    rec = await run_recorded(config)
+    text = "".join(e.text for e in rec.of(ev.AgentOutput, "L") if e.stream == "stdout")
+    assert text.count("[REDACTED:SERVICE_API_KEY]") == 20_000
+    assert text.replace("[REDACTED:SERVICE_API_KEY]", "") == "\n"
