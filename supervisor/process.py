@@ -38,7 +38,7 @@ CPU_SAMPLE_S = 0.2
 DRAIN_GRACE_S = 0.5
 """After the main process exits, how long to wait for output still in the pipes."""
 PUMP_BATCHES = 64
-"""Batches (one pipe read each, at most ~64 KiB + `max_line`) buffered per child: what
+"""Chunks (one pipe read each, at most ~64 KiB + `max_line`) buffered per child: what
 a child can make us hold while its reader is busy."""
 
 
