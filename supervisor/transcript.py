@@ -177,9 +177,13 @@ class TranscriptTail:
         *complete, self._partial = data.split("\n") if keep is None else data.rsplit("\n", keep + 1)
         if keep is not None and len(complete) > keep:
             del complete[:-keep]
-        for line in complete:
-            for part in line_pieces(tag + line if tag and line else line):
-                self.lines.append(part)
+        if tag:
+            complete = [tag + line if line else line for line in complete]
+        if max(map(len, complete), default=0) <= TAIL_LINE_CHARS:  # the usual case, C speed
+            self.lines.extend(complete)
+        else:
+            for line in complete:
+                self.lines.extend(line_pieces(line))
         if len(self._partial) > TAIL_LINE_CHARS:
             *whole, self._partial = line_pieces(self._partial)
             self.lines.extend(whole)
