@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import reaper
 from .cgroup import GroupCgroup
 from .childenv import child_env
-from .textsafe import decode
+from .textsafe import stream_decoder
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -270,31 +270,34 @@ async def _pump(
     held: list[bytes] = []
     held_size = 0
     in_line = False  # a piece of an over-long line was sent: the line is still open
+    decoder = stream_decoder()  # a character cut by a piece boundary stays whole
     async with send:
         try:
             async for data in stream:
                 cut = data.rfind(b"\n") + 1
                 if cut:
-                    await send.send(Chunk(name, _decode(b"".join((*held, data[:cut])))))
+                    whole = decoder.decode(b"".join((*held, data[:cut])))
+                    await send.send(Chunk(name, _drop_cr(whole)))
                     held, held_size, in_line = [], 0, False
                     data = data[cut:]
                 if data:
                     held.append(data)
                     held_size += len(data)
                     if held_size > max_line:
-                        await send.send(Chunk(name, _decode(b"".join(held))))
+                        await send.send(Chunk(name, _drop_cr(decoder.decode(b"".join(held)))))
                         held, held_size, in_line = [], 0, True
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
         if held or in_line:  # the end of the output ends its last line
-            await send.send(Chunk(name, _decode(b"".join((*held, b"\n")))))
+            rest = decoder.decode(b"".join(held), final=True)
+            await send.send(Chunk(name, _drop_cr(rest + "\n")))
 
 
 _CR_BEFORE_NEWLINE = re.compile(r"\r+\n")
 
 
-def _decode(raw: bytes) -> str:
-    text = decode(raw)
+def _drop_cr(text: str) -> str:
+    """`text` with the CRs before each newline dropped (CRLF output, progress bars)."""
     return _CR_BEFORE_NEWLINE.sub("\n", text) if "\r" in text else text
 
 

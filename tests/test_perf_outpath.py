@@ -190,3 +190,16 @@ async def test_a_secret_across_the_cut_of_an_overlong_line_is_still_redacted(
     text = "".join(e.text for e in rec.of(ev.AgentOutput, "L") if e.stream == "stdout")
     assert text.count("[REDACTED:SERVICE_API_KEY]") == 20_000
     assert text.replace("[REDACTED:SERVICE_API_KEY]", "") == "\n"
+
+
+@pytest.mark.anyio
+async def test_a_character_across_the_cut_of_an_overlong_line_stays_whole(
+    tmp_path: Path,
+) -> None:
+    """The pieces of an over-long line are cut at pipe-read boundaries, which fall
+    inside a 3-byte character: each piece decoded alone made it two U+FFFD."""
+    script = "import sys; sys.stdout.buffer.write('€'.encode() * 100_000)"  # one 300 KB line
+    got = await command_turn(tmp_path, script)
+    stdout = "".join(e.text for e in got if isinstance(e, TextDelta) and e.stream == "stdout")
+    assert "\ufffd" not in stdout
+    assert stdout == "€" * 100_000 + "\n"
