@@ -29,7 +29,9 @@ from .render import describe
 from .textsafe import for_terminal, for_terminal_line, json_text
 
 BATCH_LINES = 256
-"""Most lines one write holds: a backlog is printed in bounded pieces."""
+BATCH_CHARS = 1 << 20
+"""Most lines, and about the most characters, one write holds: a backlog is printed in
+bounded pieces (an output event can be a whole 64 KiB pipe read)."""
 
 
 class HeadlessPrinter:
@@ -43,6 +45,7 @@ class HeadlessPrinter:
         self._width = 12
         self._pending: list[str] = []
         """Lines formatted but not yet written (`_flush` writes them at once)."""
+        self._size = 0
 
     async def consume(self, events: AsyncIterator[ev.Event]) -> None:
         """Print events as they come; what is already queued behind one is printed with
@@ -52,7 +55,7 @@ class HeadlessPrinter:
             self._format(event)
             if take_queued is not None:
                 with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
-                    while len(self._pending) < BATCH_LINES:
+                    while len(self._pending) < BATCH_LINES and self._size < BATCH_CHARS:
                         self._format(take_queued())
             self._flush()
 
@@ -124,12 +127,14 @@ class HeadlessPrinter:
 
     def _write(self, text: str) -> None:
         self._pending.append(text)
+        self._size += len(text)
 
     def _flush(self) -> None:
         if not self._pending:
             return
         text = "\n".join(self._pending) + "\n"
         self._pending.clear()
+        self._size = 0
         try:
             self.stream.write(text)
             self.stream.flush()
