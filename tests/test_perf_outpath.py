@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import sys
 import time
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -19,12 +20,13 @@ import pytest
 from helpers import command_agent, load, loop, run_recorded, supervisor_table
 
 from supervisor import events as ev
+from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta, Usage, merge_text
 from supervisor.agents.command import CommandAgent
 from supervisor.budget import Ledger
 from supervisor.headless import HeadlessPrinter
 from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
-from supervisor.spec import CommandAgentSpec, Limits, LoopSpec
+from supervisor.spec import ClaudeCodeAgentSpec, CommandAgentSpec, Limits, LoopSpec
 from supervisor.transcript import OutputCap, TranscriptTail
 from supervisor.turn_budget import LedgerTurnBudget
 
@@ -203,3 +205,35 @@ async def test_a_character_across_the_cut_of_an_overlong_line_stays_whole(
     stdout = "".join(e.text for e in got if isinstance(e, TextDelta) and e.stream == "stdout")
     assert "\ufffd" not in stdout
     assert stdout == "€" * 100_000 + "\n"
+
+
+@pytest.mark.anyio
+async def test_claude_code_raw_and_stderr_lines_of_a_read_become_few_deltas(
+    tmp_path: Path,
+) -> None:
+    """Lines that are not stream-json (a CLI's banner, a crash dump) and stderr lines
+    reach the turn as one delta per read, not one per line."""
+    fake = tmp_path / "claude"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.stdout.write(''.join(f'raw {{i}}\\n' for i in range({LINES})))\n"
+        f"sys.stderr.write(''.join(f'err {{i}}\\n' for i in range({LINES})))\n"
+    )
+    fake.chmod(0o755)
+    spec = ClaudeCodeAgentSpec(name="cc", command=str(fake))
+    loop_spec = LoopSpec(name="L", agent="cc", prompt="p", workspace=tmp_path)
+    agent = build_agent(spec, loop_spec, AgentContext(state_dir=tmp_path / "state"))
+    budget = LedgerTurnBudget(Ledger("L", Limits()))
+    request = AgentRequest(
+        loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
+    )
+    async with aclosing(agent.run(request)) as stream:
+        got = [e async for e in stream]
+    budget.release()
+    deltas = [e for e in got if isinstance(e, TextDelta)]
+    raw = "".join(e.text for e in deltas if e.stream == "raw")
+    assert raw == "".join(f"raw {i}\n" for i in range(LINES))
+    stderr = "".join(e.text for e in deltas if e.stream == "stderr")
+    assert stderr == "".join(f"err {i}\n" for i in range(LINES))
+    assert len(deltas) <= 60, f"{len(deltas)} deltas for {2 * LINES} lines"
