@@ -1,6 +1,7 @@
 """Headless output: readable timestamped lines, or one JSON object per line.
 
-The printer is an ordinary bus subscriber. In JSON mode every event is printed
+The printer is an ordinary bus subscriber. Events already queued when it wakes are
+printed together, one write and one flush per batch. In JSON mode every event is printed
 as its `to_dict()` (output chunks included), and the last line is the summary
 (`type = "summary"`), whose schema the README documents. Plain mode prints agent
 text line by line, prefixed with the loop name, and one line per other event.
@@ -15,14 +16,22 @@ that is `cat` later is a terminal then. JSON lines hold them only JSON-escaped
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TextIO
 
+import anyio
+
 from . import events as ev
 from .render import describe
 from .textsafe import for_terminal, for_terminal_line, json_text
+
+BATCH_LINES = 256
+BATCH_CHARS = 1 << 20
+"""Most lines, and about the most characters, one write holds: a backlog is printed in
+bounded pieces (an output event can be a whole 64 KiB pipe read)."""
 
 
 class HeadlessPrinter:
@@ -34,12 +43,27 @@ class HeadlessPrinter:
         self.transcripts = transcripts
         self._partial: dict[tuple[str, str], str] = {}
         self._width = 12
+        self._pending: list[str] = []
+        """Lines formatted but not yet written (`_flush` writes them at once)."""
+        self._size = 0
 
     async def consume(self, events: AsyncIterator[ev.Event]) -> None:
+        """Print events as they come; what is already queued behind one is printed with
+        it, in one write and one flush (a busy run queues many output chunks)."""
+        take_queued = getattr(events, "receive_nowait", None)
         async for event in events:
-            self.print_event(event)
+            self._format(event)
+            if take_queued is not None:
+                with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while len(self._pending) < BATCH_LINES and self._size < BATCH_CHARS:
+                        self._format(take_queued())
+            self._flush()
 
     def print_event(self, event: ev.Event) -> None:
+        self._format(event)
+        self._flush()
+
+    def _format(self, event: ev.Event) -> None:
         if self.json_lines:
             self._write(json_text(event.to_dict()))
             return
@@ -102,8 +126,17 @@ class HeadlessPrinter:
         self._write(f"{stamp} {for_terminal_line(loop):<{self._width}} {for_terminal(text)}")
 
     def _write(self, text: str) -> None:
+        self._pending.append(text)
+        self._size += len(text)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        self._size = 0
         try:
-            self.stream.write(text + "\n")
+            self.stream.write(text)
             self.stream.flush()
         except OSError:  # a closed pipe or a dead terminal must not take the run down
             pass

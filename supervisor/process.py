@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +30,35 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import cpumeter, reaper
 from .cgroup import GroupCgroup
 from .childenv import child_env
-from .textsafe import decode
+from .textsafe import stream_decoder
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
 DRAIN_GRACE_S = 0.5
 """After the main process exits, how long to wait for output still in the pipes."""
 PUMP_BATCHES = 64
-"""Batches (one pipe read each, at most ~64 KiB + `max_line`) buffered per child: what
+"""Chunks (one pipe read each, at most ~64 KiB + `max_line`) buffered per child: what
 a child can make us hold while its reader is busy."""
 
 
 @dataclass(frozen=True, slots=True)
-class Line:
+class Chunk:
+    """The whole lines one pipe read completed, decoded at once: what a child prints
+    costs one object per read, not one per line."""
+
     stream: str
     """"stdout" or "stderr"."""
     text: str
+    """One or more lines, each ending in a newline (CRs before it dropped); an
+    unterminated last line is ended with one. Or, for a line longer than `max_line`, a
+    piece of it without a newline: the line goes on in the next chunk of the stream,
+    so nothing downstream sees a line break the child never printed (which would also
+    split a secret in two halves that redaction no longer recognises)."""
+
+    def lines(self) -> list[str]:
+        """The lines, without their newlines (for consumers that parse line by line);
+        a piece of an over-long line counts as one."""
+        return self.text.removesuffix("\n").split("\n")
 
 
 class GroupProcess:
@@ -65,7 +80,7 @@ class GroupProcess:
         self.argv = list(argv)
         self._max_line = max_line
         self._tg: anyio.abc.TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[tuple[Line, ...]] | None = None
+        self._receive: MemoryObjectReceiveStream[Chunk] | None = None
         self.cwd = cwd
         self.env = child_env(env)
         """The allow-listed environment plus `env`, never all of os.environ (`childenv`)."""
@@ -102,7 +117,7 @@ class GroupProcess:
         # The pumps live in a task group owned by this context (not by the `lines()`
         # generator), so a consumer may close `lines()` at any yield without tearing
         # a task group across a suspended generator frame.
-        send, self._receive = anyio.create_memory_object_stream[tuple[Line, ...]](PUMP_BATCHES)
+        send, self._receive = anyio.create_memory_object_stream[Chunk](PUMP_BATCHES)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         if shared is None:  # outside a Supervisor (tests, tools): meter by ourselves
@@ -158,13 +173,12 @@ class GroupProcess:
         return time.monotonic() - self._started
 
     # -- output --------------------------------------------------------------
-    async def lines(self) -> AsyncGenerator[Line, None]:
-        """Yield stdout and stderr lines as they come (interleaved), until both close."""
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """Yield stdout and stderr chunks as they come (interleaved), until both close."""
         assert self._receive is not None
         try:
-            async for batch in self._receive:
-                for line in batch:
-                    yield line
+            async for chunk in self._receive:
+                yield chunk
         except anyio.ClosedResourceError:
             return
 
@@ -189,11 +203,6 @@ class GroupProcess:
         CPU seconds (at most `cpumeter.FAST_S` x cores later)."""
         if self._proc is not None and self._meter is not None:
             self._meter.limit(self._proc.pid, limit_s, on_over)
-
-    async def meter_cpu(self) -> None:
-        """Nothing left to do: the shared sampler meters every group from its start.
-        Kept so that callers which start it in their task group keep working."""
-        await anyio.sleep_forever()
 
     def _end_metering(self) -> None:
         if self._proc is not None and self._meter is not None and self._final_cpu is None:
@@ -253,31 +262,45 @@ def _descendants(pid: int) -> list[psutil.Process]:
 async def _pump(
     stream: anyio.abc.ByteReceiveStream,
     name: str,
-    send: MemoryObjectSendStream[tuple[Line, ...]],
+    send: MemoryObjectSendStream[Chunk],
     max_line: int,
 ) -> None:
-    """Split a pipe into lines, sent one batch per read: a child printing millions of
-    short lines costs one split and one send per read, not per line (and no
-    re-slicing of the buffer per line, which made it quadratic in the read size)."""
-    buf = b""
+    """Turn a pipe into chunks of whole lines, one per read: a child printing millions
+    of short lines costs one decode and one send per read, not per line. The line
+    still being read is kept as a list of pieces, joined once when it ends, so a
+    long line costs O(its length), not a copy of the buffer per read."""
+    held: list[bytes] = []
+    held_size = 0
+    in_line = False  # a piece of an over-long line was sent: the line is still open
+    decoder = stream_decoder()  # a character cut by a piece boundary stays whole
     async with send:
         try:
-            async for chunk in stream:
-                *complete, buf = (buf + chunk).split(b"\n")
-                batch = [Line(name, _decode(raw)) for raw in complete]
-                if len(buf) > max_line:
-                    batch.append(Line(name, _decode(buf)))
-                    buf = b""
-                if batch:
-                    await send.send(tuple(batch))
+            async for data in stream:
+                cut = data.rfind(b"\n") + 1
+                if cut:
+                    whole = decoder.decode(b"".join((*held, data[:cut])))
+                    await send.send(Chunk(name, _drop_cr(whole)))
+                    held, held_size, in_line = [], 0, False
+                    data = data[cut:]
+                if data:
+                    held.append(data)
+                    held_size += len(data)
+                    if held_size > max_line:
+                        await send.send(Chunk(name, _drop_cr(decoder.decode(b"".join(held)))))
+                        held, held_size, in_line = [], 0, True
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
-        if buf:
-            await send.send((Line(name, _decode(buf)),))
+        if held or in_line:  # the end of the output ends its last line
+            rest = decoder.decode(b"".join(held), final=True)
+            await send.send(Chunk(name, _drop_cr(rest + "\n")))
 
 
-def _decode(raw: bytes) -> str:
-    return decode(raw).rstrip("\r")
+_CR_BEFORE_NEWLINE = re.compile(r"\r+\n")
+
+
+def _drop_cr(text: str) -> str:
+    """`text` with the CRs before each newline dropped (CRLF output, progress bars)."""
+    return _CR_BEFORE_NEWLINE.sub("\n", text) if "\r" in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +324,7 @@ async def run_captured(
     max_output: int = 64 * 1024,
 ) -> CapturedRun:
     """Run to completion (or timeout), capturing output; the group is always reaped."""
-    chunks: list[str] = []
+    chunks: deque[str] = deque()
     size = 0
     dropped = False
     timed_out = False
@@ -310,11 +333,11 @@ async def run_captured(
 
     async def read(proc: GroupProcess) -> None:
         nonlocal size, dropped
-        async for line in proc.lines():
-            chunks.append(line.text)
-            size += len(line.text) + 1
+        async for chunk in proc.chunks():
+            chunks.append(chunk.text)
+            size += len(chunk.text)
             while size > max_output * 2 and len(chunks) > 1:
-                size -= len(chunks.pop(0)) + 1
+                size -= len(chunks.popleft())
                 dropped = True
         drained.set()
 
@@ -322,7 +345,6 @@ async def run_captured(
         code: int | None = None
         with anyio.move_on_after(timeout) as scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(proc.meter_cpu)
                 tg.start_soon(read, proc)
                 code = await proc.wait()
                 # A background child may keep the pipes open: the command is done when
@@ -334,7 +356,7 @@ async def run_captured(
             timed_out = True
             await proc.kill()
         cpu = proc.sample_cpu()
-    text = "\n".join(chunks)
+    text = "".join(chunks).removesuffix("\n")
     if len(text) > max_output:
         text = text[-max_output:]
         dropped = True

@@ -38,7 +38,7 @@ MIN_SECRET_LEN = 8
 PATTERN_LABEL = "pattern"
 MAX_HOLD = 256
 """Most characters a stream holds back waiting for the rest of a possible secret."""
-_WORD_TAIL = re.compile(r"\S*\Z")
+_WORD_HEAD = re.compile(r"\S*")
 
 T = TypeVar("T")
 
@@ -114,8 +114,11 @@ class Redactor:
         of a secret begins: everything before it is safe to release."""
         if self._regex is None:
             return len(text)
-        hold = len(_WORD_TAIL.search(text).group(0))  # type: ignore[union-attr]
-        hold = min(hold, max(MAX_HOLD, self.max_literal))
+        # The trailing word, at most `cap` long: matched from the end of the reversed
+        # tail, so the cost is O(cap) whatever the text (`\S*\Z` searched forward
+        # rescans a long word from each of its positions: quadratic in its length).
+        cap = max(MAX_HOLD, self.max_literal)
+        hold = _WORD_HEAD.match(text[: -cap - 1 : -1]).end()  # type: ignore[union-attr]
         for secret in self._spaced:
             for k in range(min(len(secret) - 1, len(text)), hold, -1):
                 if text.endswith(secret[:k]):

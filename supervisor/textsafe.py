@@ -18,6 +18,7 @@ Two hazards, one module, so that every entry and exit point uses the same rule:
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from typing import Any
@@ -110,6 +111,12 @@ def _json_escape(match: re.Match[str]) -> str:
 def decode(raw: bytes) -> str:
     """Bytes from a child, a file or a socket as valid text (bad bytes become U+FFFD)."""
     return raw.decode("utf-8", errors="replace")
+
+
+def stream_decoder() -> codecs.IncrementalDecoder:
+    """`decode` for a stream read in pieces: a character cut in two by a piece
+    boundary is held until the rest arrives (`.decode(piece, final=False)`)."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def _visible(match: re.Match[str]) -> str:

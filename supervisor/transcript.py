@@ -17,6 +17,7 @@ from collections.abc import Callable
 import anyio
 
 from .sizes import OUTPUT_TAIL_BYTES, size_of
+from .textsafe import utf8
 
 FLUSH_INTERVAL_S = 0.05
 MAX_CHUNK = 4096
@@ -71,7 +72,8 @@ class OutputCap:
     Chunks pass whole (never split: a chunk is the unit other steps, such as
     redaction, already saw), until one would cross `limit`; `on_limit()` then says
     so at once (a live view would otherwise just go quiet). From then on chunks are
-    only counted, and the last `tail_bytes` of them are held back; `finish()`
+    only counted, and the last `tail_bytes` of them are held back (the oldest held
+    chunk loses its front when one chunk alone is larger); `finish()`
     reports the count (`on_cut(dropped)`) and then publishes the held tail, so the
     transcript reads: head, marker, end. Memory is bounded by `tail_bytes` plus a
     chunk, whatever the agent prints.
@@ -114,6 +116,19 @@ class OutputCap:
             _, _, old = self._tail.popleft()
             self._tail_size -= old
             self.dropped += old
+        if self._tail_size > self._tail_bytes:  # one chunk (a whole pipe read) too big
+            self._trim_oldest(self._tail_size - self._tail_bytes)
+
+    def _trim_oldest(self, excess: int) -> None:
+        """Drop the first `excess` bytes of the oldest held chunk (and the rest of a
+        character they split): the tail stays within `tail_bytes` however large the
+        chunks are. The text was redacted whole before it got here."""
+        text, stream, size = self._tail[0]
+        rest = utf8(text)[excess:].decode("utf-8", errors="ignore")
+        kept = size_of(rest)
+        self._tail[0] = (rest, stream, kept)
+        self._tail_size -= size - kept
+        self.dropped += size - kept
 
     def finish(self) -> None:
         """Report the cut (if any) and publish the held tail; call once, at the end."""
@@ -156,10 +171,19 @@ class TranscriptTail:
     def add(self, text: str, stream: str = "assistant") -> None:
         tag = "" if stream == "assistant" else f"[{stream}] "
         data = self._partial + text
-        *complete, self._partial = data.split("\n")
-        for line in complete:
-            for part in line_pieces(tag + line if tag and line else line):
-                self.lines.append(part)
+        keep = self.lines.maxlen
+        # A big chunk: only its last `keep` lines can stay, so only they are split off
+        # (one string per kept line, not per line of the chunk).
+        *complete, self._partial = data.split("\n") if keep is None else data.rsplit("\n", keep + 1)
+        if keep is not None and len(complete) > keep:
+            del complete[:-keep]
+        if tag:
+            complete = [tag + line if line else line for line in complete]
+        if max(map(len, complete), default=0) <= TAIL_LINE_CHARS:  # the usual case, C speed
+            self.lines.extend(complete)
+        else:
+            for line in complete:
+                self.lines.extend(line_pieces(line))
         if len(self._partial) > TAIL_LINE_CHARS:
             *whole, self._partial = line_pieces(self._partial)
             self.lines.extend(whole)

@@ -10,7 +10,8 @@ process group: `aclose()` is the explicit form of the same.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import itertools
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -194,6 +195,24 @@ class Agent(Protocol):
     async def aclose(self) -> None:
         """Release clients and kill anything still running."""
         ...
+
+
+def merge_text(events: Iterable[AgentEvent]) -> list[AgentEvent]:
+    """`events` with each run of adjacent `TextDelta`s of one stream merged into one:
+    what one pipe read parsed into (many raw lines, many token deltas) reaches the
+    turn as one delta per stream, not one per line. Other events keep their place."""
+    merged: list[AgentEvent] = []
+    for stream, run in itertools.groupby(events, key=_text_stream):
+        if stream is None:
+            merged.extend(run)
+            continue
+        texts = [e.text for e in run if isinstance(e, TextDelta)]
+        merged.append(TextDelta(texts[0] if len(texts) == 1 else "".join(texts), stream=stream))
+    return merged
+
+
+def _text_stream(event: AgentEvent) -> str | None:
+    return event.stream if isinstance(event, TextDelta) else None
 
 
 def estimate_tokens(text: str) -> int:

@@ -62,6 +62,7 @@ from .base import (
     TextDelta,
     Usage,
     Waiting,
+    merge_text,
 )
 from .stream_json import StreamJsonParser
 
@@ -179,17 +180,17 @@ class ClaudeCodeAgent:
             # cancellation into the consumer; the consumer closes us with `aclosing`.
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(proc.meter_cpu)
                     tg.start_soon(watch.run, proc)
-                    # Close `lines()` here, in this task, never from a GC finalizer.
-                    async with contextlib.aclosing(proc.lines()) as lines:
-                        async for line in lines:
+                    # Close `chunks()` here, in this task, never from a GC finalizer.
+                    async with contextlib.aclosing(proc.chunks()) as chunks:
+                        async for chunk in chunks:
                             watch.saw_output()
-                            if line.stream == "stderr":
-                                stderr_tail.append(line.text)
-                                yield TextDelta(line.text + "\n", stream="stderr")
+                            if chunk.stream == "stderr":
+                                stderr_tail.extend(chunk.lines()[-STDERR_TAIL_LINES:])
+                                yield TextDelta(chunk.text, stream="stderr")
                                 continue
-                            for event in parser.feed(line.text):
+                            parsed = [e for line in chunk.lines() for e in parser.feed(line)]
+                            for event in merge_text(parsed):
                                 if isinstance(event, SessionStarted):
                                     self._session_id = event.session_id
                                 elif isinstance(event, Waiting) and event.seconds:

@@ -3,9 +3,10 @@
 Placeholders are substituted inside single argv elements and the argv is executed
 directly, never through a shell, so agent or prompt text can never become shell
 syntax. The process runs in the loop's workspace in its own process group; stdout
-and stderr stream into the transcript line by line. A non-zero exit is an agent
-error that counts toward the loop's retries. Token usage of an arbitrary CLI is
-unknown: only its CPU time is metered (use `kind = "claude-code"` for exact usage).
+and stderr stream into the transcript as they are read, one delta per pipe read.
+A non-zero exit is an agent error that counts toward the loop's retries. Token usage
+of an arbitrary CLI is unknown: only its CPU time is metered (use `kind =
+"claude-code"` for exact usage).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class CommandAgent:
         spec = self.spec
         env = configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env)
         stdin = request.prompt.encode() if spec.stdin else None
-        stdout = TextTail(OUTPUT_KEEP)
+        stdout = TextTail(OUTPUT_KEEP + 1)  # + its last newline
         last_stdout: str | None = None
         last_stderr: str | None = None
         started = time.monotonic()
@@ -93,16 +94,15 @@ class CommandAgent:
         try:
             with anyio.move_on_after(spec.timeout) as scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(proc.meter_cpu)
                     with anyio.CancelScope() as reading:
                         tg.start_soon(_stop_reading_after_exit, proc, reading)
-                        async for line in proc.lines():
-                            if line.stream == "stdout":
-                                stdout.add(line.text if last_stdout is None else "\n" + line.text)
-                                last_stdout = line.text
+                        async for chunk in proc.chunks():  # one delta per read
+                            if chunk.stream == "stdout":
+                                stdout.add(chunk.text)
+                                last_stdout = chunk.text
                             else:
-                                last_stderr = line.text
-                            yield TextDelta(line.text + "\n", stream=line.stream)
+                                last_stderr = chunk.text
+                            yield TextDelta(chunk.text, stream=chunk.stream)
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
             if scope.cancelled_caught:
@@ -112,14 +112,14 @@ class CommandAgent:
         finally:
             await proc_cm.__aexit__(None, None, None)
         yield Usage(cpu_s=cpu)
-        output = stdout.text()
+        output = stdout.text().removesuffix("\n")
         if timed_out:
             yield AgentFailed(
                 f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
                 output=output,
             )
         elif code != 0:
-            tail = (last_stderr if last_stderr is not None else last_stdout or "")[:300]
+            tail = _last_line(last_stderr if last_stderr is not None else last_stdout or "")[:300]
             yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
         else:
             yield Done(output=output)
@@ -131,3 +131,8 @@ async def _stop_reading_after_exit(proc: GroupProcess, reading: anyio.CancelScop
     await proc.wait()
     await anyio.sleep(DRAIN_GRACE_S)  # output still in the pipes
     reading.cancel()
+
+
+def _last_line(text: str) -> str:
+    """The last line of a chunk (`process.Chunk.text`: whole lines, newline-ended)."""
+    return text.removesuffix("\n").rpartition("\n")[2]
