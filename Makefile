@@ -48,6 +48,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/tui_latency.py
 	$(BIN)/python benchmarks/reaper_scan.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/output_path.py
+	$(BIN)/python benchmarks/cpumeter_scan.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/idle.py
 	$(BIN)/python benchmarks/api_path.py
@@ -59,6 +61,8 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/tui_latency.py --presses 20 --seconds 2
 	$(BIN)/python benchmarks/reaper_scan.py --repeat 10
 	$(BIN)/python benchmarks/overhead.py --quick
+	$(BIN)/python benchmarks/output_path.py --quick
+	$(BIN)/python benchmarks/cpumeter_scan.py --quick
 	$(BIN)/python benchmarks/scale.py --quick
 	$(BIN)/python benchmarks/idle.py --quick
 	$(BIN)/python benchmarks/api_path.py --quick
