@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small cases, under a minute")
     args = parser.parse_args()
     agents, lines = (10, [5_000, 20_000, 40_000]) if args.quick else (50, [3_000, 12_000, 48_000])
-    points = [overhead.case("stream", agents, n) for n in lines]
+    points = [overhead.once(agents, n) for n in lines]
     total = [agents * n for n in lines]
     floor = [(t, p["floor"]["cpu_s"]) for t, p in zip(total, points, strict=True)]
     lv = [(t, p["loopvisor"]["cpu_s"]) for t, p in zip(total, points, strict=True)]
