@@ -397,7 +397,9 @@ class LoopRunner:
     ) -> tuple[TurnResult, list[CheckOutcome]] | float | None:
         """The agent turn and the checks, while holding a compute slot. Returns what
         to decide on, a retry delay, or None when the iteration already ended."""
-        watch = self._workspace if self.spec.checks and self.spec.stuck.same_failure else None
+        stuck = self.spec.stuck
+        watching = (stuck.same_failure and self.spec.checks) or stuck.same_output
+        watch = self._workspace if watching else None
         before = await watch.take() if watch is not None and got_slot else None
         turn = await self._turn(n, prompt) if got_slot else TurnResult()
         after = await watch.take() if watch is not None and before is not None else None
