@@ -123,7 +123,7 @@ class LoopRunner:
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
         self._backoff_scope: anyio.CancelScope | None = None
-        self._workspace = WorkspaceDigest(
+        self._workspace = WorkspaceDigest.shared(
             spec.workspace, exclude=(state_dir,) if state_dir is not None else ()
         )
         self._workspace_changed = False
@@ -397,8 +397,11 @@ class LoopRunner:
     ) -> tuple[TurnResult, list[CheckOutcome]] | float | None:
         """The agent turn and the checks, while holding a compute slot. Returns what
         to decide on, a retry delay, or None when the iteration already ended."""
-        stuck = self.spec.stuck
-        watching = (stuck.same_failure and self.spec.checks) or stuck.same_output
+        # Only where a failing check could be mistaken for a loop: a digest reads the
+        # workspace twice per iteration, which a loop without checks need not pay.
+        watching = self.spec.checks and (
+            self.spec.stuck.same_failure or self.spec.stuck.same_output
+        )
         watch = self._workspace if watching else None
         before = await watch.take() if watch is not None and got_slot else None
         turn = await self._turn(n, prompt) if got_slot else TurnResult()

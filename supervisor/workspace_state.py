@@ -15,6 +15,7 @@ import hashlib
 import os
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 import anyio.to_thread
 
@@ -28,7 +29,20 @@ _GIT_TIMEOUT_S = 10.0
 
 
 class WorkspaceDigest:
-    """Digests of one workspace; keeps per-file hashes between calls."""
+    """Digests of one workspace; keeps per-file hashes between calls.
+
+    Loops that share a workspace share one instance (`shared`), so a thousand loops
+    on one folder keep one table of hashes, not a thousand."""
+
+    _instances: ClassVar[dict[tuple[Path, tuple[Path, ...]], WorkspaceDigest]] = {}
+
+    @classmethod
+    def shared(cls, root: Path, *, exclude: tuple[Path, ...] = ()) -> WorkspaceDigest:
+        key = (root, exclude)
+        found = cls._instances.get(key)
+        if found is None:
+            found = cls._instances[key] = cls(root, exclude=exclude)
+        return found
 
     def __init__(self, root: Path, *, exclude: tuple[Path, ...] = ()) -> None:
         self.root = root
