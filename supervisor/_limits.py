@@ -18,10 +18,10 @@ import re
 import stat
 from pathlib import Path
 
+from .sizes import format_size
+
 MAX_CONFIG_BYTES = 256 << 10
 """A loops.toml: 256 KiB (real ones are a few KB; parsing 256 KiB takes ~0.3 s)."""
-MAX_FILE_BYTES = 1 << 20
-"""A prompt_file or system_file: 1 MiB."""
 MAX_NESTING = 32
 """Arrays and inline tables inside one another."""
 MAX_KEY_PARTS = 32
@@ -86,7 +86,7 @@ def _too_many_parts(parts: int) -> str:
     return f"a dotted key of {parts} parts: the limit is {MAX_KEY_PARTS}"
 
 
-def read_text(path: Path, *, encoding: str = "utf-8", limit: int = MAX_FILE_BYTES) -> str:
+def read_text(path: Path, *, limit: int, encoding: str = "utf-8") -> str:
     """The text of the regular file `path`, at most `limit` bytes.
 
     Raises OSError (missing, unreadable, name too long), or ValueError (a NUL in the
@@ -99,13 +99,8 @@ def read_text(path: Path, *, encoding: str = "utf-8", limit: int = MAX_FILE_BYTE
             raise ValueError("not a regular file")
         data = file.read(limit + 1)
     if len(data) > limit:
-        raise ValueError(f"more than {limit} bytes: the limit is {size_text(limit)}")
+        raise ValueError(f"more than {limit} bytes: the limit is {format_size(limit)}")
     return data.decode(encoding)
-
-
-def size_text(size: int) -> str:
-    """1048576 -> "1 MiB", 262144 -> "256 KiB"."""
-    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size >> 10} KiB"
 
 
 def failure(exc: OSError | ValueError) -> str:

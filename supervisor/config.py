@@ -29,7 +29,7 @@ from ._schema import ConfigError, ConfigIssue, Issues, Table
 from ._tomlpos import key_positions
 from .diskfull import DEFAULT_GRACE_S
 from .durations import format_duration, parse_duration
-from .sizes import OUTPUT_PER_ITERATION_DEFAULT
+from .sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
 from .spec import (
     AgentSpec,
     AnthropicAgentSpec,
@@ -100,7 +100,7 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
     """
     if len(text) > _limits.MAX_CONFIG_BYTES:
         size = _limits.MAX_CONFIG_BYTES
-        limit = f"more than {size} characters: the limit is {_limits.size_text(size)}"
+        limit = f"more than {size} characters: the limit is {format_size(size)}"
         raise ConfigError([ConfigIssue(path, 1, 1, limit)])
     beyond = _limits.scan(text)
     if beyond is not None:
