@@ -222,7 +222,7 @@ class GroupProcess:
         stragglers += [  # the group itself gets its signal once, through killpg
             p
             for p, _ in reaper.tagged(reaper.has_tag(self.tag))
-            if p.pid not in seen and _group_of(p.pid) != self._proc.pid
+            if p.pid not in seen and reaper.group_of(p.pid) != self._proc.pid
         ]
         kill_group(self._proc.pid, signal.SIGTERM)
         for proc in stragglers:
@@ -243,13 +243,6 @@ def kill_group(pgid: int | None, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _group_of(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

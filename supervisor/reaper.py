@@ -207,7 +207,7 @@ def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
             break
         killed += [(p.pid, tag) for p, tag in found]
         procs = [p for p, _tag in found]
-        groups = {g for g in map(_pgid, procs) if g is not None and g != own_group}
+        groups = {g for g in (group_of(p.pid) for p in procs) if g is not None and g != own_group}
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pgid in groups:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -292,8 +292,9 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def _pgid(proc: psutil.Process) -> int | None:
+def group_of(pid: int) -> int | None:
+    """The process group of `pid`, or None when it is gone."""
     try:
-        return os.getpgid(proc.pid)
+        return os.getpgid(pid)
     except OSError:
         return None
