@@ -555,16 +555,21 @@ class LoopRunner:
         return turn.output
 
     async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> TurnResult:
-        env = {
+        env = self._loopvisor_env(n, "operator" if operator else "turn")
+        return await AgentTurn(
+            self, n, prompt, env=env, operator=operator, on_scope=self._hold_turn_scope
+        ).run()
+
+    def _loopvisor_env(self, n: int, kind: str) -> dict[str, str]:
+        """The LOOPVISOR_* variables of a child of iteration `n` (an agent turn, an
+        operator turn or a check): who it belongs to, and the tag its leftovers die by."""
+        return {
             **self._child_env,
-            PROC_ENV: proc_tag(self.run_id, self.spec.name, n, "operator" if operator else "turn"),
+            PROC_ENV: proc_tag(self.run_id, self.spec.name, n, kind),
             "LOOPVISOR_LOOP": self.spec.name,
             "LOOPVISOR_ITERATION": str(n),
             "LOOPVISOR_WORKSPACE": str(self.spec.workspace),
         }
-        return await AgentTurn(
-            self, n, prompt, env=env, operator=operator, on_scope=self._hold_turn_scope
-        ).run()
 
     def _hold_turn_scope(self, scope: anyio.CancelScope | None) -> None:
         self._turn_scope = scope
@@ -575,13 +580,7 @@ class LoopRunner:
         if not spec.checks:
             return []
         self.set_state("checking", f"running {len(spec.checks)} check(s)", n)
-        env = {
-            **self._child_env,
-            PROC_ENV: proc_tag(self.run_id, spec.name, n, "check"),
-            "LOOPVISOR_LOOP": spec.name,
-            "LOOPVISOR_ITERATION": str(n),
-            "LOOPVISOR_WORKSPACE": str(spec.workspace),
-        }
+        env = self._loopvisor_env(n, "check")
         outcomes: list[CheckOutcome] = []
         for check in spec.checks:
             self.emit(
