@@ -10,10 +10,12 @@ still in it is killed (`cgroup.kill`, or SIGKILL to each listed pid on kernels
 before 5.14) and the cgroup removed.
 
 Probed once at runtime, never assumed: no cgroup2 mount, a read-only one or a
-refused mkdir simply mean no cgroups (the tag scan still runs). A child is moved
-into its cgroup right after it is spawned, so a fork in its first instants may stay
-outside; such a process still carries the tag. No controller is enabled: this is
-for containment, not limits.
+refused mkdir simply mean no cgroups (the tag scan still runs). A child enters its
+cgroup itself, before it runs a line of its own program (`entering`: a `/bin/sh`
+that writes its pid to `cgroup.procs`, then execs the program), so not even a fork
+in its first instants stays outside; moving it from here after the spawn returned
+lost that race under load (an escaper forked within ~20 ms stayed in our own
+cgroup). No controller is enabled: this is for containment, not limits.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 
 _POLL_S = 0.01
+_JOIN = '{ echo $$ >"$0/cgroup.procs"; } 2>/dev/null; %sexec "$@"'
+"""Run by `/bin/sh -c` with $0 = the cgroup's path and "$@" = the program's argv; the
+`%s` unsets PWD, which the shell exports by itself, where the child's environment
+had none (the child gets the environment it was given, `childenv`, and nothing more)."""
 _serial = itertools.count(1)
 _base: Path | None = None
 _probed = False
@@ -174,6 +181,13 @@ class GroupCgroup:
         except OSError:
             return None
         return cls(path)
+
+    def entering(self, argv: list[str], env: Mapping[str, str]) -> list[str]:
+        """`argv` run by a shell that first moves itself (the pid that then execs the
+        program) into this cgroup; if it cannot, the program runs anyway and `adopt`
+        still moves it from outside. `env` is the environment the child is given."""
+        script = _JOIN % ("" if "PWD" in env else "unset PWD; ")
+        return ["/bin/sh", "-c", script, str(self.path), *argv]
 
     def adopt(self, pid: int) -> bool:
         """Move `pid` (and so everything it starts from now on) into this cgroup."""

@@ -12,8 +12,10 @@ started is killed too, even one that left the group with `setsid` and was orphan
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import signal
 import time
 from collections import deque
@@ -61,6 +63,20 @@ class Chunk:
         return self.text.removesuffix("\n").split("\n")
 
 
+def _check_executable(program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    """Raise the OSError exec would raise for `program`, where a shell runs it (the
+    cgroup wrapper), so that a missing or non-executable program still fails to
+    start, with the same error, instead of becoming a shell's exit 127 or 126."""
+    if os.sep in program:
+        path = cwd / program
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if path.is_dir() or not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+    elif not program or shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 class GroupProcess:
     """An async context manager around one child in a new session (= process group).
 
@@ -96,16 +112,25 @@ class GroupProcess:
         self.killed_by_us = False
 
     async def __aenter__(self) -> GroupProcess:
-        with reaper.spawning() as spawned:
-            self._proc = await anyio.open_process(
-                self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=-1 if self._stdin is not None else -3,  # PIPE or DEVNULL
-                start_new_session=True,
-            )
-            spawned(self._proc.pid)
         self._cgroup = GroupCgroup.create(self.env.get(reaper.STATE_DIR_ENV))
+        try:
+            argv = self.argv
+            if self._cgroup is not None:
+                _check_executable(argv[0] if argv else "", self.cwd, self.env)
+                argv = self._cgroup.entering(argv, self.env)
+            with reaper.spawning() as spawned:
+                self._proc = await anyio.open_process(
+                    argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=-1 if self._stdin is not None else -3,  # PIPE or DEVNULL
+                    start_new_session=True,
+                )
+                spawned(self._proc.pid)
+        except BaseException:
+            if self._cgroup is not None:
+                self._cgroup.remove()
+            raise
         if self._cgroup is not None and not self._cgroup.adopt(self._proc.pid):
             self._cgroup = None
         self._started = time.monotonic()

@@ -27,6 +27,7 @@ from helpers import (
     run_cli,
     sim_agent,
     supervisor_table,
+    table,
     wait_for,
     wait_gone,
     write_config,
@@ -325,6 +326,35 @@ def test_resume_after_kill_9_kills_a_scrubbed_escaper_by_its_cgroup(
     proc = run_cli("run", "--resume", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert wait_gone([pid], timeout=1) == []
+
+
+FORKS_AT_ONCE = (
+    "setsid env -i sh -c 'exec sleep 300' </dev/null >/dev/null 2>&1 &\n"
+    "echo $$! > pids.txt\n"
+    "echo DONE\n"
+)
+"""A shell agent whose first act is to start a scrubbed `setsid` escaper: it forks
+within a millisecond of its start, before a move from outside could catch it."""
+
+
+def test_an_escaper_forked_at_once_is_in_the_cgroup_from_the_start(
+    tmp_path: Path, leftovers: list[Path]
+) -> None:
+    if not cgroup.available():
+        pytest.skip("no writable cgroup v2 hierarchy here: the tag is all there is")
+    (tmp_path / "ws").mkdir()
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        table("agents.fast", kind="command", command=["sh", "-c", FORKS_AT_ONCE]),
+        loop("esc", "fast", workspace="ws", done_marker="DONE", max_iterations=1),
+    )
+    pid_file = tmp_path / "ws" / "pids.txt"
+    leftovers.append(pid_file)
+    proc = run_cli("run", "--headless", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (pid,) = read_pids(pid_file)
+    assert alive([pid]) == []
 
 
 IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
