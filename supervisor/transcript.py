@@ -112,11 +112,14 @@ class OutputCap:
             self._on_limit()
         self._tail.append((text, stream, size))
         self._tail_size += size
-        while self._tail_size > self._tail_bytes and len(self._tail) > 1:
+        # Whole chunks go while the rest still fills the tail; then the oldest left
+        # loses its front, so the tail holds `tail_bytes` whatever the chunk sizes
+        # (dropping a 64 KiB chunk whole for a 1 KiB one left 1 KiB).
+        while len(self._tail) > 1 and self._tail_size - self._tail[0][2] >= self._tail_bytes:
             _, _, old = self._tail.popleft()
             self._tail_size -= old
             self.dropped += old
-        if self._tail_size > self._tail_bytes:  # one chunk (a whole pipe read) too big
+        if self._tail_size > self._tail_bytes:
             self._trim_oldest(self._tail_size - self._tail_bytes)
 
     def _trim_oldest(self, excess: int) -> None:

@@ -154,6 +154,21 @@ def test_output_cap_tail_stays_bounded_when_one_chunk_is_a_whole_pipe_read() -> 
     assert sum(len(t.encode()) for t in shown) + cuts[0] == total
 
 
+def test_output_cap_tail_stays_full_when_a_small_chunk_follows_a_big_one() -> None:
+    """A whole pipe read and then the short last read of the agent: the tail keeps the
+    end of the big one too, not only the small one (it dropped the big one whole)."""
+    shown: list[str] = []
+    cuts: list[int] = []
+    cap = OutputCap(lambda text, _: shown.append(text), cuts.append, limit=10, tail_bytes=100)
+    sent = ["head\n", "a" * 300 + "\n", "b" * 500 + "\n", "c" * 9 + "\n"]
+    for text in sent:
+        cap.add(text, "stdout")
+    cap.finish()
+    tail = "".join(shown[1:])
+    assert tail == "b" * 89 + "\n" + "c" * 9 + "\n"
+    assert sum(len(t) for t in shown) + cuts[0] == sum(map(len, sent))
+
+
 def test_merge_text_joins_adjacent_deltas_of_a_stream_and_keeps_the_order() -> None:
     usage = Usage(output_tokens=3)
     events: list[AgentEvent] = [
