@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import get_args
 
-from ._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
-from ._schema import (
+from supervisor._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
+from supervisor._schema import (
     Issues,
     Table,
     describe,
@@ -21,7 +21,7 @@ from ._schema import (
     read_child_env,
     read_file,
 )
-from .spec import (
+from supervisor.spec import (
     AgentSpec,
     AnthropicAgentSpec,
     ClaudeCodeAgentSpec,
@@ -29,7 +29,7 @@ from .spec import (
     SimAgentSpec,
     SimBehavior,
 )
-from .tools import TOOL_NAMES
+from supervisor.tools import TOOL_NAMES
 
 ANTHROPIC_TOOLS = TOOL_NAMES
 """The built-in workspace tools an anthropic agent may be given."""

@@ -18,7 +18,7 @@ import re
 import stat
 from pathlib import Path
 
-from .sizes import format_size
+from supervisor.sizes import format_size
 
 MAX_CONFIG_BYTES = 256 << 10
 """A loops.toml: 256 KiB (real ones are a few KB; parsing 256 KiB takes ~0.3 s)."""

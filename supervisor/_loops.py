@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ._limits import MAX_EXTENDS_DEPTH
-from ._placeholders import line_col, template_problems
-from ._schema import (
+from supervisor._limits import MAX_EXTENDS_DEPTH
+from supervisor._placeholders import line_col, template_problems
+from supervisor._schema import (
     Entry,
     Issues,
     Nested,
@@ -30,9 +30,9 @@ from ._schema import (
     read_child_env,
     read_file,
 )
-from .schedule import Schedule
-from .sizes import PROMPT_TEMPLATE_MAX_BYTES, size_of, too_large
-from .spec import (
+from supervisor.schedule import Schedule
+from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES, size_of, too_large
+from supervisor.spec import (
     PLACEHOLDERS,
     AgentSpec,
     CheckSpec,

@@ -11,7 +11,7 @@ import functools
 import string
 from collections.abc import Collection
 
-from .spec import PLACEHOLDERS
+from supervisor.spec import PLACEHOLDERS
 
 COMMAND_PLACEHOLDERS = frozenset({"prompt", "loop", "iteration", "workspace", "prompt_file"})
 """What a command agent's argv may contain."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .spec import Price
+from supervisor.spec import Price
 
 PRICES_AS_OF = "2026-11"
 """Checked against platform.claude.com/docs/en/about-claude/pricing and the model pages.

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar, overload
 
-from ._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
-from ._tomlpos import KeyPath, Positions
-from .childenv import ENV_NAME, SUPERVISOR_PREFIX
-from .durations import DURATION_HINT, DurationRangeError, parse_duration
-from .sizes import PROMPT_TEMPLATE_MAX_BYTES
-from .textsafe import for_terminal_line
+from supervisor._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
+from supervisor._tomlpos import KeyPath, Positions
+from supervisor.childenv import ENV_NAME, SUPERVISOR_PREFIX
+from supervisor.durations import DURATION_HINT, DurationRangeError, parse_duration
+from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES
+from supervisor.textsafe import for_terminal_line
 
 T = TypeVar("T")
 _NUL = "must not contain a null character (\\0): no path, argument or variable can hold one"

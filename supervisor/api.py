@@ -14,8 +14,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .events import Event
-from .spec import Limits
+from supervisor.events import Event
+from supervisor.spec import Limits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

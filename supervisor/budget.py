@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from .spec import Limits
+from supervisor.spec import Limits
 
 
 @dataclass(frozen=True, slots=True)

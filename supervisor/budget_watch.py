@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .budget import Ledger
-from .events import BudgetWarning
+from supervisor.budget import Ledger
+from supervisor.events import BudgetWarning
 
 THRESHOLDS = (0.8, 0.95)
 

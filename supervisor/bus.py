@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .events import Event, EventsDropped
+from supervisor.events import Event, EventsDropped
 
 
 @dataclass(slots=True)

@@ -19,26 +19,26 @@ from pathlib import Path
 
 import anyio
 
-from . import cli_remote, runtime
-from .config import STARTER_TOML, ConfigError, load_config, summarize_loop
-from .diskfull import DiskFull
-from .durable import NothingToResume, durable_supervisor
-from .headless import HeadlessPrinter
-from .interrupts import interrupt_proof, shutdown_signals
-from .journal import JournalError
-from .journal_read import (
+from supervisor import cli_remote, runtime
+from supervisor.config import STARTER_TOML, ConfigError, load_config, summarize_loop
+from supervisor.diskfull import DiskFull
+from supervisor.durable import NothingToResume, durable_supervisor
+from supervisor.headless import HeadlessPrinter
+from supervisor.interrupts import interrupt_proof, shutdown_signals
+from supervisor.journal import JournalError
+from supervisor.journal_read import (
     JournalReader,
     format_history,
     format_iteration,
     format_runs,
     format_status,
 )
-from .journal_schema import JOURNAL_NAME
-from .spec import Config
-from .statedir import StateDirError, ensure_state_dir
-from .statelock import StateLocked
-from .textsafe import for_terminal, for_terminal_line
-from .worktree import WorktreeError, prepare_worktrees, remove_worktree
+from supervisor.journal_schema import JOURNAL_NAME
+from supervisor.spec import Config
+from supervisor.statedir import StateDirError, ensure_state_dir
+from supervisor.statelock import StateLocked
+from supervisor.textsafe import for_terminal, for_terminal_line
+from supervisor.worktree import WorktreeError, prepare_worktrees, remove_worktree
 
 COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
 DEFAULT_CONFIG = Path("loops.toml")

@@ -29,10 +29,10 @@ from typing import Any, TextIO
 
 import anyio
 
-from . import events as ev
-from .api import RunSnapshot
-from .config import DEFAULT_STATE_DIR, ConfigError
-from .control import (
+from supervisor import events as ev
+from supervisor.api import RunSnapshot
+from supervisor.config import DEFAULT_STATE_DIR, ConfigError
+from supervisor.control import (
     NotServing,
     RemoteError,
     RemoteSupervisor,
@@ -40,13 +40,13 @@ from .control import (
     ServerTimeout,
     socket_path,
 )
-from .durations import format_duration, parse_duration
-from .headless import HeadlessPrinter
-from .interrupts import interrupt_proof
-from .render import describe
-from .runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from .sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
-from .textsafe import decode, for_terminal, for_terminal_line, valid_text
+from supervisor.durations import format_duration, parse_duration
+from supervisor.headless import HeadlessPrinter
+from supervisor.interrupts import interrupt_proof
+from supervisor.render import describe
+from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from supervisor.sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
+from supervisor.textsafe import decode, for_terminal, for_terminal_line, valid_text
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
@@ -181,7 +181,7 @@ def target(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 # -- serve and attach ---------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import serve_detached, serve_foreground
+    from supervisor.serve import serve_detached, serve_foreground
 
     if args.detach:
         return serve_detached(args.config, args.state_dir, resume=args.resume)

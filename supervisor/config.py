@@ -20,17 +20,17 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-from . import _limits
-from ._agents import read_agents
-from ._loops import LIMIT_KEYS, Paths, read_limits, read_loops
-from ._placeholders import check_prompt_template, line_col
-from ._pricing import price_for
-from ._schema import ConfigError, ConfigIssue, Issues, Table
-from ._tomlpos import key_positions
-from .diskfull import DEFAULT_GRACE_S
-from .durations import format_duration, parse_duration
-from .sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
-from .spec import (
+from supervisor import _limits
+from supervisor._agents import read_agents
+from supervisor._loops import LIMIT_KEYS, Paths, read_limits, read_loops
+from supervisor._placeholders import check_prompt_template, line_col
+from supervisor._pricing import price_for
+from supervisor._schema import ConfigError, ConfigIssue, Issues, Table
+from supervisor._tomlpos import key_positions
+from supervisor.diskfull import DEFAULT_GRACE_S
+from supervisor.durations import format_duration, parse_duration
+from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
+from supervisor.spec import (
     AgentSpec,
     AnthropicAgentSpec,
     ClaudeCodeAgentSpec,

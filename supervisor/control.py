@@ -39,13 +39,13 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from . import protocol as proto
-from .api import ControlError, RunSnapshot, StepIn, SupervisorHandle
-from .bus import EventBus
-from .events import Event, EventsDropped, Notice, event_from_dict
-from .sizes import too_large
-from .spec import Limits
-from .statedir import StateDirError, ensure_state_dir
+from supervisor import protocol as proto
+from supervisor.api import ControlError, RunSnapshot, StepIn, SupervisorHandle
+from supervisor.bus import EventBus
+from supervisor.events import Event, EventsDropped, Notice, event_from_dict
+from supervisor.sizes import too_large
+from supervisor.spec import Limits
+from supervisor.statedir import StateDirError, ensure_state_dir
 
 __all__ = [
     "ControlServer",

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import anyio
 
-from . import cgroup, reaper
-from .journal import Journal
-from .process import KILL_GRACE_S
-from .reaper import STATE_DIR_ENV
-from .runtime import Supervisor
-from .spec import Config
-from .statedir import ensure_state_dir
-from .statelock import StateLock
+from supervisor import cgroup, reaper
+from supervisor.journal import Journal
+from supervisor.process import KILL_GRACE_S
+from supervisor.reaper import STATE_DIR_ENV
+from supervisor.runtime import Supervisor
+from supervisor.spec import Config
+from supervisor.statedir import ensure_state_dir
+from supervisor.statelock import StateLock
 
 
 class NothingToResume(Exception):

@@ -24,9 +24,9 @@ from typing import TextIO
 
 import anyio
 
-from . import events as ev
-from .render import describe
-from .textsafe import for_terminal, for_terminal_line, json_text
+from supervisor import events as ev
+from supervisor.render import describe
+from supervisor.textsafe import for_terminal, for_terminal_line, json_text
 
 BATCH_LINES = 256
 BATCH_CHARS = 1 << 20

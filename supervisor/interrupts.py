@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import anyio
 
-from .runtime import EXIT_INTERRUPTED
+from supervisor.runtime import EXIT_INTERRUPTED
 
 __all__ = ["SHUTDOWN_SIGNALS", "ignore_sigint", "interrupt_proof", "shutdown_signals"]
 

@@ -47,9 +47,9 @@ from typing import Any
 
 import anyio
 
-from . import journal_resume
-from .diskfull import DiskFull, SpaceWatch, is_disk_full
-from .events import (
+from supervisor import journal_resume
+from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
+from supervisor.events import (
     AgentOutput,
     BudgetReleased,
     BudgetReserved,
@@ -61,11 +61,11 @@ from .events import (
     SessionSaved,
     UsageCharged,
 )
-from .journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
-from .resume import RunResume
-from .spec import LoopSpec
-from .statedir import ensure_state_dir, prepare_private, tighten_if_present
-from .textsafe import valid_text
+from supervisor.journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
+from supervisor.resume import RunResume
+from supervisor.spec import LoopSpec
+from supervisor.statedir import ensure_state_dir, prepare_private, tighten_if_present
+from supervisor.textsafe import valid_text
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from .journal_schema import JOURNAL_NAME, JournalError, connect_reader
-from .journal_snapshot import snapshot_dict
-from .sizes import truncation_message
-from .statelock import lock_holder
-from .textsafe import for_terminal, for_terminal_line, json_loads
+from supervisor.journal_schema import JOURNAL_NAME, JournalError, connect_reader
+from supervisor.journal_snapshot import snapshot_dict
+from supervisor.sizes import truncation_message
+from supervisor.statelock import lock_holder
+from supervisor.textsafe import for_terminal, for_terminal_line, json_loads
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
 _TRANSCRIPT_TYPES = (

@@ -38,11 +38,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import check_summary
-from .events import END_STATES, IterationFinished, Notice
-from .journal_schema import JournalError
-from .resume import LoopResume, RunResume
-from .textsafe import json_loads
+from supervisor.checks import check_summary
+from supervisor.events import END_STATES, IterationFinished, Notice
+from supervisor.journal_schema import JournalError
+from supervisor.resume import LoopResume, RunResume
+from supervisor.textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"
 """`events.ScheduledRun.type`: a scheduled loop's next run starts at iteration 1."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .diskfull import DiskFull, is_disk_full
+from supervisor.diskfull import DiskFull, is_disk_full
 
 JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 2

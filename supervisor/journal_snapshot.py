@@ -19,14 +19,14 @@ import time
 import tomllib
 from typing import TYPE_CHECKING, Any
 
-from .api import BudgetSnapshot, LoopSnapshot, RunSnapshot
-from .durations import parse_duration
-from .events import ATTENTION_STATES
-from .journal_resume import load_loop_resume
-from .spec import Limits
+from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
+from supervisor.durations import parse_duration
+from supervisor.events import ATTENTION_STATES
+from supervisor.journal_resume import load_loop_resume
+from supervisor.spec import Limits
 
 if TYPE_CHECKING:
-    from .journal_read import LoopStatusRow, RunRow
+    from supervisor.journal_read import LoopStatusRow, RunRow
 
 
 def snapshot_dict(

@@ -15,35 +15,33 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import events as ev
-from .agents.base import (
-    Agent,
-)
-from .budget import Charge, Ledger
-from .checks import (
+from supervisor import events as ev
+from supervisor.agents.base import Agent
+from supervisor.budget import Charge, Ledger
+from supervisor.checks import (
     CheckOutcome,
     check_summary,
     combined_failure,
     render_check_output,
     run_check,
 )
-from .diskfull import Gate
-from .durations import format_duration
-from .reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
-from .redact import Redactor
-from .render import describe
-from .sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
-from .spec import AgentSpec, LoopSpec, Price
-from .stuck import StuckDetector, StuckVerdict
-from .textsafe import valid_text
-from .transcript import TranscriptTail
-from .turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
-from .workspace_state import WorkspaceDigest
+from supervisor.diskfull import Gate
+from supervisor.durations import format_duration
+from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
+from supervisor.redact import Redactor
+from supervisor.render import describe
+from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, PROMPT_MAX_BYTES, size_of, too_large
+from supervisor.spec import AgentSpec, LoopSpec, Price
+from supervisor.stuck import StuckDetector, StuckVerdict
+from supervisor.textsafe import valid_text
+from supervisor.transcript import TranscriptTail
+from supervisor.turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
+from supervisor.workspace_state import WorkspaceDigest
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .resume import LoopResume
+    from supervisor.resume import LoopResume
 
 RETRY_BACKOFF_CAP_S = 30.0
 _PAUSING = "pausing after this step: "

@@ -29,10 +29,10 @@ import anyio.abc
 import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import cpumeter, reaper
-from .cgroup import GroupCgroup
-from .childenv import child_env
-from .textsafe import stream_decoder
+from supervisor import cpumeter, reaper
+from supervisor.cgroup import GroupCgroup
+from supervisor.childenv import child_env
+from supervisor.textsafe import stream_decoder
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""

@@ -29,7 +29,7 @@ from typing import Any, Final, Literal, TypeAlias
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream
 
-from .textsafe import json_loads, utf8
+from supervisor.textsafe import json_loads, utf8
 
 VERSION: Final = 1
 MAX_REQUEST_LINE: Final = 1 << 20

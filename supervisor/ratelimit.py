@@ -23,7 +23,7 @@ from datetime import datetime
 
 import anyio
 
-from .spec import RateLimit
+from supervisor.spec import RateLimit
 
 DEFAULT_PERIOD_S = 60.0
 DEFAULT_BURST = 0.1

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config
-from .control import RemoteError
-from .runtime import Supervisor
-from .spec import Limits, LoopSpec
+from supervisor.config import ConfigError, load_config
+from supervisor.control import RemoteError
+from supervisor.runtime import Supervisor
+from supervisor.spec import Limits, LoopSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from . import events as ev
-from .sizes import truncation_message
+from supervisor import events as ev
+from supervisor.sizes import truncation_message
 
 
 def _short(text: str, limit: int = 120) -> str:

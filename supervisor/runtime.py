@@ -19,31 +19,31 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from . import cpumeter, reaper
-from . import events as ev
-from .agents import AgentContext, build_agent
-from .api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
-from .budget import Charge, Ledger
-from .budget_watch import BudgetWatch
-from .bus import EventBus
-from .diskfull import Gate
-from .loop import LoopRunner
-from .process import KILL_GRACE_S
-from .redact import Redactor
-from .resume import RunResume
-from .schedule import drive
-from .sizes import (
+from supervisor import cpumeter, reaper
+from supervisor import events as ev
+from supervisor.agents import AgentContext, build_agent
+from supervisor.api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
+from supervisor.budget import Charge, Ledger
+from supervisor.budget_watch import BudgetWatch
+from supervisor.bus import EventBus
+from supervisor.diskfull import Gate
+from supervisor.loop import LoopRunner
+from supervisor.process import KILL_GRACE_S
+from supervisor.redact import Redactor
+from supervisor.resume import RunResume
+from supervisor.schedule import drive
+from supervisor.sizes import (
     INJECT_MAX_BYTES,
     NOTES_MAX_BYTES,
     PROMPT_TEMPLATE_MAX_BYTES,
     size_of,
     too_large,
 )
-from .spec import Config, Limits, LoopSpec
-from .worktree import OverlapChecker
+from supervisor.spec import Config, Limits, LoopSpec
+from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
-    from .ratelimit import RateLimiterRegistry
+    from supervisor.ratelimit import RateLimiterRegistry
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
@@ -138,7 +138,7 @@ class Supervisor:
     def _make_limiters(self) -> RateLimiterRegistry | None:
         if not any(a.kind == "anthropic" for a in self.config.agents.values()):
             return None
-        from .ratelimit import RateLimiterRegistry
+        from supervisor.ratelimit import RateLimiterRegistry
 
         return RateLimiterRegistry(self.config.supervisor.rate_limits)
 
@@ -428,7 +428,7 @@ class Supervisor:
         max_iterations: int | None = None,
         limits: Limits | None = None,
     ) -> None:
-        from .config import check_prompt_template
+        from supervisor.config import check_prompt_template
 
         runner = self._runner(loop)
         spec = runner.spec

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from cronsim import CronSim
 
-from . import events as ev
-from .durations import DurationRangeError, parse_duration
+from supervisor import events as ev
+from supervisor.durations import DurationRangeError, parse_duration
 
 if TYPE_CHECKING:
-    from .loop import LoopRunner
+    from supervisor.loop import LoopRunner
 
 _MAX_TICKS_COUNTED = 10_000
 

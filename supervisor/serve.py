@@ -35,20 +35,20 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .config import ConfigError, load_config
-from .control import ControlServer, ControlSocketError, RemoteError
-from .diskfull import DiskFull, is_disk_full, no_space_left
-from .durable import NothingToResume, durable_supervisor
-from .headless import HeadlessPrinter
-from .interrupts import interrupt_proof, shutdown_signals
-from .journal import JournalError
-from .protocol import SOCKET_NAME, unix_address
-from .reload import reload_config
-from .runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
-from .spec import Config
-from .statedir import StateDirError, ensure_state_dir, open_private, replace_private
-from .statelock import StateLocked, lock_holder
-from .textsafe import for_terminal
+from supervisor.config import ConfigError, load_config
+from supervisor.control import ControlServer, ControlSocketError, RemoteError
+from supervisor.diskfull import DiskFull, is_disk_full, no_space_left
+from supervisor.durable import NothingToResume, durable_supervisor
+from supervisor.headless import HeadlessPrinter
+from supervisor.interrupts import interrupt_proof, shutdown_signals
+from supervisor.journal import JournalError
+from supervisor.protocol import SOCKET_NAME, unix_address
+from supervisor.reload import reload_config
+from supervisor.runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
+from supervisor.spec import Config
+from supervisor.statedir import StateDirError, ensure_state_dir, open_private, replace_private
+from supervisor.statelock import StateLocked, lock_holder
+from supervisor.textsafe import for_terminal
 
 log = logging.getLogger("loopvisor.serve")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from .textsafe import utf8
+from supervisor.textsafe import utf8
 
 KIB = 1024
 MIB = 1024 * KIB

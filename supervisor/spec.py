@@ -13,8 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
-from .diskfull import DEFAULT_GRACE_S
-from .sizes import OUTPUT_PER_ITERATION_DEFAULT
+from supervisor.diskfull import DEFAULT_GRACE_S
+from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]

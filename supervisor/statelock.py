@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .diskfull import DiskFull, is_disk_full
-from .statedir import ensure_state_dir, open_private
+from supervisor.diskfull import DiskFull, is_disk_full
+from supervisor.statedir import ensure_state_dir, open_private
 
 LOCK_NAME = "supervisor.lock"
 _RETRY_S = 0.25

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .process import run_captured
+from supervisor.process import run_captured
 
 TOOL_NAMES = ("read_file", "write_file", "list_files", "run")
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import anyio
 
-from .sizes import OUTPUT_TAIL_BYTES, size_of
-from .textsafe import utf8
+from supervisor.sizes import OUTPUT_TAIL_BYTES, size_of
+from supervisor.textsafe import utf8
 
 FLUSH_INTERVAL_S = 0.05
 MAX_CHUNK = 4096

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import anyio
 
-from . import cpumeter
-from . import events as ev
-from .agents.base import (
+from supervisor import cpumeter
+from supervisor import events as ev
+from supervisor.agents.base import (
     Agent,
     AgentEvent,
     AgentFailed,
@@ -33,13 +33,13 @@ from .agents.base import (
     Usage,
     Waiting,
 )
-from .budget import Ledger
-from .redact import Redactor, StreamRedactor
-from .sizes import output_limit_notice
-from .spec import AgentSpec, LoopSpec, Price
-from .stuck import StuckDetector, StuckVerdict
-from .transcript import OutputCap, OutputCoalescer
-from .turn_budget import LedgerTurnBudget
+from supervisor.budget import Ledger
+from supervisor.redact import Redactor, StreamRedactor
+from supervisor.sizes import output_limit_notice
+from supervisor.spec import AgentSpec, LoopSpec, Price
+from supervisor.stuck import StuckDetector, StuckVerdict
+from supervisor.transcript import OutputCap, OutputCoalescer
+from supervisor.turn_budget import LedgerTurnBudget
 
 LAST_OUTPUT_LIMIT = 4000
 """Characters of an agent reply kept as `$last_output`."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from ._pricing import cost_usd, price_for, worst_usd_per_token
-from .agents.base import BudgetExhausted, Usage
-from .budget import Charge, Ledger, Reservation
-from .spec import Price
+from supervisor._pricing import cost_usd, price_for, worst_usd_per_token
+from supervisor.agents.base import BudgetExhausted, Usage
+from supervisor.budget import Charge, Ledger, Reservation
+from supervisor.spec import Price
 
 
 class LedgerTurnBudget:

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from .spec import Config, LoopSpec
+from supervisor.spec import Config, LoopSpec
 
 
 class WorktreeError(Exception):

@@ -14,11 +14,10 @@ from textual.app import App
 
 from supervisor.api import ControlError, LoopSnapshot, RunSnapshot, SupervisorHandle
 from supervisor.events import END_STATES
-
-from . import format as fmt
-from .screens.confirm import confirm
-from .screens.main import MainScreen
-from .stepin import step_in
+from tui import format as fmt
+from tui.screens.confirm import confirm
+from tui.screens.main import MainScreen
+from tui.stepin import step_in
 
 
 class OperatorActions(App[int]):
@@ -119,13 +118,13 @@ class OperatorActions(App[int]):
         )
 
     def edit(self, name: str) -> None:
-        from .screens.edit import EditScreen
+        from tui.screens.edit import EditScreen
 
         if (loop := self.loop(name)) is not None:
             self.push_screen(EditScreen(loop))
 
     def inject(self, name: str) -> None:
-        from .screens.inject import InjectScreen
+        from tui.screens.inject import InjectScreen
 
         self.push_screen(InjectScreen(name))
 
@@ -133,16 +132,16 @@ class OperatorActions(App[int]):
         self.run_worker(step_in(self, name), group="step-in", exclusive=True)
 
     def history(self, name: str) -> None:
-        from .screens.history import HistoryScreen
+        from tui.screens.history import HistoryScreen
 
         self.push_screen(HistoryScreen(name))
 
     def inbox(self) -> None:
-        from .screens.inbox import InboxScreen
+        from tui.screens.inbox import InboxScreen
 
         self.push_screen(InboxScreen())
 
     def help(self) -> None:
-        from .screens.help import HelpScreen
+        from tui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())

@@ -30,13 +30,12 @@ from textual.screen import Screen
 from supervisor import events as ev
 from supervisor.api import ControlError, RunSnapshot, SupervisorHandle
 from supervisor.runtime import EXIT_INTERRUPTED
-
-from .actions import OperatorActions
-from .commands import LoopCommands
-from .live import Live
-from .model import BurnWindow, IterationLog, Transcripts, wait_deadline
-from .screens.confirm import confirm
-from .screens.main import MainScreen
+from tui.actions import OperatorActions
+from tui.commands import LoopCommands
+from tui.live import Live
+from tui.model import BurnWindow, IterationLog, Transcripts, wait_deadline
+from tui.screens.confirm import confirm
+from tui.screens.main import MainScreen
 
 if TYPE_CHECKING:
     from supervisor.spec import Config

@@ -7,7 +7,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .live import lv
+from tui.live import lv
 
 Command = tuple[str, Callable[[], object], str]
 """Palette text, what it does, help line."""

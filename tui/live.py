@@ -9,7 +9,7 @@ from textual.dom import DOMNode
 from supervisor.api import RunSnapshot
 
 if TYPE_CHECKING:
-    from .app import LoopvisorApp
+    from tui.app import LoopvisorApp
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ from textual.app import SuspendNotSupported
 from supervisor.api import ControlError, StepIn
 
 if TYPE_CHECKING:
-    from .actions import OperatorActions
+    from tui.actions import OperatorActions
 
 
 async def step_in(app: OperatorActions, name: str) -> None:
@@ -40,7 +40,7 @@ async def step_in(app: OperatorActions, name: str) -> None:
     finally:
         app.poke()
     if info.chat:
-        from .screens.chat import ChatScreen
+        from tui.screens.chat import ChatScreen
 
         await app.push_screen(ChatScreen(name, agent_kind=info.agent_kind))
         return

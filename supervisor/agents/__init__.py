@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..redact import Redactor
-from ..spec import (
+from supervisor.agents.base import Agent
+from supervisor.redact import Redactor
+from supervisor.spec import (
     AgentSpec,
     AnthropicAgentSpec,
     ClaudeCodeAgentSpec,
@@ -18,10 +19,9 @@ from ..spec import (
     Price,
     SimAgentSpec,
 )
-from .base import Agent
 
 if TYPE_CHECKING:
-    from ..ratelimit import RateLimiterRegistry
+    from supervisor.ratelimit import RateLimiterRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +37,19 @@ class AgentContext:
 
 def build_agent(spec: AgentSpec, loop: LoopSpec, ctx: AgentContext) -> Agent:
     if isinstance(spec, SimAgentSpec):
-        from .sim import SimAgent
+        from supervisor.agents.sim import SimAgent
 
         return SimAgent(spec, loop)
     if isinstance(spec, CommandAgentSpec):
-        from .command import CommandAgent
+        from supervisor.agents.command import CommandAgent
 
         return CommandAgent(spec, loop)
     if isinstance(spec, AnthropicAgentSpec):
-        from .anthropic import AnthropicAgent
+        from supervisor.agents.anthropic import AnthropicAgent
 
         return AnthropicAgent(spec, loop, ctx)
     if isinstance(spec, ClaudeCodeAgentSpec):
-        from .claude_code import ClaudeCodeAgent
+        from supervisor.agents.claude_code import ClaudeCodeAgent
 
         return ClaudeCodeAgent(spec, loop, ctx)
     raise TypeError(f"unknown agent spec {spec!r}")

@@ -63,13 +63,8 @@ from anthropic.types import (
 )
 from anthropic.types import TextDelta as SDKTextDelta
 
-from ..childenv import configured_env
-from ..ratelimit import RateLimiter, retry_after_seconds
-from ..spec import AnthropicAgentSpec, LoopSpec
-from ..textsafe import json_loads, utf8, valid_data, valid_text
-from ..tools import Workspace, tool_definitions
-from . import AgentContext
-from .base import (
+from supervisor.agents import AgentContext
+from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
     AgentRequest,
@@ -81,7 +76,12 @@ from .base import (
     Usage,
     Waiting,
 )
-from .usage import Tokens
+from supervisor.agents.usage import Tokens
+from supervisor.childenv import configured_env
+from supervisor.ratelimit import RateLimiter, retry_after_seconds
+from supervisor.spec import AnthropicAgentSpec, LoopSpec
+from supervisor.textsafe import json_loads, utf8, valid_data, valid_text
+from supervisor.tools import Workspace, tool_definitions
 
 try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
     import httpx2 as _http

@@ -50,11 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._pricing import price_for
-from ..childenv import configured_env
-from ..process import KILL_GRACE_S, GroupProcess
-from ..spec import ClaudeCodeAgentSpec, LoopSpec, Price
-from .base import (
+from supervisor._pricing import price_for
+from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
     AgentRequest,
@@ -64,10 +61,13 @@ from .base import (
     Waiting,
     merge_text,
 )
-from .stream_json import StreamJsonParser
+from supervisor.agents.stream_json import StreamJsonParser
+from supervisor.childenv import configured_env
+from supervisor.process import KILL_GRACE_S, GroupProcess
+from supervisor.spec import ClaudeCodeAgentSpec, LoopSpec, Price
 
 if TYPE_CHECKING:
-    from . import AgentContext
+    from supervisor.agents import AgentContext
 
 MAX_LINE = 32 * 1024 * 1024
 """A stream-json line can hold a whole file a tool read: never split one."""

@@ -21,11 +21,11 @@ from typing import Any
 
 import anyio
 
-from ..childenv import configured_env
-from ..process import DRAIN_GRACE_S, GroupProcess
-from ..spec import CommandAgentSpec, LoopSpec
-from ..transcript import TextTail
-from .base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
+from supervisor.agents.base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
+from supervisor.childenv import configured_env
+from supervisor.process import DRAIN_GRACE_S, GroupProcess
+from supervisor.spec import CommandAgentSpec, LoopSpec
+from supervisor.transcript import TextTail
 
 OUTPUT_KEEP = 64 * 1024
 """Characters of stdout kept as the turn's output ($last_output, done marker)."""

@@ -17,8 +17,7 @@ from typing import Any
 
 import anyio
 
-from ..spec import LoopSpec, SimAgentSpec
-from .base import (
+from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
     AgentRequest,
@@ -27,6 +26,7 @@ from .base import (
     Usage,
     estimate_tokens,
 )
+from supervisor.spec import LoopSpec, SimAgentSpec
 
 _OPENERS = (
     "Looking at the last check output,",

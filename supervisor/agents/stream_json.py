@@ -57,11 +57,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._pricing import cost_usd
-from ..spec import Price
-from ..textsafe import json_loads
-from ..transcript import TextTail
-from .base import (
+from supervisor._pricing import cost_usd
+from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
     Done,
@@ -73,7 +70,10 @@ from .base import (
     Usage,
     Waiting,
 )
-from .usage import Tokens, positive_int
+from supervisor.agents.usage import Tokens, positive_int
+from supervisor.spec import Price
+from supervisor.textsafe import json_loads
+from supervisor.transcript import TextTail
 
 LAST_TEXT_KEEP = 64 * 1024
 """Characters of the last assistant message kept as the turn's output."""

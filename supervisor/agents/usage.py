@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Usage
+from supervisor.agents.base import Usage
 
 _API_FIELDS = (
     "input_tokens",

@@ -15,9 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from supervisor.api import ControlError, RunSnapshot
-
-from ..live import lv
-from ..widgets.transcript import TranscriptView
+from tui.live import lv
+from tui.widgets.transcript import TranscriptView
 
 
 class ChatScreen(Screen[None]):

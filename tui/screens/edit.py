@@ -21,8 +21,7 @@ from supervisor.api import ControlError, LoopSnapshot
 from supervisor.config import check_prompt_template
 from supervisor.durations import format_duration, parse_duration
 from supervisor.spec import Limits
-
-from ..live import lv
+from tui.live import lv
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,10 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from .. import format as fmt
-from ..live import lv
-from ..model import split_iterations
-from ..widgets.transcript import TranscriptView
+from tui import format as fmt
+from tui.live import lv
+from tui.model import split_iterations
+from tui.widgets.transcript import TranscriptView
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,8 @@ from textual.widgets.option_list import Option
 
 from supervisor.api import LoopSnapshot, RunSnapshot
 from supervisor.events import END_STATES
-
-from .. import format as fmt
-from ..live import lv
+from tui import format as fmt
+from tui.live import lv
 
 HINT = "enter step in · p {p} · e edit · i inject · r restart · s stop · h history"
 """The keys under each entry; `p` restarts a loop that ended (it cannot resume)."""

@@ -12,8 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from supervisor.api import ControlError
-
-from ..live import lv
+from tui.live import lv
 
 
 class InjectScreen(ModalScreen[bool]):

@@ -9,14 +9,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from supervisor.api import LoopSnapshot, RunSnapshot
-
-from .. import format as fmt
-from ..live import lv
-from ..model import older_lines
-from ..widgets.gauges import BudgetGauges, GaugeData
-from ..widgets.loop_table import LoopTable
-from ..widgets.status import StatusLine
-from ..widgets.transcript import TranscriptView
+from tui import format as fmt
+from tui.live import lv
+from tui.model import older_lines
+from tui.widgets.gauges import BudgetGauges, GaugeData
+from tui.widgets.loop_table import LoopTable
+from tui.widgets.status import StatusLine
+from tui.widgets.transcript import TranscriptView
 
 KEYS: list[BindingType] = [
     Binding("p", "pause", "pause"),

@@ -13,9 +13,8 @@ from rich.text import Text
 from textual.widget import Widget
 
 from supervisor.api import BudgetSnapshot
-
-from .. import format as fmt
-from ..model import Burn, minutes_left
+from tui import format as fmt
+from tui.model import Burn, minutes_left
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from supervisor.api import LoopSnapshot
-
-from .. import format as fmt
+from tui import format as fmt
 
 COLUMNS: tuple[tuple[str, str, int, int, str], ...] = (
     # key, label, narrow width (fits 80 columns), widest useful width, justify

@@ -24,8 +24,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..format import KINDS, line_kind
-from ..model import LoopLines
+from tui.format import KINDS, line_kind
+from tui.model import LoopLines
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]").sub
 Row = tuple[str, str]
