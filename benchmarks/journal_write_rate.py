@@ -33,8 +33,8 @@ import anyio
 import anyio.lowlevel
 
 from supervisor import events as ev
-from supervisor.journal import Journal
-from supervisor.journal_schema import JOURNAL_NAME
+from supervisor.journal.schema import JOURNAL_NAME
+from supervisor.journal.writer import Journal
 
 DELTAS_PER_ITERATION = 400
 

@@ -49,7 +49,7 @@ from textual import events  # noqa: E402
 from textual._compositor import CompositorUpdate  # noqa: E402
 from textual.screen import Screen  # noqa: E402
 
-from supervisor.config import load_config  # noqa: E402
+from supervisor.config.load import load_config  # noqa: E402
 from supervisor.runtime import Supervisor  # noqa: E402
 from supervisor.spec import Config  # noqa: E402
 from tui.app import LoopvisorApp  # noqa: E402

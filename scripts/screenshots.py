@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from textual.pilot import Pilot  # noqa: E402
 
-from supervisor.config import load_config  # noqa: E402
+from supervisor.config.load import load_config  # noqa: E402
 from supervisor.runtime import Supervisor  # noqa: E402
 from tui.app import LoopvisorApp  # noqa: E402
 from tui.screens.chat import ChatScreen  # noqa: E402

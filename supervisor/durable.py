@@ -14,13 +14,13 @@ from pathlib import Path
 import anyio
 
 from supervisor import cgroup, reaper
-from supervisor.journal import Journal
+from supervisor.journal.statelock import StateLock
+from supervisor.journal.writer import Journal
 from supervisor.process import KILL_GRACE_S
 from supervisor.reaper import STATE_DIR_ENV
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 from supervisor.statedir import ensure_state_dir
-from supervisor.statelock import StateLock
 
 
 class NothingToResume(Exception):

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import ConfigError, load_config
-from supervisor.control import RemoteError
+from supervisor.config.load import ConfigError, load_config
+from supervisor.control.protocol import RemoteError
 from supervisor.runtime import Supervisor
 from supervisor.spec import Limits, LoopSpec
 

@@ -27,10 +27,10 @@ from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
 from supervisor.diskfull import Gate
+from supervisor.journal.resume import RunResume
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
 from supervisor.redact import Redactor
-from supervisor.resume import RunResume
 from supervisor.schedule import drive
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
@@ -43,7 +43,7 @@ from supervisor.spec import Config, Limits, LoopSpec
 from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
-    from supervisor.ratelimit import RateLimiterRegistry
+    from supervisor.agents.ratelimit import RateLimiterRegistry
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
@@ -138,7 +138,7 @@ class Supervisor:
     def _make_limiters(self) -> RateLimiterRegistry | None:
         if not any(a.kind == "anthropic" for a in self.config.agents.values()):
             return None
-        from supervisor.ratelimit import RateLimiterRegistry
+        from supervisor.agents.ratelimit import RateLimiterRegistry
 
         return RateLimiterRegistry(self.config.supervisor.rate_limits)
 
@@ -428,7 +428,7 @@ class Supervisor:
         max_iterations: int | None = None,
         limits: Limits | None = None,
     ) -> None:
-        from supervisor.config import check_prompt_template
+        from supervisor.config.load import check_prompt_template
 
         runner = self._runner(loop)
         spec = runner.spec

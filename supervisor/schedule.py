@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cronsim import CronSim
 
 from supervisor import events as ev
-from supervisor.durations import DurationRangeError, parse_duration
+from supervisor.config.durations import DurationRangeError, parse_duration
 
 if TYPE_CHECKING:
     from supervisor.loop import LoopRunner

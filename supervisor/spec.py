@@ -1,4 +1,4 @@
-"""Frozen, validated description of a run: what `config.py` produces from loops.toml.
+"""Frozen, validated description of a run: what `config.load` produces from loops.toml.
 
 Everything here is plain data with no behaviour beyond small derived values, so a
 spec can be compared, hashed, journalled and sent over the control socket as is.

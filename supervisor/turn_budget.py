@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from supervisor._pricing import cost_usd, price_for, worst_usd_per_token
 from supervisor.agents.base import BudgetExhausted, Usage
+from supervisor.agents.pricing import cost_usd, price_for, worst_usd_per_token
 from supervisor.budget import Charge, Ledger, Reservation
 from supervisor.spec import Price
 

@@ -1,7 +1,7 @@
 """Shared helpers for the core's tests: real configs in tmp_path, the real CLI in a
 subprocess, and a supervisor run that records every event it published.
 
-Configs are written as TOML text and loaded through `supervisor.config.load_config`,
+Configs are written as TOML text and loaded through `supervisor.config.load.load_config`,
 so every test exercises the same path a user's loops.toml takes.
 """
 
@@ -21,7 +21,7 @@ import anyio
 import psutil
 
 from supervisor import events as ev
-from supervisor.config import load_config
+from supervisor.config.load import load_config
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 

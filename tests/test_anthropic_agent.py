@@ -47,9 +47,9 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.ratelimit import RateLimiterRegistry
 from supervisor.budget import Ledger
-from supervisor.config import load_config
-from supervisor.ratelimit import RateLimiterRegistry
+from supervisor.config.load import load_config
 from supervisor.spec import AnthropicAgentSpec, ContextMode, Limits, LoopSpec, RateLimit
 from supervisor.turn_budget import LedgerTurnBudget
 

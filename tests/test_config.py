@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from supervisor._agents import SPEC_CLASSES, agent_keys
-from supervisor._tomlpos import key_positions
-from supervisor.config import (
+from supervisor.config._agent_tables import SPEC_CLASSES, agent_keys
+from supervisor.config._tomlpos import key_positions
+from supervisor.config.durations import format_duration
+from supervisor.config.load import (
     STARTER_TOML,
     ConfigError,
     ConfigIssue,
@@ -25,7 +26,6 @@ from supervisor.config import (
     parse_duration,
     summarize_loop,
 )
-from supervisor.durations import format_duration
 from supervisor.spec import (
     AnthropicAgentSpec,
     CheckSpec,

@@ -20,15 +20,11 @@ import pytest
 from helpers import load, loop, sim_agent, supervisor_table, wait_for
 
 from supervisor import events as ev
-from supervisor import protocol as proto
 from supervisor.api import ControlError
-from supervisor.control import (
-    ControlServer,
-    ControlSocketError,
-    NotServing,
-    RemoteError,
-    RemoteSupervisor,
-)
+from supervisor.control import protocol as proto
+from supervisor.control.client import RemoteSupervisor
+from supervisor.control.protocol import NotServing, RemoteError
+from supervisor.control.server import ControlServer, ControlSocketError
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config, Limits
 

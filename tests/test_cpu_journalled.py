@@ -13,7 +13,7 @@ import pytest
 from helpers import PY, load, loop, sim_agent, supervisor_table
 
 from supervisor.durable import durable_supervisor
-from supervisor.journal_read import JournalReader
+from supervisor.journal.reader import JournalReader
 
 pytestmark = pytest.mark.anyio
 

@@ -5,13 +5,13 @@ import sys
 
 CORE_MODULES = (
     "supervisor",
-    "supervisor.cli",
+    "supervisor.cli.main",
     "supervisor.runtime",
     "supervisor.headless",
-    "supervisor.config",
+    "supervisor.config.load",
     "supervisor.loop",
     "supervisor.durable",
-    "supervisor.journal",
+    "supervisor.journal.writer",
     "supervisor.agents.sim",
     "supervisor.agents.command",
     "supervisor.agents.anthropic",

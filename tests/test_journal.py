@@ -18,17 +18,17 @@ import anyio
 import pytest
 
 from supervisor import events as ev
-from supervisor.journal import Journal, JournalError
-from supervisor.journal_read import (
+from supervisor.journal.reader import (
     JournalReader,
     format_history,
     format_iteration,
     format_runs,
     format_status,
 )
-from supervisor.journal_schema import JOURNAL_NAME, MIGRATIONS, SCHEMA_VERSION
+from supervisor.journal.schema import JOURNAL_NAME, MIGRATIONS, SCHEMA_VERSION
+from supervisor.journal.statelock import StateLock
+from supervisor.journal.writer import Journal, JournalError
 from supervisor.spec import LoopSpec
-from supervisor.statelock import StateLock
 
 CONFIG = '[[loop]]\nname = "a"\n'
 
@@ -377,7 +377,7 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from supervisor import events as ev
-    from supervisor.journal import Journal
+    from supervisor.journal.writer import Journal
 
     journal = Journal.open(Path(sys.argv[1]))
     journal.start_run(sys.argv[2], Path("loops.toml"), "x")
@@ -704,8 +704,8 @@ _SUPERVISOR = textwrap.dedent(
     import sys
     from pathlib import Path
     import anyio
-    from supervisor.config import load_config
-    from supervisor.journal import Journal
+    from supervisor.config.load import load_config
+    from supervisor.journal.writer import Journal
     from supervisor.runtime import Supervisor
 
     async def main() -> None:

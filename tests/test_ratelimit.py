@@ -14,7 +14,7 @@ import anyio
 import pytest
 from fake_anthropic import FakeAnthropic, RateLimitWindow, text
 
-from supervisor.ratelimit import RateLimiter, RateLimiterRegistry, retry_after_seconds
+from supervisor.agents.ratelimit import RateLimiter, RateLimiterRegistry, retry_after_seconds
 from supervisor.spec import RateLimit
 
 pytestmark = pytest.mark.anyio

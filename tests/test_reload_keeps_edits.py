@@ -20,7 +20,7 @@ from helpers import (
     write_config,
 )
 
-from supervisor.config import load_config
+from supervisor.config.load import load_config
 from supervisor.reload import reload_config
 from supervisor.spec import Limits
 

@@ -53,8 +53,8 @@ from helpers import (
     write_config,
 )
 
-from supervisor.journal_read import JournalReader
-from supervisor.journal_schema import JOURNAL_NAME
+from supervisor.journal.reader import JournalReader
+from supervisor.journal.schema import JOURNAL_NAME
 
 Event = dict[str, Any]
 

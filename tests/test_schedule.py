@@ -11,7 +11,7 @@ import pytest
 from helpers import loop, run_recorded, sim_agent, supervisor_table, write_config
 
 from supervisor import events as ev
-from supervisor.config import load_config
+from supervisor.config.load import load_config
 from supervisor.schedule import Schedule
 
 pytestmark = pytest.mark.anyio

@@ -24,10 +24,10 @@ import psutil
 import pytest
 from helpers import PY, alive, cli_env, command_agent, loop, sim_agent, supervisor_table, wait_gone
 
-from supervisor import cli
 from supervisor import events as ev
-from supervisor.cli_remote import attach_options
-from supervisor.control import RemoteSupervisor
+from supervisor.cli import main as cli
+from supervisor.cli.remote import attach_options
+from supervisor.control.client import RemoteSupervisor
 
 if "serve" in cli.COMMANDS:
     LOOPVISOR = [PY, "-m", "supervisor"]
@@ -35,7 +35,7 @@ else:  # until cli.py wires cli_remote in
     LOOPVISOR = [
         PY,
         "-c",
-        "import sys; from supervisor.cli_remote import main; sys.exit(main(sys.argv[1:]))",
+        "import sys; from supervisor.cli.remote import main; sys.exit(main(sys.argv[1:]))",
     ]
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.statelock import StateLock, StateLocked, lock_holder, lock_path
+from supervisor.journal.statelock import StateLock, StateLocked, lock_holder, lock_path
 
 _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from supervisor.statelock import StateLock
+    from supervisor.journal.statelock import StateLock
 
     with StateLock(Path(sys.argv[1])):
         print("locked", flush=True)
@@ -29,7 +29,7 @@ _TRY = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from supervisor.statelock import StateLock, StateLocked
+    from supervisor.journal.statelock import StateLock, StateLocked
 
     try:
         with StateLock(Path(sys.argv[1])):

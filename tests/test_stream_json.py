@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor._pricing import cost_usd, price_for
 from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
@@ -32,6 +31,7 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.pricing import cost_usd, price_for
 from supervisor.agents.stream_json import StreamJsonParser, Tokens, decode, parse_lines
 
 DATA = Path(__file__).parent / "data" / "stream_json"

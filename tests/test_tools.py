@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from supervisor.tools import TOOL_NAMES, ToolError, Workspace, tool_definitions
+from supervisor.agents.tools import TOOL_NAMES, ToolError, Workspace, tool_definitions
 
 pytestmark = pytest.mark.anyio
 

@@ -93,7 +93,8 @@ async def test_the_same_app_attached_over_the_control_socket(tmp_path: Path) -> 
     """`loopvisor attach`'s path: the app over a `RemoteSupervisor` (no local run):
     it shows the live run, its keys reach the server, and `q` detaches while the
     server's loops keep going."""
-    from supervisor.control import ControlServer, RemoteSupervisor
+    from supervisor.control.client import RemoteSupervisor
+    from supervisor.control.server import ControlServer
 
     config = sim_config(tmp_path, endless_loop("alpha"), endless_loop("beta"))
     sup = Supervisor(config, exit_when_idle=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 from helpers import cli_env, loop, sim_agent, supervisor_table, write_config
 
-from supervisor.journal_read import JournalReader
+from supervisor.journal.reader import JournalReader
 
 PY = sys.executable
 SLOW_CHECK = [PY, "-c", "import time; time.sleep(60)"]

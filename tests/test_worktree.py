@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import load_config
+from supervisor.config.load import load_config
 from supervisor.worktree import WorktreeError, changed_files, overlaps, prepare_worktrees
 
 GIT_ENV = {

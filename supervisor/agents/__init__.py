@@ -21,7 +21,7 @@ from supervisor.spec import (
 )
 
 if TYPE_CHECKING:
-    from supervisor.ratelimit import RateLimiterRegistry
+    from supervisor.agents.ratelimit import RateLimiterRegistry
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,12 +76,12 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.ratelimit import RateLimiter, retry_after_seconds
+from supervisor.agents.tools import Workspace, tool_definitions
 from supervisor.agents.usage import Tokens
 from supervisor.childenv import configured_env
-from supervisor.ratelimit import RateLimiter, retry_after_seconds
 from supervisor.spec import AnthropicAgentSpec, LoopSpec
 from supervisor.textsafe import json_loads, utf8, valid_data, valid_text
-from supervisor.tools import Workspace, tool_definitions
 
 try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
     import httpx2 as _http

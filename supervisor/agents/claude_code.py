@@ -50,7 +50,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from supervisor._pricing import price_for
 from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
@@ -61,6 +60,7 @@ from supervisor.agents.base import (
     Waiting,
     merge_text,
 )
+from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json import StreamJsonParser
 from supervisor.childenv import configured_env
 from supervisor.process import KILL_GRACE_S, GroupProcess

@@ -57,7 +57,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor._pricing import cost_usd
 from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
@@ -70,6 +69,7 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.pricing import cost_usd
 from supervisor.agents.usage import Tokens, positive_int
 from supervisor.spec import Price
 from supervisor.textsafe import json_loads

@@ -19,7 +19,7 @@ from test_anthropic_agent import KEY, MODEL, assert_totals, drive, make_agent, w
 
 from supervisor import events as ev
 from supervisor.agents.base import Done
-from supervisor.config import ConfigError
+from supervisor.config.load import ConfigError
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,7 @@ from helpers import loop, run_cli, sim_agent, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.config import ConfigError, load_config, parse_config
+from supervisor.config.load import ConfigError, load_config, parse_config
 from supervisor.schedule import Schedule
 from supervisor.spec import Config
 from supervisor.textsafe import for_terminal_line

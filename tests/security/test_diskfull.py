@@ -28,7 +28,7 @@ from helpers import PY, cli_env, load, loop, run_cli, sim_agent, table, write_co
 from supervisor import events as ev
 from supervisor.api import ControlError
 from supervisor.diskfull import RETRY_MAX_S, DiskFull, SpaceWatch, is_disk_full
-from supervisor.journal import Journal
+from supervisor.journal.writer import Journal
 from supervisor.runtime import Supervisor
 
 EXIT_DISK_FULL = 5

@@ -33,9 +33,11 @@ from helpers import (
 )
 
 from supervisor import events as ev
-from supervisor import protocol as proto
 from supervisor.api import ControlError
-from supervisor.control import ControlServer, RemoteError, RemoteSupervisor
+from supervisor.control import protocol as proto
+from supervisor.control.client import RemoteSupervisor
+from supervisor.control.protocol import RemoteError
+from supervisor.control.server import ControlServer
 from supervisor.runtime import Supervisor
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
@@ -328,7 +330,7 @@ async def test_ctl_reads_stdin_and_prompt_files_no_further_than_the_limit(
     import argparse
     import io
 
-    from supervisor import cli_remote
+    from supervisor.cli import remote as cli_remote
 
     piped = io.BytesIO(b"x" * (2 * MIB))
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(piped, encoding="utf-8"))

@@ -20,9 +20,9 @@ import pytest
 from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import PY, cli_env, command_agent, loop, table, write_config
 
-from supervisor._schema import ConfigError
 from supervisor.childenv import base_env, child_env
-from supervisor.config import load_config
+from supervisor.config._schema import ConfigError
+from supervisor.config.load import load_config
 from supervisor.redact import Redactor, StreamRedactor
 
 PROMPT = "Iteration $iteration.\nChecks said:\n$check_output\nYou said:\n$last_output"

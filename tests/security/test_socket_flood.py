@@ -22,13 +22,8 @@ from helpers import wait_gone
 from test_control import RawClient, endless, serving
 from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
 
-from supervisor.control import (
-    NotServing,
-    RemoteError,
-    RemoteSupervisor,
-    ServerRefused,
-    ServerTimeout,
-)
+from supervisor.control.client import RemoteSupervisor
+from supervisor.control.protocol import NotServing, RemoteError, ServerRefused, ServerTimeout
 
 
 def idle_connection(path: Path) -> socket.socket:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from test_serve import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 
 from supervisor import events as ev
-from supervisor.cli_remote import TailPrinter
+from supervisor.cli.remote import TailPrinter
 from supervisor.headless import HeadlessPrinter
 from supervisor.textsafe import json_loads, json_text, valid_text
 

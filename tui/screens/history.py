@@ -1,6 +1,6 @@
 """HistoryScreen (`h`): a loop's iterations, each with its prompt and transcript.
 
-From the journal (`supervisor.journal_read.JournalReader`, read-only, in a thread)
+From the journal (`supervisor.journal.reader.JournalReader`, read-only, in a thread)
 when the state dir has one for this run; otherwise from what the console saw: the
 iterations it recorded and the transcript lines it holds, split per iteration.
 """
@@ -40,8 +40,8 @@ class HistoryRow:
 def _journal_rows(state_dir: Path, loop: str, run_id: str | None) -> list[HistoryRow] | None:
     """The journal's rows (latest attempt per iteration), or None when there is none."""
     try:
-        from supervisor.journal_read import JournalReader
-        from supervisor.journal_schema import JOURNAL_NAME, JournalError
+        from supervisor.journal.reader import JournalReader
+        from supervisor.journal.schema import JOURNAL_NAME, JournalError
     except ImportError:  # pragma: no cover - the journal is optional for the console
         return None
     if not (state_dir / JOURNAL_NAME).exists():
@@ -64,8 +64,8 @@ def _journal_rows(state_dir: Path, loop: str, run_id: str | None) -> list[Histor
 
 
 def _journal_detail(state_dir: Path, loop: str, iteration: int, run_id: str | None) -> str:
-    from supervisor.journal_read import JournalReader
-    from supervisor.journal_schema import JournalError
+    from supervisor.journal.reader import JournalReader
+    from supervisor.journal.schema import JournalError
 
     with JournalReader(state_dir) as reader:
         try:

@@ -3,7 +3,7 @@
 Foreground by default (systemd, containers: logs go to stdout/stderr); `--detach`
 double-forks into a new session with stdio on `STATE_DIR/serve.log` and returns
 once the socket answers. Either way `STATE_DIR/serve.pid` holds the PID and
-`STATE_DIR/control.sock` the socket (see control.py for its safety rules). The
+`STATE_DIR/control.sock` the socket (see `control.server` for its safety rules). The
 supervisor comes from `durable.durable_supervisor`, as for `run` and the TUI: the
 state-dir lock, the journal, and `--resume` after a crash work the same way.
 When every loop has ended (or the global wall budget ran out), serve keeps
@@ -35,19 +35,19 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from supervisor.config import ConfigError, load_config
-from supervisor.control import ControlServer, ControlSocketError, RemoteError
+from supervisor.config.load import ConfigError, load_config
+from supervisor.control.protocol import SOCKET_NAME, RemoteError, unix_address
+from supervisor.control.server import ControlServer, ControlSocketError
 from supervisor.diskfull import DiskFull, is_disk_full, no_space_left
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal import JournalError
-from supervisor.protocol import SOCKET_NAME, unix_address
+from supervisor.journal.statelock import StateLocked, lock_holder
+from supervisor.journal.writer import JournalError
 from supervisor.reload import reload_config
 from supervisor.runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
 from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir, open_private, replace_private
-from supervisor.statelock import StateLocked, lock_holder
 from supervisor.textsafe import for_terminal
 
 log = logging.getLogger("loopvisor.serve")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from supervisor._limits import MAX_EXTENDS_DEPTH
-from supervisor._placeholders import line_col, template_problems
-from supervisor._schema import (
+from supervisor.config._placeholders import line_col, template_problems
+from supervisor.config._schema import (
     Entry,
     Issues,
     Nested,

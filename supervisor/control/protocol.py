@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, TypeAlias
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream
 
+from supervisor.api import ControlError
 from supervisor.textsafe import json_loads, utf8
 
 VERSION: Final = 1
@@ -40,6 +41,38 @@ SOCKET_NAME: Final = "control.sock"
 
 ErrorKind: TypeAlias = Literal["protocol", "control", "config", "internal", "permission", "busy"]
 RequestId: TypeAlias = int | str
+
+
+SUBSCRIPTION_BUFFER = 2000
+"""Events a subscriber's server-side queue holds unless it asks for more."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    return Path(state_dir) / SOCKET_NAME
+
+
+class RemoteError(ControlError):
+    """A refused operation; `kind` is the wire error kind (control, config, protocol, ...)."""
+
+    def __init__(self, message: str, kind: ErrorKind = "control") -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+
+
+class NotServing(ControlError):
+    """No loopvisor answers on the socket (missing, stale, refused or not loopvisor)."""
+
+
+class ServerRefused(NotServing):
+    """A loopvisor answered but refused this connection (too many clients, wrong uid).
+
+    A `NotServing` so callers that only care "can I talk to it" keep working; its
+    message says what really happened instead of "no loopvisor is serving".
+    """
+
+
+class ServerTimeout(NotServing):
+    """Something holds the socket but sent no hello in time (a hung or overloaded server)."""
 
 
 class ProtocolError(Exception):

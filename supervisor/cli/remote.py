@@ -31,16 +31,16 @@ import anyio
 
 from supervisor import events as ev
 from supervisor.api import RunSnapshot
-from supervisor.config import DEFAULT_STATE_DIR, ConfigError
-from supervisor.control import (
+from supervisor.config.durations import format_duration, parse_duration
+from supervisor.config.load import DEFAULT_STATE_DIR, ConfigError
+from supervisor.control.client import RemoteSupervisor
+from supervisor.control.protocol import (
     NotServing,
     RemoteError,
-    RemoteSupervisor,
     ServerRefused,
     ServerTimeout,
     socket_path,
 )
-from supervisor.durations import format_duration, parse_duration
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof
 from supervisor.render import describe
@@ -181,7 +181,7 @@ def target(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 # -- serve and attach ---------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from supervisor.serve import serve_detached, serve_foreground
+    from supervisor.control.serve import serve_detached, serve_foreground
 
     if args.detach:
         return serve_detached(args.config, args.state_dir, resume=args.resume)

@@ -19,24 +19,25 @@ from pathlib import Path
 
 import anyio
 
-from supervisor import cli_remote, runtime
-from supervisor.config import STARTER_TOML, ConfigError, load_config, summarize_loop
+from supervisor import runtime
+from supervisor.cli import remote as cli_remote
+from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
 from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal import JournalError
-from supervisor.journal_read import (
+from supervisor.journal.reader import (
     JournalReader,
     format_history,
     format_iteration,
     format_runs,
     format_status,
 )
-from supervisor.journal_schema import JOURNAL_NAME
+from supervisor.journal.schema import JOURNAL_NAME
+from supervisor.journal.statelock import StateLocked
+from supervisor.journal.writer import JournalError
 from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir
-from supervisor.statelock import StateLocked
 from supervisor.textsafe import for_terminal, for_terminal_line
 from supervisor.worktree import WorktreeError, prepare_worktrees, remove_worktree
 

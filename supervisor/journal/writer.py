@@ -47,7 +47,6 @@ from typing import Any
 
 import anyio
 
-from supervisor import journal_resume
 from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
 from supervisor.events import (
     AgentOutput,
@@ -61,8 +60,9 @@ from supervisor.events import (
     SessionSaved,
     UsageCharged,
 )
-from supervisor.journal_schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
-from supervisor.resume import RunResume
+from supervisor.journal import settle
+from supervisor.journal.resume import RunResume
+from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from supervisor.spec import LoopSpec
 from supervisor.statedir import ensure_state_dir, prepare_private, tighten_if_present
 from supervisor.textsafe import valid_text
@@ -400,7 +400,7 @@ class Journal:
         """The newest run that has no end or whose loops are not all finished."""
         with self._write_lock:
             try:
-                return journal_resume.find_resumable_run(self._conn)
+                return settle.find_resumable_run(self._conn)
             except sqlite3.DatabaseError as exc:  # the first read of a resume
                 raise JournalError(
                     f"{self.path} is not a loopvisor journal or is corrupt: {exc}"
@@ -417,8 +417,8 @@ class Journal:
         with self._write_lock:
             self._flush_locked()
             quick_check(self._conn, self.path)
-            self._transaction(lambda conn: journal_resume.settle(conn, run_id), full=True)
-            return journal_resume.load(self._conn, run_id)
+            self._transaction(lambda conn: settle.settle(conn, run_id), full=True)
+            return settle.load(self._conn, run_id)
 
     def mark_resumed(
         self,
@@ -435,9 +435,9 @@ class Journal:
         """
         with self._write_lock:
             self._flush_locked()
-            self._transaction(lambda conn: journal_resume.settle(conn, run_id), full=True)
+            self._transaction(lambda conn: settle.settle(conn, run_id), full=True)
             changed = self._transaction(
-                lambda conn: journal_resume.reopen(
+                lambda conn: settle.reopen(
                     conn,
                     run_id,
                     config_path=_path_text(config_path) if config_path is not None else None,

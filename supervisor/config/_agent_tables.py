@@ -11,8 +11,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import get_args
 
-from supervisor._placeholders import COMMAND_PLACEHOLDERS, placeholder_names, template_problems
-from supervisor._schema import (
+from supervisor.agents.tools import TOOL_NAMES
+from supervisor.config._placeholders import (
+    COMMAND_PLACEHOLDERS,
+    placeholder_names,
+    template_problems,
+)
+from supervisor.config._schema import (
     Issues,
     Table,
     describe,
@@ -29,7 +34,6 @@ from supervisor.spec import (
     SimAgentSpec,
     SimBehavior,
 )
-from supervisor.tools import TOOL_NAMES
 
 ANTHROPIC_TOOLS = TOOL_NAMES
 """The built-in workspace tools an anthropic agent may be given."""

@@ -23,10 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from supervisor.journal_schema import JOURNAL_NAME, JournalError, connect_reader
-from supervisor.journal_snapshot import snapshot_dict
+from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader
+from supervisor.journal.snapshot import snapshot_dict
+from supervisor.journal.statelock import lock_holder
 from supervisor.sizes import truncation_message
-from supervisor.statelock import lock_holder
 from supervisor.textsafe import for_terminal, for_terminal_line, json_loads
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"

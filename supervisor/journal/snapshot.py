@@ -20,13 +20,13 @@ import tomllib
 from typing import TYPE_CHECKING, Any
 
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
-from supervisor.durations import parse_duration
+from supervisor.config.durations import parse_duration
 from supervisor.events import ATTENTION_STATES
-from supervisor.journal_resume import load_loop_resume
+from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits
 
 if TYPE_CHECKING:
-    from supervisor.journal_read import LoopStatusRow, RunRow
+    from supervisor.journal.reader import LoopStatusRow, RunRow
 
 
 def snapshot_dict(

@@ -40,8 +40,8 @@ from typing import Any
 
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
-from supervisor.journal_schema import JournalError
-from supervisor.resume import LoopResume, RunResume
+from supervisor.journal.resume import LoopResume, RunResume
+from supervisor.journal.schema import JournalError
 from supervisor.textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"

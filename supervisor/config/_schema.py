@@ -18,9 +18,9 @@ from types import MappingProxyType
 from typing import Literal, TypeVar, overload
 
 from supervisor._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
-from supervisor._tomlpos import KeyPath, Positions
 from supervisor.childenv import ENV_NAME, SUPERVISOR_PREFIX
-from supervisor.durations import DURATION_HINT, DurationRangeError, parse_duration
+from supervisor.config._tomlpos import KeyPath, Positions
+from supervisor.config.durations import DURATION_HINT, DurationRangeError, parse_duration
 from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES
 from supervisor.textsafe import for_terminal_line
 

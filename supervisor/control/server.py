@@ -21,43 +21,28 @@ Safety properties (docs/protocol.md has the wire format):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import math
 import os
 import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from supervisor import protocol as proto
-from supervisor.api import ControlError, RunSnapshot, StepIn, SupervisorHandle
-from supervisor.bus import EventBus
-from supervisor.events import Event, EventsDropped, Notice, event_from_dict
-from supervisor.sizes import too_large
+from supervisor.api import ControlError, SupervisorHandle
+from supervisor.control import protocol as proto
+from supervisor.control.protocol import SUBSCRIPTION_BUFFER, RemoteError
+from supervisor.events import Event, EventsDropped
 from supervisor.spec import Limits
 from supervisor.statedir import StateDirError, ensure_state_dir
 
-__all__ = [
-    "ControlServer",
-    "ControlSocketError",
-    "NotServing",
-    "RemoteError",
-    "RemoteSupervisor",
-    "ServerRefused",
-    "ServerTimeout",
-    "ensure_private_dir",
-    "socket_path",
-]
+__all__ = ["ControlServer", "ControlSocketError", "ensure_private_dir"]
 
 log = logging.getLogger("loopvisor.control")
 
@@ -70,41 +55,12 @@ RESERVED_SLOTS = 4
 HANDSHAKE_S = 5.0
 """A connection that sent no valid request this long after connecting is dropped."""
 MAX_INFLIGHT = 8
-SUBSCRIPTION_BUFFER = 2000
 MAX_SUBSCRIPTION_BUFFER = 20_000
 _BATCH = 512
 
 
-class RemoteError(ControlError):
-    """A refused operation; `kind` is the wire error kind (control, config, protocol, ...)."""
-
-    def __init__(self, message: str, kind: proto.ErrorKind = "control") -> None:
-        super().__init__(message)
-        self.kind: proto.ErrorKind = kind
-
-
-class NotServing(ControlError):
-    """No loopvisor answers on the socket (missing, stale, refused or not loopvisor)."""
-
-
-class ServerRefused(NotServing):
-    """A loopvisor answered but refused this connection (too many clients, wrong uid).
-
-    A `NotServing` so callers that only care "can I talk to it" keep working; its
-    message says what really happened instead of "no loopvisor is serving".
-    """
-
-
-class ServerTimeout(NotServing):
-    """Something holds the socket but sent no hello in time (a hung or overloaded server)."""
-
-
 class ControlSocketError(Exception):
     """The socket cannot be created (in use by a live server, unsafe directory, ...)."""
-
-
-def socket_path(state_dir: Path) -> Path:
-    return Path(state_dir) / proto.SOCKET_NAME
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -550,281 +506,3 @@ class _Client:
                 behind = 0  # caught up
             if not await self.send(b"".join(proto.event_line(e.to_dict()) for e in batch)):
                 return
-
-
-# -- the client ---------------------------------------------------------------------
-@dataclass(slots=True)
-class _Pending:
-    done: anyio.Event = dataclasses.field(default_factory=anyio.Event)
-    reply: dict[str, Any] | None = None
-
-
-class RemoteSupervisor:
-    """`SupervisorHandle` over the control socket::
-
-        async with RemoteSupervisor(state_dir / "control.sock") as sup:
-            print((await sup.snapshot()).loops)
-
-    Raises `NotServing` on enter when nobody answers. Refused operations raise
-    `RemoteError` (a `ControlError`). When the connection drops, pending calls raise
-    `NotServing`, subscribers get a `Notice` and their iterators end.
-    """
-
-    def __init__(
-        self, socket_path: Path, *, state_dir: Path | None = None, timeout: float = 10.0
-    ) -> None:
-        self.socket_path = Path(socket_path)
-        self.state_dir = state_dir
-        self.timeout = timeout
-        self.hello: dict[str, Any] = {}
-        self._stack = AsyncExitStack()
-        self._stream: anyio.abc.SocketStream | None = None
-        self._send_lock = anyio.Lock()
-        self._pending: dict[int, _Pending] = {}
-        self._next_id = 0
-        self._bus = EventBus()
-        self._sub_lock = anyio.Lock()
-        self._subscribers = 0
-        self._server_subscribed = False
-        self._closed = anyio.Event()
-
-    def _not_serving(self, why: str) -> NotServing:
-        where = self.state_dir if self.state_dir is not None else self.socket_path
-        return NotServing(f"no loopvisor is serving {where} ({why})")
-
-    @property
-    def connected(self) -> bool:
-        return self._stream is not None and not self._closed.is_set()
-
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
-    async def __aenter__(self) -> RemoteSupervisor:
-        try:
-            await self._connect()
-            tg = await self._stack.enter_async_context(anyio.create_task_group())
-            tg.start_soon(self._read_loop)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                if self._stream is not None:
-                    await self._stream.aclose()
-                await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            with anyio.CancelScope(shield=True):
-                if self._stream is not None:
-                    await self._stream.aclose()  # the reader sees EOF and ends
-        finally:
-            await self._stack.aclose()
-
-    async def _connect(self) -> None:
-        path = self.socket_path
-        where = self.state_dir if self.state_dir is not None else self.socket_path
-        if not (path.exists() or path.is_symlink()):
-            raise self._not_serving(f"no socket at {path}")
-        try:
-            stream = await proto.connect(path, self.timeout)
-        except ConnectionRefusedError:
-            raise self._not_serving(f"stale socket at {path}: connection refused") from None
-        except BlockingIOError:  # AF_UNIX says EAGAIN when the listen backlog is full
-            raise ServerRefused(
-                f"the loopvisor at {where} refused the connection: its queue of new"
-                " connections is full"
-            ) from None
-        except TimeoutError:
-            raise self._timed_out(where, "to accept the connection") from None
-        except OSError as exc:
-            raise self._not_serving(f"cannot connect to {path}: {exc}") from None
-        self._stream = stream
-        self._reader = proto.LineReader(stream, proto.MAX_SERVER_LINE)
-        with anyio.move_on_after(self.timeout):
-            line = await self._reader.next()
-            try:
-                hello = json.loads(line) if isinstance(line, bytes) else None
-            except ValueError:
-                hello = None
-            if isinstance(hello, dict) and hello.get("hello") == "loopvisor":
-                if hello.get("v") != proto.VERSION:
-                    raise self._not_serving(
-                        f"protocol v{hello.get('v')}, we speak v{proto.VERSION}"
-                    )
-                self.hello = hello
-                return
-            if isinstance(hello, dict) and "error" in hello:
-                raise ServerRefused(
-                    f"the loopvisor at {where} refused the connection: {hello['error']}"
-                )
-            raise self._not_serving(f"no loopvisor hello on {path}")
-        raise self._timed_out(where, "to say hello")
-
-    def _timed_out(self, where: Path, what: str) -> ServerTimeout:
-        return ServerTimeout(
-            f"timed out waiting for the loopvisor at {where} {what} (waited {self.timeout:g}s)"
-        )
-
-    async def _read_loop(self) -> None:
-        try:
-            while (line := await self._reader.next()) is not None:
-                if isinstance(line, proto.Oversized):
-                    continue
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
-                if isinstance(msg.get("event"), dict):
-                    try:
-                        event = event_from_dict(msg["event"])
-                    except (ValueError, TypeError):
-                        continue  # a newer server's event type: skip it
-                    self._bus.publish(event)
-                elif isinstance(rid := msg.get("id"), int) and (w := self._pending.get(rid)):
-                    w.reply = msg
-                    w.done.set()
-        finally:
-            self._closed.set()
-            for waiter in self._pending.values():
-                waiter.done.set()
-            self._bus.publish(
-                Notice(level="error", message=f"connection to loopvisor lost ({self.socket_path})")
-            )
-            self._bus.close()
-
-    async def request(self, op: str, **args: Any) -> Any:
-        """Send one request and wait for its response (RemoteError / NotServing on failure)."""
-        if self._stream is None or self._closed.is_set():
-            raise self._not_serving("connection closed")
-        self._next_id += 1
-        rid = self._next_id
-        line = proto.encode({"id": rid, "op": op, "args": args})
-        if len(line) > proto.MAX_REQUEST_LINE:  # the server would skip it unanswered
-            problem = too_large(f"the {op} request", len(line), proto.MAX_REQUEST_LINE)
-            raise RemoteError(f"{problem}; not sent", "protocol")
-        waiter = self._pending[rid] = _Pending()
-        try:
-            async with self._send_lock:
-                await self._stream.send(line)
-            await waiter.done.wait()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            raise self._not_serving("connection lost") from None
-        finally:
-            self._pending.pop(rid, None)
-        reply = waiter.reply
-        if reply is None:
-            raise self._not_serving("connection lost")
-        if not reply.get("ok"):
-            raise RemoteError(str(reply.get("error")), reply.get("kind", "control"))
-        return reply.get("result")
-
-    # -- SupervisorHandle ---------------------------------------------------------
-    async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
-        return RunSnapshot.from_dict(await self.request("snapshot", tail=tail))
-
-    def subscribe(
-        self, max_buffer: int = 1000
-    ) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
-        return self._events_only(max_buffer)
-
-    @asynccontextmanager
-    async def _events_only(self, max_buffer: int) -> AsyncIterator[AsyncIterator[Event]]:
-        async with self.subscribe_with_snapshot(max_buffer, snapshot=False) as (_, events):
-            yield events
-
-    @asynccontextmanager
-    async def subscribe_with_snapshot(
-        self, max_buffer: int = 1000, *, snapshot: bool = True
-    ) -> AsyncIterator[tuple[RunSnapshot | None, AsyncIterator[Event]]]:
-        """Events plus (with `snapshot`) the state they start from: on the first server
-        subscription the two are taken at one instant, so nothing is missed or doubled."""
-        async with self._bus.subscribe(max_buffer) as events:
-            self._subscribers += 1
-            try:
-                snap: RunSnapshot | None = None
-                async with self._sub_lock:
-                    if not self._server_subscribed:
-                        result = await self.request(
-                            "subscribe", max_buffer=SUBSCRIPTION_BUFFER, snapshot=snapshot
-                        )
-                        self._server_subscribed = True
-                        if snapshot:
-                            snap = RunSnapshot.from_dict(result["snapshot"])
-                if snapshot and snap is None:
-                    snap = await self.snapshot()
-                yield snap, events
-            finally:
-                self._subscribers -= 1
-                await self._maybe_unsubscribe()
-
-    async def _maybe_unsubscribe(self) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            async with self._sub_lock:
-                if self._subscribers or not self._server_subscribed:
-                    return
-                self._server_subscribed = False
-                with contextlib.suppress(ControlError):
-                    await self.request("unsubscribe")
-
-    async def pause(self, loop: str | None = None) -> None:
-        await self.request("pause", loop=loop)
-
-    async def resume(self, loop: str | None = None) -> None:
-        await self.request("resume", loop=loop)
-
-    async def stop(self, loop: str | None = None) -> None:
-        await self.request("stop", loop=loop)
-
-    async def restart(self, loop: str) -> None:
-        await self.request("restart", loop=loop)
-
-    async def inject(self, loop: str, text: str) -> None:
-        await self.request("inject", loop=loop, text=text)
-
-    async def edit(
-        self,
-        loop: str,
-        *,
-        prompt: str | None = None,
-        max_iterations: int | None = None,
-        limits: Limits | None = None,
-    ) -> None:
-        await self.request(
-            "edit",
-            loop=loop,
-            prompt=prompt,
-            max_iterations=max_iterations,
-            limits=dataclasses.asdict(limits) if limits is not None else None,
-        )
-
-    async def step_in(self, loop: str) -> StepIn:
-        return StepIn.from_dict(await self.request("step_in", loop=loop))
-
-    async def chat(self, loop: str, text: str) -> str:
-        return str(await self.request("chat", loop=loop, text=text))
-
-    async def hand_back(self, loop: str) -> None:
-        await self.request("hand_back", loop=loop)
-
-    async def transcript(
-        self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
-        lines = await self.request("transcript", loop=loop, before=before, limit=limit)
-        return [str(x) for x in lines]
-
-    # -- serve-only operations ------------------------------------------------------
-    async def reload(self) -> dict[str, Any]:
-        """Re-read loops.toml on the server; RemoteError(kind="config") if it is invalid."""
-        result: dict[str, Any] = await self.request("reload")
-        return result
-
-    async def shutdown(self) -> None:
-        """Ask the server to stop every loop and exit (returns once it accepted)."""
-        await self.request("shutdown")

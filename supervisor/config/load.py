@@ -7,7 +7,7 @@ runs. Relative paths are relative to the config file's folder, so a config means
 the same thing from any working directory. `--state-dir` (the `state_dir`
 argument) is taken as given, i.e. relative to the caller's working directory.
 
-Layout: `_schema` reads typed values, `_agents` the agent kinds, `_loops` templates
+Layout: `_schema` reads typed values, `_agent_tables` the agent kinds, `_loops` templates
 and loops, `_placeholders` the `$name` checks; this module ties them together.
 """
 
@@ -21,14 +21,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from supervisor import _limits
-from supervisor._agents import read_agents
-from supervisor._loops import LIMIT_KEYS, Paths, read_limits, read_loops
-from supervisor._placeholders import check_prompt_template, line_col
-from supervisor._pricing import price_for
-from supervisor._schema import ConfigError, ConfigIssue, Issues, Table
-from supervisor._tomlpos import key_positions
+from supervisor.agents.pricing import price_for
+from supervisor.config._agent_tables import read_agents
+from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
+from supervisor.config._placeholders import check_prompt_template, line_col
+from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
+from supervisor.config._tomlpos import key_positions
+from supervisor.config.durations import format_duration, parse_duration
 from supervisor.diskfull import DEFAULT_GRACE_S
-from supervisor.durations import format_duration, parse_duration
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
 from supervisor.spec import (
     AgentSpec,
@@ -74,7 +74,9 @@ DEFAULT_STATE_DIR = ".loopvisor"
 _TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 STARTER_TOML: str = (
-    resources.files("supervisor").joinpath("templates/starter.toml").read_text(encoding="utf-8")
+    resources.files("supervisor.config")
+    .joinpath("templates/starter.toml")
+    .read_text(encoding="utf-8")
 )
 """The commented starter loops.toml written by `loopvisor init` (runs offline)."""
 
