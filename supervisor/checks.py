@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.childenv import configured_env
-from supervisor.config.durations import format_duration
+from supervisor.durations import format_duration
 from supervisor.process import CapturedRun, run_captured
 from supervisor.spec import CheckSpec
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import anyio
 
-from supervisor.config.durations import format_duration
+from supervisor.durations import format_duration
 
 DEFAULT_GRACE_S = 600.0
 RETRY_MIN_S = 0.1

@@ -25,8 +25,8 @@ from supervisor.checks import (
     render_check_output,
     run_check,
 )
-from supervisor.config.durations import format_duration
 from supervisor.diskfull import Gate
+from supervisor.durations import format_duration
 from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from supervisor.redact import Redactor
 from supervisor.render import describe

@@ -27,11 +27,11 @@ from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
 from supervisor.diskfull import Gate
+from supervisor.drive import drive
 from supervisor.journal.resume import RunResume
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
 from supervisor.redact import Redactor
-from supervisor.schedule import drive
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
     NOTES_MAX_BYTES,

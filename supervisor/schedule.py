@@ -8,19 +8,12 @@ any tick was missed while the supervisor was down; `"skip"` waits for the next t
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from cronsim import CronSim
 
-from supervisor import events as ev
-from supervisor.config.durations import DurationRangeError, parse_duration
-
-if TYPE_CHECKING:
-    from supervisor.loop import LoopRunner
+from supervisor.durations import DurationRangeError, parse_duration
 
 _MAX_TICKS_COUNTED = 10_000
 
@@ -82,63 +75,3 @@ def describe_next(t: float | None) -> str:
         return "not scheduled"
     delta = timedelta(seconds=max(0, round(t - datetime.now().timestamp())))
     return f"next run {datetime.fromtimestamp(t):%H:%M:%S} (in {delta})"
-
-
-async def drive(runner: LoopRunner, publish: Callable[[ev.Event], None]) -> None:
-    """Run a loop: once, or (with a schedule) again at every tick until max_runs.
-
-    A loop's own budget applies per run; the global budget covers them all.
-    """
-    spec = runner.spec
-    if spec.schedule is None:
-        await runner.run()
-        return
-    schedule = Schedule.parse(spec.schedule)
-    catch_up = False
-    skipped = 0
-    # A resumed loop either continues the run that was in flight, or waits for its
-    # next tick (catch_up = "once": run at once if a tick was missed while down).
-    continuing = runner.runs > 0 and runner.state not in ("scheduled", *ev.END_STATES)
-    if runner.runs > 0 and not continuing:
-        due = schedule.next_after(runner.last_run_at or time.time())
-        if due <= time.time() and spec.catch_up == "once":
-            catch_up = True
-        elif not await _wait_for_tick(runner, schedule):
-            return
-    while True:
-        if not continuing:
-            if runner.runs > 0:
-                runner.start_new_run()
-            runner.runs += 1
-            runner.last_run_at = time.time()
-            publish(
-                ev.ScheduledRun(loop=spec.name, run=runner.runs, skipped=skipped, catch_up=catch_up)
-            )
-        continuing = catch_up = False
-        started = runner.last_run_at or time.time()
-        await runner.run()
-        if runner.state == "stopped" or (spec.max_runs and runner.runs >= spec.max_runs):
-            return
-        skipped = schedule.ticks_between(started, time.time())
-        if skipped:
-            publish(
-                ev.Notice(
-                    loop=spec.name,
-                    level="warning",
-                    message=f"{skipped} tick(s) of {spec.schedule!r} came while the run "
-                    "was still going: skipped, not queued",
-                )
-            )
-        if not await _wait_for_tick(runner, schedule):
-            return
-
-
-async def _wait_for_tick(runner: LoopRunner, schedule: Schedule) -> bool:
-    """Sleep in state `scheduled` until the next tick; False when stopped meanwhile."""
-    due = schedule.next_after(time.time())
-    runner.next_run = due
-    runner.set_scheduled(f"run {runner.runs} {runner.last_outcome or 'done'}; {describe_next(due)}")
-    try:
-        return await runner.sleep_until(due)
-    finally:
-        runner.next_run = None

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
 
-from supervisor.config.durations import format_duration
+from supervisor.durations import format_duration
 from supervisor.spec import StuckSpec
 
 COMPARE_CHARS = 4_000

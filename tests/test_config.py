@@ -15,7 +15,6 @@ from helpers import run_cli
 
 from supervisor.config._agent_tables import SPEC_CLASSES, agent_keys
 from supervisor.config._tomlpos import key_positions
-from supervisor.config.durations import format_duration
 from supervisor.config.load import (
     STARTER_TOML,
     ConfigError,
@@ -26,6 +25,7 @@ from supervisor.config.load import (
     parse_duration,
     summarize_loop,
 )
+from supervisor.durations import format_duration
 from supervisor.spec import (
     AnthropicAgentSpec,
     CheckSpec,

@@ -21,7 +21,7 @@ from helpers import (
 )
 
 from supervisor.config.load import load_config
-from supervisor.reload import reload_config
+from supervisor.control.reload import reload_config
 from supervisor.spec import Limits
 
 pytestmark = pytest.mark.anyio

@@ -26,7 +26,7 @@ from helpers import PY, alive, cli_env, command_agent, loop, sim_agent, supervis
 
 from supervisor import events as ev
 from supervisor.cli import main as cli
-from supervisor.cli.remote import attach_options
+from supervisor.cli.console import attach_options
 from supervisor.control.client import RemoteSupervisor
 
 if "serve" in cli.COMMANDS:

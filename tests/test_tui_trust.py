@@ -240,7 +240,7 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
     and shows the resumed run live again."""
     from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
 
-    from supervisor.cli.remote import attach_options
+    from supervisor.cli.console import attach_options
     from supervisor.control.client import RemoteSupervisor
 
     daemon = await anyio.to_thread.run_sync(start_daemon, tmp_path, sim_loops_toml())

@@ -15,12 +15,11 @@ gauges in one batch update. Nothing is updated per token.
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import anyio
 from textual.app import App
@@ -29,16 +28,12 @@ from textual.screen import Screen
 
 from supervisor import events as ev
 from supervisor.api import ControlError, RunSnapshot, SupervisorHandle
-from supervisor.runtime import EXIT_INTERRUPTED
 from tui.actions import OperatorActions
 from tui.commands import LoopCommands
 from tui.live import Live
 from tui.model import BurnWindow, IterationLog, Transcripts, wait_deadline
 from tui.screens.confirm import confirm
 from tui.screens.main import MainScreen
-
-if TYPE_CHECKING:
-    from supervisor.spec import Config
 
 RUNNING_STATES = frozenset({"pending", "running", "checking", "waiting", "pausing", "scheduled"})
 NEAR_EXHAUSTION = 0.8
@@ -354,48 +349,3 @@ async def _with_snapshot(
     the supervisor), so the snapshot's transcript tails and the events join up."""
     async with handle.subscribe(max_buffer) as events:
         yield await handle.snapshot(), events
-
-
-def run_tui(config: Config, *, resume: bool = False) -> int:
-    """`loopvisor [CONFIG]` on a terminal: the console over an in-process supervisor.
-
-    The run is durable exactly like the headless one (`durable_supervisor`: state-dir
-    lock, journal, `--resume`). SIGTERM or SIGHUP (the SSH connection dropped) end it
-    as an interruption: loops are stopped, their processes killed, exit code 130.
-    """
-    return anyio.run(_run_tui, config, resume)
-
-
-async def _run_tui(config: Config, resume: bool) -> int:
-    from supervisor.durable import durable_supervisor
-    from supervisor.headless import HeadlessPrinter
-
-    async with durable_supervisor(config, resume=resume, exit_when_idle=False) as supervisor:
-
-        async def run_supervisor() -> ev.RunFinished:
-            try:
-                return await supervisor.run()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await supervisor.aclose()
-
-        app = LoopvisorApp(
-            supervisor,
-            title=f"loopvisor · {config.path.name}",
-            run_supervisor=run_supervisor,
-            state_dir=config.supervisor.state_dir,
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_exit_on_signal, app)
-            await app.run_async()
-            tg.cancel_scope.cancel()
-        if app.summary is not None:  # what the run did stays on the terminal
-            HeadlessPrinter(transcripts=False).print_event(app.summary)
-        return supervisor.exit_code()
-
-
-async def _exit_on_signal(app: LoopvisorApp) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-        async for _ in signals:
-            app.exit(EXIT_INTERRUPTED)
-            return

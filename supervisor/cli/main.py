@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib
 import json
 import os
 import sys
@@ -265,9 +264,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(for_terminal(line), file=sys.stderr)
     headless = args.headless or args.json or not sys.stdout.isatty()
     if not headless:
-        app_module = importlib.import_module("tui.app")
-        code: int = app_module.run_tui(config, resume=args.resume)
-        return code
+        from supervisor.cli import console  # the UI, only for the command that opens it
+
+        return console.run_tui(config, resume=args.resume)
     return interrupt_proof(functools.partial(anyio.run, _run_headless, config, args))
 
 

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import importlib
 import json
 import re
 import sys
@@ -31,7 +30,6 @@ import anyio
 
 from supervisor import events as ev
 from supervisor.api import RunSnapshot
-from supervisor.config.durations import format_duration, parse_duration
 from supervisor.config.load import DEFAULT_STATE_DIR, ConfigError
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import (
@@ -41,6 +39,7 @@ from supervisor.control.protocol import (
     ServerTimeout,
     socket_path,
 )
+from supervisor.durations import format_duration, parse_duration
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof
 from supervisor.render import describe
@@ -191,36 +190,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_attach(args: argparse.Namespace) -> int:
     sock, state_dir = target(args)
     try:
-        tui = importlib.import_module("tui.app")
+        from supervisor.cli import console  # the UI, only for the command that opens it
     except ImportError as exc:
         print(f"the TUI is not available: {exc}", file=sys.stderr)
         return EXIT_USAGE
-
-    async def attach() -> int:
-        async with RemoteSupervisor(sock, state_dir=state_dir) as remote:
-            app = tui.LoopvisorApp(remote, **attach_options(remote))
-            await app.run_async()
-        return EXIT_OK
-
     try:
-        return anyio.run(attach)
+        anyio.run(console.attach, sock, state_dir)
     except NotServing as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NOT_SERVING
-
-
-def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
-    """Keyword arguments for `tui.app.LoopvisorApp` over a remote supervisor."""
-    hello = remote.hello
-    state = hello.get("state_dir")
-    return {
-        "title": f"loopvisor · {Path(str(hello.get('config', '?'))).name} (attached)",
-        "run_supervisor": None,
-        "detach_mode": True,
-        "state_dir": Path(state) if state else remote.state_dir,
-        # the server can die and come back (`serve --resume`): reattach on the same socket
-        "reconnect": lambda: RemoteSupervisor(remote.socket_path, state_dir=remote.state_dir),
-    }
+    return EXIT_OK
 
 
 # -- ctl -------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""loops.toml to a frozen `spec.Config`: `load` ties the readers together, `durations`
-parses "90s" / "1h30m" (shared with the UI's edit dialog), and the `_private` modules
-read the typed values (`_schema`), their positions in the source (`_tomlpos`), the
-agent and loop tables (`_agent_tables`, `_loops`) and `$placeholders`. Every error is
-reported as FILE:LINE:COL; nothing here runs anything."""
+"""loops.toml to a frozen `spec.Config`: `load` ties the readers together, and the
+`_private` modules read the typed values (`_schema`), their positions in the source
+(`_tomlpos`), the agent and loop tables (`_agent_tables`, `_loops`) and
+`$placeholders`. Every error is reported as FILE:LINE:COL; nothing here runs anything."""

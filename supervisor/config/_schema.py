@@ -20,7 +20,7 @@ from typing import Literal, TypeVar, overload
 from supervisor._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
 from supervisor.childenv import ENV_NAME, SUPERVISOR_PREFIX
 from supervisor.config._tomlpos import KeyPath, Positions
-from supervisor.config.durations import DURATION_HINT, DurationRangeError, parse_duration
+from supervisor.durations import DURATION_HINT, DurationRangeError, parse_duration
 from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES
 from supervisor.textsafe import for_terminal_line
 

@@ -27,8 +27,8 @@ from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
 from supervisor.config._placeholders import check_prompt_template, line_col
 from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
 from supervisor.config._tomlpos import key_positions
-from supervisor.config.durations import format_duration, parse_duration
 from supervisor.diskfull import DEFAULT_GRACE_S
+from supervisor.durations import format_duration, parse_duration
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
 from supervisor.spec import (
     AgentSpec,

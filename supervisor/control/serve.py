@@ -37,6 +37,7 @@ import anyio.abc
 
 from supervisor.config.load import ConfigError, load_config
 from supervisor.control.protocol import SOCKET_NAME, RemoteError, unix_address
+from supervisor.control.reload import reload_config
 from supervisor.control.server import ControlServer, ControlSocketError
 from supervisor.diskfull import DiskFull, is_disk_full, no_space_left
 from supervisor.durable import NothingToResume, durable_supervisor
@@ -44,7 +45,6 @@ from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
 from supervisor.journal.statelock import StateLocked, lock_holder
 from supervisor.journal.writer import JournalError
-from supervisor.reload import reload_config
 from supervisor.runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Supervisor
 from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir, open_private, replace_private

@@ -20,7 +20,7 @@ import tomllib
 from typing import TYPE_CHECKING, Any
 
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
-from supervisor.config.durations import parse_duration
+from supervisor.durations import parse_duration
 from supervisor.events import ATTENTION_STATES
 from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits

@@ -18,8 +18,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from supervisor.api import ControlError, LoopSnapshot
-from supervisor.config.durations import format_duration, parse_duration
 from supervisor.config.load import check_prompt_template
+from supervisor.durations import format_duration, parse_duration
 from supervisor.spec import Limits
 from tui.live import lv
 
