@@ -246,6 +246,18 @@ class JournalReader:
         text = render_transcript((json_loads(r[0]) for r in rows), verbose=True)
         return IterationDetail(str(prompts[0][0]), text)
 
+    def iteration_checks(
+        self, loop: str, iteration: int, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The `check` events of one iteration (every attempt), oldest first."""
+        run = self._run_for_loop(loop, run_id)
+        rows = self._query(
+            "SELECT json FROM events WHERE run_id = ? AND loop = ? AND iteration = ?"
+            " AND type = 'check' ORDER BY seq",
+            (run.run_id, loop, iteration),
+        )
+        return [json_loads(r[0]) for r in rows]
+
     # -- transcript scrollback -----------------------------------------------
     def transcript_page(
         self,
