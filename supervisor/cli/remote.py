@@ -212,12 +212,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
     """Keyword arguments for `tui.app.LoopvisorApp` over a remote supervisor."""
     hello = remote.hello
-    state = hello.get("state_dir")
-    return {
+    return {  # history comes through the handle too: the app needs no state dir
         "title": f"loopvisor · {Path(str(hello.get('config', '?'))).name} (attached)",
         "run_supervisor": None,
         "detach_mode": True,
-        "state_dir": Path(state) if state else remote.state_dir,
         # the server can die and come back (`serve --resume`): reattach on the same socket
         "reconnect": lambda: RemoteSupervisor(remote.socket_path, state_dir=remote.state_dir),
     }
@@ -433,7 +431,6 @@ async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 async def _tail(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     async with remote.subscribe_with_snapshot(max_buffer=10_000) as (snap, events):
-        assert snap is not None
         loop = next((x for x in snap.loops if x.name == args.loop), None)
         if loop is None:
             raise RemoteError(f"no loop named {args.loop!r}")
