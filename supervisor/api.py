@@ -1,7 +1,8 @@
 """The one interface a front-end talks to: in-process `Supervisor` or a remote client.
 
 The TUI, `ctl` and the headless printer only use `SupervisorHandle`: a snapshot of
-the whole run, a bounded event subscription, and control operations. The
+the whole run, a bounded event subscription (alone or with the snapshot it starts
+from), a loop's iterations and one iteration's detail, and control operations. The
 in-process `runtime.Supervisor` implements it directly; `control.RemoteSupervisor`
 implements it over the control socket, so there is one UI code path.
 """
@@ -157,6 +158,87 @@ class StepIn:
         return cls(**kwargs)
 
 
+def _known(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The fields `cls` has: a newer server may send more (v1 only adds fields)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IterationSummary:
+    """One attempt of one iteration, as the journal recorded it (a history row).
+
+    Attempts of one number are separate rows: an interrupted attempt and its re-run,
+    or agent-error retries."""
+
+    iteration: int
+    attempt: int
+    outcome: str | None
+    """None while it runs; `interrupted` once the supervisor that ran it is gone."""
+    reason: str
+    tokens: int
+    usd: float
+    started: float
+    ended: float | None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended is None else max(0.0, self.ended - self.started)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IterationSummary:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSummary:
+    """One check's verdict in an iteration (its output is in the transcript)."""
+
+    name: str
+    passed: bool
+    exit_code: int | None
+    summary: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckSummary:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IterationDetail:
+    """One iteration of a loop: what was sent, what came back, what the checks said."""
+
+    loop: str
+    iteration: int
+    summary: IterationSummary
+    """The latest attempt: outcome, reason, tokens, USD, times."""
+    prompt: str
+    """The prompt as sent (of the latest attempt)."""
+    transcript: str
+    """Agent text, tool calls, check results with their output, in order (all attempts).
+    Over the control socket a very large one comes cut in the middle (docs/protocol.md)."""
+    checks: tuple[CheckSummary, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["checks"] = [dataclasses.asdict(c) for c in self.checks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IterationDetail:
+        return cls(
+            loop=data["loop"],
+            iteration=data["iteration"],
+            summary=IterationSummary.from_dict(data["summary"]),
+            prompt=data["prompt"],
+            transcript=data["transcript"],
+            checks=tuple(CheckSummary.from_dict(c) for c in data.get("checks", ())),
+        )
+
+
 class ControlError(Exception):
     """A control operation was refused (unknown loop, invalid edit, ...)."""
 
@@ -174,6 +256,14 @@ class SupervisorHandle(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         """Live events from now on. A subscriber that falls `max_buffer` behind gets an
         `EventsDropped` record in place of what it missed; it never slows a loop."""
+        ...
+
+    def subscribe_with_snapshot(
+        self, max_buffer: int = 1000
+    ) -> AbstractAsyncContextManager[tuple[RunSnapshot, AsyncIterator[Event]]]:
+        """`subscribe` plus the run's snapshot taken at the instant the events start:
+        every event after it is in the stream, none before it is (nothing lost or
+        counted twice), so a UI seeds from the snapshot and applies the events."""
         ...
 
     async def pause(self, loop: str | None = None) -> None:
@@ -223,6 +313,16 @@ class SupervisorHandle(Protocol):
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[str]:
         """Older transcript lines (from the journal when there is one)."""
+        ...
+
+    async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:
+        """The loop's iterations in this run (every attempt, the newest `limit`, oldest
+        first). ControlError when the run keeps no journal."""
+        ...
+
+    async def iteration(self, loop: str, iteration: int) -> IterationDetail:
+        """One iteration's prompt, transcript, checks and usage (ControlError when the
+        run keeps no journal or the loop has no such iteration)."""
         ...
 
     async def shutdown(self) -> None:

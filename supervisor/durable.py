@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 
 from supervisor import cgroup, reaper
+from supervisor.journal.history import JournalHistory
 from supervisor.journal.statelock import StateLock
 from supervisor.journal.writer import Journal
 from supervisor.process import KILL_GRACE_S
@@ -88,6 +89,7 @@ async def durable_supervisor(
                 f" left running {_describe_reaped(reaped)}"
             )
         journal = Journal.open(state_dir)
+        history = JournalHistory(state_dir)  # the handle's iterations() read it back
         try:
             config_text = config.path.read_text(encoding="utf-8")
             if resume:
@@ -96,7 +98,11 @@ async def durable_supervisor(
                     raise NothingToResume(f"nothing to resume: no unfinished run in {state_dir}")
                 run_resume = journal.load_resume(run_id)
                 supervisor = Supervisor(
-                    config, resume=run_resume, exit_when_idle=exit_when_idle, notes=notes
+                    config,
+                    resume=run_resume,
+                    exit_when_idle=exit_when_idle,
+                    notes=notes,
+                    history=history,
                 )
                 # Records the resume, and a changed loops.toml (which applies from each
                 # loop's next iteration) as a notice in the journal.
@@ -106,7 +112,9 @@ async def durable_supervisor(
                     config_text=supervisor.redactor.text(config_text),
                 )
             else:
-                supervisor = Supervisor(config, exit_when_idle=exit_when_idle, notes=notes)
+                supervisor = Supervisor(
+                    config, exit_when_idle=exit_when_idle, notes=notes, history=history
+                )
                 journal.start_run(  # a secret written in loops.toml is not copied
                     supervisor.run_id,
                     config.path,

@@ -13,7 +13,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,7 +22,14 @@ import anyio.abc
 from supervisor import cpumeter, reaper
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
-from supervisor.api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
+from supervisor.api import (
+    BudgetSnapshot,
+    ControlError,
+    IterationDetail,
+    IterationSummary,
+    RunSnapshot,
+    StepIn,
+)
 from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
@@ -39,11 +46,13 @@ from supervisor.sizes import (
     size_of,
     too_large,
 )
+from supervisor.snapshots import loop_snapshot
 from supervisor.spec import Config, Limits, LoopSpec
 from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
     from supervisor.agents.ratelimit import RateLimiterRegistry
+    from supervisor.journal.history import JournalHistory
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
@@ -68,8 +77,11 @@ class Supervisor:
         resume: RunResume | None = None,
         exit_when_idle: bool = True,
         notes: Sequence[str] = (),
+        history: JournalHistory | None = None,
     ) -> None:
         self.config = config
+        self.history = history
+        """Where `iterations()` / `iteration()` read (the journal); None: no history."""
         self.file_loops: dict[str, LoopSpec] = {spec.name: spec for spec in config.loops}
         """Each loop as loops.toml last said it: a reload applies what the file changed
         since, so that an operator's edit stays until the file changes that key."""
@@ -151,6 +163,15 @@ class Supervisor:
         self, max_buffer: int = 1000
     ) -> AbstractAsyncContextManager[AsyncIterator[ev.Event]]:
         return self.bus.subscribe(max_buffer)
+
+    @asynccontextmanager
+    async def subscribe_with_snapshot(
+        self, max_buffer: int = 1000
+    ) -> AsyncIterator[tuple[RunSnapshot, AsyncIterator[ev.Event]]]:
+        # Atomic: entering the bus subscription does not yield to another task, and
+        # snapshot_now() is synchronous, so no event falls between the two.
+        async with self.bus.subscribe(max_buffer) as events:
+            yield self.snapshot_now(), events
 
     def _publish(self, event: ev.Event) -> None:
         self.bus.publish(event)
@@ -503,6 +524,19 @@ class Supervisor:
         end = len(lines) if before is None else max(0, before)
         return lines[max(0, end - limit) : end]
 
+    async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:
+        self._runner(loop)
+        return await self._history().iterations(loop, self.run_id, limit=limit)
+
+    async def iteration(self, loop: str, iteration: int) -> IterationDetail:
+        self._runner(loop)
+        return await self._history().iteration(loop, iteration, self.run_id)
+
+    def _history(self) -> JournalHistory:
+        if self.history is None:
+            raise ControlError("this run keeps no journal: there is no history to read")
+        return self.history
+
     # -- snapshot ------------------------------------------------------------
     async def snapshot(self, *, tail: int = SNAPSHOT_TAIL) -> RunSnapshot:
         return self.snapshot_now(tail=tail)
@@ -516,7 +550,7 @@ class Supervisor:
             config_path=str(self.config.path),
             started_at=self.started_at,
             finished=self._finished,
-            loops=tuple(self._loop_snapshot(r, tail) for r in self.runners.values()),
+            loops=tuple(loop_snapshot(r, tail) for r in self.runners.values()),
             budget=BudgetSnapshot(
                 limits=self.config.supervisor.budget,
                 tokens=stats.tokens_spent,
@@ -531,37 +565,6 @@ class Supervisor:
             exit_code=self.exit_code() if over else None,
             end_reason=self.end_reason,
             ended_at=self._ended_at,
-        )
-
-    def _loop_snapshot(self, runner: LoopRunner, tail: int) -> LoopSnapshot:
-        stats = runner.ledger.statistics()
-        agent_spec = runner.agent_spec
-        return LoopSnapshot(
-            name=runner.spec.name,
-            agent=runner.spec.agent,
-            agent_kind=agent_spec.kind,
-            state=runner.state,
-            reason=runner.reason,
-            iteration=runner.iteration,
-            max_iterations=runner.spec.max_iterations,
-            tokens=stats.tokens_spent,
-            usd=stats.usd_spent,
-            cpu_s=stats.cpu_spent,
-            limits=runner.spec.budget.limits,
-            retries_used=runner.retries_used,
-            retries=runner.spec.budget.retries,
-            started_at=runner.started_at,
-            elapsed_s=runner.elapsed_s,
-            last_check=runner.last_check,
-            last_check_passed=runner.last_check_passed,
-            attention=runner.needs_attention,
-            evidence=runner.evidence,
-            session_id=runner.agent.session_id,
-            prompt=runner.spec.prompt,
-            wait_seconds=runner.wait_seconds,
-            next_run=runner.next_run,
-            transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
-            transcript_streaming=tail > 0 and runner.tail.streaming,
         )
 
 

@@ -10,7 +10,9 @@ tests all name the same numbers:
   journalled and shown in full; past it only the last `OUTPUT_TAIL_BYTES` are kept
   and the rest is counted and reported (`events.OutputTruncated`);
 - injects, pending operator notes, prompt templates and rendered prompts are
-  refused with an error naming the limit and the size, never cut silently.
+  refused with an error naming the limit and the size, never cut silently;
+- an iteration's detail sent over the control socket is cut in the middle, with a
+  marker line saying how much and where to read all of it (the journal keeps it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ PROMPT_TEMPLATE_MAX_BYTES = 256 * KIB
 """A prompt template, from loops.toml, a prompt_file or an edit."""
 PROMPT_MAX_BYTES = 1 * MIB
 """A rendered prompt (placeholders expanded, operator notes added): what is sent."""
+DETAIL_WIRE_MAX_BYTES = 8 * MIB
+"""One iteration's detail (prompt, transcript, checks) as one line on the control socket,
+JSON as sent; a transcript over it is cut in the middle (`control.bounds`)."""
 
 
 def size_of(text: str) -> int:

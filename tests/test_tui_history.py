@@ -33,9 +33,7 @@ def converging(tmp_path: Path) -> Config:
 async def test_history_reads_the_journal_of_a_finished_loop(tmp_path: Path) -> None:
     config = converging(tmp_path)
     async with durable_supervisor(config, exit_when_idle=False) as sup:
-        app = LoopvisorApp(
-            sup, title="t", run_supervisor=sup.run, state_dir=config.supervisor.state_dir
-        )
+        app = LoopvisorApp(sup, title="t", run_supervisor=sup.run)
         async with app.run_test(size=(100, 30)) as pilot:
             with anyio.fail_after(15):
                 while sup.runners["fizz"].state != "succeeded":

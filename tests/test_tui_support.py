@@ -20,6 +20,8 @@ from supervisor import events as ev
 from supervisor.api import (
     BudgetSnapshot,
     ControlError,
+    IterationDetail,
+    IterationSummary,
     LoopSnapshot,
     RunSnapshot,
     StepIn,
@@ -97,7 +99,6 @@ async def tui(config: Config, size: tuple[int, int] = (80, 24)) -> AsyncIterator
         sup,
         title="test",
         run_supervisor=sup.run,
-        state_dir=config.supervisor.state_dir,
     )
     run: TuiRun | None = None
     async with app.run_test(size=size) as pilot:
@@ -250,6 +251,19 @@ class FixedHandle:
             yield never()
 
         return events()
+
+    @asynccontextmanager
+    async def subscribe_with_snapshot(
+        self, max_buffer: int = 1000
+    ) -> AsyncIterator[tuple[RunSnapshot, AsyncIterator[ev.Event]]]:
+        async with self.subscribe(max_buffer) as events:
+            yield self._snapshot, events
+
+    async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:
+        raise ControlError("no journal here")
+
+    async def iteration(self, loop: str, iteration: int) -> IterationDetail:
+        raise ControlError("no journal here")
 
     async def _call(self, op: str, *args: Any) -> None:
         self.calls.append((op, args))

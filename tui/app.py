@@ -16,9 +16,8 @@ gauges in one batch update. Nothing is updated per token.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 
 import anyio
@@ -62,7 +61,6 @@ class LoopvisorApp(OperatorActions):
         title: str,
         run_supervisor: Callable[[], Awaitable[object]] | None = None,
         detach_mode: bool = False,
-        state_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
         snapshot_interval: float = 0.25,
         flush_interval: float = 1 / 15,
@@ -72,8 +70,6 @@ class LoopvisorApp(OperatorActions):
         self.handle = handle
         self.title = title
         self.detach_mode = detach_mode
-        self.state_dir = state_dir
-        """Where the journal is (history of finished loops); None: in-memory history only."""
         self.clock = clock
         self.snapshot_interval = snapshot_interval
         self.flush_interval = flush_interval
@@ -112,24 +108,23 @@ class LoopvisorApp(OperatorActions):
 
     async def _follow(self, handle: SupervisorHandle) -> str:
         """Show `handle`'s run until its event stream ends; returns why ("" if it just
-        ended). A remote handle can take the snapshot and start the events at one
-        instant."""
-        joint = getattr(handle, "subscribe_with_snapshot", None)
+        ended). The snapshot and the events start at one instant, so the transcripts
+        seeded from the one continue exactly with the other; when this console fell
+        behind (events dropped), it starts over the same way."""
         try:
-            if joint is not None:
-                subscription = joint(EVENT_BUFFER)
-            else:
-                subscription = _with_snapshot(handle, EVENT_BUFFER)
-            async with subscription as (snapshot, events):
-                self._apply_snapshot(snapshot or await handle.snapshot(), seed=True)
-                async for event in events:
-                    if isinstance(event, ev.EventsDropped):
-                        self._apply_snapshot(await handle.snapshot(), seed=True)
-                        continue
-                    self._on_event(event)
+            while True:
+                async with handle.subscribe_with_snapshot(EVENT_BUFFER) as (snapshot, events):
+                    self._apply_snapshot(snapshot, seed=True)
+                    fell_behind = False
+                    async for event in events:
+                        if isinstance(event, ev.EventsDropped):
+                            fell_behind = True
+                            break
+                        self._on_event(event)
+                if not fell_behind:
+                    return ""
         except Exception as exc:  # a remote handle can go away; say so, keep the screen
             return str(exc)
-        return ""
 
     async def _reattach(self, why: str) -> None:
         """The server went away: say so on the screen (the last snapshot stays, marked
@@ -339,13 +334,3 @@ class LoopvisorApp(OperatorActions):
             self.exit(0)
             return
         self.control("shut down", self.handle.shutdown)
-
-
-@asynccontextmanager
-async def _with_snapshot(
-    handle: SupervisorHandle, max_buffer: int
-) -> AsyncIterator[tuple[RunSnapshot, AsyncIterator[ev.Event]]]:
-    """Subscribe, then snapshot: in-process nothing runs in between (no await yields to
-    the supervisor), so the snapshot's transcript tails and the events join up."""
-    async with handle.subscribe(max_buffer) as events:
-        yield await handle.snapshot(), events

@@ -48,7 +48,6 @@ async def _run_tui(config: Config, resume: bool) -> int:
             supervisor,
             title=f"loopvisor · {config.path.name}",
             run_supervisor=run_supervisor,
-            state_dir=config.supervisor.state_dir,
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_exit_on_signal, app)
@@ -77,12 +76,10 @@ async def attach(sock: Path, state_dir: Path | None) -> None:
 def attach_options(remote: RemoteSupervisor) -> dict[str, Any]:
     """Keyword arguments for `tui.app.LoopvisorApp` over a remote supervisor."""
     hello = remote.hello
-    state = hello.get("state_dir")
-    return {
+    return {  # history comes through the handle too: the app needs no state dir
         "title": f"loopvisor · {Path(str(hello.get('config', '?'))).name} (attached)",
         "run_supervisor": None,
         "detach_mode": True,
-        "state_dir": Path(state) if state else remote.state_dir,
         # the server can die and come back (`serve --resume`): reattach on the same socket
         "reconnect": lambda: RemoteSupervisor(remote.socket_path, state_dir=remote.state_dir),
     }

@@ -412,7 +412,6 @@ async def _shutdown(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
 
 async def _tail(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     async with remote.subscribe_with_snapshot(max_buffer=10_000) as (snap, events):
-        assert snap is not None
         loop = next((x for x in snap.loops if x.name == args.loop), None)
         if loop is None:
             raise RemoteError(f"no loop named {args.loop!r}")

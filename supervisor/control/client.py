@@ -1,6 +1,10 @@
 """`RemoteSupervisor`: a `SupervisorHandle` over the control socket, so the TUI, `ctl`
 and `attach` use one code path for a local and a remote supervisor
 (`control.server` is the other end; docs/protocol.md has the wire format).
+
+The client is generic: `call(op, **args)` encodes the args and decodes the result
+by the op's definition in `control.ops`, and each handle method is one such call.
+mypy checks that the class satisfies `SupervisorHandle` (`_is_a_handle` below).
 """
 
 from __future__ import annotations
@@ -13,16 +17,23 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
 
-from supervisor.api import ControlError, RunSnapshot, StepIn
+from supervisor.api import (
+    ControlError,
+    IterationDetail,
+    IterationSummary,
+    RunSnapshot,
+    StepIn,
+)
 from supervisor.bus import EventBus
+from supervisor.control import ops
 from supervisor.control import protocol as proto
+from supervisor.control.opdef import Op
 from supervisor.control.protocol import (
-    SUBSCRIPTION_BUFFER,
     NotServing,
     RemoteError,
     ServerRefused,
@@ -31,6 +42,11 @@ from supervisor.control.protocol import (
 from supervisor.events import Event, Notice, event_from_dict
 from supervisor.sizes import too_large
 from supervisor.spec import Limits
+
+if TYPE_CHECKING:
+    from supervisor.api import SupervisorHandle
+
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -205,9 +221,13 @@ class RemoteSupervisor:
             raise RemoteError(str(reply.get("error")), reply.get("kind", "control"))
         return reply.get("result")
 
+    async def call(self, op: Op[R], **args: Any) -> R:
+        """Run `op` on the server: args encoded and the result decoded by its definition."""
+        return op.result(await self.request(op.name, **op.encode(args)))
+
     # -- SupervisorHandle ---------------------------------------------------------
     async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
-        return RunSnapshot.from_dict(await self.request("snapshot", tail=tail))
+        return await self.call(ops.SNAPSHOT, tail=tail)
 
     def subscribe(
         self, max_buffer: int = 1000
@@ -216,29 +236,49 @@ class RemoteSupervisor:
 
     @asynccontextmanager
     async def _events_only(self, max_buffer: int) -> AsyncIterator[AsyncIterator[Event]]:
-        async with self.subscribe_with_snapshot(max_buffer, snapshot=False) as (_, events):
+        async with self._subscription(max_buffer, snapshot=False) as (_, events):
             yield events
 
     @asynccontextmanager
     async def subscribe_with_snapshot(
-        self, max_buffer: int = 1000, *, snapshot: bool = True
+        self, max_buffer: int = 1000
+    ) -> AsyncIterator[tuple[RunSnapshot, AsyncIterator[Event]]]:
+        """Events plus the state they start from, taken at one instant by the server.
+
+        The connection's one server subscription is shared by its local subscribers;
+        when it already runs, its stream began before now, so this subscriber gets
+        a connection of its own (one more client slot while it lasts) rather than a
+        snapshot that events could fall between or be counted twice across.
+        """
+        async with self._subscription(max_buffer, snapshot=True) as (snap, events):
+            if snap is not None:
+                yield snap, events
+                return
+        own = RemoteSupervisor(self.socket_path, state_dir=self.state_dir, timeout=self.timeout)
+        async with own, own._subscription(max_buffer, snapshot=True) as (snap, events):
+            if snap is None:  # pragma: no cover - a fresh connection has no subscription
+                raise RemoteError("the server sent no snapshot with the subscription")
+            yield snap, events
+
+    @asynccontextmanager
+    async def _subscription(
+        self, max_buffer: int, *, snapshot: bool
     ) -> AsyncIterator[tuple[RunSnapshot | None, AsyncIterator[Event]]]:
-        """Events plus (with `snapshot`) the state they start from: on the first server
-        subscription the two are taken at one instant, so nothing is missed or doubled."""
+        """A local subscriber of the connection's server subscription (started by the
+        first one, ended with the last). With `snapshot`, the first one gets the
+        snapshot the server took as the stream began; later ones get None."""
         async with self._bus.subscribe(max_buffer) as events:
             self._subscribers += 1
             try:
                 snap: RunSnapshot | None = None
                 async with self._sub_lock:
                     if not self._server_subscribed:
-                        result = await self.request(
-                            "subscribe", max_buffer=SUBSCRIPTION_BUFFER, snapshot=snapshot
+                        result = await self.call(
+                            ops.SUBSCRIBE, max_buffer=ops.SUBSCRIPTION_BUFFER, snapshot=snapshot
                         )
                         self._server_subscribed = True
                         if snapshot:
                             snap = RunSnapshot.from_dict(result["snapshot"])
-                if snapshot and snap is None:
-                    snap = await self.snapshot()
                 yield snap, events
             finally:
                 self._subscribers -= 1
@@ -251,22 +291,22 @@ class RemoteSupervisor:
                     return
                 self._server_subscribed = False
                 with contextlib.suppress(ControlError):
-                    await self.request("unsubscribe")
+                    await self.call(ops.UNSUBSCRIBE)
 
     async def pause(self, loop: str | None = None) -> None:
-        await self.request("pause", loop=loop)
+        await self.call(ops.PAUSE, loop=loop)
 
     async def resume(self, loop: str | None = None) -> None:
-        await self.request("resume", loop=loop)
+        await self.call(ops.RESUME, loop=loop)
 
     async def stop(self, loop: str | None = None) -> None:
-        await self.request("stop", loop=loop)
+        await self.call(ops.STOP, loop=loop)
 
     async def restart(self, loop: str) -> None:
-        await self.request("restart", loop=loop)
+        await self.call(ops.RESTART, loop=loop)
 
     async def inject(self, loop: str, text: str) -> None:
-        await self.request("inject", loop=loop, text=text)
+        await self.call(ops.INJECT, loop=loop, text=text)
 
     async def edit(
         self,
@@ -276,35 +316,45 @@ class RemoteSupervisor:
         max_iterations: int | None = None,
         limits: Limits | None = None,
     ) -> None:
-        await self.request(
-            "edit",
-            loop=loop,
-            prompt=prompt,
-            max_iterations=max_iterations,
-            limits=dataclasses.asdict(limits) if limits is not None else None,
+        await self.call(
+            ops.EDIT, loop=loop, prompt=prompt, max_iterations=max_iterations, limits=limits
         )
 
     async def step_in(self, loop: str) -> StepIn:
-        return StepIn.from_dict(await self.request("step_in", loop=loop))
+        return await self.call(ops.STEP_IN, loop=loop)
 
     async def chat(self, loop: str, text: str) -> str:
-        return str(await self.request("chat", loop=loop, text=text))
+        return await self.call(ops.CHAT, loop=loop, text=text)
 
     async def hand_back(self, loop: str) -> None:
-        await self.request("hand_back", loop=loop)
+        await self.call(ops.HAND_BACK, loop=loop)
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[str]:
-        lines = await self.request("transcript", loop=loop, before=before, limit=limit)
-        return [str(x) for x in lines]
+        return await self.call(ops.TRANSCRIPT, loop=loop, before=before, limit=limit)
+
+    async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:
+        return await self.call(ops.ITERATIONS, loop=loop, limit=limit)
+
+    async def iteration(self, loop: str, iteration: int) -> IterationDetail:
+        """Over the socket a transcript past `sizes.DETAIL_WIRE_MAX_BYTES` comes cut in
+        the middle, with a line saying so (the journal on the server has all of it)."""
+        return await self.call(ops.ITERATION, loop=loop, iteration=iteration)
+
+    async def shutdown(self) -> None:
+        """Ask the server to stop every loop and exit (returns once it accepted)."""
+        await self.call(ops.SHUTDOWN)
 
     # -- serve-only operations ------------------------------------------------------
     async def reload(self) -> dict[str, Any]:
         """Re-read loops.toml on the server; RemoteError(kind="config") if it is invalid."""
-        result: dict[str, Any] = await self.request("reload")
-        return result
+        return await self.call(ops.RELOAD)
 
-    async def shutdown(self) -> None:
-        """Ask the server to stop every loop and exit (returns once it accepted)."""
-        await self.request("shutdown")
+
+if TYPE_CHECKING:
+
+    def _is_a_handle(remote: RemoteSupervisor) -> SupervisorHandle:
+        """Never called: mypy checks here that RemoteSupervisor satisfies the Protocol
+        (the composition root hands it to the TUI as a SupervisorHandle)."""
+        return remote

@@ -9,18 +9,17 @@ One JSON object per line, UTF-8, `\\n`-terminated, in both directions:
   `{"id": 7, "ok": false, "error": "...", "kind": "control"}`
 - server → subscribed client: `{"event": {...Event.to_dict()}}`
 
-This module frames and validates (and holds the small socket helpers both ends
-share); it never touches a supervisor, so the server, the client and the tests
-share one definition of "well-formed".
+This module frames and validates (each op's args by its definition in `control.ops`)
+and holds the small socket helpers both ends share; it never touches a supervisor,
+so the server, the client and the tests share one definition of "well-formed".
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import anyio
 from anyio.abc import ByteReceiveStream, SocketStream
 
 from supervisor.api import ControlError
+from supervisor.control import ops
 from supervisor.textsafe import json_loads, utf8
 
 VERSION: Final = 1
@@ -41,10 +41,8 @@ SOCKET_NAME: Final = "control.sock"
 
 ErrorKind: TypeAlias = Literal["protocol", "control", "config", "internal", "permission", "busy"]
 RequestId: TypeAlias = int | str
-
-
-SUBSCRIPTION_BUFFER = 2000
-"""Events a subscriber's server-side queue holds unless it asks for more."""
+OPS: Final = ops.NAMES
+"""Every op, as the hello lists them (`control.ops` defines them)."""
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -90,82 +88,6 @@ class Request:
     args: Mapping[str, Any]
 
 
-# -- argument schemas -----------------------------------------------------------
-_Check: TypeAlias = Callable[[Any], bool]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def _str(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _opt_str(v: Any) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _opt_int(v: Any) -> bool:
-    return v is None or _is_int(v)
-
-
-def _opt_bool(v: Any) -> bool:
-    return v is None or isinstance(v, bool)
-
-
-LIMIT_KEYS: Final = ("tokens", "usd", "wall", "cpu")
-
-
-def _opt_limits(v: Any) -> bool:
-    if v is None:
-        return True
-    if not isinstance(v, dict) or not set(v) <= set(LIMIT_KEYS):
-        return False
-    return all(x is None or _is_num(x) for x in v.values()) and (
-        v.get("tokens") is None or _is_int(v["tokens"])
-    )
-
-
-_LOOP = {"loop": (_str, True)}
-_ANY_LOOP = {"loop": (_opt_str, False)}
-ARGS: Final[Mapping[str, Mapping[str, tuple[_Check, bool]]]] = {
-    "snapshot": {"tail": (_opt_int, False)},
-    "pause": _ANY_LOOP,
-    "resume": _ANY_LOOP,
-    "stop": _ANY_LOOP,
-    "restart": _LOOP,
-    "inject": {**_LOOP, "text": (_str, True)},
-    "edit": {
-        **_LOOP,
-        "prompt": (_opt_str, False),
-        "max_iterations": (_opt_int, False),
-        "limits": (_opt_limits, False),
-    },
-    "step_in": _LOOP,
-    "chat": {**_LOOP, "text": (_str, True)},
-    "hand_back": _LOOP,
-    "transcript": {**_LOOP, "before": (_opt_int, False), "limit": (_opt_int, False)},
-    "reload": {},
-    "shutdown": {},
-    "subscribe": {"max_buffer": (_opt_int, False), "snapshot": (_opt_bool, False)},
-    "unsubscribe": {},
-}
-"""op -> {arg: (type check, required)}. Unknown args are errors (they are typos)."""
-OPS: Final = tuple(ARGS)
-_ARG_HINT: dict[_Check, str] = {
-    _str: "a string",
-    _opt_str: "a string or null",
-    _opt_int: "an integer or null",
-    _opt_bool: "true, false or null",
-    _opt_limits: "null or an object with tokens (int), usd, wall, cpu (numbers or null)",
-}
-
-
 def parse_request(line: bytes) -> Request:
     """Decode and validate one request line; raises ProtocolError saying what is wrong.
 
@@ -187,24 +109,16 @@ def parse_request(line: bytes) -> Request:
     if extra:
         raise ProtocolError(f"unknown field(s): {', '.join(sorted(extra))}", rid)
     op = data.get("op")
-    if not isinstance(op, str) or op not in ARGS:
+    if not isinstance(op, str) or op not in ops.BY_NAME:
         raise ProtocolError(f"unknown op {op!r}; ops: {', '.join(OPS)}", rid)
     args = data.get("args", {})
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise ProtocolError('"args" must be an object', rid)
-    schema = ARGS[op]
-    unknown = set(args) - set(schema)
-    if unknown:
-        raise ProtocolError(f"{op}: unknown arg(s): {', '.join(sorted(unknown))}", rid)
-    for name, (check, required) in schema.items():
-        if name not in args:
-            if required:
-                raise ProtocolError(f"{op}: missing arg {name!r}", rid)
-            continue
-        if not check(args[name]):
-            raise ProtocolError(f"{op}: {name!r} must be {_ARG_HINT[check]}", rid)
+    problem = ops.BY_NAME[op].problem(args)
+    if problem is not None:
+        raise ProtocolError(problem, rid)
     return Request(rid, op, args)
 
 

@@ -1,23 +1,23 @@
 """HistoryScreen (`h`): a loop's iterations, each with its prompt and transcript.
 
-From the journal (`supervisor.journal.reader.JournalReader`, read-only, in a thread)
-when the state dir has one for this run; otherwise from what the console saw: the
-iterations it recorded and the transcript lines it holds, split per iteration.
+Through the handle (`iterations()`, `iteration()`), which reads the run's journal,
+so it works the same in a local console and attached over the socket; when the run
+keeps no journal, from what the console saw: the iterations it recorded and the
+transcript lines it holds, split per iteration.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
-import anyio
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from supervisor.api import ControlError
 from tui import format as fmt
 from tui.live import lv
 from tui.model import split_iterations
@@ -33,46 +33,8 @@ class HistoryRow:
     duration_s: float | None
     reason: str
     prompt: str | None
-    """None: ask the journal when the row is shown."""
+    """None: ask the handle when the row is shown."""
     transcript: tuple[str, ...] = ()
-
-
-def _journal_rows(state_dir: Path, loop: str, run_id: str | None) -> list[HistoryRow] | None:
-    """The journal's rows (latest attempt per iteration), or None when there is none."""
-    try:
-        from supervisor.journal.reader import JournalReader
-        from supervisor.journal.schema import JOURNAL_NAME, JournalError
-    except ImportError:  # pragma: no cover - the journal is optional for the console
-        return None
-    if not (state_dir / JOURNAL_NAME).exists():
-        return None
-    try:
-        with JournalReader(state_dir) as reader:
-            try:
-                its = reader.loop_iterations(loop, run_id)
-            except JournalError:
-                its = reader.loop_iterations(loop, None)
-    except JournalError:
-        return None
-    latest = {row.iteration: row for row in its}
-    return [
-        HistoryRow(
-            r.iteration, r.outcome or "running", r.tokens, r.usd, r.duration_s, r.reason, None
-        )
-        for r in latest.values()
-    ]
-
-
-def _journal_detail(state_dir: Path, loop: str, iteration: int, run_id: str | None) -> str:
-    from supervisor.journal.reader import JournalReader
-    from supervisor.journal.schema import JournalError
-
-    with JournalReader(state_dir) as reader:
-        try:
-            detail = reader.iteration_detail(loop, iteration, run_id)
-        except JournalError:
-            detail = reader.iteration_detail(loop, iteration, None)
-    return f"prompt:\n{detail.prompt}\n\n{detail.transcript}"
 
 
 class HistoryScreen(Screen[None]):
@@ -106,10 +68,17 @@ class HistoryScreen(Screen[None]):
     @work(group="history", exclusive=True)
     async def _load(self) -> None:
         app = lv(self)
-        run_id = app.snapshot.run_id if app.snapshot else None
-        rows = None
-        if app.state_dir is not None:
-            rows = await anyio.to_thread.run_sync(_journal_rows, app.state_dir, self.loop, run_id)
+        try:
+            attempts = await app.handle.iterations(self.loop)
+        except ControlError:  # no journal (or none readable): what this console saw
+            attempts = []
+        latest = {a.iteration: a for a in attempts}  # the last attempt of each number
+        rows = [
+            HistoryRow(
+                a.iteration, a.outcome or "running", a.tokens, a.usd, a.duration_s, a.reason, None
+            )
+            for a in latest.values()
+        ]
         if rows:
             self.source = "journal"
         else:
@@ -161,13 +130,13 @@ class HistoryScreen(Screen[None]):
         if not 0 <= index < len(self.rows):
             return
         row = self.rows[index]
-        app = lv(self)
-        if row.prompt is None and app.state_dir is not None:
-            run_id = app.snapshot.run_id if app.snapshot else None
-            text = await anyio.to_thread.run_sync(
-                _journal_detail, app.state_dir, self.loop, row.iteration, run_id
-            )
-            lines = text.split("\n")
+        if row.prompt is None:
+            try:
+                detail = await lv(self).handle.iteration(self.loop, row.iteration)
+            except ControlError as exc:
+                lines = [f"cannot read iteration {row.iteration}: {exc}"]
+            else:
+                lines = f"prompt:\n{detail.prompt}\n\n{detail.transcript}".split("\n")
         else:
             lines = ["prompt:", *(row.prompt or "").split("\n"), "", *row.transcript]
         self.query_one(TranscriptView).reset(lines)

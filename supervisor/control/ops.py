@@ -1,0 +1,335 @@
+"""Every control op, defined once: its arguments (validation, defaults, encoding), how
+the server runs it, how the client decodes its result, and its row in docs/protocol.md
+(`control.opdef` says what a definition holds).
+
+A new operator action is one `Op` here plus its `SupervisorHandle` method (the
+Protocol in `api`, the in-process `runtime.Supervisor`, a one-line
+`RemoteSupervisor` method that calls `RemoteSupervisor.call(ops.X, ...)`). The
+server dispatches by name through `BY_NAME`, `protocol.parse_request` validates
+with `Op.problem`, the hello lists `NAMES`, and the docs' table of ops is
+`markdown_table()` (tests/test_control_ops.py fails when the two differ;
+`scripts/protocol_ops.py` rewrites it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import anyio
+
+from supervisor.api import (
+    ControlError,
+    IterationDetail,
+    IterationSummary,
+    RunSnapshot,
+    StepIn,
+)
+from supervisor.control import bounds, opdef
+from supervisor.control.opdef import (
+    INTEGER,
+    OPT_BOOL,
+    OPT_INTEGER,
+    OPT_LIMITS,
+    OPT_STRING,
+    SENT,
+    STRING,
+    Arg,
+    Args,
+    Op,
+    Session,
+)
+from supervisor.sizes import DETAIL_WIRE_MAX_BYTES, format_size
+from supervisor.spec import Limits
+
+SNAPSHOT_TAIL: Final = 200
+"""Transcript lines per loop in a `snapshot` unless the request says otherwise."""
+TRANSCRIPT_LIMIT: Final = 500
+MAX_TRANSCRIPT_LIMIT: Final = 10_000
+ITERATIONS_LIMIT: Final = 1000
+MAX_ITERATIONS_LIMIT: Final = 10_000
+SUBSCRIPTION_BUFFER: Final = 2000
+"""Events a subscriber's server-side queue holds unless it asks for more."""
+MAX_SUBSCRIPTION_BUFFER: Final = 20_000
+
+
+# -- results ------------------------------------------------------------------------
+def _none(_: Any) -> None:
+    return None
+
+
+def _str(value: Any) -> str:
+    return str(value)
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(x) for x in value]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value)
+
+
+def _summaries(value: Any) -> list[IterationSummary]:
+    return [IterationSummary.from_dict(x) for x in value]
+
+
+# -- handlers -----------------------------------------------------------------------
+async def _snapshot(s: Session, a: Args) -> Any:
+    return (await s.handle.snapshot(tail=a["tail"])).to_dict()
+
+
+async def _pause(s: Session, a: Args) -> None:
+    await s.handle.pause(a["loop"])
+
+
+async def _resume(s: Session, a: Args) -> None:
+    await s.handle.resume(a["loop"])
+
+
+async def _stop(s: Session, a: Args) -> None:
+    await s.handle.stop(a["loop"])
+
+
+async def _restart(s: Session, a: Args) -> None:
+    await s.handle.restart(a["loop"])
+
+
+async def _inject(s: Session, a: Args) -> None:
+    await s.handle.inject(a["loop"], a["text"])
+
+
+async def _edit(s: Session, a: Args) -> None:
+    await s.handle.edit(
+        a["loop"], prompt=a["prompt"], max_iterations=a["max_iterations"], limits=a["limits"]
+    )
+
+
+async def _step_in(s: Session, a: Args) -> Any:
+    return (await s.handle.step_in(a["loop"])).to_dict()
+
+
+async def _chat(s: Session, a: Args) -> str:
+    return await s.handle.chat(a["loop"], a["text"])
+
+
+async def _hand_back(s: Session, a: Args) -> None:
+    await s.handle.hand_back(a["loop"])
+
+
+async def _transcript(s: Session, a: Args) -> list[str]:
+    return await s.handle.transcript(a["loop"], before=a["before"], limit=a["limit"])
+
+
+async def _reload(s: Session, a: Args) -> Any:
+    return await s.reload()
+
+
+async def _shutdown(s: Session, a: Args) -> None:
+    s.shutdown()
+
+
+async def _subscribe(s: Session, a: Args) -> object:
+    await s.subscribe(a["max_buffer"], a["snapshot"])
+    return SENT
+
+
+async def _unsubscribe(s: Session, a: Args) -> None:
+    s.unsubscribe()
+
+
+async def _iterations(s: Session, a: Args) -> list[dict[str, Any]]:
+    return bounds.iteration_rows(await s.handle.iterations(a["loop"], limit=a["limit"]))
+
+
+async def _iteration(s: Session, a: Args) -> dict[str, Any]:
+    if a["iteration"] < 1:
+        raise ControlError("iteration numbers start at 1")
+    detail = await s.handle.iteration(a["loop"], a["iteration"])
+    # Measuring and cutting megabytes of text: off the event loop the loops share.
+    return await anyio.to_thread.run_sync(bounds.iteration_detail, detail, s.detail_max)
+
+
+# -- the table ----------------------------------------------------------------------
+def _clamp(low: int, high: int, default: int) -> Callable[[Any], int]:
+    """`0` means the default (as it always has on the wire); else clamped to [low, high]."""
+    return lambda v: min(high, max(low, v or default))
+
+
+def _limits_to_wire(limits: Limits) -> dict[str, Any]:
+    return dataclasses.asdict(limits)
+
+
+def _limits_from_wire(raw: dict[str, Any]) -> Limits:
+    return Limits(**raw)
+
+
+LOOP = Arg("loop", STRING, "LOOP", required=True)
+ANY_LOOP = Arg("loop", OPT_STRING, "LOOP or null (every loop)")
+TEXT = Arg("text", STRING, "string", required=True)
+
+SNAPSHOT: Final = Op(
+    "snapshot",
+    (
+        Arg(
+            "tail",
+            OPT_INTEGER,
+            f"int ≥ 0 (default {SNAPSHOT_TAIL}): transcript lines per loop; 0 for cheap polling",
+            default=SNAPSHOT_TAIL,
+            normalize=lambda v: max(0, v),
+        ),
+    ),
+    _snapshot,
+    RunSnapshot.from_dict,
+    "the run snapshot (below)",
+)
+PAUSE: Final = Op(
+    "pause", (ANY_LOOP,), _pause, _none, "null — pauses at the loop's next safe point"
+)
+RESUME: Final = Op("resume", (ANY_LOOP,), _resume, _none, "null")
+STOP: Final = Op(
+    "stop", (ANY_LOOP,), _stop, _none, "null — cancels the running turn and kills its process group"
+)
+RESTART: Final = Op(
+    "restart", (LOOP,), _restart, _none, "null — iteration 1 again (spent budget stays spent)"
+)
+INJECT: Final = Op("inject", (LOOP, TEXT), _inject, _none, "null — added to the next prompt")
+EDIT: Final = Op(
+    "edit",
+    (
+        LOOP,
+        Arg("prompt", OPT_STRING, "string"),
+        Arg("max_iterations", OPT_INTEGER, "int"),
+        Arg(
+            "limits",
+            OPT_LIMITS,
+            "`{tokens, usd, wall, cpu}`",
+            normalize=_limits_from_wire,
+            to_wire=_limits_to_wire,
+        ),
+    ),
+    _edit,
+    _none,
+    "null — from the loop's next iteration. `limits` replaces all four limits (a missing"
+    " key or null is unlimited); send the current ones for the keys you keep",
+)
+STEP_IN: Final = Op(
+    "step_in",
+    (LOOP,),
+    _step_in,
+    StepIn.from_dict,
+    "`{loop, agent_kind, workspace, session_id, resume_argv, chat}` — the loop is paused now",
+)
+CHAT: Final = Op(
+    "chat",
+    (LOOP, TEXT),
+    _chat,
+    _str,
+    "the agent's reply (string); the loop must be stepped into (paused)",
+)
+HAND_BACK: Final = Op(
+    "hand_back", (LOOP,), _hand_back, _none, "null — the loop resumes from the longer conversation"
+)
+TRANSCRIPT: Final = Op(
+    "transcript",
+    (
+        LOOP,
+        Arg("before", OPT_INTEGER, "int"),
+        Arg(
+            "limit",
+            OPT_INTEGER,
+            f"int (default {TRANSCRIPT_LIMIT}, clamped to 1–{MAX_TRANSCRIPT_LIMIT:,})",
+            default=TRANSCRIPT_LIMIT,
+            normalize=_clamp(1, MAX_TRANSCRIPT_LIMIT, TRANSCRIPT_LIMIT),
+        ),
+    ),
+    _transcript,
+    _strings,
+    "list of lines, oldest first",
+)
+RELOAD: Final = Op(
+    "reload",
+    (),
+    _reload,
+    _dict,
+    "`{applied: [...], needs_restart: [...]}` (see Reload) or a `config` error",
+)
+SHUTDOWN: Final = Op(
+    "shutdown",
+    (),
+    _shutdown,
+    _none,
+    "null; then the run is stopped, the summary event is sent to subscribers, the"
+    " connections are closed and the server exits",
+)
+SUBSCRIBE: Final = Op(
+    "subscribe",
+    (
+        Arg(
+            "max_buffer",
+            OPT_INTEGER,
+            f"int (1–{MAX_SUBSCRIPTION_BUFFER:,}, default {SUBSCRIPTION_BUFFER:,})",
+            default=SUBSCRIPTION_BUFFER,
+            normalize=_clamp(1, MAX_SUBSCRIPTION_BUFFER, SUBSCRIPTION_BUFFER),
+        ),
+        Arg("snapshot", OPT_BOOL, "bool", default=False, normalize=bool),
+    ),
+    _subscribe,
+    _dict,
+    "`{subscribed: true, max_buffer, snapshot?}`, then events",
+)
+UNSUBSCRIBE: Final = Op("unsubscribe", (), _unsubscribe, _none, "null")
+ITERATIONS: Final = Op(
+    "iterations",
+    (
+        LOOP,
+        Arg(
+            "limit",
+            OPT_INTEGER,
+            f"int (default {ITERATIONS_LIMIT:,}, clamped to 1–{MAX_ITERATIONS_LIMIT:,})",
+            default=ITERATIONS_LIMIT,
+            normalize=_clamp(1, MAX_ITERATIONS_LIMIT, ITERATIONS_LIMIT),
+        ),
+    ),
+    _iterations,
+    _summaries,
+    "the newest `limit` attempts of the loop's iterations in this run, oldest first:"
+    " `[{iteration, attempt, outcome, reason, tokens, usd, started, ended}]` (see History)",
+)
+ITERATION: Final = Op(
+    "iteration",
+    (LOOP, Arg("iteration", INTEGER, "int ≥ 1", required=True)),
+    _iteration,
+    IterationDetail.from_dict,
+    "`{loop, iteration, summary, prompt, transcript, checks}` (see History); at most"
+    f" {format_size(DETAIL_WIRE_MAX_BYTES)} of JSON: a longer transcript is cut in the middle",
+)
+
+OPS: Final[tuple[Op[Any], ...]] = (
+    SNAPSHOT,
+    PAUSE,
+    RESUME,
+    STOP,
+    RESTART,
+    INJECT,
+    EDIT,
+    STEP_IN,
+    CHAT,
+    HAND_BACK,
+    TRANSCRIPT,
+    RELOAD,
+    SHUTDOWN,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    ITERATIONS,
+    ITERATION,
+)
+"""In the order the hello lists them (new ops go last: v1 only adds)."""
+BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}
+NAMES: Final = tuple(BY_NAME)
+
+
+def markdown_table() -> str:
+    """The table of every op in docs/protocol.md."""
+    return opdef.markdown_table(OPS)

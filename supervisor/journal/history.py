@@ -1,0 +1,86 @@
+"""A run's iterations and one iteration's detail, read from the journal for the handle.
+
+`Supervisor.iterations()` / `iteration()` answer from here, so every front-end (the
+TUI's history screen, a client attached over the socket) asks the handle instead
+of opening SQLite itself. Reads run in a worker thread on their own read-only
+connection (`JournalReader`): they never block the event loop nor the writer. What
+the writer has not committed yet (its last ~50 ms batch) is not seen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from supervisor.api import (
+    CheckSummary,
+    ControlError,
+    IterationDetail,
+    IterationSummary,
+)
+from supervisor.journal.reader import IterationRow, JournalReader
+from supervisor.journal.schema import JournalError
+
+
+def summary(row: IterationRow) -> IterationSummary:
+    return IterationSummary(
+        iteration=row.iteration,
+        attempt=row.attempt,
+        outcome=row.outcome,
+        reason=row.reason,
+        tokens=row.tokens,
+        usd=row.usd,
+        started=row.started,
+        ended=row.ended,
+    )
+
+
+class JournalHistory:
+    """The history of runs journalled in `state_dir` (a durable run's, `durable.py`)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    async def iterations(self, loop: str, run_id: str, *, limit: int) -> list[IterationSummary]:
+        """Every attempt of `loop` in run `run_id`, the newest `limit`, oldest first."""
+        return await anyio.to_thread.run_sync(self._iterations, loop, run_id, limit)
+
+    async def iteration(self, loop: str, iteration: int, run_id: str) -> IterationDetail:
+        return await anyio.to_thread.run_sync(self._iteration, loop, iteration, run_id)
+
+    def _iterations(self, loop: str, run_id: str, limit: int) -> list[IterationSummary]:
+        try:
+            with JournalReader(self.state_dir) as reader:
+                rows = reader.loop_iterations(loop, run_id)
+        except JournalError as exc:
+            raise ControlError(str(exc)) from None
+        return [summary(row) for row in rows[-limit:]] if limit > 0 else []
+
+    def _iteration(self, loop: str, iteration: int, run_id: str) -> IterationDetail:
+        try:
+            with JournalReader(self.state_dir) as reader:
+                rows = reader.loop_iterations(loop, run_id)
+                attempts = [r for r in rows if r.iteration == iteration]
+                if not attempts:
+                    raise ControlError(f"loop {loop!r} has no iteration {iteration} in this run")
+                detail = reader.iteration_detail(loop, iteration, run_id)
+                checks = reader.iteration_checks(loop, iteration, run_id)
+        except JournalError as exc:
+            raise ControlError(str(exc)) from None
+        return IterationDetail(
+            loop=loop,
+            iteration=iteration,
+            summary=summary(attempts[-1]),
+            prompt=detail.prompt,
+            transcript=detail.transcript,
+            checks=tuple(
+                CheckSummary(
+                    name=str(c.get("name", "")),
+                    passed=bool(c.get("passed")),
+                    exit_code=c.get("exit_code"),
+                    summary=str(c.get("summary", "")),
+                )
+                for c in checks
+            ),
+        )
