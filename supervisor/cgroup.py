@@ -190,11 +190,12 @@ class GroupCgroup:
         return ["/bin/sh", "-c", script, str(self.path), *argv]
 
     def adopt(self, pid: int) -> bool:
-        """Move `pid` (and so everything it starts from now on) into this cgroup."""
+        """Move `pid` (and so everything it starts from now on) into this cgroup; False
+        if it cannot be (gone already, or refused). The cgroup stays either way: what
+        the pid started before it went may be in it (`entering`)."""
         try:
             (self.path / "cgroup.procs").write_text(str(pid))
         except OSError:
-            self.remove()
             return False
         return True
 

@@ -131,8 +131,11 @@ class GroupProcess:
             if self._cgroup is not None:
                 self._cgroup.remove()
             raise
-        if self._cgroup is not None and not self._cgroup.adopt(self._proc.pid):
-            self._cgroup = None
+        if self._cgroup is not None:
+            # Already in it by itself (`entering`); this only helps where the shell's
+            # write failed. A child that has already exited cannot be moved (ESRCH),
+            # which must not cost the cgroup the processes it started are in.
+            self._cgroup.adopt(self._proc.pid)
         self._started = time.monotonic()
         shared = cpumeter.current()
         self._meter = shared if shared is not None else cpumeter.CpuMeter()

@@ -33,7 +33,7 @@ from helpers import (
     write_config,
 )
 
-from supervisor import cgroup, reaper
+from supervisor import cgroup, process, reaper
 
 ESCAPE = (
     "import os, signal, subprocess, sys, time\n"
@@ -355,6 +355,31 @@ def test_an_escaper_forked_at_once_is_in_the_cgroup_from_the_start(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (pid,) = read_pids(pid_file)
     assert alive([pid]) == []
+
+
+@pytest.mark.anyio
+async def test_an_agent_gone_before_it_is_adopted_still_has_its_escaper_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the agent can fork, print and exit before the supervisor
+    moves it into its cgroup from outside: that move then fails (the pid is gone) and
+    must not cost the cgroup the child had already entered by itself."""
+    if not cgroup.available():
+        pytest.skip("no writable cgroup v2 hierarchy here: the tag is all there is")
+    real_adopt = cgroup.GroupCgroup.adopt
+
+    def adopt_too_late(self: cgroup.GroupCgroup, pid: int) -> bool:
+        deadline = time.monotonic() + 10
+        while alive([pid]) and time.monotonic() < deadline:  # the agent exits first
+            time.sleep(0.005)
+        return real_adopt(self, pid)
+
+    monkeypatch.setattr(cgroup.GroupCgroup, "adopt", adopt_too_late)
+    script = FORKS_AT_ONCE.replace("$$!", "$!")
+    async with process.GroupProcess(["sh", "-c", script], cwd=tmp_path) as proc:
+        await proc.wait()
+    (pid,) = read_pids(tmp_path / "pids.txt")
+    assert wait_gone([pid], timeout=5) == []
 
 
 IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
