@@ -47,10 +47,11 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
 from supervisor.agents.ratelimit import RateLimiterRegistry
 from supervisor.budget import Ledger
 from supervisor.config.load import load_config
-from supervisor.spec import AnthropicAgentSpec, ContextMode, Limits, LoopSpec, RateLimit
+from supervisor.spec import ContextMode, Limits, LoopSpec, RateLimit
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio

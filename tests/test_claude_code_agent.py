@@ -43,9 +43,10 @@ from supervisor.agents.base import (
     Waiting,
 )
 from supervisor.agents.claude_code import ClaudeCodeAgent
+from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
 from supervisor.agents.stream_json import Tokens, decode
 from supervisor.budget import Charge, Ledger
-from supervisor.spec import ClaudeCodeAgentSpec, ContextMode, Limits, LoopSpec
+from supervisor.spec import ContextMode, Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio

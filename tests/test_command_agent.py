@@ -23,8 +23,9 @@ from helpers import (
 from supervisor import events as ev
 from supervisor.agents.base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
 from supervisor.agents.command import CommandAgent
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.budget import Ledger
-from supervisor.spec import CommandAgentSpec, Limits, LoopSpec
+from supervisor.spec import Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio

@@ -23,10 +23,12 @@ from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta, Usage, merge_text
 from supervisor.agents.command import CommandAgent
+from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.budget import Ledger
 from supervisor.headless import HeadlessPrinter
 from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
-from supervisor.spec import ClaudeCodeAgentSpec, CommandAgentSpec, Limits, LoopSpec
+from supervisor.spec import Limits, LoopSpec
 from supervisor.transcript import OutputCap, TranscriptTail
 from supervisor.turn_budget import LedgerTurnBudget
 

@@ -19,9 +19,10 @@ from supervisor.agents.base import (
     Usage,
     estimate_tokens,
 )
+from supervisor.agents.kinds.sim import SimAgentSpec, SimBehavior
 from supervisor.agents.sim import SimAgent
 from supervisor.budget import Ledger
-from supervisor.spec import Limits, LoopSpec, SimAgentSpec, SimBehavior
+from supervisor.spec import Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio

@@ -63,7 +63,6 @@ from anthropic.types import (
 )
 from anthropic.types import TextDelta as SDKTextDelta
 
-from supervisor.agents import AgentContext
 from supervisor.agents.base import (
     AgentEvent,
     AgentFailed,
@@ -76,11 +75,13 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.kind import AgentContext
+from supervisor.agents.kinds.anthropic import PROVIDER, AnthropicAgentSpec
 from supervisor.agents.ratelimit import RateLimiter, retry_after_seconds
 from supervisor.agents.tools import Workspace, tool_definitions
 from supervisor.agents.usage import Tokens
 from supervisor.childenv import configured_env
-from supervisor.spec import AnthropicAgentSpec, LoopSpec
+from supervisor.spec import LoopSpec
 from supervisor.textsafe import json_loads, utf8, valid_data, valid_text
 
 try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
@@ -88,7 +89,6 @@ try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
 except ImportError:  # pragma: no cover
     import httpx as _http  # type: ignore[no-redef, import-not-found, unused-ignore]
 
-PROVIDER = "anthropic"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 SIGNED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 """Reply blocks the API verifies when sent back: kept as they came (not redacted)."""

@@ -60,14 +60,15 @@ from supervisor.agents.base import (
     Waiting,
     merge_text,
 )
+from supervisor.agents.kinds.claude_code import KIND, ClaudeCodeAgentSpec
 from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json import StreamJsonParser
 from supervisor.childenv import configured_env
 from supervisor.process import KILL_GRACE_S, GroupProcess
-from supervisor.spec import ClaudeCodeAgentSpec, LoopSpec, Price
+from supervisor.spec import LoopSpec, Price
 
 if TYPE_CHECKING:
-    from supervisor.agents import AgentContext
+    from supervisor.agents.kind import AgentContext
 
 MAX_LINE = 32 * 1024 * 1024
 """A stream-json line can hold a whole file a tool read: never split one."""
@@ -161,7 +162,7 @@ class ClaudeCodeAgent:
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         cpu_reported = 0.0
         env = configured_env(
-            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind=spec.kind
+            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind_env=KIND.child_env
         )
 
         async with contextlib.AsyncExitStack() as stack:

@@ -22,9 +22,10 @@ from typing import Any
 import anyio
 
 from supervisor.agents.base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.childenv import configured_env
 from supervisor.process import DRAIN_GRACE_S, GroupProcess
-from supervisor.spec import CommandAgentSpec, LoopSpec
+from supervisor.spec import LoopSpec
 from supervisor.transcript import TextTail
 
 OUTPUT_KEEP = 64 * 1024

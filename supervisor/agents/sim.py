@@ -26,7 +26,8 @@ from supervisor.agents.base import (
     Usage,
     estimate_tokens,
 )
-from supervisor.spec import LoopSpec, SimAgentSpec
+from supervisor.agents.kinds.sim import SimAgentSpec
+from supervisor.spec import LoopSpec
 
 _OPENERS = (
     "Looking at the last check output,",
