@@ -29,7 +29,7 @@ from fake_anthropic import (
     tokens_for_text,
     tool_use,
 )
-from helpers import REPO, load, loop, run_recorded, supervisor_table, table
+from helpers import REPO, agent_events, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
@@ -155,10 +155,11 @@ async def drive(
         loop="l", iteration=iteration, prompt=prompt, workspace=workspace, budget=budget
     )
     try:
-        async for event in agent.run(request):
-            turn.events.append(event)
-            if isinstance(event, Usage):
-                budget.charge(event)
+        async with agent_events(agent, request) as stream:
+            async for event in stream:
+                turn.events.append(event)
+                if isinstance(event, Usage):
+                    budget.charge(event)
     finally:
         budget.release()
     assert KEY not in repr(turn.events)

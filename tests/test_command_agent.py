@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     GRANDCHILD_SCRIPT,
+    agent_events,
     command_agent,
     load,
     loop,
@@ -61,7 +62,8 @@ async def turn(
         },
     )
     started = time.monotonic()
-    out = [(time.monotonic() - started, e) async for e in cmd.run(request)]
+    async with agent_events(cmd, request) as stream:
+        out = [(time.monotonic() - started, e) async for e in stream]
     budget.release()
     return out
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import io
 import sys
 import time
-from contextlib import aclosing
 from pathlib import Path
 
 import anyio
 import pytest
-from helpers import command_agent, load, loop, run_recorded, supervisor_table
+from helpers import agent_turn, command_agent, load, loop, run_recorded, supervisor_table
 
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
@@ -42,7 +41,7 @@ async def command_turn(tmp_path: Path, script: str) -> list[AgentEvent]:
     request = AgentRequest(
         loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
     )
-    out = [e async for e in agent.run(request)]
+    out = await agent_turn(agent, request)
     budget.release()
     return out
 
@@ -245,8 +244,7 @@ async def test_claude_code_raw_and_stderr_lines_of_a_read_become_few_deltas(
     request = AgentRequest(
         loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
     )
-    async with aclosing(agent.run(request)) as stream:
-        got = [e async for e in stream]
+    got = await agent_turn(agent, request)
     budget.release()
     deltas = [e for e in got if isinstance(e, TextDelta)]
     raw = "".join(e.text for e in deltas if e.stream == "raw")

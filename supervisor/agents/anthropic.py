@@ -15,13 +15,13 @@ would be short:
   JSON quoting and keys outweigh the per-message formatting tokens, and 512 covers
   the system prompt the API adds for tool use. Generous, but it cannot undercount.
 Usage from `message_start` and `message_delta` (cumulative) is turned into deltas
-and yielded as it arrives, with the model named so that the loop prices it.
+and sent as it arrives, with the model named so that the loop prices it.
 
 Time. `timeout` bounds one request from sending it to its last event, `stall` the
 silence in it (the SDK's per-read timeout). A per-read timeout alone is no bound: a
 server that pings every second keeps a request alive forever. The deadline is a
-cancel scope around each await on the stream (never across a `yield`, so it cannot
-cancel the loop that consumes this generator); a request cut there is a timeout.
+cancel scope around each await on the stream (never around a send to the turn, so an
+event read is an event delivered); a request cut there is a timeout.
 
 Errors. SDK retries are off; 429 (honouring retry-after), 529, 5xx, timeouts and
 cut streams are retried here with capped exponential backoff and jitter, each
@@ -44,7 +44,7 @@ import math
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -64,16 +64,17 @@ from anthropic.types import (
 from anthropic.types import TextDelta as SDKTextDelta
 
 from supervisor.agents.base import (
-    AgentEvent,
     AgentFailed,
     AgentRequest,
     Done,
+    EventSend,
     Resumed,
     TextDelta,
     ToolCall,
     ToolResult,
     Usage,
     Waiting,
+    emit,
 )
 from supervisor.agents.kind import AgentContext
 from supervisor.agents.kinds.anthropic import PROVIDER, AnthropicAgentSpec
@@ -116,7 +117,7 @@ class _Overdue(Exception):
 
 @contextmanager
 def _before(deadline: float) -> Iterator[None]:
-    """Run the block (which must not yield to a consumer) until `deadline`, else _Overdue."""
+    """Run the block (which must not send to the turn) until `deadline`, else _Overdue."""
     with anyio.CancelScope(deadline=deadline) as scope:
         yield
     if scope.cancelled_caught:
@@ -185,11 +186,11 @@ class AnthropicAgent:
                 await client.close()
 
     # -- protocol: one turn --------------------------------------------------------
-    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
         spec = self.spec
         client = self._get_client()
         if client is None:
-            yield AgentFailed(f"{API_KEY_ENV} is not set", retryable=False)
+            await emit(send, AgentFailed(f"{API_KEY_ENV} is not set", retryable=False))
             return
         if self.loop.context == "continue" and self._session is None:
             self._session = f"api-{uuid.uuid4().hex[:12]}"
@@ -215,8 +216,7 @@ class AnthropicAgent:
                 )
                 params["max_tokens"] = max(1, min(spec.max_tokens, granted))
                 attempt = _Attempt(self, client, params, estimate)
-                async for event in attempt.run():
-                    yield event
+                await attempt.run(send)
                 if attempt.message is not None:
                     message = attempt.message
                     break
@@ -225,17 +225,18 @@ class AnthropicAgent:
                 failures += 1
                 if not failure.retryable or failures >= self.max_attempts:
                     why = failure.reason if not failure.retryable else f"{failure.reason}; gave up"
-                    yield AgentFailed(
+                    failed = AgentFailed(
                         self._scrub(why),
                         retryable=failure.retryable,
                         output="".join(texts),
                         retry_after=failure.retry_after,
                     )
+                    await emit(send, failed)
                     return
                 delay = self._backoff(failures, failure.retry_after)
-                yield Waiting(self._scrub(failure.reason), seconds=delay, retry=True)
+                await emit(send, Waiting(self._scrub(failure.reason), seconds=delay, retry=True))
                 await anyio.sleep(delay)
-                yield Resumed()
+                await emit(send, Resumed())
             content = [
                 b if b.get("type") in SIGNED_BLOCKS else self.ctx.redactor.value(b)
                 for b in message["content"]
@@ -249,24 +250,25 @@ class AnthropicAgent:
                 break
             results = []
             for call in calls:
-                yield ToolCall(call["id"], call["name"], dict(call.get("input") or {}))
+                await emit(send, ToolCall(call["id"], call["name"], dict(call.get("input") or {})))
                 if stop_reason == "max_tokens":
                     output, is_error = "tool call cut off by max_tokens; not run", True
                 else:
                     outcome = await workspace.call(call["name"], call.get("input") or {})
                     output, is_error = self._scrub(outcome.output), outcome.is_error
-                yield ToolResult(call["id"], output, is_error)
+                await emit(send, ToolResult(call["id"], output, is_error))
                 results.append(_tool_result(call["id"], output, is_error))
             self._messages.append({"role": "user", "content": results})
             if stop_reason != "tool_use":
                 break
             if round_no == spec.max_turns:
                 stop_reason = "max_turns"
-        yield Done(
+        done = Done(
             output="\n".join(t for t in texts if t),
             session_id=self._session,
             stop_reason=stop_reason,
         )
+        await emit(send, done)
 
     # -- helpers -------------------------------------------------------------------
     def _get_client(self) -> anthropic.AsyncAnthropic | None:
@@ -357,7 +359,7 @@ class AnthropicAgent:
 
 
 class _Attempt:
-    """One streamed request: yields text and usage; ends with `message` or `failure`."""
+    """One streamed request: sends text and usage; ends with `message` or `failure`."""
 
     def __init__(
         self,
@@ -373,7 +375,7 @@ class _Attempt:
         self.message: dict[str, Any] | None = None
         self.failure: _Failure | None = None
 
-    async def run(self) -> AsyncIterator[AgentEvent]:
+    async def run(self, send: EventSend) -> None:
         agent = self.agent
         model = agent.spec.model
         limiter = agent._limiter
@@ -383,10 +385,12 @@ class _Attempt:
             wait = limiter.estimate_wait(wanted)
             announce = wait >= LIMITER_NOTICE_S
             if announce:
-                yield Waiting(f"rate limit: {limiter.describe()}", seconds=round(wait, 1))
+                await emit(
+                    send, Waiting(f"rate limit: {limiter.describe()}", seconds=round(wait, 1))
+                )
             await limiter.acquire(wanted)
             if announce:
-                yield Resumed()
+                await emit(send, Resumed())
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
         stop_reason: str | None = None
@@ -406,7 +410,7 @@ class _Attempt:
                     if isinstance(event, RawMessageStartEvent):
                         counted, delta = _advance(counted, event.message.usage, model)
                         if delta is not None:
-                            yield delta
+                            await emit(send, delta)
                     elif isinstance(event, RawContentBlockStartEvent):
                         blocks[event.index] = _start_block(event.content_block)
                     elif isinstance(event, RawContentBlockDeltaEvent):
@@ -417,7 +421,8 @@ class _Attempt:
                             # printer and back to the API in the next request.
                             piece = valid_text(d.text)
                             block["text"] = block.get("text", "") + piece
-                            yield TextDelta(piece)  # redacted by the turn, split secrets too
+                            # Redacted by the turn, split secrets too.
+                            await emit(send, TextDelta(piece))
                         elif isinstance(d, InputJSONDelta):
                             json_parts.setdefault(event.index, []).append(d.partial_json)
                         elif isinstance(d, ThinkingDelta):
@@ -432,7 +437,7 @@ class _Attempt:
                         stop_reason = event.delta.stop_reason
                         counted, delta = _advance(counted, event.usage, model)
                         if delta is not None:
-                            yield delta
+                            await emit(send, delta)
         except anthropic.APIStatusError as exc:
             self.failure = _classify_status(exc)
             if limiter is not None:
@@ -451,7 +456,9 @@ class _Attempt:
                 limiter.refund(wanted - counted.total)
         if self.failure is not None:
             if blocks:
-                yield TextDelta(f"\n[{self.failure.reason}; reply discarded]\n", stream="raw")
+                await emit(
+                    send, TextDelta(f"\n[{self.failure.reason}; reply discarded]\n", stream="raw")
+                )
             return
         if stop_reason is None:
             # The body ended without message_delta: a stream cut that closed cleanly.
