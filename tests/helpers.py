@@ -102,9 +102,11 @@ async def agent_events(
     agent: Agent, request: AgentRequest
 ) -> AsyncIterator[MemoryObjectReceiveStream[AgentEvent]]:
     """One turn of `agent`, run as `supervisor.turn` runs it: the agent a producer task
-    writing to an unbuffered stream whose other end the block reads. Leaving the block
-    cancels the agent, then closes the stream; the agent's `BudgetExhausted` (its budget
-    refused a reservation) is raised here, after the events it sent before."""
+    writing to a stream whose other end the block reads. Leaving the block cancels the
+    agent, then closes the stream; the agent's `BudgetExhausted` (its budget refused a
+    reservation) is raised here, after the events it sent before. The stream is
+    unbuffered, so a block that charges usage has it charged before the agent's next
+    reservation (the turn's buffered stream gets that from `LedgerTurnBudget(settle=)`)."""
     send, receive = anyio.create_memory_object_stream[AgentEvent](0)
     refused: list[BudgetExhausted] = []
 

@@ -623,8 +623,7 @@ def test_bad_loop_values_are_reported_at_their_key(
         (
             "seed = 1",
             "x]",
-            'agent "x" (kind is one of sim, command, anthropic, claude-code): '
-            "missing required key kind",
+            f'agent "x" (kind is one of {", ".join(KINDS)}): missing required key kind',
         ),
         ('kind = "command"\ncommand = []', "command =", "command: must not be empty"),
         (
