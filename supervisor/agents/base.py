@@ -2,11 +2,12 @@
 
 An agent turn is `await agent.run(request, send)`: a producer task that writes
 `AgentEvent`s to `send` (`emit(send, event)`), one end of a bounded anyio memory
-object stream, and returns after sending a `Done` or an `AgentFailed`. The turn (`supervisor.turn`)
-starts it in its own task group and reads the other end: it charges every `Usage`
-as it arrives (usage events are deltas, never running totals), so that a CLI agent
-crossing its budget can be killed mid-turn, and `reserve` waits until the usage sent
-before it is booked. The turn closes the stream; an agent never does.
+object stream, and returns after sending a `Done` or an `AgentFailed`. The turn
+(`supervisor.turn`) starts it in its own task group and reads the other end: it
+charges every `Usage` as it arrives (usage events are deltas, never running totals),
+so that a CLI agent crossing its budget can be killed mid-turn, and `reserve` waits
+until the usage sent before it is booked. The turn closes the stream; an agent
+never does.
 
 Ending a turn is cancelling its task group (a stop, a timeout, a budget crossing,
 the final event read): the agent must stop there and kill any child process group;
