@@ -6,8 +6,8 @@ the next request, so they get only:
 
 1. `INHERITED` variables (and `LC_*`) from the supervisor's environment: what a
    shell, a compiler or a test runner needs to behave as in the operator's terminal;
-2. the variables an agent kind needs to work (`KIND_ENV`: claude-code gets
-   `ANTHROPIC_*` and `CLAUDE_*`, i.e. its API key and settings, and the proxies);
+2. the variables an agent kind needs to work (its `AgentKind.child_env`: claude-code
+   gets `ANTHROPIC_*` and `CLAUDE_*`, i.e. its API key and settings, and the proxies);
 3. the names listed in the agent's or check's `pass_env` (copied when set);
 4. its `env = {NAME = "value"}` table from loops.toml;
 5. the `LOOPVISOR_*` variables the supervisor sets (loop, iteration, workspace,
@@ -51,11 +51,6 @@ INHERITED = frozenset(
 """Inherited by every agent, check and tool from the supervisor's environment."""
 INHERITED_PREFIXES = ("LC_",)
 """Locale settings: inherited too."""
-_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-KIND_ENV: Mapping[str, tuple[str, ...]] = {
-    "claude-code": ("ANTHROPIC_*", "CLAUDE_*", *_PROXIES),
-}
-"""What an agent kind needs besides the allow-list (`NAME` or `PREFIX*`)."""
 SUPERVISOR_PREFIX = "LOOPVISOR_"
 """Set by the supervisor for each child; a config may not set or pass them."""
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -97,12 +92,13 @@ def configured_env(
     pass_env: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
     supervisor: Mapping[str, str] | None = None,
-    kind: str | None = None,
+    kind_env: Iterable[str] = (),
 ) -> dict[str, str]:
     """What one agent or check adds to the allow-list, in rising precedence: its kind's
-    variables, its `pass_env`, its `env` table, the supervisor's `LOOPVISOR_*`."""
+    variables (`kind_env`: `NAME` or `PREFIX*`), its `pass_env`, its `env` table, the
+    supervisor's `LOOPVISOR_*`."""
     return {
-        **passed(KIND_ENV.get(kind or "", ())),
+        **passed(kind_env),
         **passed(pass_env),
         **(env or {}),
         **(supervisor or {}),

@@ -21,7 +21,8 @@ import anyio.abc
 
 from supervisor import cpumeter, reaper
 from supervisor import events as ev
-from supervisor.agents import AgentContext, build_agent
+from supervisor.agents.kind import AgentContext
+from supervisor.agents.registry import build_agent, kind_of
 from supervisor.api import (
     BudgetSnapshot,
     ControlError,
@@ -148,7 +149,7 @@ class Supervisor:
         """Warnings published right after `RunStarted`."""
 
     def _make_limiters(self) -> RateLimiterRegistry | None:
-        if not any(a.kind == "anthropic" for a in self.config.agents.values()):
+        if not any(kind_of(a).rate_limit_provider for a in self.config.agents.values()):
             return None
         from supervisor.agents.ratelimit import RateLimiterRegistry
 
@@ -486,9 +487,8 @@ class Supervisor:
             await runner.wait_until_idle()
         spec = runner.agent_spec
         session = runner.agent.session_id
-        argv: tuple[str, ...] | None = None
-        if spec.kind == "claude-code":
-            argv = (spec.command, "--resume", session) if session else (spec.command,)
+        kind = kind_of(spec)
+        argv = kind.resume_argv(spec, session) if kind.resume_argv is not None else None
         self._control("step_in", loop, f"session {session}" if session else "")
         return StepIn(
             loop=loop,
@@ -496,7 +496,7 @@ class Supervisor:
             workspace=str(runner.spec.workspace),
             session_id=session,
             resume_argv=argv,
-            chat=spec.kind in ("anthropic", "sim"),
+            chat=kind.chat,
         )
 
     async def chat(self, loop: str, text: str) -> str:

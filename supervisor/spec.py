@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, TypeAlias
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 
 from supervisor.diskfull import DEFAULT_GRACE_S
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
@@ -19,7 +19,6 @@ from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
 CatchUp: TypeAlias = Literal["skip", "once"]
-SimBehavior: TypeAlias = Literal["converge", "stuck", "stall", "fail", "oscillate"]
 
 PLACEHOLDERS = frozenset(
     {"iteration", "max_iterations", "check_output", "last_output", "loop", "workspace"}
@@ -27,7 +26,8 @@ PLACEHOLDERS = frozenset(
 """The `$name` placeholders a prompt template may use."""
 
 
-def _empty() -> Mapping[str, str]:
+def empty_map() -> Mapping[str, str]:
+    """An empty read-only mapping: the default of every spec's `env` table."""
     return MappingProxyType({})
 
 
@@ -68,91 +68,21 @@ class RateLimit:
     tokens_per_minute: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SimAgentSpec:
-    """The built-in offline agent: deterministic, streams text, writes files."""
+class AgentSpec(Protocol):
+    """What every agent kind's spec has: `[agents.NAME]` read by its kind's reader.
 
-    name: str
-    kind: Literal["sim"] = "sim"
-    seed: int = 0
-    rate: float = 200.0
-    """Tokens streamed per second (0 = as fast as possible)."""
-    behavior: SimBehavior = "converge"
-    converge_after: int = 2
-    """With behavior=converge: the iteration from which the final files are written."""
-    reply_tokens: int = 60
-    input_tokens: int | None = None
-    """Tokens charged for the prompt; default: estimated from its length."""
-    files: Mapping[str, str] = field(default_factory=_empty)
-    """Files written once converged (path relative to the workspace -> content)."""
-    draft_files: Mapping[str, str] = field(default_factory=_empty)
-    """Files written before convergence (and forever when stuck)."""
-    alt_files: Mapping[str, str] = field(default_factory=_empty)
-    """With behavior=oscillate: written on even iterations instead of draft_files."""
-    done_text: str = ""
-    """Appended to the reply once converged (e.g. the loop's done_marker)."""
-    stall_after: int = 1
-    """With behavior=stall/fail: the iteration at which it stalls or fails."""
-    usd_per_mtok: float = 3.0
+    The spec dataclasses live with their kinds (`supervisor/agents/kinds/`), so that a
+    new kind is one new file; `supervisor.agents.registry` maps `kind` to the kind.
+    Like every spec they are frozen dataclasses (compared, hashed, journalled as is).
+    """
 
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
-@dataclass(frozen=True, slots=True)
-class CommandAgentSpec:
-    """Any CLI agent: argv with `$prompt`-style placeholders, or the prompt on stdin."""
+    @property
+    def name(self) -> str: ...
 
-    name: str
-    command: tuple[str, ...]
-    kind: Literal["command"] = "command"
-    stdin: bool = False
-    timeout: float | None = None
-    env: Mapping[str, str] = field(default_factory=_empty)
-    """Set for its process on top of the allow-listed environment (`childenv`)."""
-    pass_env: tuple[str, ...] = ()
-    """Variables of the supervisor's environment it inherits beyond the allow-list."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnthropicAgentSpec:
-    """The Messages API through the official SDK."""
-
-    name: str
-    model: str
-    kind: Literal["anthropic"] = "anthropic"
-    max_tokens: int = 4096
-    temperature: float | None = None
-    system: str | None = None
-    base_url: str | None = None
-    tools: tuple[str, ...] = ()
-    max_turns: int = 10
-    timeout: float | None = 1800.0
-    """Total seconds one API request may take, first byte to last (then retried)."""
-    stall: float | None = 600.0
-    """Most seconds without a byte from the API (connect, headers, between events)."""
-    tool_timeout: float = 120.0
-    env: Mapping[str, str] = field(default_factory=_empty)
-    """Set for its `run` tool's commands on top of the allow-listed environment."""
-    pass_env: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ClaudeCodeAgentSpec:
-    """The Claude Code CLI in `-p ... --output-format stream-json` mode."""
-
-    name: str
-    kind: Literal["claude-code"] = "claude-code"
-    command: str = "claude"
-    args: tuple[str, ...] = ()
-    model: str | None = None
-    timeout: float | None = 1800.0
-    stall: float | None = 300.0
-    partial_messages: bool = True
-    env: Mapping[str, str] = field(default_factory=_empty)
-    pass_env: tuple[str, ...] = ()
-    reserve_tokens: int = 0
-    """Tokens set aside before each call (the CLI cannot be clamped, only killed)."""
-
-
-AgentSpec: TypeAlias = SimAgentSpec | CommandAgentSpec | AnthropicAgentSpec | ClaudeCodeAgentSpec
+    @property
+    def kind(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +97,7 @@ class CheckSpec:
     min_passed: int | None = None
     pattern: str | None = None
     not_pattern: str | None = None
-    env: Mapping[str, str] = field(default_factory=_empty)
+    env: Mapping[str, str] = field(default_factory=empty_map)
     """Set for its process on top of the allow-listed environment (`childenv`)."""
     pass_env: tuple[str, ...] = ()
     """Variables of the supervisor's environment it inherits beyond the allow-list."""

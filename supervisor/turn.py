@@ -5,6 +5,13 @@ it hands the agent a budget gate, coalesces its token deltas into transcript
 chunks, charges every usage delta as it arrives (killing the turn the moment a
 CLI agent overshoots a ledger), counts in-turn retries (429/529 backoff) against
 the loop's `retries`, and cancels a turn that goes silent for `stall` seconds.
+
+The agent is a producer task (`Agent.run(request, send)`) in the turn's task group,
+writing to a bounded memory object stream that this task reads. The agent runs ahead
+by at most `EVENT_BUFFER` events, in practice by what one read of its own gave it
+(it waits for input, and the turn books meanwhile); its `reserve` waits until the
+turn has booked everything it sent (`_booked`), so a reservation never misses usage
+reported before it. The turn ends by cancelling that task group.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from supervisor import cpumeter
 from supervisor import events as ev
@@ -26,6 +35,7 @@ from supervisor.agents.base import (
     AgentRequest,
     BudgetExhausted,
     Done,
+    EventSend,
     Resumed,
     TextDelta,
     ToolCall,
@@ -43,6 +53,10 @@ from supervisor.turn_budget import LedgerTurnBudget
 
 LAST_OUTPUT_LIMIT = 4000
 """Characters of an agent reply kept as `$last_output`."""
+EVENT_BUFFER = 64
+"""Events an agent may send before the turn has read them: a burst (a chunk's lines,
+a fast model's tokens) passes without a task switch per event (`agents.base.emit`),
+and memory stays bounded (a command agent's event holds up to one 64 KiB read)."""
 
 
 @dataclass(slots=True)
@@ -114,6 +128,8 @@ class AgentTurn:
         self._cpu_credit = 0.0
         """CPU seconds booked by the sampler when it killed the turn, which the agent's
         own later report (if one gets through) must not book again."""
+        self._refused: str | None = None
+        """Why the budget refused the agent a reservation (`BudgetExhausted`)."""
 
     def _set(self, state: ev.LoopState, reason: str, wait: float | None = None) -> None:
         if not self.operator:
@@ -128,6 +144,7 @@ class AgentTurn:
 
     async def run(self) -> TurnResult:
         host, spec, n = self.host, self.host.spec, self.n
+        send, receive = anyio.create_memory_object_stream[AgentEvent](EVENT_BUFFER)
         budget = LedgerTurnBudget(
             host.ledger,
             pricing=host.pricing,
@@ -135,6 +152,7 @@ class AgentTurn:
             on_wait=lambda why: self._set("waiting", why),
             on_resume=self._running,
             on_booking=self._booking,
+            settle=lambda: _booked(receive),
         )
         if spec.context == "fresh" and not self.operator:
             host.agent.reset()
@@ -173,12 +191,13 @@ class AgentTurn:
                         tg.start_soon(self._watch_stall, stall, scope)
                     tg.start_soon(coalescer.run_flusher)
                     over = self._cpu_over_callback(budget, scope)
-                    try:  # caught inside the task group, which would wrap it in a group
-                        with cpumeter.allowance(host.ledger.cpu_left(), over):
-                            await self._consume(request, budget, coalescer, scope)
-                    except BudgetExhausted as exc:
-                        self.result.exhausted = exc.reason
-                    tg.cancel_scope.cancel()
+                    with cpumeter.allowance(host.ledger.cpu_left(), over):  # for its groups
+                        tg.start_soon(self._produce, request, send)
+                    try:
+                        await self._consume(receive, budget, coalescer, scope)
+                    finally:  # cancel the agent first: then closing breaks no send of it
+                        tg.cancel_scope.cancel()
+                        receive.close()
         finally:
             self._on_scope(None)
             self._text.flush()
@@ -197,36 +216,52 @@ class AgentTurn:
         )
         return self.result
 
+    async def _produce(self, request: AgentRequest, send: EventSend) -> None:
+        """The agent's task: its turn, then the end of the stream."""
+        with send:
+            try:
+                await self.host.agent.run(request, send)
+            except BudgetExhausted as exc:  # no reservation: the turn ends (`_consume`)
+                self._refused = exc.reason
+
     async def _consume(
         self,
-        request: AgentRequest,
+        receive: MemoryObjectReceiveStream[AgentEvent],
         budget: LedgerTurnBudget,
         coalescer: OutputCoalescer,
         scope: anyio.CancelScope,
     ) -> None:
-        stream = self.host.agent.run(request)
-        try:
-            async for item in stream:
-                self._last_activity = time.monotonic()
-                if isinstance(item, TextDelta):
-                    self._text.add(item.text, item.stream)
-                    continue
-                if not isinstance(item, Usage):  # usage may fall inside a split secret
-                    self._text.flush()
-                coalescer.flush()
-                item = self.host.redactor.fields(item)
-                if not self._relay(item, budget):
-                    scope.cancel()
-                    return
-                if isinstance(item, Done | AgentFailed):
-                    self.result.output = item.output
-                    if isinstance(item, AgentFailed):
-                        self.result.failure = item
-                    return
-        finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
+        """Book and publish what the agent sends, up to its final event. What is
+        buffered is read without a checkpoint each; nothing here awaits but the
+        stream (`_booked` relies on it)."""
+        while True:
+            try:
+                item = receive.receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    item = await receive.receive()
+                except anyio.EndOfStream:
+                    break
+            except anyio.EndOfStream:
+                break
+            self._last_activity = time.monotonic()
+            if isinstance(item, TextDelta):
+                self._text.add(item.text, item.stream)
+                continue
+            if not isinstance(item, Usage):  # usage may fall inside a split secret
+                self._text.flush()
+            coalescer.flush()
+            item = self.host.redactor.fields(item)
+            if not self._relay(item, budget):
+                scope.cancel()
+                return
+            if isinstance(item, Done | AgentFailed):
+                self.result.output = item.output
+                if isinstance(item, AgentFailed):
+                    self.result.failure = item
+                return
+        if self._refused is not None:  # after the events sent before it
+            self.result.exhausted = self._refused
 
     def _cpu_over_callback(
         self, budget: LedgerTurnBudget, scope: anyio.CancelScope
@@ -310,6 +345,19 @@ class AgentTurn:
                     scope.cancel()
                     return
             await anyio.sleep(min(1.0, max(0.05, stall / 10)))
+
+
+async def _booked(receive: MemoryObjectReceiveStream[AgentEvent]) -> None:
+    """Return once the turn has booked every event the agent sent: it waits in
+    `receive` again with nothing buffered (or has stopped reading). The turn books
+    synchronously, so this takes a checkpoint or two, and only before a reservation."""
+    while True:
+        stats = receive.statistics()
+        if stats.open_receive_streams == 0 or (
+            stats.tasks_waiting_receive and not stats.current_buffer_used
+        ):
+            return
+        await anyio.lowlevel.checkpoint()
 
 
 def overshot(ledger: Ledger) -> str | None:

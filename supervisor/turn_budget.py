@@ -9,7 +9,7 @@ crossing at once and can kill the turn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from supervisor.agents.base import BudgetExhausted, Usage
 from supervisor.agents.pricing import cost_usd, price_for, worst_usd_per_token
@@ -29,6 +29,7 @@ class LedgerTurnBudget:
         on_wait: Callable[[str], None] | None = None,
         on_resume: Callable[[], None] | None = None,
         on_booking: Callable[[str, int, float], None] | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.pricing = pricing or {}
@@ -37,6 +38,9 @@ class LedgerTurnBudget:
         self._on_resume = on_resume
         self._on_booking = on_booking
         """Told ("reserved" | "released", tokens, usd): journalled for crash recovery."""
+        self._settle = settle
+        """Awaited first by `reserve`: until the turn has booked the usage the agent
+        reported so far, which the reservation must not miss."""
         self._reservation: Reservation | None = None
 
     def price(self, model: str | None) -> Price | None:
@@ -51,6 +55,8 @@ class LedgerTurnBudget:
         minimum_output_tokens: int = 1,
         usd_per_token: float | None = None,
     ) -> int:
+        if self._settle is not None:
+            await self._settle()
         self.release()
         price = self.price(model)
         per_token = usd_per_token

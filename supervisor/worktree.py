@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from itertools import combinations
 from pathlib import Path
 
-import anyio
 import anyio.to_thread
 
 from supervisor.spec import Config, LoopSpec

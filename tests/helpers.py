@@ -12,15 +12,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import psutil
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from supervisor import events as ev
+from supervisor.agents.base import Agent, AgentEvent, AgentRequest, BudgetExhausted
 from supervisor.config.load import load_config
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
@@ -91,6 +94,44 @@ def write_config(tmp_path: Path, *parts: str, name: str = "loops.toml") -> Path:
 def load(tmp_path: Path, *parts: str) -> Config:
     """Write the TOML parts into tmp_path/loops.toml and load it the way the CLI does."""
     return load_config(write_config(tmp_path, *parts), state_dir=tmp_path / ".state")
+
+
+# -- one agent turn, without a loop ------------------------------------------------
+@asynccontextmanager
+async def agent_events(
+    agent: Agent, request: AgentRequest
+) -> AsyncIterator[MemoryObjectReceiveStream[AgentEvent]]:
+    """One turn of `agent`, run as `supervisor.turn` runs it: the agent a producer task
+    writing to a stream whose other end the block reads. Leaving the block cancels the
+    agent, then closes the stream; the agent's `BudgetExhausted` (its budget refused a
+    reservation) is raised here, after the events it sent before. The stream is
+    unbuffered, so a block that charges usage has it charged before the agent's next
+    reservation (the turn's buffered stream gets that from `LedgerTurnBudget(settle=)`)."""
+    send, receive = anyio.create_memory_object_stream[AgentEvent](0)
+    refused: list[BudgetExhausted] = []
+
+    async def produce() -> None:
+        with send:
+            try:
+                await agent.run(request, send)
+            except BudgetExhausted as exc:
+                refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        try:
+            yield receive
+        finally:
+            tg.cancel_scope.cancel()
+            receive.close()
+    if refused:
+        raise refused[0]
+
+
+async def agent_turn(agent: Agent, request: AgentRequest) -> list[AgentEvent]:
+    """Every event of one turn of `agent`."""
+    async with agent_events(agent, request) as events:
+        return [event async for event in events]
 
 
 # -- running a Supervisor in-process ------------------------------------------------

@@ -29,7 +29,7 @@ from fake_anthropic import (
     tokens_for_text,
     tool_use,
 )
-from helpers import REPO, load, loop, run_recorded, supervisor_table, table
+from helpers import REPO, agent_events, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
@@ -47,10 +47,11 @@ from supervisor.agents.base import (
     Usage,
     Waiting,
 )
+from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
 from supervisor.agents.ratelimit import RateLimiterRegistry
 from supervisor.budget import Ledger
 from supervisor.config.load import load_config
-from supervisor.spec import AnthropicAgentSpec, ContextMode, Limits, LoopSpec, RateLimit
+from supervisor.spec import ContextMode, Limits, LoopSpec, RateLimit
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio
@@ -154,10 +155,11 @@ async def drive(
         loop="l", iteration=iteration, prompt=prompt, workspace=workspace, budget=budget
     )
     try:
-        async for event in agent.run(request):
-            turn.events.append(event)
-            if isinstance(event, Usage):
-                budget.charge(event)
+        async with agent_events(agent, request) as stream:
+            async for event in stream:
+                turn.events.append(event)
+                if isinstance(event, Usage):
+                    budget.charge(event)
     finally:
         budget.release()
     assert KEY not in repr(turn.events)

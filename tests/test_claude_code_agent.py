@@ -16,7 +16,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import anyio
 import psutil
 import pytest
 from fake_anthropic import FakeAnthropic, text, tool_use
-from helpers import load, loop, run_recorded, supervisor_table, table
+from helpers import agent_events, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
@@ -43,9 +42,10 @@ from supervisor.agents.base import (
     Waiting,
 )
 from supervisor.agents.claude_code import ClaudeCodeAgent
+from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
 from supervisor.agents.stream_json import Tokens, decode
 from supervisor.budget import Charge, Ledger
-from supervisor.spec import ClaudeCodeAgentSpec, ContextMode, Limits, LoopSpec
+from supervisor.spec import ContextMode, Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio
@@ -194,9 +194,9 @@ async def collect(
     req: AgentRequest,
     on_event: Callable[[AgentEvent], None] | None = None,
 ) -> list[AgentEvent]:
-    """Drive a turn the way the loop does: aclosing, charging every Usage."""
+    """Drive a turn the way the loop does: a producer task, charging every Usage."""
     events: list[AgentEvent] = []
-    async with aclosing(agent.run(req)) as stream:
+    async with agent_events(agent, req) as stream:
         async for event in stream:
             events.append(event)
             if isinstance(event, Usage):
@@ -591,9 +591,9 @@ async def test_budget_crossing_cancels_the_turn_and_kills_the_group(
     budget = make_budget(tokens=300)
     seen: list[AgentEvent] = []
     started = time.monotonic()
-    # What LoopRunner._consume does: charge, and on crossing cancel the scope and leave.
+    # What AgentTurn._consume does: charge, and on crossing cancel the scope and leave.
     with anyio.CancelScope() as scope:
-        async with aclosing(agent.run(request(workspace, budget))) as stream:
+        async with agent_events(agent, request(workspace, budget)) as stream:
             async for event in stream:
                 seen.append(event)
                 if isinstance(event, Usage):
@@ -621,9 +621,10 @@ async def test_cancelling_the_consumer_mid_read_kills_the_group(
     agent = make_agent(tmp_path, workspace, command=str(fake.path), env=fake.env, stall=None)
     seen: list[AgentEvent] = []
     with anyio.move_on_after(1.0) as scope:
-        # No aclosing here: the cancellation arrives while the consumer waits for a line.
-        async for event in agent.run(request(workspace, make_budget())):
-            seen.append(event)
+        # The cancellation arrives while the consumer waits for a line.
+        async with agent_events(agent, request(workspace, make_budget())) as stream:
+            async for event in stream:
+                seen.append(event)
     assert scope.cancelled_caught
     assert any(isinstance(e, SessionStarted) for e in seen)
     grandchild = int(await wait_for_file(pidfile))
@@ -640,9 +641,10 @@ async def test_aclose_kills_a_running_turn(
     started = anyio.Event()
 
     async def consume() -> None:
-        async for event in agent.run(request(workspace, make_budget())):
-            events.append(event)
-            started.set()
+        async with agent_events(agent, request(workspace, make_budget())) as stream:
+            async for event in stream:
+                events.append(event)
+                started.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(consume)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     GRANDCHILD_SCRIPT,
+    agent_events,
     command_agent,
     load,
     loop,
@@ -23,8 +24,9 @@ from helpers import (
 from supervisor import events as ev
 from supervisor.agents.base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
 from supervisor.agents.command import CommandAgent
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.budget import Ledger
-from supervisor.spec import CommandAgentSpec, Limits, LoopSpec
+from supervisor.spec import Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio
@@ -60,7 +62,8 @@ async def turn(
         },
     )
     started = time.monotonic()
-    out = [(time.monotonic() - started, e) async for e in cmd.run(request)]
+    async with agent_events(cmd, request) as stream:
+        out = [(time.monotonic() - started, e) async for e in stream]
     budget.release()
     return out
 

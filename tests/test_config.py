@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from supervisor.config._agent_tables import SPEC_CLASSES, agent_keys
+from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
+from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
+from supervisor.agents.kinds.command import CommandAgentSpec
+from supervisor.agents.kinds.sim import SimAgentSpec
+from supervisor.agents.registry import KINDS
 from supervisor.config._tomlpos import key_positions
 from supervisor.config.load import (
     STARTER_TOML,
@@ -27,16 +31,12 @@ from supervisor.config.load import (
 )
 from supervisor.durations import format_duration
 from supervisor.spec import (
-    AnthropicAgentSpec,
     CheckSpec,
-    ClaudeCodeAgentSpec,
-    CommandAgentSpec,
     Limits,
     LoopBudget,
     LoopSpec,
     Price,
     RateLimit,
-    SimAgentSpec,
     StuckSpec,
     WorktreeSpec,
 )
@@ -623,8 +623,7 @@ def test_bad_loop_values_are_reported_at_their_key(
         (
             "seed = 1",
             "x]",
-            'agent "x" (kind is one of sim, command, anthropic, claude-code): '
-            "missing required key kind",
+            f'agent "x" (kind is one of {", ".join(KINDS)}): missing required key kind',
         ),
         ('kind = "command"\ncommand = []', "command =", "command: must not be empty"),
         (
@@ -825,8 +824,10 @@ def test_empty_config_asks_for_a_loop(tmp_path: Path) -> None:
 
 
 def test_agent_keys_follow_the_spec_dataclasses() -> None:
-    for kind, cls in SPEC_CLASSES.items():
-        assert {f.name for f in fields(cls)} - {"name"} <= agent_keys(kind)
+    for name, kind in KINDS.items():
+        assert {f.name for f in fields(kind.spec)} - {"name"} <= kind.keys()
+        # `kind_of(spec)` finds a spec's kind by its `kind` field: it must be the name.
+        assert kind.spec.__dataclass_fields__["kind"].default == name
 
 
 # -- the position finder -----------------------------------------------------------
@@ -928,7 +929,7 @@ def odd_slots() -> list[tuple[str, str, str]]:
         "[loop]": sorted(f.name for f in fields(LoopSpec)),
     }
     for kind, section in agent_sections.items():
-        keys[section] = sorted(agent_keys(kind))
+        keys[section] = sorted(KINDS[kind].keys())
     for section, names in keys.items():
         for name in names:
             slots += [(section, name, value) for value in ODD_VALUES]

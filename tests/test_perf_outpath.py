@@ -12,21 +12,22 @@ from __future__ import annotations
 import io
 import sys
 import time
-from contextlib import aclosing
 from pathlib import Path
 
 import anyio
 import pytest
-from helpers import command_agent, load, loop, run_recorded, supervisor_table
+from helpers import agent_turn, command_agent, load, loop, run_recorded, supervisor_table
 
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.base import AgentEvent, AgentRequest, Done, TextDelta, Usage, merge_text
 from supervisor.agents.command import CommandAgent
+from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.budget import Ledger
 from supervisor.headless import HeadlessPrinter
 from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
-from supervisor.spec import ClaudeCodeAgentSpec, CommandAgentSpec, Limits, LoopSpec
+from supervisor.spec import Limits, LoopSpec
 from supervisor.transcript import OutputCap, TranscriptTail
 from supervisor.turn_budget import LedgerTurnBudget
 
@@ -40,7 +41,7 @@ async def command_turn(tmp_path: Path, script: str) -> list[AgentEvent]:
     request = AgentRequest(
         loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
     )
-    out = [e async for e in agent.run(request)]
+    out = await agent_turn(agent, request)
     budget.release()
     return out
 
@@ -243,8 +244,7 @@ async def test_claude_code_raw_and_stderr_lines_of_a_read_become_few_deltas(
     request = AgentRequest(
         loop="L", iteration=1, prompt="p", workspace=tmp_path, budget=budget, env={}
     )
-    async with aclosing(agent.run(request)) as stream:
-        got = [e async for e in stream]
+    got = await agent_turn(agent, request)
     budget.release()
     deltas = [e for e in got if isinstance(e, TextDelta)]
     raw = "".join(e.text for e in deltas if e.stream == "raw")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import load, loop, run_recorded, sim_agent, supervisor_table
+from helpers import agent_events, load, loop, run_recorded, sim_agent, supervisor_table
 
 from supervisor import events as ev
 from supervisor.agents.base import (
@@ -19,9 +19,10 @@ from supervisor.agents.base import (
     Usage,
     estimate_tokens,
 )
+from supervisor.agents.kinds.sim import SimAgentSpec, SimBehavior
 from supervisor.agents.sim import SimAgent
 from supervisor.budget import Ledger
-from supervisor.spec import Limits, LoopSpec, SimAgentSpec, SimBehavior
+from supervisor.spec import Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 pytestmark = pytest.mark.anyio
@@ -56,10 +57,11 @@ async def turn(
         loop=agent.loop.name, iteration=n, prompt=prompt, workspace=tmp_path, budget=budget
     )
     events: list[AgentEvent] = []
-    async for event in agent.run(request):
-        if isinstance(event, Usage):
-            budget.charge(event)
-        events.append(event)
+    async with agent_events(agent, request) as stream:
+        async for event in stream:
+            if isinstance(event, Usage):
+                budget.charge(event)
+            events.append(event)
     budget.release()
     return events
 
@@ -101,9 +103,10 @@ async def test_streams_at_its_rate(tmp_path: Path) -> None:
         workspace=tmp_path,
         budget=LedgerTurnBudget(Ledger("L", Limits())),
     )
-    async for event in agent.run(request):
-        if isinstance(event, TextDelta):
-            stamps.append(time.monotonic() - started)
+    async with agent_events(agent, request) as stream:
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                stamps.append(time.monotonic() - started)
     assert len(stamps) == 50
     # 50 tokens at 250/s is 0.2 s; tokens arrive spread out, not in one burst.
     assert 0.18 <= stamps[-1] < 1.5
@@ -226,8 +229,9 @@ async def test_stall_stops_emitting(tmp_path: Path) -> None:
         budget=LedgerTurnBudget(Ledger("L", Limits())),
     )
     with anyio.move_on_after(0.5) as scope:
-        async for event in agent.run(request):
-            seen.append(event)
+        async with agent_events(agent, request) as stream:
+            async for event in stream:
+                seen.append(event)
     assert scope.cancelled_caught
     deltas = [e for e in seen if isinstance(e, TextDelta)]
     assert 1 <= len(deltas) < 30

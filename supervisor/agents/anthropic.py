@@ -15,13 +15,14 @@ would be short:
   JSON quoting and keys outweigh the per-message formatting tokens, and 512 covers
   the system prompt the API adds for tool use. Generous, but it cannot undercount.
 Usage from `message_start` and `message_delta` (cumulative) is turned into deltas
-and yielded as it arrives, with the model named so that the loop prices it.
+and sent as it arrives, with the model named so that the loop prices it.
 
 Time. `timeout` bounds one request from sending it to its last event, `stall` the
 silence in it (the SDK's per-read timeout). A per-read timeout alone is no bound: a
 server that pings every second keeps a request alive forever. The deadline is a
-cancel scope around each await on the stream (never across a `yield`, so it cannot
-cancel the loop that consumes this generator); a request cut there is a timeout.
+cancel scope around each await on the stream (never around a send to the turn, so an
+event read is an event delivered); a request cut there is a timeout. One request,
+streamed and classified, is `anthropic_request.Attempt`.
 
 Errors. SDK retries are off; 429 (honouring retry-after), 529, 5xx, timeouts and
 cut streams are retried here with capped exponential backoff and jitter, each
@@ -44,51 +45,32 @@ import math
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
 import anyio
-from anthropic.types import (
-    CitationsDelta,
-    InputJSONDelta,
-    RawContentBlockDeltaEvent,
-    RawContentBlockStartEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    SignatureDelta,
-    ThinkingDelta,
-)
-from anthropic.types import TextDelta as SDKTextDelta
 
-from supervisor.agents import AgentContext
+from supervisor.agents.anthropic_request import Attempt, Overdue, before, http
 from supervisor.agents.base import (
-    AgentEvent,
     AgentFailed,
     AgentRequest,
     Done,
+    EventSend,
     Resumed,
-    TextDelta,
     ToolCall,
     ToolResult,
-    Usage,
     Waiting,
+    emit,
 )
-from supervisor.agents.ratelimit import RateLimiter, retry_after_seconds
+from supervisor.agents.kind import AgentContext
+from supervisor.agents.kinds.anthropic import PROVIDER, AnthropicAgentSpec
+from supervisor.agents.ratelimit import RateLimiter
 from supervisor.agents.tools import Workspace, tool_definitions
-from supervisor.agents.usage import Tokens
 from supervisor.childenv import configured_env
-from supervisor.spec import AnthropicAgentSpec, LoopSpec
-from supervisor.textsafe import json_loads, utf8, valid_data, valid_text
+from supervisor.spec import LoopSpec
+from supervisor.textsafe import utf8
 
-try:  # the SDK's HTTP stack: httpx2 (anthropic >= 2) or httpx (older)
-    import httpx2 as _http
-except ImportError:  # pragma: no cover
-    import httpx as _http  # type: ignore[no-redef, import-not-found, unused-ignore]
-
-PROVIDER = "anthropic"
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 SIGNED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 """Reply blocks the API verifies when sent back: kept as they came (not redacted)."""
@@ -97,39 +79,9 @@ BACKOFF_CAP_S = 60.0
 RETRY_AFTER_CAP_S = 900.0
 MAX_ATTEMPTS = 10
 """Consecutive failed attempts of one request before the turn fails on its own."""
-LIMITER_NOTICE_S = 0.5
-"""Announce a rate-limiter wait as `Waiting` only from this many seconds on."""
 COUNT_MARGIN = 0.02
 COUNT_MARGIN_MIN = 8
 FALLBACK_OVERHEAD = 512
-
-_RETRYABLE_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    _http.TransportError,
-    anthropic.APIConnectionError,
-)
-
-
-class _Overdue(Exception):
-    """The request's total deadline (`timeout`) passed."""
-
-
-@contextmanager
-def _before(deadline: float) -> Iterator[None]:
-    """Run the block (which must not yield to a consumer) until `deadline`, else _Overdue."""
-    with anyio.CancelScope(deadline=deadline) as scope:
-        yield
-    if scope.cancelled_caught:
-        raise _Overdue
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """A failed attempt, classified."""
-
-    reason: str
-    retryable: bool
-    retry_after: float | None = None
 
 
 class AnthropicAgent:
@@ -185,11 +137,11 @@ class AnthropicAgent:
                 await client.close()
 
     # -- protocol: one turn --------------------------------------------------------
-    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
         spec = self.spec
         client = self._get_client()
         if client is None:
-            yield AgentFailed(f"{API_KEY_ENV} is not set", retryable=False)
+            await emit(send, AgentFailed(f"{API_KEY_ENV} is not set", retryable=False))
             return
         if self.loop.context == "continue" and self._session is None:
             self._session = f"api-{uuid.uuid4().hex[:12]}"
@@ -214,9 +166,15 @@ class AnthropicAgent:
                     input_tokens=estimate, max_output_tokens=spec.max_tokens, model=spec.model
                 )
                 params["max_tokens"] = max(1, min(spec.max_tokens, granted))
-                attempt = _Attempt(self, client, params, estimate)
-                async for event in attempt.run():
-                    yield event
+                attempt = Attempt(
+                    client,
+                    params,
+                    estimate,
+                    limiter=self._limiter,
+                    deadline=self._deadline,
+                    timeout=spec.timeout,
+                )
+                await attempt.run(send)
                 if attempt.message is not None:
                     message = attempt.message
                     break
@@ -225,17 +183,18 @@ class AnthropicAgent:
                 failures += 1
                 if not failure.retryable or failures >= self.max_attempts:
                     why = failure.reason if not failure.retryable else f"{failure.reason}; gave up"
-                    yield AgentFailed(
+                    failed = AgentFailed(
                         self._scrub(why),
                         retryable=failure.retryable,
                         output="".join(texts),
                         retry_after=failure.retry_after,
                     )
+                    await emit(send, failed)
                     return
                 delay = self._backoff(failures, failure.retry_after)
-                yield Waiting(self._scrub(failure.reason), seconds=delay, retry=True)
+                await emit(send, Waiting(self._scrub(failure.reason), seconds=delay, retry=True))
                 await anyio.sleep(delay)
-                yield Resumed()
+                await emit(send, Resumed())
             content = [
                 b if b.get("type") in SIGNED_BLOCKS else self.ctx.redactor.value(b)
                 for b in message["content"]
@@ -249,24 +208,25 @@ class AnthropicAgent:
                 break
             results = []
             for call in calls:
-                yield ToolCall(call["id"], call["name"], dict(call.get("input") or {}))
+                await emit(send, ToolCall(call["id"], call["name"], dict(call.get("input") or {})))
                 if stop_reason == "max_tokens":
                     output, is_error = "tool call cut off by max_tokens; not run", True
                 else:
                     outcome = await workspace.call(call["name"], call.get("input") or {})
                     output, is_error = self._scrub(outcome.output), outcome.is_error
-                yield ToolResult(call["id"], output, is_error)
+                await emit(send, ToolResult(call["id"], output, is_error))
                 results.append(_tool_result(call["id"], output, is_error))
             self._messages.append({"role": "user", "content": results})
             if stop_reason != "tool_use":
                 break
             if round_no == spec.max_turns:
                 stop_reason = "max_turns"
-        yield Done(
+        done = Done(
             output="\n".join(t for t in texts if t),
             session_id=self._session,
             stop_reason=stop_reason,
         )
+        await emit(send, done)
 
     # -- helpers -------------------------------------------------------------------
     def _get_client(self) -> anthropic.AsyncAnthropic | None:
@@ -328,13 +288,13 @@ class AnthropicAgent:
         if self._count_tokens_ok:
             body = {k: params[k] for k in ("model", "messages", "system", "tools") if k in params}
             try:
-                with _before(self._deadline()):
+                with before(self._deadline()):
                     counted = await client.messages.count_tokens(**body)
-            except _Overdue:
+            except Overdue:
                 pass  # this time, the safe bound
             except anthropic.NotFoundError:
                 self._count_tokens_ok = False  # a proxy without the endpoint: don't ask again
-            except (anthropic.APIError, _http.TransportError):
+            except (anthropic.APIError, http.TransportError):
                 pass  # this time, the safe bound
             else:
                 n = int(counted.input_tokens)
@@ -356,164 +316,6 @@ class AnthropicAgent:
         return self.ctx.redactor.text(text)
 
 
-class _Attempt:
-    """One streamed request: yields text and usage; ends with `message` or `failure`."""
-
-    def __init__(
-        self,
-        agent: AnthropicAgent,
-        client: anthropic.AsyncAnthropic,
-        params: dict[str, Any],
-        estimate: int,
-    ) -> None:
-        self.agent = agent
-        self.client = client
-        self.params = params
-        self.estimate = estimate
-        self.message: dict[str, Any] | None = None
-        self.failure: _Failure | None = None
-
-    async def run(self) -> AsyncIterator[AgentEvent]:
-        agent = self.agent
-        model = agent.spec.model
-        limiter = agent._limiter
-        wanted = self.estimate + int(self.params["max_tokens"])
-        counted = Tokens()
-        if limiter is not None:
-            wait = limiter.estimate_wait(wanted)
-            announce = wait >= LIMITER_NOTICE_S
-            if announce:
-                yield Waiting(f"rate limit: {limiter.describe()}", seconds=round(wait, 1))
-            await limiter.acquire(wanted)
-            if announce:
-                yield Resumed()
-        blocks: dict[int, dict[str, Any]] = {}
-        json_parts: dict[int, list[str]] = {}
-        stop_reason: str | None = None
-        deadline = agent._deadline()
-        try:
-            with _before(deadline):
-                stream = await self.client.messages.create(**self.params, stream=True)
-            async with stream:
-                if limiter is not None:
-                    limiter.observe_headers(stream.response.headers)
-                events = aiter(stream)
-                while True:
-                    with _before(deadline):
-                        event = await anext(events, None)
-                    if event is None:
-                        break
-                    if isinstance(event, RawMessageStartEvent):
-                        counted, delta = _advance(counted, event.message.usage, model)
-                        if delta is not None:
-                            yield delta
-                    elif isinstance(event, RawContentBlockStartEvent):
-                        blocks[event.index] = _start_block(event.content_block)
-                    elif isinstance(event, RawContentBlockDeltaEvent):
-                        d = event.delta
-                        block = blocks.setdefault(event.index, {"type": "text", "text": ""})
-                        if isinstance(d, SDKTextDelta):
-                            # Valid at the door: the text goes to the journal, to every
-                            # printer and back to the API in the next request.
-                            piece = valid_text(d.text)
-                            block["text"] = block.get("text", "") + piece
-                            yield TextDelta(piece)  # redacted by the turn, split secrets too
-                        elif isinstance(d, InputJSONDelta):
-                            json_parts.setdefault(event.index, []).append(d.partial_json)
-                        elif isinstance(d, ThinkingDelta):
-                            # Kept (with its signature) so that tool rounds can send it back.
-                            block["thinking"] = block.get("thinking", "") + d.thinking
-                        elif isinstance(d, SignatureDelta):
-                            block["signature"] = block.get("signature", "") + d.signature
-                        elif isinstance(d, CitationsDelta):
-                            cite = d.citation.model_dump(mode="json", exclude_none=True)
-                            block.setdefault("citations", []).append(cite)
-                    elif isinstance(event, RawMessageDeltaEvent):
-                        stop_reason = event.delta.stop_reason
-                        counted, delta = _advance(counted, event.usage, model)
-                        if delta is not None:
-                            yield delta
-        except anthropic.APIStatusError as exc:
-            self.failure = _classify_status(exc)
-            if limiter is not None:
-                limiter.observe_headers(exc.response.headers)
-        except _Overdue:
-            took = f"the request took longer than {agent.spec.timeout:g}s"
-            self.failure = _Failure(f"timed out: {took}", retryable=True)
-        except anthropic.APITimeoutError:
-            self.failure = _Failure("timed out", retryable=True)
-        except _http.TimeoutException:
-            self.failure = _Failure("timed out mid-stream", retryable=True)
-        except _TRANSPORT_ERRORS as exc:
-            self.failure = _Failure(f"connection lost ({type(exc).__name__})", retryable=True)
-        finally:
-            if limiter is not None:
-                limiter.refund(wanted - counted.total)
-        if self.failure is not None:
-            if blocks:
-                yield TextDelta(f"\n[{self.failure.reason}; reply discarded]\n", stream="raw")
-            return
-        if stop_reason is None:
-            # The body ended without message_delta: a stream cut that closed cleanly.
-            self.failure = _Failure("stream ended early", retryable=True)
-            return
-        content: list[dict[str, Any]] = []
-        for index in sorted(blocks):
-            block = blocks[index]
-            if index in json_parts:  # tool_use (or a server tool's) streamed input
-                raw = "".join(json_parts[index])
-                try:
-                    block["input"] = json_loads(raw) if raw else {}
-                except ValueError:
-                    block["input"] = {"_unparsed": raw}
-            if block["type"] == "text" and not block["text"]:
-                continue  # the API refuses empty text blocks when they are sent back
-            content.append(block)
-        self.message = {"content": content, "stop_reason": stop_reason}
-
-
-def _start_block(block: Any) -> dict[str, Any]:
-    if block.type == "text":
-        return {"type": "text", "text": ""}
-    if block.type == "tool_use":
-        return {
-            "type": "tool_use",
-            "id": valid_text(block.id),
-            "name": valid_text(block.name),
-            "input": {},
-        }
-    dumped: dict[str, Any] = valid_data(block.model_dump(mode="json", exclude_none=True))
-    return dumped
-
-
-def _classify_status(exc: anthropic.APIStatusError) -> _Failure:
-    status = exc.status_code
-    kind, detail = _error_body(exc.body)
-    retry_after = retry_after_seconds(exc.response.headers)
-    if status == 429 or kind == "rate_limit_error":
-        return _Failure("rate-limited (429)", True, retry_after)
-    if status == 529 or kind == "overloaded_error":
-        return _Failure("overloaded (529)", True, retry_after)
-    if status >= 500 or status in (408, 409) or kind in _RETRYABLE_TYPES:
-        return _Failure(f"server error ({status}{', ' + kind if kind else ''})", True, retry_after)
-    text = f"{status} {kind or type(exc).__name__}"
-    if detail:
-        text += f": {detail}"
-    return _Failure(f"API error {text}", False)
-
-
-def _error_body(body: object) -> tuple[str | None, str | None]:
-    if isinstance(body, Mapping):
-        err = body.get("error")
-        if isinstance(err, Mapping):
-            kind, message = err.get("type"), err.get("message")
-            return (
-                kind if isinstance(kind, str) else None,
-                message if isinstance(message, str) else None,
-            )
-    return None, None
-
-
 def _tool_result(tool_id: str, output: str, is_error: bool) -> dict[str, Any]:
     block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id, "content": output}
     if is_error:
@@ -526,9 +328,3 @@ def input_upper_bound(params: Mapping[str, Any]) -> int:
     payload = {k: params.get(k) for k in ("system", "messages", "tools")}
     raw = utf8(json.dumps(payload, ensure_ascii=False))
     return len(raw) + FALLBACK_OVERHEAD
-
-
-def _advance(counted: Tokens, usage: Any, model: str) -> tuple[Tokens, Usage | None]:
-    """Turn the API's cumulative usage of one response into the delta since `counted`."""
-    growth = counted.growth_to(Tokens.from_sdk(usage))
-    return counted + growth, (growth.as_usage(model=model) if growth.total else None)

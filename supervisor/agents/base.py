@@ -1,20 +1,32 @@
-"""The Agent protocol every kind implements, and the typed events an agent yields.
+"""The Agent protocol every kind implements, and the typed events an agent sends.
 
-An agent turn is `agent.run(request)`: an async iterator of `AgentEvent`s that
-ends after a `Done` or an `AgentFailed`. The loop charges every `Usage` as it
-arrives (usage events are deltas, never running totals), so that a CLI agent
-crossing its budget can be killed mid-turn. Cancelling the iterating task (the
-loop does this through a cancel scope) must stop the agent and kill any child
-process group: `aclose()` is the explicit form of the same.
+An agent turn is `await agent.run(request, send)`: a producer task that writes
+`AgentEvent`s to `send` (`emit(send, event)`), one end of a bounded anyio memory
+object stream, and returns after sending a `Done` or an `AgentFailed`. The turn
+(`supervisor.turn`) starts it in its own task group and reads the other end: it
+charges every `Usage` as it arrives (usage events are deltas, never running totals),
+so that a CLI agent crossing its budget can be killed mid-turn, and `reserve` waits
+until the usage sent before it is booked. The turn closes the stream; an agent
+never does.
+
+Ending a turn is cancelling its task group (a stop, a timeout, a budget crossing,
+the final event read): the agent must stop there and kill any child process group;
+`aclose()` is the explicit form of the same. Nothing `yield`s inside a cancel scope
+or a task group (anyio's cancellation rules; `tests/test_no_yield_in_scopes.py`):
+an agent's scopes and task groups live in its own task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +179,42 @@ AgentEvent: TypeAlias = (
 )
 
 
+EventSend: TypeAlias = MemoryObjectSendStream[AgentEvent]
+"""Where an agent writes its events (with `emit`); the turn reads the other end."""
+
+
+async def emit(send: EventSend, event: AgentEvent) -> None:
+    """Send `event` to the turn: at once while the stream has room, so that a burst
+    (a chunk's lines, a fast model's tokens) costs no task switch per event; else wait
+    until the turn has read. (`await send.send(event)` is correct too, only slower:
+    it always takes a checkpoint.) A send after the turn stopped reading waits for
+    the cancellation the turn has sent first."""
+    try:
+        send.send_nowait(event)
+    except (anyio.WouldBlock, anyio.BrokenResourceError):
+        await send.send(event)
+
+
+async def deliver(send: EventSend, event: AgentEvent) -> None:
+    """`emit`, even when a cancel scope of the agent's own (a timeout, a stopped read)
+    is cancelled meanwhile: what the agent read reaches the turn, as it did when
+    agents were generators whose `yield` no cancellation could interrupt. The turn's
+    own end still ends the agent: the turn cancels it, then closes its end, which
+    breaks this send, and the agent's next await is cancelled."""
+    try:
+        send.send_nowait(event)
+    except (anyio.WouldBlock, anyio.BrokenResourceError):
+        with anyio.CancelScope(shield=True), contextlib.suppress(anyio.BrokenResourceError):
+            await send.send(event)  # broken: the turn is over and has cancelled us
+
+
 @runtime_checkable
 class Agent(Protocol):
     """One agent instance per loop; it may keep conversation state across turns."""
 
-    def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
-        """Stream one turn. Cancellation of the consumer stops the turn."""
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
+        """Run one turn, writing its events to `send`; return after the last one
+        (`Done` or `AgentFailed`). Cancellation stops the turn."""
         ...
 
     @property

@@ -45,29 +45,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import deque
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from supervisor.agents.base import (
-    AgentEvent,
     AgentFailed,
     AgentRequest,
+    EventSend,
     SessionStarted,
     TextDelta,
     Usage,
     Waiting,
+    emit,
     merge_text,
 )
+from supervisor.agents.kinds.claude_code import KIND, ClaudeCodeAgentSpec
 from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json import StreamJsonParser
 from supervisor.childenv import configured_env
 from supervisor.process import KILL_GRACE_S, GroupProcess
-from supervisor.spec import ClaudeCodeAgentSpec, LoopSpec, Price
+from supervisor.spec import LoopSpec, Price
 
 if TYPE_CHECKING:
-    from supervisor.agents import AgentContext
+    from supervisor.agents.kind import AgentContext
 
 MAX_LINE = 32 * 1024 * 1024
 """A stream-json line can hold a whole file a tool read: never split one."""
@@ -145,7 +146,7 @@ class ClaudeCodeAgent:
         return price_for(model or self.spec.model, self.ctx.pricing)
 
     # -- one turn --------------------------------------------------------------------
-    async def run(self, request: AgentRequest) -> AsyncGenerator[AgentEvent, None]:
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
         spec = self.spec
         await request.budget.reserve(
             input_tokens=0,
@@ -161,7 +162,7 @@ class ClaudeCodeAgent:
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         cpu_reported = 0.0
         env = configured_env(
-            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind=spec.kind
+            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind_env=KIND.child_env
         )
 
         async with contextlib.AsyncExitStack() as stack:
@@ -172,44 +173,36 @@ class ClaudeCodeAgent:
                     )
                 )
             except OSError as exc:
-                yield AgentFailed(f"cannot start {spec.command!r}: {exc}", retryable=False)
+                await emit(
+                    send, AgentFailed(f"cannot start {spec.command!r}: {exc}", retryable=False)
+                )
                 return
             self._proc = proc
             stack.callback(self._forget, proc)
-            # Nothing in this task group raises, so yielding inside it cannot inject a
-            # cancellation into the consumer; the consumer closes us with `aclosing`.
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(watch.run, proc)
-                    # Close `chunks()` here, in this task, never from a GC finalizer.
-                    async with contextlib.aclosing(proc.chunks()) as chunks:
-                        async for chunk in chunks:
-                            watch.saw_output()
-                            if chunk.stream == "stderr":
-                                stderr_tail.extend(chunk.lines()[-STDERR_TAIL_LINES:])
-                                yield TextDelta(chunk.text, stream="stderr")
-                                continue
-                            parsed = [e for line in chunk.lines() for e in parser.feed(line)]
-                            for event in merge_text(parsed):
-                                if isinstance(event, SessionStarted):
-                                    self._session_id = event.session_id
-                                elif isinstance(event, Waiting) and event.seconds:
-                                    watch.allow_silence(event.seconds)
-                                elif isinstance(event, Usage):
-                                    cpu = proc.sample_cpu()
-                                    event = dataclasses.replace(event, cpu_s=cpu - cpu_reported)
-                                    cpu_reported = cpu
-                                yield event
-                            if parser.result is not None:
-                                watch.result_seen()
-                    tg.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                # aclose() at one of our yields throws GeneratorExit in; our task group
-                # hands it back wrapped in a group,
-                # which aclose() would not recognise: unwrap it.
-                if group.split(GeneratorExit)[1] is None:
-                    raise GeneratorExit from None
-                raise
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch.run, proc)
+                # Close `chunks()` here, in this task, never from a GC finalizer.
+                async with contextlib.aclosing(proc.chunks()) as chunks:
+                    async for chunk in chunks:
+                        watch.saw_output()
+                        if chunk.stream == "stderr":
+                            stderr_tail.extend(chunk.lines()[-STDERR_TAIL_LINES:])
+                            await emit(send, TextDelta(chunk.text, stream="stderr"))
+                            continue
+                        parsed = [e for line in chunk.lines() for e in parser.feed(line)]
+                        for event in merge_text(parsed):
+                            if isinstance(event, SessionStarted):
+                                self._session_id = event.session_id
+                            elif isinstance(event, Waiting) and event.seconds:
+                                watch.allow_silence(event.seconds)
+                            elif isinstance(event, Usage):
+                                cpu = proc.sample_cpu()
+                                event = dataclasses.replace(event, cpu_s=cpu - cpu_reported)
+                                cpu_reported = cpu
+                            await emit(send, event)
+                        if parser.result is not None:
+                            watch.result_seen()
+                tg.cancel_scope.cancel()
             with anyio.move_on_after(KILL_GRACE_S):
                 await proc.wait()
             if proc.returncode is None:
@@ -218,7 +211,7 @@ class ClaudeCodeAgent:
             cpu = proc.sample_cpu()
 
         if cpu > cpu_reported:
-            yield Usage(cpu_s=cpu - cpu_reported, usd=0.0, model=parser.model)
+            await emit(send, Usage(cpu_s=cpu - cpu_reported, usd=0.0, model=parser.model))
         result = parser.result
         if result is not None:
             if result.session_id:
@@ -226,7 +219,7 @@ class ClaudeCodeAgent:
             if result.total_cost_usd is not None:
                 self._session_usd = result.total_cost_usd
         if watch.expired is not None and result is None:
-            yield AgentFailed(watch.expired, retryable=True, output=parser.last_text)
+            await emit(send, AgentFailed(watch.expired, retryable=True, output=parser.last_text))
             return
         final = parser.finish(code, "\n".join(stderr_tail))
         if resume and parser.init is None and isinstance(final, AgentFailed):
@@ -236,7 +229,7 @@ class ClaudeCodeAgent:
             final = dataclasses.replace(
                 final, message=f"{final.message} (session {resume} dropped; next turn starts anew)"
             )
-        yield final
+        await emit(send, final)
 
     def _forget(self, proc: GroupProcess) -> None:
         if self._proc is proc:
@@ -245,7 +238,7 @@ class ClaudeCodeAgent:
 
 class _Watchdog:
     """Kills the process group on total timeout, on silence, or when the CLI lingers
-    after its result. It never raises (it runs in a task group we yield inside)."""
+    after its result. It never raises: killing the CLI ends the turn's reading."""
 
     def __init__(self, *, timeout: float | None, stall: float | None) -> None:
         self.timeout = timeout

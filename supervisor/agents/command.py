@@ -11,20 +11,30 @@ of an arbitrary CLI is unknown: only its CPU time is metered (use `kind =
 
 from __future__ import annotations
 
+import contextlib
 import os
 import string
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from supervisor.agents.base import AgentEvent, AgentFailed, AgentRequest, Done, TextDelta, Usage
+from supervisor.agents.base import (
+    AgentFailed,
+    AgentRequest,
+    Done,
+    EventSend,
+    TextDelta,
+    Usage,
+    deliver,
+    emit,
+)
+from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.childenv import configured_env
 from supervisor.process import DRAIN_GRACE_S, GroupProcess
-from supervisor.spec import CommandAgentSpec, LoopSpec
+from supervisor.spec import LoopSpec
 from supervisor.transcript import TextTail
 
 OUTPUT_KEEP = 64 * 1024
@@ -62,19 +72,18 @@ class CommandAgent:
         }
         return [string.Template(arg).safe_substitute(values) for arg in self.spec.command]
 
-    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
         await request.budget.reserve(input_tokens=0, max_output_tokens=0, minimum_output_tokens=0)
         fd, name = tempfile.mkstemp(prefix="loopvisor-prompt-", suffix=".txt")
         prompt_file = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(request.prompt)
-            async for event in self._run(request, prompt_file):
-                yield event
+            await self._run(request, prompt_file, send)
         finally:
             prompt_file.unlink(missing_ok=True)  # noqa: ASYNC240 (a tiny local temp file)
 
-    async def _run(self, request: AgentRequest, prompt_file: Path) -> AsyncIterator[AgentEvent]:
+    async def _run(self, request: AgentRequest, prompt_file: Path, send: EventSend) -> None:
         spec = self.spec
         env = configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env)
         stdin = request.prompt.encode() if spec.stdin else None
@@ -82,16 +91,18 @@ class CommandAgent:
         last_stdout: str | None = None
         last_stderr: str | None = None
         started = time.monotonic()
-        try:
-            proc_cm = GroupProcess(
-                self.argv(request, prompt_file), cwd=request.workspace, env=env, stdin=stdin
-            )
-            proc = await proc_cm.__aenter__()
-        except OSError as exc:
-            yield AgentFailed(f"could not start {spec.command[0]!r}: {exc.strerror or exc}")
-            return
         timed_out = False
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                proc = await stack.enter_async_context(
+                    GroupProcess(
+                        self.argv(request, prompt_file), cwd=request.workspace, env=env, stdin=stdin
+                    )
+                )
+            except OSError as exc:
+                failed = AgentFailed(f"could not start {spec.command[0]!r}: {exc.strerror or exc}")
+                await emit(send, failed)
+                return
             with anyio.move_on_after(spec.timeout) as scope:
                 async with anyio.create_task_group() as tg:
                     with anyio.CancelScope() as reading:
@@ -102,27 +113,32 @@ class CommandAgent:
                                 last_stdout = chunk.text
                             else:
                                 last_stderr = chunk.text
-                            yield TextDelta(chunk.text, stream=chunk.stream)
+                            # A chunk read is a chunk delivered, timeout or not.
+                            await deliver(send, TextDelta(chunk.text, stream=chunk.stream))
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
             if scope.cancelled_caught:
                 timed_out = True
                 await proc.kill()
             cpu = proc.sample_cpu()
-        finally:
-            await proc_cm.__aexit__(None, None, None)
-        yield Usage(cpu_s=cpu)
+        await emit(send, Usage(cpu_s=cpu))
         output = stdout.text().removesuffix("\n")
         if timed_out:
-            yield AgentFailed(
-                f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
-                output=output,
+            await emit(
+                send,
+                AgentFailed(
+                    f"{spec.command[0]} timed out after {time.monotonic() - started:.0f}s",
+                    output=output,
+                ),
             )
         elif code != 0:
             tail = _last_line(last_stderr if last_stderr is not None else last_stdout or "")[:300]
-            yield AgentFailed(f"{spec.command[0]} exited with code {code}: {tail}", output=output)
+            failed = AgentFailed(
+                f"{spec.command[0]} exited with code {code}: {tail}", output=output
+            )
+            await emit(send, failed)
         else:
-            yield Done(output=output)
+            await emit(send, Done(output=output))
 
 
 async def _stop_reading_after_exit(proc: GroupProcess, reading: anyio.CancelScope) -> None:

@@ -11,22 +11,23 @@ emitting), or fail (crash). The same seed, loop and iteration give the same text
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from supervisor.agents.base import (
-    AgentEvent,
     AgentFailed,
     AgentRequest,
     Done,
+    EventSend,
     TextDelta,
     Usage,
+    emit,
     estimate_tokens,
 )
-from supervisor.spec import LoopSpec, SimAgentSpec
+from supervisor.agents.kinds.sim import SimAgentSpec
+from supervisor.spec import LoopSpec
 
 _OPENERS = (
     "Looking at the last check output,",
@@ -96,7 +97,7 @@ class SimAgent:
         return None
 
     # -- one turn ------------------------------------------------------------
-    async def run(self, request: AgentRequest) -> AsyncIterator[AgentEvent]:
+    async def run(self, request: AgentRequest, send: EventSend) -> None:
         spec = self.spec
         n = request.iteration
         self._turns += 1
@@ -108,7 +109,7 @@ class SimAgent:
             max_output_tokens=spec.reply_tokens + len(_done_tokens(spec.done_text)),
             usd_per_token=spec.usd_per_mtok / 1_000_000,
         )
-        yield Usage(input_tokens=input_tokens, usd=self._usd(input_tokens))
+        await emit(send, Usage(input_tokens=input_tokens, usd=self._usd(input_tokens)))
 
         converged = spec.behavior == "converge" and n >= spec.converge_after
         tokens = self._reply(n, converged)
@@ -128,21 +129,26 @@ class SimAgent:
                 await anyio.sleep(delay)
             emitted.append(token)
             unreported += 1
-            yield TextDelta(token)
+            await emit(send, TextDelta(token))
             if unreported >= _USAGE_EVERY:
-                yield Usage(output_tokens=unreported, usd=self._usd(unreported))
+                await emit(send, Usage(output_tokens=unreported, usd=self._usd(unreported)))
                 unreported = 0
         if unreported:
-            yield Usage(output_tokens=unreported, usd=self._usd(unreported))
+            await emit(send, Usage(output_tokens=unreported, usd=self._usd(unreported)))
 
         if stalls:
             await anyio.sleep_forever()
         if fails:
-            yield AgentFailed(f"simulated agent crashed in iteration {n}", output="".join(emitted))
+            await emit(
+                send,
+                AgentFailed(f"simulated agent crashed in iteration {n}", output="".join(emitted)),
+            )
             return
 
         self._write_files(request.workspace, n, converged)
-        yield Done(output="".join(emitted), session_id=self._session, stop_reason=stop_reason)
+        await emit(
+            send, Done(output="".join(emitted), session_id=self._session, stop_reason=stop_reason)
+        )
 
     # -- helpers -------------------------------------------------------------
     def _usd(self, tokens: int) -> float:

@@ -1,56 +1,74 @@
-"""`[agents.NAME]` tables to AgentSpec: one reader per kind, keys from the dataclasses.
+"""`[agents.NAME]` tables to agent specs: the kind's own reader, from the registry.
 
-The valid keys of a kind are the fields of its spec dataclass (minus name and kind),
-so the error for a misspelt key always lists what the spec really accepts.
+The valid keys of a kind are the fields of its spec dataclass (minus name and kind)
+and its `extra_keys`, so the error for a misspelt key always lists what the spec
+really accepts. A kind's reader sees the table through `TableReader`
+(`supervisor.agents.kind`), which `_AgentTable` implements on top of `Table`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import get_args
 
-from supervisor.agents.tools import TOOL_NAMES
-from supervisor.config._placeholders import (
-    COMMAND_PLACEHOLDERS,
-    placeholder_names,
-    template_problems,
-)
+from supervisor.agents.registry import KINDS
+from supervisor.config._placeholders import placeholder_names, template_problems
 from supervisor.config._schema import (
     Issues,
     Table,
     describe,
     did_you_mean,
+    entries,
     name_problem,
     read_child_env,
     read_file,
 )
-from supervisor.spec import (
-    AgentSpec,
-    AnthropicAgentSpec,
-    ClaudeCodeAgentSpec,
-    CommandAgentSpec,
-    SimAgentSpec,
-    SimBehavior,
-)
-
-ANTHROPIC_TOOLS = TOOL_NAMES
-"""The built-in workspace tools an anthropic agent may be given."""
-
-SPEC_CLASSES: dict[str, type] = {
-    "sim": SimAgentSpec,
-    "command": CommandAgentSpec,
-    "anthropic": AnthropicAgentSpec,
-    "claude-code": ClaudeCodeAgentSpec,
-}
-EXTRA_KEYS: dict[str, frozenset[str]] = {"anthropic": frozenset({"system_file"})}
+from supervisor.config._tomlpos import KeyPath
+from supervisor.spec import AgentSpec
 
 
-def agent_keys(kind: str) -> frozenset[str]:
-    """The keys `[agents.X]` accepts for `kind`."""
-    fields = {f.name for f in dataclasses.fields(SPEC_CLASSES[kind])} - {"name"}
-    return frozenset(fields) | EXTRA_KEYS.get(kind, frozenset())
+class _AgentTable(Table):
+    """A `Table` with what a kind's reader needs besides typed values (`TableReader`)."""
+
+    def __init__(self, issues: Issues, raw: Mapping[str, object], at: KeyPath, config_dir: Path):
+        super().__init__(issues, entries(raw, at), at)
+        self.config_dir = config_dir
+
+    def _item(self, key: str, index: int) -> KeyPath:
+        return (*self.at(key), index)
+
+    def item_error(self, key: str, index: int, message: str) -> None:
+        self.issues.error(self._item(key, index), f"{self.label}{key}[{index}]: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        self.issues.warn(self.at(key), message)
+
+    def choices(
+        self, key: str, allowed: Collection[str], default: tuple[str, ...], *, noun: str
+    ) -> tuple[str, ...]:
+        values = self.strings(key, default)
+        for index, value in enumerate(values):
+            if value not in allowed:
+                hint = did_you_mean(value, allowed) or (" (available: " + ", ".join(allowed) + ")")
+                self.issues.error(
+                    self._item(key, index), f'{self.label}{key}: unknown {noun} "{value}"{hint}'
+                )
+        return values
+
+    def placeholders(
+        self, key: str, values: Sequence[str], allowed: frozenset[str]
+    ) -> list[set[str]]:
+        for index, value in enumerate(values):
+            for _, message in template_problems(value, allowed):
+                self.item_error(key, index, message)
+        return [placeholder_names(value) for value in values]
+
+    def child_env(self) -> tuple[Mapping[str, str], tuple[str, ...]]:
+        return read_child_env(self)
+
+    def file_text(self, key: str) -> str | None:
+        found = read_file(self, key, self.config_dir)
+        return found[1] if found else None
 
 
 def read_agents(issues: Issues, raw: object, config_dir: Path) -> dict[str, AgentSpec]:
@@ -72,128 +90,15 @@ def read_agents(issues: Issues, raw: object, config_dir: Path) -> dict[str, Agen
                 at, f'agents.{name}: expected a table with kind = "...", got {describe(value)}'
             )
             continue
-        table = Table.of(issues, value, at)
+        table = _AgentTable(issues, value, at, config_dir)
         what = f'agent "{name}"'
-        kinds = tuple(SPEC_CLASSES)
+        kinds = tuple(KINDS)
         if not table.require("kind", f"{what} (kind is one of {', '.join(kinds)})"):
             continue
-        kind = table.choice("kind", kinds, None)
-        if kind is None:
+        kind_name = table.choice("kind", kinds, None)
+        if kind_name is None:
             continue
-        table.check_keys(agent_keys(kind), f"{what} (kind {kind})")
-        agents[name] = _READERS[kind](table, name, config_dir)
+        kind = KINDS[kind_name]
+        table.check_keys(kind.keys(), f"{what} (kind {kind_name})")
+        agents[name] = kind.read(table, name)
     return agents
-
-
-def _sim(t: Table, name: str, config_dir: Path) -> AgentSpec:
-    d = SimAgentSpec(name=name)
-    behaviors: tuple[SimBehavior, ...] = get_args(SimBehavior)
-    return SimAgentSpec(
-        name=name,
-        seed=t.integer("seed", d.seed),
-        rate=t.number("rate", d.rate, minimum=0),
-        behavior=t.choice("behavior", behaviors, d.behavior),  # type: ignore[arg-type]
-        converge_after=t.integer("converge_after", d.converge_after, minimum=1),
-        reply_tokens=t.integer("reply_tokens", d.reply_tokens, minimum=1),
-        input_tokens=t.integer("input_tokens", d.input_tokens, minimum=0),
-        files=t.string_map("files"),
-        draft_files=t.string_map("draft_files"),
-        alt_files=t.string_map("alt_files"),
-        done_text=t.string("done_text", d.done_text),
-        stall_after=t.integer("stall_after", d.stall_after, minimum=1),
-        usd_per_mtok=t.number("usd_per_mtok", d.usd_per_mtok, minimum=0),
-    )
-
-
-def _command(t: Table, name: str, config_dir: Path) -> AgentSpec:
-    stdin = t.boolean("stdin", False)
-    command: tuple[str, ...] = ()
-    if t.require("command", f'agent "{name}"'):
-        command = t.strings("command", (), nonempty=True)
-    for index, arg in enumerate(command):
-        at = (*t.at("command"), index)
-        for _, message in template_problems(arg, COMMAND_PLACEHOLDERS):
-            t.issues.error(at, f"command[{index}]: {message}")
-        if stdin and "prompt" in placeholder_names(arg):
-            t.issues.error(
-                at,
-                f"command[{index}]: $prompt cannot be used with stdin = true "
-                "(the prompt is sent on stdin); use $prompt_file or drop stdin",
-            )
-    names = set().union(*(placeholder_names(arg) for arg in command))
-    if command and not stdin and not names & {"prompt", "prompt_file"}:
-        t.issues.warn(
-            t.at("command"),
-            f'agent "{name}" never receives the prompt: add $prompt or $prompt_file to '
-            "command, or set stdin = true",
-        )
-    env, pass_env = read_child_env(t)
-    return CommandAgentSpec(
-        name=name,
-        command=command,
-        stdin=stdin,
-        timeout=t.duration("timeout", None, off=True),
-        env=env,
-        pass_env=pass_env,
-    )
-
-
-def _anthropic(t: Table, name: str, config_dir: Path) -> AgentSpec:
-    d = AnthropicAgentSpec(name=name, model="")
-    model = ""
-    if t.require("model", f'agent "{name}"'):
-        model = t.string("model", "", nonempty=True)
-    tools = t.strings("tools", d.tools)
-    for index, tool in enumerate(tools):
-        if tool not in ANTHROPIC_TOOLS:
-            hint = did_you_mean(tool, ANTHROPIC_TOOLS) or (
-                " (available: " + ", ".join(ANTHROPIC_TOOLS) + ")"
-            )
-            t.issues.error((*t.at("tools"), index), f'tools: unknown tool "{tool}"{hint}')
-    system = t.string("system", d.system)
-    if "system_file" in t:
-        if "system" in t:
-            t.error("system_file", "use either system or system_file, not both")
-        found = read_file(t, "system_file", config_dir)
-        system = found[1] if found else system
-    env, pass_env = read_child_env(t)
-    return AnthropicAgentSpec(
-        name=name,
-        model=model,
-        max_tokens=t.integer("max_tokens", d.max_tokens, positive=True),
-        temperature=t.number("temperature", d.temperature, minimum=0, maximum=1),
-        system=system,
-        base_url=t.string("base_url", d.base_url, nonempty=True),
-        tools=tools,
-        max_turns=t.integer("max_turns", d.max_turns, positive=True),
-        timeout=t.duration("timeout", d.timeout, off=True),
-        stall=t.duration("stall", d.stall, off=True),
-        tool_timeout=t.duration("tool_timeout", d.tool_timeout),
-        env=env,
-        pass_env=pass_env,
-    )
-
-
-def _claude_code(t: Table, name: str, config_dir: Path) -> AgentSpec:
-    d = ClaudeCodeAgentSpec(name=name)
-    env, pass_env = read_child_env(t)
-    return ClaudeCodeAgentSpec(
-        name=name,
-        command=t.string("command", d.command, nonempty=True),
-        args=t.strings("args", d.args),
-        model=t.string("model", d.model, nonempty=True),
-        timeout=t.duration("timeout", d.timeout, off=True),
-        stall=t.duration("stall", d.stall, off=True),
-        partial_messages=t.boolean("partial_messages", d.partial_messages),
-        env=env,
-        pass_env=pass_env,
-        reserve_tokens=t.integer("reserve_tokens", d.reserve_tokens, minimum=0),
-    )
-
-
-_READERS: Mapping[str, Callable[[Table, str, Path], AgentSpec]] = {
-    "sim": _sim,
-    "command": _command,
-    "anthropic": _anthropic,
-    "claude-code": _claude_code,
-}

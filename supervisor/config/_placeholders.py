@@ -13,10 +13,6 @@ from collections.abc import Collection
 
 from supervisor.spec import PLACEHOLDERS
 
-COMMAND_PLACEHOLDERS = frozenset({"prompt", "loop", "iteration", "workspace", "prompt_file"})
-"""What a command agent's argv may contain."""
-
-
 MAX_PROBLEMS = 20
 """Problems listed per template; the rest are counted in one last line."""
 

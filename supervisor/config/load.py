@@ -7,7 +7,8 @@ runs. Relative paths are relative to the config file's folder, so a config means
 the same thing from any working directory. `--state-dir` (the `state_dir`
 argument) is taken as given, i.e. relative to the caller's working directory.
 
-Layout: `_schema` reads typed values, `_agent_tables` the agent kinds, `_loops` templates
+Layout: `_schema` reads typed values, `_agent_tables` the agents (each through its kind's
+reader in `supervisor.agents.registry`), `_loops` templates
 and loops, `_placeholders` the `$name` checks; this module ties them together.
 """
 
@@ -22,6 +23,7 @@ from types import MappingProxyType
 
 from supervisor import _limits
 from supervisor.agents.pricing import price_for
+from supervisor.agents.registry import kind_of, rate_limit_providers
 from supervisor.config._agent_tables import read_agents
 from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
 from supervisor.config._placeholders import check_prompt_template, line_col
@@ -32,15 +34,11 @@ from supervisor.durations import format_duration, parse_duration
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
 from supervisor.spec import (
     AgentSpec,
-    AnthropicAgentSpec,
-    ClaudeCodeAgentSpec,
-    CommandAgentSpec,
     Config,
     Limits,
     LoopSpec,
     Price,
     RateLimit,
-    SimAgentSpec,
     SupervisorSpec,
 )
 
@@ -69,7 +67,6 @@ SUPERVISOR_KEYS = frozenset(
 )
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
 RATE_LIMIT_KEYS = frozenset({"requests_per_minute", "tokens_per_minute"})
-PROVIDERS = frozenset({"anthropic"})
 DEFAULT_STATE_DIR = ".loopvisor"
 _TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
@@ -167,8 +164,9 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
     rate_limits: dict[str, RateLimit] = {}
     limits_table = section.table("rate_limits")
     if limits_table is not None:
-        limits_table.check_keys(PROVIDERS, "[supervisor.rate_limits] (providers)")
-        for provider in PROVIDERS & set(limits_table.keys()):
+        providers = rate_limit_providers()  # one per provider an agent kind names
+        limits_table.check_keys(providers, "[supervisor.rate_limits] (providers)")
+        for provider in sorted(providers & set(limits_table.keys())):
             t = limits_table.table(provider)
             if t is not None:
                 t.check_keys(RATE_LIMIT_KEYS, f"[supervisor.rate_limits.{provider}]")
@@ -241,26 +239,21 @@ def _warn_unpriced(
     if supervisor.budget.usd is None and all(loop.budget.limits.usd is None for loop in loops):
         return
     for name, agent in agents.items():
-        if isinstance(agent, AnthropicAgentSpec) and price_for(agent.model, pricing) is None:
+        priced_model = kind_of(agent).priced_model
+        model = priced_model(agent) if priced_model is not None else None
+        if model is not None and price_for(model, pricing) is None:
             issues.warn(
                 ("agents", name, "model"),
-                f'model "{agent.model}" of agent "{name}" has no known price: add '
-                f'[pricing."{agent.model}"]; USD budget enforced from an explicit [pricing] '
+                f'model "{model}" of agent "{name}" has no known price: add '
+                f'[pricing."{model}"]; USD budget enforced from an explicit [pricing] '
                 "entry only",
             )
 
 
 def describe_agent(agent: AgentSpec) -> str:
-    """`cc(claude-code)`, `sonnet(anthropic claude-sonnet-4-5)`: the agent in a few words."""
-    if isinstance(agent, AnthropicAgentSpec):
-        return f"{agent.name}(anthropic {agent.model})"
-    if isinstance(agent, ClaudeCodeAgentSpec) and agent.model:
-        return f"{agent.name}(claude-code {agent.model})"
-    if isinstance(agent, CommandAgentSpec):
-        return f"{agent.name}(command {agent.command[0] if agent.command else '?'})"
-    if isinstance(agent, SimAgentSpec) and agent.behavior != "converge":
-        return f"{agent.name}(sim {agent.behavior})"
-    return f"{agent.name}({agent.kind})"
+    """`cc(claude-code)`, `sonnet(anthropic claude-sonnet-4-5)`: the agent in a few words
+    (its kind's `describe`)."""
+    return kind_of(agent).describe(agent)
 
 
 def _tokens(count: int) -> str:
