@@ -25,6 +25,7 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
+from supervisor.lines import LineSplitter
 from supervisor.render import describe
 from supervisor.textsafe import for_terminal, for_terminal_line, json_text
 
@@ -41,7 +42,8 @@ class HeadlessPrinter:
         self.json_lines = json_lines
         self.stream = stream or sys.stdout
         self.transcripts = transcripts
-        self._partial: dict[tuple[str, str], str] = {}
+        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+        """Agent text per (loop, stream) that no newline ended yet."""
         self._width = 12
         self._pending: list[str] = []
         """Lines formatted but not yet written (`_flush` writes them at once)."""
@@ -82,27 +84,29 @@ class HeadlessPrinter:
         loop = getattr(event, "loop", None) or getattr(event, "scope", None) or ""
         if isinstance(event, ev.IterationStarted | ev.LoopStateChanged | ev.IterationFinished):
             self._flush_partial(loop)
-        text = describe(event)
-        if text is not None:
-            self._line(event.ts, loop, text)
+        line = describe(event)
+        if line is not None:
+            self._line(event.ts, loop, line.text)
 
     def _output(self, event: ev.AgentOutput) -> None:
         key = (event.loop, event.stream)
-        data = self._partial.pop(key, "") + event.text
-        *lines, rest = data.split("\n")
-        for line in lines:
-            tag = "│" if event.stream == "assistant" else f"│ {event.stream}:"
+        # Whole lines as the agent wrote them, however long; only a pending partial line
+        # keeps its splitter, the latest last (the order `_flush_partial` prints them in).
+        splitter = self._splitters.pop(key, None) or LineSplitter(max_chars=None)
+        tag = "│" if event.stream == "assistant" else f"│ {event.stream}:"
+        for line in splitter.feed(event.text):
             self._line(event.ts, event.loop, f"{tag} {line}")
-        if rest:
-            self._partial[key] = rest
+        if splitter.partial:
+            self._splitters[key] = splitter
 
     def _flush_partial(self, loop: str) -> None:
-        for key in [k for k in self._partial if k[0] == loop]:
-            rest = self._partial.pop(key)
-            self._line(time.time(), loop, f"│ {rest}")
+        for key in [k for k in self._splitters if k[0] == loop]:
+            rest = self._splitters.pop(key).flush()
+            if rest:
+                self._line(time.time(), loop, f"│ {rest}")
 
     def _summary(self, event: ev.RunFinished) -> None:
-        for key in list(self._partial):
+        for key in list(self._splitters):
             self._flush_partial(key[0])
         self._write("")
         self._write(

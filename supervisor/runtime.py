@@ -28,6 +28,7 @@ from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
 from supervisor.diskfull import Gate
 from supervisor.journal.resume import RunResume
+from supervisor.lines import TranscriptLine
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
 from supervisor.redact import Redactor
@@ -498,7 +499,7 @@ class Supervisor:
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
+    ) -> list[TranscriptLine]:
         lines = list(self._runner(loop).tail.snapshot())
         end = len(lines) if before is None else max(0, before)
         return lines[max(0, end - limit) : end]

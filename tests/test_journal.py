@@ -18,8 +18,8 @@ import anyio
 import pytest
 
 from supervisor import events as ev
-from supervisor.journal.reader import (
-    JournalReader,
+from supervisor.journal.reader import JournalReader
+from supervisor.journal.render import (
     format_history,
     format_iteration,
     format_runs,

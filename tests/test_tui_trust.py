@@ -29,6 +29,7 @@ from helpers import loop, sim_agent, wait_for
 from test_tui_support import demo_snapshot, fixed_app, screen_text, sim_config
 from textual.pilot import Pilot
 
+from supervisor.lines import texts
 from supervisor.runtime import Supervisor
 from tui.app import LoopvisorApp
 from tui.screens.confirm import ConfirmScreen
@@ -346,7 +347,7 @@ async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path:
 def streaming(tail: Any) -> str:
     """The line the core is streaming now ("" between lines)."""
     shown = tail.snapshot()
-    return str(shown[-1]) if len(shown) > len(tail.lines) else ""
+    return shown[-1].text if len(shown) > len(tail.lines) else ""
 
 
 async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_actions(
@@ -373,15 +374,17 @@ async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_
             assert half  # still mid-line: the console was seeded with half a line
             main_of(app).focus_loop("half")
             await pilot.press("p")  # pause at the next safe point: the turn goes on
-            await until(pilot, lambda: "» operator pause" in app.transcripts.get("half").lines)
+            await until(
+                pilot, lambda: "» operator pause" in texts(app.transcripts.get("half").lines)
+            )
             assert streaming(tail).startswith(half)  # still the same line
             await wait_for(lambda: not streaming(tail).startswith(half))
-            whole = next(line for line in tail.lines if line.startswith(half))
-            await until(pilot, lambda: whole in app.transcripts.get("half").lines)
-            lines = list(app.transcripts.get("half").lines)
+            whole = next(line.text for line in tail.lines if line.text.startswith(half))
+            await until(pilot, lambda: whole in texts(app.transcripts.get("half").lines))
+            lines = texts(app.transcripts.get("half").lines)
             assert half not in lines
             assert lines.index("» operator pause") < lines.index(whole)  # above, not inside
-            await until(pilot, lambda: whole in main_of(app).transcript.lines)
+            await until(pilot, lambda: whole in texts(main_of(app).transcript.lines))
             await pilot.press("q")
         await sup.shutdown()
     await sup.aclose()

@@ -1,4 +1,5 @@
-"""Short cell texts and colours for loops, budgets and transcript lines.
+"""Short cell texts and colours for loops and budgets (transcript lines are coloured by
+their kind: `widgets.transcript`).
 
 Widths matter: at 80 columns the loops table has ~60 cells of content, so every
 number has a compact form ("12.3k", "$0.0042", "12:03").
@@ -146,36 +147,3 @@ def run_over(snapshot: RunSnapshot, summary: ev.RunFinished | None) -> str:
 def clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-# -- transcript lines ------------------------------------------------------------
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("━━ ", "iteration"),
-    ("── iteration", "iteration-end"),
-    ("── ", "state"),
-    ("⚙ ", "tool"),
-    ("  ↳ ", "result"),
-    ("  ✘ ", "result-error"),
-    ("▶ check", "check"),
-    ("✔ check", "check-pass"),
-    ("✘ check", "check-fail"),
-    ("⚠ ", "stuck"),
-    ("» operator", "operator"),
-    ("[operator] ", "operator"),
-    ("[stderr] ", "stderr"),
-    ("[stdout] ", "aside"),
-    ("[raw] ", "aside"),
-    ("[budget] ", "notice"),
-    ("[warning] ", "notice"),
-    ("[error] ", "stuck"),
-    ("[info] ", "aside"),
-)
-KINDS: tuple[str, ...] = ("text", *dict.fromkeys(kind for _, kind in _PREFIXES))
-
-
-def line_kind(line: str) -> str:
-    """What a transcript line is (the core's `render.describe` prefixes), for colour."""
-    for prefix, kind in _PREFIXES:
-        if line.startswith(prefix):
-            return kind
-    return "text"

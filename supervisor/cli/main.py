@@ -26,8 +26,8 @@ from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal.reader import (
-    JournalReader,
+from supervisor.journal.reader import JournalReader
+from supervisor.journal.render import (
     format_history,
     format_iteration,
     format_runs,

@@ -43,6 +43,7 @@ from supervisor.control.protocol import (
 )
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof
+from supervisor.lines import TranscriptLine, stream_tag
 from supervisor.render import describe
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
@@ -456,9 +457,9 @@ class TailPrinter:
         self.out = out
         self._at_start = True
 
-    def history(self, lines: Sequence[str]) -> None:
+    def history(self, lines: Sequence[TranscriptLine]) -> None:
         for line in lines:
-            self._line(line)
+            self._line(line.text)
 
     def feed(self, event: ev.Event) -> None:
         if isinstance(event, ev.EventsDropped):
@@ -469,7 +470,7 @@ class TailPrinter:
                 self._line(f"[{event.level}] {event.message}")
             return
         if isinstance(event, ev.AgentOutput):
-            tag = "" if event.stream == "assistant" else f"[{event.stream}] "
+            tag = stream_tag(event.stream)
             for piece in event.text.splitlines(keepends=True):
                 if self._at_start and tag:
                     self.out.write(tag)
@@ -477,9 +478,9 @@ class TailPrinter:
                 self._at_start = piece.endswith("\n")
             self.out.flush()
             return
-        text = describe(event)
-        if text is not None:
-            self._line(text)
+        line = describe(event)
+        if line is not None:
+            self._line(line.text)
 
     def _line(self, text: str) -> None:
         if not self._at_start:

@@ -29,6 +29,7 @@ from supervisor.control.protocol import (
     ServerTimeout,
 )
 from supervisor.events import Event, Notice, event_from_dict
+from supervisor.lines import LineKind, TranscriptLine
 from supervisor.sizes import too_large
 from supervisor.spec import Limits
 
@@ -295,9 +296,10 @@ class RemoteSupervisor:
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
+    ) -> list[TranscriptLine]:
+        """Lines of unknown kind (`LineKind.PLAIN`): the op sends texts only."""
         lines = await self.request("transcript", loop=loop, before=before, limit=limit)
-        return [str(x) for x in lines]
+        return [TranscriptLine(LineKind.PLAIN, str(x)) for x in lines]
 
     # -- serve-only operations ------------------------------------------------------
     async def reload(self) -> dict[str, Any]:

@@ -256,7 +256,8 @@ class ControlServer:
         h, a, op = self.handle, req.args, req.op
         if op == "snapshot":
             tail = req.args.get("tail")
-            return (await h.snapshot(tail=200 if tail is None else max(0, tail))).to_dict()
+            snap = await h.snapshot(tail=200 if tail is None else max(0, tail))
+            return snap.to_dict(kinds=True)
         if op in ("pause", "resume", "stop"):
             await getattr(h, op)(a.get("loop"))
             return None
@@ -281,7 +282,8 @@ class ControlServer:
             return None
         if op == "transcript":
             limit = min(10_000, max(1, a.get("limit") or 500))
-            return await h.transcript(a["loop"], before=a.get("before"), limit=limit)
+            lines = await h.transcript(a["loop"], before=a.get("before"), limit=limit)
+            return [line.text for line in lines]
         if op == "reload":
             if self.reload is None:
                 raise RemoteError("this server cannot reload its config")
@@ -473,7 +475,7 @@ class _Client:
                 async with server.handle.subscribe(size) as events:
                     result: dict[str, Any] = {"subscribed": True, "max_buffer": size}
                     if with_snapshot:  # taken with the subscription open: nothing falls between
-                        result["snapshot"] = (await server.handle.snapshot()).to_dict()
+                        result["snapshot"] = (await server.handle.snapshot()).to_dict(kinds=True)
                     sent = await self.send(proto.ok(rid, result))
                     task_status.started()
                     if sent:

@@ -14,20 +14,19 @@ one and its re-run, or agent-error retries) are separate rows.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from supervisor.journal.render import history_dict, render_transcript, transcript_lines
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader
 from supervisor.journal.snapshot import snapshot_dict
 from supervisor.journal.statelock import lock_holder
-from supervisor.sizes import truncation_message
-from supervisor.textsafe import for_terminal, for_terminal_line, json_loads
+from supervisor.lines import TranscriptLine
+from supervisor.textsafe import json_loads
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
 _TRANSCRIPT_TYPES = (
@@ -239,14 +238,24 @@ class JournalReader:
         )
         if not prompts:
             raise JournalError(f"loop {loop!r} has no iteration {iteration} in run {run.run_id}")
+        text = render_transcript(self._iteration_events(run.run_id, loop, iteration), verbose=True)
+        return IterationDetail(str(prompts[0][0]), text)
+
+    def iteration_lines(
+        self, loop: str, iteration: int, run_id: str | None = None
+    ) -> list[TranscriptLine]:
+        """`iteration_detail`'s transcript as lines, each with its kind (for the console)."""
+        run = self._run_for_loop(loop, run_id)
+        return transcript_lines(self._iteration_events(run.run_id, loop, iteration), verbose=True)
+
+    def _iteration_events(self, run_id: str, loop: str, iteration: int) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(_TRANSCRIPT_TYPES))
         rows = self._query(
             f"SELECT json FROM events WHERE run_id = ? AND loop = ? AND iteration = ?"
             f" AND type IN ({marks}) ORDER BY seq",
-            (run.run_id, loop, iteration, *_TRANSCRIPT_TYPES),
+            (run_id, loop, iteration, *_TRANSCRIPT_TYPES),
         )
-        text = render_transcript((json_loads(r[0]) for r in rows), verbose=True)
-        return IterationDetail(str(prompts[0][0]), text)
+        return [json_loads(r[0]) for r in rows]
 
     # -- transcript scrollback -----------------------------------------------
     def transcript_page(
@@ -338,186 +347,3 @@ class JournalReader:
             return snapshot_dict(self._conn, run, rows)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot read: {exc}") from exc
-
-
-# -- rendering -----------------------------------------------------------------
-def _clip(text: str, width: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def describe_event(data: dict[str, Any], *, verbose: bool = False) -> str | None:
-    """One transcript line for a non-output event (None: not shown)."""
-    kind = data.get("type")
-    if kind == "iteration_started":
-        return f"── iteration {data.get('iteration')} ──"
-    if kind == "iteration_finished":
-        return (
-            f"── iteration {data.get('iteration')}: {data.get('outcome')} ({data.get('reason')})"
-            f" · {int(data.get('tokens', 0)):,} tokens · ${float(data.get('usd', 0.0)):.4f}"
-        )
-    if kind == "tool_call":
-        return f"→ {data.get('name')} {_clip(json.dumps(data.get('input'), default=str))}"
-    if kind == "tool_result":
-        flag = " (error)" if data.get("is_error") else ""
-        return f"←{flag} {_clip(str(data.get('output', '')))}"
-    if kind == "check_started":
-        return f"$ {data.get('command')}"
-    if kind == "check":
-        mark = "✓" if data.get("passed") else "✗"
-        line = f"{mark} check {data.get('name')}: {data.get('summary')}"
-        output = str(data.get("output", "")).rstrip()
-        if verbose and output:
-            line += "\n" + "\n".join("  │ " + ln for ln in output.splitlines())
-        return line
-    if kind == "stuck":
-        return f"! stuck ({data.get('detector')}): {data.get('evidence')} → {data.get('action')}"
-    if kind == "control":
-        return f"» operator {data.get('op')} {data.get('detail', '')}".rstrip()
-    if kind == "notice":
-        return f"[{data.get('level', 'info')}] {data.get('message')}"
-    if kind == "output_truncated":
-        return truncation_message(int(data.get("dropped", 0)), int(data.get("limit", 0)))
-    return None
-
-
-def render_transcript(events: Iterable[dict[str, Any]], *, verbose: bool = False) -> str:
-    """Event dicts (in order) as transcript text; output deltas verbatim."""
-    out: list[str] = []
-    at_line_start = True
-    for data in events:
-        if data.get("type") == "output":
-            text = str(data.get("text", ""))
-            if text:
-                out.append(text)
-                at_line_start = text.endswith("\n")
-            continue
-        line = describe_event(data, verbose=verbose)
-        if line is None:
-            continue
-        if not at_line_start:
-            out.append("\n")
-        out.append(line + "\n")
-        at_line_start = True
-    return "".join(out)
-
-
-# -- CLI formatters (pure) -----------------------------------------------------
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _epoch(ts: float | None) -> float | None:
-    return None if ts is None else round(ts, 3)
-
-
-def _run_state(run: RunRow) -> str:
-    if run.live:
-        return "live"
-    if run.ended is None:
-        return "unfinished (supervisor gone; `loopvisor run --resume` continues it)"
-    return f"ended, exit {run.exit_code}" + (
-        f": {for_terminal_line(run.reason)}" if run.reason else ""
-    )
-
-
-def format_runs(runs: Sequence[RunRow]) -> str:
-    """`loopvisor history` without a loop: one line per run, newest first."""
-    if not runs:
-        return "no runs recorded yet"
-    lines = [f"{'RUN':<24} {'STARTED':<19} {'WALL':>7} {'TOKENS':>10} {'USD':>9}  STATE"]
-    for r in runs:
-        wall = _dur((r.ended if r.ended is not None else time.time()) - r.started)
-        lines.append(
-            f"{r.run_id:<24} {_when(r.started):<19} {wall:>7} {r.tokens:>10,} {r.usd:>9.4f}"
-            f"  {_run_state(r)}  [{for_terminal_line(', '.join(r.loops))}]"
-        )
-    return "\n".join(lines)
-
-
-def format_history(
-    loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
-) -> str:
-    """`loopvisor history LOOP`: one line per attempt; the total is what the ledger
-    `charged` (when given), with the operator's step-in chat as a line of its own."""
-    if not rows:
-        return f"{for_terminal_line(loop)}: no iterations recorded"
-    head = f"{for_terminal_line(loop)} · run {rows[0].run_id}"
-    lines = [head, f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}  REASON"]
-    for r in rows:
-        label = f"{r.iteration}" if r.attempt == 1 else f"{r.iteration}#{r.attempt}"
-        lines.append(
-            f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
-            f" {_dur(r.duration_s):>7}  {for_terminal_line(r.reason)}"
-        )
-    tokens, usd = sum(r.tokens for r in rows), sum(r.usd for r in rows)
-    if charged is not None and charged[0] > tokens:
-        chat_tokens, chat_usd = charged[0] - tokens, max(0.0, charged[1] - usd)
-        lines.append(
-            f"{'chat':>6} {'':<12} {chat_tokens:>9,} {chat_usd:>9.4f} {'':>7}  step-in chat"
-        )
-        tokens, usd = charged
-    lines.append(f"{'total':>6} {'':<12} {tokens:>9,} {usd:>9.4f}")
-    return "\n".join(lines)
-
-
-def format_iteration(loop: str, iteration: int, detail: IterationDetail) -> str:
-    """`loopvisor history LOOP --iteration N`: the prompt as sent, then the transcript.
-
-    For a terminal: what the agent printed is shown (`\\x1b`), never obeyed.
-    """
-    return (
-        f"── {for_terminal_line(loop)} · iteration {iteration} · prompt ──\n"
-        f"{for_terminal(detail.prompt.rstrip())}\n\n"
-        f"── transcript ──\n{for_terminal(detail.transcript.rstrip())}\n"
-    )
-
-
-def history_dict(
-    loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
-) -> dict[str, Any]:
-    """`history LOOP --json`: exactly {"loop", "iterations": [{iteration, outcome, reason,
-    tokens, usd, started, ended}], "total": {tokens, usd}}; times epoch seconds,
-    outcome/ended null while running; the total is the ledger's (step-in chat included)."""
-    tokens, usd = charged or (sum(r.tokens for r in rows), sum(r.usd for r in rows))
-    return {
-        "loop": loop,
-        "iterations": [
-            {
-                "iteration": r.iteration,
-                "outcome": r.outcome,
-                "reason": r.reason,
-                "tokens": r.tokens,
-                "usd": round(r.usd, 6),
-                "started": _epoch(r.started),
-                "ended": _epoch(r.ended),
-            }
-            for r in rows
-        ],
-        "total": {"tokens": tokens, "usd": round(usd, 6)},
-    }
-
-
-def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
-    """`loopvisor status`: the run line, then one line per loop."""
-    if run is None:
-        return "no runs recorded yet"
-    lines = [f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}"]
-    lines.append(f"{'LOOP':<20} {'STATE':<10} {'ITER':>4} {'TOKENS':>10} {'USD':>9}  REASON")
-    for r in rows:
-        lines.append(
-            f"{for_terminal_line(r.loop):<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,}"
-            f" {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
-        )
-    lines.append(
-        f"{'total':<20} {'':<10} {'':>4} {sum(r.tokens for r in rows):>10,}"
-        f" {sum(r.usd for r in rows):>9.4f}"
-    )
-    return "\n".join(lines)

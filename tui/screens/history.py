@@ -18,9 +18,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from supervisor.lines import LineKind, TranscriptLine
 from tui import format as fmt
 from tui.live import lv
-from tui.model import split_iterations
 from tui.widgets.transcript import TranscriptView
 
 
@@ -34,7 +34,7 @@ class HistoryRow:
     reason: str
     prompt: str | None
     """None: ask the journal when the row is shown."""
-    transcript: tuple[str, ...] = ()
+    transcript: tuple[TranscriptLine, ...] = ()
 
 
 def _journal_rows(state_dir: Path, loop: str, run_id: str | None) -> list[HistoryRow] | None:
@@ -63,7 +63,9 @@ def _journal_rows(state_dir: Path, loop: str, run_id: str | None) -> list[Histor
     ]
 
 
-def _journal_detail(state_dir: Path, loop: str, iteration: int, run_id: str | None) -> str:
+def _journal_detail(
+    state_dir: Path, loop: str, iteration: int, run_id: str | None
+) -> list[TranscriptLine]:
     from supervisor.journal.reader import JournalReader
     from supervisor.journal.schema import JournalError
 
@@ -71,8 +73,15 @@ def _journal_detail(state_dir: Path, loop: str, iteration: int, run_id: str | No
         try:
             detail = reader.iteration_detail(loop, iteration, run_id)
         except JournalError:
-            detail = reader.iteration_detail(loop, iteration, None)
-    return f"prompt:\n{detail.prompt}\n\n{detail.transcript}"
+            run_id = None
+            detail = reader.iteration_detail(loop, iteration, run_id)
+        lines = reader.iteration_lines(loop, iteration, run_id)
+    return [*prompt_lines(detail.prompt), TranscriptLine(LineKind.PLAIN, ""), *lines]
+
+
+def prompt_lines(prompt: str) -> list[TranscriptLine]:
+    """The prompt as the detail shows it above the transcript: a `prompt:` heading."""
+    return [TranscriptLine(LineKind.PROMPT, text) for text in ("prompt:", *prompt.split("\n"))]
 
 
 class HistoryScreen(Screen[None]):
@@ -114,7 +123,7 @@ class HistoryScreen(Screen[None]):
             self.source = "journal"
         else:
             self.source = "this session (no journal)"
-            groups = split_iterations(list(app.transcripts.get(self.loop).lines))
+            seen = app.transcripts.get(self.loop)
             rows = [
                 HistoryRow(
                     i.iteration,
@@ -124,7 +133,7 @@ class HistoryScreen(Screen[None]):
                     i.duration_s,
                     i.reason,
                     i.prompt,
-                    tuple(groups.get(i.iteration, ())),
+                    tuple(seen.iteration(i.iteration)),
                 )
                 for i in app.iterations.of(self.loop)
             ]
@@ -149,7 +158,9 @@ class HistoryScreen(Screen[None]):
             table.move_cursor(row=len(rows) - 1)
             self._show(len(rows) - 1)
         else:
-            self.query_one(TranscriptView).reset(["no iterations yet"])
+            self.query_one(TranscriptView).reset(
+                [TranscriptLine(LineKind.PLAIN, "no iterations yet")]
+            )
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -164,12 +175,12 @@ class HistoryScreen(Screen[None]):
         app = lv(self)
         if row.prompt is None and app.state_dir is not None:
             run_id = app.snapshot.run_id if app.snapshot else None
-            text = await anyio.to_thread.run_sync(
+            lines = await anyio.to_thread.run_sync(
                 _journal_detail, app.state_dir, self.loop, row.iteration, run_id
             )
-            lines = text.split("\n")
         else:
-            lines = ["prompt:", *(row.prompt or "").split("\n"), "", *row.transcript]
+            blank = TranscriptLine(LineKind.PLAIN, "")
+            lines = [*prompt_lines(row.prompt or ""), blank, *row.transcript]
         self.query_one(TranscriptView).reset(lines)
         self.query_one(TranscriptView).scroll_home(animate=False)
 
