@@ -27,6 +27,7 @@ import anyio
 from supervisor import events as ev
 from supervisor.lines import LineSplitter
 from supervisor.render import describe
+from supervisor.status_table import StatusRow, summary_layout
 from supervisor.textsafe import for_terminal, for_terminal_line, json_text
 
 BATCH_LINES = 256
@@ -109,14 +110,9 @@ class HeadlessPrinter:
         for key in list(self._splitters):
             self._flush_partial(key[0])
         self._write("")
-        self._write(
-            f"{'loop':<{self._width}}  {'state':<10} {'iter':>4} {'tokens':>9} {'usd':>9}  reason"
-        )
-        for r in event.loops:
-            self._write(
-                f"{for_terminal_line(r.name):<{self._width}}  {r.state:<10} {r.iterations:>4}"
-                f" {r.tokens:>9,} {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
-            )
+        layout = summary_layout(self._width)
+        for line in layout.table([StatusRow.of_result(r) for r in event.loops]):
+            self._write(line)
         reason = f" ({for_terminal_line(event.reason)})" if event.reason else ""
         self._write(
             f"total: {event.tokens:,} tokens, ${event.usd:.4f}, {event.wall_s:.1f}s wall"

@@ -11,6 +11,7 @@ from collections import Counter
 
 from supervisor import events as ev
 from supervisor.api import LoopSnapshot, RunSnapshot
+from supervisor.status_table import compact_tokens, compact_usd
 
 NEEDS_PERSON = frozenset({"paused", "stuck", "failed"})
 """States that sort first and are coloured: a person has to act."""
@@ -35,20 +36,8 @@ def needs_person(loop: LoopSnapshot) -> bool:
     return loop.attention or loop.state in NEEDS_PERSON
 
 
-def tokens(n: float) -> str:
-    if n < 1000:
-        return f"{n:.0f}"
-    if n < 999_500:
-        return f"{n / 1000:.1f}k" if n < 99_950 else f"{n / 1000:.0f}k"
-    return f"{n / 1_000_000:.2f}M" if n < 99_950_000 else f"{n / 1_000_000:.0f}M"
-
-
-def usd(x: float) -> str:
-    if x < 0.1:
-        return f"${x:.4f}"
-    if x < 100:
-        return f"${x:.2f}"
-    return f"${x:.0f}"
+tokens = compact_tokens
+usd = compact_usd
 
 
 def seconds(s: float) -> str:

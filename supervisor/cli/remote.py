@@ -47,6 +47,7 @@ from supervisor.lines import TranscriptLine, stream_tag
 from supervisor.render import describe
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
+from supervisor.status_table import ctl_status_layout, name_width
 from supervisor.textsafe import decode, for_terminal, for_terminal_line, valid_text
 
 COMMANDS = ("serve", "ctl", "attach")
@@ -286,18 +287,7 @@ def format_status(snap: RunSnapshot, hello: dict[str, Any]) -> str:
     up = format_duration(round(max(0.0, time.time() - snap.started_at)))
     where = for_terminal_line(str(snap.config_path))
     lines = [f"run {snap.run_id} · {where} · pid {hello.get('pid')} · up {up}"]
-    names = [for_terminal_line(loop.name) for loop in snap.loops]
-    width = max([12, *(len(name) for name in names)])
-    lines.append(
-        f"{'loop':<{width}}    {'state':<10} {'iter':>9} {'tokens':>10} {'usd':>9}  reason"
-    )
-    for name, loop in zip(names, snap.loops, strict=True):
-        flag = "!" if loop.attention else " "
-        it = f"{loop.iteration}/{loop.max_iterations}"
-        lines.append(
-            f"{name:<{width}}  {flag} {loop.state:<10} {it:>9} {loop.tokens:>10,} "
-            f"{loop.usd:>9.4f}  {for_terminal_line(loop.reason)}"
-        )
+    lines += ctl_status_layout(name_width(snap.loops)).table(snap.loops)
     b = snap.budget
     tok = f"{b.tokens:,}" + (f" of {b.limits.tokens:,}" if b.limits.tokens else "")
     usd = f"${b.usd:.4f}" + (f" of ${b.limits.usd:.2f}" if b.limits.usd else "")

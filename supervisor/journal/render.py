@@ -18,6 +18,7 @@ from supervisor.events import event_from_dict
 from supervisor.lines import LineKind, LineSplitter, TranscriptLine, kinded, stream_kind
 from supervisor.render import describe
 from supervisor.sizes import truncation_message
+from supervisor.status_table import TOKENS, USD, StatusRow, status_layout
 from supervisor.textsafe import for_terminal, for_terminal_line
 
 if TYPE_CHECKING:
@@ -227,15 +228,13 @@ def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
     """`loopvisor status`: the run line, then one line per loop."""
     if run is None:
         return "no runs recorded yet"
-    lines = [f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}"]
-    lines.append(f"{'LOOP':<20} {'STATE':<10} {'ITER':>4} {'TOKENS':>10} {'USD':>9}  REASON")
-    for r in rows:
-        lines.append(
-            f"{for_terminal_line(r.loop):<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,}"
-            f" {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
-        )
-    lines.append(
-        f"{'total':<20} {'':<10} {'':>4} {sum(r.tokens for r in rows):>10,}"
-        f" {sum(r.usd for r in rows):>9.4f}"
+    layout = status_layout()
+    table = [StatusRow(r.loop, r.state, r.iteration, r.tokens, r.usd, r.reason) for r in rows]
+    total = StatusRow("total", "", 0, sum(r.tokens for r in rows), sum(r.usd for r in rows), "")
+    return "\n".join(
+        [
+            f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}",
+            *layout.table(table),
+            layout.line(["total", "", "", TOKENS.cell(total), USD.cell(total)]),
+        ]
     )
-    return "\n".join(lines)
