@@ -172,7 +172,7 @@ def test_validate_edit_uses_the_cores_rules() -> None:
     problems, values = validate_edit("Fix $nope", "0", "12x", "-1", "soon", cpu=None)
     assert values is None
     joined = "\n".join(problems)
-    for expected in ("$nope", "max_iterations", "budget tokens", "budget USD", "budget wall"):
+    for expected in ("$nope", "max_iterations", "budget.tokens", "budget.usd", "budget.wall"):
         assert expected in joined
     assert validate_edit("  ", "3", "", "", "", cpu=None)[0] == ["prompt: must not be empty"]
 

@@ -24,7 +24,7 @@ from supervisor import _limits
 from supervisor.agents.pricing import price_for
 from supervisor.config._agent_tables import read_agents
 from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
-from supervisor.config._placeholders import check_prompt_template, line_col
+from supervisor.config._placeholders import line_col
 from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
 from supervisor.config._tomlpos import key_positions
 from supervisor.config.durations import format_duration, parse_duration
@@ -48,7 +48,6 @@ __all__ = [
     "STARTER_TOML",
     "ConfigError",
     "ConfigIssue",
-    "check_prompt_template",
     "load_config",
     "parse_config",
     "parse_duration",
