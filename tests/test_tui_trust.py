@@ -36,7 +36,6 @@ from tui.screens.confirm import ConfirmScreen
 from tui.screens.inbox import InboxScreen
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def settle(pilot: Pilot[Any]) -> None:
@@ -281,36 +280,6 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
             await anyio.to_thread.run_sync(kill_daemon, pid)
 
 
-# -- README's key table is the bindings ------------------------------------------------
-README_KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "esc"}
-
-
-def readme_keys() -> set[str]:
-    """The keys in the first column of the key table under "## The operator console"."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## The operator console", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return {key for row in rows for key in re.findall(r"`([^`]+)`", row.split("|")[1])}
-
-
-def bound_keys() -> set[str]:
-    from textual.binding import Binding
-
-    from tui.screens.main import MainScreen
-
-    bindings = [*MainScreen.BINDINGS, *LoopvisorApp.BINDINGS]
-    keys = {b.key for b in bindings if isinstance(b, Binding)}
-    keys.add(LoopvisorApp.COMMAND_PALETTE_BINDING)
-    return {README_KEY_NAMES.get(key, key) for key in keys}
-
-
-def test_readme_key_table_matches_the_bindings() -> None:
-    """One fact, two places: the README's key table lists exactly the console's keys."""
-    readme, bound = readme_keys(), bound_keys()
-    assert readme - bound == set(), "README lists keys the console does not bind"
-    assert bound - readme == set(), "the console binds keys README does not list"
-
-
 async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path: Path) -> None:
     """Resumed, a loop that had succeeded shows its last check and its time (they were
     "—": the restored runner knew only its state)."""
@@ -388,13 +357,6 @@ async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_
             await pilot.press("q")
         await sup.shutdown()
     await sup.aclose()
-
-
-def test_help_lists_every_main_screen_key() -> None:
-    from tui.screens.help import KEYS
-
-    shown = {key for _, rows in KEYS[:1] for keys, _ in rows for key in keys.split()}
-    assert bound_keys() - shown == set(), "help does not list these keys"
 
 
 def test_inbox_hint_offers_what_p_does() -> None:
