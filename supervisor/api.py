@@ -158,7 +158,8 @@ class RunSnapshot:
             started_at=data["started_at"],
             finished=data["finished"],
             loops=tuple(
-                LoopSnapshot.from_dict(d, _list(kinds.get(d.get("name")))) for d in data["loops"]
+                LoopSnapshot.from_dict(d, _list(kinds.get(str(d.get("name")))))
+                for d in data["loops"]
             ),
             budget=BudgetSnapshot.from_dict(data["budget"]),
             exit_code=data.get("exit_code"),
