@@ -1,6 +1,6 @@
 """Keypress-to-screen latency of the console under load, and a 1,000-loop table.
 
-    .venv/bin/python benchmarks/tui_latency.py [--presses 100] [--seconds 8]
+    .venv/bin/python benchmarks/tui_latency.py [--presses 100] [--seconds 8] [--quick]
 
 Runs the real app (`tui.app.LoopvisorApp`) over a real in-process Supervisor of sim
 agents, headless (`App.run_test`, 160x48), in three scenarios, and prints JSON:
@@ -273,9 +273,16 @@ async def scenario(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--presses", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=8.0, help="steady-state window")
+    parser.add_argument("--presses", type=int, default=None, help="keys per scenario (100)")
+    parser.add_argument("--seconds", type=float, default=None, help="steady-state window (8)")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 presses, 2 s windows (`make bench-quick`)"
+    )
     args = parser.parse_args()
+    if args.presses is None:
+        args.presses = 20 if args.quick else 100
+    if args.seconds is None:
+        args.seconds = 2.0 if args.quick else 8.0
     report: dict[str, Any] = {
         "terminal": f"{SIZE[0]}x{SIZE[1]} headless (frames encoded to terminal sequences)",
         "method": "t0 before posting the key to the driver; latency = first composed frame "

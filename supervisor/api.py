@@ -10,13 +10,25 @@ implements it over the control socket, so there is one UI code path.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from supervisor.events import Event
+from supervisor.lines import LineKind, TranscriptLine
 from supervisor.spec import Limits
+
+
+def _kind(value: object) -> LineKind:
+    try:
+        return LineKind(str(value))
+    except ValueError:
+        return LineKind.PLAIN
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,20 +58,29 @@ class LoopSnapshot:
     prompt: str
     wait_seconds: float | None
     next_run: float | None
-    transcript_tail: tuple[str, ...] = ()
+    transcript_tail: tuple[TranscriptLine, ...] = ()
     transcript_streaming: bool = False
     """The tail's last line is still being streamed (more of it follows in events)."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["transcript_tail"] = list(self.transcript_tail)
+        """JSON-ready; the tail as its lines' texts (their kinds: `RunSnapshot.to_dict`)."""
+        tail = self.transcript_tail
+        data = dataclasses.asdict(dataclasses.replace(self, transcript_tail=()))
+        data["transcript_tail"] = [line.text for line in tail]
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoopSnapshot:
+    def from_dict(cls, data: dict[str, Any], kinds: Sequence[Any] = ()) -> LoopSnapshot:
+        """From `to_dict()`; `kinds` names the tail's kinds line by line (those missing or
+        unknown, e.g. from an older server, read as `LineKind.PLAIN`)."""
         kwargs = dict(data)
         kwargs["limits"] = Limits(**kwargs["limits"])
-        kwargs["transcript_tail"] = tuple(kwargs.get("transcript_tail", ()))
+        tail = [str(text) for text in kwargs.get("transcript_tail", ())]
+        if len(kinds) == len(tail):
+            known = [_kind(kind) for kind in kinds]
+        else:
+            known = [LineKind.PLAIN] * len(tail)
+        kwargs["transcript_tail"] = tuple(map(TranscriptLine._make, zip(known, tail, strict=True)))
         return cls(**kwargs)
 
 
@@ -102,8 +123,12 @@ class RunSnapshot:
     """A supervisor runs it (always, from a live handle; `status --json` reads the
     journal and says whether one still holds the state dir)."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, kinds: bool = False) -> dict[str, Any]:
+        """JSON-ready. With `kinds` (the control socket's snapshots) also
+        `transcript_kinds`: each loop's tail's line kinds, `{loop: [kind, ...]}`, beside
+        the texts in `loops[].transcript_tail`: a client that does not know the key reads
+        the snapshot as before, and `status --json` stays what it was."""
+        data = {
             "run_id": self.run_id,
             "config_path": self.config_path,
             "started_at": self.started_at,
@@ -115,15 +140,28 @@ class RunSnapshot:
             "ended_at": self.ended_at,
             "live": self.live,
         }
+        if kinds:
+            data["transcript_kinds"] = {
+                loop.name: [line.kind.value for line in loop.transcript_tail]
+                for loop in self.loops
+                if loop.transcript_tail
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSnapshot:
+        kinds = data.get("transcript_kinds")
+        if not isinstance(kinds, dict):
+            kinds = {}
         return cls(
             run_id=data["run_id"],
             config_path=data["config_path"],
             started_at=data["started_at"],
             finished=data["finished"],
-            loops=tuple(LoopSnapshot.from_dict(d) for d in data["loops"]),
+            loops=tuple(
+                LoopSnapshot.from_dict(d, _list(kinds.get(str(d.get("name")))))
+                for d in data["loops"]
+            ),
             budget=BudgetSnapshot.from_dict(data["budget"]),
             exit_code=data.get("exit_code"),
             end_reason=str(data.get("end_reason") or ""),
@@ -311,8 +349,8 @@ class SupervisorHandle(Protocol):
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
-        """Older transcript lines (from the journal when there is one)."""
+    ) -> list[TranscriptLine]:
+        """Older transcript lines, oldest first (the last `limit` of the first `before`)."""
         ...
 
     async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:

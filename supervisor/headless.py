@@ -25,7 +25,9 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
+from supervisor.lines import LineSplitter
 from supervisor.render import describe
+from supervisor.status_table import StatusRow, summary_layout
 from supervisor.textsafe import for_terminal, for_terminal_line, json_text
 
 BATCH_LINES = 256
@@ -41,7 +43,8 @@ class HeadlessPrinter:
         self.json_lines = json_lines
         self.stream = stream or sys.stdout
         self.transcripts = transcripts
-        self._partial: dict[tuple[str, str], str] = {}
+        self._splitters: dict[tuple[str, str], LineSplitter] = {}
+        """Agent text per (loop, stream) that no newline ended yet."""
         self._width = 12
         self._pending: list[str] = []
         """Lines formatted but not yet written (`_flush` writes them at once)."""
@@ -82,37 +85,34 @@ class HeadlessPrinter:
         loop = getattr(event, "loop", None) or getattr(event, "scope", None) or ""
         if isinstance(event, ev.IterationStarted | ev.LoopStateChanged | ev.IterationFinished):
             self._flush_partial(loop)
-        text = describe(event)
-        if text is not None:
-            self._line(event.ts, loop, text)
+        line = describe(event)
+        if line is not None:
+            self._line(event.ts, loop, line.text)
 
     def _output(self, event: ev.AgentOutput) -> None:
         key = (event.loop, event.stream)
-        data = self._partial.pop(key, "") + event.text
-        *lines, rest = data.split("\n")
-        for line in lines:
-            tag = "│" if event.stream == "assistant" else f"│ {event.stream}:"
+        # Whole lines as the agent wrote them, however long; only a pending partial line
+        # keeps its splitter, the latest last (the order `_flush_partial` prints them in).
+        splitter = self._splitters.pop(key, None) or LineSplitter(max_chars=None)
+        tag = "│" if event.stream == "assistant" else f"│ {event.stream}:"
+        for line in splitter.feed(event.text):
             self._line(event.ts, event.loop, f"{tag} {line}")
-        if rest:
-            self._partial[key] = rest
+        if splitter.partial:
+            self._splitters[key] = splitter
 
     def _flush_partial(self, loop: str) -> None:
-        for key in [k for k in self._partial if k[0] == loop]:
-            rest = self._partial.pop(key)
-            self._line(time.time(), loop, f"│ {rest}")
+        for key in [k for k in self._splitters if k[0] == loop]:
+            rest = self._splitters.pop(key).flush()
+            if rest:
+                self._line(time.time(), loop, f"│ {rest}")
 
     def _summary(self, event: ev.RunFinished) -> None:
-        for key in list(self._partial):
+        for key in list(self._splitters):
             self._flush_partial(key[0])
         self._write("")
-        self._write(
-            f"{'loop':<{self._width}}  {'state':<10} {'iter':>4} {'tokens':>9} {'usd':>9}  reason"
-        )
-        for r in event.loops:
-            self._write(
-                f"{for_terminal_line(r.name):<{self._width}}  {r.state:<10} {r.iterations:>4}"
-                f" {r.tokens:>9,} {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
-            )
+        layout = summary_layout(self._width)
+        for line in layout.table([StatusRow.of_result(r) for r in event.loops]):
+            self._write(line)
         reason = f" ({for_terminal_line(event.reason)})" if event.reason else ""
         self._write(
             f"total: {event.tokens:,} tokens, ${event.usd:.4f}, {event.wall_s:.1f}s wall"

@@ -703,7 +703,7 @@ class LoopRunner:
     def emit(self, event: ev.Event) -> None:
         line = describe(event)
         if line is not None:
-            self.tail.add_line(self.redactor.text(line))
+            self.tail.add_line(line._replace(text=self.redactor.text(line.text)))
         self._publish(event)
 
     def _restore(self, resume: LoopResume) -> None:

@@ -1,12 +1,17 @@
-"""Plain one-line descriptions of events, shared by the headless printer, the
-in-memory transcript tail, `ctl tail` and the TUI (which adds colour on top)."""
+"""Transcript lines made from events, each with its kind: shared by the loop's
+transcript tail, the headless printer, `ctl tail` and the console (which colours
+them by kind). The kind is decided here, with the text, for every event that has a
+line; agent output takes its stream's kind (`lines.stream_kind`)."""
 
 from __future__ import annotations
 
 import json
 
 from supervisor import events as ev
+from supervisor.lines import NOTICE_KINDS, LineKind, TranscriptLine
 from supervisor.sizes import truncation_message
+
+K = LineKind
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -14,41 +19,50 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def describe(event: ev.Event) -> str | None:
-    """A line for the transcript, or None for events that are not shown there."""
+def describe(event: ev.Event) -> TranscriptLine | None:
+    """The event's transcript line, or None for events that are not shown there."""
     if isinstance(event, ev.IterationStarted):
-        return f"━━ iteration {event.iteration} ━━"
+        return TranscriptLine(K.ITERATION, f"━━ iteration {event.iteration} ━━")
     if isinstance(event, ev.LoopStateChanged):
         if event.state in ("running", "checking", "pausing"):  # the state column says it
             return None
         wait = f" ({event.wait_seconds:.0f}s)" if event.wait_seconds else ""
-        return f"── {event.state}{wait}: {event.reason}" if event.reason else f"── {event.state}"
+        text = f"── {event.state}{wait}: {event.reason}" if event.reason else f"── {event.state}"
+        return TranscriptLine(K.STATE, text)
     if isinstance(event, ev.ToolCalled):
         args = json.dumps(event.input, ensure_ascii=False, sort_keys=True)
-        return f"⚙ {event.name}({_short(args, 100)})"
+        return TranscriptLine(K.TOOL, f"⚙ {event.name}({_short(args, 100)})")
     if isinstance(event, ev.ToolReturned):
-        mark = "✘" if event.is_error else "↳"
         first = event.output.strip().splitlines()[0] if event.output.strip() else "(empty)"
-        return f"  {mark} {_short(first)}"
+        if event.is_error:
+            return TranscriptLine(K.RESULT_ERROR, f"  ✘ {_short(first)}")
+        return TranscriptLine(K.RESULT, f"  ↳ {_short(first)}")
     if isinstance(event, ev.CheckStarted):
-        return f"▶ check {event.name}: {event.command}"
+        return TranscriptLine(K.CHECK, f"▶ check {event.name}: {event.command}")
     if isinstance(event, ev.CheckFinished):
-        mark = "✔" if event.passed else "✘"
-        return f"{mark} check {event.name}: {event.summary} ({event.duration_s:.1f}s)"
+        mark, kind = ("✔", K.CHECK_PASS) if event.passed else ("✘", K.CHECK_FAIL)
+        return TranscriptLine(
+            kind, f"{mark} check {event.name}: {event.summary} ({event.duration_s:.1f}s)"
+        )
     if isinstance(event, ev.IterationFinished):
-        return (
+        return TranscriptLine(
+            K.ITERATION_END,
             f"── iteration {event.iteration} {event.outcome}: {_short(event.reason)} "
-            f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s]"
+            f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s]",
         )
     if isinstance(event, ev.OutputTruncated):
-        return truncation_message(event.dropped, event.limit)
+        return TranscriptLine(K.WARNING, truncation_message(event.dropped, event.limit))
     if isinstance(event, ev.StuckDetected):
-        return f"⚠ stuck ({event.detector}): {event.evidence} → {event.action}"
+        return TranscriptLine(
+            K.STUCK, f"⚠ stuck ({event.detector}): {event.evidence} → {event.action}"
+        )
     if isinstance(event, ev.ControlApplied):
         detail = f": {_short(event.detail)}" if event.detail else ""
-        return f"» operator {event.op}{detail}"
+        return TranscriptLine(K.OPERATOR, f"» operator {event.op}{detail}")
     if isinstance(event, ev.Notice):
-        return f"[{event.level}] {event.message}"
+        return TranscriptLine(
+            NOTICE_KINDS.get(event.level, K.INFO), f"[{event.level}] {event.message}"
+        )
     if isinstance(event, ev.BudgetWarning):
-        return f"[budget] {event.message}"
+        return TranscriptLine(K.WARNING, f"[budget] {event.message}")
     return None

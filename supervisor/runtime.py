@@ -34,16 +34,17 @@ from supervisor.api import (
 from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
+from supervisor.config.rules import edit_problems
 from supervisor.diskfull import Gate
 from supervisor.drive import drive
 from supervisor.journal.resume import RunResume
+from supervisor.lines import TranscriptLine
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
 from supervisor.redact import Redactor
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
     NOTES_MAX_BYTES,
-    PROMPT_TEMPLATE_MAX_BYTES,
     size_of,
     too_large,
 )
@@ -450,25 +451,11 @@ class Supervisor:
         max_iterations: int | None = None,
         limits: Limits | None = None,
     ) -> None:
-        from supervisor.config.load import check_prompt_template
-
         runner = self._runner(loop)
         spec = runner.spec
-        problems: list[str] = []
-        if prompt is not None:
-            too_big = too_large("prompt", size_of(prompt), PROMPT_TEMPLATE_MAX_BYTES)
-            problems += [too_big] if too_big else check_prompt_template(prompt)
-            if not prompt.strip():
-                problems.append("prompt: must not be empty")
-        if max_iterations is not None and max_iterations <= 0:
-            problems.append("max_iterations: must be a positive integer")
-        if limits is not None:
-            for name in ("tokens", "usd", "wall", "cpu"):
-                value = getattr(limits, name)
-                if value is not None and value <= 0:
-                    problems.append(f"budget.{name}: must be positive")
+        problems = edit_problems(prompt=prompt, max_iterations=max_iterations, limits=limits)
         if problems:
-            raise ControlError("; ".join(problems))
+            raise ControlError("; ".join(map(str, problems)))
         changes: dict[str, object] = {}
         if prompt is not None:
             changes["prompt"] = prompt
@@ -519,7 +506,7 @@ class Supervisor:
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
+    ) -> list[TranscriptLine]:
         lines = list(self._runner(loop).tail.snapshot())
         end = len(lines) if before is None else max(0, before)
         return lines[max(0, end - limit) : end]

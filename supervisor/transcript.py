@@ -16,14 +16,22 @@ from collections.abc import Callable
 
 import anyio
 
+from supervisor.lines import (
+    MAX_LINE_CHARS,
+    LineKind,
+    LineSplitter,
+    TranscriptLine,
+    kinded,
+    stream_kind,
+    stream_tag,
+)
 from supervisor.sizes import OUTPUT_TAIL_BYTES, size_of
 from supervisor.textsafe import utf8
 
 FLUSH_INTERVAL_S = 0.05
 MAX_CHUNK = 4096
 TAIL_LINES = 400
-TAIL_LINE_CHARS = 4096
-"""A longer line is kept as several (one endless line must not grow without bound)."""
+TAIL_LINE_CHARS = MAX_LINE_CHARS
 
 
 class OutputCoalescer:
@@ -165,54 +173,35 @@ class TextTail:
 
 
 class TranscriptTail:
-    """The last TAIL_LINES lines of a loop's transcript, each prefixed by its stream tag."""
+    """The last TAIL_LINES lines of a loop's transcript, each with its kind; agent text
+    is cut into lines by the one `LineSplitter`, a stream's lines tagged as in plain text."""
 
     def __init__(self, max_lines: int = TAIL_LINES) -> None:
-        self.lines: deque[str] = deque(maxlen=max_lines)
-        self._partial = ""
+        self.lines: deque[TranscriptLine] = deque(maxlen=max_lines)
+        self._splitter = LineSplitter(TAIL_LINE_CHARS)
+        self._kind = LineKind.TEXT
+        """The kind of the line being streamed (its stream's)."""
 
     def add(self, text: str, stream: str = "assistant") -> None:
-        tag = "" if stream == "assistant" else f"[{stream}] "
-        data = self._partial + text
-        keep = self.lines.maxlen
-        # A big chunk: only its last `keep` lines can stay, so only they are split off
-        # (one string per kept line, not per line of the chunk).
-        *complete, self._partial = data.split("\n") if keep is None else data.rsplit("\n", keep + 1)
-        if keep is not None and len(complete) > keep:
-            del complete[:-keep]
-        if tag:
-            complete = [tag + line if line else line for line in complete]
-        if max(map(len, complete), default=0) <= TAIL_LINE_CHARS:  # the usual case, C speed
-            self.lines.extend(complete)
-        else:
-            for line in complete:
-                self.lines.extend(line_pieces(line))
-        if len(self._partial) > TAIL_LINE_CHARS:
-            *whole, self._partial = line_pieces(self._partial)
-            self.lines.extend(whole)
+        # A big chunk: only its last `keep` lines can stay, so only they are split off.
+        self._kind = kind = stream_kind(stream)
+        done = self._splitter.feed(text, prefix=stream_tag(stream), keep=self.lines.maxlen)
+        self.lines.extend(kinded(kind, done))
 
-    def add_line(self, line: str) -> None:
+    def add_line(self, line: TranscriptLine) -> None:
         self.flush_partial()
         self.lines.append(line)
 
     def flush_partial(self) -> None:
-        if self._partial:
-            self.lines.append(self._partial)
-            self._partial = ""
+        if self._splitter.partial:
+            self.lines.append(TranscriptLine(self._kind, self._splitter.flush()))
 
     @property
     def streaming(self) -> bool:
         """True while a line is being streamed: `snapshot()`'s last line is not complete."""
-        return bool(self._partial)
+        return bool(self._splitter.partial)
 
-    def snapshot(self) -> tuple[str, ...]:
+    def snapshot(self) -> tuple[TranscriptLine, ...]:
         lines = tuple(self.lines)
-        return (*lines, self._partial) if self._partial else lines
-
-
-def line_pieces(line: str, width: int = TAIL_LINE_CHARS) -> list[str]:
-    """`line` as pieces of at most `width` characters (an empty line stays one): how a
-    transcript in memory (here, the TUI's) keeps an endless line bounded."""
-    if len(line) <= width:
-        return [line]
-    return [line[i : i + width] for i in range(0, len(line), width)]
+        partial = self._splitter.partial
+        return (*lines, TranscriptLine(self._kind, partial)) if partial else lines

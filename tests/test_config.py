@@ -23,12 +23,12 @@ from supervisor.config.load import (
     STARTER_TOML,
     ConfigError,
     ConfigIssue,
-    check_prompt_template,
     load_config,
     parse_config,
     parse_duration,
     summarize_loop,
 )
+from supervisor.config.rules import prompt_problems
 from supervisor.durations import format_duration
 from supervisor.spec import (
     CheckSpec,
@@ -539,13 +539,14 @@ def test_a_loops_prompt_file_replaces_its_templates_prompt(tmp_path: Path) -> No
     assert load_config(path).loop("a").prompt == "from file"
 
 
-def test_check_prompt_template_for_the_edit_screen() -> None:
-    assert check_prompt_template("Iteration $iteration of ${max_iterations}, $$5") == []
-    assert check_prompt_template("ok\n  $chek_output") == [
-        "line 2, column 3: unknown placeholder $chek_output (did you mean $check_output?); "
-        "known: $check_output, $iteration, $last_output, $loop, $max_iterations, $workspace"
+def test_prompt_rules_for_edits() -> None:
+    assert prompt_problems("Iteration $iteration of ${max_iterations}, $$5") == []
+    assert [str(p) for p in prompt_problems("ok\n  $chek_output")] == [
+        "prompt: line 2, column 3: unknown placeholder $chek_output (did you mean"
+        " $check_output?); known: $check_output, $iteration, $last_output, $loop,"
+        " $max_iterations, $workspace"
     ]
-    assert "literal $" in check_prompt_template("costs $ 5")[0]
+    assert "literal $" in prompt_problems("costs $ 5")[0].message
 
 
 def test_duplicate_loop_name_points_at_the_second(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from supervisor.control import protocol as proto
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import NotServing, RemoteError
 from supervisor.control.server import ControlServer, ControlSocketError
+from supervisor.lines import LineKind
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config, Limits
 
@@ -371,7 +372,8 @@ def test_parse_request_accepts_good_and_names_what_is_wrong() -> None:
 
 @pytest.mark.anyio
 async def test_snapshot_tail_zero_leaves_transcripts_out_over_the_socket(tmp_path: Path) -> None:
-    """A UI polling at 4 Hz asks for tail=0: no transcript lines cross the socket."""
+    """A UI polling at 4 Hz asks for tail=0: no transcript lines cross the socket; a
+    tail's lines come with their kinds."""
     from supervisor.runtime import Supervisor
 
     (tmp_path / "w").mkdir()
@@ -392,6 +394,9 @@ async def test_snapshot_tail_zero_leaves_transcripts_out_over_the_socket(tmp_pat
             bare = await remote.snapshot(tail=0)
             two = await remote.snapshot(tail=2)
         assert len(full.loops[0].transcript_tail) > 2
+        kinds = {line.kind for line in full.loops[0].transcript_tail}
+        assert LineKind.ITERATION in kinds  # kinds cross the socket beside the texts
+        assert LineKind.PLAIN not in kinds
         assert bare.loops[0].transcript_tail == ()
         assert two.loops[0].transcript_tail == full.loops[0].transcript_tail[-2:]
         tg.cancel_scope.cancel()

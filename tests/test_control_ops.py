@@ -21,6 +21,7 @@ from supervisor.control import ops
 from supervisor.control import protocol as proto
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.server import ControlServer
+from supervisor.lines import STREAM_KINDS, TranscriptLine, stream_tag
 from supervisor.render import describe
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
@@ -110,16 +111,18 @@ def flowing(tmp_path: Path) -> Config:
     )
 
 
-def replay(start: LoopSnapshot, events: Sequence[ev.Event]) -> tuple[str, ...]:
+def replay(start: LoopSnapshot, events: Sequence[ev.Event]) -> tuple[TranscriptLine, ...]:
     """The loop's transcript tail rebuilt from a snapshot and the events after it, the
     way the core builds its own (`LoopRunner.emit`)."""
     tail = TranscriptTail()
     lines = start.transcript_tail
     complete = lines[:-1] if start.transcript_streaming else lines
-    if complete:
-        tail.add("\n".join(complete) + "\n")
-    if start.transcript_streaming:
-        tail.add(lines[-1])
+    for line in complete:
+        tail.add_line(line)
+    if start.transcript_streaming:  # a line being streamed goes on in its own stream
+        kind, text = lines[-1]
+        stream = next(s for s, k in STREAM_KINDS.items() if k == kind)
+        tail.add(text.removeprefix(stream_tag(stream)), stream)
     for event in events:
         if getattr(event, "loop", None) != start.name:
             continue
@@ -132,7 +135,7 @@ def replay(start: LoopSnapshot, events: Sequence[ev.Event]) -> tuple[str, ...]:
 
 async def follow_to_the_end(
     sup: Supervisor, snap: RunSnapshot, events: AsyncIterator[ev.Event]
-) -> tuple[str, ...]:
+) -> tuple[TranscriptLine, ...]:
     """Events until loop `a` ended; the tail rebuilt from `snap` and them."""
     seen: list[ev.Event] = []
     with anyio.fail_after(30):

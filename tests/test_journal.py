@@ -18,13 +18,13 @@ import anyio
 import pytest
 
 from supervisor import events as ev
-from supervisor.journal.formats import (
+from supervisor.journal.reader import JournalReader
+from supervisor.journal.render import (
     format_history,
     format_iteration,
     format_runs,
     format_status,
 )
-from supervisor.journal.reader import JournalReader
 from supervisor.journal.schema import JOURNAL_NAME, MIGRATIONS, SCHEMA_VERSION
 from supervisor.journal.statelock import StateLock
 from supervisor.journal.writer import Journal, JournalError

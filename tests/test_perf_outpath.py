@@ -26,6 +26,7 @@ from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
 from supervisor.agents.kinds.command import CommandAgentSpec
 from supervisor.budget import Ledger
 from supervisor.headless import HeadlessPrinter
+from supervisor.lines import LineKind
 from supervisor.redact import MAX_HOLD, Redactor, StreamRedactor
 from supervisor.spec import Limits, LoopSpec
 from supervisor.transcript import OutputCap, TranscriptTail
@@ -127,8 +128,8 @@ def test_transcript_tail_of_a_huge_chunk_equals_the_tail_of_its_lines() -> None:
         by_line.add(line, "stdout")
     assert whole.snapshot() == by_line.snapshot()
     assert whole.snapshot()[-2:] == (
-        f"[stdout] [{LINES - 1}] " + "x" * ((LINES - 1) % 7),
-        "partial",
+        (LineKind.OUTPUT, f"[stdout] [{LINES - 1}] " + "x" * ((LINES - 1) % 7)),
+        (LineKind.OUTPUT, "partial"),
     )
     long_lines = ("y" * 20_000 + "\n") * 3 + "z" * 9_000
     whole.add(long_lines)

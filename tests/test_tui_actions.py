@@ -23,6 +23,7 @@ from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, OptionList, TextArea
 
 from supervisor import events as ev
+from supervisor.lines import LineKind
 from tui.screens.chat import ChatScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.edit import EditScreen
@@ -191,8 +192,8 @@ async def test_step_in_chat_returns_text_and_hand_back_resumes(tmp_path: Path) -
         assert reply.strip()
         view = chat.query_one(TranscriptView)
         first_words = " ".join(reply.split()[:3])
-        await run.until(lambda: any(first_words in line for line in view.lines))
-        assert any("[operator] why the loop" in line for line in view.lines)
+        await run.until(lambda: any(first_words in line.text for line in view.lines))
+        assert any(line == (LineKind.OPERATOR, "[operator] why the loop") for line in view.lines)
         count = len(started(run, "alpha"))
         await run.pilot.press("ctrl+r")
         await run.until(lambda: not isinstance(run.app.screen, ChatScreen))

@@ -210,7 +210,7 @@ async def test_warnings_near_exhaustion_cost_spikes_and_budget_events_notify() -
         ) in notes
         assert not any("release-notes" in message for _, message in notes)
         lines = app.transcripts.get("release-notes").lines
-        assert any("80% spent" in line for line in lines)
+        assert any("80% spent" in line.text for line in lines)
         await pilot.pause(0.6)  # more snapshots: warned once, not on every refresh
         assert sum("global tokens" in n.message for n in app._notifications) == 1
         assert sum("USD budget at" in n.message for n in app._notifications) == 0  # seen

@@ -64,13 +64,13 @@ async def test_history_in_an_attached_console_comes_over_the_socket(tmp_path: Pa
                 ]
                 detail = history.query_one(TranscriptView)
                 with anyio.fail_after(10):
-                    while not any("Iteration 2 of" in line for line in detail.lines):
+                    while not any("Iteration 2 of" in line.text for line in detail.lines):
                         await pilot.pause(0.05)
-                assert detail.lines[0] == "prompt:"
-                assert any("check done" in line for line in detail.lines)
+                assert detail.lines[0].text == "prompt:"
+                assert any("check done" in line.text for line in detail.lines)
                 await pilot.press("up")
                 with anyio.fail_after(10):
-                    while not any("Iteration 1 of" in line for line in detail.lines):
+                    while not any("Iteration 1 of" in line.text for line in detail.lines):
                         await pilot.pause(0.05)
                 await pilot.press("escape")
                 await pilot.press("q")

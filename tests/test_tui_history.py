@@ -11,6 +11,7 @@ from helpers import loop, sim_agent
 from test_tui_support import PY, sim_config, tui
 
 from supervisor.durable import durable_supervisor
+from supervisor.lines import LineKind, texts
 from supervisor.spec import Config
 from tui.app import LoopvisorApp
 from tui.screens.history import HistoryScreen
@@ -52,12 +53,12 @@ async def test_history_reads_the_journal_of_a_finished_loop(tmp_path: Path) -> N
             ]
             detail = history.query_one(TranscriptView)
             with anyio.fail_after(5):
-                while not any("Iteration 2 of" in line for line in detail.lines):
+                while not any("Iteration 2 of" in line.text for line in detail.lines):
                     await pilot.pause(0.05)
-            assert detail.lines[0] == "prompt:"
+            assert detail.lines[0] == (LineKind.PROMPT, "prompt:")
             await pilot.press("up")
             with anyio.fail_after(5):
-                while not any("Iteration 1 of" in line for line in detail.lines):
+                while not any("Iteration 1 of" in line.text for line in detail.lines):
                     await pilot.pause(0.05)
             await pilot.press("escape")
             await sup.shutdown()
@@ -81,5 +82,10 @@ async def test_history_without_a_journal_shows_what_the_session_saw(tmp_path: Pa
             (2, "succeeded"),
         ]
         detail = history.query_one(TranscriptView)
-        await run.until(lambda: any("✔ check done" in line for line in detail.lines))
-        assert "Iteration 2 of" in "\n".join(detail.lines)
+        await run.until(
+            lambda: any(
+                line.kind == LineKind.CHECK_PASS and "✔ check done" in line.text
+                for line in detail.lines
+            )
+        )
+        assert "Iteration 2 of" in "\n".join(texts(detail.lines))

@@ -14,6 +14,7 @@ from test_tui_support import demo_snapshot, loop_snapshot
 from textual.app import App, ComposeResult
 
 from supervisor import events as ev
+from supervisor.lines import LineKind, TranscriptLine, texts
 from supervisor.spec import Limits
 from supervisor.transcript import TranscriptTail
 from tui import format as fmt
@@ -24,7 +25,6 @@ from tui.model import (
     Transcripts,
     minutes_left,
     older_lines,
-    split_iterations,
 )
 from tui.screens.edit import validate_edit
 from tui.widgets.gauges import BudgetGauges, GaugeData
@@ -38,6 +38,10 @@ step = st.one_of(
 )
 
 
+def plain(text: str) -> TranscriptLine:
+    return TranscriptLine(LineKind.STATE, text)
+
+
 @given(st.lists(step, max_size=40))
 def test_loop_lines_build_the_same_lines_as_the_core_tail(
     steps: list[tuple[str, str, str]],
@@ -49,65 +53,80 @@ def test_loop_lines_build_the_same_lines_as_the_core_tail(
             mine.add(text, stream)
             core.add(text, stream)
         else:
-            mine.add_line(text)
-            core.add_line(text)
+            mine.add_line(plain(text))
+            core.add_line(plain(text))
     shown = (*mine.lines, mine.partial) if mine.partial else tuple(mine.lines)
-    assert shown == core.snapshot()
+    assert shown == core.snapshot()  # texts and kinds
     assert mine.total == len(mine.lines)
 
 
 def test_since_returns_only_new_lines_and_none_when_pruned() -> None:
     lines = LoopLines(max_lines=5)
     for i in range(3):
-        lines.add_line(f"l{i}")
+        lines.add_line(plain(f"l{i}"))
     seen = lines.total
     lines.add("partial", "assistant")
     assert lines.since(seen) == []
     lines.add(" done\n", "assistant")
-    assert lines.since(seen) == ["partial done"]
+    assert lines.since(seen) == [TranscriptLine(LineKind.TEXT, "partial done")]
     for i in range(10):
-        lines.add_line(f"m{i}")
+        lines.add_line(plain(f"m{i}"))
     assert lines.since(seen) is None  # pruned away: the view reloads instead
     epoch = lines.epoch
-    lines.seed(["a", "b"])
+    lines.seed([plain("a"), plain("b")])
     assert lines.epoch == epoch + 1
-    assert lines.since(0) == ["a", "b"]
+    assert lines.since(0) == [plain("a"), plain("b")]
 
 
 def test_transcripts_route_events_to_their_loop_and_global_actions_to_all() -> None:
     ts = Transcripts()
-    ts.seed("a", ["old line"])
+    ts.seed("a", [TranscriptLine(LineKind.PLAIN, "old line")])
     ts.seed("b", [])
     ts.apply(ev.IterationStarted(loop="a", iteration=1, prompt="p"))
     ts.apply(ev.AgentOutput(loop="a", iteration=1, text="hello\nwor"))
     ts.apply(ev.ControlApplied(op="pause", loop=None))
     ts.apply(ev.ControlApplied(op="chat", loop="a", detail="hi"))  # shown as its output
-    assert list(ts.get("a").lines) == [
-        "old line",
-        "━━ iteration 1 ━━",
-        "hello",
-        "» operator pause",
+    K = LineKind
+    assert [(line.kind, line.text) for line in ts.get("a").lines] == [
+        (K.PLAIN, "old line"),
+        (K.ITERATION, "━━ iteration 1 ━━"),
+        (K.TEXT, "hello"),
+        (K.OPERATOR, "» operator pause"),
     ]
-    assert ts.get("a").partial == "wor"  # the operator's line does not cut the agent's
-    assert list(ts.get("b").lines) == ["» operator pause"]
-    ts.seed("a", ["other"])  # not forced: the console already has lines for it
-    assert "other" not in ts.get("a").lines
+    assert ts.get("a").partial == (K.TEXT, "wor")  # the operator's line does not cut it
+    assert texts(ts.get("b").lines) == ["» operator pause"]
+    ts.seed("a", [plain("other")])  # not forced: the console already has lines for it
+    assert "other" not in texts(ts.get("a").lines)
 
 
-def test_older_lines_anchor_on_the_first_shown_lines() -> None:
-    fetched = ["1", "2", "3", "4", "5", "6"]
-    assert older_lines(fetched, ["4", "5", "6", "7"]) == ["1", "2", "3"]
-    assert older_lines(fetched, ["4", "X"]) == ["1", "2", "3"]  # a line only the console has
-    assert older_lines(fetched, ["nope"]) == []
+def test_older_lines_anchor_on_the_texts_of_the_first_shown_lines() -> None:
+    def lines(*names: str, kind: LineKind = LineKind.TEXT) -> list[TranscriptLine]:
+        return [TranscriptLine(kind, name) for name in names]
+
+    fetched = lines("1", "2", "3", "4", "5", "6", kind=LineKind.PLAIN)  # kinds not sent
+    assert older_lines(fetched, lines("4", "5", "6", "7")) == fetched[:3]
+    assert older_lines(fetched, lines("4", "X")) == fetched[:3]  # a line only the console has
+    assert older_lines(fetched, lines("nope")) == []
     assert older_lines(fetched, []) == fetched
 
 
-def test_split_iterations_groups_lines_under_their_header() -> None:
-    lines = ["noise", "━━ iteration 1 ━━", "a", "━━ iteration 2 ━━", "b", "c"]
-    assert split_iterations(lines) == {
-        1: ["━━ iteration 1 ━━", "a"],
-        2: ["━━ iteration 2 ━━", "b", "c"],
-    }
+def test_an_iterations_lines_run_from_its_start_event_to_the_next() -> None:
+    """The history screen (no journal) takes an iteration's lines from where its
+    `iteration_started` event put its header, not from the header's text."""
+    ts = Transcripts()
+    ts.seed("a", [TranscriptLine(LineKind.TEXT, "━━ iteration 9 ━━")])  # agent text, not a header
+    ts.apply(ev.IterationStarted(loop="a", iteration=1, prompt="p"))
+    ts.apply(ev.AgentOutput(loop="a", iteration=1, text="a\n"))
+    ts.apply(ev.IterationStarted(loop="a", iteration=2, prompt="p"))
+    ts.apply(ev.AgentOutput(loop="a", iteration=2, text="b\nc\n"))
+    lines = ts.get("a")
+    assert texts(lines.iteration(1)) == ["━━ iteration 1 ━━", "a"]
+    assert texts(lines.iteration(2)) == ["━━ iteration 2 ━━", "b", "c"]
+    assert lines.iteration(9) == []
+    small = LoopLines(max_lines=3)  # the header is pruned: what is left of the iteration
+    small.start_iteration(1, plain("head"))
+    small.add("1\n2\n3\n", "assistant")
+    assert texts(small.iteration(1)) == ["1", "2", "3"]
 
 
 def test_iteration_log_pairs_starts_and_ends() -> None:
@@ -153,7 +172,7 @@ def test_validate_edit_uses_the_cores_rules() -> None:
     problems, values = validate_edit("Fix $nope", "0", "12x", "-1", "soon", cpu=None)
     assert values is None
     joined = "\n".join(problems)
-    for expected in ("$nope", "max_iterations", "budget tokens", "budget USD", "budget wall"):
+    for expected in ("$nope", "max_iterations", "budget.tokens", "budget.usd", "budget.wall"):
         assert expected in joined
     assert validate_edit("  ", "3", "", "", "", cpu=None)[0] == ["prompt: must not be empty"]
 
@@ -175,9 +194,6 @@ def test_compact_formats_fit_their_columns() -> None:
     assert fmt.seconds(723) == "12:03"
     assert fmt.seconds(3_725) == "1h02m"
     assert max(len(fmt.seconds(s)) for s in (0, 59, 3_599, 35_999, 10**6)) <= 5
-    assert fmt.line_kind("✘ check unit: exit 1") == "check-fail"
-    assert fmt.line_kind("» operator inject: x") == "operator"
-    assert fmt.line_kind("plain agent text") == "text"
 
 
 # -- widgets in a bare app -----------------------------------------------------------
@@ -195,7 +211,7 @@ async def test_scrolled_back_transcript_stays_put_and_end_follows_again() -> Non
     view = TranscriptView()
     lines = LoopLines()
     for i in range(200):
-        lines.add_line(f"line {i}")
+        lines.add_line(plain(f"line {i}"))
     async with Bare(view).run_test(size=(60, 12)) as pilot:
         view.sync("a", lines)
         await pilot.pause()
@@ -210,13 +226,29 @@ async def test_scrolled_back_transcript_stays_put_and_end_follows_again() -> Non
             view.sync("a", lines)
             await pilot.pause()
         assert view.scroll_y == held  # no jump while text arrives
-        assert view.lines[-1] == "new 49 text"
+        assert view.lines[-1].text == "new 49 text"
         await pilot.press("end")
-        lines.add_line("after end")
+        lines.add_line(plain("after end"))
         view.sync("a", lines)
         await pilot.pause()
         assert view.is_vertical_scroll_end  # follows again
-        assert view.lines[-1] == "after end"
+        assert view.lines[-1].text == "after end"
+
+
+@pytest.mark.anyio
+async def test_transcript_rows_are_styled_by_their_lines_kind_not_their_glyphs() -> None:
+    view = TranscriptView()
+    lines = [
+        TranscriptLine(LineKind.TEXT, "⚙ run(ls)"),  # the agent's words that look like a call
+        TranscriptLine(LineKind.TOOL, "⚙ run(ls)"),
+        TranscriptLine(LineKind.TEXT, "plain words"),
+    ]
+    async with Bare(view).run_test(size=(40, 6)) as pilot:
+        view.reset(lines)
+        await pilot.pause()
+        styles = [view.render_line(y)._segments[0].style for y in range(3)]
+        assert styles[0] == styles[2]
+        assert styles[0] != styles[1]
 
 
 @pytest.mark.anyio
@@ -227,7 +259,7 @@ async def test_transcript_shows_the_streamed_line_as_it_grows_and_rewraps_on_res
         lines.add("word " * 12, "assistant")
         view.sync("a", lines)
         await pilot.pause()
-        assert view.lines == [("word " * 12)]
+        assert texts(view.lines) == [("word " * 12)]
         narrow = view.row_count
         assert narrow >= 2
         await pilot.resize_terminal(120, 10)

@@ -26,6 +26,7 @@ from supervisor.api import (
     RunSnapshot,
     StepIn,
 )
+from supervisor.lines import LineKind, TranscriptLine
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config, Limits
 from tui.app import LoopvisorApp
@@ -156,20 +157,31 @@ def loop_snapshot(name: str, state: str, **kw: Any) -> LoopSnapshot:
     return LoopSnapshot(**values)
 
 
-TRANSCRIPT = (
-    "━━ iteration 1 ━━",
-    "Looking at the last check output, the parser misses a branch.",
-    '⚙ write_file({"path": "duration.py"})',
-    "  ↳ wrote 96 bytes",
-    "▶ check unittest: python3 -m unittest -q",
-    "✘ check unittest: exit 1 (expected 0); 1 failed, 2 passed (0.8s)",
-    "── iteration 1 continue: exit 1 (expected 0); 1 failed, 2 passed [304 tok, $0.0009, 1.2s]",
-    "━━ iteration 2 ━━",
-    "» operator inject: the fixture lives in tests/conftest.py",
-    "The failure points at the boundary case; I will update the helper.",
-    "[stderr] warning: deprecated call",
-    "⚠ stuck (same_failure): same check failure 3× — test_duration.test_compound → pause",
-    "── stuck: same_failure: same check failure 3× — test_duration.test_compound",
+K = LineKind
+TRANSCRIPT = tuple(
+    TranscriptLine(kind, text)
+    for kind, text in (
+        (K.ITERATION, "━━ iteration 1 ━━"),
+        (K.TEXT, "Looking at the last check output, the parser misses a branch."),
+        (K.TOOL, '⚙ write_file({"path": "duration.py"})'),
+        (K.RESULT, "  ↳ wrote 96 bytes"),
+        (K.CHECK, "▶ check unittest: python3 -m unittest -q"),
+        (K.CHECK_FAIL, "✘ check unittest: exit 1 (expected 0); 1 failed, 2 passed (0.8s)"),
+        (
+            K.ITERATION_END,
+            "── iteration 1 continue: exit 1 (expected 0); 1 failed, 2 passed"
+            " [304 tok, $0.0009, 1.2s]",
+        ),
+        (K.ITERATION, "━━ iteration 2 ━━"),
+        (K.OPERATOR, "» operator inject: the fixture lives in tests/conftest.py"),
+        (K.TEXT, "The failure points at the boundary case; I will update the helper."),
+        (K.STDERR, "[stderr] warning: deprecated call"),
+        (
+            K.STUCK,
+            "⚠ stuck (same_failure): same check failure 3× — test_duration.test_compound → pause",
+        ),
+        (K.STATE, "── stuck: same_failure: same check failure 3× — test_duration.test_compound"),
+    )
 )
 
 
@@ -308,7 +320,7 @@ class FixedHandle:
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
+    ) -> list[TranscriptLine]:
         return []
 
     async def shutdown(self) -> None:

@@ -29,13 +29,13 @@ from helpers import loop, sim_agent, wait_for
 from test_tui_support import demo_snapshot, fixed_app, screen_text, sim_config
 from textual.pilot import Pilot
 
+from supervisor.lines import texts
 from supervisor.runtime import Supervisor
 from tui.app import LoopvisorApp
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.inbox import InboxScreen
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def settle(pilot: Pilot[Any]) -> None:
@@ -280,36 +280,6 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
             await anyio.to_thread.run_sync(kill_daemon, pid)
 
 
-# -- README's key table is the bindings ------------------------------------------------
-README_KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "esc"}
-
-
-def readme_keys() -> set[str]:
-    """The keys in the first column of the key table under "## The operator console"."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("## The operator console", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| `")]
-    return {key for row in rows for key in re.findall(r"`([^`]+)`", row.split("|")[1])}
-
-
-def bound_keys() -> set[str]:
-    from textual.binding import Binding
-
-    from tui.screens.main import MainScreen
-
-    bindings = [*MainScreen.BINDINGS, *LoopvisorApp.BINDINGS]
-    keys = {b.key for b in bindings if isinstance(b, Binding)}
-    keys.add(LoopvisorApp.COMMAND_PALETTE_BINDING)
-    return {README_KEY_NAMES.get(key, key) for key in keys}
-
-
-def test_readme_key_table_matches_the_bindings() -> None:
-    """One fact, two places: the README's key table lists exactly the console's keys."""
-    readme, bound = readme_keys(), bound_keys()
-    assert readme - bound == set(), "README lists keys the console does not bind"
-    assert bound - readme == set(), "the console binds keys README does not list"
-
-
 async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path: Path) -> None:
     """Resumed, a loop that had succeeded shows its last check and its time (they were
     "—": the restored runner knew only its state)."""
@@ -346,7 +316,7 @@ async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path:
 def streaming(tail: Any) -> str:
     """The line the core is streaming now ("" between lines)."""
     shown = tail.snapshot()
-    return str(shown[-1]) if len(shown) > len(tail.lines) else ""
+    return shown[-1].text if len(shown) > len(tail.lines) else ""
 
 
 async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_actions(
@@ -373,25 +343,20 @@ async def test_a_line_being_streamed_stays_one_line_through_attach_and_operator_
             assert half  # still mid-line: the console was seeded with half a line
             main_of(app).focus_loop("half")
             await pilot.press("p")  # pause at the next safe point: the turn goes on
-            await until(pilot, lambda: "» operator pause" in app.transcripts.get("half").lines)
+            await until(
+                pilot, lambda: "» operator pause" in texts(app.transcripts.get("half").lines)
+            )
             assert streaming(tail).startswith(half)  # still the same line
             await wait_for(lambda: not streaming(tail).startswith(half))
-            whole = next(line for line in tail.lines if line.startswith(half))
-            await until(pilot, lambda: whole in app.transcripts.get("half").lines)
-            lines = list(app.transcripts.get("half").lines)
+            whole = next(line.text for line in tail.lines if line.text.startswith(half))
+            await until(pilot, lambda: whole in texts(app.transcripts.get("half").lines))
+            lines = texts(app.transcripts.get("half").lines)
             assert half not in lines
             assert lines.index("» operator pause") < lines.index(whole)  # above, not inside
-            await until(pilot, lambda: whole in main_of(app).transcript.lines)
+            await until(pilot, lambda: whole in texts(main_of(app).transcript.lines))
             await pilot.press("q")
         await sup.shutdown()
     await sup.aclose()
-
-
-def test_help_lists_every_main_screen_key() -> None:
-    from tui.screens.help import KEYS
-
-    shown = {key for _, rows in KEYS[:1] for keys, _ in rows for key in keys.split()}
-    assert bound_keys() - shown == set(), "help does not list these keys"
 
 
 def test_inbox_hint_offers_what_p_does() -> None:

@@ -22,13 +22,14 @@ from typing import Any, ClassVar
 
 import anyio
 from textual.app import App
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import Screen
 
 from supervisor import events as ev
 from supervisor.api import ControlError, RunSnapshot, SupervisorHandle
 from tui.actions import OperatorActions
 from tui.commands import LoopCommands
+from tui.keys import APP_BINDINGS
 from tui.live import Live
 from tui.model import BurnWindow, IterationLog, Transcripts, wait_deadline
 from tui.screens.confirm import confirm
@@ -49,10 +50,7 @@ class LoopvisorApp(OperatorActions):
     COMMANDS = App.COMMANDS | {LoopCommands}
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {"main": MainScreen}
     DEFAULT_MODE: ClassVar[str] = "main"  # (a mode, not get_default_screen: loads CSS_PATH)
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
-        Binding("ctrl+d", "detach", "Detach", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = list(APP_BINDINGS)  # tui/keys.py
 
     def __init__(
         self,

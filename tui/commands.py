@@ -1,4 +1,5 @@
-"""Command palette (ctrl+p): every action on the focused loop, global ones, and go-to-loop."""
+"""Command palette (ctrl+p): the commands of `tui.keys` (those on the focused loop, the
+global ones) and go-to-loop."""
 
 from __future__ import annotations
 
@@ -7,34 +8,31 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tui.keys import COMMANDS
 from tui.live import lv
 
-Command = tuple[str, Callable[[], object], str]
+PaletteEntry = tuple[str, Callable[[], object], str]
 """Palette text, what it does, help line."""
 
 
 class LoopCommands(Provider):
-    def commands(self) -> list[Command]:
+    def commands(self) -> list[PaletteEntry]:
+        """`tui.keys.COMMANDS` in the palette (those on a loop only when one is focused),
+        then one "go to" per loop."""
         app = lv(self.screen)
-        cmds: list[Command] = []
+        cmds: list[PaletteEntry] = []
         name = app.focused_loop
-        if name is not None:
-            cmds += [
-                (f"Pause / resume {name}", partial(app.toggle_pause, name), "p"),
-                (f"Stop {name}", partial(app.ask_stop, name), "s: asks first"),
-                (f"Restart {name}", partial(app.restart, name), "r: from iteration 1, asks first"),
-                (f"Edit {name}", partial(app.edit, name), "e: prompt, max_iterations, budget"),
-                (f"Inject a message into {name}", partial(app.inject, name), "i: next prompt"),
-                (f"Step into {name}", partial(app.step_in, name), "enter: chat or claude"),
-                (f"History of {name}", partial(app.history, name), "h: iterations"),
-            ]
-        cmds += [
-            ("Pause all loops", app.pause_all, "at their next safe point"),
-            ("Resume all loops", app.resume_all, "paused and stuck loops"),
-            ("Stop all loops", app.stop_all, "asks first"),
-            ("Attention inbox", app.inbox, "a: loops that need you"),
-            ("Keys", app.help, "?: every key"),
-        ]
+        for command in COMMANDS:
+            if not command.palette or command.action is None:
+                continue
+            run = getattr(app, command.action)
+            if command.per_loop:
+                if name is None:
+                    continue
+                text, run = command.palette.format(loop=name), partial(run, name)
+            else:
+                text = command.palette
+            cmds.append((text, run, command.palette_hint))
         if app.snapshot is not None:
             cmds += [
                 (f"Go to loop {loop.name}", partial(app.focus_loop, loop.name), loop.state)

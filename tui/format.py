@@ -1,4 +1,5 @@
-"""Short cell texts and colours for loops, budgets and transcript lines.
+"""Short cell texts and colours for loops and budgets (transcript lines are coloured by
+their kind: `widgets.transcript`).
 
 Widths matter: at 80 columns the loops table has ~60 cells of content, so every
 number has a compact form ("12.3k", "$0.0042", "12:03").
@@ -10,6 +11,7 @@ from collections import Counter
 
 from supervisor import events as ev
 from supervisor.api import LoopSnapshot, RunSnapshot
+from supervisor.status_table import compact_tokens, compact_usd
 
 NEEDS_PERSON = frozenset({"paused", "stuck", "failed"})
 """States that sort first and are coloured: a person has to act."""
@@ -34,20 +36,8 @@ def needs_person(loop: LoopSnapshot) -> bool:
     return loop.attention or loop.state in NEEDS_PERSON
 
 
-def tokens(n: float) -> str:
-    if n < 1000:
-        return f"{n:.0f}"
-    if n < 999_500:
-        return f"{n / 1000:.1f}k" if n < 99_950 else f"{n / 1000:.0f}k"
-    return f"{n / 1_000_000:.2f}M" if n < 99_950_000 else f"{n / 1_000_000:.0f}M"
-
-
-def usd(x: float) -> str:
-    if x < 0.1:
-        return f"${x:.4f}"
-    if x < 100:
-        return f"${x:.2f}"
-    return f"${x:.0f}"
+tokens = compact_tokens
+usd = compact_usd
 
 
 def seconds(s: float) -> str:
@@ -146,36 +136,3 @@ def run_over(snapshot: RunSnapshot, summary: ev.RunFinished | None) -> str:
 def clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-# -- transcript lines ------------------------------------------------------------
-_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("━━ ", "iteration"),
-    ("── iteration", "iteration-end"),
-    ("── ", "state"),
-    ("⚙ ", "tool"),
-    ("  ↳ ", "result"),
-    ("  ✘ ", "result-error"),
-    ("▶ check", "check"),
-    ("✔ check", "check-pass"),
-    ("✘ check", "check-fail"),
-    ("⚠ ", "stuck"),
-    ("» operator", "operator"),
-    ("[operator] ", "operator"),
-    ("[stderr] ", "stderr"),
-    ("[stdout] ", "aside"),
-    ("[raw] ", "aside"),
-    ("[budget] ", "notice"),
-    ("[warning] ", "notice"),
-    ("[error] ", "stuck"),
-    ("[info] ", "aside"),
-)
-KINDS: tuple[str, ...] = ("text", *dict.fromkeys(kind for _, kind in _PREFIXES))
-
-
-def line_kind(line: str) -> str:
-    """What a transcript line is (the core's `render.describe` prefixes), for colour."""
-    for prefix, kind in _PREFIXES:
-        if line.startswith(prefix):
-            return kind
-    return "text"

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor import events as ev
+from supervisor.lines import LineSplitter, TranscriptLine, kinded, stream_kind, stream_tag
 from supervisor.render import describe
-from supervisor.transcript import TAIL_LINE_CHARS, line_pieces
+from supervisor.transcript import TAIL_LINE_CHARS
 
 MAX_LINES = 1000
 """Transcript lines kept per loop in the console; older lines come from `transcript()`."""
@@ -27,62 +28,76 @@ MAX_LINES = 1000
 
 class LoopLines:
     """One loop's transcript: complete lines, the line being streamed, and counters that
-    let a view append only what is new (`total`) or notice a reload (`epoch`)."""
+    let a view append only what is new (`total`) or notice a reload (`epoch`).
+
+    Agent text is cut into lines by the core's `LineSplitter`, tagged and kinded by its
+    stream exactly as the core's `TranscriptTail` does, so that a snapshot's tail and the
+    events after it join up."""
 
     def __init__(self, max_lines: int = MAX_LINES) -> None:
-        self.lines: deque[str] = deque(maxlen=max_lines)
-        self.partial = ""
+        self.lines: deque[TranscriptLine] = deque(maxlen=max_lines)
+        self._splitter = LineSplitter(TAIL_LINE_CHARS)
+        self._kind = stream_kind("assistant")
         self.total = 0
         """Complete lines appended since the last reload."""
         self.epoch = 0
         """Bumped when the lines were replaced (seeded from a snapshot)."""
         self.version = 0
         """Bumped on every change, partial line included."""
+        self._starts: dict[int, int] = {}
+        """Iteration number -> `total` when its header line came (its latest attempt)."""
+
+    @property
+    def partial(self) -> TranscriptLine | None:
+        """The line being streamed, if any."""
+        text = self._splitter.partial
+        return TranscriptLine(self._kind, text) if text else None
 
     def add(self, text: str, stream: str = "assistant") -> None:
-        """Agent text (mirrors `TranscriptTail.add`: non-assistant lines get a tag)."""
-        tag = "" if stream == "assistant" else f"[{stream}] "
-        *complete, self.partial = (self.partial + text).split("\n")
-        for line in complete:
-            for piece in line_pieces(tag + line if tag and line else line):
-                self._append(piece)
-        if len(self.partial) > TAIL_LINE_CHARS:
-            *whole, self.partial = line_pieces(self.partial)
-            for piece in whole:
-                self._append(piece)
+        """Agent text of `stream` (mirrors `TranscriptTail.add`)."""
+        self._kind = kind = stream_kind(stream)
+        for line in kinded(kind, self._splitter.feed(text, prefix=stream_tag(stream))):
+            self._append(line)
         self.version += 1
 
-    def add_line(self, line: str) -> None:
+    def add_line(self, line: TranscriptLine) -> None:
         """A line of the core's own transcript (mirrors `TranscriptTail.add_line`: the
         line being streamed ends there)."""
-        if self.partial:
-            self._append(self.partial)
-            self.partial = ""
+        if self._splitter.partial:
+            self._append(TranscriptLine(self._kind, self._splitter.flush()))
         self._append(line)
         self.version += 1
 
-    def note(self, line: str) -> None:
+    def start_iteration(self, iteration: int, header: TranscriptLine) -> None:
+        """`add_line(header)`, remembering where the iteration's lines begin."""
+        self.add_line(header)
+        self._starts[iteration] = self.total - 1
+
+    def note(self, line: TranscriptLine) -> None:
         """A line only the console shows (an operator action, a notice): it goes above
         the line being streamed, which stays one line as in the core's transcript."""
         self._append(line)
         self.version += 1
 
-    def seed(self, lines: Sequence[str], *, streaming: bool = False) -> None:
+    def seed(self, lines: Sequence[TranscriptLine], *, streaming: bool = False) -> None:
         """Take a snapshot's tail; with `streaming` its last line is still being
         streamed, and the next events continue it."""
         self.lines.clear()
         complete = lines[:-1] if streaming and lines else lines
         self.lines.extend(complete)
-        self.partial = lines[-1] if streaming and lines else ""
+        self._splitter.flush()
+        if streaming and lines:
+            self._kind, self._splitter.partial = lines[-1]
         self.total = len(self.lines)
+        self._starts.clear()
         self.epoch += 1
         self.version += 1
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: TranscriptLine) -> None:
         self.lines.append(line)
         self.total += 1
 
-    def since(self, total: int) -> list[str] | None:
+    def since(self, total: int) -> list[TranscriptLine] | None:
         """Complete lines added after the first `total`; None if they were pruned away."""
         new = self.total - total
         if new < 0 or new > len(self.lines):
@@ -90,6 +105,18 @@ class LoopLines:
         if new == 0:
             return []
         return list(self.lines)[-new:]
+
+    def iteration(self, number: int) -> list[TranscriptLine]:
+        """The complete lines of iteration `number` (its latest attempt) still held: from
+        its header to the next iteration's; [] when the console did not see it start."""
+        start = self._starts.get(number)
+        if start is None:
+            return []
+        later = [s for s in self._starts.values() if s > start]
+        end = min(later, default=self.total)
+        first = self.total - len(self.lines)  # `total` of the oldest line held
+        lines = list(self.lines)
+        return lines[max(0, start - first) : max(0, end - first)]
 
 
 class Transcripts:
@@ -106,35 +133,38 @@ class Transcripts:
         return lines
 
     def seed(
-        self, loop: str, lines: Sequence[str], *, force: bool = False, streaming: bool = False
+        self,
+        loop: str,
+        lines: Sequence[TranscriptLine],
+        *,
+        force: bool = False,
+        streaming: bool = False,
     ) -> None:
         """Take a snapshot's tail for a loop the console has no lines for (or on resync)."""
         current = self.get(loop)
-        if force or (current.total == 0 and not current.partial):
+        if force or (current.total == 0 and current.partial is None):
             current.seed(lines, streaming=streaming)
 
     def apply(self, event: ev.Event) -> None:
         if isinstance(event, ev.AgentOutput):
             self.get(event.loop).add(event.text, event.stream)
             return
+        if isinstance(event, ev.ControlApplied) and event.op == "chat":
+            return  # the chat text itself arrives as an `operator` output line
+        line = describe(event)
+        if line is None:
+            return
         if isinstance(event, ev.ControlApplied | ev.Notice):
-            if isinstance(event, ev.ControlApplied) and event.op == "chat":
-                return  # the chat text itself arrives as an `operator` output line
-            line = describe(event)
-            if line is None:
-                return
             targets = [event.loop] if event.loop else list(self.loops)
             for name in targets:
                 self.get(name).note(line)
-            return
-        if isinstance(event, ev.BudgetWarning):
+        elif isinstance(event, ev.BudgetWarning):
             if event.scope in self.loops:
-                self.get(event.scope).note(f"[budget] {event.message}")
-            return
-        if isinstance(event, ev.LoopEvent):
-            line = describe(event)
-            if line is not None:
-                self.get(event.loop).add_line(line)
+                self.get(event.scope).note(line)
+        elif isinstance(event, ev.IterationStarted):
+            self.get(event.loop).start_iteration(event.iteration, line)
+        elif isinstance(event, ev.LoopEvent):
+            self.get(event.loop).add_line(line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,32 +260,22 @@ def wait_deadline(event: ev.LoopStateChanged) -> float | None:
     return None
 
 
-def older_lines(fetched: Sequence[str], shown: Sequence[str]) -> list[str]:
+def older_lines(
+    fetched: Sequence[TranscriptLine], shown: Sequence[TranscriptLine]
+) -> list[TranscriptLine]:
     """The lines of `fetched` (a longer transcript) that come before what is `shown`.
 
-    Anchors on the first shown lines (three, then fewer) so that lines the console adds
-    itself (operator actions) or a partial line do not break the match; [] if unsure."""
+    Anchors on the texts of the first shown lines (three, then fewer) so that lines the
+    console adds itself (operator actions) or a partial line do not break the match; []
+    if unsure."""
     if not shown:
         return list(fetched)
+    texts = [line.text for line in fetched]
     for k in (3, 2, 1):
-        anchor = list(shown[:k])
+        anchor = [line.text for line in shown[:k]]
         if len(anchor) < k:
             continue
-        for i in range(len(fetched) - k, -1, -1):
-            if list(fetched[i : i + k]) == anchor:
+        for i in range(len(texts) - k, -1, -1):
+            if texts[i : i + k] == anchor:
                 return list(fetched[:i])
     return []
-
-
-def split_iterations(lines: Sequence[str]) -> dict[int, list[str]]:
-    """Transcript lines grouped by the `━━ iteration N ━━` headers the core writes."""
-    groups: dict[int, list[str]] = {}
-    current: list[str] | None = None
-    for line in lines:
-        if line.startswith("━━ iteration "):
-            number = line.removeprefix("━━ iteration ").split(" ", 1)[0]
-            if number.isdigit():
-                current = groups.setdefault(int(number), [])
-        if current is not None:
-            current.append(line)
-    return groups

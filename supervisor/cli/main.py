@@ -25,13 +25,13 @@ from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal.formats import (
+from supervisor.journal.reader import JournalReader
+from supervisor.journal.render import (
     format_history,
     format_iteration,
     format_runs,
     format_status,
 )
-from supervisor.journal.reader import JournalReader
 from supervisor.journal.schema import JOURNAL_NAME
 from supervisor.journal.statelock import StateLocked
 from supervisor.journal.writer import JournalError

@@ -42,9 +42,11 @@ from supervisor.control.protocol import (
 from supervisor.durations import format_duration, parse_duration
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof
+from supervisor.lines import TranscriptLine, stream_tag
 from supervisor.render import describe
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
+from supervisor.status_table import ctl_status_layout, name_width
 from supervisor.textsafe import decode, for_terminal, for_terminal_line, valid_text
 
 COMMANDS = ("serve", "ctl", "attach")
@@ -264,18 +266,7 @@ def format_status(snap: RunSnapshot, hello: dict[str, Any]) -> str:
     up = format_duration(round(max(0.0, time.time() - snap.started_at)))
     where = for_terminal_line(str(snap.config_path))
     lines = [f"run {snap.run_id} · {where} · pid {hello.get('pid')} · up {up}"]
-    names = [for_terminal_line(loop.name) for loop in snap.loops]
-    width = max([12, *(len(name) for name in names)])
-    lines.append(
-        f"{'loop':<{width}}    {'state':<10} {'iter':>9} {'tokens':>10} {'usd':>9}  reason"
-    )
-    for name, loop in zip(names, snap.loops, strict=True):
-        flag = "!" if loop.attention else " "
-        it = f"{loop.iteration}/{loop.max_iterations}"
-        lines.append(
-            f"{name:<{width}}  {flag} {loop.state:<10} {it:>9} {loop.tokens:>10,} "
-            f"{loop.usd:>9.4f}  {for_terminal_line(loop.reason)}"
-        )
+    lines += ctl_status_layout(name_width(snap.loops)).table(snap.loops)
     b = snap.budget
     tok = f"{b.tokens:,}" + (f" of {b.limits.tokens:,}" if b.limits.tokens else "")
     usd = f"${b.usd:.4f}" + (f" of ${b.limits.usd:.2f}" if b.limits.usd else "")
@@ -434,9 +425,9 @@ class TailPrinter:
         self.out = out
         self._at_start = True
 
-    def history(self, lines: Sequence[str]) -> None:
+    def history(self, lines: Sequence[TranscriptLine]) -> None:
         for line in lines:
-            self._line(line)
+            self._line(line.text)
 
     def feed(self, event: ev.Event) -> None:
         if isinstance(event, ev.EventsDropped):
@@ -447,7 +438,7 @@ class TailPrinter:
                 self._line(f"[{event.level}] {event.message}")
             return
         if isinstance(event, ev.AgentOutput):
-            tag = "" if event.stream == "assistant" else f"[{event.stream}] "
+            tag = stream_tag(event.stream)
             for piece in event.text.splitlines(keepends=True):
                 if self._at_start and tag:
                     self.out.write(tag)
@@ -455,9 +446,9 @@ class TailPrinter:
                 self._at_start = piece.endswith("\n")
             self.out.flush()
             return
-        text = describe(event)
-        if text is not None:
-            self._line(text)
+        line = describe(event)
+        if line is not None:
+            self._line(line.text)
 
     def _line(self, text: str) -> None:
         if not self._at_start:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from supervisor._limits import MAX_EXTENDS_DEPTH
-from supervisor.config._placeholders import line_col, template_problems
 from supervisor.config._schema import (
     Entry,
     Issues,
@@ -30,10 +29,9 @@ from supervisor.config._schema import (
     read_child_env,
     read_file,
 )
+from supervisor.config.rules import prompt_problems
 from supervisor.schedule import Schedule
-from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES, size_of, too_large
 from supervisor.spec import (
-    PLACEHOLDERS,
     AgentSpec,
     CheckSpec,
     Limits,
@@ -300,15 +298,13 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
 
 def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
     if "prompt" in t:
-        prompt = t.string("prompt", "", nonempty=True)
-        problem = too_large("the prompt", size_of(prompt), PROMPT_TEMPLATE_MAX_BYTES)
-        if problem is not None:
-            t.error("prompt", problem)
-            return "", None
-        for offset, message in template_problems(prompt, PLACEHOLDERS):
-            line, col = line_col(prompt, offset)
-            where = f" (line {line} of the prompt)" if "\n" in prompt.strip() else ""
-            t.error("prompt", f"{message}{where}")
+        prompt = t.string("prompt", "", nonempty=True)  # empty: said here already
+        for problem in prompt_problems(prompt, empty_ok=True):
+            if problem.line is None:  # too large: nothing else was looked at
+                t.error("prompt", problem.message)
+                return "", None
+            where = f" (line {problem.line} of the prompt)" if "\n" in prompt.strip() else ""
+            t.error("prompt", f"{problem.message}{where}")
         return prompt, None
     if "prompt_file" not in t:
         t.issues.error(t.path, f"{what} has no prompt: add prompt or prompt_file")
@@ -320,9 +316,11 @@ def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
     if not prompt.strip():
         t.error("prompt_file", f'"{t.raw("prompt_file")}" is empty')
     shown = t.issues.file.parent / str(t.raw("prompt_file"))
-    for offset, message in template_problems(prompt, PLACEHOLDERS):
-        line, col = line_col(prompt, offset)
-        t.issues.error_in(shown, line, col, message)
+    for problem in prompt_problems(prompt, empty_ok=True):
+        if problem.line is None or problem.column is None:  # (read no further than the limit)
+            t.error("prompt_file", problem.message)
+        else:
+            t.issues.error_in(shown, problem.line, problem.column, problem.message)
     return prompt, path.resolve()
 
 

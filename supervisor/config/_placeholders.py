@@ -11,8 +11,6 @@ import functools
 import string
 from collections.abc import Collection
 
-from supervisor.spec import PLACEHOLDERS
-
 MAX_PROBLEMS = 20
 """Problems listed per template; the rest are counted in one last line."""
 
@@ -72,13 +70,3 @@ def line_col(text: str, offset: int) -> tuple[int, int]:
     """1-based line and column of `offset` in `text`."""
     line = text.count("\n", 0, offset) + 1
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def check_prompt_template(text: str) -> list[str]:
-    """Problems of a prompt template, each prefixed with its line and column in `text`;
-    an empty list means it renders (allowed names: spec.PLACEHOLDERS)."""
-    messages = []
-    for offset, message in template_problems(text, PLACEHOLDERS):
-        line, col = line_col(text, offset)
-        messages.append(f"line {line}, column {col}: {message}")
-    return messages

@@ -26,7 +26,7 @@ from supervisor.agents.pricing import price_for
 from supervisor.agents.registry import kind_of, rate_limit_providers
 from supervisor.config._agent_tables import read_agents
 from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
-from supervisor.config._placeholders import check_prompt_template, line_col
+from supervisor.config._placeholders import line_col
 from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
 from supervisor.config._tomlpos import key_positions
 from supervisor.diskfull import DEFAULT_GRACE_S
@@ -46,7 +46,6 @@ __all__ = [
     "STARTER_TOML",
     "ConfigError",
     "ConfigIssue",
-    "check_prompt_template",
     "load_config",
     "parse_config",
     "parse_duration",

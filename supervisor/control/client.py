@@ -40,6 +40,7 @@ from supervisor.control.protocol import (
     ServerTimeout,
 )
 from supervisor.events import Event, Notice, event_from_dict
+from supervisor.lines import TranscriptLine
 from supervisor.sizes import too_large
 from supervisor.spec import Limits
 
@@ -331,7 +332,7 @@ class RemoteSupervisor:
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
-    ) -> list[str]:
+    ) -> list[TranscriptLine]:
         return await self.call(ops.TRANSCRIPT, loop=loop, before=before, limit=limit)
 
     async def iterations(self, loop: str, *, limit: int = 1000) -> list[IterationSummary]:

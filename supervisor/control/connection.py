@@ -203,7 +203,7 @@ class Connection:
                 result: dict[str, Any] = {"subscribed": True, "max_buffer": size}
                 if with_snapshot:  # one instant: nothing falls between it and the events
                     async with handle.subscribe_with_snapshot(size) as (snapshot, events):
-                        result["snapshot"] = snapshot.to_dict()
+                        result["snapshot"] = snapshot.to_dict(kinds=True)
                         await self._respond_then_pump(rid, result, events, task_status)
                 else:
                     async with handle.subscribe(size) as events:

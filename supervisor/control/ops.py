@@ -40,6 +40,7 @@ from supervisor.control.opdef import (
     Op,
     Session,
 )
+from supervisor.lines import LineKind, TranscriptLine
 from supervisor.sizes import DETAIL_WIRE_MAX_BYTES, format_size
 from supervisor.spec import Limits
 
@@ -67,6 +68,11 @@ def _strings(value: Any) -> list[str]:
     return [str(x) for x in value]
 
 
+def _plain_lines(value: Any) -> list[TranscriptLine]:
+    """Transcript texts from the wire, of unknown kind (the op sends texts only)."""
+    return [TranscriptLine(LineKind.PLAIN, str(x)) for x in value]
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value)
 
@@ -77,7 +83,7 @@ def _summaries(value: Any) -> list[IterationSummary]:
 
 # -- handlers -----------------------------------------------------------------------
 async def _snapshot(s: Session, a: Args) -> Any:
-    return (await s.handle.snapshot(tail=a["tail"])).to_dict()
+    return (await s.handle.snapshot(tail=a["tail"])).to_dict(kinds=True)
 
 
 async def _pause(s: Session, a: Args) -> None:
@@ -119,7 +125,8 @@ async def _hand_back(s: Session, a: Args) -> None:
 
 
 async def _transcript(s: Session, a: Args) -> list[str]:
-    return await s.handle.transcript(a["loop"], before=a["before"], limit=a["limit"])
+    lines = await s.handle.transcript(a["loop"], before=a["before"], limit=a["limit"])
+    return [line.text for line in lines]  # v1 sends texts; kinds travel in snapshots
 
 
 async def _reload(s: Session, a: Args) -> Any:
@@ -245,7 +252,7 @@ TRANSCRIPT: Final = Op(
         ),
     ),
     _transcript,
-    _strings,
+    _plain_lines,
     "list of lines, oldest first",
 )
 RELOAD: Final = Op(

@@ -21,10 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from supervisor.journal.formats import history_dict, render_transcript
+from supervisor.journal.render import history_dict, render_transcript, transcript_lines
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader
 from supervisor.journal.snapshot import snapshot_dict
 from supervisor.journal.statelock import lock_holder
+from supervisor.lines import TranscriptLine
 from supervisor.textsafe import json_loads
 
 GONE_REASON = "interrupted: the supervisor is gone; `loopvisor run --resume` re-runs it"
@@ -237,14 +238,24 @@ class JournalReader:
         )
         if not prompts:
             raise JournalError(f"loop {loop!r} has no iteration {iteration} in run {run.run_id}")
+        text = render_transcript(self._iteration_events(run.run_id, loop, iteration), verbose=True)
+        return IterationDetail(str(prompts[0][0]), text)
+
+    def iteration_lines(
+        self, loop: str, iteration: int, run_id: str | None = None
+    ) -> list[TranscriptLine]:
+        """`iteration_detail`'s transcript as lines, each with its kind (for the console)."""
+        run = self._run_for_loop(loop, run_id)
+        return transcript_lines(self._iteration_events(run.run_id, loop, iteration), verbose=True)
+
+    def _iteration_events(self, run_id: str, loop: str, iteration: int) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(_TRANSCRIPT_TYPES))
         rows = self._query(
             f"SELECT json FROM events WHERE run_id = ? AND loop = ? AND iteration = ?"
             f" AND type IN ({marks}) ORDER BY seq",
-            (run.run_id, loop, iteration, *_TRANSCRIPT_TYPES),
+            (run_id, loop, iteration, *_TRANSCRIPT_TYPES),
         )
-        text = render_transcript((json_loads(r[0]) for r in rows), verbose=True)
-        return IterationDetail(str(prompts[0][0]), text)
+        return [json_loads(r[0]) for r in rows]
 
     def iteration_checks(
         self, loop: str, iteration: int, run_id: str | None = None

@@ -1,8 +1,10 @@
 """EditScreen: change a loop's prompt template and limits from its next iteration.
 
-Validation runs on every keystroke, with the core's own rules (`check_prompt_template`
-for placeholders, positive limits), so errors show inline before anything is
-applied; whatever the core still refuses (`ControlError`) is shown the same way.
+Validation runs on every keystroke with the core's own rules (`config.rules.
+edit_problems`, the function the `edit` control op refuses by), so errors show inline
+before anything is applied; turning the fields' text into numbers is the dialog's
+part (empty: no limit). Whatever the core still refuses (`ControlError`) is shown the
+same way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from supervisor.api import ControlError, LoopSnapshot
-from supervisor.config.load import check_prompt_template
+from supervisor.config.rules import edit_problems
 from supervisor.durations import format_duration, parse_duration
 from supervisor.spec import Limits
 from tui.live import lv
@@ -31,46 +33,50 @@ class EditValues:
     limits: Limits
 
 
-def _positive(text: str, label: str, kind: type[int] | type[float]) -> tuple[float | None, str]:
+def _number(text: str, label: str, kind: type[int] | type[float]) -> tuple[float | None, str]:
+    """A field's number (None: empty, no limit) or why it is not one."""
     text = text.strip().replace("_", "").replace(",", "")
     if not text:
         return None, ""
     try:
-        value = kind(text)
+        return kind(text), ""
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         return None, f"{label}: expected {what} or empty (no limit), got {text!r}"
-    if value <= 0:
-        return None, f"{label}: must be positive (empty: no limit)"
-    return value, ""
+
+
+FIELDS = ("prompt", "max_iterations", "budget.tokens", "budget.usd", "budget.wall")
+"""The dialog's fields in order (problems are listed in it)."""
 
 
 def validate_edit(
     prompt: str, max_iterations: str, tokens: str, usd: str, wall: str, *, cpu: float | None
 ) -> tuple[list[str], EditValues | None]:
-    """Problems (empty when valid) and the parsed values."""
-    problems = [f"prompt: {p}" for p in check_prompt_template(prompt)]
-    if not prompt.strip():
-        problems.append("prompt: must not be empty")
-    iters, problem = _positive(max_iterations, "max_iterations", int)
+    """Problems (empty when valid) and the parsed values: the fields' text is read here,
+    the values are judged by `edit_problems`."""
+    found: list[tuple[str, str]] = []  # (field, problem)
+    iters, problem = _number(max_iterations, "max_iterations", int)
     if problem or iters is None:
-        problems.append(problem or "max_iterations: required")
-    tok, problem = _positive(tokens, "budget tokens", int)
-    problems += [problem] if problem else []
-    dollars, problem = _positive(usd, "budget USD", float)
-    problems += [problem] if problem else []
+        found.append(("max_iterations", problem or "max_iterations: required"))
+    tok, problem = _number(tokens, "budget.tokens", int)
+    found += [("budget.tokens", problem)] if problem else []
+    dollars, problem = _number(usd, "budget.usd", float)
+    found += [("budget.usd", problem)] if problem else []
     seconds: float | None = None
     if wall.strip():
         try:
             seconds = parse_duration(wall.strip())
         except ValueError as exc:
-            problems.append(f"budget wall: {exc}")
-        else:
-            if seconds <= 0:
-                problems.append("budget wall: must be positive (empty: no limit)")
-    if problems:
-        return problems, None
+            found.append(("budget.wall", f"budget.wall: {exc}"))
     limits = Limits(tokens=None if tok is None else int(tok), usd=dollars, wall=seconds, cpu=cpu)
+    judged = edit_problems(
+        prompt=prompt, max_iterations=None if iters is None else int(iters), limits=limits
+    )
+    found += [(p.setting, str(p)) for p in judged]
+    if found:
+        rank = {field: i for i, field in enumerate(FIELDS)}
+        found.sort(key=lambda item: rank.get(item[0], len(FIELDS)))
+        return [text for _, text in found], None
     return [], EditValues(prompt, int(iters or 0), limits)
 
 

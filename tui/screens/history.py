@@ -18,9 +18,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from supervisor.api import ControlError
+from supervisor.lines import LineKind, TranscriptLine
 from tui import format as fmt
 from tui.live import lv
-from tui.model import split_iterations
 from tui.widgets.transcript import TranscriptView
 
 
@@ -34,7 +34,12 @@ class HistoryRow:
     reason: str
     prompt: str | None
     """None: ask the handle when the row is shown."""
-    transcript: tuple[str, ...] = ()
+    transcript: tuple[TranscriptLine, ...] = ()
+
+
+def prompt_lines(prompt: str) -> list[TranscriptLine]:
+    """The prompt as the detail shows it above the transcript: a `prompt:` heading."""
+    return [TranscriptLine(LineKind.PROMPT, text) for text in ("prompt:", *prompt.split("\n"))]
 
 
 class HistoryScreen(Screen[None]):
@@ -83,7 +88,7 @@ class HistoryScreen(Screen[None]):
             self.source = "journal"
         else:
             self.source = "this session (no journal)"
-            groups = split_iterations(list(app.transcripts.get(self.loop).lines))
+            seen = app.transcripts.get(self.loop)
             rows = [
                 HistoryRow(
                     i.iteration,
@@ -93,7 +98,7 @@ class HistoryScreen(Screen[None]):
                     i.duration_s,
                     i.reason,
                     i.prompt,
-                    tuple(groups.get(i.iteration, ())),
+                    tuple(seen.iteration(i.iteration)),
                 )
                 for i in app.iterations.of(self.loop)
             ]
@@ -118,7 +123,9 @@ class HistoryScreen(Screen[None]):
             table.move_cursor(row=len(rows) - 1)
             self._show(len(rows) - 1)
         else:
-            self.query_one(TranscriptView).reset(["no iterations yet"])
+            self.query_one(TranscriptView).reset(
+                [TranscriptLine(LineKind.PLAIN, "no iterations yet")]
+            )
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -134,11 +141,17 @@ class HistoryScreen(Screen[None]):
             try:
                 detail = await lv(self).handle.iteration(self.loop, row.iteration)
             except ControlError as exc:
-                lines = [f"cannot read iteration {row.iteration}: {exc}"]
+                lines = [
+                    TranscriptLine(
+                        LineKind.WARNING, f"cannot read iteration {row.iteration}: {exc}"
+                    )
+                ]
             else:
-                lines = f"prompt:\n{detail.prompt}\n\n{detail.transcript}".split("\n")
+                body = [TranscriptLine(LineKind.PLAIN, t) for t in detail.transcript.split("\n")]
+                lines = [*prompt_lines(detail.prompt), TranscriptLine(LineKind.PLAIN, ""), *body]
         else:
-            lines = ["prompt:", *(row.prompt or "").split("\n"), "", *row.transcript]
+            blank = TranscriptLine(LineKind.PLAIN, "")
+            lines = [*prompt_lines(row.prompt or ""), blank, *row.transcript]
         self.query_one(TranscriptView).reset(lines)
         self.query_one(TranscriptView).scroll_home(animate=False)
 

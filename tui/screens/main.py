@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from supervisor.api import LoopSnapshot, RunSnapshot
 from tui import format as fmt
+from tui.keys import MAIN_BINDINGS
 from tui.live import lv
 from tui.model import older_lines
 from tui.widgets.gauges import BudgetGauges, GaugeData
 from tui.widgets.loop_table import LoopTable
 from tui.widgets.status import StatusLine
 from tui.widgets.transcript import TranscriptView
-
-KEYS: list[BindingType] = [
-    Binding("p", "pause", "pause"),
-    Binding("s", "stop", "stop"),
-    Binding("r", "restart", "restart", show=False),
-    Binding("e", "edit", "edit"),
-    Binding("i", "inject", "inject"),
-    Binding("enter", "step_in", "step in"),
-    Binding("slash", "filter", "filter", show=False),
-    Binding("a", "inbox", "inbox"),
-    Binding("h", "history", "history", show=False),
-    Binding("question_mark", "help", "help"),
-    Binding("q", "quit", "quit"),
-    Binding("escape", "clear_filter", "clear filter", show=False),
-]
 
 
 def loop_title(loop: LoopSnapshot) -> str:
@@ -46,7 +34,7 @@ def loop_title(loop: LoopSnapshot) -> str:
 
 class MainScreen(Screen[None]):
     CSS_PATH = "main.tcss"
-    BINDINGS = KEYS
+    BINDINGS: ClassVar[list[BindingType]] = list(MAIN_BINDINGS)  # tui/keys.py
 
     def compose(self) -> ComposeResult:
         yield BudgetGauges(id="gauges")
@@ -121,7 +109,7 @@ class MainScreen(Screen[None]):
 
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:
-        self.action_step_in()
+        self.action_loop("step_in")
 
     @on(TranscriptView.NeedOlder)
     def _need_older(self, message: TranscriptView.NeedOlder) -> None:
@@ -169,39 +157,12 @@ class MainScreen(Screen[None]):
             self.notify("no loop selected", severity="warning", timeout=3)
         return name
 
-    def action_pause(self) -> None:
+    def action_loop(self, action: str) -> None:
+        """A key bound to a command on the focused loop (`tui.keys`): the app's
+        `OperatorActions` method of that name, with the loop."""
         if name := self._with_loop():
-            lv(self).toggle_pause(name)
+            getattr(lv(self), action)(name)
 
-    def action_stop(self) -> None:
-        if name := self._with_loop():
-            lv(self).ask_stop(name)
-
-    def action_restart(self) -> None:
-        if name := self._with_loop():
-            lv(self).restart(name)
-
-    def action_edit(self) -> None:
-        if name := self._with_loop():
-            lv(self).edit(name)
-
-    def action_inject(self) -> None:
-        if name := self._with_loop():
-            lv(self).inject(name)
-
-    def action_step_in(self) -> None:
-        if name := self._with_loop():
-            lv(self).step_in(name)
-
-    def action_history(self) -> None:
-        if name := self._with_loop():
-            lv(self).history(name)
-
-    def action_inbox(self) -> None:
-        lv(self).inbox()
-
-    def action_help(self) -> None:
-        lv(self).help()
-
-    async def action_quit(self) -> None:
-        lv(self).request_quit()
+    def action_run(self, action: str) -> None:
+        """A key bound to a command of the whole console (inbox, help, quit)."""
+        getattr(lv(self), action)()

@@ -34,21 +34,34 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowKey
 
 from supervisor.api import LoopSnapshot
+from supervisor.status_table import ITERATION_OF, LOOP, STATE, TOKENS, USD, Column
 from tui import format as fmt
 
-COLUMNS: tuple[tuple[str, str, int, int, str], ...] = (
-    # key, label, narrow width (fits 80 columns), widest useful width, justify
+ColumnSpec = tuple[str, str, int, int, str]
+"""key, label, narrow width (fits 80 columns), widest useful width, justify."""
+
+
+def _column(column: Column, narrow: int, widest: int, label: str | None = None) -> ColumnSpec:
+    """A column of the status table (`supervisor.status_table`): its key, title (or
+    `label` here) and alignment; its cells come from the same definition."""
+    justify = "right" if column.align == ">" else "left"
+    return (column.key, column.title if label is None else label, narrow, widest, justify)
+
+
+COLUMNS: tuple[ColumnSpec, ...] = (
     ("mark", "", 1, 1, "left"),
-    ("name", "loop", 12, 24, "left"),
-    ("state", "state", 11, 44, "left"),
-    ("iter", "iter", 5, 7, "right"),
+    _column(LOOP, 12, 24),
+    _column(STATE, 11, 44),
+    _column(ITERATION_OF, 5, 7),
     ("check", "check", 9, 44, "left"),
-    ("tokens", "tokens", 6, 7, "right"),
-    ("usd", "USD", 7, 8, "right"),
+    _column(TOKENS, 6, 7),
+    _column(USD, 7, 8, label="USD"),
     ("share", "bdgt", 4, 5, "right"),
     ("elapsed", "time", 5, 6, "right"),
 )
-GROWS = ("name", "state", "check")
+"""The status table's columns the console shows (compact cells), and its own: the
+marker, the last check, the budget share and the elapsed time."""
+GROWS = (LOOP.key, STATE.key, "check")
 """Columns that take the width beyond 80 columns (in this order, round robin)."""
 WIDE_STATE = 20
 """From this state width on, the badge also shows the reason."""
@@ -98,12 +111,12 @@ def row_cells(loop: LoopSnapshot, wait_left: float | None, *, wide: bool) -> tup
     check, check_style = fmt.check_text(loop)
     return (
         fmt.marker(loop),
-        (loop.name, "bold" if person else ""),
+        (LOOP.compact(loop), "bold" if person else ""),
         (fmt.state_text(loop, wait_left, wide=wide), fmt.STATE_STYLE.get(loop.state, "")),
-        (f"{loop.iteration}/{loop.max_iterations}", ""),
+        (ITERATION_OF.compact(loop), ""),
         (check, check_style),
-        (fmt.tokens(loop.tokens), ""),
-        (fmt.usd(loop.usd), ""),
+        (TOKENS.compact(loop), ""),
+        (USD.compact(loop), ""),
         (fmt.percent(share), fmt.share_style(share)),
         (fmt.seconds(loop.elapsed_s) if loop.started_at is not None else "—", "dim"),
     )

@@ -2,9 +2,10 @@
 
 Like Textual's `Log` (and Toolong's line views) it renders only the visible rows,
 so a 1,000-line transcript costs nothing while it is not scrolled. Differences:
-lines are wrapped to the width (rewrapped on resize), each line is coloured by its
-kind (agent text, tool call, tool result, check, state change, operator), and the
-line being streamed is shown as it grows. New text scrolls the view only while it
+lines are wrapped to the width (rewrapped on resize), each line is coloured by the
+kind the core gave it (`supervisor.lines.LineKind`: agent text, tool call, tool
+result, check, state change, operator, ...), and the line being streamed is shown as
+it grows. New text scrolls the view only while it
 is at the end: scrolled back, it stays put; `end` follows again.
 """
 
@@ -24,16 +25,17 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.format import KINDS, line_kind
+from supervisor.lines import LineKind, TranscriptLine
 from tui.model import LoopLines
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]").sub
-Row = tuple[str, str]
+Row = tuple[str, LineKind]
 """One screen row: its text and the kind of the line it belongs to."""
+_BLANK: Row = ("", LineKind.PLAIN)
 
 
-def clean(line: str) -> str:
-    return _CONTROL("�", line.expandtabs(4))
+def clean(line: TranscriptLine) -> TranscriptLine:
+    return TranscriptLine(line.kind, _CONTROL("�", line.text.expandtabs(4)))
 
 
 def wrap(text: str, width: int) -> list[str]:
@@ -60,7 +62,7 @@ def wrap(text: str, width: int) -> list[str]:
 class TranscriptView(ScrollView, can_focus=True):
     """Shows one loop's `LoopLines`; `sync()` appends only what is new."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {f"transcript--{kind}" for kind in KINDS}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"transcript--{kind}" for kind in LineKind}
     DEFAULT_CSS = """
     TranscriptView {
         background: $surface;
@@ -69,6 +71,8 @@ class TranscriptView(ScrollView, can_focus=True):
         scrollbar-size-vertical: 1;
         &:focus { background-tint: $foreground 4%; }
         & > .transcript--text { color: $foreground; }
+        & > .transcript--plain { color: $foreground; }
+        & > .transcript--prompt { color: $foreground; }
         & > .transcript--iteration { color: $text-accent; text-style: bold; }
         & > .transcript--iteration-end { color: $text-muted; }
         & > .transcript--state { color: $text-warning; }
@@ -79,10 +83,12 @@ class TranscriptView(ScrollView, can_focus=True):
         & > .transcript--check-pass { color: $text-success; text-style: bold; }
         & > .transcript--check-fail { color: $text-error; text-style: bold; }
         & > .transcript--stuck { color: $text-error; text-style: bold reverse; }
+        & > .transcript--error { color: $text-error; text-style: bold reverse; }
         & > .transcript--operator { color: $text-primary; text-style: bold; }
         & > .transcript--stderr { color: $text-error; text-style: dim; }
-        & > .transcript--aside { color: $text-muted; }
-        & > .transcript--notice { color: $text-warning; text-style: italic; }
+        & > .transcript--output { color: $text-muted; }
+        & > .transcript--info { color: $text-muted; }
+        & > .transcript--warning { color: $text-warning; text-style: italic; }
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -108,8 +114,8 @@ class TranscriptView(ScrollView, can_focus=True):
         self.max_lines = max_lines
         self.source: str | None = None
         """The loop whose lines are shown."""
-        self._lines: list[str] = []
-        self._partial = ""
+        self._lines: list[TranscriptLine] = []
+        self._partial: TranscriptLine | None = None
         self._rows: list[Row] = []
         self._partial_rows: list[Row] = []
         self._width = 0
@@ -134,19 +140,21 @@ class TranscriptView(ScrollView, can_focus=True):
         self._synced = (lines.epoch, lines.total, lines.version)
         return True
 
-    def reset(self, lines: Iterable[str], partial: str = "") -> None:
+    def reset(self, lines: Iterable[TranscriptLine], partial: TranscriptLine | None = None) -> None:
         self._lines = [clean(line) for line in lines][-self.max_lines :]
-        self._partial = clean(partial)
+        self._partial = clean(partial) if partial else None
         self._rewrap()
         self._update_size(follow=True)
 
-    def extend(self, lines: Sequence[str], partial: str = "") -> None:
+    def extend(
+        self, lines: Sequence[TranscriptLine], partial: TranscriptLine | None = None
+    ) -> None:
         follow = self.is_vertical_scroll_end
         for line in lines:
             line = clean(line)
             self._lines.append(line)
             self._rows.extend(self._wrap(line))
-        self._partial = clean(partial)
+        self._partial = clean(partial) if partial else None
         self._partial_rows = self._wrap(self._partial) if self._partial else []
         if len(self._lines) > self.max_lines * 1.2:
             before = len(self._rows)
@@ -156,7 +164,7 @@ class TranscriptView(ScrollView, can_focus=True):
                 self.scroll_to(y=self.scroll_y - (before - len(self._rows)), animate=False)
         self._update_size(follow=follow)
 
-    def prepend(self, lines: Sequence[str]) -> None:
+    def prepend(self, lines: Sequence[TranscriptLine]) -> None:
         """Older lines above the first one; the rows in view stay where they are."""
         if not lines:
             return
@@ -168,7 +176,7 @@ class TranscriptView(ScrollView, can_focus=True):
         self.scroll_to(y=self.scroll_y + len(rows), animate=False, immediate=True)
 
     @property
-    def lines(self) -> list[str]:
+    def lines(self) -> list[TranscriptLine]:
         """Complete lines shown, then the partial one if any."""
         return [*self._lines, self._partial] if self._partial else list(self._lines)
 
@@ -177,9 +185,9 @@ class TranscriptView(ScrollView, can_focus=True):
         return len(self._rows) + len(self._partial_rows)
 
     # -- layout ------------------------------------------------------------------
-    def _wrap(self, line: str) -> list[Row]:
-        kind = line_kind(line)
-        return [(text, kind) for text in wrap(line, self._width)]
+    def _wrap(self, line: TranscriptLine) -> list[Row]:
+        kind = line.kind
+        return [(text, kind) for text in wrap(line.text, self._width)]
 
     def _rewrap(self) -> None:
         self._rows = [row for line in self._lines for row in self._wrap(line)]
@@ -219,7 +227,7 @@ class TranscriptView(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     # -- rendering ---------------------------------------------------------------
-    def _style(self, kind: str) -> Style:
+    def _style(self, kind: LineKind) -> Style:
         style = self._styles.get(kind)
         if style is None:
             style = self.rich_style + self.get_component_rich_style(
@@ -236,13 +244,12 @@ class TranscriptView(ScrollView, can_focus=True):
         elif index - n < len(self._partial_rows):
             row = self._partial_rows[index - n]
         else:
-            row = ("", "")
+            row = _BLANK
         width = self._width
         strip = self._strips.get((row, width))
         if strip is None:
             text, kind = row
-            style = self._style(kind) if kind else self._style("text")
-            strip = Strip([Segment(text, style)], cell_len(text))
-            strip = strip.crop_extend(0, width, self._style("text"))
+            strip = Strip([Segment(text, self._style(kind))], cell_len(text))
+            strip = strip.crop_extend(0, width, self._style(LineKind.TEXT))
             self._strips[(row, width)] = strip
         return strip

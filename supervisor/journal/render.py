@@ -1,8 +1,10 @@
-"""Journal rows and events as text: transcripts (history, scrollback) and the CLI's tables.
+"""The journal's rows as text: transcripts (for `history --iteration` and, with each
+line's kind, for the console) and the tables of `history` and `status`.
 
-Pure functions of what `journal.reader` returns, so the reader stays about SQL and
-these stay testable without a database. For a terminal every field an agent or a
-loop name could fill is made safe (`textsafe`): shown, never obeyed.
+Pure functions of what `JournalReader` returns; the journal's transcript keeps its
+own glyphs (`→ tool`, `$ command`, `✓ check`), which `loopvisor history` has always
+printed. A line's kind comes from the core's renderer (`render.describe`), the
+one place kinds are decided.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from supervisor.events import event_from_dict
+from supervisor.lines import LineKind, LineSplitter, TranscriptLine, kinded, stream_kind
+from supervisor.render import describe
 from supervisor.sizes import truncation_message
+from supervisor.status_table import TOKENS, USD, StatusRow, status_layout
 from supervisor.textsafe import for_terminal, for_terminal_line
 
 if TYPE_CHECKING:
     from supervisor.journal.reader import IterationDetail, IterationRow, LoopStatusRow, RunRow
 
 
-# -- rendering -----------------------------------------------------------------
+# -- transcripts ---------------------------------------------------------------
 def _clip(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -58,6 +64,40 @@ def describe_event(data: dict[str, Any], *, verbose: bool = False) -> str | None
     if kind == "output_truncated":
         return truncation_message(int(data.get("dropped", 0)), int(data.get("limit", 0)))
     return None
+
+
+def line_kind(data: dict[str, Any]) -> LineKind:
+    """The kind the core gives this event's line (PLAIN for a row it cannot read)."""
+    try:
+        line = describe(event_from_dict(data))
+    except (TypeError, ValueError):
+        return LineKind.PLAIN
+    return line.kind if line is not None else LineKind.PLAIN
+
+
+def transcript_lines(
+    events: Iterable[dict[str, Any]], *, verbose: bool = False
+) -> list[TranscriptLine]:
+    """`render_transcript`'s lines, each with its kind (a check's verbose output: CHECK)."""
+    out: list[TranscriptLine] = []
+    splitter = LineSplitter(max_chars=None)
+    streamed = LineKind.TEXT
+    for data in events:
+        if data.get("type") == "output":
+            streamed = stream_kind(str(data.get("stream", "assistant")))
+            out += kinded(streamed, splitter.feed(str(data.get("text", ""))))
+            continue
+        text = describe_event(data, verbose=verbose)
+        if text is None:
+            continue
+        if splitter.partial:
+            out.append(TranscriptLine(streamed, splitter.flush()))
+        first, *more = text.split("\n")
+        out.append(TranscriptLine(line_kind(data), first))
+        out += kinded(LineKind.CHECK, more)
+    if splitter.partial:
+        out.append(TranscriptLine(streamed, splitter.flush()))
+    return out
 
 
 def render_transcript(events: Iterable[dict[str, Any]], *, verbose: bool = False) -> str:
@@ -188,15 +228,13 @@ def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
     """`loopvisor status`: the run line, then one line per loop."""
     if run is None:
         return "no runs recorded yet"
-    lines = [f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}"]
-    lines.append(f"{'LOOP':<20} {'STATE':<10} {'ITER':>4} {'TOKENS':>10} {'USD':>9}  REASON")
-    for r in rows:
-        lines.append(
-            f"{for_terminal_line(r.loop):<20} {r.state:<10} {r.iteration:>4} {r.tokens:>10,}"
-            f" {r.usd:>9.4f}  {for_terminal_line(r.reason)}"
-        )
-    lines.append(
-        f"{'total':<20} {'':<10} {'':>4} {sum(r.tokens for r in rows):>10,}"
-        f" {sum(r.usd for r in rows):>9.4f}"
+    layout = status_layout()
+    table = [StatusRow(r.loop, r.state, r.iteration, r.tokens, r.usd, r.reason) for r in rows]
+    total = StatusRow("total", "", 0, sum(r.tokens for r in rows), sum(r.usd for r in rows), "")
+    return "\n".join(
+        [
+            f"run {run.run_id} · started {_when(run.started)} · {_run_state(run)}",
+            *layout.table(table),
+            layout.line(["total", "", "", TOKENS.cell(total), USD.cell(total)]),
+        ]
     )
-    return "\n".join(lines)
