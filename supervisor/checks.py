@@ -19,26 +19,23 @@ paths and line numbers (an agent's edit moves lines without fixing anything).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import signal
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.childenv import configured_env
 from supervisor.durations import format_duration
+from supervisor.fingerprint import clip, failure_fingerprint, fingerprint_hash
 from supervisor.process import CapturedRun, run_captured
 from supervisor.spec import CheckSpec
+from supervisor.testcounts import counts_text, parse_test_counts
 
 OUTPUT_LIMIT = 16_000
 """Characters of output an outcome keeps (the tail, behind a truncation marker)."""
 _PARSE_LIMIT = 64_000
 """Characters of output tail read for counts, guards and fingerprints."""
-_MAX_EVIDENCE_IDS = 3
-_MAX_LINE = 200
-_FALLBACK_LINES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +90,7 @@ def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
             reasons.append(_exit_text(run.exit_code, spec.expect_exit))
         reasons.extend(_guard_failures(spec, output, passed_count))
     failed = bool(reasons)
-    counts = _counts_text(passed_count, failed_count)
+    counts = counts_text(passed_count, failed_count)
     parts = reasons if failed else [f"exit {run.exit_code}"]
     summary = "; ".join([*parts, counts] if counts else parts)
 
@@ -101,10 +98,10 @@ def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
     if run.timed_out:
         # The partial output of a hung run varies from one run to the next; the hang
         # itself is the failure.
-        fingerprint, evidence = _hash(spec.name, "timeout"), summary
+        fingerprint, evidence = fingerprint_hash(spec.name, "timeout"), summary
     elif failed:
         fp, evidence = failure_fingerprint(output)
-        fingerprint = _hash(spec.name, *reasons, fp)
+        fingerprint = fingerprint_hash(spec.name, *reasons, fp)
     return CheckOutcome(
         name=spec.name,
         command=spec.display,
@@ -155,7 +152,7 @@ def _not_started(spec: CheckSpec, why: str) -> CheckOutcome:
         cpu_s=0.0,
         passed_count=None,
         failed_count=None,
-        fingerprint=_hash(spec.name, "start", why),
+        fingerprint=fingerprint_hash(spec.name, "start", why),
         evidence=summary,
     )
 
@@ -182,169 +179,6 @@ def _exit_text(code: int | None, expected: int) -> str:
     return text
 
 
-# -- test counts ------------------------------------------------------------------
-
-_PYTEST_SUMMARY = re.compile(
-    r"^[= ]*(?P<body>(?:no tests ran|\d+ (?:passed|failed|errors?|skipped|deselected|"
-    r"xfailed|xpassed|warnings?|rerun))(?:,? [^\n]*?)?) in \d+(?:\.\d+)?\s*s(?:econds)?\b",
-    re.MULTILINE,
-)
-_PAIR = re.compile(r"(\d+) (passed|failed|errors?)\b")
-_UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ", re.MULTILINE)
-_UNITTEST_RESULT = re.compile(r"^(OK|FAILED|NO TESTS RAN)\b(?: \((.*)\))?\s*$", re.MULTILINE)
-_GO_TEST = re.compile(r"^--- (PASS|FAIL): ", re.MULTILINE)
-_GO_PKG = re.compile(r"^(ok|FAIL)[ ]*\t\S+(?:\t(.*))?$", re.MULTILINE)
-_JEST = re.compile(r"^\s*Tests:\s+(.*?\d+ total)", re.MULTILINE)
-_VITEST = re.compile(r"^\s*Tests\s+(\d+ (?:passed|failed).*?)\(\d+\)", re.MULTILINE)
-_CARGO = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed", re.MULTILINE)
-
-
-def parse_test_counts(output: str) -> tuple[int | None, int | None]:
-    """(passed, failed) from pytest, unittest, go test, jest/vitest or cargo output.
-
-    Each recognised summary adds to the totals (a shell string may run several
-    suites); (None, None) when no summary is found. pytest errors and unittest
-    errors count as failed. `go test` without -v prints only package lines: each
-    `ok pkg` then counts as one passed test (a lower bound), `[no tests to run]` as none.
-    """
-    text = _ANSI.sub("", output)
-    totals: list[tuple[int, int]] = []
-    for m in _PYTEST_SUMMARY.finditer(text):
-        totals.append(_sum_pairs(m["body"]))
-    totals.extend(_unittest_counts(text))
-    go = _go_counts(text)
-    if go is not None:
-        totals.append(go)
-    for m in _JEST.finditer(text):
-        totals.append(_sum_pairs(m[1]))
-    for m in _VITEST.finditer(text):
-        totals.append(_sum_pairs(m[1]))
-    for m in _CARGO.finditer(text):
-        totals.append((int(m[1]), int(m[2])))
-    if not totals:
-        return None, None
-    return sum(p for p, _ in totals), sum(f for _, f in totals)
-
-
-def _sum_pairs(body: str) -> tuple[int, int]:
-    passed = failed = 0
-    for count, word in _PAIR.findall(body):
-        if word == "passed":
-            passed += int(count)
-        else:
-            failed += int(count)
-    return passed, failed
-
-
-def _unittest_counts(text: str) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-    for ran in _UNITTEST_RAN.finditer(text):
-        result = _UNITTEST_RESULT.search(text, ran.end())
-        if result is None:
-            continue
-        details = dict(
-            (k.strip(), int(v))
-            for k, v in (item.split("=", 1) for item in (result[2] or "").split(",") if "=" in item)
-        )
-        failed = (
-            details.get("failures", 0)
-            + details.get("errors", 0)
-            + details.get("unexpected successes", 0)
-        )
-        not_run = details.get("skipped", 0) + details.get("expected failures", 0)
-        found.append((max(int(ran[1]) - failed - not_run, 0), failed))
-    return found
-
-
-def _go_counts(text: str) -> tuple[int, int] | None:
-    tests = _GO_TEST.findall(text)
-    if tests:
-        return tests.count("PASS"), tests.count("FAIL")
-    packages = [(m[1], m[2] or "") for m in _GO_PKG.finditer(text)]
-    if not packages:
-        return None
-    passed = sum(1 for s, rest in packages if s == "ok" and "[no tests to run]" not in rest)
-    failed = sum(1 for s, rest in packages if s == "FAIL" and "[build failed]" not in rest)
-    return passed, failed + sum(1 for _, rest in packages if "[build failed]" in rest)
-
-
-def _counts_text(passed: int | None, failed: int | None) -> str:
-    if passed is None and failed is None:
-        return ""
-    if not passed and not failed:
-        return "no tests ran"
-    return ", ".join(f"{n} {word}" for n, word in ((failed, "failed"), (passed, "passed")) if n)
-
-
-# -- fingerprints -----------------------------------------------------------------
-
-_TMP = re.escape(tempfile.gettempdir().rstrip("/")) or "/tmp"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
-    # Addresses and hashes without 0x, as in pytest's elided reprs ("obje...7f3a2c1d9e80>").
-    (re.compile(r"\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"), "<hex>"),
-    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"), "<ts>"),
-    (re.compile(r"\b\d\d:\d\d:\d\d(?:[.,]\d+)?\b"), "<time>"),
-    (
-        re.compile(
-            rf"(?:/private)?(?:/tmp|/var/tmp|/var/folders|{_TMP})/(?:[^\s'\":/]+/)*([^\s'\":/]*)"
-        ),
-        r"<tmp>/\1",
-    ),
-    (re.compile(r"\bpytest-of-[^/\s]+/pytest-\d+\b"), "pytest-N"),
-)
-"""Text that differs between runs of the same failure, even inside test ids."""
-_NOISE = (
-    *_VOLATILE,
-    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|us|µs|ns|s|sec|secs|seconds?|m\d+(?:\.\d+)?s)\b"), "<t>"),
-    (re.compile(r"\bline \d+\b"), "line N"),
-    (re.compile(r"(\.\w+|\w):\d+(?::\d+)?(?=[:\s,)]|$)"), r"\1:N"),
-    (re.compile(r"\[\s*\d+%\]"), "[N%]"),
-    (re.compile(r"[ \t]+"), " "),
-)
-_FAILED_IDS: tuple[re.Pattern[str], ...] = (
-    re.compile(r"^(?:FAILED|ERROR) (?!\()(\S+)", re.MULTILINE),  # pytest short summary
-    re.compile(r"^(\S+::\S+) (?:FAILED|ERROR)\b", re.MULTILINE),  # pytest -v
-    re.compile(r"^\s*--- FAIL: (\S+)", re.MULTILINE),  # go test
-    re.compile(r"^test (\S+) \.\.\. FAILED$", re.MULTILINE),  # cargo test
-    re.compile(r"^\s*● (?!Test suite failed to run|Console)(.+?)\s*$", re.MULTILINE),  # jest
-)
-_UNITTEST_FAIL = re.compile(r"^(?:FAIL|ERROR): (\w+) \(([\w.]+)\)", re.MULTILINE)
-_PYTEST_E = re.compile(r"^E\s+(\S.*)$", re.MULTILINE)
-_ERROR_LINE = re.compile(
-    r"^\s*(?:[\w.]*(?:Error|Exception|Failure|Interrupt)\b.*"
-    r"|(?:panic|fatal|error)(?:\[\w+\])?:.*"
-    r"|.*?\S:\d+(?::\d+)?:\s*(?:error|fatal error)\b.*"
-    r"|\S+_test\.go:\d+: .*)$",
-    re.MULTILINE,
-)
-_IGNORED_LINE = re.compile(r"^(?:=+|-+|_+|\[\.\.\. output truncated \.\.\.\])?\s*$|^[=_-]{3,} ")
-
-
-def failure_fingerprint(output: str) -> tuple[str, str]:
-    """(fingerprint, evidence) of a failing run's output.
-
-    Prefers the set of failing test ids plus the first assertion/error line; falls
-    back to the last lines of output. Everything is normalised first, so that the
-    same failure hashes the same across iterations.
-    """
-    text = _ANSI.sub("", output)
-    ids = _failing_ids(text)
-    error = _first_error_line(text)
-    if ids:
-        material = ["ids", *sorted(ids), _normalise(error)]
-        evidence = ", ".join(ids[:_MAX_EVIDENCE_IDS])
-        if len(ids) > _MAX_EVIDENCE_IDS:
-            evidence += f" +{len(ids) - _MAX_EVIDENCE_IDS} more"
-    else:
-        lines = [line.strip() for line in text.splitlines() if not _IGNORED_LINE.match(line)]
-        lines = lines[-_FALLBACK_LINES:]
-        material = ["tail", *map(_normalise, lines)]
-        evidence = error or (lines[-1] if lines else "no output")
-    return _hash(*material), _clip(evidence)
-
-
 def combined_failure(outcomes: Sequence[CheckOutcome]) -> tuple[str, str]:
     """(fingerprint, evidence) of all failing checks of one iteration, for the stuck
     detector: the same set of failures hashes the same; ("", "") when all passed."""
@@ -354,51 +188,9 @@ def combined_failure(outcomes: Sequence[CheckOutcome]) -> tuple[str, str]:
     if len(failing) == 1:
         return failing[0].fingerprint, failing[0].evidence
     more = f" (+{len(failing) - 1} more failing)"
-    return _hash(*(o.fingerprint for o in failing)), _clip(
+    return fingerprint_hash(*(o.fingerprint for o in failing)), clip(
         f"{failing[0].name}: {failing[0].evidence}{more}"
     )
-
-
-def _failing_ids(text: str) -> list[str]:
-    found: list[tuple[int, str]] = []
-    for pattern in _FAILED_IDS:
-        found.extend((m.start(), m[1]) for m in pattern.finditer(text))
-    for m in _UNITTEST_FAIL.finditer(text):
-        where = m[2] if m[2].endswith("." + m[1]) else f"{m[2]}.{m[1]}"
-        found.append((m.start(), where))
-    seen: dict[str, None] = {}
-    for _, test_id in sorted(found):
-        seen.setdefault(_normalise_id(test_id), None)
-    return list(seen)
-
-
-def _first_error_line(text: str) -> str:
-    for pattern in (_PYTEST_E, _ERROR_LINE):
-        m = pattern.search(text)
-        if m is not None:
-            return (m[1] if m.groups() else m[0]).strip()
-    return ""
-
-
-def _normalise(line: str) -> str:
-    for pattern, replacement in _NOISE:
-        line = pattern.sub(replacement, line)
-    return line.strip()
-
-
-def _normalise_id(test_id: str) -> str:
-    """Test ids keep their digits (parameters); only addresses and temp dirs vary."""
-    for pattern, replacement in _VOLATILE:
-        test_id = pattern.sub(replacement, test_id)
-    return test_id
-
-
-def _hash(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-
-
-def _clip(line: str, limit: int = _MAX_LINE) -> str:
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # -- rendering --------------------------------------------------------------------

@@ -16,12 +16,12 @@ from supervisor.checks import (
     OUTPUT_LIMIT,
     CheckOutcome,
     combined_failure,
-    failure_fingerprint,
-    parse_test_counts,
     render_check_output,
     run_check,
 )
+from supervisor.fingerprint import failure_fingerprint
 from supervisor.spec import CheckSpec
+from supervisor.testcounts import parse_test_counts
 
 pytestmark = pytest.mark.anyio
 
