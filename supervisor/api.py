@@ -218,6 +218,8 @@ class IterationSummary:
     usd: float
     started: float
     ended: float | None
+    commit: str | None = None
+    """A worktree loop's checkpoint commit of this attempt (None: it changed nothing)."""
 
     @property
     def duration_s(self) -> float | None:

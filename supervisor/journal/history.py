@@ -33,6 +33,7 @@ def summary(row: IterationRow) -> IterationSummary:
         usd=row.usd,
         started=row.started,
         ended=row.ended,
+        commit=row.commit,
     )
 
 
