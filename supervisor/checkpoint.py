@@ -149,7 +149,7 @@ class Checkpointer:
         self.commits: dict[int, Checkpoint] = {}
         """Each iteration's latest checkpoint in this process (the journal has them all)."""
         self.timeout = timeout
-        """The whole checkpoint (status, add, commit); past it the loop goes on without."""
+        """The whole checkpoint (add, commit, rev-parse); past it the loop goes on without."""
         self._notice = notice
         self._redact = redact
         self._began: tuple[int, str | None] | None = None
@@ -243,11 +243,16 @@ class Checkpointer:
     ) -> Checkpoint:
         if parent is None:
             parent = await self._head(env)
-        status = await self._git(["status", "--porcelain", "-z", "--untracked-files=all"], env)
-        if not status.ok:
-            raise status.error(["status"])
+        # One scan of the worktree (`add -A`); whether anything is staged is then a
+        # compare of the index with HEAD's tree, which reads no file.
+        added = await self._git([*COMMIT_OPTIONS, "add", "-A"], env)
+        if not added.ok:
+            raise added.error(["add"])
+        staged = await self._git(["diff", "--cached", "--quiet", "--no-ext-diff"], env)
+        if staged.code not in (0, 1):
+            raise staged.error(["diff"])
         files = 0
-        if status.out.strip("\0"):
+        if staged.code == 1:
             author = {**env, **author_env(self.author)}
             files = await self._commit_all(iteration, outcome, reason, tokens, usd, author)
         head = await self._head(env)
@@ -263,10 +268,7 @@ class Checkpointer:
         usd: float,
         env: Mapping[str, str],
     ) -> int:
-        """`git add -A` and commit; the number of files the commit changed."""
-        added = await self._git([*COMMIT_OPTIONS, "add", "-A"], env)
-        if not added.ok:
-            raise added.error(["add"])
+        """Commit what is staged; the number of files the commit changed."""
         message = commit_message(
             loop=self.loop,
             run_id=self.run_id,
