@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/idle.py
 	$(BIN)/python benchmarks/api_path.py
 	$(BIN)/python benchmarks/resume.py
+	$(BIN)/python benchmarks/checkpoint_cost.py
 	$(BIN)/python benchmarks/plot.py
 
 bench-quick: $(BENCH_STAMP)
@@ -69,6 +70,7 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/idle.py --quick
 	$(BIN)/python benchmarks/api_path.py --quick
 	$(BIN)/python benchmarks/resume.py --quick
+	$(BIN)/python benchmarks/checkpoint_cost.py --iterations 10
 	$(BIN)/python benchmarks/plot.py --quick
 
 clean:

@@ -218,6 +218,8 @@ class IterationSummary:
     usd: float
     started: float
     ended: float | None
+    commit: str | None = None
+    """A worktree loop's checkpoint commit of this attempt (None: it changed nothing)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -275,6 +277,34 @@ class IterationDetail:
             transcript=data["transcript"],
             checks=tuple(CheckSummary.from_dict(c) for c in data.get("checks", ())),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopDiff:
+    """A worktree loop's changes as a patch: its whole work against its base (the commit
+    its worktree was created from) or one iteration's checkpoint against its parent."""
+
+    loop: str
+    iteration: int | None
+    """None: the whole branch against its base."""
+    base: str | None
+    """The commit on the left (None: there is nothing to compare)."""
+    head: str | None
+    """The commit on the right: the branch's tip, or the iteration's commit."""
+    stat: str = ""
+    """git's `--shortstat` line: "3 files changed, 10 insertions(+), 2 deletions(-)"."""
+    text: str = ""
+    """The patch, as `git diff` prints it; cut at a size limit, with a `✂` marker line."""
+    note: str = ""
+    """What else to know: why there is no diff, uncommitted changes not shown, ..."""
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopDiff:
+        return cls(**_known(cls, data))
 
 
 class ControlError(Exception):
@@ -361,6 +391,12 @@ class SupervisorHandle(Protocol):
     async def iteration(self, loop: str, iteration: int) -> IterationDetail:
         """One iteration's prompt, transcript, checks and usage (ControlError when the
         run keeps no journal or the loop has no such iteration)."""
+        ...
+
+    async def diff(self, loop: str, *, iteration: int | None = None) -> LoopDiff:
+        """A worktree loop's whole diff against its base, or (with `iteration`) that
+        iteration's checkpoint commit against its parent; ControlError for a loop
+        without a worktree or an iteration the journal does not have."""
         ...
 
     async def shutdown(self) -> None:

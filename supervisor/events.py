@@ -236,6 +236,11 @@ class IterationFinished(LoopEvent):
     usd: float
     duration_s: float
     session_id: str | None = None
+    commit: str | None = None
+    """A worktree loop's checkpoint: its branch's HEAD after the iteration, when the
+    iteration moved it (`checkpoint.py`); None when it changed nothing."""
+    commit_parent: str | None = None
+    """The branch's HEAD when the iteration began (its diff is commit_parent..commit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

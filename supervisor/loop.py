@@ -18,6 +18,7 @@ import anyio
 from supervisor import events as ev
 from supervisor.agents.base import Agent
 from supervisor.budget import Charge, Ledger
+from supervisor.checkpoint import Checkpoint, Checkpointer
 from supervisor.checks import (
     CheckOutcome,
     check_summary,
@@ -91,6 +92,20 @@ class LoopRunner:
         self.run_id = run_id
         """Part of every child's `PROC_ENV` tag, so the run's end finds what it left."""
         self._child_env = {STATE_DIR_ENV: str(state_dir)} if state_dir is not None else {}
+        self.checkpointer = (
+            Checkpointer(
+                spec.name,
+                spec.workspace,
+                run_id=run_id,
+                author=spec.commit_author,
+                known=resume.commits if resume is not None else (),
+                notice=self._notice,
+                redact=self.redactor.text,
+            )
+            if spec.worktree is not None
+            else None
+        )
+        """Commits a worktree loop's iterations to its branch (`checkpoint.py`)."""
         self.after_iteration = after_iteration
         """Awaited after each checked iteration (the worktree overlap check)."""
         self.agent_spec = agent_spec
@@ -371,7 +386,7 @@ class LoopRunner:
             turn, outcomes = checked
             if self.after_iteration is not None:
                 await self.after_iteration(spec.name)
-            self._decide(n, turn, outcomes, started)
+            await self._decide(n, turn, outcomes, started)
         if self.iteration < n:  # it runs again: its notes are still unanswered
             self.control.injections[:0] = self._in_flight_notes
         self._in_flight_notes = []
@@ -401,33 +416,35 @@ class LoopRunner:
             self.spec.stuck.same_failure or self.spec.stuck.same_output
         )
         watch = self._workspace if watching else None
+        if self.checkpointer is not None and got_slot:
+            await self.checkpointer.begin(n, self._loopvisor_env(n, "git"))
         before = await watch.take() if watch is not None and got_slot else None
         turn = await self._turn(n, prompt) if got_slot else TurnResult()
         after = await watch.take() if watch is not None and before is not None else None
         self._workspace_changed = after is not None and after != before
         if self.control.restart:
-            self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
+            await self._finish_iteration(n, "stopped", "restarted by the operator", turn, started)
             return None
         if self.control.interrupt:
             reason = self.control.interrupt_reason or "paused by the operator"
             self.control.interrupt, self.control.interrupt_reason = False, ""
-            self._finish_iteration(n, "interrupted", reason, turn, started)
+            await self._finish_iteration(n, "interrupted", reason, turn, started)
             self.iteration = n - 1  # the interrupted iteration runs again on resume
             return None
         if turn.exhausted is not None:
-            self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
+            await self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
             self._end("exhausted", turn.exhausted)
             return None
         if turn.retries_exhausted is not None:
-            self._finish_iteration(n, "failed", turn.retries_exhausted, turn, started)
+            await self._finish_iteration(n, "failed", turn.retries_exhausted, turn, started)
             self._end("failed", turn.retries_exhausted)
             return None
         if turn.stalled is not None:
-            self._finish_iteration(n, "stuck", turn.stalled.evidence, turn, started)
+            await self._finish_iteration(n, "stuck", turn.stalled.evidence, turn, started)
             self._on_stuck(n, turn.stalled)
             return None
         if turn.failure is not None:
-            return self._after_failure(n, turn, started)
+            return await self._after_failure(n, turn, started)
         self.last_output = turn.output
         return turn, await self._run_checks(n)
 
@@ -453,7 +470,7 @@ class LoopRunner:
         self.set_state("running", f"agent turn {n}/{self.spec.max_iterations}", n)
         return True
 
-    def _after_failure(self, n: int, turn: TurnResult, started: float) -> float | None:
+    async def _after_failure(self, n: int, turn: TurnResult, started: float) -> float | None:
         """Count the error; None when the loop failed, else the delay before the retry."""
         failure = turn.failure
         assert failure is not None
@@ -462,10 +479,10 @@ class LoopRunner:
         if not failure.retryable or self.retries_used > limit:
             why = "not retryable" if not failure.retryable else f"{limit} retries used"
             reason = f"agent error ({why}): {failure.message}"
-            self._finish_iteration(n, "failed", reason, turn, started)
+            await self._finish_iteration(n, "failed", reason, turn, started)
             self._end("failed", reason)
             return None
-        self._finish_iteration(n, "error", failure.message, turn, started)
+        await self._finish_iteration(n, "error", failure.message, turn, started)
         self._last_failure = failure.message
         return failure.retry_after or min(RETRY_BACKOFF_CAP_S, 0.5 * 2 ** (self.retries_used - 1))
 
@@ -478,7 +495,7 @@ class LoopRunner:
         self._backoff_scope = None
         self.iteration = n - 1  # the same iteration runs again
 
-    def _decide(
+    async def _decide(
         self, n: int, turn: TurnResult, outcomes: list[CheckOutcome], started: float
     ) -> None:
         spec = self.spec
@@ -494,14 +511,14 @@ class LoopRunner:
             )
             if outcomes and spec.done_marker:
                 what += " and done marker seen"
-            self._finish_iteration(n, "succeeded", what, turn, started)
+            await self._finish_iteration(n, "succeeded", what, turn, started)
             self._end("succeeded", f"{what} in iteration {n}")
             return
         failing = next((o for o in outcomes if not o.passed), None)
         fingerprint, evidence = combined_failure(outcomes)
         crossed = self.ledger.crossed()
         if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
-            self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
+            await self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
             self._end("exhausted", crossed.reason)
             return
         verdict = self.detector.observe(
@@ -516,12 +533,12 @@ class LoopRunner:
         )
         why = failing.summary if failing else f"done marker {spec.done_marker!r} not seen"
         if verdict is not None and spec.on_stuck != "continue":
-            self._finish_iteration(n, "stuck", verdict.evidence, turn, started)
+            await self._finish_iteration(n, "stuck", verdict.evidence, turn, started)
             self._on_stuck(n, verdict)
             return
         if verdict is not None:
             self._on_stuck(n, verdict)
-        self._finish_iteration(n, "continue", why, turn, started)
+        await self._finish_iteration(n, "continue", why, turn, started)
 
     def _on_stuck(self, n: int, verdict: StuckVerdict) -> None:
         action = self.spec.on_stuck
@@ -643,9 +660,23 @@ class LoopRunner:
         # hold lone surrogates.
         return self.redactor.text(valid_text(text))
 
-    def _finish_iteration(
+    async def _finish_iteration(
         self, n: int, outcome: ev.IterationOutcome, reason: str, turn: TurnResult, started: float
     ) -> None:
+        """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
+        shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
+        without its row, nor a git command killed half-way."""
+        point = Checkpoint()
+        if self.checkpointer is not None:
+            with anyio.CancelScope(shield=True):
+                point = await self.checkpointer.commit(
+                    n,
+                    outcome,
+                    reason,
+                    tokens=turn.tokens,
+                    usd=turn.usd,
+                    env=self._loopvisor_env(n, "git"),
+                )
         self.emit(
             ev.IterationFinished(
                 loop=self.spec.name,
@@ -656,8 +687,13 @@ class LoopRunner:
                 usd=round(turn.usd, 6),
                 duration_s=round(time.monotonic() - started, 3),
                 session_id=self.agent.session_id,
+                commit=point.commit,
+                commit_parent=point.parent,
             )
         )
+
+    def _notice(self, level: str, message: str) -> None:
+        self.emit(ev.Notice(loop=self.spec.name, level=level, message=message))  # type: ignore[arg-type]
 
     def emit_output(self, n: int, text: str, stream: str) -> None:
         self.tail.add(text, stream)

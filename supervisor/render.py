@@ -45,10 +45,11 @@ def describe(event: ev.Event) -> TranscriptLine | None:
             kind, f"{mark} check {event.name}: {event.summary} ({event.duration_s:.1f}s)"
         )
     if isinstance(event, ev.IterationFinished):
+        commit = f", commit {event.commit[:10]}" if event.commit else ""
         return TranscriptLine(
             K.ITERATION_END,
             f"── iteration {event.iteration} {event.outcome}: {_short(event.reason)} "
-            f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s]",
+            f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s{commit}]",
         )
     if isinstance(event, ev.OutputTruncated):
         return TranscriptLine(K.WARNING, truncation_message(event.dropped, event.limit))

@@ -28,6 +28,7 @@ from supervisor.api import (
     ControlError,
     IterationDetail,
     IterationSummary,
+    LoopDiff,
     RunSnapshot,
     StepIn,
 )
@@ -37,6 +38,8 @@ from supervisor.bus import EventBus
 from supervisor.config.rules import edit_problems
 from supervisor.diskfull import Gate
 from supervisor.drive import drive
+from supervisor.gitdiff import DiffError, loop_diff
+from supervisor.gitexec import GitError
 from supervisor.journal.resume import RunResume
 from supervisor.lines import TranscriptLine
 from supervisor.loop import LoopRunner
@@ -518,6 +521,27 @@ class Supervisor:
     async def iteration(self, loop: str, iteration: int) -> IterationDetail:
         self._runner(loop)
         return await self._history().iteration(loop, iteration, self.run_id)
+
+    async def diff(self, loop: str, *, iteration: int | None = None) -> LoopDiff:
+        """`gitdiff.loop_diff` in a worker thread; an iteration's checkpoint is looked up
+        in what this process committed, then in the journal."""
+        runner = self._runner(loop)
+        point: tuple[str | None, str] | None = None
+        if iteration is not None:
+            if iteration < 1:
+                raise ControlError("iteration numbers start at 1")
+            made = runner.checkpointer.commits.get(iteration) if runner.checkpointer else None
+            if made is not None and made.commit is not None:
+                point = (made.parent, made.commit)
+            elif runner.spec.worktree is not None:
+                point = await self._history().commit_of(loop, iteration, self.run_id)
+        spec = runner.spec
+        try:
+            return await anyio.to_thread.run_sync(
+                lambda: loop_diff(spec, iteration=iteration, commit=point)
+            )
+        except (DiffError, GitError) as exc:
+            raise ControlError(str(exc)) from None
 
     def _history(self) -> JournalHistory:
         if self.history is None:

@@ -40,7 +40,10 @@ PROMPT_MAX_BYTES = 1 * MIB
 """A rendered prompt (placeholders expanded, operator notes added): what is sent."""
 DETAIL_WIRE_MAX_BYTES = 8 * MIB
 """One iteration's detail (prompt, transcript, checks) as one line on the control socket,
-JSON as sent; a transcript over it is cut in the middle (`control.bounds`)."""
+JSON as sent; a transcript over it is cut in the middle (`control.bounds`). A diff too."""
+DIFF_MAX_BYTES = 4 * MIB
+"""A diff the console shows (`gitdiff.loop_diff`): git's output is read no further, the
+rest is left out with a marker line (`loopvisor diff` prints all of it)."""
 
 
 def size_of(text: str) -> int:

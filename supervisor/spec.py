@@ -148,6 +148,9 @@ class LoopSpec:
     catch_up: CatchUp = "skip"
     extends: str | None = None
     prompt_file: Path | None = None
+    commit_author: str | None = None
+    """`Name <email>` of a worktree loop's checkpoint commits (`checkpoint.py`);
+    None: `loopvisor <loopvisor@localhost>`."""
 
 
 @dataclass(frozen=True, slots=True)

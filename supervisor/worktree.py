@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from supervisor.gitbase import record_base
 from supervisor.spec import Config, LoopSpec
 
 
@@ -72,6 +73,7 @@ def ensure_worktree(loop: LoopSpec) -> bool:
         _git(["worktree", "add", str(path), branch], wt.repo)
     else:
         _git(["worktree", "add", "-b", branch, str(path), "HEAD"], wt.repo)
+        record_base(wt.repo, branch)  # what `loopvisor diff LOOP` compares against
     return True
 
 

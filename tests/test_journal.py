@@ -190,8 +190,9 @@ def test_history_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
         data = reader.history_json("a")
     assert list(data) == ["loop", "iterations", "total"]
     assert data["loop"] == "a"
-    keys = ["iteration", "outcome", "reason", "tokens", "usd", "started", "ended"]
+    keys = ["iteration", "outcome", "reason", "tokens", "usd", "started", "ended", "commit"]
     assert [list(item) for item in data["iterations"]] == [keys, keys]
+    assert data["iterations"][0]["commit"] is None  # not a worktree loop
     first = data["iterations"][0]
     assert (first["iteration"], first["outcome"], first["reason"]) == (1, "continue", "reason 1")
     assert (first["tokens"], first["usd"]) == (100, 0.001)

@@ -12,7 +12,9 @@ from tui.app import LoopvisorApp
 from tui.keys import COMMANDS, MAIN_SECTION, OTHER_SECTIONS, help_sections, readme_table
 from tui.screens.chat import ChatScreen
 from tui.screens.confirm import ConfirmScreen
+from tui.screens.diff import DiffScreen
 from tui.screens.edit import EditScreen
+from tui.screens.history import HistoryScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.main import MainScreen
 
@@ -64,6 +66,8 @@ def test_the_other_screens_keys_are_on_the_help_screen() -> None:
         ("Step-in chat", ChatScreen),
         ("Edit", EditScreen),
         ("Any question", ConfirmScreen),
+        ("History", HistoryScreen),
+        ("Diff", DiffScreen),
     ):
         missing = written(screen.BINDINGS) - listed(sections[title])
         assert missing == set(), f"{title}: {missing}"

@@ -82,3 +82,61 @@ def test_confirm_dialog(snap_compare: Compare) -> None:
     assert snap_compare(
         app, terminal_size=(80, 24), run_before=focus_fizzbuzz, press=["s", "wait:200"]
     )
+
+
+PATCH = """\
+diff --git a/duration.py b/duration.py
+index 3b18e51..9a1f2c4 100644
+--- a/duration.py
++++ b/duration.py
+@@ -1,9 +1,14 @@
+ import re
+
+-UNITS = {"s": 1, "m": 60}
++UNITS = {"s": 1, "m": 60, "h": 3600}
++PART = re.compile(r"(\\d+)([smh])")
+
+
+ def parse(text: str) -> int:
+-    number, unit = text[:-1], text[-1]
+-    return int(number) * UNITS[unit]
++    parts = PART.findall(text)
++    if not parts or "".join(n + u for n, u in parts) != text:
++        raise ValueError(f"not a duration: {text!r} (expected something like 1h30m or 90s)")
++    return sum(int(n) * UNITS[u] for n, u in parts)
+diff --git a/test_duration.py b/test_duration.py
+new file mode 100644
+index 0000000..e69de29
+--- /dev/null
++++ b/test_duration.py
+@@ -0,0 +1,6 @@
++from duration import parse
++
++
++def test_compound() -> None:
++    assert parse("1h30m") == 5400
++    assert parse("90s") == 90
+"""
+
+
+def parser_diff() -> Any:
+    from supervisor.api import LoopDiff
+
+    return LoopDiff(
+        loop="parser",
+        iteration=None,
+        base="9d0c6b1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c",
+        head="3f1c2a9e0b7d4c6a8e5f1b2d3c4a5e6f7a8b9c0d",
+        stat="2 files changed, 10 insertions(+), 3 deletions(-)",
+        text=PATCH,
+        note="the worktree has 1 uncommitted path (the iteration running now): not in this diff",
+    )
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_diff_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
+    """Diff (`d`) of the stuck loop: heading with the range and git's stat line, the
+    note about uncommitted files, file headers bold, `@@` cyan, `+` green, `-` red, a
+    long added line wrapped (not cut) at 80 columns."""
+    app, _ = fixed_app(diffs={("parser", None): parser_diff()})
+    assert snap_compare(app, terminal_size=size, run_before=settle, press=["d", "wait:300"])

@@ -22,6 +22,7 @@ from supervisor.api import (
     ControlError,
     IterationDetail,
     IterationSummary,
+    LoopDiff,
     LoopSnapshot,
     RunSnapshot,
     StepIn,
@@ -241,10 +242,12 @@ class FixedHandle:
         snapshot: RunSnapshot,
         step_in: StepIn | None = None,
         events: tuple[ev.Event, ...] = (),
+        diffs: dict[tuple[str, int | None], LoopDiff] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._step_in = step_in
         self._events = events
+        self._diffs = diffs or {}
         self.calls: list[tuple[str, Any]] = []
 
     async def snapshot(self, *, tail: int = 200) -> RunSnapshot:
@@ -276,6 +279,12 @@ class FixedHandle:
 
     async def iteration(self, loop: str, iteration: int) -> IterationDetail:
         raise ControlError("no journal here")
+
+    async def diff(self, loop: str, *, iteration: int | None = None) -> LoopDiff:
+        try:
+            return self._diffs[(loop, iteration)]
+        except KeyError:
+            raise ControlError(f"loop {loop!r} has no git worktree") from None
 
     async def _call(self, op: str, *args: Any) -> None:
         self.calls.append((op, args))
@@ -328,6 +337,11 @@ class FixedHandle:
 
 
 def fixed_app(snapshot: RunSnapshot | None = None, **kw: Any) -> tuple[LoopvisorApp, FixedHandle]:
-    handle = FixedHandle(snapshot or demo_snapshot(), kw.pop("step_in", None), kw.pop("events", ()))
+    handle = FixedHandle(
+        snapshot or demo_snapshot(),
+        kw.pop("step_in", None),
+        kw.pop("events", ()),
+        kw.pop("diffs", None),
+    )
     app = LoopvisorApp(handle, title="loopvisor · loops.toml", clock=lambda: 1_700_000_100.0, **kw)
     return app, handle

@@ -136,6 +136,11 @@ class OperatorActions(App[int]):
 
         self.push_screen(HistoryScreen(name))
 
+    def diff(self, name: str, iteration: int | None = None) -> None:
+        from tui.screens.diff import DiffScreen
+
+        self.push_screen(DiffScreen(name, iteration))
+
     def inbox(self) -> None:
         from tui.screens.inbox import InboxScreen
 

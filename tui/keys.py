@@ -129,6 +129,17 @@ COMMANDS: tuple[Command, ...] = (
         palette="History of {loop}",
         palette_help="iterations",
     ),
+    Command(
+        ("d",),
+        "diff: its checkpoint commits against its base",
+        "diff of a worktree loop: its checkpoint commits against the commit its worktree"
+        " was made from; from the history screen, the selected iteration's",
+        (_on_loop("d", "diff", "diff", show=False),),
+        action="diff",
+        per_loop=True,
+        palette="Diff of {loop}",
+        palette_help="changes against its base",
+    ),
     # palette only: every loop at once
     Command(
         (), action="pause_all", palette="Pause all loops", palette_help="at their next safe point"
@@ -200,6 +211,16 @@ OTHER_SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("esc  a", "back"),
         ),
     ),
+    (
+        "History",
+        (
+            ("↑ ↓", "move between iterations"),
+            ("d", "that iteration's diff"),
+            ("tab", "to the transcript"),
+            ("esc  h", "back"),
+        ),
+    ),
+    ("Diff", (("↑ ↓  j k", "scroll"), ("space  b", "page down / up"), ("esc  q  d", "back"))),
     (
         "Step-in chat",
         (("enter", "send to the agent"), ("ctrl+r", "hand back"), ("esc", "leave it paused")),

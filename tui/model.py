@@ -228,6 +228,7 @@ class IterationInfo:
     tokens: int = 0
     usd: float = 0.0
     duration_s: float | None = None
+    commit: str | None = None
 
 
 class IterationLog:
@@ -247,6 +248,7 @@ class IterationLog:
                     info.outcome, info.reason = event.outcome, event.reason
                     info.tokens, info.usd = event.tokens, event.usd
                     info.duration_s = event.duration_s
+                    info.commit = event.commit
                     break
 
     def of(self, loop: str) -> list[IterationInfo]:

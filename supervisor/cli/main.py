@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 
 from supervisor import runtime
+from supervisor.cli import diff as cli_diff
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -40,10 +41,14 @@ from supervisor.statedir import StateDirError, ensure_state_dir
 from supervisor.textsafe import for_terminal, for_terminal_line
 from supervisor.worktree import WorktreeError, prepare_worktrees, remove_worktree
 
-COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
+COMMANDS = (
+    "run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl", "diff",
+)  # fmt: skip
 DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
+DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""diff, registered by `cli_diff` (a worktree loop's changes as a patch)."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -124,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     REMOTE_HANDLERS.update(cli_remote.register(sub))
+    DIFF_HANDLERS.update(cli_diff.register(sub))
     return parser
 
 
@@ -141,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         **REMOTE_HANDLERS,
+        **DIFF_HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,

@@ -30,6 +30,7 @@ from supervisor.config._schema import (
     read_file,
 )
 from supervisor.config.rules import prompt_problems
+from supervisor.gitident import author_problem
 from supervisor.schedule import Schedule
 from supervisor.spec import (
     AgentSpec,
@@ -293,7 +294,16 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         catch_up=t.choice("catch_up", ("skip", "once"), "skip"),  # type: ignore[arg-type]
         extends=t.string("extends", None),
         prompt_file=prompt_file,
+        commit_author=_commit_author(t),
     )
+
+
+def _commit_author(t: Table) -> str | None:
+    author = t.string("commit_author", None, nonempty=True)
+    if author is not None and (problem := author_problem(author)) is not None:
+        t.error("commit_author", problem)
+        return None
+    return author
 
 
 def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from supervisor.api import IterationDetail, IterationSummary
+from supervisor.api import IterationDetail, IterationSummary, LoopDiff
 from supervisor.sizes import format_size, size_of
 from supervisor.textsafe import utf8
 
@@ -79,6 +79,30 @@ def iteration_rows(rows: list[IterationSummary]) -> list[dict[str, Any]]:
         data["reason"] = _clip(row.reason, REASON_WIRE_CHARS)
         out.append(data)
     return out
+
+
+def loop_diff(diff: LoopDiff, limit: int) -> dict[str, Any]:
+    """`diff` as at most ~`limit` bytes of JSON: a patch that would not fit keeps its
+    start (the files in order; `stat` still counts them all) and ends in a marker."""
+    data = diff.to_dict()
+    data["text"] = ""
+    data["note"] = _clip(diff.note, SUMMARY_CHARS)
+    room = max(1024, limit - len(utf8(json.dumps(data, ensure_ascii=False))) - 512)
+    if wire_size(diff.text) <= room:
+        data["text"] = diff.text
+        return data
+    head = _head(diff.text, room)
+    where = f"`loopvisor diff {diff.loop}" + (
+        f" --iteration {diff.iteration}`" if diff.iteration is not None else "`"
+    )
+    data["text"] = (
+        f"{head}{'' if not head or head.endswith(chr(10)) else chr(10)}"
+        f"✂ {size_of(diff.text) - size_of(head):,} bytes of this diff left out here: a diff"
+        f" sent over the control socket is at most {format_size(limit)}; {where} on the"
+        " server's machine prints all of it\n"
+    )
+    data["truncated"] = True
+    return data
 
 
 def iteration_detail(detail: IterationDetail, limit: int) -> dict[str, Any]:

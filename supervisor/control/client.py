@@ -26,6 +26,7 @@ from supervisor.api import (
     ControlError,
     IterationDetail,
     IterationSummary,
+    LoopDiff,
     RunSnapshot,
     StepIn,
 )
@@ -342,6 +343,9 @@ class RemoteSupervisor:
         """Over the socket a transcript past `sizes.DETAIL_WIRE_MAX_BYTES` comes cut in
         the middle, with a line saying so (the journal on the server has all of it)."""
         return await self.call(ops.ITERATION, loop=loop, iteration=iteration)
+
+    async def diff(self, loop: str, *, iteration: int | None = None) -> LoopDiff:
+        return await self.call(ops.DIFF, loop=loop, iteration=iteration)
 
     async def shutdown(self) -> None:
         """Ask the server to stop every loop and exit (returns once it accepted)."""

@@ -23,6 +23,7 @@ from supervisor.api import (
     ControlError,
     IterationDetail,
     IterationSummary,
+    LoopDiff,
     RunSnapshot,
     StepIn,
 )
@@ -148,6 +149,13 @@ async def _unsubscribe(s: Session, a: Args) -> None:
 
 async def _iterations(s: Session, a: Args) -> list[dict[str, Any]]:
     return bounds.iteration_rows(await s.handle.iterations(a["loop"], limit=a["limit"]))
+
+
+async def _diff(s: Session, a: Args) -> dict[str, Any]:
+    if a["iteration"] is not None and a["iteration"] < 1:
+        raise ControlError("iteration numbers start at 1")
+    diff = await s.handle.diff(a["loop"], iteration=a["iteration"])
+    return await anyio.to_thread.run_sync(bounds.loop_diff, diff, s.detail_max)
 
 
 async def _iteration(s: Session, a: Args) -> dict[str, Any]:
@@ -302,7 +310,8 @@ ITERATIONS: Final = Op(
     _iterations,
     _summaries,
     "the newest `limit` attempts of the loop's iterations in this run, oldest first:"
-    " `[{iteration, attempt, outcome, reason, tokens, usd, started, ended}]` (see History)",
+    " `[{iteration, attempt, outcome, reason, tokens, usd, started, ended, commit}]`"
+    " (see History)",
 )
 ITERATION: Final = Op(
     "iteration",
@@ -311,6 +320,16 @@ ITERATION: Final = Op(
     IterationDetail.from_dict,
     "`{loop, iteration, summary, prompt, transcript, checks}` (see History); at most"
     f" {format_size(DETAIL_WIRE_MAX_BYTES)} of JSON: a longer transcript is cut in the middle",
+)
+
+DIFF: Final = Op(
+    "diff",
+    (LOOP, Arg("iteration", OPT_INTEGER, "int ≥ 1 (default: the loop's whole diff)")),
+    _diff,
+    LoopDiff.from_dict,
+    "`{loop, iteration, base, head, stat, text, note, truncated}` (see Diff): the worktree"
+    " loop's patch against its base, or one iteration's checkpoint commit against its"
+    f" parent; at most {format_size(DETAIL_WIRE_MAX_BYTES)} of JSON: a longer patch is cut",
 )
 
 OPS: Final[tuple[Op[Any], ...]] = (
@@ -331,6 +350,7 @@ OPS: Final[tuple[Op[Any], ...]] = (
     UNSUBSCRIBE,
     ITERATIONS,
     ITERATION,
+    DIFF,
 )
 """In the order the hello lists them (new ops go last: v1 only adds)."""
 BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}

@@ -33,6 +33,7 @@ def summary(row: IterationRow) -> IterationSummary:
         usd=row.usd,
         started=row.started,
         ended=row.ended,
+        commit=row.commit,
     )
 
 
@@ -48,6 +49,20 @@ class JournalHistory:
 
     async def iteration(self, loop: str, iteration: int, run_id: str) -> IterationDetail:
         return await anyio.to_thread.run_sync(self._iteration, loop, iteration, run_id)
+
+    async def commit_of(
+        self, loop: str, iteration: int, run_id: str
+    ) -> tuple[str | None, str] | None:
+        """(parent, commit) of the iteration's checkpoint; None when it made none."""
+        return await anyio.to_thread.run_sync(self._commit_of, loop, iteration, run_id)
+
+    def _commit_of(self, loop: str, iteration: int, run_id: str) -> tuple[str | None, str] | None:
+        try:
+            with JournalReader(self.state_dir) as reader:
+                row = reader.iteration_commit(loop, iteration, run_id)
+        except JournalError:
+            raise ControlError(f"loop {loop!r} has no iteration {iteration} in this run") from None
+        return None if row is None or row.commit is None else (row.parent, row.commit)
 
     def _iterations(self, loop: str, run_id: str, limit: int) -> list[IterationSummary]:
         try:

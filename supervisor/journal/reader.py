@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from supervisor.journal.render import history_dict, render_transcript, transcript_lines
-from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader
+from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader, has_commits
 from supervisor.journal.snapshot import snapshot_dict
 from supervisor.journal.statelock import lock_holder
 from supervisor.lines import TranscriptLine
@@ -64,6 +64,10 @@ class IterationRow:
     started: float
     ended: float | None
     session_id: str | None
+    commit: str | None = None
+    """Its checkpoint commit (a worktree loop that changed something: `checkpoint.py`)."""
+    parent: str | None = None
+    """The branch's HEAD when it began: its diff is parent..commit."""
 
     @property
     def duration_s(self) -> float | None:
@@ -200,20 +204,33 @@ class JournalReader:
     def loop_iterations(self, loop: str, run_id: str | None = None) -> list[IterationRow]:
         """Every attempt of every iteration of `loop`, in the order they started."""
         run = self._run_for_loop(loop, run_id)
+        commits = "git_commit, git_parent" if has_commits(self._conn) else "NULL, NULL"
         rows = self._query(
-            "SELECT iteration, attempt, outcome, reason, tokens, usd, started, ended, session_id"
-            " FROM iterations WHERE run_id = ? AND loop = ? ORDER BY id",
+            "SELECT iteration, attempt, outcome, reason, tokens, usd, started, ended, session_id,"
+            f" {commits} FROM iterations WHERE run_id = ? AND loop = ? ORDER BY id",
             (run.run_id, loop),
         )
         result: list[IterationRow] = []
-        for it, attempt, outcome, reason, tokens, usd, started, ended, session in rows:
+        for it, attempt, outcome, reason, tokens, usd, started, ended, session, *git in rows:
             if outcome is None and not run.live:
                 outcome, reason = "interrupted", GONE_REASON
             result.append(IterationRow(
                 run.run_id, loop, int(it), int(attempt), outcome, str(reason), int(tokens),
-                float(usd), float(started), ended, session,
+                float(usd), float(started), ended, session, *git,
             ))  # fmt: skip
         return result
+
+    def iteration_commit(
+        self, loop: str, iteration: int, run_id: str | None = None
+    ) -> IterationRow | None:
+        """The latest attempt of iteration `iteration` that made a checkpoint commit
+        (None: it changed nothing, or ran before checkpoints). JournalError when the
+        loop has no such iteration."""
+        rows = [r for r in self.loop_iterations(loop, run_id) if r.iteration == iteration]
+        if not rows:
+            run = self._run_for_loop(loop, run_id)
+            raise JournalError(f"loop {loop!r} has no iteration {iteration} in run {run.run_id}")
+        return next((r for r in reversed(rows) if r.commit), None)
 
     def loop_charged(self, loop: str, run_id: str | None = None) -> tuple[int, float]:
         """(tokens, USD) the ledger charged `loop` in the run: every turn, step-in chat

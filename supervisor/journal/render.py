@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from supervisor.journal.reader import IterationDetail, IterationRow, LoopStatusRow, RunRow
 
 
+SHORT_SHA = 10
+"""Characters of a commit id shown in tables and transcripts (git's own `--short` is 7+)."""
+
+
 # -- transcripts ---------------------------------------------------------------
 def _clip(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
@@ -37,9 +41,11 @@ def describe_event(data: dict[str, Any], *, verbose: bool = False) -> str | None
     if kind == "iteration_started":
         return f"── iteration {data.get('iteration')} ──"
     if kind == "iteration_finished":
+        commit = data.get("commit")
         return (
             f"── iteration {data.get('iteration')}: {data.get('outcome')} ({data.get('reason')})"
             f" · {int(data.get('tokens', 0)):,} tokens · ${float(data.get('usd', 0.0)):.4f}"
+            + (f" · commit {str(commit)[:SHORT_SHA]}" if commit else "")
         )
     if kind == "tool_call":
         return f"→ {data.get('name')} {_clip(json.dumps(data.get('input'), default=str))}"
@@ -169,12 +175,19 @@ def format_history(
     if not rows:
         return f"{for_terminal_line(loop)}: no iterations recorded"
     head = f"{for_terminal_line(loop)} · run {rows[0].run_id}"
-    lines = [head, f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}  REASON"]
+    # A worktree loop's checkpoint commits get a column; other loops' table is unchanged.
+    commits = any(r.commit for r in rows)
+    sha = f" {'COMMIT':<{SHORT_SHA}}" if commits else ""
+    lines = [
+        head,
+        f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}{sha}  REASON",
+    ]
     for r in rows:
         label = f"{r.iteration}" if r.attempt == 1 else f"{r.iteration}#{r.attempt}"
+        sha = f" {(r.commit or '-')[:SHORT_SHA]:<{SHORT_SHA}}" if commits else ""
         lines.append(
             f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
-            f" {_dur(r.duration_s):>7}  {for_terminal_line(r.reason)}"
+            f" {_dur(r.duration_s):>7}{sha}  {for_terminal_line(r.reason)}"
         )
     tokens, usd = sum(r.tokens for r in rows), sum(r.usd for r in rows)
     if charged is not None and charged[0] > tokens:
@@ -203,8 +216,9 @@ def history_dict(
     loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
 ) -> dict[str, Any]:
     """`history LOOP --json`: exactly {"loop", "iterations": [{iteration, outcome, reason,
-    tokens, usd, started, ended}], "total": {tokens, usd}}; times epoch seconds,
-    outcome/ended null while running; the total is the ledger's (step-in chat included)."""
+    tokens, usd, started, ended, commit}], "total": {tokens, usd}}; times epoch seconds,
+    outcome/ended null while running, commit null when the iteration made no checkpoint
+    commit; the total is the ledger's (step-in chat included)."""
     tokens, usd = charged or (sum(r.tokens for r in rows), sum(r.usd for r in rows))
     return {
         "loop": loop,
@@ -217,6 +231,7 @@ def history_dict(
                 "usd": round(r.usd, 6),
                 "started": _epoch(r.started),
                 "ended": _epoch(r.ended),
+                "commit": r.commit,
             }
             for r in rows
         ],

@@ -43,6 +43,9 @@ class LoopResume:
     started_at: float | None = None
     ended_at: float | None = None
     """When the loop started (since its last restart) and reached its end state."""
+    commits: tuple[str, ...] = ()
+    """Checkpoint commits the journal recorded for the loop in this run (`checkpoint.py`:
+    a commit of the iteration that runs again, not among them, was cut off by the crash)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,9 @@ Version history:
   1  runs, loops, iterations, events, ledger.
   2  crash settlement: ledger `settles`/`note`, run wall-time bookkeeping
      (`wall_before`, `session_started`) and the `resumes` table.
+  3  checkpoint commits: `iterations.git_commit` and `git_parent` (`checkpoint.py`).
+     Readers also read a version-2 file as it is (no commits), so that `history`
+     and `status` keep working on a journal no supervisor has opened since.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from pathlib import Path
 from supervisor.diskfull import DiskFull, is_disk_full
 
 JOURNAL_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_FROM = 2
+"""The oldest version readers read without an upgrade (what is missing reads as empty)."""
 APPLICATION_ID = 0x4C4F4F50  # "LOOP"
 BUSY_TIMEOUT_S = 5.0
 
@@ -106,7 +111,12 @@ _V2: tuple[str, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3: tuple[str, ...] = (
+    "ALTER TABLE iterations ADD COLUMN git_commit TEXT",
+    "ALTER TABLE iterations ADD COLUMN git_parent TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """MIGRATIONS[n] takes a file from version n to n + 1 (0 = empty file)."""
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
@@ -195,13 +205,18 @@ def connect_reader(path: Path) -> sqlite3.Connection:
     if version > SCHEMA_VERSION:
         conn.close()
         raise _too_new(version)
-    if version < SCHEMA_VERSION:
+    if version < READABLE_FROM:
         conn.close()
         raise JournalError(
             f"{path} uses an older journal schema ({version} < {SCHEMA_VERSION}); "
             "`loopvisor run --resume` upgrades it"
         )
     return conn
+
+
+def has_commits(conn: sqlite3.Connection) -> bool:
+    """The file has the checkpoint columns (version 3 and up; readers may hold a 2)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0]) >= 3
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
 from supervisor.journal.resume import LoopResume, RunResume
-from supervisor.journal.schema import JournalError
+from supervisor.journal.schema import JournalError, has_commits
 from supervisor.textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"
@@ -372,8 +372,20 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         last_check_passed=last_check_passed,
         started_at=None if started is None else float(started),
         ended_at=None if ended is None else float(ended),
+        commits=_commits(conn, run_id, name),
     )
     return resume, float(res_usd)
+
+
+def _commits(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[str, ...]:
+    if not has_commits(conn):
+        return ()
+    rows = conn.execute(
+        "SELECT git_commit FROM iterations WHERE run_id = ? AND loop = ?"
+        " AND git_commit IS NOT NULL ORDER BY id",
+        (run_id, name),
+    ).fetchall()
+    return tuple(str(r[0]) for r in rows)
 
 
 def _last_check(

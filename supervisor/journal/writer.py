@@ -563,9 +563,9 @@ def _derive(conn: _ValidText, run: str, event: Event, seq: int | None) -> int:
             row = conn.execute(_LATEST_ATTEMPT, (run, event.loop, event.iteration)).fetchone()
         conn.execute(
             "UPDATE iterations SET outcome = ?, reason = ?, tokens = ?, usd = ?, ended = ?,"
-            " session_id = coalesce(?, session_id) WHERE id = ?",
+            " session_id = coalesce(?, session_id), git_commit = ?, git_parent = ? WHERE id = ?",
             (event.outcome, event.reason, event.tokens, event.usd, event.ts, event.session_id,
-             row[0]),
+             event.commit, event.commit_parent, row[0]),
         )  # fmt: skip
         return 1
     if isinstance(event, SessionSaved) and event.session_id is not None:

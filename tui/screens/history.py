@@ -35,6 +35,7 @@ class HistoryRow:
     prompt: str | None
     """None: ask the handle when the row is shown."""
     transcript: tuple[TranscriptLine, ...] = ()
+    commit: str | None = None
 
 
 def prompt_lines(prompt: str) -> list[TranscriptLine]:
@@ -47,6 +48,7 @@ class HistoryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "back"),
         Binding("h", "back", "back", show=False),
+        Binding("d", "diff", "diff"),
     ]
 
     def __init__(self, loop: str) -> None:
@@ -64,7 +66,8 @@ class HistoryScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         for label, width in (
-            ("#", 4), ("outcome", 11), ("tokens", 7), ("USD", 8), ("time", 6), ("reason", 60),
+            ("#", 4), ("outcome", 11), ("tokens", 7), ("USD", 8), ("time", 6), ("commit", 8),
+            ("reason", 60),
         ):  # fmt: skip
             table.add_column(label, width=width)
         table.focus()
@@ -80,7 +83,14 @@ class HistoryScreen(Screen[None]):
         latest = {a.iteration: a for a in attempts}  # the last attempt of each number
         rows = [
             HistoryRow(
-                a.iteration, a.outcome or "running", a.tokens, a.usd, a.duration_s, a.reason, None
+                a.iteration,
+                a.outcome or "running",
+                a.tokens,
+                a.usd,
+                a.duration_s,
+                a.reason,
+                None,
+                commit=a.commit,
             )
             for a in latest.values()
         ]
@@ -99,6 +109,7 @@ class HistoryScreen(Screen[None]):
                     i.reason,
                     i.prompt,
                     tuple(seen.iteration(i.iteration)),
+                    commit=i.commit,
                 )
                 for i in app.iterations.of(self.loop)
             ]
@@ -116,6 +127,7 @@ class HistoryScreen(Screen[None]):
                 fmt.tokens(row.tokens),
                 fmt.usd(row.usd),
                 "—" if row.duration_s is None else fmt.seconds(row.duration_s),
+                row.commit[:8] if row.commit else "—",
                 fmt.clip(row.reason, 60),
                 key=str(index),
             )
@@ -154,6 +166,14 @@ class HistoryScreen(Screen[None]):
             lines = [*prompt_lines(row.prompt or ""), blank, *row.transcript]
         self.query_one(TranscriptView).reset(lines)
         self.query_one(TranscriptView).scroll_home(animate=False)
+
+    def action_diff(self) -> None:
+        """`d`: the selected iteration's checkpoint commit against its parent."""
+        table = self.query_one(DataTable)
+        if not self.rows or not 0 <= table.cursor_row < len(self.rows):
+            self.notify("no iteration selected", severity="warning", timeout=3)
+            return
+        lv(self).diff(self.loop, self.rows[table.cursor_row].iteration)
 
     def action_back(self) -> None:
         self.dismiss(None)
