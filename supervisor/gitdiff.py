@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
@@ -35,42 +34,6 @@ from supervisor.worktree import branch_name
 
 class DiffError(Exception):
     """There is nothing to diff: not a worktree loop, no branch yet, git failed."""
-
-
-class DiffKind(StrEnum):
-    FILE = "file"
-    """`diff --git`, `index`, `---`, `+++`, mode and rename lines: a file's header."""
-    HUNK = "hunk"
-    """`@@ -1,3 +1,4 @@`."""
-    ADD = "add"
-    DEL = "del"
-    CONTEXT = "context"
-    MARKER = "marker"
-    """A line loopvisor added (`✂` where the patch was cut)."""
-
-
-def line_kinds(lines: Iterable[str]) -> Iterator[tuple[DiffKind, str]]:
-    """Each line of a patch with its kind. Inside a hunk a line is what its first
-    character says (so a removed line `--- x` is a removal, not a header); outside,
-    everything up to the next `@@` belongs to the file header."""
-    in_hunk = False
-    for line in lines:
-        if line.startswith("diff --git ") or line.startswith("diff --cc "):
-            in_hunk = False
-            yield DiffKind.FILE, line
-        elif line.startswith("@@"):
-            in_hunk = True
-            yield DiffKind.HUNK, line
-        elif line.startswith("✂"):
-            yield DiffKind.MARKER, line
-        elif not in_hunk:
-            yield DiffKind.FILE, line
-        elif line.startswith("+"):
-            yield DiffKind.ADD, line
-        elif line.startswith("-"):
-            yield DiffKind.DEL, line
-        else:
-            yield DiffKind.CONTEXT, line
 
 
 # -- ranges ----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, write_
 from supervisor.api import LoopDiff
 from supervisor.config.load import load_config
 from supervisor.control import bounds
-from supervisor.gitdiff import DiffError, DiffKind, line_kinds, loop_diff
+from supervisor.difflines import DiffKind, line_kinds
+from supervisor.gitdiff import DiffError, loop_diff
 
 AGENT = """
 import os, pathlib

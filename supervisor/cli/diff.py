@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from supervisor.config.load import load_config
+from supervisor.difflines import DiffKind, line_kinds
 from supervisor.gitdiff import (
     DiffError,
-    DiffKind,
     branch_range,
     commit_range,
-    line_kinds,
     open_patch,
     uncommitted_paths,
 )

@@ -2,7 +2,7 @@
 
 Like `TranscriptView` it is a Line-API view (a 4 MiB patch costs nothing while it is
 not scrolled) whose lines are wrapped to the width, so nothing is cut off at 80
-columns. Colours come from the kind `supervisor.gitdiff.line_kinds` gives each line:
+columns. Colours come from the kind `supervisor.difflines.line_kinds` gives each line:
 `+` green, `-` red, `@@` cyan, file headers bold, the `✂` marker in the warning colour.
 """
 
@@ -20,7 +20,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from supervisor.gitdiff import DiffKind, line_kinds
+from supervisor.difflines import DiffKind, line_kinds
 from tui.widgets.transcript import wrap
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]").sub
