@@ -38,6 +38,8 @@ from supervisor.config.rules import edit_problems
 from supervisor.diskfull import Gate
 from supervisor.drive import drive
 from supervisor.journal.resume import RunResume
+from supervisor.land import LandError, LandRequest
+from supervisor.landing import Landing
 from supervisor.lines import TranscriptLine
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
@@ -117,6 +119,9 @@ class Supervisor:
             limiters=self._limiters,
             redactor=self.redactor,
         )
+        self.landing = Landing(self.redactor)
+        """The `land` op; its records (a pull request's history) listen on the bus."""
+        self.bus.add_sink(self.landing.records)
         overlap = OverlapChecker(
             list(config.loops),
             lambda loop, msg: self.notice(msg, level="warning", loop=loop),
@@ -503,6 +508,28 @@ class Supervisor:
     async def hand_back(self, loop: str) -> None:
         self._control("hand_back", loop)
         await self.resume(loop)
+
+    async def land(
+        self,
+        loop: str,
+        *,
+        squash: bool = False,
+        into: str | None = None,
+        push: str | None = None,
+        pr: bool = False,
+    ) -> str:
+        runner = self._runner(loop)
+        if not (runner.finished or runner.needs_attention or runner.state == "scheduled"):
+            raise ControlError(
+                f"loop {loop!r} is {runner.state}: land it once it has ended or is paused"
+            )
+        request = LandRequest(squash=squash, into=into, push=push, pr=pr)
+        try:
+            message = await self.landing.land(runner.spec, request)
+        except LandError as exc:
+            raise ControlError(self.redactor.text(str(exc))) from None
+        self._control("land", loop, message)
+        return message
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500

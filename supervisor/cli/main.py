@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 
 from supervisor import runtime
+from supervisor.cli import land as cli_land
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -50,6 +51,7 @@ COMMANDS = (
     "check",
     "init",
     "clean",
+    "land",
     "history",
     "status",
     "serve",
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove it even with uncommitted changes or commits merged nowhere else",
     )
+    cli_land.add_parser(sub, DEFAULT_CONFIG)
 
     history = sub.add_parser("history", help="runs, or a loop's iterations, from the journal")
     history.add_argument("loop", nargs="?", help="a loop name (default: list runs)")
@@ -165,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "init": cmd_init,
         "clean": cmd_clean,
+        "land": cli_land.cmd_land,
         "history": cmd_history,
         "status": cmd_status,
     }

@@ -1,0 +1,33 @@
+"""A running supervisor's side of worktrees: the landing the `land` control op asks
+for. Git work runs in a worker thread: the event loop the loops share never waits on
+a merge or a push.
+"""
+
+from __future__ import annotations
+
+import anyio.to_thread
+
+from supervisor.land import LandRequest, land
+from supervisor.land_report import LoopRecords, pr_text
+from supervisor.redact import Redactor
+from supervisor.spec import LoopSpec
+from supervisor.worktree import branch_name
+
+
+class Landing:
+    """Landing for the worktree loops of one supervisor."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.records = LoopRecords()
+        """Each loop's iterations and checks, for a pull request's body (a bus sink)."""
+
+    async def land(self, spec: LoopSpec, request: LandRequest) -> str:
+        """Land the loop's branch (`land.land`) off the event loop; LandError says why not."""
+
+        def text(base: str) -> tuple[str, str]:
+            record = self.records.get(spec.name)
+            return pr_text(spec, record, branch_name(spec), base, self.redactor.text)
+
+        message = await anyio.to_thread.run_sync(land, spec, request, text)
+        return self.redactor.text(message)
