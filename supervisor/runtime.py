@@ -120,7 +120,7 @@ class Supervisor:
             redactor=self.redactor,
         )
         self.landing = Landing(self.redactor)
-        """The `land` op; its records (a pull request's history) listen on the bus."""
+        """`on_success` and the `land` op; its records listen on the bus."""
         self.bus.add_sink(self.landing.records)
         overlap = OverlapChecker(
             list(config.loops),
@@ -150,6 +150,7 @@ class Supervisor:
                 output_cap=config.supervisor.max_output_per_iteration,
                 gate=self.gate,
                 run_id=self.run_id,
+                worktree=self.landing if spec.worktree is not None else None,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -529,6 +530,7 @@ class Supervisor:
         except LandError as exc:
             raise ControlError(self.redactor.text(str(exc))) from None
         self._control("land", loop, message)
+        runner.landed(message.removeprefix(f"{loop}: "))
         return message
 
     async def transcript(
