@@ -85,7 +85,7 @@ class LoopRunner:
     ) -> None:
         self.spec = spec
         self.worktree = worktree
-        """A worktree loop's hook: `on_success` at its end."""
+        """A worktree loop's hooks: `setup` before it starts, `on_success` at its end."""
         self._land_due = False
         """It succeeded (or may yet) and `on_success` has not settled: not done yet."""
         self._landing_failed = False
@@ -309,7 +309,8 @@ class LoopRunner:
         while True:
             with anyio.CancelScope() as stop_scope:
                 self._stop_scope = stop_scope
-                await self._run_until_end()
+                if await self._set_up():
+                    await self._run_until_end()
             self._stop_scope = None
             if stop_scope.cancelled_caught and not self.finished:
                 self._end("stopped", "stopped by the operator")
@@ -317,7 +318,17 @@ class LoopRunner:
                 break
         return self.result()
 
-    # -- a worktree loop's end (`landing.Landing`) ---------------------------------------
+    # -- a worktree loop's start and end (`landing.Landing`) -----------------------------
+    async def _set_up(self) -> bool:
+        """Run the worktree's `setup` commands if they are due; False: the loop failed."""
+        if self.worktree is None or self.finished:
+            return True
+        problem = await self.worktree.set_up(self, self._loopvisor_env(0, "setup"))
+        if problem is not None:
+            self._end("failed", problem)
+            return False
+        return True
+
     async def _after_success(self) -> bool:
         """`on_success` once the loop succeeded. A landing that fails is a notice and a
         pause: resume tries again, stop ends it succeeded but not landed, a landing by

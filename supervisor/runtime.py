@@ -120,7 +120,7 @@ class Supervisor:
             redactor=self.redactor,
         )
         self.landing = Landing(self.redactor)
-        """`on_success` and the `land` op; its records listen on the bus."""
+        """Worktree setup, `on_success` and the `land` op; its records listen on the bus."""
         self.bus.add_sink(self.landing.records)
         overlap = OverlapChecker(
             list(config.loops),
