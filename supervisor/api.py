@@ -377,6 +377,22 @@ class SupervisorHandle(Protocol):
         """End the step-in: the loop continues from the (possibly longer) conversation."""
         ...
 
+    async def land(
+        self,
+        loop: str,
+        *,
+        squash: bool = False,
+        into: str | None = None,
+        push: str | None = None,
+        pr: bool = False,
+    ) -> str:
+        """Land the branch of a worktree loop that ended or is paused (`land.land`): merge
+        it into `into` (default: the branch its worktree was made from), one squashed
+        commit with `squash`; or push it to the remote `push`; or push it and open a pull
+        request with `pr`. Returns what was done; a refusal or a conflict (which changes
+        nothing) raises ControlError saying why."""
+        ...
+
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[TranscriptLine]:

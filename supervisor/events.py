@@ -95,12 +95,13 @@ class IterationStarted(LoopEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOutput(LoopEvent):
-    """Text the agent produced; `stream` tells assistant text from stderr and raw lines."""
+    """Text the agent produced; `stream` tells assistant text from stderr and raw lines
+    (and `setup`: the output of a worktree's setup commands, before iteration 1)."""
 
     type: ClassVar[str] = "output"
     iteration: int
     text: str
-    stream: Literal["assistant", "stdout", "stderr", "raw", "operator"] = "assistant"
+    stream: Literal["assistant", "stdout", "stderr", "raw", "operator", "setup"] = "assistant"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -65,6 +65,7 @@ STREAM_KINDS: dict[str, LineKind] = {
     "raw": LineKind.OUTPUT,
     "stderr": LineKind.STDERR,
     "operator": LineKind.OPERATOR,
+    "setup": LineKind.OUTPUT,
 }
 NOTICE_KINDS: dict[str, LineKind] = {
     "info": LineKind.INFO,

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from supervisor.journal.resume import LoopResume
+    from supervisor.landing import Landing
 
 RETRY_BACKOFF_CAP_S = 30.0
 _PAUSING = "pausing after this step: "
@@ -81,8 +82,16 @@ class LoopRunner:
         output_cap: int = OUTPUT_PER_ITERATION_DEFAULT,
         gate: Gate | None = None,
         run_id: str = "-",
+        worktree: Landing | None = None,
     ) -> None:
         self.spec = spec
+        self.worktree = worktree
+        """A worktree loop's hooks: `setup` before it starts, `on_success` at its end."""
+        self._land_due = False
+        """It succeeded (or may yet) and `on_success` has not settled: not done yet."""
+        self._landing_failed = False
+        """Paused after a failed `on_success`, waiting for a person."""
+        self._landed_by_hand = ""
         self.redactor = redactor or Redactor.from_environment()
         """Applied to check outcomes, agent output (in the turn) and the prompt as sent."""
         self.output_cap = output_cap
@@ -169,7 +178,8 @@ class LoopRunner:
 
     @property
     def done(self) -> bool:
-        return self.finished and not self.will_run_again
+        landing = self._land_due and self.state == "succeeded"
+        return self.finished and not self.will_run_again and not landing
 
     @property
     def needs_attention(self) -> bool:
@@ -310,13 +320,67 @@ class LoopRunner:
             return self.result()
         if self.started_at is None:
             self.started_at = time.time()
-        with anyio.CancelScope() as stop_scope:
-            self._stop_scope = stop_scope
-            await self._run_until_end()
-        self._stop_scope = None
-        if stop_scope.cancelled_caught and not self.finished:
-            self._end("stopped", "stopped by the operator")
+        self._land_due = self.worktree is not None and self.worktree.lands(self.spec)
+        while True:
+            with anyio.CancelScope() as stop_scope:
+                self._stop_scope = stop_scope
+                if await self._set_up():
+                    await self._run_until_end()
+            self._stop_scope = None
+            if stop_scope.cancelled_caught and not self.finished:
+                self._end("stopped", "stopped by the operator")
+            if not await self._after_success():
+                break
         return self.result()
+
+    # -- a worktree loop's start and end (`landing.Landing`) -----------------------------
+    async def _set_up(self) -> bool:
+        """Run the worktree's `setup` commands if they are due; False: the loop failed."""
+        if self.worktree is None or self.finished:
+            return True
+        problem = await self.worktree.set_up(self, self._loopvisor_env(0, "setup"))
+        if problem is not None:
+            self._end("failed", problem)
+            return False
+        return True
+
+    async def _after_success(self) -> bool:
+        """`on_success` once the loop succeeded. A landing that fails is a notice and a
+        pause: resume tries again, stop ends it succeeded but not landed, a landing by
+        hand (`land` op) settles it. True when the operator restarted it meanwhile."""
+        if not self._land_due or self.state != "succeeded" or self.worktree is None:
+            self._land_due = False
+            return False
+        succeeded = self.reason
+        while True:
+            message, ok = await self.worktree.on_success(self.spec)
+            if ok:
+                self._land_due = False
+                self.emit(ev.Notice(loop=self.spec.name, message=message))
+                self._end("succeeded", f"{succeeded}; {message}")
+                return False
+            self.emit(ev.Notice(loop=self.spec.name, level="error", message=message))
+            self.set_state("paused", f"{succeeded}, but {message} (resume: try again)")
+            self.control = _Control()
+            self._landing_failed = True
+            try:
+                await self.control.resumed.wait()
+            finally:
+                self._landing_failed = False
+            if self.control.restart:
+                return True
+            if self._landed_by_hand or self.control.stop:
+                done = self._landed_by_hand or "not landed: stopped by the operator"
+                self._land_due, self._landed_by_hand = False, ""
+                self._end("succeeded", f"{succeeded}; {done}")
+                return False
+            self.set_state("succeeded", succeeded)
+
+    def landed(self, message: str) -> None:
+        """The operator landed the loop's branch: a failed `on_success` is settled."""
+        if self._landing_failed:
+            self._landed_by_hand = message
+            self.control.resumed.set()
 
     async def _run_until_end(self) -> None:
         while not self.finished:

@@ -41,6 +41,8 @@ from supervisor.drive import drive
 from supervisor.gitdiff import DiffError, loop_diff
 from supervisor.gitexec import GitError
 from supervisor.journal.resume import RunResume
+from supervisor.land import LandError, LandRequest
+from supervisor.landing import Landing
 from supervisor.lines import TranscriptLine
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
@@ -120,6 +122,9 @@ class Supervisor:
             limiters=self._limiters,
             redactor=self.redactor,
         )
+        self.landing = Landing(self.redactor)
+        """Worktree setup, `on_success` and the `land` op; its records listen on the bus."""
+        self.bus.add_sink(self.landing.records)
         overlap = OverlapChecker(
             list(config.loops),
             lambda loop, msg: self.notice(msg, level="warning", loop=loop),
@@ -148,6 +153,7 @@ class Supervisor:
                 output_cap=config.supervisor.max_output_per_iteration,
                 gate=self.gate,
                 run_id=self.run_id,
+                worktree=self.landing if spec.worktree is not None else None,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""
@@ -506,6 +512,29 @@ class Supervisor:
     async def hand_back(self, loop: str) -> None:
         self._control("hand_back", loop)
         await self.resume(loop)
+
+    async def land(
+        self,
+        loop: str,
+        *,
+        squash: bool = False,
+        into: str | None = None,
+        push: str | None = None,
+        pr: bool = False,
+    ) -> str:
+        runner = self._runner(loop)
+        if not (runner.finished or runner.needs_attention or runner.state == "scheduled"):
+            raise ControlError(
+                f"loop {loop!r} is {runner.state}: land it once it has ended or is paused"
+            )
+        request = LandRequest(squash=squash, into=into, push=push, pr=pr)
+        try:
+            message = await self.landing.land(runner.spec, request)
+        except LandError as exc:
+            raise ControlError(self.redactor.text(str(exc))) from None
+        self._control("land", loop, message)
+        runner.landed(message.removeprefix(f"{loop}: "))
+        return message
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500

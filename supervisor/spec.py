@@ -19,6 +19,9 @@ from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
 CatchUp: TypeAlias = Literal["skip", "once"]
+OnSuccess: TypeAlias = Literal["keep", "land", "push", "pr"]
+ON_SUCCESS: tuple[OnSuccess, ...] = ("keep", "land", "push", "pr")
+"""What a worktree loop does with its branch once it succeeded (`land`)."""
 
 PLACEHOLDERS = frozenset(
     {"iteration", "max_iterations", "check_output", "last_output", "loop", "workspace"}
@@ -121,10 +124,16 @@ class StuckSpec:
 
 @dataclass(frozen=True, slots=True)
 class WorktreeSpec:
-    """A git worktree per loop, created under the state dir."""
+    """A git worktree per loop, created under the state dir (`worktree`)."""
 
     repo: Path
     branch: str = "loopvisor/{loop}"
+    base: str | None = None
+    """What the branch starts from: a branch, tag, commit or `origin/...`; None: the
+    repo's HEAD. Recorded with the branch, so `land` knows where it goes back to."""
+    include_uncommitted: bool = False
+    """Copy the repo's uncommitted changes (tracked, and untracked files not ignored)
+    into the worktree as its first commit, instead of refusing a dirty repo."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,11 @@ class LoopSpec:
     commit_author: str | None = None
     """`Name <email>` of a worktree loop's checkpoint commits (`checkpoint.py`);
     None: `loopvisor <loopvisor@localhost>`."""
+    setup: tuple[CheckSpec, ...] = ()
+    """Commands run once in a new worktree before the first iteration (like checks:
+    own process group, allow-listed environment); a failure fails the loop."""
+    on_success: OnSuccess = "keep"
+    """What a worktree loop does with its branch once it succeeded (`land`)."""
 
 
 @dataclass(frozen=True, slots=True)

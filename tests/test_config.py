@@ -900,7 +900,7 @@ BASE_SECTIONS: dict[str, dict[str, str]] = {
 NESTED = {
     "budget": ("tokens", "usd", "wall", "cpu", "retries"),
     "stuck": ("same_failure", "same_output", "similarity", "oscillation", "stall", "cost_spike"),
-    "workspace": ("repo", "worktree", "branch"),
+    "workspace": ("repo", "worktree", "branch", "base", "include_uncommitted"),
 }
 
 

@@ -793,9 +793,28 @@ def slow_sim_config(h: Harness) -> None:
     )
 
 
+GATED = (
+    "import os, sys, time\n"
+    "print('working on iteration', sys.argv[1], flush=True)\n"
+    "while not os.path.exists('go'):\n"  # held until the test lets it finish
+    "    time.sleep(0.01)\n"
+    "print('DONE' if int(sys.argv[1]) >= 5 else 'not yet')\n"
+)
+"""A command agent that says it started, then waits for a `go` file in its workspace:
+the run it belongs to is still live, however loaded the machine, until the test says."""
+
+
 def test_a_second_supervisor_on_a_live_state_dir_is_refused(harness: Harness) -> None:
     h = harness
-    slow_sim_config(h)
+    (h.tmp_path / "s").mkdir()
+    write_config(
+        h.tmp_path,
+        supervisor_table(max_concurrent=1),
+        command_agent("gated", GATED, "$iteration"),
+        loop(
+            "s", "gated", workspace="s", done_marker="DONE", max_iterations=6, on_stuck="continue"
+        ),
+    )
     live = h.start()
     live.wait_for("the first agent output", lambda e: e["type"] == "output")
     message = f"another loopvisor (pid {live.pid}) is using {h.state}"
@@ -807,6 +826,7 @@ def test_a_second_supervisor_on_a_live_state_dir_is_refused(harness: Harness) ->
     assert live.proc.poll() is None
     assert h.status()["live"] is True  # readers still work beside it
     live.kill9()
+    (h.tmp_path / "s" / "go").touch()
     # The kernel dropped the lock with the process: the state dir is free again.
     _, summary = h.resume_to_end()
     assert summary["exit_code"] == 0

@@ -327,6 +327,18 @@ class FixedHandle:
     async def hand_back(self, loop: str) -> None:
         await self._call("hand_back", loop)
 
+    async def land(
+        self,
+        loop: str,
+        *,
+        squash: bool = False,
+        into: str | None = None,
+        push: str | None = None,
+        pr: bool = False,
+    ) -> str:
+        await self._call("land", loop, squash, into, push, pr)
+        return f"{loop}: landed"
+
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[TranscriptLine]:

@@ -126,7 +126,7 @@ def test_run_warns_about_overlap_and_clean_removes_worktree(tmp_path: Path, repo
     assert (state / "fix-a" / "app.py").read_text() == "print('from a')\n"
     assert (repo / "app.py").read_text() == "print('v1')\n"  # the repo itself is untouched
     clean = subprocess.run(
-        [sys.executable, "-m", "supervisor", "clean", "fix-a", "--config", str(cfg)],
+        [sys.executable, "-m", "supervisor", "clean", "fix-a", "--config", str(cfg), "--force"],
         capture_output=True,
         text=True,
         timeout=60,

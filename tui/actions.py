@@ -102,6 +102,29 @@ class OperatorActions(App[int]):
             lambda: self.control(f"restart {name}", lambda: self.handle.restart(name)),
         )
 
+    def ask_land(self, name: str) -> None:
+        """`L`: ask, then land the loop's branch through the `land` op (so it works
+        attached); what was done, or why not (a conflict names its files), is the
+        notification."""
+
+        async def run() -> None:
+            try:
+                message = await self.handle.land(name)
+            except ControlError as exc:
+                self.notify(str(exc), title=f"land {name}: not landed", severity="error")
+            else:
+                self.notify(message, title=f"land {name}", timeout=10)
+            self.poke()
+
+        confirm(
+            self,
+            f"Land loop {name!r}?",
+            "Its branch is merged into the branch its worktree was made from; uncommitted"
+            " changes in its worktree are committed first. A conflict changes nothing.",
+            "Land",
+            lambda: self.run_worker(run(), group="control"),
+        )
+
     def pause_all(self) -> None:
         self.control("pause all", lambda: self.handle.pause(None))
 

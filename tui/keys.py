@@ -140,6 +140,18 @@ COMMANDS: tuple[Command, ...] = (
         palette="Diff of {loop}",
         palette_help="changes against its base",
     ),
+    Command(
+        ("L",),
+        "land: merge its branch into the one it was made from (asks first)",
+        "land a worktree loop: merge its branch into the branch its worktree was made from"
+        " (asks first; uncommitted changes in the worktree are committed first; a conflict"
+        " changes nothing and names the files)",
+        (_on_loop("L", "ask_land", "land", show=False),),
+        action="ask_land",
+        per_loop=True,
+        palette="Land {loop}",
+        palette_help="merge its branch, asks first",
+    ),
     # palette only: every loop at once
     Command(
         (), action="pause_all", palette="Pause all loops", palette_help="at their next safe point"

@@ -20,6 +20,7 @@ import anyio
 
 from supervisor import runtime
 from supervisor.cli import diff as cli_diff
+from supervisor.cli import land as cli_land
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -39,11 +40,26 @@ from supervisor.journal.writer import JournalError
 from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir
 from supervisor.textsafe import for_terminal, for_terminal_line
-from supervisor.worktree import WorktreeError, prepare_worktrees, remove_worktree
+from supervisor.worktree import (
+    WorktreeError,
+    WorktreeRefused,
+    prepare_worktrees,
+    remove_worktree,
+)
 
 COMMANDS = (
-    "run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl", "diff",
-)  # fmt: skip
+    "run",
+    "check",
+    "init",
+    "clean",
+    "land",
+    "diff",
+    "history",
+    "status",
+    "serve",
+    "attach",
+    "ctl",
+)
 DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
@@ -111,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     clean.add_argument("--state-dir", type=Path, default=None)
     clean.add_argument("--delete-branch", action="store_true", help="also delete the branch")
+    clean.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even with uncommitted changes or commits merged nowhere else",
+    )
+    cli_land.add_parser(sub, DEFAULT_CONFIG)
 
     history = sub.add_parser("history", help="runs, or a loop's iterations, from the journal")
     history.add_argument("loop", nargs="?", help="a loop name (default: list runs)")
@@ -152,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "init": cmd_init,
         "clean": cmd_clean,
+        "land": cli_land.cmd_land,
         "history": cmd_history,
         "status": cmd_status,
     }
@@ -253,15 +276,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    """Remove each LOOP's worktree; one whose removal would lose work is refused (it
+    says what would be lost) unless --force, and the others are still removed."""
     config = load(args.config, args.state_dir)
+    loops = []
     for name in args.loops:
         try:
-            loop = config.loop(name)
+            loops.append(config.loop(name))
         except KeyError:
-            print(f"no loop named {name!r} in {args.config}", file=sys.stderr)
+            print(for_terminal(f"no loop named {name!r} in {args.config}"), file=sys.stderr)
             return runtime.EXIT_USAGE
-        print(for_terminal(remove_worktree(loop, delete_branch=args.delete_branch)))
-    return 0
+    code = 0
+    for loop in loops:
+        try:
+            done = remove_worktree(loop, delete_branch=args.delete_branch, force=args.force)
+        except WorktreeRefused as exc:
+            print(for_terminal(str(exc)), file=sys.stderr)
+            code = runtime.EXIT_FAILED
+            continue
+        print(for_terminal(done))
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

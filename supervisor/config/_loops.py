@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,10 +24,10 @@ from supervisor.config._schema import (
     did_you_mean,
     entries,
     name_problem,
-    path_problem,
     read_child_env,
     read_file,
 )
+from supervisor.config._workspace import read_on_success, read_setup, read_workspace
 from supervisor.config.rules import prompt_problems
 from supervisor.gitident import author_problem
 from supervisor.schedule import Schedule
@@ -39,7 +38,6 @@ from supervisor.spec import (
     LoopBudget,
     LoopSpec,
     StuckSpec,
-    WorktreeSpec,
 )
 
 LOOP_KEYS = frozenset(f.name for f in fields(LoopSpec)) - {"worktree"}
@@ -48,7 +46,6 @@ LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
 BUDGET_KEYS = LIMIT_KEYS | {"retries"}
 STUCK_KEYS = frozenset(f.name for f in fields(StuckSpec))
 CHECK_KEYS = frozenset(f.name for f in fields(CheckSpec))
-WORKSPACE_KEYS = frozenset({"repo", "worktree", "branch"})
 MERGED_TABLES = frozenset({"budget", "stuck"})
 LOOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RUNNERS = frozenset({"cargo", "go", "make", "npm", "pnpm", "yarn", "just", "tox", "nox", "uv"})
@@ -265,7 +262,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
             )
             t.error("agent", f'unknown agent "{agent}"{hint}')
     prompt, prompt_file = _prompt(t, what, paths)
-    workspace, worktree = _workspace(t, name, paths)
+    workspace, worktree = read_workspace(t, name, paths)
     checks = _checks(t)
     done_marker = t.string("done_marker", None, nonempty=True)
     if not t.raw("checks") and "done_marker" not in t:
@@ -295,6 +292,8 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         extends=t.string("extends", None),
         prompt_file=prompt_file,
         commit_author=_commit_author(t),
+        setup=read_setup(t, worktree),
+        on_success=read_on_success(t, worktree),
     )
 
 
@@ -332,54 +331,6 @@ def _prompt(t: Table, what: str, paths: Paths) -> tuple[str, Path | None]:
         else:
             t.issues.error_in(shown, problem.line, problem.column, problem.message)
     return prompt, path.resolve()
-
-
-def _workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpec | None]:
-    value = t.raw("workspace")
-    if "workspace" not in t:
-        return paths.config_dir, None
-    if isinstance(value, str):
-        folder, problem = path_problem(paths.config_dir / t.string("workspace", ""))
-        if problem is not None:
-            t.error("workspace", f'directory "{value}" {problem} ({folder})')
-        return folder, None
-    ws = t.table("workspace")
-    if ws is None or not isinstance(value, dict):
-        return paths.config_dir, None
-    ws.check_keys(WORKSPACE_KEYS, "workspace")
-    repo = paths.config_dir
-    if ws.require("repo", "workspace"):
-        rel = ws.string("repo", None, nonempty=True)
-        if rel is not None:
-            repo, problem = path_problem(paths.config_dir / rel)
-            if problem is not None:
-                ws.error("repo", f'directory "{rel}" {problem} ({repo})')
-            elif not _exists(repo / ".git"):
-                ws.error("repo", f'"{rel}" is not a git repository (no .git in {repo})')
-    branch = ws.string("branch", "loopvisor/{loop}", nonempty=True)
-    if not _only_loop_placeholder(branch):
-        ws.error("branch", f'"{branch}" may only use the {{loop}} placeholder')
-    if not ws.boolean("worktree", True):
-        return repo, None
-    return paths.state_dir / "worktrees" / name, WorktreeSpec(repo=repo, branch=branch)
-
-
-def _exists(path: Path) -> bool:
-    """`path.exists()`, False where the name itself is unusable (too long for the OS)."""
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
-
-
-def _only_loop_placeholder(branch: str) -> bool:
-    """Whether `branch` uses no format field but a bare `{loop}`: str.format would
-    follow `{loop.attr}` and honour `{loop:>999999999}` (a gigabyte of padding)."""
-    try:
-        fields = [f for f in string.Formatter().parse(branch) if f[1] is not None]
-    except ValueError:
-        return False
-    return all(name == "loop" and not spec and conv is None for _, name, spec, conv in fields)
 
 
 def _checks(t: Table) -> tuple[CheckSpec, ...]:

@@ -296,7 +296,12 @@ def summarize_loop(config: Config, loop: LoopSpec) -> str:
     if loop.extends:
         parts.append(f"extends={loop.extends}")
     if loop.worktree is not None:
-        parts.append(f"worktree={loop.worktree.repo.name}")
+        base = f"@{loop.worktree.base}" if loop.worktree.base else ""
+        parts.append(f"worktree={loop.worktree.repo.name}{base}")
+        if loop.setup:
+            parts.append(f"setup={len(loop.setup)}")
+        if loop.on_success != "keep":
+            parts.append(f"on_success={loop.on_success}")
     if loop.schedule:
         runs = f" x{loop.max_runs}" if loop.max_runs else ""
         parts.append(f"schedule={loop.schedule!r}{runs}")

@@ -347,6 +347,17 @@ class RemoteSupervisor:
     async def diff(self, loop: str, *, iteration: int | None = None) -> LoopDiff:
         return await self.call(ops.DIFF, loop=loop, iteration=iteration)
 
+    async def land(
+        self,
+        loop: str,
+        *,
+        squash: bool = False,
+        into: str | None = None,
+        push: str | None = None,
+        pr: bool = False,
+    ) -> str:
+        return await self.call(ops.LAND, loop=loop, squash=squash, into=into, push=push, pr=pr)
+
     async def shutdown(self) -> None:
         """Ask the server to stop every loop and exit (returns once it accepted)."""
         await self.call(ops.SHUTDOWN)

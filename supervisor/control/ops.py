@@ -166,6 +166,12 @@ async def _iteration(s: Session, a: Args) -> dict[str, Any]:
     return await anyio.to_thread.run_sync(bounds.iteration_detail, detail, s.detail_max)
 
 
+async def _land(s: Session, a: Args) -> str:
+    return await s.handle.land(
+        a["loop"], squash=a["squash"], into=a["into"], push=a["push"], pr=a["pr"]
+    )
+
+
 # -- the table ----------------------------------------------------------------------
 def _clamp(low: int, high: int, default: int) -> Callable[[Any], int]:
     """`0` means the default (as it always has on the wire); else clamped to [low, high]."""
@@ -321,6 +327,19 @@ ITERATION: Final = Op(
     "`{loop, iteration, summary, prompt, transcript, checks}` (see History); at most"
     f" {format_size(DETAIL_WIRE_MAX_BYTES)} of JSON: a longer transcript is cut in the middle",
 )
+LAND: Final = Op(
+    "land",
+    (
+        LOOP,
+        Arg("squash", OPT_BOOL, "bool: one squashed commit", default=False, normalize=bool),
+        Arg("into", OPT_STRING, "branch (default: the one the worktree was made from)"),
+        Arg("push", OPT_STRING, "remote: push the branch there instead of merging"),
+        Arg("pr", OPT_BOOL, "bool: push it and open a pull request", default=False, normalize=bool),
+    ),
+    _land,
+    _str,
+    "what was done (string); a conflict or a refusal is an error and changes nothing",
+)
 
 DIFF: Final = Op(
     "diff",
@@ -351,6 +370,7 @@ OPS: Final[tuple[Op[Any], ...]] = (
     ITERATIONS,
     ITERATION,
     DIFF,
+    LAND,
 )
 """In the order the hello lists them (new ops go last: v1 only adds)."""
 BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}

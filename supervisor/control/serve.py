@@ -49,6 +49,7 @@ from supervisor.runtime import EXIT_DISK_FULL, EXIT_FAILED, EXIT_OK, EXIT_USAGE,
 from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir, open_private, replace_private
 from supervisor.textsafe import for_terminal
+from supervisor.worktree import WorktreeError, prepare_worktrees
 
 log = logging.getLogger("loopvisor.serve")
 
@@ -286,6 +287,8 @@ def serve_foreground(
     paths = ServePaths(config.supervisor.state_dir)
     try:
         ensure_state_dir(paths.state_dir)
+        for line in prepare_worktrees(config):  # before the run, as `run` does
+            log.info("%s", line)
         main = functools.partial(
             serve,
             config,
@@ -303,6 +306,7 @@ def serve_foreground(
         NothingToResume,
         JournalError,
         ControlSocketError,
+        WorktreeError,
         OSError,
     ) as exc:
         log.error("%s", exc)
@@ -329,6 +333,8 @@ def serve_detached(
             file=sys.stderr,
         )
         return EXIT_USAGE
+    for line in prepare_worktrees(config):  # WorktreeError (a bad base...): exit 3 here
+        print(for_terminal(line), file=sys.stderr)
     abs_config = config_path.resolve()
     abs_state = Path(os.path.abspath(state_dir)) if state_dir is not None else None
     read_fd, write_fd = os.pipe()
