@@ -1,4 +1,6 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the ones every test gets (asyncio for anyio, no leaked
+child process) and the ones tests of several areas ask for by name (a served daemon,
+the Anthropic key). An area's own fixtures live in its folder's conftest.py."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
+from anthropic_support import KEY
+from daemon import Daemon, kill_daemon, sim_loops_toml, start_daemon
 
 LEAK_GRACE_S = float(os.environ.get("LOOPVISOR_TEST_LEAK_GRACE", "10"))
 """How long a test's children may take to exit after it ends (a killed supervisor's
@@ -20,6 +25,25 @@ pytest-xdist needs more than a moment)."""
 def anyio_backend() -> str:
     """Async tests run on asyncio, the loop Textual uses."""
     return "asyncio"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A detached `serve` of two endless sim loops (`daemon.sim_loops_toml`), killed
+    with everything it started at teardown."""
+    d = start_daemon(tmp_path, sim_loops_toml())
+    try:
+        yield d
+    finally:
+        kill_daemon(d.pid)
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test key in ANTHROPIC_API_KEY (tests check it never shows), and the SDK's
+    default base URL (every agent is given the fake server's)."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
 @pytest.fixture(autouse=True)

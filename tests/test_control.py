@@ -9,15 +9,13 @@ import json
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
 import pytest
-from helpers import load, loop, sim_agent, supervisor_table, wait_for
+from control_support import RawClient, endless, serving
+from helpers import load, loop, sim_agent, wait_for
 
 from supervisor import events as ev
 from supervisor.api import ControlError
@@ -27,72 +25,9 @@ from supervisor.control.protocol import NotServing, RemoteError
 from supervisor.control.server import ControlServer, ControlSocketError
 from supervisor.lines import LineKind
 from supervisor.runtime import Supervisor
-from supervisor.spec import Config, Limits
+from supervisor.spec import Limits
 
 pytestmark = pytest.mark.anyio
-
-
-def endless(tmp_path: Path, *, rate: int = 200, reply_tokens: int = 20, loops: int = 2) -> Config:
-    """Sim loops that never finish on their own (done marker never said, stuck ignored)."""
-    parts = [supervisor_table(4), sim_agent("sim", rate=rate, reply_tokens=reply_tokens)]
-    for i in range(loops):
-        parts.append(
-            loop(
-                f"l{i}",
-                "sim",
-                max_iterations=100_000,
-                done_marker="NEVER-SAID",
-                on_stuck="continue",
-            )
-        )
-    return load(tmp_path, *parts)
-
-
-@asynccontextmanager
-async def serving(
-    config: Config, sock: Path, **server_kw: Any
-) -> AsyncIterator[tuple[Supervisor, ControlServer]]:
-    """A supervisor running with a control server on `sock`; both stopped on exit."""
-    sup = Supervisor(config, exit_when_idle=False)
-    server = ControlServer(sup, sock, **server_kw)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(sup.run)
-            await tg.start(server.serve)
-            yield sup, server
-            tg.cancel_scope.cancel()
-    finally:
-        await sup.aclose()
-
-
-class RawClient:
-    """A bare socket speaking (or abusing) the protocol."""
-
-    def __init__(self, stream: anyio.abc.SocketStream) -> None:
-        self.stream = stream
-        self.reader = proto.LineReader(stream, proto.MAX_SERVER_LINE)
-
-    @classmethod
-    @asynccontextmanager
-    async def connect(cls, sock: Path) -> AsyncIterator[RawClient]:
-        stream = await proto.connect(sock)
-        async with stream:
-            yield cls(stream)
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send(data)
-
-    async def message(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        """The next message that is not an event (None at EOF)."""
-        with anyio.fail_after(timeout):
-            while True:
-                line = await self.reader.next()
-                if line is None:
-                    return None
-                assert isinstance(line, bytes)
-                msg: dict[str, Any] = json.loads(line)
-                if "event" not in msg:
-                    return msg
 
 
 async def test_remote_supervisor_drives_the_whole_handle(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from helpers import load, loop, sim_agent, supervisor_table, wait_for
+from helpers import REPO, load, loop, sim_agent, supervisor_table, wait_for
 
 from supervisor import events as ev
 from supervisor.api import LoopSnapshot, RunSnapshot, SupervisorHandle
@@ -27,15 +27,14 @@ from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 from supervisor.transcript import TranscriptTail
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "protocol.md"
+DOC = REPO / "docs" / "protocol.md"
 
 
 def test_the_docs_table_of_ops_is_generated_from_the_definitions() -> None:
     """Adding an op without its docs fails here: the table between the markers in
     docs/protocol.md is exactly `ops.markdown_table()`."""
     check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "protocol_ops.py"), "--check"],
+        [sys.executable, str(REPO / "scripts" / "protocol_ops.py"), "--check"],
         capture_output=True,
         text=True,
         check=False,

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import REPO
+
 CORE_MODULES = (
     "supervisor",
     "supervisor.cli.main",
@@ -52,7 +54,7 @@ def test_a_run_without_api_loops_never_loads_the_anthropic_sdk(tmp_path: Path) -
         "        build_agent(config.agent_for(loop), loop, ctx)\n"
         "    print('anthropic' in sys.modules)\n"
     )
-    demo = Path(__file__).resolve().parent.parent / "loops.toml"
+    demo = REPO / "loops.toml"
     out = subprocess.run(
         [sys.executable, "-c", code, str(demo), str(api)],
         capture_output=True,

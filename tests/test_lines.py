@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from console_support import demo_snapshot
 from hypothesis import given
 from hypothesis import strategies as st
-from test_tui_support import demo_snapshot
 
 from supervisor import events as ev
 from supervisor.api import LoopSnapshot, RunSnapshot

@@ -15,9 +15,10 @@ from __future__ import annotations
 import ast
 import re
 import textwrap
-from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[1] / "supervisor"
+from helpers import REPO
+
+CORE = REPO / "supervisor"
 SCOPES = re.compile(r"CancelScope|move_on_|fail_after|create_task_group")
 """A `with` block that opens one of these is a cancel scope (a task group has one)."""
 

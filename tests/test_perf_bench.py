@@ -16,8 +16,9 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers import REPO
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = REPO / "benchmarks"
 sys.path.append(str(BENCH))  # appended: its script names never shadow a module
 
 import _common  # noqa: E402  (benchmarks/ is not a package: scripts import it by path)

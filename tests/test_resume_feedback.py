@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import command_agent, loop, supervisor_table, wait_gone, write_config
-from test_resume_matrix import Harness, attempts, lines_of
+from resume_support import Harness, attempts, lines_of
 
 # An agent that answers "attempt N", and in iteration 2 waits for AGENT_SLEEP seconds
 # first (the killed session sets it; the resumed one does not).

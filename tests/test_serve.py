@@ -5,7 +5,6 @@ signals. Every daemon is killed (with its process group and descendants) on tear
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -14,133 +13,26 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
-from helpers import PY, alive, cli_env, command_agent, loop, sim_agent, supervisor_table, wait_gone
+from daemon import (
+    Daemon,
+    kill_daemon,
+    lv,
+    poll,
+    serve_foreground,
+    sim_loops_toml,
+    start_daemon,
+)
+from helpers import alive, command_agent, loop, supervisor_table, wait_gone
 
 from supervisor import events as ev
-from supervisor.cli import main as cli
 from supervisor.cli.console import attach_options
 from supervisor.control.client import RemoteSupervisor
-
-if "serve" in cli.COMMANDS:
-    LOOPVISOR = [PY, "-m", "supervisor"]
-else:  # until cli.py wires cli_remote in
-    LOOPVISOR = [
-        PY,
-        "-c",
-        "import sys; from supervisor.cli.remote import main; sys.exit(main(sys.argv[1:]))",
-    ]
-
-
-def lv(*args: str | Path, cwd: Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*LOOPVISOR, *map(str, args)],
-        cwd=cwd,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def poll(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def sim_loops_toml(*extra: str, max_iterations: int = 100_000, **budget: object) -> str:
-    """Two sim loops that never end on their own: ~0.5 s per iteration."""
-    parts = [supervisor_table(4, **budget), sim_agent("slow", rate=40, reply_tokens=20)]
-    for name in ("l0", "l1"):
-        parts.append(
-            loop(
-                name,
-                "slow",
-                max_iterations=max_iterations,
-                done_marker="NEVER-SAID",
-                on_stuck="continue",
-            )
-        )
-    return "\n".join([*parts, *extra])
-
-
-@dataclass
-class Daemon:
-    cwd: Path
-    config: Path
-    state: Path
-    pid: int
-
-    @property
-    def socket(self) -> Path:
-        return self.state / "control.sock"
-
-    @property
-    def log(self) -> str:
-        return (self.state / "serve.log").read_text(encoding="utf-8", errors="replace")
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return lv("ctl", *args, "--state-dir", self.state, cwd=self.cwd)
-
-    def status(self) -> dict[str, Any]:
-        r = self.ctl("status", "--json")
-        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr, alive([self.pid]))
-        data: dict[str, Any] = json.loads(r.stdout)
-        return data
-
-    def loop(self, name: str) -> dict[str, Any]:
-        return next(x for x in self.status()["loops"] if x["name"] == name)
-
-
-def start_daemon(tmp_path: Path, toml: str) -> Daemon:
-    config = tmp_path / "loops.toml"
-    config.write_text(toml, encoding="utf-8")
-    state = tmp_path / "state"
-    r = lv("serve", config, "--state-dir", state, "--detach", cwd=tmp_path, timeout=45)
-    assert r.returncode == 0, r.stdout + r.stderr
-    pid = int((state / "serve.pid").read_text())
-    assert f"(pid {pid})" in r.stdout
-    return Daemon(tmp_path, config, state, pid)
-
-
-def kill_daemon(pid: int) -> None:
-    """SIGTERM, then SIGKILL the process group and every descendant still alive."""
-    try:
-        family = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return
-    if alive([pid]):
-        os.kill(pid, signal.SIGTERM)
-    if wait_gone(family, timeout=10):
-        for p in alive(family):
-            with contextlib.suppress(OSError):
-                os.killpg(p, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
-        wait_gone(family, timeout=5)
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, sim_loops_toml())
-    try:
-        yield d
-    finally:
-        kill_daemon(d.pid)
 
 
 def test_detached_serve_answers_status_and_pause(daemon: Daemon) -> None:
@@ -226,14 +118,7 @@ def test_sigkilled_subscriber_mid_stream_leaves_the_server_running(
 ) -> None:
     out = tmp_path / "tail.out"
     with out.open("w") as sink:
-        client = subprocess.Popen(
-            [*LOOPVISOR, "ctl", "tail", "l0", "--state-dir", str(daemon.state)],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+        client = daemon.spawn_ctl("tail", "l0", stdout=sink, stderr=subprocess.STDOUT)
     try:
         poll(lambda: out.read_text().count("━━ iteration") >= 2, timeout=15, what="tail output")
     finally:
@@ -332,11 +217,10 @@ def test_serve_resume_continues_a_run_after_kill_9(tmp_path: Path) -> None:
         assert d.socket.exists()
     finally:
         kill_daemon(d.pid)
-    r = lv("serve", d.config, "--state-dir", d.state, "--detach", "--resume", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    pid = int((d.state / "serve.pid").read_text())
+    resumed = d.resume()
+    pid = resumed.pid
     try:
-        after = Daemon(d.cwd, d.config, d.state, pid).status()
+        after = resumed.status()
         assert after["run_id"] == before["run_id"]
         it = {x["name"]: x["iteration"] for x in before["loops"]}
         assert all(x["iteration"] >= it[x["name"]] - 1 for x in after["loops"])
@@ -360,14 +244,8 @@ def test_detach_refuses_a_bad_config_and_a_second_server(daemon: Daemon, tmp_pat
 
 def test_ctl_tail_prints_history_then_follows(daemon: Daemon, tmp_path: Path) -> None:
     poll(lambda: daemon.loop("l0")["iteration"] >= 3, what="some history")
-    proc = subprocess.Popen(
-        [*LOOPVISOR, "ctl", "tail", "l0", "--lines", "4", "--state-dir", str(daemon.state)],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = daemon.spawn_ctl(
+        "tail", "l0", "--lines", "4", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
@@ -409,15 +287,8 @@ def test_foreground_serve_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(20)
-    proc = subprocess.Popen(
-        [*LOOPVISOR, "serve", str(config), "--state-dir", str(state)],
-        cwd=tmp_path,
-        env=cli_env(NOTIFY_SOCKET=str(tmp_path / "notify.sock")),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = serve_foreground(
+        config, state, cwd=tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")
     )
     try:
         assert notify.recv(100) == b"READY=1"  # sent once the socket answers

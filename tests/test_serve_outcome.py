@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
-from helpers import cli_env, command_agent, loop, sim_agent, supervisor_table
-from test_serve import LOOPVISOR, kill_daemon, poll, start_daemon
+from daemon import kill_daemon, poll, serve_foreground, start_daemon
+from helpers import command_agent, loop, sim_agent, supervisor_table
 
 
 def _run_row(state: Path) -> tuple[float, float, int]:
@@ -63,16 +62,7 @@ def test_sigterm_to_a_foreground_serve_records_what_the_loops_did(tmp_path: Path
         encoding="utf-8",
     )
     state = tmp_path / "fg"
-    proc = subprocess.Popen(
-        [*LOOPVISOR, "serve", str(config), "--state-dir", str(state)],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = serve_foreground(config, state, cwd=tmp_path)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # the event log: wait for the agent to be running

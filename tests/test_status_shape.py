@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from helpers import run_cli, sim_agent
-from test_serve import kill_daemon, loop, poll, start_daemon, supervisor_table
+from daemon import kill_daemon, poll, start_daemon
+from helpers import loop, run_cli, sim_agent, supervisor_table
 
 
 def _keys(data: dict[str, Any]) -> tuple[set[str], set[str], set[str]]:

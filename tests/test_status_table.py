@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 
-from test_tui_support import demo_snapshot
+from console_support import demo_snapshot
 
 from supervisor import events as ev
 from supervisor.api import RunSnapshot

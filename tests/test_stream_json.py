@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
+from claude_support import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +33,6 @@ from supervisor.agents.base import (
 )
 from supervisor.agents.pricing import cost_usd, price_for
 from supervisor.agents.stream_json import StreamJsonParser, Tokens, decode, parse_lines
-
-DATA = Path(__file__).parent / "data" / "stream_json"
 
 
 def lines_of(name: str) -> list[str]:

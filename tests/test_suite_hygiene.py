@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import psutil
+from helpers import TESTS
 
 LEAKY = """
 import subprocess
@@ -23,7 +24,7 @@ def test_cleans_up() -> None:
 
 
 def test_a_test_that_leaks_a_process_fails_and_the_process_is_killed(tmp_path: Path) -> None:
-    shutil.copy(Path(__file__).parent / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")  # it imports support modules
     (tmp_path / "test_leaky.py").write_text(LEAKY)
     proc = subprocess.run(
         [
@@ -42,7 +43,7 @@ def test_a_test_that_leaks_a_process_fails_and_the_process_is_killed(tmp_path: P
             "test_leaky.py",
         ],
         cwd=tmp_path,
-        env={**os.environ, "LOOPVISOR_TEST_LEAK_GRACE": "0.5"},
+        env={**os.environ, "PYTHONPATH": str(TESTS), "LOOPVISOR_TEST_LEAK_GRACE": "0.5"},
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_tui_support import (
+from console_support import (
     FAILING_CHECK,
     PY,
     TuiRun,

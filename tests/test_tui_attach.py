@@ -9,8 +9,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from console_support import demo_snapshot, endless_loop, fixed_app, sim_config
 from helpers import sim_agent, wait_for
-from test_tui_support import demo_snapshot, endless_loop, fixed_app, sim_config
 
 from supervisor import events as ev
 from supervisor.api import StepIn

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from daemon import kill_daemon, start_daemon
 from helpers import PY, loop, sim_agent, supervisor_table
-from test_serve import kill_daemon, start_daemon
 
 from supervisor.cli.console import attach_options
 from supervisor.control.client import RemoteSupervisor

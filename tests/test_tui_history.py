@@ -7,8 +7,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from console_support import PY, sim_config, tui
 from helpers import loop, sim_agent
-from test_tui_support import PY, sim_config, tui
 
 from supervisor.durable import durable_supervisor
 from supervisor.lines import LineKind, texts

@@ -3,8 +3,7 @@ screen, the command palette and README's key table are all built from it."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from helpers import REPO
 from textual.binding import Binding, BindingType
 
 from tui.actions import OperatorActions
@@ -16,7 +15,7 @@ from tui.screens.edit import EditScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.main import MainScreen
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPO / "README.md"
 NAMES = {"slash": "/", "question_mark": "?", "escape": "esc", "up": "↑", "down": "↓"}
 """Textual's key names as the help and README write them."""
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from console_support import demo_snapshot, loop_snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.cells import cell_len
-from test_tui_support import demo_snapshot, loop_snapshot
 from textual.app import App, ComposeResult
 
 from supervisor import events as ev

@@ -25,8 +25,9 @@ from typing import Any
 
 import anyio
 import pytest
+from console_support import PY, demo_snapshot, endless_loop, fixed_app, screen_text, sim_config
+from daemon import kill_daemon, sim_loops_toml, start_daemon
 from helpers import loop, sim_agent, wait_for
-from test_tui_support import demo_snapshot, fixed_app, screen_text, sim_config
 from textual.pilot import Pilot
 
 from supervisor.lines import texts
@@ -238,8 +239,6 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
     it; the daemon is SIGKILLed: the status line says DISCONNECTED (not a stale
     "running"); `serve --resume` on the same state dir: the console reattaches by itself
     and shows the resumed run live again."""
-    from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
-
     from supervisor.cli.console import attach_options
     from supervisor.control.client import RemoteSupervisor
 
@@ -255,14 +254,8 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
                 os.kill(daemon.pid, signal.SIGKILL)
                 await until(pilot, lambda: "DISCONNECTED" in screen_text(app))
                 run_id = app.snapshot.run_id if app.snapshot else ""
-                r = await anyio.to_thread.run_sync(
-                    lambda: lv(
-                        "serve", daemon.config, "--state-dir", daemon.state, "--detach",
-                        "--resume", cwd=tmp_path, timeout=45,
-                    )
-                )  # fmt: skip
-                assert r.returncode == 0, r.stdout + r.stderr
-                pids.append(int((daemon.state / "serve.pid").read_text()))
+                resumed = await anyio.to_thread.run_sync(daemon.resume)
+                pids.append(resumed.pid)
                 await until(pilot, lambda: "DISCONNECTED" not in screen_text(app), timeout=20)
                 assert app.handle is not remote  # a new connection
                 assert app.snapshot is not None
@@ -283,8 +276,6 @@ async def test_attached_console_says_disconnected_and_reattaches_after_serve_res
 async def test_after_a_resume_a_finished_loop_keeps_its_check_and_time(tmp_path: Path) -> None:
     """Resumed, a loop that had succeeded shows its last check and its time (they were
     "—": the restored runner knew only its state)."""
-    from test_tui_support import PY, endless_loop
-
     from supervisor.durable import durable_supervisor
 
     passing = {"name": "ok", "run": [PY, "-c", "pass"]}

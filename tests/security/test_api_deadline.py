@@ -13,24 +13,18 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anthropic_support import MODEL, assert_totals, drive, make_agent, waits
 from fake_anthropic import FakeAnthropic, drip, text
 from helpers import load, loop, run_recorded, supervisor_table, table
-from test_anthropic_agent import KEY, MODEL, assert_totals, drive, make_agent, waits
 
 from supervisor import events as ev
 from supervisor.agents.base import Done
 from supervisor.config.load import ConfigError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("api_key")]
 
 BOUND_S = 10.0
 """Far above the 1 s deadline: the point is that the request ends, not how fast."""
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
 async def test_a_dripping_stream_is_cut_at_the_total_deadline_and_retried(

@@ -17,16 +17,15 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, supervisor_table, table
 from hypothesis import given
 from hypothesis import strategies as st
-from test_serve import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 
 from supervisor import events as ev
 from supervisor.cli.remote import TailPrinter
@@ -109,15 +108,6 @@ def test_printers_never_write_a_control_character_or_a_surrogate(text: str) -> N
 
 
 # -- helpers -----------------------------------------------------------------------------
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, sim_loops_toml())
-    try:
-        yield d
-    finally:
-        kill_daemon(d.pid)
-
-
 class RawClient:
     """A control-socket client that sends bytes exactly as given (no JSON encoder)."""
 
@@ -531,14 +521,7 @@ def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
     )
     d = start_daemon(tmp_path, toml)
     try:
-        proc = subprocess.Popen(
-            [*LOOPVISOR, "ctl", "tail", "printer", "--state-dir", str(d.state)],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = d.spawn_ctl("tail", "printer", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None
         seen = b""
         deadline = time.monotonic() + 15
