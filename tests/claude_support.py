@@ -31,7 +31,7 @@ from supervisor.spec import ContextMode, Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget
 
 DATA = TESTS / "data" / "stream_json"
-"""Stream-json lines recorded from the real CLI (see test_stream_json.py)."""
+"""Stream-json lines recorded from the real CLI (see agents/test_stream_json.py)."""
 
 FAKE_CLAUDE = f"""#!{sys.executable}
 import json, os, signal, subprocess, sys, time

@@ -3,8 +3,8 @@
 The data is a fixed `RunSnapshot` served by `FixedHandle` with a frozen clock, so
 every cell is deterministic: five loops (running, stuck, succeeded, waiting on a
 rate limit, paused) and a global budget at 20%. Regenerate after a deliberate UI
-change with `pytest tests/test_tui_snapshots.py --snapshot-update` and review the
-SVGs under tests/__snapshots__/.
+change with `pytest tests/console/test_tui_snapshots.py --snapshot-update` and review
+the SVGs under tests/console/__snapshots__/.
 """
 
 from __future__ import annotations
