@@ -265,6 +265,12 @@ def settlements(state: Path, loop: str | None = None) -> list[tuple[str, int, st
     ]
 
 
+def reserve_rows(state: Path, loop: str, iteration: int) -> list[Event]:
+    return [
+        r for r in ledger(state, loop) if r["kind"] == "reserve" and r["iteration"] == iteration
+    ]
+
+
 def usage_tokens(events: list[Event], loop: str | None = None, iteration: int | None = None) -> int:
     """Tokens in `usage` events (what the agent reported, as the loop charged it)."""
     return sum(

@@ -9,10 +9,6 @@ declared stuck at the same iteration a run without the crash would have been).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from helpers import command_agent, loop, supervisor_table, wait_gone, write_config
 from resume_support import Harness, attempts, lines_of
 
@@ -33,15 +29,6 @@ CHECK = {"name": "unit", "run": "echo 'FAIL: test_answer expected 42, got 41'; e
 PROMPT = (
     "Iteration $iteration.\nLast check output:\n$check_output\n\nYour last reply:\n$last_output"
 )
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    h = Harness(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_a_resumed_iteration_gets_the_same_prompt_and_stuck_state(harness: Harness) -> None:
