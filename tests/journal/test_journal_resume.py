@@ -17,15 +17,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import anyio
 import pytest
 from journal_support import CONFIG, ledger_rows, open_run, record_iteration
 
 from supervisor import events as ev
 from supervisor.journal.reader import JournalReader
-from supervisor.journal.render import format_status
 from supervisor.journal.schema import JOURNAL_NAME
-from supervisor.journal.statelock import StateLock
 from supervisor.journal.writer import Journal, JournalError
 
 
@@ -209,87 +206,7 @@ def test_load_resume_of_an_unknown_run_is_an_error(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_live_run_shows_running_iteration_and_a_crashed_one_does_not(tmp_path: Path) -> None:
-    journal = open_run(tmp_path, "old")
-    record_iteration(journal, "a", 1, outcome=None)
-    journal.close()  # crashed, never resumed
-    with StateLock(tmp_path):
-        journal = open_run(tmp_path, "new")
-        record_iteration(journal, "a", 1, outcome=None)
-        journal.flush_now()
-        with JournalReader(tmp_path) as reader:
-            live = {r.run_id: r.live for r in reader.runs()}
-            assert live == {"new": True, "old": False}
-            (item,) = reader.history_json("a")["iterations"]
-            assert (item["outcome"], item["ended"]) == (None, None)
-            old = reader.loop_iterations("a", run_id="old")
-            assert [r.outcome for r in old] == ["interrupted"]
-            assert "live" in format_status(reader.latest_run(), reader.status())
-        journal.close()
-    with JournalReader(tmp_path) as reader:
-        assert [r.outcome for r in reader.loop_iterations("a")] == ["interrupted"]
-        assert "--resume" in format_status(reader.latest_run(), reader.status())
-
-
-# -- with the real supervisor ---------------------------------------------------------
-@pytest.mark.anyio
-async def test_a_real_run_journals_iterations_and_a_ledger_matching_its_summary(
-    tmp_path: Path,
-) -> None:
-    from helpers import load, loop, sim_agent, supervisor_table
-
-    from supervisor.runtime import Supervisor
-
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-    config = load(
-        tmp_path,
-        supervisor_table(max_concurrent=2),
-        sim_agent("conv", converge_after=3, done_text="DONE", reply_tokens=200),
-        loop("a", "conv", workspace="a", done_marker="DONE", max_iterations=5),
-        loop("b", "conv", workspace="b", done_marker="DONE", max_iterations=2),
-    )
-    state = config.supervisor.state_dir
-    journal = Journal.open(state)
-    sup = Supervisor(config, run_id="real")
-    journal.start_run(sup.run_id, config.path, config.path.read_text(), loops=config.loops)
-    sup.add_sink(journal.record)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(journal.run_writer)
-            summary = await sup.run()
-            tg.cancel_scope.cancel()
-    await sup.aclose()
-    journal.finish_run(sup.run_id, summary.exit_code, summary.reason)
-    assert journal.find_resumable_run() is None
-    journal.close()
-
-    assert [(r.name, r.state, r.iterations) for r in summary.loops] == [
-        ("a", "succeeded", 3),
-        ("b", "failed", 2),
-    ]
-    with JournalReader(state) as reader:
-        run = reader.latest_run()
-        assert run is not None
-        assert (run.run_id, run.exit_code) == ("real", summary.exit_code)
-        assert run.tokens == summary.tokens
-        status = {r.loop: r for r in reader.status()}
-        for result in summary.loops:
-            rows = reader.loop_iterations(result.name)
-            assert [r.iteration for r in rows] == list(range(1, result.iterations + 1))
-            assert sum(r.tokens for r in rows) == result.tokens
-            assert status[result.name].state == result.state
-            assert status[result.name].tokens == result.tokens
-        assert [r.outcome for r in reader.loop_iterations("a")] == [
-            "continue",
-            "continue",
-            "succeeded",
-        ]
-        assert "DONE" in reader.iteration_detail("a", 3).transcript
-        assert reader.iteration_detail("a", 3).prompt.startswith("Do the task. Iteration 3 of 5")
-    assert [k for k, _, s in ledger_rows(state) if s is not None] == []  # nothing was left open
-
-
+# -- a real supervisor killed mid iteration ------------------------------------------
 _SUPERVISOR = textwrap.dedent(
     """
     import sys
