@@ -102,27 +102,6 @@ def leftovers() -> Iterator[list[Path]]:
             os.kill(pid, signal.SIGKILL)
 
 
-def kill_9_once_written(tmp_path: Path, pid_file: Path) -> list[int]:
-    """`run --json` of tmp_path/loops.toml until its agent has written `pid_file`, then
-    kill -9 of the supervisor alone (its children are on their own): the pids written."""
-    sup = subprocess.Popen(
-        [PY, "-m", "supervisor", "run", "--json"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not read_pids(pid_file) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return read_pids(pid_file)
-    finally:
-        sup.kill()
-        sup.wait()
-
-
 def escaped_pids(path: Path) -> list[int]:
     pids = read_pids(path)
     assert len(pids) == 2, f"the script did not write its pids: {pids}"
@@ -210,6 +189,27 @@ def test_a_stopped_run_leaves_no_escaper(tmp_path: Path, leftovers: list[Path]) 
                 sup.kill()
     assert sup.returncode == 130, stderr
     assert alive(escaped_pids(pid_file)) == []
+
+
+def kill_9_once_written(tmp_path: Path, pid_file: Path) -> list[int]:
+    """`run --json` of tmp_path/loops.toml until its agent has written `pid_file`, then
+    kill -9 of the supervisor alone (its children are on their own): the pids written."""
+    sup = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not read_pids(pid_file) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return read_pids(pid_file)
+    finally:
+        sup.kill()
+        sup.wait()
 
 
 def test_resume_after_kill_9_kills_what_the_dead_supervisor_left(
