@@ -1,6 +1,8 @@
 """Shared pytest fixtures: the ones every test gets (asyncio for anyio, no leaked
 child process) and the ones tests of several areas ask for by name (a served daemon,
-the Anthropic key). An area's own fixtures live in its folder's conftest.py."""
+kill -9 and resume sessions, the Anthropic key). An area's own fixtures live in its
+folder's conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import psutil
 import pytest
 from anthropic_support import KEY
 from daemon import Daemon, kill_daemon, sim_loops_toml, start_daemon
+from resume_support import Harness
 
 LEAK_GRACE_S = float(os.environ.get("LOOPVISOR_TEST_LEAK_GRACE", "10"))
 """How long a test's children may take to exit after it ends (a killed supervisor's
@@ -36,6 +39,17 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         yield d
     finally:
         kill_daemon(d.pid)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """`loopvisor run --json` sessions on tmp_path/loops.toml and tmp_path/state, to
+    kill -9 and resume; at teardown nothing they started survives."""
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
 
 
 @pytest.fixture
