@@ -18,13 +18,7 @@ from helpers import agent_events, table
 
 from supervisor.agents import AgentContext
 from supervisor.agents.anthropic import AnthropicAgent
-from supervisor.agents.base import (
-    AgentEvent,
-    AgentRequest,
-    TextDelta,
-    Usage,
-    Waiting,
-)
+from supervisor.agents.base import AgentEvent, AgentRequest, TextDelta, Usage, Waiting
 from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
 from supervisor.agents.ratelimit import RateLimiterRegistry
 from supervisor.budget import Ledger

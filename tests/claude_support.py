@@ -18,11 +18,7 @@ import anyio
 from helpers import TESTS, agent_events, alive
 
 from supervisor.agents import AgentContext, build_agent
-from supervisor.agents.base import (
-    AgentEvent,
-    AgentRequest,
-    Usage,
-)
+from supervisor.agents.base import AgentEvent, AgentRequest, Usage
 from supervisor.agents.claude_code import ClaudeCodeAgent
 from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
 from supervisor.agents.stream_json import Tokens

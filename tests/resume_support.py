@@ -22,11 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import (
-    PY,
-    cli_env,
-    run_cli,
-)
+from helpers import PY, cli_env, run_cli
 
 from supervisor.journal.schema import JOURNAL_NAME
 

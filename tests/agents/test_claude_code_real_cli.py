@@ -14,24 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claude_support import (
-    collect,
-    make_agent,
-    make_budget,
-    request,
-    token_sum,
-    usd_sum,
-)
+from claude_support import collect, make_agent, make_budget, request, token_sum, usd_sum
 from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import REPO, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
-from supervisor.agents.base import (
-    Done,
-    TextDelta,
-    ToolCall,
-    ToolResult,
-)
+from supervisor.agents.base import Done, TextDelta, ToolCall, ToolResult
 from supervisor.agents.stream_json import Tokens
 
 pytestmark = pytest.mark.anyio

@@ -10,13 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fake_anthropic import FakeAnthropic, hang, input_tokens_for, text
-from helpers import (
-    loop,
-    sim_agent,
-    supervisor_table,
-    table,
-    write_config,
-)
+from helpers import loop, sim_agent, supervisor_table, table, write_config
 from resume_support import (
     RESERVATION_NOTE,
     RESULT_CHECK,

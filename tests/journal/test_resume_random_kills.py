@@ -14,12 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from helpers import (
-    loop,
-    sim_agent,
-    supervisor_table,
-    write_config,
-)
+from helpers import loop, sim_agent, supervisor_table, write_config
 from resume_support import (
     Event,
     Harness,
