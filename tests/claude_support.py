@@ -21,7 +21,7 @@ from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.base import AgentEvent, AgentRequest, Usage
 from supervisor.agents.claude_code import ClaudeCodeAgent
 from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
-from supervisor.agents.stream_json import Tokens
+from supervisor.agents.usage import Tokens
 from supervisor.budget import Ledger
 from supervisor.spec import ContextMode, Limits, LoopSpec
 from supervisor.turn_budget import LedgerTurnBudget

@@ -31,6 +31,8 @@ async def run_until_exhausted(
     agents: list[AnthropicAgent], workspace: Path, global_ledger: Ledger
 ) -> list[int]:
     turns = [0] * len(agents)
+    limit = global_ledger.limits.tokens
+    assert limit is not None
 
     async def loop(i: int) -> None:
         ledger = Ledger(f"loop{i}", Limits(), parent=global_ledger)
@@ -42,7 +44,7 @@ async def run_until_exhausted(
                 return
             assert isinstance(turn.last, Done)
             turns[i] += 1
-            assert global_ledger.tokens_spent <= global_ledger.limits.tokens  # type: ignore[operator]
+            assert global_ledger.tokens_spent <= limit
 
     async with anyio.create_task_group() as tg:
         for i in range(len(agents)):

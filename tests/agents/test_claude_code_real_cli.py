@@ -20,7 +20,7 @@ from helpers import REPO, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
 from supervisor.agents.base import Done, TextDelta, ToolCall, ToolResult
-from supervisor.agents.stream_json import Tokens
+from supervisor.agents.usage import Tokens
 
 pytestmark = pytest.mark.anyio
 

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import (
@@ -36,11 +37,11 @@ NASTY = (
 )
 
 
-def agent(tmp_path: Path, script: str, *args: str, **fields: object) -> CommandAgent:
+def agent(tmp_path: Path, script: str, *args: str, **fields: Any) -> CommandAgent:
     spec = CommandAgentSpec(
         name="cmd",
         command=(sys.executable, "-c", script, *args),
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
     return CommandAgent(spec, LoopSpec(name="L", agent="cmd", prompt="p", workspace=tmp_path))
 

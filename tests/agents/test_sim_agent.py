@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -34,11 +35,11 @@ def make(
     seed: int = 7,
     behavior: SimBehavior = "converge",
     loop_name: str = "L",
-    **fields: object,
+    **fields: Any,
 ) -> SimAgent:
     fields.setdefault("rate", 0)
     fields.setdefault("reply_tokens", 30)
-    spec = SimAgentSpec(name="sim", seed=seed, behavior=behavior, **fields)  # type: ignore[arg-type]
+    spec = SimAgentSpec(name="sim", seed=seed, behavior=behavior, **fields)
     return SimAgent(spec, LoopSpec(name=loop_name, agent="sim", prompt="p", workspace=tmp_path))
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import load, loop, sim_agent, supervisor_table, write_config
@@ -30,7 +31,7 @@ BAD_EDITS = [
 @pytest.mark.anyio
 @pytest.mark.parametrize("edit", BAD_EDITS)
 async def test_the_control_op_refuses_what_the_rules_find(
-    tmp_path: Path, edit: dict[str, object]
+    tmp_path: Path, edit: dict[str, Any]
 ) -> None:
     config = load(
         tmp_path,
@@ -38,11 +39,11 @@ async def test_the_control_op_refuses_what_the_rules_find(
         sim_agent("s", rate=0),
         loop("L", "s", done_marker="NEVER", max_iterations=3),
     )
-    expected = "; ".join(map(str, edit_problems(**edit)))  # type: ignore[arg-type]
+    expected = "; ".join(map(str, edit_problems(**edit)))
     assert expected
     sup = Supervisor(config)
     with pytest.raises(ControlError) as refused:
-        await sup.edit("L", **edit)  # type: ignore[arg-type]
+        await sup.edit("L", **edit)
     assert str(refused.value) == expected
 
 

@@ -7,6 +7,7 @@ changed the screen without reaching the core fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ async def test_restart_starts_again_from_iteration_one(tmp_path: Path) -> None:
         assert first.iteration == 1
 
 
-def await_index(run: TuiRun, op: str):  # type: ignore[no-untyped-def]
+def await_index(run: TuiRun, op: str) -> Callable[[], int | None]:
     def find() -> int | None:
         for i, e in enumerate(run.events):
             if isinstance(e, ev.ControlApplied) and e.op == op:

@@ -23,7 +23,7 @@ Compare = Callable[..., bool]
 async def settle(pilot: Pilot[Any]) -> None:
     """Wait for the first snapshot to reach the widgets, then for the screen to settle."""
     for _ in range(50):
-        if pilot.app.snapshot is not None:  # type: ignore[attr-defined]
+        if pilot.app.snapshot is not None:  # type: ignore[attr-defined]  # Pilot[Any].app is an App
             break
         await pilot.pause(0.02)
     await pilot.pause(0.3)

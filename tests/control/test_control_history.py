@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -42,11 +43,11 @@ def converging(tmp_path: Path) -> Config:
 
 @asynccontextmanager
 async def served(
-    config: Config, sock: Path, **server_kw: object
+    config: Config, sock: Path, **server_kw: Any
 ) -> AsyncIterator[tuple[Supervisor, RemoteSupervisor]]:
     """A durable (journalled) run served on `sock`, and a client of it."""
     async with durable_supervisor(config, exit_when_idle=False) as sup:
-        server = ControlServer(sup, sock, **server_kw)  # type: ignore[arg-type]
+        server = ControlServer(sup, sock, **server_kw)
         async with anyio.create_task_group() as tg:
             tg.start_soon(sup.run)
             await tg.start(server.serve)

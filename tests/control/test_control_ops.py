@@ -20,6 +20,7 @@ from supervisor.api import LoopSnapshot, RunSnapshot, SupervisorHandle
 from supervisor.control import ops
 from supervisor.control import protocol as proto
 from supervisor.control.client import RemoteSupervisor
+from supervisor.control.opdef import STRING
 from supervisor.control.server import ControlServer
 from supervisor.lines import STREAM_KINDS, TranscriptLine, stream_tag
 from supervisor.render import describe
@@ -55,7 +56,7 @@ def test_every_op_is_one_definition_that_the_hello_and_the_parser_use() -> None:
         "chat", "hand_back", "transcript", "reload", "shutdown", "subscribe", "unsubscribe",
     )  # fmt: skip
     for op in ops.OPS:
-        required = {a.name: "x" if a.type is ops.STRING else 1 for a in op.args if a.required}
+        required = {a.name: "x" if a.type is STRING else 1 for a in op.args if a.required}
         assert op.problem(required) is None, op.name
         assert op.problem({**required, "typo": 1}) == f"{op.name}: unknown arg(s): typo"
         decoded = op.decode(required)
@@ -127,8 +128,8 @@ def replay(start: LoopSnapshot, events: Sequence[ev.Event]) -> tuple[TranscriptL
             continue
         if isinstance(event, ev.AgentOutput):
             tail.add(event.text, event.stream)
-        elif (line := describe(event)) is not None:
-            tail.add_line(line)
+        elif (described := describe(event)) is not None:
+            tail.add_line(described)
     return tail.snapshot()
 
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -33,8 +34,8 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-async def check(workspace: Path, run: str | tuple[str, ...], **kw: object) -> CheckOutcome:
-    spec = CheckSpec(name="c", run=run, **kw)  # type: ignore[arg-type]
+async def check(workspace: Path, run: str | tuple[str, ...], **kw: Any) -> CheckOutcome:
+    spec = CheckSpec(name="c", run=run, **kw)
     return await run_check(spec, workspace=workspace, env={})
 
 

@@ -14,11 +14,12 @@ import pytest
 from helpers import Recorded, load, loop, run_recorded, sim_agent, supervisor_table, wait_for
 
 from supervisor import events as ev
+from supervisor.spec import Config
 
 pytestmark = pytest.mark.anyio
 
 
-def _two_loops_one_slot(tmp_path: Path) -> object:
+def _two_loops_one_slot(tmp_path: Path) -> Config:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
     return load(

@@ -13,7 +13,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -29,7 +31,7 @@ from helpers import (
     wait_for,
 )
 
-from supervisor import cgroup, cpumeter, process
+from supervisor import cgroup, cpumeter
 from supervisor.process import GroupProcess
 
 pytestmark = pytest.mark.anyio
@@ -46,11 +48,11 @@ class ProcScans:
     def __init__(self) -> None:
         self.count = 0
 
-    def wrap(self, real: object) -> object:
-        def counted(path: object = ".") -> object:
-            if os.fsdecode(path) == "/proc":  # type: ignore[arg-type]
+    def wrap(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(path: Any = ".") -> Any:
+            if os.fsdecode(path) == "/proc":
                 self.count += 1
-            return real(path)  # type: ignore[operator]
+            return real(path)
 
         return counted
 
@@ -221,7 +223,7 @@ async def test_without_a_cgroup_a_short_command_is_still_metered(
 ) -> None:
     """Where no cgroup can be had, the known members are re-read every FAST_S between
     the 1 Hz scans: a command shorter than a scan interval is not metered as 0."""
-    monkeypatch.setattr(process.GroupCgroup, "create", classmethod(lambda cls, d=None: None))
+    monkeypatch.setattr(cgroup.GroupCgroup, "create", classmethod(lambda cls, d=None: None))
     started = time.monotonic()
     async with (
         cpumeter.shared() as meter,
@@ -248,10 +250,10 @@ def test_one_tick_reads_each_process_once_however_many_groups(
     reads: list[str] = []
     real_open = open
 
-    def counting_open(path: object, *args: object, **kwargs: object) -> object:
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(path, str) and path.startswith("/proc/") and path.endswith("/stat"):
             reads.append(path)
-        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+        return real_open(path, *args, **kwargs)
 
     try:
         monkeypatch.setattr("builtins.open", counting_open)

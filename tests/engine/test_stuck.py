@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,8 @@ class Feeder:
     """Feeds one iteration at a time, counting iterations; by default each output is
     different enough from the others that only the detector under test can fire."""
 
-    def __init__(self, **spec: object) -> None:
-        self.detector = StuckDetector(StuckSpec(**spec))  # type: ignore[arg-type]
+    def __init__(self, **spec: Any) -> None:
+        self.detector = StuckDetector(StuckSpec(**spec))
         self.iteration = 0
         self._outputs = (f"attempt {w} " * 3 for w in _unique_words())
 

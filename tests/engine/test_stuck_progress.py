@@ -23,6 +23,7 @@ from helpers import (
 )
 
 from supervisor import events as ev
+from supervisor.spec import Config
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +40,7 @@ AGENT = (
 CHECK = {"name": "docs", "run": "grep -q Usage DOCS.md"}
 
 
-def _config(tmp_path: Path, mode: str, *, git: bool) -> object:
+def _config(tmp_path: Path, mode: str, *, git: bool) -> Config:
     work = tmp_path / "w"
     work.mkdir()
     (work / "DOCS.md").write_text("# Docs\n")

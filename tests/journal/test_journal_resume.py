@@ -278,10 +278,11 @@ def test_kill_9_of_a_real_supervisor_mid_iteration_resumes_that_iteration(
     journal = Journal.open(state)
     assert journal.find_resumable_run() == "killed"
     with sqlite3.connect(state / JOURNAL_NAME) as conn:
-        usage = sum(
-            ev.event_from_dict(json.loads(t)).tokens  # type: ignore[attr-defined]
-            for (t,) in conn.execute("SELECT json FROM events WHERE type = 'usage'")
-        )
+        usage = 0
+        for (t,) in conn.execute("SELECT json FROM events WHERE type = 'usage'"):
+            event = ev.event_from_dict(json.loads(t))
+            assert isinstance(event, ev.UsageCharged)
+            usage += event.tokens
     first = journal.load_resume("killed")
     again = journal.load_resume("killed")
     journal.close()

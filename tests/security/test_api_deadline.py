@@ -19,6 +19,7 @@ from helpers import load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
 from supervisor.agents.base import Done
+from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
 from supervisor.config.load import ConfigError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("api_key")]
@@ -91,9 +92,12 @@ def test_stall_is_its_own_key_and_timeout_stays_accepted(tmp_path: Path) -> None
         loop("l", "a", done_marker="DONE"),
     )
     a, b, c = (config.agents[n] for n in "abc")
-    assert (a.timeout, a.stall) == (90.0, 20.0)  # type: ignore[union-attr]
-    assert (b.timeout, b.stall) == (5.0, 600.0)  # type: ignore[union-attr]
-    assert (c.timeout, c.stall) == (1800.0, 600.0)  # type: ignore[union-attr]
+    assert isinstance(a, AnthropicAgentSpec)
+    assert isinstance(b, AnthropicAgentSpec)
+    assert isinstance(c, AnthropicAgentSpec)
+    assert (a.timeout, a.stall) == (90.0, 20.0)
+    assert (b.timeout, b.stall) == (5.0, 600.0)
+    assert (c.timeout, c.stall) == (1800.0, 600.0)
     with pytest.raises(ConfigError, match="stall"):
         load(
             tmp_path,

@@ -169,10 +169,11 @@ def test_surrogate_inject_on_the_socket_keeps_serve_and_every_loop_running(
         # serve, the bystander and the target itself keep going.
         before = {name: daemon.loop(name)["iteration"] for name in ("l0", "l1")}
         for name, iteration in before.items():
-            poll(
-                lambda name=name, iteration=iteration: daemon.loop(name)["iteration"] > iteration,
-                what=f"{name} to keep iterating",
-            )
+
+            def moved(name: str = name, iteration: int = iteration) -> bool:
+                return bool(daemon.loop(name)["iteration"] > iteration)
+
+            poll(moved, what=f"{name} to keep iterating")
         assert client.request(b'{"id":2,"op":"snapshot","args":{"tail":0}}')["ok"] is True
     finally:
         client.close()
@@ -215,10 +216,11 @@ def test_ctl_inject_of_undecodable_bytes_is_sent_as_replacement_characters(
         assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
         assert r.returncode == 0, r.stderr.decode(errors="replace")
     for note in (f"argv {REPLACED}", f"stdin {REPLACED}"):
-        poll(
-            lambda note=note: any(note in p for p in journal_prompts(daemon.state, "l0")),
-            what=f"{note!r} in a journalled prompt",
-        )
+
+        def journalled(note: str = note) -> bool:
+            return any(note in p for p in journal_prompts(daemon.state, "l0"))
+
+        poll(journalled, what=f"{note!r} in a journalled prompt")
     # A prompt file is refused with a clear error, as in loops.toml: nothing is guessed.
     bad = daemon.cwd / "prompt.md"
     bad.write_bytes(b"prompt \xff\n")
