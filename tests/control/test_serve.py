@@ -5,14 +5,12 @@ signals. Every daemon is killed (with its process group and descendants) on tear
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -247,11 +245,23 @@ def test_ctl_tail_prints_history_then_follows(daemon: Daemon, tmp_path: Path) ->
     proc = daemon.spawn_ctl(
         "tail", "l0", "--lines", "4", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    out, _err = proc.communicate(timeout=10)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the history and live lines after it have come
+            lines.append(line.rstrip("\n"))
+            headers = [x for x in lines if x.startswith("━━ iteration")]
+            if len(lines) > 4 and len(headers) >= 3:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130
-    lines = out.splitlines()
+    lines += out.splitlines()
+    out = "\n".join(lines)
     assert len(lines) > 4, "history, then live lines"
     numbers = [int(x.split()[2]) for x in lines if x.startswith("━━ iteration")]
     assert len(numbers) >= 3
@@ -311,23 +321,13 @@ def test_foreground_serve_notifies_systemd_and_stops_cleanly_on_sigterm(tmp_path
             proc.wait(timeout=5)
 
 
-def _tui_available() -> bool:
-    try:
-        return importlib.util.find_spec("tui.app") is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@pytest.mark.skipif(
-    not _tui_available(), reason="tui/app.py (LoopvisorApp) is not written yet: tui.app missing"
-)
 @pytest.mark.anyio
 async def test_attach_shows_the_live_run_and_q_detaches(daemon: Daemon) -> None:
     """A Pilot-driven TUI fed by RemoteSupervisor shows the served loops; `q` detaches
     and leaves the supervisor running."""
     from textual.widgets import DataTable
 
-    from tui.app import LoopvisorApp  # type: ignore[import-not-found,unused-ignore]
+    from tui.app import LoopvisorApp
 
     def iteration(app: Any, name: str) -> int:
         snap = app.snapshot
