@@ -4,7 +4,6 @@ Supervisor under Pilot, and a fixed-snapshot handle for the snapshot tests only.
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from helpers import load, loop, sim_agent, supervisor_table
+from helpers import PY, load, loop, sim_agent, supervisor_table
 from rich.console import Console
 from textual.pilot import Pilot
 
@@ -31,7 +30,6 @@ from supervisor.runtime import Supervisor
 from supervisor.spec import Config, Limits
 from tui.app import LoopvisorApp
 
-PY = sys.executable
 FAILING_CHECK = [PY, "-c", "import sys; print('FAIL: test_parse (expected 3, got 2)'); sys.exit(1)"]
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from console_support import (
     FAILING_CHECK,
-    PY,
     TuiRun,
     endless_loop,
     screen_text,
     sim_config,
     tui,
 )
+from helpers import PY
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, OptionList, TextArea
 

@@ -11,7 +11,6 @@ import select
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -20,11 +19,10 @@ from fcntl import ioctl
 from pathlib import Path
 
 import psutil
-from helpers import cli_env, loop, sim_agent, supervisor_table, write_config
+from helpers import PY, cli_env, loop, sim_agent, supervisor_table, write_config
 
 from supervisor.journal.reader import JournalReader
 
-PY = sys.executable
 SLOW_CHECK = [PY, "-c", "import time; time.sleep(60)"]
 
 

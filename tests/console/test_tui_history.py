@@ -7,8 +7,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from console_support import PY, sim_config, tui
-from helpers import loop, sim_agent
+from console_support import sim_config, tui
+from helpers import PY, loop, sim_agent
 
 from supervisor.durable import durable_supervisor
 from supervisor.lines import LineKind, texts

@@ -25,9 +25,9 @@ from typing import Any
 
 import anyio
 import pytest
-from console_support import PY, demo_snapshot, endless_loop, fixed_app, screen_text, sim_config
+from console_support import demo_snapshot, endless_loop, fixed_app, screen_text, sim_config
 from daemon import kill_daemon, sim_loops_toml, start_daemon
-from helpers import loop, sim_agent, wait_for
+from helpers import PY, loop, sim_agent, wait_for
 from textual.pilot import Pilot
 
 from supervisor.lines import texts
