@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from anthropic_support import KEY
 from daemon import Daemon, kill_daemon, sim_loops_toml, start_daemon
 from resume_support import Harness
 
@@ -56,6 +55,8 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test key in ANTHROPIC_API_KEY (tests check it never shows), and the SDK's
     default base URL (every agent is given the fake server's)."""
+    from anthropic_support import KEY  # here: it loads the SDK, which most tests never need
+
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
