@@ -110,8 +110,8 @@ def measure(
             timeout=timeout,
         )
     finally:
-        if stdout:
-            out.close()  # type: ignore[union-attr]
+        if not isinstance(out, int):  # a file we opened, not subprocess.DEVNULL
+            out.close()
     wall = time.perf_counter() - started
     usage = _usage_of(report, argv, done.returncode, done.stderr)
     if done.returncode not in ok_codes:

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead
 
 
-def slope(points: list[tuple[float, float]]) -> float:
+def slope(points: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of y over x."""
     n = len(points)
     mx = sum(x for x, _ in points) / n
@@ -37,7 +38,7 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
-def step_slope(points: list[tuple[float, float]], first: int) -> float:
+def step_slope(points: Sequence[tuple[float, float]], first: int) -> float:
     (x0, y0), (x1, y1) = points[first], points[first + 1]
     return (y1 - y0) / (x1 - x0)
 

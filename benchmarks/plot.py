@@ -66,10 +66,10 @@ def main() -> None:
     ax = axes[1][1]
     if overhead:
         cases = overhead["details"]["cases"]
-        xs = range(len(cases))
-        ax.bar([x - 0.2 for x in xs], [c["floor_cpu_s"] for c in cases], 0.4, label="floor")
-        ax.bar([x + 0.2 for x in xs], [c["loopvisor_cpu_s"] for c in cases], 0.4, label="loopvisor")
-        ax.set_xticks(list(xs), [c["name"] for c in cases])
+        at = range(len(cases))
+        ax.bar([x - 0.2 for x in at], [c["floor_cpu_s"] for c in cases], 0.4, label="floor")
+        ax.bar([x + 0.2 for x in at], [c["loopvisor_cpu_s"] for c in cases], 0.4, label="loopvisor")
+        ax.set_xticks(list(at), [c["name"] for c in cases])
         ax.set(title="overhead: CPU, agents x lines", ylabel="CPU (s)")
         ax.legend()
     else:

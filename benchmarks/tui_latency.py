@@ -126,6 +126,7 @@ class Probe:
             self.flush_ticks += 1
             original_tick()
 
+        # Textual's private methods wrapped on this one instance, to time frames:
         app._display = display  # type: ignore[method-assign]
         app._tick = tick  # type: ignore[method-assign]
 
@@ -207,7 +208,7 @@ async def scenario(
             snapshots.append(time.perf_counter() - t)
             return result
 
-        supervisor.snapshot = timed_snapshot  # type: ignore[method-assign]
+        supervisor.snapshot = timed_snapshot  # type: ignore[method-assign]  # timed, this instance
         app = LoopvisorApp(supervisor, title=name, run_supervisor=supervisor.run)
         probe = Probe(app)
         shows: list[float] = []
@@ -228,7 +229,7 @@ async def scenario(
                 shows.append(time.perf_counter() - t)
                 return changed
 
-            main.table.show = timed_show  # type: ignore[method-assign]
+            main.table.show = timed_show  # type: ignore[method-assign]  # timed, this instance
             await asyncio.sleep(2.0)  # warm up: every loop is going
             stop = asyncio.Event()
             lag: list[float] = []

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/protocol_ops.py --check   # exit 1 when it is out of date
 
 The table sits between two marker comments; everything else in the file is prose
-written by hand. tests/test_control_ops.py runs the same comparison as `--check`.
+written by hand. tests/control/test_control_ops.py runs the same comparison as `--check`.
 """
 
 from __future__ import annotations

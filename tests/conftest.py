@@ -1,4 +1,8 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the ones every test gets (asyncio for anyio, no leaked
+child process) and the ones tests of several areas ask for by name (a served daemon,
+kill -9 and resume sessions, the Anthropic key). An area's own fixtures live in its
+folder's conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
+from daemon import Daemon, kill_daemon, sim_loops_toml, start_daemon
+from resume_support import Harness
 
 LEAK_GRACE_S = float(os.environ.get("LOOPVISOR_TEST_LEAK_GRACE", "10"))
 """How long a test's children may take to exit after it ends (a killed supervisor's
@@ -20,6 +27,38 @@ pytest-xdist needs more than a moment)."""
 def anyio_backend() -> str:
     """Async tests run on asyncio, the loop Textual uses."""
     return "asyncio"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A detached `serve` of two endless sim loops (`daemon.sim_loops_toml`), killed
+    with everything it started at teardown."""
+    d = start_daemon(tmp_path, sim_loops_toml())
+    try:
+        yield d
+    finally:
+        kill_daemon(d.pid)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    """`loopvisor run --json` sessions on tmp_path/loops.toml and tmp_path/state, to
+    kill -9 and resume; at teardown nothing they started survives."""
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test key in ANTHROPIC_API_KEY (tests check it never shows), and the SDK's
+    default base URL (every agent is given the fake server's)."""
+    from anthropic_support import KEY  # here: it loads the SDK, which most tests never need
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,9 @@ from supervisor.config.load import load_config
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+"""tests/: the support modules, data/ and one folder of tests per area."""
+REPO = TESTS.parent
 PY = sys.executable
 
 E = TypeVar("E", bound=ev.Event)

@@ -12,7 +12,7 @@ never does.
 Ending a turn is cancelling its task group (a stop, a timeout, a budget crossing,
 the final event read): the agent must stop there and kill any child process group;
 `aclose()` is the explicit form of the same. Nothing `yield`s inside a cancel scope
-or a task group (anyio's cancellation rules; `tests/test_no_yield_in_scopes.py`):
+or a task group (anyio's cancellation rules; `tests/e2e/test_no_yield_in_scopes.py`):
 an agent's scopes and task groups live in its own task.
 """
 

@@ -7,7 +7,7 @@ Protocol in `api`, the in-process `runtime.Supervisor`, a one-line
 `RemoteSupervisor` method that calls `RemoteSupervisor.call(ops.X, ...)`). The
 server dispatches by name through `BY_NAME`, `protocol.parse_request` validates
 with `Op.problem`, the hello lists `NAMES`, and the docs' table of ops is
-`markdown_table()` (tests/test_control_ops.py fails when the two differ;
+`markdown_table()` (tests/control/test_control_ops.py fails when the two differ;
 `scripts/protocol_ops.py` rewrites it).
 """
 

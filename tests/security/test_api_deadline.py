@@ -13,24 +13,19 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anthropic_support import MODEL, assert_totals, drive, make_agent, waits
 from fake_anthropic import FakeAnthropic, drip, text
 from helpers import load, loop, run_recorded, supervisor_table, table
-from test_anthropic_agent import KEY, MODEL, assert_totals, drive, make_agent, waits
 
 from supervisor import events as ev
 from supervisor.agents.base import Done
+from supervisor.agents.kinds.anthropic import AnthropicAgentSpec
 from supervisor.config.load import ConfigError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("api_key")]
 
 BOUND_S = 10.0
 """Far above the 1 s deadline: the point is that the request ends, not how fast."""
-
-
-@pytest.fixture(autouse=True)
-def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
 
 
 async def test_a_dripping_stream_is_cut_at_the_total_deadline_and_retried(
@@ -97,9 +92,12 @@ def test_stall_is_its_own_key_and_timeout_stays_accepted(tmp_path: Path) -> None
         loop("l", "a", done_marker="DONE"),
     )
     a, b, c = (config.agents[n] for n in "abc")
-    assert (a.timeout, a.stall) == (90.0, 20.0)  # type: ignore[union-attr]
-    assert (b.timeout, b.stall) == (5.0, 600.0)  # type: ignore[union-attr]
-    assert (c.timeout, c.stall) == (1800.0, 600.0)  # type: ignore[union-attr]
+    assert isinstance(a, AnthropicAgentSpec)
+    assert isinstance(b, AnthropicAgentSpec)
+    assert isinstance(c, AnthropicAgentSpec)
+    assert (a.timeout, a.stall) == (90.0, 20.0)
+    assert (b.timeout, b.stall) == (5.0, 600.0)
+    assert (c.timeout, c.stall) == (1800.0, 600.0)
     with pytest.raises(ConfigError, match="stall"):
         load(
             tmp_path,

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon import serve_foreground
 from helpers import (
     GRANDCHILD_SCRIPT,
     PY,
@@ -109,14 +110,7 @@ def test_serve_in_the_foreground_takes_a_double_ctrl_c_quietly(
         (tmp_path / name).mkdir()
         parts.append(loop(name, "sleeper", workspace=name, done_marker="DONE"))
     write_config(tmp_path, *parts)
-    proc = subprocess.Popen(
-        [PY, "-m", "supervisor", "serve", "loops.toml", "--state-dir", "state"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = serve_foreground("loops.toml", "state", cwd=tmp_path)
     pid_files = [tmp_path / name / "pids.txt" for name in AGENTS]
     try:
         deadline = time.monotonic() + 20  # serve logs no transcripts: poll for the agents
@@ -137,8 +131,7 @@ def test_serve_in_the_foreground_takes_a_double_ctrl_c_quietly(
             proc.communicate()
         for pid in alive(p for f in pid_files for p in read_pids(f)):
             os.kill(pid, signal.SIGKILL)
-    text = stderr.decode(errors="replace")
-    assert "Traceback" not in text, text
-    assert proc.returncode == 0, (proc.returncode, text)
-    assert "shutting down: signal SIGINT" in text
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode == 0, (proc.returncode, stderr)
+    assert "shutting down: signal SIGINT" in stderr
     assert left == []

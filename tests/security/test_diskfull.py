@@ -118,7 +118,7 @@ class Run:
             if line is None:
                 break
             with contextlib.suppress(ValueError):
-                event = json.loads(line)
+                event: dict[str, Any] = json.loads(line)
                 self.seen.append(event)
                 if pred(event):
                     return event
@@ -150,7 +150,7 @@ def is_full_notice(e: dict[str, Any]) -> bool:
 
 
 def finished_iteration(e: dict[str, Any], at_least: int = 1) -> bool:
-    return e["type"] == "iteration_finished" and e["iteration"] >= at_least
+    return e["type"] == "iteration_finished" and bool(e["iteration"] >= at_least)
 
 
 # -- full before the start -----------------------------------------------------------

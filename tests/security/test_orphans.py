@@ -35,45 +35,61 @@ from helpers import (
 
 from supervisor import cgroup, process, reaper
 
-ESCAPE = (
-    "import os, signal, subprocess, sys, time\n"
-    "out = sys.argv[1]\n"
-    "if os.path.exists(out):\n"  # a resumed iteration: nothing more to start
-    "    print('DONE'); sys.exit(0)\n"
-    # 1. a child in a session of its own that ignores SIGTERM (not a group leader
-    # itself, `setsid` execs in place: the pid is the shell's, then sleep's)
-    "escaper = subprocess.Popen(['setsid', 'sh', '-c', 'trap \"\" TERM; exec sleep 300'],\n"
-    "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-    # 2. a daemon: double fork, setsid, SIGTERM ignored, the middle process exits
-    "r, w = os.pipe()\n"
-    "middle = os.fork()\n"
-    "if middle == 0:\n"
-    "    if os.fork() == 0:\n"
-    "        os.setsid()\n"
-    "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "        null = os.open(os.devnull, os.O_RDWR)\n"
-    "        for fd in (0, 1, 2):\n"
-    "            os.dup2(null, fd)\n"
-    "        os.write(w, str(os.getpid()).encode()); os.close(w)\n"
-    "        time.sleep(300)\n"
-    "    os._exit(0)\n"
-    "os.close(w)\n"
-    "os.waitpid(middle, 0)\n"
-    "daemon = os.read(r, 32).decode()\n"
-    "setsid_pid = escaper.pid\n"
-    "escaper.returncode = 0  # not waited for: it must outlive us\n"
-    "deadline = time.monotonic() + 10\n"  # until its trap is set and sleep runs
-    "while open(f'/proc/{setsid_pid}/comm').read().strip() != 'sleep':\n"
-    "    assert time.monotonic() < deadline\n"
-    "    time.sleep(0.005)\n"
-    "open(out + '.tmp', 'w').write(f'{setsid_pid} {daemon}')\n"
-    "os.rename(out + '.tmp', out)\n"
-    "print('DONE', flush=True)\n"
-    "if len(sys.argv) > 2:\n"  # 'hang': the turn must be cut
-    "    time.sleep(300)\n"
-)
-"""Starts a `setsid` child and a double-forked daemon, both ignoring SIGTERM; writes
-their pids to argv[1] and says DONE; with a second argument, then hangs."""
+
+def escaper_script(*, scrubbed: bool = False) -> str:
+    """A command that starts processes meant to outlive it, writes their pids to the
+    file argv[1] names (atomically, once they are set up) and says DONE; with a second
+    argument it then hangs, so that its turn must be cut. Run again where the pid file
+    exists (a resumed iteration) it only says DONE.
+
+    Plain: a `setsid` child that ignores SIGTERM and a double-forked daemon (setsid,
+    SIGTERM ignored, its middle process gone). `scrubbed`: one `setsid` child with an
+    empty environment instead, so no tag finds it (only a cgroup can)."""
+    if scrubbed:
+        escaper = "['setsid', 'env', '-i', 'sh', '-c', 'exec sleep 300']"
+    else:  # `setsid` execs in place: the pid is the shell's, then sleep's
+        escaper = "['setsid', 'sh', '-c', 'trap \"\" TERM; exec sleep 300']"
+    daemon = (
+        "r, w = os.pipe()\n"
+        "middle = os.fork()\n"
+        "if middle == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "        null = os.open(os.devnull, os.O_RDWR)\n"
+        "        for fd in (0, 1, 2):\n"
+        "            os.dup2(null, fd)\n"
+        "        os.write(w, str(os.getpid()).encode()); os.close(w)\n"
+        "        time.sleep(300)\n"
+        "    os._exit(0)\n"
+        "os.close(w)\n"
+        "os.waitpid(middle, 0)\n"
+        "pids.append(os.read(r, 32).decode())\n"
+    )
+    return (
+        "import os, signal, subprocess, sys, time\n"
+        "out = sys.argv[1]\n"
+        "if os.path.exists(out):\n"
+        "    print('DONE'); sys.exit(0)\n"
+        f"escaper = subprocess.Popen({escaper},\n"
+        "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "escaper.returncode = 0  # not waited for: it must outlive us\n"
+        "pids = [str(escaper.pid)]\n"
+        + ("" if scrubbed else daemon)
+        + "deadline = time.monotonic() + 10\n"  # until its trap is set and sleep runs
+        "while open(f'/proc/{escaper.pid}/comm').read().strip() != 'sleep':\n"
+        "    assert time.monotonic() < deadline\n"
+        "    time.sleep(0.005)\n"
+        "open(out + '.tmp', 'w').write(' '.join(pids))\n"
+        "os.rename(out + '.tmp', out)\n"
+        "print('DONE', flush=True)\n"
+        "if len(sys.argv) > 2:\n"
+        "    time.sleep(300)\n"
+    )
+
+
+ESCAPE = escaper_script()
+SCRUBBED = escaper_script(scrubbed=True)
 
 
 @pytest.fixture
@@ -175,18 +191,9 @@ def test_a_stopped_run_leaves_no_escaper(tmp_path: Path, leftovers: list[Path]) 
     assert alive(escaped_pids(pid_file)) == []
 
 
-def test_resume_after_kill_9_kills_what_the_dead_supervisor_left(
-    tmp_path: Path, leftovers: list[Path]
-) -> None:
-    (tmp_path / "ws").mkdir()
-    write_config(
-        tmp_path,
-        supervisor_table(),
-        command_agent("hang", ESCAPE, "pids.txt", "hang"),
-        loop("cut", "hang", workspace="ws", done_marker="DONE", max_iterations=2),
-    )
-    pid_file = tmp_path / "ws" / "pids.txt"
-    leftovers.append(pid_file)
+def kill_9_once_written(tmp_path: Path, pid_file: Path) -> list[int]:
+    """`run --json` of tmp_path/loops.toml until its agent has written `pid_file`, then
+    kill -9 of the supervisor alone (its children are on their own): the pids written."""
     sup = subprocess.Popen(
         [PY, "-m", "supervisor", "run", "--json"],
         cwd=tmp_path,
@@ -199,10 +206,26 @@ def test_resume_after_kill_9_kills_what_the_dead_supervisor_left(
         deadline = time.monotonic() + 15
         while not read_pids(pid_file) and time.monotonic() < deadline:
             time.sleep(0.02)
-        pids = escaped_pids(pid_file)
+        return read_pids(pid_file)
     finally:
-        sup.kill()  # kill -9 of the supervisor alone: its children are on their own
+        sup.kill()
         sup.wait()
+
+
+def test_resume_after_kill_9_kills_what_the_dead_supervisor_left(
+    tmp_path: Path, leftovers: list[Path]
+) -> None:
+    (tmp_path / "ws").mkdir()
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        command_agent("hang", ESCAPE, "pids.txt", "hang"),
+        loop("cut", "hang", workspace="ws", done_marker="DONE", max_iterations=2),
+    )
+    pid_file = tmp_path / "ws" / "pids.txt"
+    leftovers.append(pid_file)
+    pids = kill_9_once_written(tmp_path, pid_file)
+    assert len(pids) == 2, f"the script did not write its pids: {pids}"
     assert alive(pids) == pids
     proc = run_cli("run", "--resume", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -252,26 +275,6 @@ def test_a_subreaper_reaps_the_orphans_it_adopts(tmp_path: Path) -> None:
     assert proc.stderr == ""
 
 
-SCRUBBED = (
-    "import os, subprocess, sys, time\n"
-    "if os.path.exists('pids.txt'):\n"  # a resumed iteration: nothing more to start
-    "    print('DONE'); sys.exit(0)\n"
-    "escaper = subprocess.Popen(['setsid', 'env', '-i', 'sh', '-c', 'exec sleep 300'],\n"
-    "    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-    "escaper.returncode = 0  # not waited for: it must outlive us\n"
-    "deadline = time.monotonic() + 10\n"
-    "while open(f'/proc/{escaper.pid}/comm').read().strip() != 'sleep':\n"
-    "    assert time.monotonic() < deadline\n"
-    "    time.sleep(0.005)\n"
-    "open('pids.txt', 'w').write(str(escaper.pid))\n"
-    "print('DONE', flush=True)\n"
-    "if len(sys.argv) > 1:\n"  # 'hang'
-    "    time.sleep(300)\n"
-)
-"""Starts a `setsid` child with an empty environment (no tag to find it by), writes
-its pid to pids.txt and says DONE; with an argument, then hangs."""
-
-
 def test_an_escaper_that_scrubs_its_environment_dies_by_its_cgroup(
     tmp_path: Path, leftovers: list[Path]
 ) -> None:
@@ -281,7 +284,7 @@ def test_an_escaper_that_scrubs_its_environment_dies_by_its_cgroup(
     write_config(
         tmp_path,
         supervisor_table(),
-        command_agent("scrub", SCRUBBED),
+        command_agent("scrub", SCRUBBED, "pids.txt"),
         loop("esc", "scrub", workspace="ws", done_marker="DONE", max_iterations=1),
     )
     pid_file = tmp_path / "ws" / "pids.txt"
@@ -301,27 +304,12 @@ def test_resume_after_kill_9_kills_a_scrubbed_escaper_by_its_cgroup(
     write_config(
         tmp_path,
         supervisor_table(),
-        command_agent("scrub", SCRUBBED, "hang"),
+        command_agent("scrub", SCRUBBED, "pids.txt", "hang"),
         loop("esc", "scrub", workspace="ws", done_marker="DONE", max_iterations=2),
     )
     pid_file = tmp_path / "ws" / "pids.txt"
     leftovers.append(pid_file)
-    sup = subprocess.Popen(
-        [PY, "-m", "supervisor", "run", "--json"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not read_pids(pid_file) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        (pid,) = read_pids(pid_file)
-    finally:
-        sup.kill()  # kill -9 of the supervisor alone
-        sup.wait()
+    (pid,) = kill_9_once_written(tmp_path, pid_file)
     assert alive([pid]) == [pid]
     proc = run_cli("run", "--resume", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -19,6 +19,7 @@ import pytest
 from helpers import (
     PY,
     REPO,
+    Recorded,
     cli_env,
     command_agent,
     json_lines,
@@ -39,7 +40,7 @@ from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import RemoteError
 from supervisor.control.server import ControlServer
 from supervisor.lines import texts
-from supervisor.runtime import Supervisor
+from supervisor.runtime import EXIT_USAGE, Supervisor
 from supervisor.sizes import (
     INJECT_MAX_BYTES,
     NOTES_MAX_BYTES,
@@ -244,8 +245,8 @@ async def test_an_inject_over_the_limit_is_refused_with_its_size(tmp_path: Path)
     big = "x" * (2 * MIB)
     refused: list[str] = []
 
-    async def during(rec: object) -> None:
-        sup = rec.supervisor  # type: ignore[attr-defined]
+    async def during(rec: Recorded) -> None:
+        sup = rec.supervisor
         await sup.pause("slow")
         with pytest.raises(ControlError) as info:
             await sup.inject("slow", big)
@@ -267,8 +268,8 @@ async def test_accumulated_injects_cannot_grow_the_prompt_past_the_limit(
     accepted: list[str] = []
     refused: list[str] = []
 
-    async def during(rec: object) -> None:
-        sup = rec.supervisor  # type: ignore[attr-defined]
+    async def during(rec: Recorded) -> None:
+        sup = rec.supervisor
         await wait_for(lambda: sup.runners["slow"].state == "running")
         await sup.pause("slow")
         for i in range(NOTES_MAX_BYTES // INJECT_MAX_BYTES + 3):
@@ -297,8 +298,8 @@ async def test_an_edit_with_a_huge_prompt_is_refused(tmp_path: Path) -> None:
     config = load(tmp_path, sim_agent("s"), paused_config(tmp_path))
     refused: list[str] = []
 
-    async def during(rec: object) -> None:
-        sup = rec.supervisor  # type: ignore[attr-defined]
+    async def during(rec: Recorded) -> None:
+        sup = rec.supervisor
         with pytest.raises(ControlError) as info:
             await sup.edit("slow", prompt="p" * (PROMPT_TEMPLATE_MAX_BYTES + 1))
         refused.append(str(info.value))
@@ -341,7 +342,7 @@ async def test_ctl_reads_stdin_and_prompt_files_no_further_than_the_limit(
     # stdin is read before connecting (a person may type for longer than the handshake):
     # refused there, with no server needed and nothing sent.
     code = await cli_remote._ctl(inject, tmp_path / "nobody.sock", None)
-    assert code == cli_remote.EXIT_USAGE
+    assert code == EXIT_USAGE
     assert f"{INJECT_MAX_BYTES // 1024} KiB" in capsys.readouterr().out
     assert piped.tell() == INJECT_MAX_BYTES + 1
     big = tmp_path / "prompt.md"
@@ -351,7 +352,7 @@ async def test_ctl_reads_stdin_and_prompt_files_no_further_than_the_limit(
         tokens=None, usd=None, wall=None, cpu=None,
     )  # fmt: skip
     with pytest.raises(cli_remote.UsageError, match=f"{PROMPT_TEMPLATE_MAX_BYTES // 1024} KiB"):
-        await cli_remote._edit(remote, edit)  # type: ignore[arg-type]
+        await cli_remote._edit(remote, edit)  # type: ignore[arg-type]  # a recorder stands in
     assert remote.sent == []
 
 

@@ -229,7 +229,11 @@ def test_stream_redactor_catches_a_secret_split_at_every_position(secret: str) -
     for cut in range(1, len(text_)):
         for second_cut in (cut, min(len(text_), cut + 3)):
             out: list[str] = []
-            stream = StreamRedactor(redactor, lambda t, s, out=out: out.append(t))
+
+            def emit(text: str, stream: str, out: list[str] = out) -> None:
+                out.append(text)
+
+            stream = StreamRedactor(redactor, emit)
             for part in (text_[:cut], text_[cut:second_cut], text_[second_cut:]):
                 stream.add(part, "assistant")
             stream.flush()

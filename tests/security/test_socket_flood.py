@@ -18,9 +18,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from control_support import RawClient, endless, serving
+from daemon import kill_daemon, lv, sim_loops_toml, start_daemon
 from helpers import wait_gone
-from test_control import RawClient, endless, serving
-from test_serve import kill_daemon, lv, sim_loops_toml, start_daemon
 
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import NotServing, RemoteError, ServerRefused, ServerTimeout

@@ -17,16 +17,15 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 from fake_anthropic import FakeAnthropic, text, tool_use
 from helpers import PY, cli_env, command_agent, loop, run_cli, sim_agent, supervisor_table, table
 from hypothesis import given
 from hypothesis import strategies as st
-from test_serve import LOOPVISOR, Daemon, kill_daemon, lv, poll, sim_loops_toml, start_daemon
 
 from supervisor import events as ev
 from supervisor.cli.remote import TailPrinter
@@ -109,15 +108,6 @@ def test_printers_never_write_a_control_character_or_a_surrogate(text: str) -> N
 
 
 # -- helpers -----------------------------------------------------------------------------
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path, sim_loops_toml())
-    try:
-        yield d
-    finally:
-        kill_daemon(d.pid)
-
-
 class RawClient:
     """A control-socket client that sends bytes exactly as given (no JSON encoder)."""
 
@@ -179,10 +169,11 @@ def test_surrogate_inject_on_the_socket_keeps_serve_and_every_loop_running(
         # serve, the bystander and the target itself keep going.
         before = {name: daemon.loop(name)["iteration"] for name in ("l0", "l1")}
         for name, iteration in before.items():
-            poll(
-                lambda name=name, iteration=iteration: daemon.loop(name)["iteration"] > iteration,
-                what=f"{name} to keep iterating",
-            )
+
+            def moved(name: str = name, iteration: int = iteration) -> bool:
+                return bool(daemon.loop(name)["iteration"] > iteration)
+
+            poll(moved, what=f"{name} to keep iterating")
         assert client.request(b'{"id":2,"op":"snapshot","args":{"tail":0}}')["ok"] is True
     finally:
         client.close()
@@ -225,10 +216,11 @@ def test_ctl_inject_of_undecodable_bytes_is_sent_as_replacement_characters(
         assert b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
         assert r.returncode == 0, r.stderr.decode(errors="replace")
     for note in (f"argv {REPLACED}", f"stdin {REPLACED}"):
-        poll(
-            lambda note=note: any(note in p for p in journal_prompts(daemon.state, "l0")),
-            what=f"{note!r} in a journalled prompt",
-        )
+
+        def journalled(note: str = note) -> bool:
+            return any(note in p for p in journal_prompts(daemon.state, "l0"))
+
+        poll(journalled, what=f"{note!r} in a journalled prompt")
     # A prompt file is refused with a clear error, as in loops.toml: nothing is guessed.
     bad = daemon.cwd / "prompt.md"
     bad.write_bytes(b"prompt \xff\n")
@@ -531,14 +523,7 @@ def test_ctl_tail_shows_escapes_instead_of_obeying_them(tmp_path: Path) -> None:
     )
     d = start_daemon(tmp_path, toml)
     try:
-        proc = subprocess.Popen(
-            [*LOOPVISOR, "ctl", "tail", "printer", "--state-dir", str(d.state)],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        proc = d.spawn_ctl("tail", "printer", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None
         seen = b""
         deadline = time.monotonic() + 15

@@ -1,0 +1,283 @@
+"""ClaudeCodeAgent with the real Claude Code CLI, offline: it talks to the fake Messages
+API in tests/fake_anthropic.py. Skipped when the CLI is not installed (found through
+LOOPVISOR_CLAUDE_BIN, else .ci/node from scripts/install-claude-code.sh, else `claude`
+on PATH); LOOPVISOR_REQUIRE_CLAUDE_CLI=1 (CI) makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from claude_support import collect, make_agent, make_budget, request, token_sum, usd_sum
+from fake_anthropic import FakeAnthropic, text, tool_use
+from helpers import REPO, load, loop, run_recorded, supervisor_table, table
+
+from supervisor import events as ev
+from supervisor.agents.base import Done, TextDelta, ToolCall, ToolResult
+from supervisor.agents.usage import Tokens
+
+pytestmark = pytest.mark.anyio
+
+
+# -- the real CLI ------------------------------------------------------------------------------
+
+
+def claude_bin() -> tuple[str | None, str]:
+    """The CLI to run, or None and why not."""
+    configured = os.environ.get("LOOPVISOR_CLAUDE_BIN")
+    if configured:
+        if Path(configured).exists():
+            return configured, ""
+        return None, f"LOOPVISOR_CLAUDE_BIN={configured} does not exist"
+    local = REPO / ".ci" / "node" / "node_modules" / ".bin" / "claude"
+    if local.exists():
+        return str(local), ""
+    found = shutil.which("claude")
+    if found:
+        return found, ""
+    return None, (
+        "Claude Code CLI not installed: run scripts/install-claude-code.sh "
+        "(or set LOOPVISOR_CLAUDE_BIN / put `claude` on PATH)"
+    )
+
+
+@pytest.fixture
+def claude() -> str:
+    """The real CLI; skipped when absent, failed when LOOPVISOR_REQUIRE_CLAUDE_CLI=1 (CI)."""
+    path, why = claude_bin()
+    if path is None:
+        if os.environ.get("LOOPVISOR_REQUIRE_CLAUDE_CLI") == "1":
+            pytest.fail(f"LOOPVISOR_REQUIRE_CLAUDE_CLI=1 but {why}")
+        pytest.skip(why)
+    return path
+
+
+def offline_env(server: FakeAnthropic, home: Path) -> dict[str, str]:
+    home.mkdir(exist_ok=True)
+    return {
+        "ANTHROPIC_BASE_URL": server.base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-dummy",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+        "HOME": str(home),
+    }
+
+
+def main_turn(body: Mapping[str, Any]) -> bool:
+    """A request of the agent loop (it offers the Write tool), not a side call."""
+    return any(t.get("name") == "Write" for t in body.get("tools", []))
+
+
+def after_tool_result(body: Mapping[str, Any]) -> bool:
+    content = body["messages"][-1].get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
+def server_tokens(server: FakeAnthropic) -> Tokens:
+    t = server.totals
+    return Tokens(
+        t.input_tokens, t.output_tokens, t.cache_creation_input_tokens, t.cache_read_input_tokens
+    )
+
+
+@pytest.mark.claude_cli
+async def test_real_cli_writes_a_file_and_usage_matches_the_server(
+    tmp_path: Path, claude: str, workspace: Path
+) -> None:
+    target = workspace / "hello.txt"
+    replies = [
+        tool_use(
+            "Write",
+            {"file_path": str(target), "content": "hello from the fake model\n"},
+            preface="I'll create the file.",
+            when=lambda b: main_turn(b) and not after_tool_result(b),
+        ),
+        text("Created hello.txt.", when=lambda b: main_turn(b) and after_tool_result(b)),
+    ]
+    with FakeAnthropic(replies) as server:
+        agent = make_agent(
+            tmp_path,
+            workspace,
+            command=claude,
+            env=offline_env(server, tmp_path / "home"),
+            args=("--permission-mode", "acceptEdits"),
+            model="claude-sonnet-4-5",
+            timeout=120,
+            stall=60,
+        )
+        budget = make_budget()
+        events = await collect(agent, request(workspace, budget, "Create hello.txt"))
+
+    done = events[-1]
+    assert isinstance(done, Done), events[-1]
+    assert done.stop_reason == "success"
+    assert done.output.strip() == "Created hello.txt."
+    assert target.read_text() == "hello from the fake model\n"
+    [call] = [e for e in events if isinstance(e, ToolCall)]
+    assert call.name == "Write"
+    assert call.input["file_path"] == str(target)
+    [result] = [e for e in events if isinstance(e, ToolResult)]
+    assert result.tool_id == call.tool_id
+    assert not result.is_error
+    assert "I'll create the file." in "".join(
+        e.text for e in events if isinstance(e, TextDelta) and e.stream == "assistant"
+    )
+    assert server.pending == 0
+
+    # Every token the server billed was charged, no more: the CLI's own result totals
+    # (model_usage_since_last_result) cover side calls too, and equal the server's log.
+    assert server.totals.messages == len(server.message_requests())
+    assert token_sum(events) == server_tokens(server)
+    assert budget.ledger.tokens_spent == server.totals.tokens
+    # USD: priced from our table while running, settled to the CLI's own figure.
+    assert agent.session_id == done.session_id
+    cost = agent.session_cost_usd  # the result's total_cost_usd (a fresh session)
+    assert cost is not None
+    assert cost > 0
+    assert usd_sum(events) == pytest.approx(cost, rel=1e-9)
+    assert budget.ledger.usd_spent == pytest.approx(cost, rel=1e-9)
+
+
+@pytest.mark.claude_cli
+async def test_real_cli_resumes_the_session_in_continue_mode(
+    tmp_path: Path, claude: str, workspace: Path
+) -> None:
+    with FakeAnthropic([text("First answer."), text("Second answer.")]) as server:
+        agent = make_agent(
+            tmp_path,
+            workspace,
+            command=claude,
+            env=offline_env(server, tmp_path / "home"),
+            context="continue",
+            timeout=120,
+            stall=60,
+        )
+        budget = make_budget()
+        first = await collect(agent, request(workspace, budget, "Say something."))
+        before = server_tokens(server)
+        sid = agent.session_id
+        second = await collect(agent, request(workspace, budget, "Again.", iteration=2))
+        after = server_tokens(server)
+        requests = server.message_requests()
+
+    assert isinstance(first[-1], Done)
+    assert isinstance(second[-1], Done)
+    assert sid is not None
+    assert second[-1].session_id == sid  # the same session, continued
+    assert second[-1].output.strip() == "Second answer."
+    # The second request carried the first exchange.
+    history = json.dumps(requests[-1].body["messages"])
+    assert "First answer." in history
+    assert "Say something." in history
+    # Each turn charged exactly what the server billed during it (not the session total).
+    assert token_sum(first) == before
+    assert token_sum(first) + token_sum(second) == after
+    assert budget.ledger.tokens_spent == after.total
+
+
+# -- the real CLI under a real loop ----------------------------------------------------------
+
+
+def cc_agent_table(claude: str, server: FakeAnthropic, home: Path) -> str:
+    return table(
+        "agents.cc",
+        kind="claude-code",
+        command=claude,
+        model="claude-sonnet-4-5",
+        args=["--permission-mode", "acceptEdits"],
+        env=offline_env(server, home),
+        timeout="2m",
+        stall="1m",
+    )
+
+
+HELLO_CHECK = {"name": "hello", "run": "cat hello.txt", "pattern": "^Hello, world$"}
+
+
+@pytest.mark.claude_cli
+async def test_real_cli_loop_converges_when_its_write_makes_the_check_pass(
+    tmp_path: Path,
+    claude: str,
+) -> None:
+    target = tmp_path / "hello.txt"
+    replies = [
+        # Iteration 1: the model only talks; the check fails.
+        text("I will get to it.", when=main_turn),
+        # Iteration 2: it writes the file the check wants.
+        tool_use(
+            "Write",
+            {"file_path": str(target), "content": "Hello, world\n"},
+            when=lambda b: main_turn(b) and not after_tool_result(b),
+        ),
+        text("Wrote hello.txt.", when=lambda b: main_turn(b) and after_tool_result(b)),
+    ]
+    with FakeAnthropic(replies) as server:
+        config = load(
+            tmp_path,
+            supervisor_table(tokens=500_000),
+            cc_agent_table(claude, server, tmp_path / "home"),
+            loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
+        )
+        rec = await run_recorded(config, timeout=180)
+        billed = server.totals.tokens
+        requests = len(server.message_requests())
+
+    result = rec.result("hello")
+    assert (result.state, result.iterations) == ("succeeded", 2), result.reason
+    assert target.read_text() == "Hello, world\n"
+    assert [c.passed for c in rec.of(ev.CheckFinished, "hello")] == [False, True]
+    assert [t.name for t in rec.of(ev.ToolCalled, "hello")] == ["Write"]
+    assert requests == 3
+    # The ledger holds exactly what the server billed.
+    assert result.tokens == billed
+    assert sum(u.tokens for u in rec.of(ev.UsageCharged, "hello")) == billed
+
+
+@pytest.mark.claude_cli
+async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
+    tmp_path: Path,
+    claude: str,
+) -> None:
+    target = tmp_path / "hello.txt"
+    replies = [
+        tool_use(
+            "Write",
+            {"file_path": str(target), "content": "Hello, world\n"},
+            when=lambda b: main_turn(b) and not after_tool_result(b),
+        ),
+        text("Wrote hello.txt.", when=lambda b: main_turn(b) and after_tool_result(b)),
+    ]
+    with FakeAnthropic(replies) as server:
+        # Claude Code sends ~22k input tokens a request: the first fits, the second crosses.
+        limit = 30_000
+        config = load(
+            tmp_path,
+            supervisor_table(tokens=limit),
+            cc_agent_table(claude, server, tmp_path / "home"),
+            loop("hello", "cc", checks=[HELLO_CHECK], max_iterations=4),
+        )
+        rec = await run_recorded(config, timeout=180)
+        billed = server.totals.tokens
+        requests = server.message_requests()
+
+    result = rec.result("hello")
+    assert result.state == "exhausted", result.reason
+    assert "crossed mid-turn" in result.reason
+    assert result.iterations == 1
+    assert len(requests) == 2  # the turn died during its second request
+    charged = sum(u.tokens for u in rec.of(ev.UsageCharged, "hello"))
+    assert result.tokens == charged
+    assert limit < charged <= billed  # crossed, and never more than the server billed
+    one_message = max(u.tokens for u in rec.of(ev.UsageCharged, "hello"))
+    assert charged - limit <= one_message  # the overshoot is bounded by one message
+    assert not rec.of(ev.CheckFinished, "hello")  # killed: no checks ran
