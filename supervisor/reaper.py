@@ -21,7 +21,12 @@ the group, and once its parent exits it is no longer anyone's descendant either.
   and registered (as `GroupProcess` does), or its exit status may be taken here.
 
 A process that scrubs its own environment after leaving through `setsid` escapes the
-tag; a cgroup per group would close that (not done: see README, "Processes").
+tag; where the machine allows, each group's cgroup holds it (`cgroup`). A group with a
+cgroup has its leftovers killed by that cgroup when it ends, so the tag scan, which
+reads every process's environment, is not repeated for each such group: a `Sweeper`
+scans once for all the groups that ended within `SWEEP_S` of each other, for a process
+that moved itself out of its cgroup (issue 12: per group, the scan was 18-27% of the
+supervisor's main thread with 50 agents streaming).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 import psutil
@@ -102,11 +108,21 @@ def spawned_done(pid: int) -> None:
     _group_leaders.discard(pid)
 
 
-def tagged(match: EnvMatch) -> list[tuple[psutil.Process, str]]:
+class Match(Protocol):
+    """What a scan looks for (`EnvMatch`, `TagSet`)."""
+
+    @property
+    def needle(self) -> bytes:
+        """Bytes every matching raw /proc/PID/environ contains (the cheap first test)."""
+        ...
+
+    def __call__(self, env: Mapping[str, str]) -> bool: ...
+
+
+def tagged(match: Match) -> list[tuple[psutil.Process, str]]:
     """Live processes whose environment satisfies `match`, with their `PROC_ENV` tag.
     This process and its ancestors are never listed."""
-    me = psutil.Process()
-    spared = {me.pid, *(p.pid for p in me.parents())}
+    spared = _spared()
     found: list[tuple[psutil.Process, str]] = []
     for pid, env in _environments(match.needle):
         if pid in spared or not match(env):
@@ -114,6 +130,21 @@ def tagged(match: EnvMatch) -> list[tuple[psutil.Process, str]]:
         with contextlib.suppress(psutil.Error):
             found.append((psutil.Process(pid), env.get(PROC_ENV, "")))
     return found
+
+
+_ancestry: tuple[int, frozenset[int]] | None = None
+
+
+def _spared() -> frozenset[int]:
+    """This process and its ancestors, looked up once per process (walking the parents
+    costs as much as the scan itself). An ancestor that dies hands us to another of
+    them (or to init), never to a process outside the set."""
+    global _ancestry
+    pid = os.getpid()
+    if _ancestry is None or _ancestry[0] != pid:  # (a fork has its own)
+        me = psutil.Process(pid)
+        _ancestry = (pid, frozenset({pid, *(p.pid for p in me.parents())}))
+    return _ancestry[1]
 
 
 def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
@@ -170,6 +201,24 @@ class EnvMatch:
         return found.startswith(self.value) if self.prefix else found == self.value
 
 
+@dataclass(frozen=True, slots=True)
+class TagSet:
+    """`PROC_ENV` equal to any of `tags`: one scan for many groups (`Sweeper`)."""
+
+    tags: frozenset[str]
+
+    @property
+    def needle(self) -> bytes:
+        """`PROC_ENV=` and what every tag starts with (its run, when all are one run's)."""
+        first, last = (min(self.tags), max(self.tags)) if self.tags else ("", "")
+        pairs = enumerate(zip(first, last, strict=False))  # a prefix of the other sorts first
+        common = next((i for i, (a, b) in pairs if a != b), len(first))
+        return f"{PROC_ENV}={first[:common]}".encode("utf-8", "surrogateescape")
+
+    def __call__(self, env: Mapping[str, str]) -> bool:
+        return env.get(PROC_ENV) in self.tags
+
+
 def has_tag(exact: str | None = None, *, prefix: str | None = None) -> EnvMatch:
     """`PROC_ENV` equal to `exact`, or starting with `prefix`."""
     if exact is not None:
@@ -178,7 +227,7 @@ def has_tag(exact: str | None = None, *, prefix: str | None = None) -> EnvMatch:
     return EnvMatch(PROC_ENV, prefix, prefix=True)
 
 
-async def kill_tagged(match: EnvMatch, grace: float) -> list[int]:
+async def kill_tagged(match: Match, grace: float) -> list[int]:
     """Kill every process whose environment satisfies `match`: SIGTERM, then SIGKILL
     what is left after `grace`. Returns the pids killed; adopted zombies are reaped."""
     killed: list[int] = []
@@ -195,7 +244,7 @@ async def kill_tagged(match: EnvMatch, grace: float) -> list[int]:
     return killed
 
 
-def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
+def kill_tagged_sync(match: Match, grace: float) -> list[tuple[int, str]]:
     """`kill_tagged` outside an event loop, over every process (a dead supervisor's
     leftovers were re-parented to init), killing each found process's group too.
     Returns (pid, tag) of those killed."""
@@ -245,17 +294,52 @@ def reap_adopted() -> int:
 
 def _own_children() -> list[int]:
     """Our children's pids: the kernel's per-thread lists (cheap), else psutil's scan."""
+    found = _children("self")
+    if found is not None:
+        return found
+    try:
+        return [c.pid for c in psutil.Process().children()]
+    except psutil.Error:
+        return []
+
+
+def _children(pid: int | str) -> list[int] | None:
+    """The children of `pid` from the kernel's per-thread lists, [] when it is gone;
+    None where there are no such lists (a kernel without CONFIG_PROC_CHILDREN)."""
     pids: list[int] = []
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
-                pids += map(int, fh.read().split())
-    except (OSError, ValueError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return [] if os.path.exists("/proc/self/task") else None
+    for tid in tids:
         try:
-            return [c.pid for c in psutil.Process().children()]
-        except psutil.Error:
-            return []
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                pids += map(int, fh.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread (or the process) ended meanwhile
+            return None
+        except (OSError, ValueError):
+            continue
     return pids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of `pid` (children, their children, ...), walking the kernel's
+    child lists: O(the subtree), where psutil's `children(recursive=True)` reads the
+    stat of every process on the machine. psutil's where those lists are missing."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        kids = _children(frontier.pop())
+        if kids is None:
+            try:
+                return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+            except psutil.Error:
+                return []
+        found += kids
+        frontier += kids
+    return found
 
 
 def _state_and_session(pid: int) -> tuple[str | None, int | None]:

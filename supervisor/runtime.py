@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from supervisor import cpumeter, reaper
+from supervisor import cpumeter, reaper, sweep
 from supervisor import events as ev
 from supervisor.agents import AgentContext, build_agent
 from supervisor.api import BudgetSnapshot, ControlError, LoopSnapshot, RunSnapshot, StepIn
@@ -84,6 +84,7 @@ class Supervisor:
         self._wall_before = resume.wall_s if resume else 0.0
         self._tg: anyio.abc.TaskGroup | None = None
         self._meter: cpumeter.CpuMeter | None = None
+        self._sweeper: sweep.Sweeper | None = None
         self._changed = anyio.Event()
         self.end_reason = ""
         self._global_exhausted = False
@@ -181,8 +182,12 @@ class Supervisor:
         wall = self.config.supervisor.budget.wall
         remaining = None if wall is None else max(0.0, wall - self._wall_before)
         try:
-            # One CPU sampler for every process group of the run (`cpumeter`).
-            async with cpumeter.shared() as self._meter:
+            # One CPU sampler for every process group of the run (`cpumeter`), one
+            # sweep for what ended groups left outside their cgroups (`sweep`).
+            async with (
+                cpumeter.shared() as self._meter,
+                sweep.sweeping(KILL_GRACE_S) as self._sweeper,
+            ):
                 with anyio.move_on_after(remaining) as wall_scope:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
@@ -257,7 +262,7 @@ class Supervisor:
         if self._meter is None:
             await runner.run()
             return
-        with cpumeter.using(self._meter):
+        with cpumeter.using(self._meter), sweep.using(self._sweeper):
             await runner.run()
 
     async def _watch(self, tg: anyio.abc.TaskGroup) -> None:
