@@ -25,6 +25,7 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
+from supervisor.eventjson import output_line
 from supervisor.render import describe
 from supervisor.textsafe import for_terminal, for_terminal_line, json_text
 
@@ -65,7 +66,10 @@ class HeadlessPrinter:
 
     def _format(self, event: ev.Event) -> None:
         if self.json_lines:
-            self._write(json_text(event.to_dict()))
+            if type(event) is ev.AgentOutput:  # its text encoded once, with the journal's
+                self._write(output_line(event))
+            else:
+                self._write(json_text(event.to_dict()))
             return
         if isinstance(event, ev.RunStarted):
             self._width = max([12, *(len(for_terminal_line(n)) for n in event.loops)])

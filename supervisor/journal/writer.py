@@ -48,6 +48,7 @@ from typing import Any
 import anyio
 
 from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
+from supervisor.eventjson import output_row, text_json
 from supervisor.events import (
     AgentOutput,
     BudgetReleased,
@@ -111,7 +112,8 @@ class JournalStatistics:
 
 
 class _Chunk:
-    """Consecutive output deltas of one loop, iteration and stream, merged."""
+    """Consecutive output deltas of one loop, iteration and stream, merged; each text
+    kept as its JSON literal, encoded once for the printer too (`eventjson`)."""
 
     __slots__ = ("iteration", "loop", "parts", "size", "stream", "ts")
 
@@ -120,18 +122,15 @@ class _Chunk:
         self.iteration = event.iteration
         self.stream = event.stream
         self.ts = event.ts
-        self.parts = [event.text]
+        self.parts = [text_json(event)]
         self.size = len(event.text)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": AgentOutput.type,
-            "ts": self.ts,
-            "loop": self.loop,
-            "iteration": self.iteration,
-            "text": "".join(self.parts),
-            "stream": self.stream,
-        }
+    def add(self, event: AgentOutput) -> None:
+        self.parts.append(text_json(event))
+        self.size += len(event.text)
+
+    def payload(self) -> str:
+        return output_row(self.ts, self.loop, self.iteration, self.parts, self.stream)
 
 
 class Journal:
@@ -195,8 +194,7 @@ class Journal:
                     and chunk.stream == event.stream
                     and chunk.size < CHUNK_MAX_CHARS
                 ):
-                    chunk.parts.append(event.text)
-                    chunk.size += len(event.text)
+                    chunk.add(event)
                     return
                 chunk = _Chunk(event)
                 self._open_chunks[event.loop] = chunk
@@ -501,6 +499,11 @@ def _write_batch(
     run = run_id or ""
     dumps = json.dumps
     for entry in batch:
+        if isinstance(entry, _Chunk):  # its JSON made of its texts' encodings
+            row = (run, entry.loop, entry.iteration, entry.ts, AgentOutput.type, entry.payload())
+            conn.execute(_INSERT_EVENT, row)
+            rows += 1
+            continue
         data = entry.to_dict()
         loop = data.get("loop")
         iteration = data.get("iteration")
@@ -508,10 +511,7 @@ def _write_batch(
         # _ValidText) instead of a `\\ud800` escape that readers would decode again.
         payload = dumps(data, ensure_ascii=False, default=str)
         cur = conn.execute(_INSERT_EVENT, (run, loop, iteration, data["ts"], data["type"], payload))
-        rows += 1
-        if isinstance(entry, _Chunk):
-            continue
-        rows += _derive(conn, run, entry, cur.lastrowid)
+        rows += 1 + _derive(conn, run, entry, cur.lastrowid)
     return rows
 
 

@@ -1,0 +1,76 @@
+"""An output event's text JSON-encoded once, for the journal and the JSON printer both.
+
+Output is most of what a run publishes (a child's output is one event per pipe read,
+up to ~64 KiB), and encoding it is the cost of the output path: JSON-escaping 64 KiB
+takes ~90 us. The journal (its rows) and `run --json` (its lines) each encoded every
+chunk, where a bare reader encodes once (issue 12). Here the first of them to ask
+encodes the event's text (`text_json`, the journal: a bus sink sees each event before
+any subscriber) and the other reuses it, for the same event object: a small cache by
+identity, bounded in entries and characters, so a printer that falls behind or a run
+without one only costs an encode again, never memory.
+
+The literal is `textsafe.json_text(text)`: valid UTF-8, with DEL, C1 controls, bidi
+overrides and U+2028/9 escaped. It is what the printer always wrote; the journal
+stored those characters unescaped before, which parses to the same text.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from supervisor.events import AgentOutput
+from supervisor.textsafe import json_text
+
+CACHE_ENTRIES = 512
+CACHE_CHARS = 16 * 1024 * 1024
+"""What the cache holds at most: about 256 whole-pipe-read chunks."""
+
+_cache: OrderedDict[int, tuple[AgentOutput, str]] = OrderedDict()
+_chars = 0
+_lock = threading.Lock()
+encodes = 0
+"""Texts encoded so far (the regression tests count these)."""
+
+
+def text_json(event: AgentOutput) -> str:
+    """`json_text(event.text)`, encoded once per event however many ask."""
+    global _chars, encodes
+    key = id(event)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1]
+    literal = json_text(event.text)
+    with _lock:
+        encodes += 1
+        old = _cache.pop(key, None)
+        if old is not None:  # a dead event's id, reused
+            _chars -= len(old[1])
+        _cache[key] = (event, literal)
+        _chars += len(literal)
+        while len(_cache) > CACHE_ENTRIES or (_chars > CACHE_CHARS and len(_cache) > 1):
+            _, (_, dropped) = _cache.popitem(last=False)
+            _chars -= len(dropped)
+    return literal
+
+
+def output_line(event: AgentOutput) -> str:
+    """The event as `run --json` prints it: exactly `json_text(event.to_dict())`
+    (the same keys in the same order), its text encoded once (`text_json`)."""
+    return (
+        f'{{"type": "output", "ts": {event.ts!r}, "loop": {json_text(event.loop)}, '
+        f'"iteration": {event.iteration!r}, "text": {text_json(event)}, '
+        f'"stream": {json_text(event.stream)}}}'
+    )
+
+
+def output_row(ts: float, loop: str, iteration: int, texts: list[str], stream: str) -> str:
+    """A journal row's JSON for consecutive output `texts` (JSON literals, `text_json`)
+    of one loop, iteration and stream: their bodies joined, as the joined text's own
+    literal would be (JSON escapes one character at a time)."""
+    body = texts[0][1:-1] if len(texts) == 1 else "".join(t[1:-1] for t in texts)
+    return (
+        f'{{"type": "output", "ts": {ts!r}, "loop": {json_text(loop)}, '
+        f'"iteration": {iteration!r}, "text": "{body}", "stream": {json_text(stream)}}}'
+    )

@@ -1,0 +1,89 @@
+"""Each output chunk is JSON-encoded once, for the journal and `run --json` both (issue 12).
+
+Encoding is what output costs (~90 us per 64 KiB chunk): the journal's rows and the
+printer's lines each encoded every chunk, where a bare reader encodes it once. These
+tests count the encodes (untimed) and check that what each writes is what it wrote
+before: the printer's line byte for byte, the journal's row as the same JSON value.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from supervisor import eventjson
+from supervisor import events as ev
+from supervisor.headless import HeadlessPrinter
+from supervisor.journal.writer import Journal
+from supervisor.textsafe import json_text, valid_text
+
+HOSTILE = st.text(
+    alphabet=st.sampled_from(
+        ['a', 'é', '"', "\\", "\n", "\t", "\x00", "\x1b", "\x7f", "\x9b", "\u2028", "\u202e",
+         "\ud800", "\udfff", "😀", "/"]
+    ),
+    max_size=30,
+)  # fmt: skip
+
+
+@given(text=HOSTILE, loop=HOSTILE, stream=st.sampled_from(["stdout", "stderr", "assistant"]))
+def test_the_output_line_is_exactly_the_events_json_text(text: str, loop: str, stream: str) -> None:
+    event = ev.AgentOutput(loop=loop, iteration=3, text=text, stream=stream)  # type: ignore[arg-type]
+    assert eventjson.output_line(event) == json_text(event.to_dict())
+
+
+@given(texts=st.lists(HOSTILE, min_size=1, max_size=4))
+def test_a_rows_json_is_its_joined_texts(texts: list[str]) -> None:
+    events = [ev.AgentOutput(loop="l", iteration=1, text=t, stream="stdout") for t in texts]
+    row = eventjson.output_row(1.5, "l", 1, [eventjson.text_json(e) for e in events], "stdout")
+    assert json.loads(row) == {
+        "type": "output",
+        "ts": 1.5,
+        "loop": "l",
+        "iteration": 1,
+        "text": valid_text("".join(texts)),
+        "stream": "stdout",
+    }
+
+
+def test_the_journal_and_the_printer_encode_each_chunk_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunks = [f"chunk {i} " + "x" * 50_000 + "\n" for i in range(6)]
+    encoded: list[str] = []
+    real_dumps = json.dumps
+
+    def dumps(value: Any, **kw: Any) -> str:
+        text = real_dumps(value, **kw)
+        encoded.extend(c for c in chunks if c[:30] in text)  # "chunk N xxx...": which
+        return text
+
+    journal = Journal.open(tmp_path / "state")
+    journal.start_run("r1", tmp_path / "loops.toml", "")
+    out = io.StringIO()
+    printer = HeadlessPrinter(json_lines=True, stream=out)
+    events = [
+        ev.AgentOutput(loop=f"l{i % 2}", iteration=1, text=c, stream="stdout")
+        for i, c in enumerate(chunks)
+    ]
+    monkeypatch.setattr(json, "dumps", dumps)
+    for event in events:  # as the bus hands them on: the journal (a sink), then the printer
+        journal.record(event)
+        printer.print_event(event)
+    journal.flush_now()
+    monkeypatch.undo()
+    journal.close()
+    assert sorted(encoded) == sorted(chunks)  # each once
+    assert out.getvalue().splitlines() == [json_text(e.to_dict()) for e in events]
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as conn:
+        rows = [json.loads(r[0]) for r in conn.execute("SELECT json FROM events ORDER BY seq")]
+    for loop in ("l0", "l1"):  # a loop's consecutive chunks share rows (~64 KiB each)
+        texts = [r["text"] for r in rows if r["type"] == "output" and r["loop"] == loop]
+        assert "".join(texts) == "".join(e.text for e in events if e.loop == loop)
