@@ -4,10 +4,11 @@ Output is most of what a run publishes (a child's output is one event per pipe r
 up to ~64 KiB), and encoding it is the cost of the output path: JSON-escaping 64 KiB
 takes ~90 us. The journal (its rows) and `run --json` (its lines) each encoded every
 chunk, where a bare reader encodes once (issue 12). Here the first of them to ask
-encodes the event's text (`text_json`, the journal: a bus sink sees each event before
-any subscriber) and the other reuses it, for the same event object: a small cache by
-identity, bounded in entries and characters, so a printer that falls behind or a run
-without one only costs an encode again, never memory.
+encodes the event's text (`text_json`) and the other reuses it, for the same event
+object: both are bus sinks under `run`, called one after the other as the event is
+published, so a small cache by identity is enough. It is bounded in entries and
+characters: a consumer that asks much later (a subscriber that fell behind) only
+costs an encode again, never memory.
 
 The literal is `textsafe.json_text(text)`: valid UTF-8, with DEL, C1 controls, bidi
 overrides and U+2028/9 escaped. It is what the printer always wrote; the journal
@@ -22,9 +23,9 @@ from collections import OrderedDict
 from supervisor.events import AgentOutput
 from supervisor.textsafe import json_text
 
-CACHE_ENTRIES = 512
-CACHE_CHARS = 16 * 1024 * 1024
-"""What the cache holds at most: about 256 whole-pipe-read chunks."""
+CACHE_ENTRIES = 64
+CACHE_CHARS = 4 * 1024 * 1024
+"""What the cache holds at most (a whole pipe read is up to ~64 KiB)."""
 
 _cache: OrderedDict[int, tuple[AgentOutput, str]] = OrderedDict()
 _chars = 0

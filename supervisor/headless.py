@@ -1,10 +1,15 @@
 """Headless output: readable timestamped lines, or one JSON object per line.
 
-The printer is an ordinary bus subscriber. Events already queued when it wakes are
-printed together, one write and one flush per batch. In JSON mode every event is printed
-as its `to_dict()` (output chunks included), and the last line is the summary
-(`type = "summary"`), whose schema the README documents. Plain mode prints agent
-text line by line, prefixed with the loop name, and one line per other event.
+`run` makes the printer a bus sink (`record`): each event is formatted as it is
+published, in order and without loss, and `write_out` writes what is queued when it
+wakes, in one write and one flush per batch. A JSON line is formatted right after the
+journal recorded the same event, so an output chunk is JSON-encoded once for both
+(`eventjson`). `serve` subscribes it instead (`consume`), like any other listener.
+
+In JSON mode every event is printed as its `to_dict()` (output chunks included), and
+the last line is the summary (`type = "summary"`), whose schema the README documents.
+Plain mode prints agent text line by line, prefixed with the loop name, and one line
+per other event.
 
 What agents print can carry terminal escapes (clipboard, title, clear screen, a
 cursor query the terminal answers on stdin). Plain text shows every control but
@@ -47,6 +52,31 @@ class HeadlessPrinter:
         self._pending: list[str] = []
         """Lines formatted but not yet written (`_flush` writes them at once)."""
         self._size = 0
+        self._wake: anyio.Event | None = None
+        self._finished = False
+
+    def record(self, event: ev.Event) -> None:
+        """A bus sink: format `event` now; `write_out` writes it with what follows."""
+        self._format(event)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def write_out(self) -> None:
+        """Write what `record` queued whenever it wakes, until `finish` (then the rest)."""
+        try:
+            while not self._finished:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                self._flush()
+        finally:
+            self._wake = None
+            self._flush()
+
+    def finish(self) -> None:
+        """Let `write_out` write what is left and return."""
+        self._finished = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def consume(self, events: AsyncIterator[ev.Event]) -> None:
         """Print events as they come; what is already queued behind one is printed with
@@ -134,11 +164,17 @@ class HeadlessPrinter:
         self._size += len(text)
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        text = "\n".join(self._pending) + "\n"
-        self._pending.clear()
-        self._size = 0
+        """Write the pending lines: one write and one flush per `BATCH_LINES` lines or
+        about `BATCH_CHARS` characters, so a backlog goes out in bounded pieces."""
+        pending, self._pending, self._size = self._pending, [], 0
+        start = size = 0
+        for end, line in enumerate(pending, 1):
+            size += len(line)
+            if end == len(pending) or end - start >= BATCH_LINES or size >= BATCH_CHARS:
+                self._write_out("\n".join(pending[start:end]) + "\n")
+                start, size = end, 0
+
+    def _write_out(self, text: str) -> None:
         try:
             self.stream.write(text)
             self.stream.flush()

@@ -11,15 +11,20 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from helpers import command_agent, load, loop, supervisor_table
 from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor import eventjson
 from supervisor import events as ev
+from supervisor.cli.main import run_with_printer
+from supervisor.durable import durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.journal.writer import Journal
 from supervisor.textsafe import json_text, valid_text
@@ -84,6 +89,40 @@ def test_the_journal_and_the_printer_encode_each_chunk_once(
     assert out.getvalue().splitlines() == [json_text(e.to_dict()) for e in events]
     with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as conn:
         rows = [json.loads(r[0]) for r in conn.execute("SELECT json FROM events ORDER BY seq")]
-    for loop in ("l0", "l1"):  # a loop's consecutive chunks share rows (~64 KiB each)
-        texts = [r["text"] for r in rows if r["type"] == "output" and r["loop"] == loop]
-        assert "".join(texts) == "".join(e.text for e in events if e.loop == loop)
+    for name in ("l0", "l1"):  # a loop's consecutive chunks share rows (~64 KiB each)
+        texts = [r["text"] for r in rows if r["type"] == "output" and r["loop"] == name]
+        assert "".join(texts) == "".join(e.text for e in events if e.loop == name)
+
+
+async def _never() -> AsyncIterator[int]:
+    await anyio.sleep_forever()
+    yield 0  # pragma: no cover
+
+
+@pytest.mark.anyio
+async def test_run_json_encodes_each_output_chunk_once(tmp_path: Path) -> None:
+    """`run --json` as the CLI runs it (journal and printer, both sinks): as many
+    encodes as output events, and every line the event's own JSON."""
+    script = (
+        "import sys\n"
+        "for i in range(5):\n"
+        "    sys.stdout.write(f'{i} ' * 20_000 + '\\n'); sys.stdout.flush()\n"
+        "print('DONE')\n"
+    )
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        command_agent("talker", script),
+        loop("a", "talker", max_iterations=1, done_marker="DONE"),
+        loop("b", "talker", max_iterations=1, done_marker="DONE"),
+    )
+    out = io.StringIO()
+    before = eventjson.encodes
+    async with durable_supervisor(config) as sup:
+        code = await run_with_printer(sup, HeadlessPrinter(json_lines=True, stream=out), _never())
+    assert code == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    outputs = [line for line in lines if line["type"] == "output"]
+    assert len(outputs) >= 2
+    assert eventjson.encodes - before == len(outputs)
+    assert lines[-1]["type"] == "summary"

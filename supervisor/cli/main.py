@@ -283,19 +283,21 @@ async def _run_headless(config: Config, args: argparse.Namespace) -> int:
 async def run_with_printer(
     supervisor: runtime.Supervisor, printer: HeadlessPrinter, signals: AsyncIterator[int]
 ) -> int:
-    """Run to the end with the printer subscribed; the first of `signals` stops the run
-    cleanly (130), later ones are absorbed while children are killed."""
+    """Run to the end with the printer as a sink (every event, formatted as published:
+    `HeadlessPrinter.record`); the first of `signals` stops the run cleanly (130),
+    later ones are absorbed while children are killed."""
     results: list[int] = []
-    async with (
-        supervisor.subscribe(max_buffer=100_000) as events,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(printer.consume, events)
-        async with anyio.create_task_group() as run_tg:
-            run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
-            summary = await supervisor.run()
-            results.append(summary.exit_code)
-            run_tg.cancel_scope.cancel()
+    supervisor.add_sink(printer.record)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(printer.write_out)
+        try:
+            async with anyio.create_task_group() as run_tg:
+                run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
+                summary = await supervisor.run()
+                results.append(summary.exit_code)
+                run_tg.cancel_scope.cancel()
+        finally:
+            printer.finish()
         supervisor.bus.close()
     await supervisor.aclose()
     return results[0] if results else runtime.EXIT_INTERRUPTED
