@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import psutil
 
 SCAN_S = 1.0
 """Seconds between /proc scans while no group is near a CPU limit."""
@@ -333,6 +332,8 @@ def _cgroup_usage(cpu_stat: Path) -> float | None:
 
 
 def _scan_psutil() -> Iterator[tuple[int, _Stat]]:  # pragma: no cover - not Linux
+    import psutil  # (only here: importing it costs every run's start ~10 ms)
+
     for proc in psutil.process_iter():
         stat = _read_psutil(proc.pid)
         if stat is not None:
@@ -340,6 +341,8 @@ def _scan_psutil() -> Iterator[tuple[int, _Stat]]:  # pragma: no cover - not Lin
 
 
 def _read_psutil(pid: int) -> _Stat | None:  # pragma: no cover - not Linux
+    import psutil
+
     try:
         t = psutil.Process(pid).cpu_times()
         session = os.getsid(pid)

@@ -23,16 +23,19 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from supervisor import cpumeter, reaper, sweep
 from supervisor.cgroup import GroupCgroup
 from supervisor.childenv import child_env
 from supervisor.textsafe import stream_decoder
+
+if TYPE_CHECKING:
+    import psutil
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -277,6 +280,8 @@ class GroupProcess:
         else:
             pids = reaper.descendants(leader)
             pids += [p.pid for p, _ in reaper.tagged(reaper.has_tag(self.tag))]
+        import psutil  # (a kill only: a run that kills nothing never imports it)
+
         found: list[psutil.Process] = []
         for pid in dict.fromkeys(pids):
             if reaper.group_of(pid) in (leader, None):

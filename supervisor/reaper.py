@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import itertools
 import os
 import signal
@@ -41,10 +40,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import psutil
 
 import anyio
-import psutil
 
 PROC_ENV = "LOOPVISOR_PROC"
 """Environment variable carried by every agent, check and tool process (and inherited by
@@ -86,7 +87,9 @@ def become_subreaper() -> bool:
         _subreaper = False
         if sys.platform.startswith("linux"):
             with contextlib.suppress(OSError, AttributeError):
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+                # The program's own symbols, libc's among them: find_library("c") runs
+                # `ldconfig -p` in a child process at every start.
+                libc = ctypes.CDLL(None, use_errno=True)
                 _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     return _subreaper
 
@@ -127,6 +130,8 @@ def tagged(match: Match) -> list[tuple[psutil.Process, str]]:
     for pid, env in _environments(match.needle):
         if pid in spared or not match(env):
             continue
+        import psutil  # (only for what is found: importing it costs a run's start ~10 ms)
+
         with contextlib.suppress(psutil.Error):
             found.append((psutil.Process(pid), env.get(PROC_ENV, "")))
     return found
@@ -142,9 +147,25 @@ def _spared() -> frozenset[int]:
     global _ancestry
     pid = os.getpid()
     if _ancestry is None or _ancestry[0] != pid:  # (a fork has its own)
-        me = psutil.Process(pid)
-        _ancestry = (pid, frozenset({pid, *(p.pid for p in me.parents())}))
+        _ancestry = (pid, frozenset(_ancestors(pid)))
     return _ancestry[1]
+
+
+def _ancestors(pid: int) -> list[int]:
+    """`pid` and its ancestors up to init, from /proc/PID/stat (psutil elsewhere)."""
+    chain = [pid]
+    try:
+        while chain[-1] > 1:
+            with open(f"/proc/{chain[-1]}/stat", "rb") as fh:
+                parent = int(fh.read().rpartition(b")")[2].split()[1])
+            if parent <= 0 or parent in chain:
+                break
+            chain.append(parent)
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return [pid, *(p.pid for p in psutil.Process(pid).parents())]
+    return chain
 
 
 def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
@@ -154,6 +175,8 @@ def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
     ~1.5 ms for 50 loops among ~250 processes on a loaded 2-core machine, against
     ~10 ms for psutil's process_iter + environ (benchmarks/reaper_scan.py)."""
     if not os.path.isdir("/proc/self"):
+        import psutil
+
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, OSError):
                 yield proc.pid, proc.environ()
@@ -254,6 +277,8 @@ def kill_tagged_sync(match: Match, grace: float) -> list[tuple[int, str]]:
         found = tagged(match)
         if not found:
             break
+        import psutil  # (what was found is psutil's already)
+
         killed += [(p.pid, tag) for p, tag in found]
         procs = [p for p, _tag in found]
         groups = {g for g in (group_of(p.pid) for p in procs) if g is not None and g != own_group}
@@ -269,6 +294,8 @@ def kill_tagged_sync(match: Match, grace: float) -> list[tuple[int, str]]:
 
 
 def signal_all(procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    import psutil
+
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
@@ -297,6 +324,8 @@ def _own_children() -> list[int]:
     found = _children("self")
     if found is not None:
         return found
+    import psutil
+
     try:
         return [c.pid for c in psutil.Process().children()]
     except psutil.Error:
@@ -333,6 +362,8 @@ def descendants(pid: int) -> list[int]:
     while frontier:
         kids = _children(frontier.pop())
         if kids is None:
+            import psutil
+
             try:
                 return [p.pid for p in psutil.Process(pid).children(recursive=True)]
             except psutil.Error:
@@ -349,6 +380,8 @@ def _state_and_session(pid: int) -> tuple[str | None, int | None]:
             fields = fh.read().rpartition(b")")[2].split()
         return fields[0].decode(), int(fields[3])
     except (OSError, IndexError, ValueError):
+        import psutil
+
         try:
             proc = psutil.Process(pid)
             zombie = proc.status() == psutil.STATUS_ZOMBIE
@@ -370,6 +403,8 @@ async def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
 
 
 def _running(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

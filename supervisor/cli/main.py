@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,13 +27,6 @@ from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal.reader import (
-    JournalReader,
-    format_history,
-    format_iteration,
-    format_runs,
-    format_status,
-)
 from supervisor.journal.schema import JOURNAL_NAME
 from supervisor.journal.statelock import StateLocked
 from supervisor.journal.writer import JournalError
@@ -40,6 +34,9 @@ from supervisor.spec import Config
 from supervisor.statedir import StateDirError, ensure_state_dir
 from supervisor.textsafe import for_terminal, for_terminal_line
 from supervisor.worktree import WorktreeError, prepare_worktrees, remove_worktree
+
+if TYPE_CHECKING:
+    from supervisor.journal.reader import JournalReader
 
 COMMANDS = ("run", "check", "init", "clean", "history", "status", "serve", "attach", "ctl")
 DEFAULT_CONFIG = Path("loops.toml")
@@ -206,6 +203,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _reader(args: argparse.Namespace) -> JournalReader:
+    # Imported here: `run` never reads the journal this way, and starts sooner without.
+    from supervisor.journal.reader import JournalReader
+
     state_dir = state_dir_of(args)
     if not (state_dir / JOURNAL_NAME).exists():
         raise JournalError(f"no journal in {state_dir}: nothing has run there yet")
@@ -213,6 +213,8 @@ def _reader(args: argparse.Namespace) -> JournalReader:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from supervisor.journal.reader import format_history, format_iteration, format_runs
+
     with _reader(args) as reader:
         if args.loop is None:
             runs = reader.runs()
@@ -237,6 +239,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.journal.reader import format_status
+
     with _reader(args) as reader:
         if args.json:
             print(json.dumps(reader.status_json()))
