@@ -126,3 +126,22 @@ async def test_run_json_encodes_each_output_chunk_once(tmp_path: Path) -> None:
     assert len(outputs) >= 2
     assert eventjson.encodes - before == len(outputs)
     assert lines[-1]["type"] == "summary"
+
+
+def test_only_a_reservation_of_something_is_written_at_once(tmp_path: Path) -> None:
+    """Write-ahead is for money at stake: a command agent's reservation of nothing (one
+    per turn) waits for the next batch instead of a transaction of its own."""
+    journal = Journal.open(tmp_path / "state")
+    journal.start_run("r1", tmp_path / "loops.toml", "")
+    reader = sqlite3.connect(tmp_path / "state" / "journal.sqlite3")
+
+    def reservations() -> list[int]:
+        rows = reader.execute("SELECT tokens FROM ledger WHERE kind = 'reserve' ORDER BY id")
+        return [r[0] for r in rows]
+
+    journal.record(ev.BudgetReserved(loop="cmd", iteration=1, tokens=0, usd=0.0))
+    assert reservations() == []  # pending, with the batch
+    journal.record(ev.BudgetReserved(loop="api", iteration=1, tokens=4000, usd=0.02))
+    assert reservations() == [0, 4000]  # at once, with everything before it
+    journal.close()
+    reader.close()

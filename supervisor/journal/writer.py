@@ -181,7 +181,10 @@ class Journal:
 
         A `BudgetReserved` is written at once, with everything before it (write-ahead):
         the agent sends its request right after reserving, and a kill -9 before the
-        next batch would otherwise leave money spent that no journal row covers.
+        next batch would otherwise leave money spent that no journal row covers. A
+        reservation of nothing (a command agent's, at each turn: it only waits for the
+        budget) puts nothing at stake and goes with the next batch: a transaction on
+        the event loop per turn was most of what a short command turn cost the journal.
         """
         with self._pending_lock:
             self._pending_events += 1
@@ -205,7 +208,7 @@ class Journal:
                     # Keep a loop's rows in order: later deltas start a new chunk.
                     self._open_chunks.pop(loop, None)
             rows = len(self._pending)
-        if isinstance(event, BudgetReserved) and not self._closed:
+        if isinstance(event, BudgetReserved) and (event.tokens or event.usd) and not self._closed:
             self._flush_reservation()
         elif rows >= self._max_batch and self._wake is not None:
             self._wake.set()
