@@ -1,59 +1,72 @@
-"""An output event's text JSON-encoded once, for the journal and the JSON printer both.
+"""Each event JSON-encoded once, for the journal and the JSON printer both.
 
 Output is most of what a run publishes (a child's output is one event per pipe read,
 up to ~64 KiB), and encoding it is the cost of the output path: JSON-escaping 64 KiB
 takes ~90 us. The journal (its rows) and `run --json` (its lines) each encoded every
-chunk, where a bare reader encodes once (issue 12). Here the first of them to ask
-encodes the event's text (`text_json`) and the other reuses it, for the same event
-object: both are bus sinks under `run`, called one after the other as the event is
-published, so a small cache by identity is enough. It is bounded in entries and
-characters: a consumer that asks much later (a subscriber that fell behind) only
-costs an encode again, never memory.
+event, where a bare reader encodes once (issue 12). Here the first of them to ask
+encodes the event (`event_json`; of an output event only its text, `text_json`, since
+the journal merges a loop's consecutive chunks into one row) and the other reuses it,
+for the same event object: both are bus sinks under `run`, called one after the other
+as the event is published, so a small cache by identity is enough. It is bounded in
+entries and characters: a consumer that asks much later (a subscriber that fell
+behind) only costs an encode again, never memory.
 
-The literal is `textsafe.json_text(text)`: valid UTF-8, with DEL, C1 controls, bidi
+The encoding is `textsafe.json_text`: valid UTF-8, with DEL, C1 controls, bidi
 overrides and U+2028/9 escaped. It is what the printer always wrote; the journal
-stored those characters unescaped before, which parses to the same text.
+stored those characters unescaped before, which parses to the same values.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
-from supervisor.events import AgentOutput
+from supervisor.events import AgentOutput, Event
 from supervisor.textsafe import json_text
 
 CACHE_ENTRIES = 64
 CACHE_CHARS = 4 * 1024 * 1024
 """What the cache holds at most (a whole pipe read is up to ~64 KiB)."""
 
-_cache: OrderedDict[int, tuple[AgentOutput, str]] = OrderedDict()
+_cache: OrderedDict[int, tuple[Event, str]] = OrderedDict()
 _chars = 0
 _lock = threading.Lock()
 encodes = 0
-"""Texts encoded so far (the regression tests count these)."""
+"""Events (or output texts) encoded so far (the regression tests count these)."""
+
+
+def event_json(event: Event) -> str:
+    """`json_text(event.to_dict())`, made once per event however many ask."""
+    if type(event) is AgentOutput:
+        return output_line(event)
+    return _once(event, lambda: json_text(event.to_dict()))
 
 
 def text_json(event: AgentOutput) -> str:
     """`json_text(event.text)`, encoded once per event however many ask."""
+    return _once(event, lambda: json_text(event.text))
+
+
+def _once(event: Event, encode: Callable[[], str]) -> str:
     global _chars, encodes
     key = id(event)
     with _lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] is event:
             return hit[1]
-    literal = json_text(event.text)
+    encoded = encode()
     with _lock:
         encodes += 1
         old = _cache.pop(key, None)
         if old is not None:  # a dead event's id, reused
             _chars -= len(old[1])
-        _cache[key] = (event, literal)
-        _chars += len(literal)
+        _cache[key] = (event, encoded)
+        _chars += len(encoded)
         while len(_cache) > CACHE_ENTRIES or (_chars > CACHE_CHARS and len(_cache) > 1):
             _, (_, dropped) = _cache.popitem(last=False)
             _chars -= len(dropped)
-    return literal
+    return encoded
 
 
 def output_line(event: AgentOutput) -> str:

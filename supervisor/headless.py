@@ -30,9 +30,9 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
-from supervisor.eventjson import output_line
+from supervisor.eventjson import event_json
 from supervisor.render import describe
-from supervisor.textsafe import for_terminal, for_terminal_line, json_text
+from supervisor.textsafe import for_terminal, for_terminal_line
 
 BATCH_LINES = 256
 BATCH_CHARS = 1 << 20
@@ -95,11 +95,8 @@ class HeadlessPrinter:
         self._flush()
 
     def _format(self, event: ev.Event) -> None:
-        if self.json_lines:
-            if type(event) is ev.AgentOutput:  # its text encoded once, with the journal's
-                self._write(output_line(event))
-            else:
-                self._write(json_text(event.to_dict()))
+        if self.json_lines:  # encoded once, for the journal too
+            self._write(event_json(event))
             return
         if isinstance(event, ev.RunStarted):
             self._width = max([12, *(len(for_terminal_line(n)) for n in event.loops)])

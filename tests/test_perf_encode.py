@@ -1,7 +1,7 @@
-"""Each output chunk is JSON-encoded once, for the journal and `run --json` both (issue 12).
+"""Each event is JSON-encoded once, for the journal and `run --json` both (issue 12).
 
 Encoding is what output costs (~90 us per 64 KiB chunk): the journal's rows and the
-printer's lines each encoded every chunk, where a bare reader encodes it once. These
+printer's lines each encoded every event, where a bare reader encodes it once. These
 tests count the encodes (untimed) and check that what each writes is what it wrote
 before: the printer's line byte for byte, the journal's row as the same JSON value.
 """
@@ -100,9 +100,9 @@ async def _never() -> AsyncIterator[int]:
 
 
 @pytest.mark.anyio
-async def test_run_json_encodes_each_output_chunk_once(tmp_path: Path) -> None:
+async def test_run_json_encodes_each_event_once(tmp_path: Path) -> None:
     """`run --json` as the CLI runs it (journal and printer, both sinks): as many
-    encodes as output events, and every line the event's own JSON."""
+    encodes as events (of an output event, its text), each printed and journalled."""
     script = (
         "import sys\n"
         "for i in range(5):\n"
@@ -124,8 +124,13 @@ async def test_run_json_encodes_each_output_chunk_once(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     outputs = [line for line in lines if line["type"] == "output"]
     assert len(outputs) >= 2
-    assert eventjson.encodes - before == len(outputs)
+    assert eventjson.encodes - before == len(lines)
     assert lines[-1]["type"] == "summary"
+    with sqlite3.connect(config.supervisor.state_dir / "journal.sqlite3") as conn:
+        journalled = [json.loads(r[0]) for r in conn.execute("SELECT json FROM events")]
+    assert [e for e in journalled if e["type"] != "output"] == [
+        e for e in lines if e["type"] != "output"
+    ]
 
 
 def test_only_a_reservation_of_something_is_written_at_once(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 import anyio
 
 from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
-from supervisor.eventjson import output_row, text_json
+from supervisor.eventjson import event_json, output_row, text_json
 from supervisor.events import (
     AgentOutput,
     BudgetReleased,
@@ -133,6 +133,16 @@ class _Chunk:
         return output_row(self.ts, self.loop, self.iteration, self.parts, self.stream)
 
 
+class _Row:
+    """Any other event, with its JSON (encoded once, for the printer too: `eventjson`)."""
+
+    __slots__ = ("event", "payload")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.payload = event_json(event)
+
+
 class Journal:
     """The one writer of `STATE_DIR/journal.sqlite3` (hold a `StateLock` while it is open)."""
 
@@ -140,7 +150,7 @@ class Journal:
         self.path = path
         self._conn = conn
         self._run_id: str | None = None
-        self._pending: list[Event | _Chunk] = []
+        self._pending: list[_Row | _Chunk] = []
         self._pending_events = 0
         self._inflight = (0, 0)
         """(events, rows) of the batch being written: still pending until committed."""
@@ -203,7 +213,7 @@ class Journal:
                 self._open_chunks[event.loop] = chunk
                 self._pending.append(chunk)
             else:
-                self._pending.append(event)
+                self._pending.append(_Row(event))
                 if loop is not None:
                     # Keep a loop's rows in order: later deltas start a new chunk.
                     self._open_chunks.pop(loop, None)
@@ -494,27 +504,24 @@ def _valid_params(params: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _write_batch(
-    connection: sqlite3.Connection, run_id: str | None, batch: list[Event | _Chunk]
+    connection: sqlite3.Connection, run_id: str | None, batch: list[_Row | _Chunk]
 ) -> int:
     """Insert one batch; returns the number of rows written."""
     conn = _ValidText(connection)
     rows = 0
     run = run_id or ""
-    dumps = json.dumps
     for entry in batch:
         if isinstance(entry, _Chunk):  # its JSON made of its texts' encodings
-            row = (run, entry.loop, entry.iteration, entry.ts, AgentOutput.type, entry.payload())
-            conn.execute(_INSERT_EVENT, row)
+            chunk = (run, entry.loop, entry.iteration, entry.ts, AgentOutput.type, entry.payload())
+            conn.execute(_INSERT_EVENT, chunk)
             rows += 1
             continue
-        data = entry.to_dict()
-        loop = data.get("loop")
-        iteration = data.get("iteration")
-        # ensure_ascii=False: a lone surrogate stays a character (made U+FFFD by
-        # _ValidText) instead of a `\\ud800` escape that readers would decode again.
-        payload = dumps(data, ensure_ascii=False, default=str)
-        cur = conn.execute(_INSERT_EVENT, (run, loop, iteration, data["ts"], data["type"], payload))
-        rows += 1 + _derive(conn, run, entry, cur.lastrowid)
+        event = entry.event
+        loop = getattr(event, "loop", None)
+        iteration = getattr(event, "iteration", None)
+        row = (run, loop, iteration, event.ts, event.type, entry.payload)
+        cur = conn.execute(_INSERT_EVENT, row)
+        rows += 1 + _derive(conn, run, event, cur.lastrowid)
     return rows
 
 
