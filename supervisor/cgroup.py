@@ -167,6 +167,8 @@ class GroupCgroup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._procs = str(path / "cgroup.procs")
+        """(Read and written with os calls: a group's start and end go through here.)"""
 
     @classmethod
     def create(cls, state_dir: str | None = None) -> GroupCgroup | None:
@@ -197,7 +199,7 @@ class GroupCgroup:
         itself first, and what it left running is in the cgroup, to be killed with it.
         """
         try:
-            (self.path / "cgroup.procs").write_text(str(pid))
+            _write(self._procs, str(pid).encode())
         except ProcessLookupError:
             return True
         except OSError:
@@ -209,9 +211,18 @@ class GroupCgroup:
 
     def pids(self) -> list[int]:
         try:
-            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+            fd = os.open(self._procs, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+            return [int(x) for x in data.split()]
         except (OSError, ValueError):
             return []
+        finally:
+            os.close(fd)
 
     async def kill_all(self, grace: float = 2.0) -> list[int]:
         """Kill everything still in the cgroup: SIGTERM, then SIGKILL what is left after
@@ -246,7 +257,7 @@ class GroupCgroup:
 
     def sigkill(self, pids: list[int]) -> None:
         try:
-            (self.path / "cgroup.kill").write_text("1")  # Linux 5.14+: atomic, forks too
+            _write(str(self.path / "cgroup.kill"), b"1")  # Linux 5.14+: atomic, forks too
         except OSError:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -254,4 +265,12 @@ class GroupCgroup:
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
-            self.path.rmdir()
+            os.rmdir(self.path)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
