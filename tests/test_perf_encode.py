@@ -150,3 +150,26 @@ def test_only_a_reservation_of_something_is_written_at_once(tmp_path: Path) -> N
     assert reservations() == [0, 4000]  # at once, with everything before it
     journal.close()
     reader.close()
+
+
+def test_a_new_journal_has_big_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """16 KiB pages: WAL costs a few system calls per page, and output is most of a
+    journal (schema.PAGE_SIZE); a journal made with 4 KiB pages stays as it is."""
+    journal = Journal.open(tmp_path / "new")
+    journal.start_run("r1", tmp_path / "loops.toml", "")
+    journal.close()
+    old = tmp_path / "old"
+    old.mkdir(mode=0o700)
+    with sqlite3.connect(old / "journal.sqlite3") as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("VACUUM")  # (an empty file otherwise takes the size at first write)
+    journal = Journal.open(old)
+    journal.start_run("r1", tmp_path / "loops.toml", "")
+    journal.record(ev.AgentOutput(loop="l", iteration=1, text="x" * 100_000, stream="stdout"))
+    journal.close()
+    sizes = {}
+    for name in ("new", "old"):
+        with sqlite3.connect(tmp_path / name / "journal.sqlite3") as conn:
+            sizes[name] = conn.execute("PRAGMA page_size").fetchone()[0]
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert sizes == {"new": 16384, "old": 4096}
