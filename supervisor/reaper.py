@@ -42,10 +42,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import anyio
+
+from supervisor import procfs
+
 if TYPE_CHECKING:
     import psutil
-
-import anyio
 
 PROC_ENV = "LOOPVISOR_PROC"
 """Environment variable carried by every agent, check and tool process (and inherited by
@@ -156,8 +158,8 @@ def _ancestors(pid: int) -> list[int]:
     chain = [pid]
     try:
         while chain[-1] > 1:
-            with open(f"/proc/{chain[-1]}/stat", "rb") as fh:
-                parent = int(fh.read().rpartition(b")")[2].split()[1])
+            stat = procfs.read(f"/proc/{chain[-1]}/stat")
+            parent = int(stat.rpartition(b")")[2].split()[1])
             if parent <= 0 or parent in chain:
                 break
             chain.append(parent)
@@ -185,8 +187,7 @@ def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                data = fh.read()
+            data = procfs.read(f"/proc/{name}/environ")
         except OSError:  # gone, or not ours to read
             continue
         if needle in data:
@@ -342,8 +343,7 @@ def _children(pid: int | str) -> list[int] | None:
         return [] if os.path.exists("/proc/self/task") else None
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
-                pids += map(int, fh.read().split())
+            pids += map(int, procfs.read(f"/proc/{pid}/task/{tid}/children").split())
         except FileNotFoundError:
             if not os.path.exists(f"/proc/{pid}/task/{tid}"):
                 continue  # the thread (or the process) ended meanwhile
@@ -376,8 +376,7 @@ def descendants(pid: int) -> list[int]:
 def _state_and_session(pid: int) -> tuple[str | None, int | None]:
     """A process's state letter ("Z": zombie) and session id, from /proc/PID/stat."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rpartition(b")")[2].split()
+        fields = procfs.read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
         return fields[0].decode(), int(fields[3])
     except (OSError, IndexError, ValueError):
         import psutil
