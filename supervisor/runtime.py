@@ -27,7 +27,6 @@ from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
 from supervisor.diskfull import Gate
-from supervisor.journal.resume import RunResume
 from supervisor.loop import LoopRunner
 from supervisor.process import KILL_GRACE_S
 from supervisor.redact import Redactor
@@ -44,6 +43,7 @@ from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
     from supervisor.agents.ratelimit import RateLimiterRegistry
+    from supervisor.journal.resume import RunResume
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""

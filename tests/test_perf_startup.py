@@ -15,6 +15,8 @@ NOT_ON_THE_RUN_PATH = (
     "psutil",  # a kill, a scan that finds something, or a platform without /proc
     "ctypes.util",  # find_library("c") runs `ldconfig -p` in a child
     "supervisor.journal.reader",  # status and history
+    "supervisor.journal.settle",  # --resume
+    "supervisor.journal.resume",
     "anthropic",  # API loops only
     "textual",
 )

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -61,12 +61,13 @@ from supervisor.events import (
     SessionSaved,
     UsageCharged,
 )
-from supervisor.journal import settle
-from supervisor.journal.resume import RunResume
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from supervisor.spec import LoopSpec
 from supervisor.statedir import ensure_state_dir, prepare_private, tighten_if_present
 from supervisor.textsafe import valid_text
+
+if TYPE_CHECKING:
+    from supervisor.journal.resume import RunResume
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
 
@@ -411,6 +412,8 @@ class Journal:
         """The newest run that has no end or whose loops are not all finished."""
         with self._write_lock:
             try:
+                from supervisor.journal import settle  # (resume only: a run starts sooner)
+
                 return settle.find_resumable_run(self._conn)
             except sqlite3.DatabaseError as exc:  # the first read of a resume
                 raise JournalError(
@@ -425,6 +428,8 @@ class Journal:
         once, plus the unseen rest) and marks in-flight iterations `interrupted`;
         later calls find nothing open and return the same figures.
         """
+        from supervisor.journal import settle
+
         with self._write_lock:
             self._flush_locked()
             quick_check(self._conn, self.path)
@@ -444,6 +449,8 @@ class Journal:
         Settles first (as `load_resume` does), so it is safe on its own. Later
         events belong to `run_id`. Returns True when the config changed.
         """
+        from supervisor.journal import settle
+
         with self._write_lock:
             self._flush_locked()
             self._transaction(lambda conn: settle.settle(conn, run_id), full=True)
