@@ -29,7 +29,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from supervisor import cpumeter, reaper, sweep
+from supervisor import childwatch, cpumeter, reaper, sweep
 from supervisor.cgroup import GroupCgroup
 from supervisor.childenv import child_env
 from supervisor.textsafe import stream_decoder
@@ -121,6 +121,7 @@ class GroupProcess:
             if self._cgroup is not None:
                 _check_executable(argv[0] if argv else "", self.cwd, self.env)
                 argv = self._cgroup.entering(argv, self.env)
+            childwatch.use_pidfds()  # asyncio on 3.11: not a thread per child
             with reaper.spawning() as spawned:
                 self._proc = await anyio.open_process(
                     argv,

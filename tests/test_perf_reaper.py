@@ -11,10 +11,13 @@ first, either way.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
 from helpers import (
@@ -204,3 +207,27 @@ def test_descendants_walk_finds_the_same_tree_as_psutil(tmp_path: Path) -> None:
             for proc in [*root.children(recursive=True), root]:
                 proc.kill()
             root.wait()
+
+
+async def test_children_are_waited_for_without_a_thread_each(tmp_path: Path) -> None:
+    """Python 3.11's asyncio started a thread per child to wait for it; a pidfd each
+    (the default from 3.12) costs none: exit codes as before, no threads meanwhile."""
+    import threading
+
+    from supervisor.process import GroupProcess
+
+    codes: list[int] = []
+    before = threading.active_count()
+    async with anyio.create_task_group() as tg:
+
+        async def one(code: int) -> None:
+            async with GroupProcess(["sh", "-c", f"sleep 0.2; exit {code}"], cwd=tmp_path) as p:
+                codes.append(await p.wait())
+
+        for code in range(8):
+            tg.start_soon(one, code)
+        await wait_for(lambda: len(list(psutil.Process().children())) >= 8)
+        threads = threading.active_count()
+    assert sorted(codes) == list(range(8))
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        assert threads - before < 8  # not one per child
