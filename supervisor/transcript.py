@@ -165,49 +165,102 @@ class TextTail:
 
 
 class TranscriptTail:
-    """The last TAIL_LINES lines of a loop's transcript, each prefixed by its stream tag."""
+    """The last TAIL_LINES lines of a loop's transcript, each prefixed by its stream tag.
+
+    Output is queued as it comes (`add`: O(1)) and split into lines when they are looked
+    at (`lines`, `snapshot`, `add_line`, which every state change calls) or when
+    `PENDING_CHARS` or `PENDING_CHUNKS` have queued. A chunk that alone holds more than
+    `max_lines` line ends pushes out all before it, so only it is split then: a child's
+    output (one chunk per 64 KiB pipe read, ~1,000 lines) used to be split and tagged
+    chunk by chunk, each replacing the last (in a 50-agent run as much CPU as a third
+    of encoding the same output). The lines are exactly those of adding each at once.
+    """
+
+    PENDING_CHARS = 128 * 1024
+    PENDING_CHUNKS = 64
+    """What a loop's tail holds unsplit at most (released when its turn ends)."""
 
     def __init__(self, max_lines: int = TAIL_LINES) -> None:
-        self.lines: deque[str] = deque(maxlen=max_lines)
+        self._lines: deque[str] = deque(maxlen=max_lines)
         self._partial = ""
+        self._pending: list[tuple[str, str]] = []
+        self._pending_chars = 0
 
     def add(self, text: str, stream: str = "assistant") -> None:
-        tag = "" if stream == "assistant" else f"[{stream}] "
-        data = self._partial + text
-        keep = self.lines.maxlen
-        # A big chunk: only its last `keep` lines can stay, so only they are split off
-        # (one string per kept line, not per line of the chunk).
-        *complete, self._partial = data.split("\n") if keep is None else data.rsplit("\n", keep + 1)
-        if keep is not None and len(complete) > keep:
-            del complete[:-keep]
-        if tag:
-            complete = [tag + line if line else line for line in complete]
-        if max(map(len, complete), default=0) <= TAIL_LINE_CHARS:  # the usual case, C speed
-            self.lines.extend(complete)
-        else:
-            for line in complete:
-                self.lines.extend(line_pieces(line))
-        if len(self._partial) > TAIL_LINE_CHARS:
-            *whole, self._partial = line_pieces(self._partial)
-            self.lines.extend(whole)
+        self._pending.append((text, stream))
+        self._pending_chars += len(text)
+        if self._pending_chars > self.PENDING_CHARS or len(self._pending) >= self.PENDING_CHUNKS:
+            self._settle()
+
+    @property
+    def lines(self) -> deque[str]:
+        """The complete lines kept (the line being streamed is not one yet)."""
+        self._settle()
+        return self._lines
 
     def add_line(self, line: str) -> None:
         self.flush_partial()
-        self.lines.append(line)
+        self._lines.append(line)
 
     def flush_partial(self) -> None:
+        self._settle()
         if self._partial:
-            self.lines.append(self._partial)
+            self._lines.append(self._partial)
             self._partial = ""
 
     @property
     def streaming(self) -> bool:
         """True while a line is being streamed: `snapshot()`'s last line is not complete."""
+        self._settle()
         return bool(self._partial)
 
     def snapshot(self) -> tuple[str, ...]:
-        lines = tuple(self.lines)
+        self._settle()
+        lines = tuple(self._lines)
         return (*lines, self._partial) if self._partial else lines
+
+    def _settle(self) -> None:
+        """Split what is queued into lines."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending, self._pending_chars = [], 0
+        keep = self._lines.maxlen
+        if keep is not None and len(pending) > 1:
+            text, stream = pending[-1]
+            parts = text.rsplit("\n", keep + 1)
+            if len(parts) == keep + 2:
+                # The newest chunk holds more than `keep` line ends: the lines after its
+                # first one fill the tail, so neither the older chunks nor the line they
+                # left unfinished can show.
+                self._lines.clear()
+                self._partial = ""
+                self._put(parts, stream)
+                return
+        for text, stream in pending:
+            keep_parts = -1 if keep is None else keep + 1
+            self._put((self._partial + text).rsplit("\n", keep_parts), stream)
+
+    def _put(self, parts: list[str], stream: str) -> None:
+        """`parts`: the text so far split at its line ends (all, or the last `keep` + 1),
+        the line still open last."""
+        tag = "" if stream == "assistant" else f"[{stream}] "
+        keep = self._lines.maxlen
+        *complete, self._partial = parts
+        # A big chunk: only its last `keep` lines can stay, so only they were split off
+        # (one string per kept line, not per line of the chunk).
+        if keep is not None and len(complete) > keep:
+            del complete[:-keep]
+        if tag:
+            complete = [tag + line if line else line for line in complete]
+        if max(map(len, complete), default=0) <= TAIL_LINE_CHARS:  # the usual case, C speed
+            self._lines.extend(complete)
+        else:
+            for line in complete:
+                self._lines.extend(line_pieces(line))
+        if len(self._partial) > TAIL_LINE_CHARS:
+            *whole, self._partial = line_pieces(self._partial)
+            self._lines.extend(whole)
 
 
 def line_pieces(line: str, width: int = TAIL_LINE_CHARS) -> list[str]:
