@@ -72,10 +72,17 @@ def _once(event: Event, encode: Callable[[], str]) -> str:
 def output_line(event: AgentOutput) -> str:
     """The event as `run --json` prints it: exactly `json_text(event.to_dict())`
     (the same keys in the same order), its text encoded once (`text_json`)."""
+    return "".join(output_line_parts(event))
+
+
+def output_line_parts(event: AgentOutput) -> tuple[str, str, str]:
+    """`output_line` in three pieces, the text's encoding whole in the middle: a writer
+    that joins its lines anyway need not copy the text once more to make the line."""
     return (
         f'{{"type": "output", "ts": {event.ts!r}, "loop": {json_text(event.loop)}, '
-        f'"iteration": {event.iteration!r}, "text": {text_json(event)}, '
-        f'"stream": {json_text(event.stream)}}}'
+        f'"iteration": {event.iteration!r}, "text": ',
+        text_json(event),
+        f', "stream": {json_text(event.stream)}}}',
     )
 
 
@@ -83,8 +90,8 @@ def output_row(ts: float, loop: str, iteration: int, texts: list[str], stream: s
     """A journal row's JSON for consecutive output `texts` (JSON literals, `text_json`)
     of one loop, iteration and stream: their bodies joined, as the joined text's own
     literal would be (JSON escapes one character at a time)."""
-    body = texts[0][1:-1] if len(texts) == 1 else "".join(t[1:-1] for t in texts)
+    text = texts[0] if len(texts) == 1 else '"' + "".join(t[1:-1] for t in texts) + '"'
     return (
         f'{{"type": "output", "ts": {ts!r}, "loop": {json_text(loop)}, '
-        f'"iteration": {iteration!r}, "text": "{body}", "stream": {json_text(stream)}}}'
+        f'"iteration": {iteration!r}, "text": {text}, "stream": {json_text(stream)}}}'
     )

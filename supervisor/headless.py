@@ -30,7 +30,7 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
-from supervisor.eventjson import event_json
+from supervisor.eventjson import event_json, output_line_parts
 from supervisor.render import describe
 from supervisor.textsafe import for_terminal, for_terminal_line
 
@@ -49,8 +49,9 @@ class HeadlessPrinter:
         self.transcripts = transcripts
         self._partial: dict[tuple[str, str], str] = {}
         self._width = 12
-        self._pending: list[str] = []
-        """Lines formatted but not yet written (`_flush` writes them at once)."""
+        self._pending: list[str | tuple[str, ...]] = []
+        """Lines formatted but not yet written (`_flush` writes them at once); a line
+        may be in pieces (an output event's: its text's encoding is not copied again)."""
         self._size = 0
         self._wake: anyio.Event | None = None
         self._finished = False
@@ -96,7 +97,10 @@ class HeadlessPrinter:
 
     def _format(self, event: ev.Event) -> None:
         if self.json_lines:  # encoded once, for the journal too
-            self._write(event_json(event))
+            if type(event) is ev.AgentOutput:
+                self._write_parts(output_line_parts(event))
+            else:
+                self._write(event_json(event))
             return
         if isinstance(event, ev.RunStarted):
             self._width = max([12, *(len(for_terminal_line(n)) for n in event.loops)])
@@ -160,16 +164,31 @@ class HeadlessPrinter:
         self._pending.append(text)
         self._size += len(text)
 
+    def _write_parts(self, parts: tuple[str, ...]) -> None:
+        self._pending.append(parts)
+        self._size += sum(map(len, parts))
+
     def _flush(self) -> None:
         """Write the pending lines: one write and one flush per `BATCH_LINES` lines or
         about `BATCH_CHARS` characters, so a backlog goes out in bounded pieces."""
         pending, self._pending, self._size = self._pending, [], 0
-        start = size = 0
-        for end, line in enumerate(pending, 1):
-            size += len(line)
-            if end == len(pending) or end - start >= BATCH_LINES or size >= BATCH_CHARS:
-                self._write_out("\n".join(pending[start:end]) + "\n")
-                start, size = end, 0
+        pieces: list[str] = []
+        lines = size = 0
+        for line in pending:
+            if isinstance(line, str):
+                pieces.append(line)
+                size += len(line)
+            else:
+                pieces += line
+                size += sum(map(len, line))
+            pieces.append("\n")
+            lines += 1
+            if lines >= BATCH_LINES or size >= BATCH_CHARS:
+                self._write_out("".join(pieces))
+                pieces.clear()
+                lines = size = 0
+        if pieces:
+            self._write_out("".join(pieces))
 
     def _write_out(self, text: str) -> None:
         try:
