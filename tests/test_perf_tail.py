@@ -1,4 +1,5 @@
-"""The transcript tail splits output into lines only when they are looked at (issue 12).
+"""The transcript tail splits output into lines only when they are looked at, and the
+coalescer's timer sleeps only while it holds text (issue 12).
 
 `TranscriptTail.add` used to split and tag each chunk as it came; a child's 64 KiB
 pipe read of ~1,000 lines replaced the whole tail each time, so all but the last
@@ -10,8 +11,12 @@ algorithm), and count the splits (untimed).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
+import anyio
+import anyio.lowlevel
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +101,42 @@ def test_a_stream_of_big_chunks_is_split_once_per_settle() -> None:
     assert tail.snapshot()[-1] == "[stdout] " + chunk.splitlines()[-1]
     assert len(tail.lines) == transcript.TAIL_LINES
     assert len(splits) <= 20 * len(chunk) // TranscriptTail.PENDING_CHARS + 1
+
+
+@pytest.mark.anyio
+async def test_the_coalescer_sleeps_only_while_it_holds_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whole pipe reads are flushed as they come: the flusher has nothing to wait
+    for (it woke 20 times a second per turn); a held delta still goes within the
+    interval."""
+    emitted: list[str] = []
+    eleven = anyio.Event()
+
+    def emit(text: str, _stream: str) -> None:
+        emitted.append(text)
+        if len(emitted) == 11:
+            eleven.set()
+
+    coalescer = transcript.OutputCoalescer(emit, clock=time.monotonic, interval=0.01)
+    sleeps: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def counted(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(transcript.anyio, "sleep", counted)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(coalescer.run_flusher)
+        for i in range(10):
+            coalescer.add(f"{i}" * transcript.MAX_CHUNK, "stdout")
+            await anyio.lowlevel.checkpoint()
+        assert len(emitted) == 10
+        assert sleeps == []
+        coalescer.add("a token", "assistant")
+        with anyio.fail_after(10):
+            await eleven.wait()
+        assert emitted[-1] == "a token"
+        assert sleeps == [0.01]
+        tg.cancel_scope.cancel()
