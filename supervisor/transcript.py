@@ -192,8 +192,10 @@ class TranscriptTail:
     """
 
     PENDING_CHARS = 128 * 1024
-    PENDING_CHUNKS = 64
-    """What a loop's tail holds unsplit at most (released when its turn ends)."""
+    PENDING_CHUNKS = 8
+    """What a loop's tail holds unsplit at most (released when its turn ends): two or
+    three whole pipe reads, or a few of a model's ~50 ms chunks (each cheap to split:
+    holding many would only cost memory)."""
 
     def __init__(self, max_lines: int = TAIL_LINES) -> None:
         self._lines: deque[str] = deque(maxlen=max_lines)
