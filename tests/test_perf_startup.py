@@ -17,6 +17,8 @@ NOT_ON_THE_RUN_PATH = (
     "supervisor.journal.reader",  # status and history
     "supervisor.journal.settle",  # --resume
     "supervisor.journal.resume",
+    "statistics",  # the stuck detector's medians, once it has three figures
+    "importlib.resources",  # `init`'s starter loops.toml
     "anthropic",  # API loops only
     "textual",
 )

@@ -22,7 +22,7 @@ import anyio
 
 from supervisor import runtime
 from supervisor.cli import remote as cli_remote
-from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
+from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
@@ -194,7 +194,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"{path} exists; use --force to overwrite", file=sys.stderr)
         return runtime.EXIT_USAGE
     try:
-        path.write_text(STARTER_TOML, encoding="utf-8")
+        path.write_text(starter_toml(), encoding="utf-8")
     except OSError as exc:
         print(f"{path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
