@@ -18,7 +18,6 @@ stored those characters unescaped before, which parses to the same values.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -28,10 +27,12 @@ from supervisor.textsafe import json_text
 CACHE_ENTRIES = 64
 CACHE_CHARS = 4 * 1024 * 1024
 """What the cache holds at most (a whole pipe read is up to ~64 KiB)."""
+NAMES = 4096
+"""Loop and stream names whose JSON is kept (they repeat in every output event)."""
 
 _cache: OrderedDict[int, tuple[Event, str]] = OrderedDict()
 _chars = 0
-_lock = threading.Lock()
+_names: dict[str, str] = {}
 encodes = 0
 """Events (or output texts) encoded so far (the regression tests count these)."""
 
@@ -49,23 +50,32 @@ def text_json(event: AgentOutput) -> str:
 
 
 def _once(event: Event, encode: Callable[[], str]) -> str:
+    """Called on the event loop's thread (where the bus hands events to its sinks): a
+    model's output comes in many small chunks, so this stays a few dict operations."""
     global _chars, encodes
     key = id(event)
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None and hit[0] is event:
+    hit = _cache.get(key)
+    if hit is not None:
+        if hit[0] is event:
             return hit[1]
+        _chars -= len(hit[1])  # a dead event's id, reused
     encoded = encode()
-    with _lock:
-        encodes += 1
-        old = _cache.pop(key, None)
-        if old is not None:  # a dead event's id, reused
-            _chars -= len(old[1])
-        _cache[key] = (event, encoded)
-        _chars += len(encoded)
-        while len(_cache) > CACHE_ENTRIES or (_chars > CACHE_CHARS and len(_cache) > 1):
-            _, (_, dropped) = _cache.popitem(last=False)
-            _chars -= len(dropped)
+    encodes += 1
+    _cache[key] = (event, encoded)
+    _chars += len(encoded)
+    while len(_cache) > CACHE_ENTRIES or (_chars > CACHE_CHARS and len(_cache) > 1):
+        _, (_, dropped) = _cache.popitem(last=False)
+        _chars -= len(dropped)
+    return encoded
+
+
+def _name_json(name: str) -> str:
+    """`json_text(name)` of a loop or stream name, kept: they repeat in every line."""
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = json_text(name)
+        if len(_names) < NAMES:
+            _names[name] = encoded
     return encoded
 
 
@@ -79,10 +89,10 @@ def output_line_parts(event: AgentOutput) -> tuple[str, str, str]:
     """`output_line` in three pieces, the text's encoding whole in the middle: a writer
     that joins its lines anyway need not copy the text once more to make the line."""
     return (
-        f'{{"type": "output", "ts": {event.ts!r}, "loop": {json_text(event.loop)}, '
+        f'{{"type": "output", "ts": {event.ts!r}, "loop": {_name_json(event.loop)}, '
         f'"iteration": {event.iteration!r}, "text": ',
         text_json(event),
-        f', "stream": {json_text(event.stream)}}}',
+        f', "stream": {_name_json(event.stream)}}}',
     )
 
 
@@ -92,6 +102,6 @@ def output_row(ts: float, loop: str, iteration: int, texts: list[str], stream: s
     literal would be (JSON escapes one character at a time)."""
     text = texts[0] if len(texts) == 1 else '"' + "".join(t[1:-1] for t in texts) + '"'
     return (
-        f'{{"type": "output", "ts": {ts!r}, "loop": {json_text(loop)}, '
-        f'"iteration": {iteration!r}, "text": {text}, "stream": {json_text(stream)}}}'
+        f'{{"type": "output", "ts": {ts!r}, "loop": {_name_json(loop)}, '
+        f'"iteration": {iteration!r}, "text": {text}, "stream": {_name_json(stream)}}}'
     )

@@ -68,7 +68,8 @@ class OutputCoalescer:
 
     async def run_flusher(self) -> None:
         """Flush what is held at most `interval` after it came, until cancelled (run
-        beside the consuming task). It sleeps on a timer only while text is held: a
+        beside the consuming task). It ticks only while text keeps coming (one wake-up
+        per interval, as a plain timer) and waits for text after a quiet interval: a
         child's output comes in whole pipe reads that are flushed at once, and 50
         turns woke 20 times a second each for nothing."""
         while True:
@@ -76,9 +77,12 @@ class OutputCoalescer:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 self._wake = None
-            await anyio.sleep(self._interval)
-            self._held = False
-            self.flush()
+            while True:
+                await anyio.sleep(self._interval)
+                if not self._held:
+                    break  # a quiet interval: wait for text again
+                self._held = False
+                self.flush()
 
 
 class OutputCap:

@@ -138,5 +138,6 @@ async def test_the_coalescer_sleeps_only_while_it_holds_text(
         with anyio.fail_after(10):
             await eleven.wait()
         assert emitted[-1] == "a token"
-        assert sleeps == [0.01]
+        assert sleeps[:1] == [0.01]  # (then one quiet interval, and it waits again)
+        assert len(sleeps) <= 2
         tg.cancel_scope.cancel()
