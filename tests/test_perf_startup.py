@@ -19,6 +19,7 @@ NOT_ON_THE_RUN_PATH = (
     "supervisor.journal.resume",
     "statistics",  # the stuck detector's medians, once it has three figures
     "importlib.resources",  # `init`'s starter loops.toml
+    "uuid",  # (and platform): run ids are os.urandom's
     "anthropic",  # API loops only
     "textual",
 )
