@@ -1,7 +1,7 @@
 """Idle cost: the supervisor's own CPU while 50 command agents only sleep.
 
 N agents run `sleep S` at once (default 50 x 10 s), under `loopvisor run --json`
-and under the bare anyio floor of `overhead.py` (which waits on the same children
+and under the bare anyio floor (`floor.py`, which waits on the same children
 and does nothing else), back to back, each measured as a child with its own CPU
 (children excluded). Nothing is printed while they sleep, so what loopvisor spends
 is supervision: metering, stuck timers, the journal. The figure is CPU per 10 s of

@@ -6,8 +6,8 @@ one that leaves through `setsid` *and* starts over with an empty environment
 by itself. So where a cgroup v2 hierarchy is mounted and writable (root, or a
 systemd-delegated subtree), each `GroupProcess` gets a child cgroup of the
 supervisor's own cgroup, `loopvisor-<pid>/<state dir hash>-g<n>`; when the group ends, whatever is
-still in it is killed (`cgroup.kill`, or SIGKILL to each listed pid on kernels
-before 5.14) and the cgroup removed.
+still in it is killed (SIGTERM, then `cgroup.kill`, or SIGKILL to each listed pid on
+kernels before 5.14, after the grace) and the cgroup removed.
 
 Probed once at runtime, never assumed: no cgroup2 mount, a read-only one or a
 refused mkdir simply mean no cgroups (the tag scan still runs). A child enters its
@@ -167,6 +167,8 @@ class GroupCgroup:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._procs = str(path / "cgroup.procs")
+        """(Read and written with os calls: a group's start and end go through here.)"""
 
     @classmethod
     def create(cls, state_dir: str | None = None) -> GroupCgroup | None:
@@ -190,39 +192,72 @@ class GroupCgroup:
         return ["/bin/sh", "-c", script, str(self.path), *argv]
 
     def adopt(self, pid: int) -> bool:
-        """Move `pid` (and so everything it starts from now on) into this cgroup; False
-        if it cannot be (gone already, or refused). The cgroup stays either way: what
-        the pid started before it went may be in it (`entering`)."""
+        """Move `pid` (and so everything it starts from now on) into this cgroup, if
+        `entering` has not already; False (the cgroup removed) if it cannot be moved.
+
+        A child that is already gone (a quick command) counts as adopted: it entered by
+        itself first, and what it left running is in the cgroup, to be killed with it.
+        """
         try:
-            (self.path / "cgroup.procs").write_text(str(pid))
+            _write(self._procs, str(pid).encode())
+        except ProcessLookupError:
+            return True
         except OSError:
+            if pid in self.pids():
+                return True
+            self.remove()
             return False
         return True
 
     def pids(self) -> list[int]:
         try:
-            return [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+            fd = os.open(self._procs, os.O_RDONLY)
+        except OSError:
+            return []
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+            return [int(x) for x in data.split()]
         except (OSError, ValueError):
             return []
+        finally:
+            os.close(fd)
 
-    async def kill_all(self, timeout: float = 2.0) -> list[int]:
-        """SIGKILL everything still in the cgroup, wait until it is empty, remove it.
+    async def kill_all(self, grace: float = 2.0) -> list[int]:
+        """Kill everything still in the cgroup: SIGTERM, then SIGKILL what is left after
+        `grace`; wait until it is empty (up to `grace` more), remove it. Returns the
+        pids that were there. An empty cgroup, the usual end, costs one read.
 
-        Returns the pids that were still there. Called after the polite, tag-based
-        kill (`reaper.kill_tagged`): what is left here had hidden from that one.
+        What a group leaves running is all here, `setsid`, double-forked and
+        environment-scrubbed alike: only a process that moved itself into another
+        cgroup is not (`sweep.Sweeper` finds it by its tag).
         """
         left = self.pids()
         if left:
-            deadline = time.monotonic() + timeout
-            while (pids := self.pids()) and time.monotonic() < deadline:
-                self.sigkill(pids)
-                await anyio.sleep(_POLL_S)
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+            if not await self._emptied(grace):
+                deadline = time.monotonic() + grace
+                while (pids := self.pids()) and time.monotonic() < deadline:
+                    self.sigkill(pids)
+                    await anyio.sleep(_POLL_S)
         self.remove()
         return left
 
+    async def _emptied(self, timeout: float) -> bool:
+        """Wait until no process is left in the cgroup (zombies are not listed)."""
+        deadline = time.monotonic() + timeout
+        while self.pids():
+            if time.monotonic() >= deadline:
+                return False
+            await anyio.sleep(_POLL_S)
+        return True
+
     def sigkill(self, pids: list[int]) -> None:
         try:
-            (self.path / "cgroup.kill").write_text("1")  # Linux 5.14+: atomic, forks too
+            _write(str(self.path / "cgroup.kill"), b"1")  # Linux 5.14+: atomic, forks too
         except OSError:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -230,4 +265,12 @@ class GroupCgroup:
 
     def remove(self) -> None:
         with contextlib.suppress(OSError):
-            self.path.rmdir()
+            os.rmdir(self.path)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

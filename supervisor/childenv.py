@@ -73,10 +73,10 @@ def passed(names: Iterable[str], source: Mapping[str, str] | None = None) -> dic
     source = os.environ if source is None else source
     exact = {n for n in names if not n.endswith("*")}
     prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
+    if not prefixes:  # names only: looked up, not a walk of the whole environment
+        return {name: source[name] for name in sorted(exact) if name in source}
     return {
-        name: value
-        for name, value in source.items()
-        if name in exact or (prefixes and name.startswith(prefixes))
+        name: value for name, value in source.items() if name in exact or name.startswith(prefixes)
     }
 
 

@@ -1,10 +1,15 @@
 """Headless output: readable timestamped lines, or one JSON object per line.
 
-The printer is an ordinary bus subscriber. Events already queued when it wakes are
-printed together, one write and one flush per batch. In JSON mode every event is printed
-as its `to_dict()` (output chunks included), and the last line is the summary
-(`type = "summary"`), whose schema the README documents. Plain mode prints agent
-text line by line, prefixed with the loop name, and one line per other event.
+`run` makes the printer a bus sink (`record`): each event is formatted as it is
+published, in order and without loss, and `write_out` writes what is queued when it
+wakes, in one write and one flush per batch. A JSON line is formatted right after the
+journal recorded the same event, so an output chunk is JSON-encoded once for both
+(`eventjson`). `serve` subscribes it instead (`consume`), like any other listener.
+
+In JSON mode every event is printed as its `to_dict()` (output chunks included), and
+the last line is the summary (`type = "summary"`), whose schema the README documents.
+Plain mode prints agent text line by line, prefixed with the loop name, and one line
+per other event.
 
 What agents print can carry terminal escapes (clipboard, title, clear screen, a
 cursor query the terminal answers on stdin). Plain text shows every control but
@@ -25,10 +30,11 @@ from typing import TextIO
 import anyio
 
 from supervisor import events as ev
+from supervisor.eventjson import event_json, output_line_parts
 from supervisor.lines import LineSplitter
 from supervisor.render import describe
 from supervisor.status_table import StatusRow, summary_layout
-from supervisor.textsafe import for_terminal, for_terminal_line, json_text
+from supervisor.textsafe import for_terminal, for_terminal_line
 
 BATCH_LINES = 256
 BATCH_CHARS = 1 << 20
@@ -46,9 +52,35 @@ class HeadlessPrinter:
         self._splitters: dict[tuple[str, str], LineSplitter] = {}
         """Agent text per (loop, stream) that no newline ended yet."""
         self._width = 12
-        self._pending: list[str] = []
-        """Lines formatted but not yet written (`_flush` writes them at once)."""
+        self._pending: list[str | tuple[str, ...]] = []
+        """Lines formatted but not yet written (`_flush` writes them at once); a line
+        may be in pieces (an output event's: its text's encoding is not copied again)."""
         self._size = 0
+        self._wake: anyio.Event | None = None
+        self._finished = False
+
+    def record(self, event: ev.Event) -> None:
+        """A bus sink: format `event` now; `write_out` writes it with what follows."""
+        self._format(event)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def write_out(self) -> None:
+        """Write what `record` queued whenever it wakes, until `finish` (then the rest)."""
+        try:
+            while not self._finished:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                self._flush()
+        finally:
+            self._wake = None
+            self._flush()
+
+    def finish(self) -> None:
+        """Let `write_out` write what is left and return."""
+        self._finished = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def consume(self, events: AsyncIterator[ev.Event]) -> None:
         """Print events as they come; what is already queued behind one is printed with
@@ -67,8 +99,11 @@ class HeadlessPrinter:
         self._flush()
 
     def _format(self, event: ev.Event) -> None:
-        if self.json_lines:
-            self._write(json_text(event.to_dict()))
+        if self.json_lines:  # encoded once, for the journal too
+            if type(event) is ev.AgentOutput:
+                self._write_parts(output_line_parts(event))
+            else:
+                self._write(event_json(event))
             return
         if isinstance(event, ev.RunStarted):
             self._width = max([12, *(len(for_terminal_line(n)) for n in event.loops)])
@@ -129,12 +164,33 @@ class HeadlessPrinter:
         self._pending.append(text)
         self._size += len(text)
 
+    def _write_parts(self, parts: tuple[str, ...]) -> None:
+        self._pending.append(parts)
+        self._size += sum(map(len, parts))
+
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        text = "\n".join(self._pending) + "\n"
-        self._pending.clear()
-        self._size = 0
+        """Write the pending lines: one write and one flush per `BATCH_LINES` lines or
+        about `BATCH_CHARS` characters, so a backlog goes out in bounded pieces."""
+        pending, self._pending, self._size = self._pending, [], 0
+        pieces: list[str] = []
+        lines = size = 0
+        for line in pending:
+            if isinstance(line, str):
+                pieces.append(line)
+                size += len(line)
+            else:
+                pieces += line
+                size += sum(map(len, line))
+            pieces.append("\n")
+            lines += 1
+            if lines >= BATCH_LINES or size >= BATCH_CHARS:
+                self._write_out("".join(pieces))
+                pieces.clear()
+                lines = size = 0
+        if pieces:
+            self._write_out("".join(pieces))
+
+    def _write_out(self, text: str) -> None:
         try:
             self.stream.write(text)
             self.stream.flush()

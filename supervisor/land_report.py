@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supervisor import events as ev
-from supervisor.journal.reader import JournalReader
 from supervisor.journal.schema import JournalError
 from supervisor.spec import LoopSpec
 
@@ -84,6 +83,8 @@ def record_from_journal(state_dir: Path, loop: str) -> LoopRecord:
     there is no journal or no such loop: a pull request can still be opened)."""
     record = LoopRecord()
     try:
+        from supervisor.journal.reader import JournalReader  # only when a PR is opened
+
         with JournalReader(state_dir) as reader:
             rows = reader.loop_iterations(loop)
             for row in rows[-KEPT_ITERATIONS:]:

@@ -23,16 +23,19 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from supervisor import cpumeter, reaper
+from supervisor import childwatch, cpumeter, reaper, sweep
 from supervisor.cgroup import GroupCgroup
 from supervisor.childenv import child_env
 from supervisor.textsafe import stream_decoder
+
+if TYPE_CHECKING:
+    import psutil
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL for a group being stopped."""
@@ -118,6 +121,7 @@ class GroupProcess:
             if self._cgroup is not None:
                 _check_executable(argv[0] if argv else "", self.cwd, self.env)
                 argv = self._cgroup.entering(argv, self.env)
+            childwatch.use_pidfds()  # asyncio on 3.11: not a thread per child
             with reaper.spawning() as spawned:
                 self._proc = await anyio.open_process(
                     argv,
@@ -174,11 +178,7 @@ class GroupProcess:
                     await self._proc.aclose()
                     reaper.spawned_done(self._proc.pid)
                     self._end_metering()  # before the cgroup (and its cpu.stat) goes
-                    # Whatever it started and left running, in its group or not.
-                    await reaper.kill_tagged(reaper.has_tag(self.tag), KILL_GRACE_S)
-                if self._cgroup is not None:  # what hid from the tag (`env -i`)
-                    await self._cgroup.kill_all()
-                    reaper.reap_adopted()
+                await self._kill_leftovers()
                 if self._receive is not None:
                     self._receive.close()
         finally:
@@ -186,6 +186,25 @@ class GroupProcess:
                 self._tg.cancel_scope.cancel()
                 # Not handed `exc`: it belongs to the body and propagates by itself.
                 await self._tg.__aexit__(None, None, None)
+
+    async def _kill_leftovers(self) -> None:
+        """Whatever the group started and left running, in the group or not.
+
+        With a cgroup, what the cgroup holds (SIGTERM, SIGKILL after the grace; one
+        read when it is empty, the usual end), and under a Supervisor the run's
+        `sweep.Sweeper` looks for the tag shortly after, for a process that moved
+        itself out of the cgroup: no scan of every process's environment per group.
+        Without a cgroup (or a sweeper), every process carrying the tag, now.
+        """
+        sweeper = sweep.current()
+        if self._cgroup is not None:
+            await self._cgroup.kill_all(KILL_GRACE_S)
+            reaper.reap_adopted()
+            if sweeper is not None:
+                sweeper.add(self.tag)
+                return
+        if self._proc is not None:
+            await reaper.kill_tagged(reaper.has_tag(self.tag), KILL_GRACE_S)
 
     @property
     def pid(self) -> int:
@@ -238,32 +257,42 @@ class GroupProcess:
 
     # -- stopping ------------------------------------------------------------
     async def kill(self, grace: float = KILL_GRACE_S) -> None:
-        """SIGTERM the group and stragglers (descendants that left the group, and
-        processes carrying its tag), SIGKILL what is left after `grace`."""
+        """SIGTERM the group and stragglers (its processes that left the group),
+        SIGKILL what is left after `grace`."""
         if self._proc is None or self._proc.returncode is not None:
             kill_group(self._proc.pid if self._proc else None, signal.SIGKILL)
             return
         self.killed_by_us = True
         self.sample_cpu()
-        stragglers = _descendants(self._proc.pid)
-        seen = {p.pid for p in stragglers}
-        stragglers += [  # the group itself gets its signal once, through killpg
-            p
-            for p, _ in reaper.tagged(reaper.has_tag(self.tag))
-            if p.pid not in seen and reaper.group_of(p.pid) != self._proc.pid
-        ]
+        stragglers = self._stragglers(self._proc.pid)
         kill_group(self._proc.pid, signal.SIGTERM)
-        for proc in stragglers:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
+        reaper.signal_all(stragglers, signal.SIGTERM)
         with anyio.move_on_after(grace):
             await self._proc.wait()
         kill_group(self._proc.pid, signal.SIGKILL)
-        for proc in stragglers:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        reaper.signal_all(stragglers, signal.SIGKILL)
         with anyio.move_on_after(grace):
             await self._proc.wait()
+
+    def _stragglers(self, leader: int) -> list[psutil.Process]:
+        """The group's processes outside its process group (the group itself gets its
+        signals once, through killpg): with a cgroup, the others it lists (one read);
+        without, its descendants (a walk of its subtree) and whatever carries its tag
+        (one scan of /proc)."""
+        if self._cgroup is not None:
+            pids = self._cgroup.pids()
+        else:
+            pids = reaper.descendants(leader)
+            pids += [p.pid for p, _ in reaper.tagged(reaper.has_tag(self.tag))]
+        import psutil  # (a kill only: a run that kills nothing never imports it)
+
+        found: list[psutil.Process] = []
+        for pid in dict.fromkeys(pids):
+            if reaper.group_of(pid) in (leader, None):
+                continue
+            with contextlib.suppress(psutil.Error):
+                found.append(psutil.Process(pid))
+        return found
 
 
 def kill_group(pgid: int | None, sig: signal.Signals) -> None:
@@ -271,13 +300,6 @@ def kill_group(pgid: int | None, sig: signal.Signals) -> None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return list(psutil.Process(pid).children(recursive=True))
-    except psutil.Error:
-        return []
 
 
 async def _pump(

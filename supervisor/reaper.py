@@ -21,14 +21,18 @@ the group, and once its parent exits it is no longer anyone's descendant either.
   and registered (as `GroupProcess` does), or its exit status may be taken here.
 
 A process that scrubs its own environment after leaving through `setsid` escapes the
-tag; a cgroup per group would close that (not done: see README, "Processes").
+tag; where the machine allows, each group's cgroup holds it (`cgroup`). A group with a
+cgroup has its leftovers killed by that cgroup when it ends, so the tag scan, which
+reads every process's environment, is not repeated for each such group: a `Sweeper`
+scans once for all the groups that ended within `SWEEP_S` of each other, for a process
+that moved itself out of its cgroup (issue 12: per group, the scan was 18-27% of the
+supervisor's main thread with 50 agents streaming).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import itertools
 import os
 import signal
@@ -36,9 +40,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
-import psutil
+
+from supervisor import procfs
+
+if TYPE_CHECKING:
+    import psutil
 
 PROC_ENV = "LOOPVISOR_PROC"
 """Environment variable carried by every agent, check and tool process (and inherited by
@@ -80,7 +89,9 @@ def become_subreaper() -> bool:
         _subreaper = False
         if sys.platform.startswith("linux"):
             with contextlib.suppress(OSError, AttributeError):
-                libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+                # The program's own symbols, libc's among them: find_library("c") runs
+                # `ldconfig -p` in a child process at every start.
+                libc = ctypes.CDLL(None, use_errno=True)
                 _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     return _subreaper
 
@@ -102,18 +113,61 @@ def spawned_done(pid: int) -> None:
     _group_leaders.discard(pid)
 
 
-def tagged(match: EnvMatch) -> list[tuple[psutil.Process, str]]:
+class Match(Protocol):
+    """What a scan looks for (`EnvMatch`, `TagSet`)."""
+
+    @property
+    def needle(self) -> bytes:
+        """Bytes every matching raw /proc/PID/environ contains (the cheap first test)."""
+        ...
+
+    def __call__(self, env: Mapping[str, str]) -> bool: ...
+
+
+def tagged(match: Match) -> list[tuple[psutil.Process, str]]:
     """Live processes whose environment satisfies `match`, with their `PROC_ENV` tag.
     This process and its ancestors are never listed."""
-    me = psutil.Process()
-    spared = {me.pid, *(p.pid for p in me.parents())}
+    spared = _spared()
     found: list[tuple[psutil.Process, str]] = []
     for pid, env in _environments(match.needle):
         if pid in spared or not match(env):
             continue
+        import psutil  # (only for what is found: importing it costs a run's start ~10 ms)
+
         with contextlib.suppress(psutil.Error):
             found.append((psutil.Process(pid), env.get(PROC_ENV, "")))
     return found
+
+
+_ancestry: tuple[int, frozenset[int]] | None = None
+
+
+def _spared() -> frozenset[int]:
+    """This process and its ancestors, looked up once per process (walking the parents
+    costs as much as the scan itself). An ancestor that dies hands us to another of
+    them (or to init), never to a process outside the set."""
+    global _ancestry
+    pid = os.getpid()
+    if _ancestry is None or _ancestry[0] != pid:  # (a fork has its own)
+        _ancestry = (pid, frozenset(_ancestors(pid)))
+    return _ancestry[1]
+
+
+def _ancestors(pid: int) -> list[int]:
+    """`pid` and its ancestors up to init, from /proc/PID/stat (psutil elsewhere)."""
+    chain = [pid]
+    try:
+        while chain[-1] > 1:
+            stat = procfs.read(f"/proc/{chain[-1]}/stat")
+            parent = int(stat.rpartition(b")")[2].split()[1])
+            if parent <= 0 or parent in chain:
+                break
+            chain.append(parent)
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return [pid, *(p.pid for p in psutil.Process(pid).parents())]
+    return chain
 
 
 def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
@@ -123,6 +177,8 @@ def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
     ~1.5 ms for 50 loops among ~250 processes on a loaded 2-core machine, against
     ~10 ms for psutil's process_iter + environ (benchmarks/reaper_scan.py)."""
     if not os.path.isdir("/proc/self"):
+        import psutil
+
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, OSError):
                 yield proc.pid, proc.environ()
@@ -131,8 +187,7 @@ def _environments(needle: bytes) -> Iterator[tuple[int, dict[str, str]]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                data = fh.read()
+            data = procfs.read(f"/proc/{name}/environ")
         except OSError:  # gone, or not ours to read
             continue
         if needle in data:
@@ -170,6 +225,24 @@ class EnvMatch:
         return found.startswith(self.value) if self.prefix else found == self.value
 
 
+@dataclass(frozen=True, slots=True)
+class TagSet:
+    """`PROC_ENV` equal to any of `tags`: one scan for many groups (`Sweeper`)."""
+
+    tags: frozenset[str]
+
+    @property
+    def needle(self) -> bytes:
+        """`PROC_ENV=` and what every tag starts with (its run, when all are one run's)."""
+        first, last = (min(self.tags), max(self.tags)) if self.tags else ("", "")
+        pairs = enumerate(zip(first, last, strict=False))  # a prefix of the other sorts first
+        common = next((i for i, (a, b) in pairs if a != b), len(first))
+        return f"{PROC_ENV}={first[:common]}".encode("utf-8", "surrogateescape")
+
+    def __call__(self, env: Mapping[str, str]) -> bool:
+        return env.get(PROC_ENV) in self.tags
+
+
 def has_tag(exact: str | None = None, *, prefix: str | None = None) -> EnvMatch:
     """`PROC_ENV` equal to `exact`, or starting with `prefix`."""
     if exact is not None:
@@ -178,7 +251,7 @@ def has_tag(exact: str | None = None, *, prefix: str | None = None) -> EnvMatch:
     return EnvMatch(PROC_ENV, prefix, prefix=True)
 
 
-async def kill_tagged(match: EnvMatch, grace: float) -> list[int]:
+async def kill_tagged(match: Match, grace: float) -> list[int]:
     """Kill every process whose environment satisfies `match`: SIGTERM, then SIGKILL
     what is left after `grace`. Returns the pids killed; adopted zombies are reaped."""
     killed: list[int] = []
@@ -195,7 +268,7 @@ async def kill_tagged(match: EnvMatch, grace: float) -> list[int]:
     return killed
 
 
-def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
+def kill_tagged_sync(match: Match, grace: float) -> list[tuple[int, str]]:
     """`kill_tagged` outside an event loop, over every process (a dead supervisor's
     leftovers were re-parented to init), killing each found process's group too.
     Returns (pid, tag) of those killed."""
@@ -205,6 +278,8 @@ def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
         found = tagged(match)
         if not found:
             break
+        import psutil  # (what was found is psutil's already)
+
         killed += [(p.pid, tag) for p, tag in found]
         procs = [p for p, _tag in found]
         groups = {g for g in (group_of(p.pid) for p in procs) if g is not None and g != own_group}
@@ -220,6 +295,8 @@ def kill_tagged_sync(match: EnvMatch, grace: float) -> list[tuple[int, str]]:
 
 
 def signal_all(procs: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    import psutil
+
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(sig)
@@ -245,26 +322,65 @@ def reap_adopted() -> int:
 
 def _own_children() -> list[int]:
     """Our children's pids: the kernel's per-thread lists (cheap), else psutil's scan."""
+    found = _children("self")
+    if found is not None:
+        return found
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process().children()]
+    except psutil.Error:
+        return []
+
+
+def _children(pid: int | str) -> list[int] | None:
+    """The children of `pid` from the kernel's per-thread lists, [] when it is gone;
+    None where there are no such lists (a kernel without CONFIG_PROC_CHILDREN)."""
     pids: list[int] = []
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children", "rb") as fh:
-                pids += map(int, fh.read().split())
-    except (OSError, ValueError):
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return [] if os.path.exists("/proc/self/task") else None
+    for tid in tids:
         try:
-            return [c.pid for c in psutil.Process().children()]
-        except psutil.Error:
-            return []
+            pids += map(int, procfs.read(f"/proc/{pid}/task/{tid}/children").split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread (or the process) ended meanwhile
+            return None
+        except (OSError, ValueError):
+            continue
     return pids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of `pid` (children, their children, ...), walking the kernel's
+    child lists: O(the subtree), where psutil's `children(recursive=True)` reads the
+    stat of every process on the machine. psutil's where those lists are missing."""
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        kids = _children(frontier.pop())
+        if kids is None:
+            import psutil
+
+            try:
+                return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+            except psutil.Error:
+                return []
+        found += kids
+        frontier += kids
+    return found
 
 
 def _state_and_session(pid: int) -> tuple[str | None, int | None]:
     """A process's state letter ("Z": zombie) and session id, from /proc/PID/stat."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            fields = fh.read().rpartition(b")")[2].split()
+        fields = procfs.read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
         return fields[0].decode(), int(fields[3])
     except (OSError, IndexError, ValueError):
+        import psutil
+
         try:
             proc = psutil.Process(pid)
             zombie = proc.status() == psutil.STATUS_ZOMBIE
@@ -286,6 +402,8 @@ async def _wait_gone(procs: list[psutil.Process], timeout: float) -> bool:
 
 
 def _running(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:

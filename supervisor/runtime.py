@@ -10,8 +10,8 @@ as every unfinished loop waits for a person; `serve` keeps waiting instead.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from supervisor import cpumeter, reaper
+from supervisor import cpumeter, reaper, sweep
 from supervisor import events as ev
 from supervisor.agents.kind import AgentContext
 from supervisor.agents.registry import build_agent, kind_of
@@ -40,7 +40,6 @@ from supervisor.diskfull import Gate
 from supervisor.drive import drive
 from supervisor.gitdiff import DiffError, loop_diff
 from supervisor.gitexec import GitError
-from supervisor.journal.resume import RunResume
 from supervisor.land import LandError, LandRequest
 from supervisor.landing import Landing
 from supervisor.lines import TranscriptLine
@@ -60,6 +59,7 @@ from supervisor.worktree import OverlapChecker
 if TYPE_CHECKING:
     from supervisor.agents.ratelimit import RateLimiterRegistry
     from supervisor.journal.history import JournalHistory
+    from supervisor.journal.resume import RunResume
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
@@ -92,7 +92,8 @@ class Supervisor:
         self.file_loops: dict[str, LoopSpec] = {spec.name: spec for spec in config.loops}
         """Each loop as loops.toml last said it: a reload applies what the file changed
         since, so that an operator's edit stays until the file changes that key."""
-        self.run_id = run_id or (resume.run_id if resume else uuid.uuid4().hex[:12])
+        # 12 random hex digits, as uuid4().hex[:12] (whose import costs every start ~2 ms)
+        self.run_id = run_id or (resume.run_id if resume else os.urandom(6).hex())
         self.resumed = resume is not None
         self.exit_when_idle = exit_when_idle
         self.redactor = Redactor.for_config(config)
@@ -103,6 +104,7 @@ class Supervisor:
         self._wall_before = resume.wall_s if resume else 0.0
         self._tg: anyio.abc.TaskGroup | None = None
         self._meter: cpumeter.CpuMeter | None = None
+        self._sweeper: sweep.Sweeper | None = None
         self._changed = anyio.Event()
         self.end_reason = ""
         self._global_exhausted = False
@@ -213,8 +215,12 @@ class Supervisor:
         wall = self.config.supervisor.budget.wall
         remaining = None if wall is None else max(0.0, wall - self._wall_before)
         try:
-            # One CPU sampler for every process group of the run (`cpumeter`).
-            async with cpumeter.shared() as self._meter:
+            # One CPU sampler for every process group of the run (`cpumeter`), one
+            # sweep for what ended groups left outside their cgroups (`sweep`).
+            async with (
+                cpumeter.shared() as self._meter,
+                sweep.sweeping(KILL_GRACE_S) as self._sweeper,
+            ):
                 with anyio.move_on_after(remaining) as wall_scope:
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
@@ -289,7 +295,7 @@ class Supervisor:
         if self._meter is None:
             await runner.run()
             return
-        with cpumeter.using(self._meter):
+        with cpumeter.using(self._meter), sweep.using(self._sweeper):
             await runner.run()
 
     async def _watch(self, tg: anyio.abc.TaskGroup) -> None:

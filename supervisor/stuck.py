@@ -35,9 +35,8 @@ the agent runs; `stall()` only builds its verdict.
 from __future__ import annotations
 
 import re
-import statistics as stats
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
@@ -173,8 +172,8 @@ class StuckDetector:
             "same_failure_streak": self._failure_streak,
             "same_output_streak": self._output_streak,
             "alternating_run": self._alternating,
-            "median_usd": stats.median(self._usd) if self._usd else None,
-            "median_tokens": stats.median(self._tokens) if self._tokens else None,
+            "median_usd": _statistics_median(self._usd) if self._usd else None,
+            "median_tokens": _statistics_median(self._tokens) if self._tokens else None,
         }
 
     # -- detectors (each advances its own state) -----------------------------------
@@ -314,7 +313,7 @@ def _ratio(a: tuple[str, ...], b: tuple[str, ...], threshold: float) -> float:
 def _median(values: deque[float] | deque[int]) -> float | None:
     if len(values) < 3:
         return None
-    return float(stats.median(values))
+    return float(_statistics_median(values))
 
 
 def _usd(amount: float) -> str:
@@ -323,3 +322,10 @@ def _usd(amount: float) -> str:
 
 def _clip(line: str) -> str:
     return line if len(line) <= _MAX_EVIDENCE else line[: _MAX_EVIDENCE - 1] + "…"
+
+
+def _statistics_median(values: Sequence[float]) -> Any:
+    """`statistics.median` (imported when first needed: it costs every start ~3 ms)."""
+    import statistics
+
+    return statistics.median(values)

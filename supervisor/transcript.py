@@ -50,6 +50,9 @@ class OutputCoalescer:
         self._stream = "assistant"
         self._parts: list[str] = []
         self._size = 0
+        self._held = False
+        """Text waits for the timer (`run_flusher` sleeps only then)."""
+        self._wake: anyio.Event | None = None
 
     def add(self, text: str, stream: str) -> None:
         if stream != self._stream:
@@ -59,6 +62,10 @@ class OutputCoalescer:
         self._size += len(text)
         if self._size >= MAX_CHUNK:
             self.flush()
+        elif not self._held:
+            self._held = True
+            if self._wake is not None:
+                self._wake.set()
 
     def flush(self) -> None:
         if self._parts:
@@ -68,10 +75,22 @@ class OutputCoalescer:
             self._emit(text, self._stream)
 
     async def run_flusher(self) -> None:
-        """Flush on a timer until cancelled (run beside the consuming task)."""
+        """Flush what is held at most `interval` after it came, until cancelled (run
+        beside the consuming task). It ticks only while text keeps coming (one wake-up
+        per interval, as a plain timer) and waits for text after a quiet interval: a
+        child's output comes in whole pipe reads that are flushed at once, and 50
+        turns woke 20 times a second each for nothing."""
         while True:
-            await anyio.sleep(self._interval)
-            self.flush()
+            if not self._held:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                self._wake = None
+            while True:
+                await anyio.sleep(self._interval)
+                if not self._held:
+                    break  # a quiet interval: wait for text again
+                self._held = False
+                self.flush()
 
 
 class OutputCap:

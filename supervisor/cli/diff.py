@@ -34,7 +34,6 @@ from supervisor.gitdiff import (
     uncommitted_paths,
 )
 from supervisor.gitexec import GitError
-from supervisor.journal.reader import JournalReader
 from supervisor.runtime import EXIT_OK, EXIT_USAGE
 from supervisor.spec import LoopSpec
 from supervisor.textsafe import decode, for_terminal
@@ -80,6 +79,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if args.iteration is None:
             left, right = branch_range(loop)
         else:
+            from supervisor.journal.reader import JournalReader  # not on `run`'s path
+
             with JournalReader(config.supervisor.state_dir) as reader:
                 row = reader.iteration_commit(loop.name, args.iteration, args.run_id)
             if row is None or row.commit is None:

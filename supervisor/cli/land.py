@@ -24,7 +24,6 @@ from supervisor.config.load import load_config
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import NotServing, RemoteError, ServerRefused, ServerTimeout
 from supervisor.control.protocol import socket_path as control_socket
-from supervisor.journal.reader import JournalReader
 from supervisor.journal.schema import JOURNAL_NAME, JournalError
 from supervisor.land import DEFAULT_REMOTE, LandError, LandRequest, land
 from supervisor.land_report import pr_text, record_from_journal
@@ -126,6 +125,8 @@ def _refuse_if_running(state_dir: Path, loop: str) -> None:
     if not (state_dir / JOURNAL_NAME).exists():
         return
     try:
+        from supervisor.journal.reader import JournalReader  # not on `run`'s path
+
         with JournalReader(state_dir) as reader:
             run = reader.latest_run()
             if run is None or not run.live:

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -22,18 +23,11 @@ from supervisor import runtime
 from supervisor.cli import diff as cli_diff
 from supervisor.cli import land as cli_land
 from supervisor.cli import remote as cli_remote
-from supervisor.config.load import STARTER_TOML, ConfigError, load_config, summarize_loop
+from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
 from supervisor.interrupts import interrupt_proof, shutdown_signals
-from supervisor.journal.reader import JournalReader
-from supervisor.journal.render import (
-    format_history,
-    format_iteration,
-    format_runs,
-    format_status,
-)
 from supervisor.journal.schema import JOURNAL_NAME
 from supervisor.journal.statelock import StateLocked
 from supervisor.journal.writer import JournalError
@@ -46,6 +40,9 @@ from supervisor.worktree import (
     prepare_worktrees,
     remove_worktree,
 )
+
+if TYPE_CHECKING:
+    from supervisor.journal.reader import JournalReader
 
 COMMANDS = (
     "run",
@@ -226,7 +223,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"{path} exists; use --force to overwrite", file=sys.stderr)
         return runtime.EXIT_USAGE
     try:
-        path.write_text(STARTER_TOML, encoding="utf-8")
+        path.write_text(starter_toml(), encoding="utf-8")
     except OSError as exc:
         print(f"{path}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
@@ -235,6 +232,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _reader(args: argparse.Namespace) -> JournalReader:
+    # Imported here: `run` never reads the journal this way, and starts sooner without.
+    from supervisor.journal.reader import JournalReader
+
     state_dir = state_dir_of(args)
     if not (state_dir / JOURNAL_NAME).exists():
         raise JournalError(f"no journal in {state_dir}: nothing has run there yet")
@@ -242,6 +242,8 @@ def _reader(args: argparse.Namespace) -> JournalReader:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from supervisor.journal.render import format_history, format_iteration, format_runs
+
     with _reader(args) as reader:
         if args.loop is None:
             runs = reader.runs()
@@ -266,6 +268,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.journal.render import format_status
+
     with _reader(args) as reader:
         if args.json:
             print(json.dumps(reader.status_json()))
@@ -323,19 +327,21 @@ async def _run_headless(config: Config, args: argparse.Namespace) -> int:
 async def run_with_printer(
     supervisor: runtime.Supervisor, printer: HeadlessPrinter, signals: AsyncIterator[int]
 ) -> int:
-    """Run to the end with the printer subscribed; the first of `signals` stops the run
-    cleanly (130), later ones are absorbed while children are killed."""
+    """Run to the end with the printer as a sink (every event, formatted as published:
+    `HeadlessPrinter.record`); the first of `signals` stops the run cleanly (130),
+    later ones are absorbed while children are killed."""
     results: list[int] = []
-    async with (
-        supervisor.subscribe(max_buffer=100_000) as events,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(printer.consume, events)
-        async with anyio.create_task_group() as run_tg:
-            run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
-            summary = await supervisor.run()
-            results.append(summary.exit_code)
-            run_tg.cancel_scope.cancel()
+    supervisor.add_sink(printer.record)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(printer.write_out)
+        try:
+            async with anyio.create_task_group() as run_tg:
+                run_tg.start_soon(_cancel_on_signal, signals, run_tg.cancel_scope)
+                summary = await supervisor.run()
+                results.append(summary.exit_code)
+                run_tg.cancel_scope.cancel()
+        finally:
+            printer.finish()
         supervisor.bus.close()
     await supervisor.aclose()
     return results[0] if results else runtime.EXIT_INTERRUPTED

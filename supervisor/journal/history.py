@@ -10,6 +10,7 @@ the writer has not committed yet (its last ~50 ms batch) is not seen.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -19,8 +20,10 @@ from supervisor.api import (
     IterationDetail,
     IterationSummary,
 )
-from supervisor.journal.reader import IterationRow, JournalReader
 from supervisor.journal.schema import JournalError
+
+if TYPE_CHECKING:
+    from supervisor.journal.reader import IterationRow
 
 
 def summary(row: IterationRow) -> IterationSummary:
@@ -58,6 +61,8 @@ class JournalHistory:
 
     def _commit_of(self, loop: str, iteration: int, run_id: str) -> tuple[str | None, str] | None:
         try:
+            from supervisor.journal.reader import JournalReader  # a history asked for
+
             with JournalReader(self.state_dir) as reader:
                 row = reader.iteration_commit(loop, iteration, run_id)
         except JournalError:
@@ -66,6 +71,8 @@ class JournalHistory:
 
     def _iterations(self, loop: str, run_id: str, limit: int) -> list[IterationSummary]:
         try:
+            from supervisor.journal.reader import JournalReader  # a history asked for
+
             with JournalReader(self.state_dir) as reader:
                 rows = reader.loop_iterations(loop, run_id)
         except JournalError as exc:
@@ -74,6 +81,8 @@ class JournalHistory:
 
     def _iteration(self, loop: str, iteration: int, run_id: str) -> IterationDetail:
         try:
+            from supervisor.journal.reader import JournalReader  # a history asked for
+
             with JournalReader(self.state_dir) as reader:
                 rows = reader.loop_iterations(loop, run_id)
                 attempts = [r for r in rows if r.iteration == iteration]

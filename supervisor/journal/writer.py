@@ -43,11 +43,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
+from supervisor.eventjson import event_json, output_row, text_json
 from supervisor.events import (
     AgentOutput,
     BudgetReleased,
@@ -60,12 +61,13 @@ from supervisor.events import (
     SessionSaved,
     UsageCharged,
 )
-from supervisor.journal import settle
-from supervisor.journal.resume import RunResume
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from supervisor.spec import LoopSpec
 from supervisor.statedir import ensure_state_dir, prepare_private, tighten_if_present
 from supervisor.textsafe import valid_text
+
+if TYPE_CHECKING:
+    from supervisor.journal.resume import RunResume
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
 
@@ -111,7 +113,8 @@ class JournalStatistics:
 
 
 class _Chunk:
-    """Consecutive output deltas of one loop, iteration and stream, merged."""
+    """Consecutive output deltas of one loop, iteration and stream, merged; each text
+    kept as its JSON literal, encoded once for the printer too (`eventjson`)."""
 
     __slots__ = ("iteration", "loop", "parts", "size", "stream", "ts")
 
@@ -120,18 +123,25 @@ class _Chunk:
         self.iteration = event.iteration
         self.stream = event.stream
         self.ts = event.ts
-        self.parts = [event.text]
+        self.parts = [text_json(event)]
         self.size = len(event.text)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": AgentOutput.type,
-            "ts": self.ts,
-            "loop": self.loop,
-            "iteration": self.iteration,
-            "text": "".join(self.parts),
-            "stream": self.stream,
-        }
+    def add(self, event: AgentOutput) -> None:
+        self.parts.append(text_json(event))
+        self.size += len(event.text)
+
+    def payload(self) -> str:
+        return output_row(self.ts, self.loop, self.iteration, self.parts, self.stream)
+
+
+class _Row:
+    """Any other event, with its JSON (encoded once, for the printer too: `eventjson`)."""
+
+    __slots__ = ("event", "payload")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.payload = event_json(event)
 
 
 class Journal:
@@ -141,7 +151,7 @@ class Journal:
         self.path = path
         self._conn = conn
         self._run_id: str | None = None
-        self._pending: list[Event | _Chunk] = []
+        self._pending: list[_Row | _Chunk] = []
         self._pending_events = 0
         self._inflight = (0, 0)
         """(events, rows) of the batch being written: still pending until committed."""
@@ -182,7 +192,10 @@ class Journal:
 
         A `BudgetReserved` is written at once, with everything before it (write-ahead):
         the agent sends its request right after reserving, and a kill -9 before the
-        next batch would otherwise leave money spent that no journal row covers.
+        next batch would otherwise leave money spent that no journal row covers. A
+        reservation of nothing (a command agent's, at each turn: it only waits for the
+        budget) puts nothing at stake and goes with the next batch: a transaction on
+        the event loop per turn was most of what a short command turn cost the journal.
         """
         with self._pending_lock:
             self._pending_events += 1
@@ -195,19 +208,18 @@ class Journal:
                     and chunk.stream == event.stream
                     and chunk.size < CHUNK_MAX_CHARS
                 ):
-                    chunk.parts.append(event.text)
-                    chunk.size += len(event.text)
+                    chunk.add(event)
                     return
                 chunk = _Chunk(event)
                 self._open_chunks[event.loop] = chunk
                 self._pending.append(chunk)
             else:
-                self._pending.append(event)
+                self._pending.append(_Row(event))
                 if loop is not None:
                     # Keep a loop's rows in order: later deltas start a new chunk.
                     self._open_chunks.pop(loop, None)
             rows = len(self._pending)
-        if isinstance(event, BudgetReserved) and not self._closed:
+        if isinstance(event, BudgetReserved) and (event.tokens or event.usd) and not self._closed:
             self._flush_reservation()
         elif rows >= self._max_batch and self._wake is not None:
             self._wake.set()
@@ -400,6 +412,8 @@ class Journal:
         """The newest run that has no end or whose loops are not all finished."""
         with self._write_lock:
             try:
+                from supervisor.journal import settle  # (resume only: a run starts sooner)
+
                 return settle.find_resumable_run(self._conn)
             except sqlite3.DatabaseError as exc:  # the first read of a resume
                 raise JournalError(
@@ -414,6 +428,8 @@ class Journal:
         once, plus the unseen rest) and marks in-flight iterations `interrupted`;
         later calls find nothing open and return the same figures.
         """
+        from supervisor.journal import settle
+
         with self._write_lock:
             self._flush_locked()
             quick_check(self._conn, self.path)
@@ -433,6 +449,8 @@ class Journal:
         Settles first (as `load_resume` does), so it is safe on its own. Later
         events belong to `run_id`. Returns True when the config changed.
         """
+        from supervisor.journal import settle
+
         with self._write_lock:
             self._flush_locked()
             self._transaction(lambda conn: settle.settle(conn, run_id), full=True)
@@ -493,25 +511,24 @@ def _valid_params(params: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _write_batch(
-    connection: sqlite3.Connection, run_id: str | None, batch: list[Event | _Chunk]
+    connection: sqlite3.Connection, run_id: str | None, batch: list[_Row | _Chunk]
 ) -> int:
     """Insert one batch; returns the number of rows written."""
     conn = _ValidText(connection)
     rows = 0
     run = run_id or ""
-    dumps = json.dumps
     for entry in batch:
-        data = entry.to_dict()
-        loop = data.get("loop")
-        iteration = data.get("iteration")
-        # ensure_ascii=False: a lone surrogate stays a character (made U+FFFD by
-        # _ValidText) instead of a `\\ud800` escape that readers would decode again.
-        payload = dumps(data, ensure_ascii=False, default=str)
-        cur = conn.execute(_INSERT_EVENT, (run, loop, iteration, data["ts"], data["type"], payload))
-        rows += 1
-        if isinstance(entry, _Chunk):
+        if isinstance(entry, _Chunk):  # its JSON made of its texts' encodings
+            chunk = (run, entry.loop, entry.iteration, entry.ts, AgentOutput.type, entry.payload())
+            conn.execute(_INSERT_EVENT, chunk)
+            rows += 1
             continue
-        rows += _derive(conn, run, entry, cur.lastrowid)
+        event = entry.event
+        loop = getattr(event, "loop", None)
+        iteration = getattr(event, "iteration", None)
+        row = (run, loop, iteration, event.ts, event.type, entry.payload)
+        cur = conn.execute(_INSERT_EVENT, row)
+        rows += 1 + _derive(conn, run, event, cur.lastrowid)
     return rows
 
 

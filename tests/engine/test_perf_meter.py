@@ -31,7 +31,7 @@ from helpers import (
     wait_for,
 )
 
-from supervisor import cgroup, cpumeter
+from supervisor import cgroup, cpumeter, procfs
 from supervisor.process import GroupProcess
 
 pytestmark = pytest.mark.anyio
@@ -275,3 +275,39 @@ def test_one_tick_reads_each_process_once_however_many_groups(
         for child in sleepers:
             child.kill()
             child.wait()
+
+
+def test_between_scans_only_groups_without_a_cgroup_are_re_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cgroup's cpu.stat counts its dead too: between two scans the meter re-reads
+    the members of groups without one (their last moments), and of groups near a limit."""
+    sleepers = [subprocess.Popen(["sleep", "30"], start_new_session=True) for _ in range(4)]
+    try:
+        stat = tmp_path / "cpu.stat"
+        stat.write_text("usage_usec 1000\n")
+        meter = cpumeter.CpuMeter()
+        for proc in sleepers[:3]:
+            meter.add(proc.pid, tmp_path)  # (cpu.stat in tmp_path: a cgroup of sorts)
+        meter.add(sleepers[3].pid)
+        reads: list[str] = []
+        real = procfs.read
+
+        def counted(path: str) -> bytes:
+            reads.append(path)
+            return real(path)
+
+        monkeypatch.setattr(procfs, "read", counted)
+        meter.refresh_known()
+        assert reads == [f"/proc/{sleepers[3].pid}/stat"]
+        reads.clear()
+        meter.limit(sleepers[0].pid, 0.5, lambda _: None)  # near its limit: re-read too
+        reads.clear()
+        meter.refresh_known()
+        assert sorted(reads) == sorted(
+            [f"/proc/{sleepers[0].pid}/stat", str(stat), f"/proc/{sleepers[3].pid}/stat"]
+        )
+    finally:
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,55 @@
+"""`run` starts without modules it does not use (issue 12: start-up is a third of a short
+run's CPU, imports most of it). Untimed: the test lists what a real `run --json` of one
+command agent imported, and checks that none of the modules only other paths need is
+among them (each costs a few ms of CPU at every start)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from helpers import PY, cli_env, loop, supervisor_table, table, write_config
+
+NOT_ON_THE_RUN_PATH = (
+    "psutil",  # a kill, a scan that finds something, or a platform without /proc
+    "ctypes.util",  # find_library("c") runs `ldconfig -p` in a child
+    "supervisor.journal.reader",  # status and history
+    "supervisor.journal.settle",  # --resume
+    "supervisor.journal.resume",
+    "statistics",  # the stuck detector's medians, once it has three figures
+    "importlib.resources",  # `init`'s starter loops.toml
+    "uuid",  # (and platform): run ids are os.urandom's
+    "anthropic",  # API loops only
+    "textual",
+)
+
+WRAPPER = (
+    "import atexit, json, runpy, sys\n"
+    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+    "sys.argv = ['loopvisor', *sys.argv[1:]]\n"
+    "runpy.run_module('supervisor', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def test_run_json_imports_only_what_it_uses(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        supervisor_table(),
+        table("agents.echo", kind="command", command=["sh", "-c", "echo DONE"]),
+        loop("one", "echo", max_iterations=1, done_marker="DONE"),
+    )
+    proc = subprocess.run(
+        [PY, "-c", WRAPPER, "run", "loops.toml", "--json"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = set(json.loads(proc.stderr.strip().splitlines()[-1]))
+    assert "supervisor.runtime" in imported
+    assert [m for m in NOT_ON_THE_RUN_PATH if m in imported] == []
