@@ -32,7 +32,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from supervisor.gitbase import record_base
+from supervisor.gitbase import base_ref, record_base
 from supervisor.gitident import author_env
 from supervisor.spec import Config, LoopSpec
 
@@ -41,7 +41,6 @@ IDENTITY: Mapping[str, str] = author_env(None)
 the checkpoint commits' default identity (`gitident`)."""
 BASE_KEY = "loopvisorbase"
 """`branch.<loop branch>.loopvisorbase`: the ref the branch was made from."""
-BASE_COMMIT_KEY = "loopvisorbasecommit"
 LANDED_KEY = "loopvisorlanded"
 """The branch tip a squash landing put on its target: merged, though not an ancestor."""
 SETUP_PENDING = "loopvisor-setup-pending"
@@ -147,8 +146,8 @@ def ensure_worktree(loop: LoopSpec) -> bool:
         start, base = _start_point(loop)
         git(["worktree", "add", "--no-track", "-b", branch, str(path), start], wt.repo)
         git(["config", f"branch.{branch}.{BASE_KEY}", base], wt.repo)
-        git(["config", f"branch.{branch}.{BASE_COMMIT_KEY}", _commit(wt.repo, start)], wt.repo)
-        record_base(wt.repo, branch)  # the ref `loopvisor diff LOOP` compares against
+        # Its commit, as the ref `loopvisor diff` and `land` read (`gitbase`): one record.
+        record_base(wt.repo, branch)
     if loop.setup:
         (_git_dir(path) / SETUP_PENDING).write_text("setup not run yet\n", encoding="utf-8")
     return True
@@ -211,10 +210,6 @@ def snapshot_commit(path: Path, message: str, *, exclude: Iterable[Path] = ()) -
     return git(["commit-tree", tree, "-p", "HEAD", "-m", message], path, env=IDENTITY).strip()
 
 
-def _commit(repo: Path, ref: str) -> str:
-    return git(["rev-parse", f"{ref}^{{commit}}"], repo).strip()
-
-
 def _git_dir(path: Path) -> Path:
     """The worktree's own git dir (`.git/worktrees/NAME` of the repo)."""
     return Path(git(["rev-parse", "--absolute-git-dir"], path).strip())
@@ -224,11 +219,11 @@ def recorded_base(repo: Path, branch: str) -> tuple[str | None, str | None]:
     """(the ref the loop's branch was made from, its commit then), as recorded when its
     worktree was created; (None, None) for a branch loopvisor did not record."""
 
-    def get(key: str) -> str | None:
-        out = git_run(["config", "--get", f"branch.{branch}.{key}"], repo, ok=(0, 1))
-        return out.stdout.strip() or None
-
-    return get(BASE_KEY), get(BASE_COMMIT_KEY)
+    ref = git_run(["config", "--get", f"branch.{branch}.{BASE_KEY}"], repo, ok=(0, 1))
+    commit = git_run(
+        ["rev-parse", "--verify", "--quiet", f"{base_ref(branch)}^{{commit}}"], repo, ok=(0, 1)
+    )
+    return ref.stdout.strip() or None, commit.stdout.strip() or None
 
 
 def prepare_worktrees(config: Config) -> list[str]:
