@@ -54,7 +54,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from supervisor.agents.base import (
@@ -70,71 +69,27 @@ from supervisor.agents.base import (
     Waiting,
 )
 from supervisor.agents.pricing import cost_usd
+from supervisor.agents.stream_json_lines import (
+    InitInfo,
+    ResultInfo,
+    decode,
+    describe_init,
+    number,
+    raw_line,
+    text_or_none,
+    tool_output,
+)
 from supervisor.agents.usage import Tokens, positive_int
 from supervisor.spec import Price
-from supervisor.textsafe import json_loads
 from supervisor.transcript import TextTail
 
 LAST_TEXT_KEEP = 64 * 1024
 """Characters of the last assistant message kept as the turn's output."""
 
-RAW_LINE_LIMIT = 2000
-"""Characters of an unknown line kept in the transcript."""
-TOOL_OUTPUT_LIMIT = 16 * 1024
-"""Characters of one tool result kept in the transcript (a Read can return megabytes)."""
 SYNTHETIC_MODEL = "<synthetic>"
 """The model name of messages the CLI makes up itself (e.g. "API Error: ...")."""
 CAP_SUBTYPES = frozenset({"error_max_turns", "error_max_budget_usd"})
 NOT_RETRYABLE_STATUS = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
-
-
-@dataclass(frozen=True, slots=True)
-class InitInfo:
-    """What `system/init` tells about the run."""
-
-    session_id: str | None
-    model: str | None
-    cwd: str | None
-    tools: tuple[str, ...]
-    permission_mode: str | None
-    version: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ResultInfo:
-    """The final `result` line, with this invocation's usage resolved."""
-
-    subtype: str
-    is_error: bool
-    text: str | None
-    session_id: str | None
-    num_turns: int
-    tokens: Tokens
-    """This invocation's tokens (the reconciliation target)."""
-    usd: float | None
-    """This invocation's USD (None: the CLI did not say)."""
-    total_cost_usd: float | None
-    """As printed: cumulative over the session after `--resume`."""
-    terminal_reason: str | None
-    api_error_status: int | None
-    errors: tuple[str, ...]
-    permission_denials: int
-
-
-def decode(line: str) -> dict[str, Any] | None:
-    """One stream-json line as a JSON object, or None (blank, malformed, not an object).
-
-    Its strings come out valid (`"\\ud800"` becomes U+FFFD): they reach the journal,
-    every printer and the next prompt.
-    """
-    text = line.strip()
-    if not text:
-        return None
-    try:
-        value = json_loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class StreamJsonParser:
@@ -190,11 +145,11 @@ class StreamJsonParser:
         """Events for one stdout line (possibly none). Never raises on bad input."""
         obj = decode(line)
         if obj is None:
-            return [] if not line.strip() else [_raw(line)]
+            return [] if not line.strip() else [raw_line(line)]
         try:
             return self._dispatch(obj, line)
         except (TypeError, ValueError, AttributeError, KeyError):
-            return [_raw(line)]
+            return [raw_line(line)]
 
     def _dispatch(self, obj: dict[str, Any], line: str) -> list[AgentEvent]:
         kind = obj.get("type")
@@ -214,7 +169,7 @@ class StreamJsonParser:
             self._waiting = False
             out += self._result(obj)
         else:
-            out.append(_raw(line))
+            out.append(raw_line(line))
         return out
 
     def _system(self, obj: dict[str, Any], line: str) -> list[AgentEvent]:
@@ -222,12 +177,12 @@ class StreamJsonParser:
         if subtype == "init":
             tools = obj.get("tools")
             info = InitInfo(
-                session_id=_str(obj.get("session_id")),
-                model=_str(obj.get("model")),
-                cwd=_str(obj.get("cwd")),
+                session_id=text_or_none(obj.get("session_id")),
+                model=text_or_none(obj.get("model")),
+                cwd=text_or_none(obj.get("cwd")),
                 tools=tuple(str(t) for t in tools) if isinstance(tools, list) else (),
-                permission_mode=_str(obj.get("permissionMode")),
-                version=_str(obj.get("claude_code_version")),
+                permission_mode=text_or_none(obj.get("permissionMode")),
+                version=text_or_none(obj.get("claude_code_version")),
             )
             self.init = info
             if info.model and self.model is None:
@@ -235,7 +190,7 @@ class StreamJsonParser:
             out: list[AgentEvent] = []
             if info.session_id:
                 out.append(SessionStarted(info.session_id))
-            out.append(TextDelta(_describe_init(info), stream="raw"))
+            out.append(TextDelta(describe_init(info), stream="raw"))
             return out
         if subtype == "api_retry":
             delay = obj.get("retry_delay_ms")
@@ -250,14 +205,14 @@ class StreamJsonParser:
             return [Waiting(f"claude: {what}, CLI retry {tries}", seconds=seconds, retry=False)]
         if subtype == "status":
             return []
-        return [_raw(line)]
+        return [raw_line(line)]
 
     def _assistant(self, obj: dict[str, Any]) -> list[AgentEvent]:
         message = obj.get("message")
         if not isinstance(message, Mapping):
-            return [_raw(json.dumps(obj))]
-        msg_id = _str(message.get("id")) or self._anonymous_id()
-        model = _str(message.get("model"))
+            return [raw_line(json.dumps(obj))]
+        msg_id = text_or_none(message.get("id")) or self._anonymous_id()
+        model = text_or_none(message.get("model"))
         out: list[AgentEvent] = []
         if model == SYNTHETIC_MODEL:
             model = None
@@ -297,7 +252,7 @@ class StreamJsonParser:
                 out.append(
                     ToolResult(
                         tool_id=str(block.get("tool_use_id", "")),
-                        output=_tool_output(block.get("content")),
+                        output=tool_output(block.get("content")),
                         is_error=bool(block.get("is_error", False)),
                     )
                 )
@@ -308,14 +263,14 @@ class StreamJsonParser:
         if not isinstance(event, Mapping):
             return []
         etype = event.get("type")
-        msg_id = _str(obj.get("api_message_id"))
+        msg_id = text_or_none(obj.get("api_message_id"))
         if etype == "message_start":
             message = event.get("message")
             if not isinstance(message, Mapping):
                 return []
-            msg_id = _str(message.get("id")) or msg_id or self._anonymous_id()
+            msg_id = text_or_none(message.get("id")) or msg_id or self._anonymous_id()
             self._current_stream_id = msg_id
-            model = _str(message.get("model"))
+            model = text_or_none(message.get("model"))
             if model == SYNTHETIC_MODEL:
                 return []
             usage = self._account(msg_id, model, Tokens.from_api(message.get("usage")))
@@ -350,7 +305,7 @@ class StreamJsonParser:
             for entry in per_model:
                 summed = summed + Tokens.from_model_usage(entry)
             target = target.maximum(summed)
-            usd = math.fsum(_float(entry.get("costUSD")) for entry in per_model)
+            usd = math.fsum(number(entry.get("costUSD")) for entry in per_model)
         elif total_usd is not None:
             usd = max(0.0, total_usd - self._usd_baseline)
         status = obj.get("api_error_status")
@@ -361,12 +316,12 @@ class StreamJsonParser:
             subtype=str(obj.get("subtype") or "unknown"),
             is_error=bool(obj.get("is_error", False)),
             text=text if isinstance(text, str) else None,
-            session_id=_str(obj.get("session_id")),
+            session_id=text_or_none(obj.get("session_id")),
             num_turns=positive_int(obj.get("num_turns")),
             tokens=target,
             usd=usd,
             total_cost_usd=total_usd,
-            terminal_reason=_str(obj.get("terminal_reason")),
+            terminal_reason=text_or_none(obj.get("terminal_reason")),
             api_error_status=status if isinstance(status, int) else None,
             errors=tuple(str(e) for e in errors) if isinstance(errors, list) else (),
             permission_denials=len(denials) if isinstance(denials, list) else 0,
@@ -458,51 +413,3 @@ def parse_lines(lines: Iterable[str], **kwargs: Any) -> list[AgentEvent]:
         events += parser.feed(line)
     events.append(parser.finish(0))
     return events
-
-
-def _describe_init(info: InitInfo) -> str:
-    parts = [f"claude {info.version or '?'} session {info.session_id or '?'}"]
-    parts.append(f"model {info.model or '?'}")
-    if info.permission_mode:
-        parts.append(f"permissions {info.permission_mode}")
-    if info.cwd:
-        parts.append(f"cwd {info.cwd}")
-    parts.append(f"{len(info.tools)} tools: {', '.join(info.tools)}")
-    return " · ".join(parts) + "\n"
-
-
-def _raw(line: str) -> TextDelta:
-    text = line.rstrip("\n")
-    if len(text) > RAW_LINE_LIMIT:
-        text = text[:RAW_LINE_LIMIT] + f" [... {len(text) - RAW_LINE_LIMIT} more characters]"
-    return TextDelta(text + "\n", stream="raw")
-
-
-def _tool_output(content: Any) -> str:
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        parts: list[str] = []
-        for block in content:
-            if isinstance(block, Mapping) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif isinstance(block, Mapping):
-                parts.append(f"[{block.get('type', 'block')}]")
-            else:
-                parts.append(str(block))
-        text = "\n".join(parts)
-    elif content is None:
-        text = ""
-    else:
-        text = json.dumps(content)
-    if len(text) > TOOL_OUTPUT_LIMIT:
-        text = text[:TOOL_OUTPUT_LIMIT] + f"\n[... {len(text) - TOOL_OUTPUT_LIMIT} more characters]"
-    return text
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0

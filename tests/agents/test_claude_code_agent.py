@@ -36,7 +36,7 @@ from supervisor.agents.base import (
     ToolResult,
     Usage,
 )
-from supervisor.agents.stream_json import decode
+from supervisor.agents.stream_json_lines import decode
 from supervisor.agents.usage import Tokens
 from supervisor.budget import Charge
 

@@ -32,7 +32,8 @@ from supervisor.agents.base import (
     Waiting,
 )
 from supervisor.agents.pricing import cost_usd, price_for
-from supervisor.agents.stream_json import StreamJsonParser, decode, parse_lines
+from supervisor.agents.stream_json import StreamJsonParser, parse_lines
+from supervisor.agents.stream_json_lines import decode
 from supervisor.agents.usage import Tokens
 
 
