@@ -5,10 +5,18 @@ resumed run must send iteration 2 a prompt byte-identical to the one the killed 
 sent: the same `$check_output` (iteration 1's failing check), `$last_output`
 (iteration 1's reply) and the same detector state (the resumed run goes on to be
 declared stuck at the same iteration a run without the crash would have been).
+Operator notes not yet answered by a finished iteration survive a kill -9 of `serve`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+from daemon import kill_daemon, poll, start_daemon
 from helpers import command_agent, loop, supervisor_table, wait_gone, write_config
 from resume_support import Harness, attempts, lines_of
 
@@ -65,3 +73,68 @@ def test_a_resumed_iteration_gets_the_same_prompt_and_stuck_state(harness: Harne
         (2, "continue"),
         (3, "stuck"),
     ]
+
+
+# Waits in iteration N until the file ../goN exists (the test's cue), then answers.
+GATED = (
+    "import os, pathlib, time\n"
+    "n = os.environ['LOOPVISOR_ITERATION']\n"
+    "with open('../agent.pids', 'a') as fh:  # outside the workspace: not a change\n"
+    "    fh.write(f'{os.getpid()}\\n')\n"
+    "print(f'attempt {n} thinking', flush=True)\n"
+    "while not pathlib.Path(f'../go{n}').exists():\n"
+    "    time.sleep(0.02)\n"
+    "print(f'attempt {n} done', flush=True)\n"
+)
+
+
+def _prompts(state: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT iteration, prompt FROM iterations WHERE loop = 'w' ORDER BY id"
+        ).fetchall()
+    return [(int(n), str(p)) for n, p in rows]
+
+
+def test_operator_notes_not_yet_answered_survive_a_kill_9(tmp_path: Path) -> None:
+    """Note A is injected during iteration 1 (so iteration 2's prompt carries it), note B
+    during iteration 2 (queued for the next prompt); the server is SIGKILLed during
+    iteration 2. Resumed, the re-run iteration 2 gets both notes: A, because the
+    iteration that answered it never finished, and B, which no prompt had carried yet;
+    nothing is lost and nothing is sent twice."""
+    (tmp_path / "w").mkdir()
+    toml = "\n".join(
+        [
+            supervisor_table(1),
+            command_agent("cli", GATED),
+            loop("w", "cli", workspace="w", prompt=PROMPT, checks=[CHECK], max_iterations=2),
+        ]
+    )
+    pids_file = tmp_path / "agent.pids"
+    d = start_daemon(tmp_path, toml)
+    daemons = [d.pid]
+    try:
+        poll(lambda: len(lines_of(pids_file)) == 1, timeout=20, what="iteration 1's agent")
+        assert d.ctl("inject", "w", "note A: use the helper").returncode == 0
+        (tmp_path / "go1").touch()
+        poll(lambda: len(lines_of(pids_file)) == 2, timeout=20, what="iteration 2's agent")
+        assert d.ctl("inject", "w", "note B: keep it short").returncode == 0
+        os.kill(d.pid, signal.SIGKILL)
+        wait_gone([d.pid], timeout=10)
+        for pid in map(int, lines_of(pids_file)):  # the agents are on their own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        (killed_prompt,) = [p for n, p in _prompts(d.state) if n == 2]
+        assert "Operator note: note A: use the helper" in killed_prompt
+        assert "note B" not in killed_prompt
+
+        (tmp_path / "go2").touch()
+        resumed = d.resume()
+        daemons.append(resumed.pid)
+        poll(lambda: resumed.loop("w")["state"] == "failed", timeout=30, what="the end")
+    finally:
+        for pid in daemons:
+            kill_daemon(pid)
+    prompts = _prompts(d.state)
+    assert [n for n, _ in prompts] == [1, 2, 2], prompts
+    assert prompts[2][1] == killed_prompt + "\nOperator note: note B: keep it short"
