@@ -102,6 +102,42 @@ async def test_quit_dialog_uses_the_same_keys() -> None:
         await until(pilot, lambda: ("shutdown", ()) in handle.calls)
 
 
+DIALOGS = [
+    pytest.param(lambda app: app.ask_stop("fizzbuzz"), "Stop", id="stop"),
+    pytest.param(lambda app: app.stop_all(), "Stop all", id="stop-all"),
+    pytest.param(lambda app: app.restart("parser"), "Restart", id="restart"),
+    pytest.param(lambda app: app.ask_land("parser"), "Land", id="land"),
+    pytest.param("q", "Stop and quit", id="quit"),
+]
+
+
+@pytest.mark.parametrize(("open_dialog", "label"), DIALOGS)
+async def test_every_dialog_shows_both_keys_at_80x24_and_enter_changes_nothing(
+    open_dialog: Any, label: str
+) -> None:
+    """Each confirmation the console asks (stop, stop all, restart, land, quit), at the
+    smallest supported terminal: both buttons show their key as ConfirmScreen binds it,
+    whole, and enter (focus on the safe button) neither confirms nor calls the core."""
+    from tui.screens.confirm import CANCEL_KEYS, CONFIRM_KEY
+
+    app, handle = fixed_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        if isinstance(open_dialog, str):
+            await pilot.press(open_dialog)
+        else:
+            open_dialog(app)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.1)
+        row = next(line for line in screen_text(app).splitlines() if "Cancel" in line)
+        assert re.search(rf"\[{CONFIRM_KEY}\] {label}\s", row), row
+        assert f"[{CANCEL_KEYS[0]}] Cancel " in row, row
+        await pilot.press("enter")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        await pilot.pause(0.1)
+        assert handle.calls == [], handle.calls
+
+
 # -- 10: restart asks, p on an ended loop, the inbox keys -----------------------------
 async def test_restart_asks_first_and_says_the_spend_stays() -> None:
     app, handle = fixed_app()
