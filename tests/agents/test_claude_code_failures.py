@@ -113,8 +113,10 @@ async def test_a_term_ignoring_cli_is_killed_after_the_grace(
     tmp_path: Path, fake: FakeClaude, workspace: Path
 ) -> None:
     fake.script([{"ignore_term": True}, {"out": "starting"}, {"hang": True}])
+    # The stall clock starts at spawn: 0.3 s killed the fake before it had even
+    # recorded its pid on a loaded 2-core machine; 2 s still ends the test quickly.
     agent = make_agent(
-        tmp_path, workspace, command=str(fake.path), env=fake.env, stall=0.3, timeout=None
+        tmp_path, workspace, command=str(fake.path), env=fake.env, stall=2.0, timeout=None
     )
     events = await collect(agent, request(workspace, make_budget()))
     assert isinstance(events[-1], AgentFailed)
