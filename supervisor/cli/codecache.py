@@ -92,8 +92,8 @@ def _load(path: Path | None) -> dict[str, CodeType]:
     if path is None:
         return {}
     try:
-        with open(path, "rb") as fh:
-            loaded = marshal.load(fh)
+        # One read, then loads: marshal.load(file) reads object by object (~40 ms here).
+        loaded = marshal.loads(path.read_bytes())
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     if not isinstance(loaded, dict):
