@@ -193,34 +193,80 @@ class TextTail:
 
 class TranscriptTail:
     """The last TAIL_LINES lines of a loop's transcript, each with its kind; agent text
-    is cut into lines by the one `LineSplitter`, a stream's lines tagged as in plain text."""
+    is cut into lines by the one `LineSplitter`, a stream's lines tagged as in plain text.
+
+    Agent text is split when the tail is looked at (`lines`, `snapshot`, `streaming`,
+    a line of the loop's own), not as it comes: a command agent's output arrives in
+    whole pipe reads of ~1,000 lines, and splitting each read into its last 400 lines
+    (strings and tuples the next read pushes out) was ~13% of a streaming run's CPU.
+    Text held for later is at most `PENDING_CHARS` plus one chunk, then split in one
+    go. Splitting held chunks joined gives what splitting them one by one gives, except
+    where a chunk ends inside an over-long line (the splitter cuts such a line where
+    the chunk ends): that chunk is split at once, so the lines are the same either way.
+    """
+
+    PENDING_CHARS = 256 * 1024
 
     def __init__(self, max_lines: int = TAIL_LINES) -> None:
-        self.lines: deque[TranscriptLine] = deque(maxlen=max_lines)
+        self._lines: deque[TranscriptLine] = deque(maxlen=max_lines)
         self._splitter = LineSplitter(TAIL_LINE_CHARS)
         self._kind = LineKind.TEXT
         """The kind of the line being streamed (its stream's)."""
+        self._pending: list[tuple[str, list[str]]] = []
+        """Agent text not split yet: runs of one stream's chunks, oldest first."""
+        self._pending_chars = 0
+        self._open = 0
+        """Length of the unfinished line at the end of all text so far."""
+
+    @property
+    def lines(self) -> deque[TranscriptLine]:
+        self._split_pending()
+        return self._lines
 
     def add(self, text: str, stream: str = "assistant") -> None:
-        # A big chunk: only its last `keep` lines can stay, so only they are split off.
-        self._kind = kind = stream_kind(stream)
-        done = self._splitter.feed(text, prefix=stream_tag(stream), keep=self.lines.maxlen)
-        self.lines.extend(kinded(kind, done))
+        pending = self._pending
+        if pending and pending[-1][0] == stream:
+            pending[-1][1].append(text)
+        else:
+            pending.append((stream, [text]))
+        self._pending_chars += len(text)
+        end = text.rfind("\n")
+        self._open = self._open + len(text) if end < 0 else len(text) - end - 1
+        if self._open > TAIL_LINE_CHARS or self._pending_chars > self.PENDING_CHARS:
+            self._split_pending()
+
+    def _split_pending(self) -> None:
+        if not self._pending:
+            return
+        keep = self._lines.maxlen
+        for stream, parts in self._pending:
+            # A big chunk: only its last `keep` lines can stay, so only they are split off.
+            self._kind = kind = stream_kind(stream)
+            text = parts[0] if len(parts) == 1 else "".join(parts)
+            done = self._splitter.feed(text, prefix=stream_tag(stream), keep=keep)
+            self._lines.extend(kinded(kind, done))
+        self._pending.clear()
+        self._pending_chars = 0
+        self._open = len(self._splitter.partial)
 
     def add_line(self, line: TranscriptLine) -> None:
         self.flush_partial()
-        self.lines.append(line)
+        self._lines.append(line)
 
     def flush_partial(self) -> None:
+        self._split_pending()
         if self._splitter.partial:
-            self.lines.append(TranscriptLine(self._kind, self._splitter.flush()))
+            self._lines.append(TranscriptLine(self._kind, self._splitter.flush()))
+            self._open = 0
 
     @property
     def streaming(self) -> bool:
         """True while a line is being streamed: `snapshot()`'s last line is not complete."""
+        self._split_pending()
         return bool(self._splitter.partial)
 
     def snapshot(self) -> tuple[TranscriptLine, ...]:
-        lines = tuple(self.lines)
+        self._split_pending()
+        lines = tuple(self._lines)
         partial = self._splitter.partial
         return (*lines, TranscriptLine(self._kind, partial)) if partial else lines

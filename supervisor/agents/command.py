@@ -45,6 +45,12 @@ class CommandAgent:
     def __init__(self, spec: CommandAgentSpec, loop: LoopSpec) -> None:
         self.spec = spec
         self.loop = loop
+        self._uses_prompt_file = any(
+            "prompt_file" in string.Template(arg).get_identifiers() for arg in spec.command
+        )
+        """A prompt file is written only for a command that names it: nothing else can
+        see it (its path reaches the child through argv alone), and a command that
+        does not read it paid a file's creation, write and removal every turn."""
 
     @property
     def session_id(self) -> str | None:
@@ -62,18 +68,22 @@ class CommandAgent:
     async def aclose(self) -> None:
         return None
 
-    def argv(self, request: AgentRequest, prompt_file: Path) -> list[str]:
+    def argv(self, request: AgentRequest, prompt_file: Path | None) -> list[str]:
         values = {
             "prompt": request.prompt,
             "loop": request.loop,
             "iteration": str(request.iteration),
             "workspace": str(request.workspace),
-            "prompt_file": str(prompt_file),
         }
+        if prompt_file is not None:
+            values["prompt_file"] = str(prompt_file)
         return [string.Template(arg).safe_substitute(values) for arg in self.spec.command]
 
     async def run(self, request: AgentRequest, send: EventSend) -> None:
         await request.budget.reserve(input_tokens=0, max_output_tokens=0, minimum_output_tokens=0)
+        if not self._uses_prompt_file:
+            await self._run(request, None, send)
+            return
         fd, name = tempfile.mkstemp(prefix="loopvisor-prompt-", suffix=".txt")
         prompt_file = Path(name)
         try:
@@ -83,7 +93,7 @@ class CommandAgent:
         finally:
             prompt_file.unlink(missing_ok=True)  # noqa: ASYNC240 (a tiny local temp file)
 
-    async def _run(self, request: AgentRequest, prompt_file: Path, send: EventSend) -> None:
+    async def _run(self, request: AgentRequest, prompt_file: Path | None, send: EventSend) -> None:
         spec = self.spec
         env = configured_env(pass_env=spec.pass_env, env=spec.env, supervisor=request.env)
         stdin = request.prompt.encode() if spec.stdin else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,28 @@ async def test_prompt_file_holds_the_prompt_during_the_turn(tmp_path: Path) -> N
     script = "import sys; open('seen.txt', 'w').write(open(sys.argv[1]).read())"
     await turn(agent(tmp_path, script, "$prompt_file"), tmp_path, prompt=NASTY)
     assert (tmp_path / "seen.txt").read_text() == NASTY
+
+
+async def test_no_prompt_file_is_written_for_a_command_that_does_not_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the file cost a creation, a write and a removal every turn."""
+    made: list[object] = []
+    real = tempfile.mkstemp
+
+    def counting_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", counting_mkstemp)
+    script = "import sys; open('argv.txt', 'w').write(repr(sys.argv[1:]))"
+    got = events(await turn(agent(tmp_path, script, "$prompt", "${loop}"), tmp_path, prompt="p"))
+    assert isinstance(got[-1], Done)
+    assert (tmp_path / "argv.txt").read_text() == "['p', 'L']"
+    assert made == []
+    await turn(agent(tmp_path, script, "x${prompt_file}"), tmp_path, prompt="p")
+    assert len(made) == 1
+    assert "loopvisor-prompt-" in (tmp_path / "argv.txt").read_text()
 
 
 async def test_stdin_true_pipes_the_prompt(tmp_path: Path) -> None:
