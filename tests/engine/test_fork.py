@@ -17,6 +17,7 @@ from daemon import kill_daemon, lv, poll, start_daemon
 from gitrepo import commits, git, make_repo
 from helpers import loop, sim_agent, supervisor_table, wait_gone
 
+from supervisor.api import ControlError
 from supervisor.config.load import load_config
 from supervisor.control.client import RemoteSupervisor
 from supervisor.worktree import prepare_worktrees
@@ -72,6 +73,7 @@ def outcomes(status: dict[str, object], name: str) -> dict[str, object]:
     return next(row for row in loops if row["name"] == name)
 
 
+@pytest.mark.timeout(120)  # two `serve` start-ups (one a resume) and ~10 CLI processes
 async def test_fork_from_an_iteration_over_a_served_run(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     (tmp_path / "ws").mkdir()
@@ -125,22 +127,27 @@ async def test_fork_from_an_iteration_over_a_served_run(tmp_path: Path) -> None:
         history = lv("history", "fix-fork2", "--state-dir", daemon.state, cwd=tmp_path)
         assert "forked from fix@2" in history.stdout, history.stdout
 
-        # Refusals: each says why, and nothing is made.
-        def refused(*args: str) -> str:
-            r = lv("fork", *args, "--state-dir", daemon.state, cwd=tmp_path)
-            assert r.returncode == 1, (r.stdout, r.stderr)
-            return r.stderr
-
-        assert "no loop named 'nope'" in refused("nope", "--iteration", "1")
-        assert "no iteration 9" in refused("fix", "--iteration", "9")
-        assert "has no worktree" in refused("plain", "--iteration", "1")
-        assert "exists in this run" in refused("fix", "--iteration", "1", "--name", "fix")
-        assert "not a valid loop name" in refused("fix", "--iteration", "1", "--name", "../x")
+        # Refusals: each says why (the CLI's exit code 1), and nothing is made.
+        unknown = lv("fork", "nope", "--iteration", "1", "--state-dir", daemon.state, cwd=tmp_path)
+        assert unknown.returncode == 1
+        assert "no loop named 'nope'" in unknown.stderr
         git("branch", "loopvisor/taken", "main", cwd=repo)
-        assert "branch loopvisor/taken exists" in refused(
-            "fix", "--iteration", "1", "--name", "taken"
-        )
+        async with RemoteSupervisor(daemon.socket, state_dir=daemon.state) as remote:
+            for loop_name, n, name, why in (
+                ("fix", 9, None, "no iteration 9"),
+                ("fix", 0, None, "start at 1"),
+                ("plain", 1, None, "has no worktree"),
+                ("fix", 1, "fix", "exists in this run"),
+                ("fix", 1, "../x", "not a valid loop name"),
+                ("fix", 1, "taken", "branch loopvisor/taken exists"),
+            ):
+                with pytest.raises(ControlError, match=why):
+                    await remote.fork(loop_name, iteration=n, name=name)
         assert not (daemon.state / "worktrees" / "taken").exists()
+        assert sorted(p.name for p in (daemon.state / "worktrees").iterdir()) == [
+            "fix",
+            "fix-fork2",
+        ]
 
         # After a crash, `serve --resume` brings the fork back, as it ended.
         os.kill(daemon.pid, signal.SIGKILL)
