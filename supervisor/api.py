@@ -61,6 +61,8 @@ class LoopSnapshot:
     transcript_tail: tuple[TranscriptLine, ...] = ()
     transcript_streaming: bool = False
     """The tail's last line is still being streamed (more of it follows in events)."""
+    forked_from: str = ""
+    """"PARENT@N": the loop was forked from loop PARENT's iteration N (`loopvisor fork`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the tail as its lines' texts (their kinds: `RunSnapshot.to_dict`)."""
@@ -391,6 +393,16 @@ class SupervisorHandle(Protocol):
         commit with `squash`; or push it to the remote `push`; or push it and open a pull
         request with `pr`. Returns what was done; a refusal or a conflict (which changes
         nothing) raises ControlError saying why."""
+        ...
+
+    async def fork(
+        self, loop: str, *, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        """Start a new loop `name` (default `LOOP-forkN`) from a worktree loop's iteration
+        `iteration` (`fork.py`): its branch and worktree at that iteration's commit, its
+        conversation as the parent's agent had it then, its own fresh budget, `prompt`
+        as its template (default: the parent's). Returns what was done; ControlError
+        for an unknown loop or iteration, a loop without a worktree, a name taken."""
         ...
 
     async def transcript(

@@ -256,6 +256,35 @@ class ScheduledRun(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopForked(LoopEvent):
+    """A new loop (`loop`) forked from `parent` at the end of its iteration `iteration`
+    (`fork.py`): its worktree starts at `commit` and its conversation from what the
+    parent's agent had then. Journalled first, so `--resume` brings the fork back: it
+    is not in loops.toml, and this record is how it is rebuilt from its parent."""
+
+    type: ClassVar[str] = "forked"
+    parent: str
+    iteration: int
+    commit: str
+    """The commit its branch starts from (iteration N's checkpoint, or the nearest
+    earlier one, or the parent's base when none changed anything)."""
+    prompt: str | None = None
+    """Its own prompt template (`--prompt-file`); None: the parent's."""
+    session_id: str | None = None
+    """The parent's agent session after iteration N (Claude Code: `--fork-session`)."""
+    conversation: list[dict[str, Any]] | None = None
+    """The parent's API conversation after iteration N."""
+    last_output: str = ""
+    check_output: str = ""
+    """`$last_output` and `$check_output` as they were after iteration N."""
+
+    @property
+    def label(self) -> str:
+        """How status and history show the parent: "LOOP@N"."""
+        return f"{self.parent}@{self.iteration}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StuckDetected(LoopEvent):
     type: ClassVar[str] = "stuck"
     iteration: int
@@ -368,6 +397,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CheckFinished,
         IterationFinished,
         ScheduledRun,
+        LoopForked,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

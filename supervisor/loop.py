@@ -160,6 +160,8 @@ class LoopRunner:
         self.last_outcome = ""
         self.carried = Charge()
         """What earlier scheduled runs spent (the loop ledger restarts per run)."""
+        self.forked_from = ""
+        """"PARENT@N" for a loop forked from another's iteration N (`fork.py`)."""
         if resume is not None:
             self._restore(resume)
 

@@ -51,6 +51,10 @@ def describe(event: ev.Event) -> TranscriptLine | None:
             f"── iteration {event.iteration} {event.outcome}: {_short(event.reason)} "
             f"[{event.tokens:,} tok, ${event.usd:.4f}, {event.duration_s:.1f}s{commit}]",
         )
+    if isinstance(event, ev.LoopForked):
+        return TranscriptLine(
+            K.OPERATOR, f"⑂ forked from {event.label} at commit {event.commit[:10]}"
+        )
     if isinstance(event, ev.OutputTruncated):
         return TranscriptLine(K.WARNING, truncation_message(event.dropped, event.limit))
     if isinstance(event, ev.StuckDetected):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -59,7 +59,7 @@ from supervisor.worktree import OverlapChecker
 if TYPE_CHECKING:
     from supervisor.agents.ratelimit import RateLimiterRegistry
     from supervisor.journal.history import JournalHistory
-    from supervisor.journal.resume import RunResume
+    from supervisor.journal.resume import LoopResume, RunResume
 
 SNAPSHOT_TAIL = 200
 """Transcript lines per loop in a snapshot by default (a UI's seed on connect)."""
@@ -118,7 +118,7 @@ class Supervisor:
         """Closed while the journal's disk is full: loops start no turn (diskfull.py)."""
         self._limiters = self._make_limiters()
         self._budget_watch = BudgetWatch(self._publish)
-        ctx = AgentContext(
+        self._ctx = AgentContext(
             state_dir=config.supervisor.state_dir,
             pricing=dict(config.pricing),
             limiters=self._limiters,
@@ -134,31 +134,72 @@ class Supervisor:
         self.runners: dict[str, LoopRunner] = {}
         for spec in config.loops:
             loop_resume = resume.loops.get(spec.name) if resume else None
-            ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
-            if loop_resume is not None:
-                ledger.charge(
-                    Charge(tokens=loop_resume.tokens, usd=loop_resume.usd, cpu_s=loop_resume.cpu_s)
-                )
-            agent_spec = config.agent_for(spec)
-            self.runners[spec.name] = LoopRunner(
-                spec,
-                agent_spec,
-                build_agent(agent_spec, spec, ctx),
-                ledger=ledger,
-                slots=self.slots,
-                publish=self._publish,
-                pricing=dict(config.pricing),
-                resume=loop_resume,
-                after_iteration=overlap.check if overlap.active else None,
-                state_dir=config.supervisor.state_dir.resolve(),
-                redactor=self.redactor,
-                output_cap=config.supervisor.max_output_per_iteration,
-                gate=self.gate,
-                run_id=self.run_id,
-                worktree=self.landing if spec.worktree is not None else None,
+            self.runners[spec.name] = self._make_runner(
+                spec, loop_resume, overlap.check if overlap.active else None
             )
-        self._notes = [*(resume.notes if resume else ()), *notes]
+        fork_notes = [] if resume is None else self._restore_forks(resume)
+        self._notes = [*(resume.notes if resume else ()), *fork_notes, *notes]
         """Warnings published right after `RunStarted`."""
+
+    def _make_runner(
+        self,
+        spec: LoopSpec,
+        loop_resume: LoopResume | None,
+        after_iteration: Callable[[str], Awaitable[None]] | None = None,
+    ) -> LoopRunner:
+        ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
+        if loop_resume is not None:
+            ledger.charge(
+                Charge(tokens=loop_resume.tokens, usd=loop_resume.usd, cpu_s=loop_resume.cpu_s)
+            )
+        agent_spec = self.config.agent_for(spec)
+        return LoopRunner(
+            spec,
+            agent_spec,
+            build_agent(agent_spec, spec, self._ctx),
+            ledger=ledger,
+            slots=self.slots,
+            publish=self._publish,
+            pricing=dict(self.config.pricing),
+            resume=loop_resume,
+            after_iteration=after_iteration,
+            state_dir=self.config.supervisor.state_dir.resolve(),
+            redactor=self.redactor,
+            output_cap=self.config.supervisor.max_output_per_iteration,
+            gate=self.gate,
+            run_id=self.run_id,
+            worktree=self.landing if spec.worktree is not None else None,
+        )
+
+    def _add_fork(self, event: ev.LoopForked, loop_resume: LoopResume | None) -> LoopRunner:
+        """The runner of a fork (`fork.py`), seeded from its parent's iteration unless
+        it has a conversation of its own already (a resumed fork that ran)."""
+        from supervisor.fork import fork_spec, seed_fork  # forks are rare: off run's path
+
+        spec = fork_spec(self.runners[event.parent].spec, event)
+        runner = self._make_runner(spec, loop_resume)
+        runner.forked_from = event.label
+        if loop_resume is None or loop_resume.next_iteration <= 1:
+            seed_fork(runner, event)
+        self.runners[spec.name] = runner
+        return runner
+
+    def _restore_forks(self, resume: RunResume) -> list[str]:
+        """Rebuild the run's forks on `--resume`; a line for each that cannot be."""
+        notes = []
+        for event in resume.forks:
+            if event.loop in self.runners:
+                notes.append(
+                    f"{event.loop}: a loop of that name is in the config; fork not restored"
+                )
+            elif event.parent not in self.runners:
+                notes.append(
+                    f"{event.loop}: forked from {event.label}, whose loop is gone from the"
+                    " config; not restored"
+                )
+            else:
+                self._add_fork(event, resume.loops.get(event.loop))
+        return notes
 
     def _make_limiters(self) -> RateLimiterRegistry | None:
         if not any(kind_of(a).rate_limit_provider for a in self.config.agents.values()):
@@ -541,6 +582,44 @@ class Supervisor:
         self._control("land", loop, message)
         runner.landed(message.removeprefix(f"{loop}: "))
         return message
+
+    async def fork(
+        self, loop: str, *, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        """Start a new loop from `loop`'s iteration `iteration` (`fork.py`); its record
+        is published (journalled) before the loop's first event."""
+        from supervisor.fork import (
+            ForkError,
+            check_request,
+            default_name,
+            fork_spec,
+            forked_event,
+            make_worktree,
+        )
+
+        parent = self._runner(loop)
+        if self._tg is None:
+            raise ControlError("the supervisor is not running")
+        if iteration < 1:
+            raise ControlError("iteration numbers start at 1")
+        if prompt is not None and not prompt.strip():
+            raise ControlError("the fork's prompt is empty")
+        name = name or default_name(loop, iteration, self.runners)
+        try:
+            check_request(parent.spec, name, self.runners)
+            point = await self._history().fork_point(loop, iteration, self.run_id)
+            event = forked_event(parent.spec, name, point, prompt=prompt)
+            spec = fork_spec(parent.spec, event)
+            await anyio.to_thread.run_sync(make_worktree, parent.spec, spec, event.commit)
+        except ForkError as exc:
+            raise ControlError(self.redactor.text(str(exc))) from None
+        if name in self.runners:  # forked under this name while git worked
+            raise ControlError(f"a loop named {name!r} exists in this run: choose another name")
+        self._publish(event)
+        runner = self._add_fork(event, None)
+        self._control("fork", loop, f"{name} from iteration {iteration}")
+        self._tg.start_soon(self._run_metered, runner)
+        return f"{name}: forked from {event.label} at commit {event.commit[:10]}"
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500

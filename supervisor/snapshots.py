@@ -44,4 +44,5 @@ def loop_snapshot(runner: LoopRunner, tail: int) -> LoopSnapshot:
         next_run=runner.next_run,
         transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
         transcript_streaming=tail > 0 and runner.tail.streaming,
+        forked_from=runner.forked_from,
     )

@@ -149,8 +149,13 @@ def ensure_worktree(loop: LoopSpec) -> bool:
         # Its commit, as the ref `loopvisor diff` and `land` read (`gitbase`): one record.
         record_base(wt.repo, branch)
     if loop.setup:
-        (_git_dir(path) / SETUP_PENDING).write_text("setup not run yet\n", encoding="utf-8")
+        mark_setup_pending(path)
     return True
+
+
+def mark_setup_pending(path: Path) -> None:
+    """A new worktree at `path` waits for its loop's `setup` commands."""
+    (_git_dir(path) / SETUP_PENDING).write_text("setup not run yet\n", encoding="utf-8")
 
 
 def _start_point(loop: LoopSpec) -> tuple[str, str]:

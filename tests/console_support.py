@@ -337,6 +337,12 @@ class FixedHandle:
         await self._call("land", loop, squash, into, push, pr)
         return f"{loop}: landed"
 
+    async def fork(
+        self, loop: str, *, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        await self._call("fork", loop, iteration, name, prompt)
+        return f"{name}: forked from {loop}@{iteration}"
+
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[TranscriptLine]:

@@ -164,6 +164,18 @@ class OperatorActions(App[int]):
 
         self.push_screen(DiffScreen(name, iteration))
 
+    def fork(self, name: str, iteration: int) -> None:
+        """Ask the new loop's name, then fork it through the `fork` op (so it works
+        attached); the fork's loop is focused once the snapshot has it."""
+        from tui.screens.fork import ForkScreen
+
+        def done(forked: str | None) -> None:
+            if forked:
+                self.poke()
+                self.call_later(self.focus_loop, forked)
+
+        self.push_screen(ForkScreen(name, iteration), done)
+
     def inbox(self) -> None:
         from tui.screens.inbox import InboxScreen
 

@@ -228,6 +228,7 @@ OTHER_SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (
             ("↑ ↓", "move between iterations"),
             ("d", "that iteration's diff"),
+            ("f", "fork: a new loop from that iteration (asks its name)"),
             ("tab", "to the transcript"),
             ("esc  h", "back"),
         ),

@@ -239,6 +239,15 @@ class Agent(Protocol):
         ...
 
 
+@runtime_checkable
+class ForksSessions(Protocol):
+    """An agent whose conversations live in its own session store and can be branched
+    there (Claude Code): a fork of a loop continues the parent's session as a new one
+    instead of being handed the messages through `Agent.restore`."""
+
+    def fork_session(self, session_id: str) -> None: ...
+
+
 def merge_text(events: Iterable[AgentEvent]) -> list[AgentEvent]:
     """`events` with each run of adjacent `TextDelta`s of one stream merged into one:
     what one pipe read parsed into (many raw lines, many token deltas) reaches the

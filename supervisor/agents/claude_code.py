@@ -3,7 +3,7 @@
 Each turn runs, in the loop's workspace and in its own process group (`GroupProcess`),
 
     claude -p --output-format stream-json --verbose [--include-partial-messages]
-           [--model M] [--resume=SESSION] ARGS -- PROMPT
+           [--model M] [--resume=SESSION [--fork-session]] ARGS -- PROMPT
 
 and `stream_json.StreamJsonParser` turns every stdout line into agent events. Usage is
 reported as it streams (so the loop can kill a turn that crosses its budget: the
@@ -90,6 +90,9 @@ class ClaudeCodeAgent:
         self._session_id: str | None = None
         self._session_usd: float | None = None
         """The session's cumulative `total_cost_usd` as last printed (resume fallback)."""
+        self._fork_from: str | None = None
+        """A session of another loop this one forks (`fork_session`): resumed with
+        `--fork-session` until the CLI has given this loop a session of its own."""
         self._proc: GroupProcess | None = None
 
     # -- the Agent protocol --------------------------------------------------------
@@ -105,6 +108,14 @@ class ClaudeCodeAgent:
     def restore(self, session_id: str | None, history: list[dict[str, Any]] | None) -> None:
         self._session_id = session_id
         self._session_usd = None
+        self._fork_from = None
+
+    def fork_session(self, session_id: str) -> None:
+        """Continue another loop's session as a branch of it (`fork.py`): the next turn
+        runs `--resume=SESSION --fork-session`, so the CLI copies the conversation into
+        a new session and the other loop's session is left as it was."""
+        self.restore(session_id, None)
+        self._fork_from = session_id
 
     def conversation(self) -> list[dict[str, Any]] | None:
         return None  # the CLI keeps the conversation in its own session files
@@ -112,6 +123,7 @@ class ClaudeCodeAgent:
     def reset(self) -> None:
         self._session_id = None
         self._session_usd = None
+        self._fork_from = None
 
     async def aclose(self) -> None:
         proc, self._proc = self._proc, None
@@ -136,6 +148,8 @@ class ClaudeCodeAgent:
             argv += ["--model", spec.model]
         if resume:
             argv.append(f"--resume={resume}")  # one token: a value can't become a flag
+            if resume == self._fork_from:
+                argv.append("--fork-session")
         argv += spec.args
         data = prompt.encode()
         if len(data) > MAX_ARGV_PROMPT:

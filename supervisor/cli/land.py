@@ -64,19 +64,22 @@ def add_parser(sub: Any, config_default: Path) -> None:
 
 def cmd_land(args: argparse.Namespace) -> int:
     config = load_config(args.config, state_dir=args.state_dir)
-    try:
-        spec = config.loop(args.loop)
-    except KeyError:
-        print(for_terminal(f"no loop named {args.loop!r} in {args.config}"), file=sys.stderr)
-        return EXIT_USAGE
     request = LandRequest(squash=args.squash, into=args.into, push=args.push, pr=args.pr)
     problem = request.problem()
     if problem is not None:
         print(f"loopvisor land: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        message = _served(config, spec, request)
+        # A supervisor serving the state dir knows its loops, forks included.
+        message = _served(config, args.loop, request)
         if message is None:
+            try:
+                spec = config.loop(args.loop)
+            except KeyError:
+                print(
+                    for_terminal(f"no loop named {args.loop!r} in {args.config}"), file=sys.stderr
+                )
+                return EXIT_USAGE
             message = _here(config, spec, request)
     except (LandError, RemoteError, ServerRefused, ServerTimeout) as exc:
         print(for_terminal(str(exc)), file=sys.stderr)
@@ -85,7 +88,7 @@ def cmd_land(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _served(config: Config, spec: LoopSpec, request: LandRequest) -> str | None:
+def _served(config: Config, loop: str, request: LandRequest) -> str | None:
     """Land through the supervisor serving the state dir; None when none serves it."""
     sock = control_socket(config.supervisor.state_dir)
     if not (sock.exists() or sock.is_symlink()):
@@ -94,7 +97,7 @@ def _served(config: Config, spec: LoopSpec, request: LandRequest) -> str | None:
     async def call() -> str:
         async with RemoteSupervisor(sock, state_dir=config.supervisor.state_dir) as remote:
             return await remote.land(
-                spec.name,
+                loop,
                 squash=request.squash,
                 into=request.into,
                 push=request.push,

@@ -21,6 +21,7 @@ import anyio
 
 from supervisor import runtime
 from supervisor.cli import diff as cli_diff
+from supervisor.cli import fork as cli_fork
 from supervisor.cli import land as cli_land
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
@@ -50,6 +51,7 @@ COMMANDS = (
     "init",
     "clean",
     "land",
+    "fork",
     "diff",
     "history",
     "status",
@@ -61,7 +63,8 @@ DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
 DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-"""diff, registered by `cli_diff` (a worktree loop's changes as a patch)."""
+"""diff and fork, registered by `cli_diff` and `cli_fork` (a worktree loop's changes as
+a patch; a new loop from one of its iterations)."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     REMOTE_HANDLERS.update(cli_remote.register(sub))
     DIFF_HANDLERS.update(cli_diff.register(sub))
+    DIFF_HANDLERS.update(cli_fork.register(sub))
     return parser
 
 
@@ -263,7 +267,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         else:
             rows = reader.loop_iterations(args.loop, run_id=args.run_id)
             charged = reader.loop_charged(args.loop, run_id=args.run_id) if rows else None
-            print(format_history(args.loop, rows, charged))
+            forked = reader.parents(rows[0].run_id).get(args.loop, "") if rows else ""
+            print(format_history(args.loop, rows, charged, forked))
     return 0
 
 
@@ -275,7 +280,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(json.dumps(reader.status_json()))
         else:
             run = reader.latest_run()
-            print(format_status(run, reader.status(run.run_id) if run else []))
+            rows = reader.status(run.run_id) if run else []
+            print(format_status(run, rows, reader.parents(run.run_id) if run else {}))
     return 0
 
 

@@ -358,6 +358,11 @@ class RemoteSupervisor:
     ) -> str:
         return await self.call(ops.LAND, loop=loop, squash=squash, into=into, push=push, pr=pr)
 
+    async def fork(
+        self, loop: str, *, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        return await self.call(ops.FORK, loop=loop, iteration=iteration, name=name, prompt=prompt)
+
     async def shutdown(self) -> None:
         """Ask the server to stop every loop and exit (returns once it accepted)."""
         await self.call(ops.SHUTDOWN)

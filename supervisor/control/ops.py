@@ -172,6 +172,14 @@ async def _land(s: Session, a: Args) -> str:
     )
 
 
+async def _fork(s: Session, a: Args) -> str:
+    if a["iteration"] < 1:
+        raise ControlError("iteration numbers start at 1")
+    return await s.handle.fork(
+        a["loop"], iteration=a["iteration"], name=a["name"], prompt=a["prompt"]
+    )
+
+
 # -- the table ----------------------------------------------------------------------
 def _clamp(low: int, high: int, default: int) -> Callable[[Any], int]:
     """`0` means the default (as it always has on the wire); else clamped to [low, high]."""
@@ -351,6 +359,20 @@ DIFF: Final = Op(
     f" parent; at most {format_size(DETAIL_WIRE_MAX_BYTES)} of JSON: a longer patch is cut",
 )
 
+FORK: Final = Op(
+    "fork",
+    (
+        LOOP,
+        Arg("iteration", INTEGER, "int ≥ 1: the parent's iteration to start from", required=True),
+        Arg("name", OPT_STRING, "the new loop's name (default: LOOP-forkN)"),
+        Arg("prompt", OPT_STRING, "its prompt template (default: the parent's)"),
+    ),
+    _fork,
+    _str,
+    "what was done (string): a new loop, its worktree at that iteration's commit, its"
+    " conversation restored where the agent can, its own budget",
+)
+
 OPS: Final[tuple[Op[Any], ...]] = (
     SNAPSHOT,
     PAUSE,
@@ -371,6 +393,7 @@ OPS: Final[tuple[Op[Any], ...]] = (
     ITERATION,
     DIFF,
     LAND,
+    FORK,
 )
 """In the order the hello lists them (new ops go last: v1 only adds)."""
 BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}

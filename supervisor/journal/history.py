@@ -23,6 +23,7 @@ from supervisor.api import (
 from supervisor.journal.schema import JournalError
 
 if TYPE_CHECKING:
+    from supervisor.journal.forks import ForkPoint
     from supervisor.journal.reader import IterationRow
 
 
@@ -58,6 +59,23 @@ class JournalHistory:
     ) -> tuple[str | None, str] | None:
         """(parent, commit) of the iteration's checkpoint; None when it made none."""
         return await anyio.to_thread.run_sync(self._commit_of, loop, iteration, run_id)
+
+    async def fork_point(self, loop: str, iteration: int, run_id: str) -> ForkPoint:
+        """The loop at the end of `iteration` (`journal.forks`); ControlError when the
+        journal does not have that iteration."""
+        return await anyio.to_thread.run_sync(self._fork_point, loop, iteration, run_id)
+
+    def _fork_point(self, loop: str, iteration: int, run_id: str) -> ForkPoint:
+        try:
+            from supervisor.journal.reader import JournalReader  # a fork asked for
+
+            with JournalReader(self.state_dir) as reader:
+                point = reader.fork_point(loop, iteration, run_id)
+        except JournalError as exc:
+            raise ControlError(str(exc)) from None
+        if point is None:
+            raise ControlError(f"loop {loop!r} has no iteration {iteration} in this run")
+        return point
 
     def _commit_of(self, loop: str, iteration: int, run_id: str) -> tuple[str | None, str] | None:
         try:

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from supervisor.journal import forks
+from supervisor.journal.forks import ForkPoint
 from supervisor.journal.render import history_dict, render_transcript, transcript_lines
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader, has_commits
 from supervisor.journal.snapshot import snapshot_dict
@@ -363,6 +365,20 @@ class JournalReader:
             LoopStatusRow(str(n), str(s), str(r), int(i), int(t), float(u), float(c))
             for n, s, r, i, t, u, c in rows
         ]
+
+    def fork_point(self, loop: str, iteration: int, run_id: str) -> ForkPoint | None:
+        """`loop` at the end of `iteration` (`forks.fork_point`); None: no such iteration."""
+        try:
+            return forks.fork_point(self._conn, run_id, loop, iteration)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc}") from exc
+
+    def parents(self, run_id: str) -> dict[str, str]:
+        """{fork: "PARENT@N"} of the run's forks."""
+        try:
+            return forks.parents(self._conn, run_id)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 
     def history_json(self, loop: str, run_id: str | None = None) -> dict[str, Any]:
         rows = self.loop_iterations(loop, run_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from supervisor.events import event_from_dict
@@ -167,14 +167,25 @@ def format_runs(runs: Sequence[RunRow]) -> str:
     return "\n".join(lines)
 
 
+def _forked(forked: Mapping[str, str], loop: str) -> str:
+    parent = forked.get(loop)
+    return f"forked from {for_terminal_line(parent)} · " if parent else ""
+
+
 def format_history(
-    loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
+    loop: str,
+    rows: Sequence[IterationRow],
+    charged: tuple[int, float] | None = None,
+    forked_from: str = "",
 ) -> str:
     """`loopvisor history LOOP`: one line per attempt; the total is what the ledger
-    `charged` (when given), with the operator's step-in chat as a line of its own."""
+    `charged` (when given), with the operator's step-in chat as a line of its own;
+    a fork's heading says what it was forked from ("PARENT@N")."""
     if not rows:
         return f"{for_terminal_line(loop)}: no iterations recorded"
     head = f"{for_terminal_line(loop)} · run {rows[0].run_id}"
+    if forked_from:
+        head += f" · forked from {for_terminal_line(forked_from)}"
     # A worktree loop's checkpoint commits get a column; other loops' table is unchanged.
     commits = any(r.commit for r in rows)
     sha = f" {'COMMIT':<{SHORT_SHA}}" if commits else ""
@@ -239,12 +250,19 @@ def history_dict(
     }
 
 
-def format_status(run: RunRow | None, rows: Sequence[LoopStatusRow]) -> str:
-    """`loopvisor status`: the run line, then one line per loop."""
+def format_status(
+    run: RunRow | None, rows: Sequence[LoopStatusRow], forked: Mapping[str, str] | None = None
+) -> str:
+    """`loopvisor status`: the run line, then one line per loop (a fork's reason says
+    what it was forked from: `forked` maps it to "PARENT@N")."""
     if run is None:
         return "no runs recorded yet"
     layout = status_layout()
-    table = [StatusRow(r.loop, r.state, r.iteration, r.tokens, r.usd, r.reason) for r in rows]
+    forked = forked or {}
+    table = [
+        StatusRow(r.loop, r.state, r.iteration, r.tokens, r.usd, _forked(forked, r.loop) + r.reason)
+        for r in rows
+    ]
     total = StatusRow("total", "", 0, sum(r.tokens for r in rows), sum(r.usd for r in rows), "")
     return "\n".join(
         [

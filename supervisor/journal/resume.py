@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.events import LoopForked
+
 
 @dataclass(frozen=True, slots=True)
 class LoopResume:
@@ -58,3 +60,6 @@ class RunResume:
     wall_s: float = 0.0
     notes: tuple[str, ...] = ()
     """Lines for the summary, e.g. "fix-auth: 8,000 tokens charged at the reservation"."""
+    forks: tuple[LoopForked, ...] = ()
+    """The loops the run forked (`fork.py`), in order: not in loops.toml, rebuilt from
+    these records and their parents."""

@@ -40,6 +40,7 @@ from typing import Any
 
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
+from supervisor.journal.forks import run_forks
 from supervisor.journal.resume import LoopResume, RunResume
 from supervisor.journal.schema import JournalError, has_commits
 from supervisor.textsafe import json_loads
@@ -295,6 +296,7 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
         cpu_s=sum(r.cpu_s for r in loops.values()),
         wall_s=float(wall_before) + _session_wall(conn, run_id, float(session_started)),
         notes=tuple(notes),
+        forks=tuple(run_forks(conn, run_id)),
     )
 
 

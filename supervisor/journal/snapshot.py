@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
 from supervisor.durations import parse_duration
 from supervisor.events import ATTENTION_STATES
+from supervisor.journal.forks import parents
 from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits
 
@@ -44,7 +45,11 @@ def snapshot_dict(
         )
     }
     agents = config.get("agents", {}) if isinstance(config.get("agents"), dict) else {}
-    loops = tuple(_loop(conn, run, row, specs.get(row.loop, {}), agents) for row in rows)
+    forked = parents(conn, run.run_id)
+    loops = tuple(
+        _loop(conn, run, row, _spec_of(specs, forked, row.loop), agents, forked.get(row.loop, ""))
+        for row in rows
+    )
     supervisor = config.get("supervisor", {}) if isinstance(config.get("supervisor"), dict) else {}
     ended = run.ended
     snapshot = RunSnapshot(
@@ -72,12 +77,22 @@ def snapshot_dict(
     return snapshot.to_dict()
 
 
+def _spec_of(specs: dict[str, dict[str, Any]], forked: dict[str, str], loop: str) -> dict[str, Any]:
+    """The loop's spec as journalled; a fork's is its parent's (`fork.fork_spec`)."""
+    seen: set[str] = set()
+    while not specs.get(loop) and loop in forked and loop not in seen:
+        seen.add(loop)
+        loop = forked[loop].rpartition("@")[0]
+    return specs.get(loop) or {}
+
+
 def _loop(
     conn: sqlite3.Connection,
     run: RunRow,
     row: LoopStatusRow,
     spec: dict[str, Any],
     agents: dict[str, Any],
+    forked_from: str = "",
 ) -> LoopSnapshot:
     resume = load_loop_resume(conn, run.run_id, row.loop)
     raw_budget = spec.get("budget")
@@ -110,6 +125,7 @@ def _loop(
         prompt=str(spec.get("prompt", "")),
         wait_seconds=None,
         next_run=None,
+        forked_from=forked_from,
     )
 
 

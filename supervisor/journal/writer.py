@@ -56,6 +56,7 @@ from supervisor.events import (
     Event,
     IterationFinished,
     IterationStarted,
+    LoopForked,
     LoopStateChanged,
     RunStarted,
     SessionSaved,
@@ -589,6 +590,13 @@ def _derive(conn: _ValidText, run: str, event: Event, seq: int | None) -> int:
         conn.execute(
             f"UPDATE iterations SET session_id = ? WHERE id = ({_LATEST_ATTEMPT})",
             (event.session_id, run, event.loop, event.iteration),
+        )
+        return 1
+    if isinstance(event, LoopForked):  # a loop not in loops.toml: it goes last
+        conn.execute(
+            "INSERT OR IGNORE INTO loops (run_id, name, position, updated) VALUES (?, ?,"
+            " (SELECT coalesce(max(position), -1) + 1 FROM loops WHERE run_id = ?), ?)",
+            (run, event.loop, run, event.ts),
         )
         return 1
     if isinstance(event, RunStarted):

@@ -240,3 +240,29 @@ async def test_reserve_tokens_are_held_during_the_turn(
     await collect(agent, request(workspace, budget), look)
     assert reserved[0] == 1000  # before any usage arrived
     assert min(reserved) < 1000  # usage drew on the reservation
+
+
+async def test_a_fork_resumes_the_parents_session_with_fork_session_once(
+    tmp_path: Path, fake: FakeClaude, workspace: Path
+) -> None:
+    """`fork.seed_fork` on a Claude Code loop: its first turn runs `--resume=PARENT
+    --fork-session`; once the CLI gave it a session of its own, it resumes that one."""
+    fake.script(
+        [{"file": recording("success_tool_use.jsonl")}],
+        [{"file": recording("resumed_session.jsonl")}],
+    )
+    agent = make_agent(
+        tmp_path, workspace, command=str(fake.path), env=fake.env, context="continue"
+    )
+    agent.fork_session("parent-session")
+    budget = make_budget()
+    await collect(agent, request(workspace, budget))
+    own = agent.session_id
+    assert own is not None
+    assert own != "parent-session"
+    await collect(agent, request(workspace, budget, iteration=2))
+    first, second = (call["argv"] for call in fake.invocations())
+    assert "--resume=parent-session" in first
+    assert first.index("--fork-session") == first.index("--resume=parent-session") + 1
+    assert f"--resume={own}" in second
+    assert "--fork-session" not in second

@@ -6,15 +6,20 @@ second runs on a fresh run of the loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from daemon import kill_daemon
 from landrepo import GIT_ENV, commit_all, git, make_repo
+
+from supervisor.events import END_STATES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## From loop to merged change"
@@ -75,10 +80,12 @@ def sh(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
 
 
 def test_the_section_shows_the_commands_this_test_runs() -> None:
-    first, others = blocks()
+    first, others, forks = blocks()
     assert first[0].startswith("loopvisor run")
     assert any(c.startswith("loopvisor land fix-auth ") for c in first)
     assert len(others) == 4
+    assert forks[0].startswith("loopvisor serve --detach")
+    assert any(c.startswith("loopvisor fork fix-auth ") for c in forks)
 
 
 def test_the_way_from_loop_to_merged_change_runs_as_shown(tmp_path: Path) -> None:
@@ -100,3 +107,38 @@ def test_each_other_way_to_land_runs_as_shown(tmp_path: Path, index: int) -> Non
     out = sh(command, repo, env)
     assert out.returncode == 0, f"{command}: {out.stdout}{out.stderr}"
     assert "fix-auth: " in out.stdout
+
+
+def _state(repo: Path, env: dict[str, str], loop: str) -> str:
+    out = sh("loopvisor status --json", repo, env)
+    rows = json.loads(out.stdout)["loops"] if out.returncode == 0 else []
+    return next((str(row["state"]) for row in rows if row["name"] == loop), "")
+
+
+def _wait_ended(repo: Path, env: dict[str, str], loop: str) -> None:
+    """As a user would: the next command once the loop has ended (`status`)."""
+    deadline = time.monotonic() + 60
+    while _state(repo, env, loop) not in END_STATES:
+        assert time.monotonic() < deadline, f"{loop} did not end"
+        time.sleep(0.2)
+
+
+def test_forking_runs_as_shown(tmp_path: Path) -> None:
+    repo, env = scratch(tmp_path)
+    (repo / "prompts").mkdir()
+    (repo / "prompts" / "fix-auth-b.md").write_text("Fix token refresh another way\n")
+    try:
+        for command in blocks()[2]:
+            if command.startswith("loopvisor history"):
+                _wait_ended(repo, env, "fix-auth")
+            if command.startswith("loopvisor land"):
+                _wait_ended(repo, env, "fix-auth-b")
+            out = sh(command, repo, env)
+            assert out.returncode == 0, f"{command}: {out.stdout}{out.stderr}"
+            if command.startswith("loopvisor status"):
+                assert "forked from fix-auth@1" in out.stdout
+    finally:
+        pid_file = repo / ".loopvisor" / "serve.pid"
+        if pid_file.exists():
+            kill_daemon(int(pid_file.read_text()))
+    assert "return 'fixed'" in git("show", "main:auth.py", cwd=repo)

@@ -49,6 +49,7 @@ class HistoryScreen(Screen[None]):
         Binding("escape", "back", "back"),
         Binding("h", "back", "back", show=False),
         Binding("d", "diff", "diff"),
+        Binding("f", "fork", "fork"),
     ]
 
     def __init__(self, loop: str) -> None:
@@ -167,13 +168,22 @@ class HistoryScreen(Screen[None]):
         self.query_one(TranscriptView).reset(lines)
         self.query_one(TranscriptView).scroll_home(animate=False)
 
-    def action_diff(self) -> None:
-        """`d`: the selected iteration's checkpoint commit against its parent."""
+    def _selected(self) -> HistoryRow | None:
         table = self.query_one(DataTable)
         if not self.rows or not 0 <= table.cursor_row < len(self.rows):
             self.notify("no iteration selected", severity="warning", timeout=3)
-            return
-        lv(self).diff(self.loop, self.rows[table.cursor_row].iteration)
+            return None
+        return self.rows[table.cursor_row]
+
+    def action_diff(self) -> None:
+        """`d`: the selected iteration's checkpoint commit against its parent."""
+        if (row := self._selected()) is not None:
+            lv(self).diff(self.loop, row.iteration)
+
+    def action_fork(self) -> None:
+        """`f`: a new loop from the selected iteration (`OperatorActions.fork` asks)."""
+        if (row := self._selected()) is not None:
+            lv(self).fork(self.loop, row.iteration)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -23,6 +23,8 @@ from tui.widgets.transcript import TranscriptView
 
 def loop_title(loop: LoopSnapshot) -> str:
     parts = [loop.name, f"{loop.agent} ({loop.agent_kind})", loop.state]
+    if loop.forked_from:
+        parts[0] += f" (forked from {loop.forked_from})"
     if loop.reason:
         parts[-1] += f": {loop.reason}"
     # Evidence explains why a person is needed; once the loop moved on (resumed,
