@@ -22,6 +22,7 @@ import anyio
 from supervisor import runtime
 from supervisor.cli import diff as cli_diff
 from supervisor.cli import land as cli_land
+from supervisor.cli import notify as cli_notify
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -56,12 +57,15 @@ COMMANDS = (
     "serve",
     "attach",
     "ctl",
+    "notify",
 )
 DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
 DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """diff, registered by `cli_diff` (a worktree loop's changes as a patch)."""
+NOTIFY_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""notify --test, registered by `cli_notify`."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     REMOTE_HANDLERS.update(cli_remote.register(sub))
     DIFF_HANDLERS.update(cli_diff.register(sub))
+    NOTIFY_HANDLERS.update(cli_notify.register(sub))
     return parser
 
 
@@ -167,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         **REMOTE_HANDLERS,
         **DIFF_HANDLERS,
+        **NOTIFY_HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
