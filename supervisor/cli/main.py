@@ -23,6 +23,7 @@ from supervisor import runtime
 from supervisor.cli import diff as cli_diff
 from supervisor.cli import land as cli_land
 from supervisor.cli import notify as cli_notify
+from supervisor.cli import oneline
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="headless JSON lines, summary last")
     run.add_argument("--quiet", action="store_true", help="headless: omit agent transcripts")
     run.add_argument("--resume", action="store_true", help="continue the newest unfinished run")
+    oneline.add_arguments(run)
 
     check = sub.add_parser("check", help="validate a config and summarise each loop")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
@@ -309,7 +311,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load(args.config, args.state_dir)
+    if oneline.wanted(args):
+        if args.config != DEFAULT_CONFIG:
+            print("run -p runs one loop without a config: give -p or a config", file=sys.stderr)
+            return runtime.EXIT_USAGE
+        config = oneline.one_line_config(args, Path.cwd())
+        if args.print_config:
+            print(config.text, end="")
+            return 0
+    else:
+        config = load(args.config, args.state_dir)
     ensure_state_dir(config.supervisor.state_dir)  # before worktrees are made in it
     for line in prepare_worktrees(config):
         print(for_terminal(line), file=sys.stderr)
