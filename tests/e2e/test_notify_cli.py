@@ -37,16 +37,22 @@ def notify_table(url: str, **keys: object) -> str:
 
 
 def every_kind_config(tmp_path: Path, url: str, **notify: object) -> Path:
-    """A stuck loop (attention), a failing one, one that spends the global budget:
-    budget warnings, then every loop still going exhausted, then the summary."""
+    """A stuck loop (attention), a failing one, one that spends its budget (budget
+    warnings, exhausted), then the summary: each whatever order they end in."""
     return write_config(
         tmp_path,
         notify_table(url, **notify),
-        table("supervisor.budget", tokens=600),
         sim_agent("ok", rate=0),
         sim_agent("bad", rate=0, behavior="fail"),
         sim_agent("same", rate=0, behavior="stuck"),
-        loop("spender", "ok", done_marker="NEVER", max_iterations=60, workspace="."),
+        loop(
+            "spender",
+            "ok",
+            done_marker="NEVER",
+            max_iterations=60,
+            budget={"tokens": 600},
+            workspace=".",
+        ),
         loop("bad", "bad", done_marker="DONE", budget={"retries": 0}, workspace="."),
         loop("st", "same", done_marker="DONE", workspace="."),
     )
@@ -69,7 +75,7 @@ def test_webhook_and_command_get_every_event_kind_and_the_url_never_leaks(
         config = every_kind_config(tmp_path, hook.url, command=[PY, "-c", APPEND_STDIN, str(out)])
         result = run_cli("run", config, "--json", cwd=tmp_path)
         docs = hook.documents()
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 4, result.stderr  # st waits for a person
     by_kind = {d["event"]: d for d in docs}
     assert set(by_kind) == {"attention", "failed", "exhausted", "budget", "finished"}
     for doc in docs:
@@ -80,9 +86,11 @@ def test_webhook_and_command_get_every_event_kind_and_the_url_never_leaks(
     assert "identical" in by_kind["attention"]["evidence"]
     assert by_kind["failed"]["loop"] == "bad"
     assert by_kind["failed"]["tokens"] > 0
-    assert "global tokens budget" in by_kind["budget"]["text"]
-    assert by_kind["finished"]["summary"]["exit_code"] == 2
-    assert by_kind["finished"]["tokens"] == 600
+    assert "loop 'spender' tokens budget" in by_kind["budget"]["text"]
+    assert by_kind["exhausted"]["loop"] == "spender"
+    summary = by_kind["finished"]["summary"]
+    assert summary["exit_code"] == 4
+    assert by_kind["finished"]["tokens"] == summary["tokens"] > 600
     assert {r.path for r in hook.requests} == {SECRET_PATH}
     # the command got the same JSON documents on stdin
     assert sorted(json.loads(line)["event"] for line in out.read_text().splitlines()) == sorted(
