@@ -52,8 +52,8 @@ class Message:
             return "; ".join(dict.fromkeys(a.reason for a in self.alerts))
         loops = list(dict.fromkeys(a.loop or "run" for a in self.alerts))
         if len(loops) == 1:  # one loop's several (budget thresholds): each reason
-            reasons = "; ".join(dict.fromkeys(a.reason for a in self.alerts))
-            return f"{loops[0]}: {TITLES[self.kind]}: {reasons}"
+            each = "; ".join(dict.fromkeys(a.reason for a in self.alerts))
+            return f"{loops[0]}: {TITLES[self.kind]}: {each}"
         named = ", ".join(loops[:MAX_NAMED])
         more = f" (+{len(loops) - MAX_NAMED} more)" if len(loops) > MAX_NAMED else ""
         reasons = list(dict.fromkeys(a.reason for a in self.alerts if a.reason))
