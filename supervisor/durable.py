@@ -17,8 +17,10 @@ from supervisor import cgroup, reaper
 from supervisor.journal.history import JournalHistory
 from supervisor.journal.statelock import StateLock
 from supervisor.journal.writer import Journal
+from supervisor.notify.channels import Children
+from supervisor.notify.notifier import Notifier
 from supervisor.process import KILL_GRACE_S
-from supervisor.reaper import STATE_DIR_ENV
+from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 from supervisor.statedir import ensure_state_dir
@@ -68,6 +70,27 @@ def _watch_space(journal: Journal, supervisor: Supervisor) -> None:
     space.on_give_up = supervisor.journal_gave_up
 
 
+def _notifier(supervisor: Supervisor) -> Notifier | None:
+    """The run's notifier, a bus sink like the journal (None: nothing configured).
+    Its commands carry the run's tags: killed with the run, reaped after a crash."""
+    config = supervisor.config
+    if not Notifier.wanted(config):
+        return None
+    state_dir = config.supervisor.state_dir
+    env = {
+        STATE_DIR_ENV: str(state_dir.resolve()),
+        PROC_ENV: proc_tag(supervisor.run_id, "notify", 0, "notify"),
+    }
+    notifier = Notifier(
+        config,
+        run_id=supervisor.run_id,
+        notice=lambda message, level: supervisor.notice(message, level=level),
+        children=Children(cwd=config.path.parent, env=env),
+    )
+    supervisor.add_sink(notifier.record)
+    return notifier
+
+
 @asynccontextmanager
 async def durable_supervisor(
     config: Config, *, resume: bool = False, exit_when_idle: bool = True
@@ -91,7 +114,9 @@ async def durable_supervisor(
         journal = Journal.open(state_dir)
         history = JournalHistory(state_dir)  # the handle's iterations() read it back
         try:
-            config_text = config.path.read_text(encoding="utf-8")
+            config_text = (
+                config.text if config.text is not None else config.path.read_text(encoding="utf-8")
+            )
             if resume:
                 run_id = journal.find_resumable_run()
                 if run_id is None:
@@ -123,12 +148,18 @@ async def durable_supervisor(
                 )
             supervisor.add_sink(journal.record)
             _watch_space(journal, supervisor)
+            notifier = _notifier(supervisor)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(journal.run_writer)
+                    if notifier is not None:
+                        tg.start_soon(notifier.run)
                     try:
                         yield supervisor
                     finally:
+                        if notifier is not None:  # the summary goes out before we exit
+                            with anyio.CancelScope(shield=True):
+                                await notifier.drain(notifier.drain_timeout())
                         tg.cancel_scope.cancel()
             finally:
                 journal.finish_run(

@@ -13,7 +13,9 @@ What is secret:
   case), when it is at least `MIN_SECRET_LEN` characters long (so that `DEBUG_KEY=1`
   does not redact every "1"); replaced by `[REDACTED:NAME]`;
 - the same for the `env` tables loops.toml gives agents and checks;
-- every match of a `[redact] patterns` regex from loops.toml: `[REDACTED:pattern]`.
+- every match of a `[redact] patterns` regex from loops.toml: `[REDACTED:pattern]`;
+- every `[notify] webhook` URL (a Slack or ntfy URL is its own credential):
+  `[REDACTED:notify.webhook]`, in the journalled loops.toml and loop specs too.
 All of them are one compiled alternation (longest literal first), one `sub` per text.
 
 Streaming: a secret may arrive split across two deltas ("sk-ant-ap", "i03-..."), so
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 MIN_SECRET_LEN = 8
 PATTERN_LABEL = "pattern"
+WEBHOOK_LABEL = "notify.webhook"
 MAX_HOLD = 256
 """Most characters a stream holds back waiting for the rest of a possible secret."""
 _WORD_HEAD = re.compile(r"\S*")
@@ -75,12 +78,15 @@ class Redactor:
     @classmethod
     def for_config(cls, config: Config) -> Redactor:
         """The supervisor's environment, the secret-looking `env` entries loops.toml
-        gives agents and checks, and its `[redact] patterns`."""
+        gives agents and checks, its webhook URLs and its `[redact] patterns`."""
         tables = [getattr(agent, "env", {}) for agent in config.agents.values()]
         tables += [check.env for loop in config.loops for check in loop.checks]
         secrets: dict[str, str] = {}
         for table in [*tables, os.environ]:
             secrets.update(secret_values(table))
+        for notify in config.notify_specs():
+            if notify.webhook:
+                secrets[notify.webhook] = WEBHOOK_LABEL
         return cls(secrets, config.redact_patterns)
 
     @property

@@ -22,6 +22,10 @@ CatchUp: TypeAlias = Literal["skip", "once"]
 OnSuccess: TypeAlias = Literal["keep", "land", "push", "pr"]
 ON_SUCCESS: tuple[OnSuccess, ...] = ("keep", "land", "push", "pr")
 """What a worktree loop does with its branch once it succeeded (`land`)."""
+WebhookFormat: TypeAlias = Literal["json", "slack", "ntfy"]
+WEBHOOK_FORMATS: tuple[WebhookFormat, ...] = ("json", "slack", "ntfy")
+ALERT_KINDS = ("attention", "failed", "exhausted", "budget", "finished")
+"""What `[notify] events` may list (`alerts.AlertKind` without the test message)."""
 
 PLACEHOLDERS = frozenset(
     {"iteration", "max_iterations", "check_output", "last_output", "loop", "workspace"}
@@ -137,6 +141,38 @@ class WorktreeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifySpec:
+    """`[notify]`: where a person hears about a loop that needs them (`supervisor.notify`).
+
+    The run's table, or a loop's (`[loop.notify]`, merged key by key onto the run's).
+    `webhook` is a secret (a Slack or ntfy URL is its own credential): the redactor
+    knows it (`redact.Redactor.for_config`), so it is never journalled or printed.
+    """
+
+    bell: bool = True
+    """The console (TUI, attached or not) rings the terminal bell."""
+    desktop: bool = False
+    """notify-send where it is installed (off, said once, where it is not)."""
+    webhook: str | None = None
+    format: WebhookFormat = "json"
+    command: tuple[str, ...] = ()
+    """argv of a program that gets the JSON message on stdin."""
+    events: tuple[str, ...] = ALERT_KINDS
+    timeout: float = 10.0
+    """Seconds one delivery attempt may take (a webhook request, the command)."""
+    retries: int = 3
+    """Attempts after the first one failed, with backoff."""
+    coalesce: float = 2.0
+    """Seconds alerts are gathered before sending: a burst becomes one message."""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The delivering channels it configures (the bell is the console's)."""
+        named = (("desktop", self.desktop), ("webhook", bool(self.webhook)))
+        return (*(n for n, on in named if on), *(("command",) if self.command else ()))
+
+
+@dataclass(frozen=True, slots=True)
 class LoopSpec:
     """One loop: agent, prompt, exit conditions and limits."""
 
@@ -165,6 +201,8 @@ class LoopSpec:
     own process group, allow-listed environment); a failure fails the loop."""
     on_success: OnSuccess = "keep"
     """What a worktree loop does with its branch once it succeeded (`land`)."""
+    notify: NotifySpec | None = None
+    """Its own `[loop.notify]` (merged onto the run's), None: the run's `[notify]`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +231,9 @@ class Config:
     warnings: tuple[str, ...] = ()
     redact_patterns: tuple[str, ...] = ()
     """`[redact] patterns`: regexes whose matches never leave the core (`redact`)."""
+    notify: NotifySpec = NotifySpec()
+    text: str | None = field(default=None, compare=False)
+    """The TOML it was read from when that is no file (`run -p ...`, the one-line loop)."""
 
     def loop(self, name: str) -> LoopSpec:
         for spec in self.loops:
@@ -202,3 +243,13 @@ class Config:
 
     def agent_for(self, loop: LoopSpec) -> AgentSpec:
         return self.agents[loop.agent]
+
+    def notify_for(self, loop: str | None) -> NotifySpec:
+        """A loop's notification settings (the run's for None or an unknown loop)."""
+        spec = next((s for s in self.loops if s.name == loop), None)
+        return spec.notify if spec is not None and spec.notify is not None else self.notify
+
+    def notify_specs(self) -> tuple[NotifySpec, ...]:
+        """Every distinct `[notify]` of the run, the run's own first."""
+        found = dict.fromkeys([self.notify, *(s.notify for s in self.loops if s.notify)])
+        return tuple(found)

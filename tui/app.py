@@ -26,6 +26,7 @@ from textual.binding import BindingType
 from textual.screen import Screen
 
 from supervisor import events as ev
+from supervisor.alerts import Alert, AlertTracker
 from supervisor.api import ControlError, RunSnapshot, SupervisorHandle
 from tui.actions import OperatorActions
 from tui.commands import LoopCommands
@@ -63,8 +64,12 @@ class LoopvisorApp(OperatorActions):
         snapshot_interval: float = 0.25,
         flush_interval: float = 1 / 15,
         reconnect: Reconnect | None = None,
+        ring_for: Callable[[Alert], bool] = lambda _alert: True,
     ) -> None:
         super().__init__()
+        self.ring_for = ring_for
+        """Whether an alert rings the terminal bell (`[notify] bell` of its loop)."""
+        self._alerts = AlertTracker()
         self.handle = handle
         self.title = title
         self.detach_mode = detach_mode
@@ -209,6 +214,9 @@ class LoopvisorApp(OperatorActions):
     def _on_event(self, event: ev.Event) -> None:
         self.transcripts.apply(event)
         self.iterations.apply(event)
+        alert = self._alerts.observe(event)  # what a notification would say: the bell
+        if alert is not None and self.ring_for(alert):
+            self.bell()
         if isinstance(event, ev.LoopStateChanged):
             deadline = wait_deadline(event)
             if deadline is None:

@@ -9,6 +9,7 @@ which only ever sees a `SupervisorHandle`.
 
 from __future__ import annotations
 
+import functools
 import signal
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 
 from supervisor import events as ev
+from supervisor.alerts import Alert
 from supervisor.control.client import RemoteSupervisor
 from supervisor.durable import durable_supervisor
 from supervisor.headless import HeadlessPrinter
@@ -48,6 +50,7 @@ async def _run_tui(config: Config, resume: bool) -> int:
             supervisor,
             title=f"loopvisor · {config.path.name}",
             run_supervisor=run_supervisor,
+            ring_for=functools.partial(rings, config),
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_exit_on_signal, app)
@@ -56,6 +59,12 @@ async def _run_tui(config: Config, resume: bool) -> int:
         if app.summary is not None:  # what the run did stays on the terminal
             HeadlessPrinter(transcripts=False).print_event(app.summary)
         return supervisor.exit_code()
+
+
+def rings(config: Config, alert: Alert) -> bool:
+    """`[notify] bell` of the alert's loop, for the events that table subscribes to."""
+    spec = config.notify_for(alert.loop)
+    return spec.bell and alert.subscribed_as in spec.events
 
 
 async def _exit_on_signal(app: LoopvisorApp) -> None:

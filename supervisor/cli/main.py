@@ -23,6 +23,8 @@ from supervisor import runtime
 from supervisor.cli import diff as cli_diff
 from supervisor.cli import fork as cli_fork
 from supervisor.cli import land as cli_land
+from supervisor.cli import notify as cli_notify
+from supervisor.cli import oneline
 from supervisor.cli import remote as cli_remote
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
@@ -58,6 +60,7 @@ COMMANDS = (
     "serve",
     "attach",
     "ctl",
+    "notify",
 )
 DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -65,6 +68,8 @@ REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """diff and fork, registered by `cli_diff` and `cli_fork` (a worktree loop's changes as
 a patch; a new loop from one of its iterations)."""
+NOTIFY_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""notify --test, registered by `cli_notify`."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="headless JSON lines, summary last")
     run.add_argument("--quiet", action="store_true", help="headless: omit agent transcripts")
     run.add_argument("--resume", action="store_true", help="continue the newest unfinished run")
+    oneline.add_arguments(run)
 
     check = sub.add_parser("check", help="validate a config and summarise each loop")
     check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     REMOTE_HANDLERS.update(cli_remote.register(sub))
     DIFF_HANDLERS.update(cli_diff.register(sub))
     DIFF_HANDLERS.update(cli_fork.register(sub))
+    NOTIFY_HANDLERS.update(cli_notify.register(sub))
     return parser
 
 
@@ -171,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         **REMOTE_HANDLERS,
         **DIFF_HANDLERS,
+        **NOTIFY_HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
@@ -309,7 +317,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load(args.config, args.state_dir)
+    if oneline.wanted(args):
+        if args.config != DEFAULT_CONFIG:
+            print("run -p runs one loop without a config: give -p or a config", file=sys.stderr)
+            return runtime.EXIT_USAGE
+        config = oneline.one_line_config(args, Path.cwd())
+        if args.print_config:
+            print(config.text, end="")
+            return 0
+    else:
+        config = load(args.config, args.state_dir)
     ensure_state_dir(config.supervisor.state_dir)  # before worktrees are made in it
     for line in prepare_worktrees(config):
         print(for_terminal(line), file=sys.stderr)

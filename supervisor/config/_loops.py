@@ -11,10 +11,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from supervisor._limits import MAX_EXTENDS_DEPTH
+from supervisor.config._notify import read_notify
 from supervisor.config._schema import (
     Entry,
     Issues,
@@ -37,6 +38,7 @@ from supervisor.spec import (
     Limits,
     LoopBudget,
     LoopSpec,
+    NotifySpec,
     StuckSpec,
 )
 
@@ -46,7 +48,7 @@ LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
 BUDGET_KEYS = LIMIT_KEYS | {"retries"}
 STUCK_KEYS = frozenset(f.name for f in fields(StuckSpec))
 CHECK_KEYS = frozenset(f.name for f in fields(CheckSpec))
-MERGED_TABLES = frozenset({"budget", "stuck"})
+MERGED_TABLES = frozenset({"budget", "stuck", "notify"})
 LOOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RUNNERS = frozenset({"cargo", "go", "make", "npm", "pnpm", "yarn", "just", "tox", "nox", "uv"})
 
@@ -56,6 +58,8 @@ class Paths:
     config_dir: Path
     """Absolute folder of the config file: relative paths start here."""
     state_dir: Path
+    notify: NotifySpec = field(default_factory=NotifySpec)
+    """The run's `[notify]`: what a loop's own table is merged onto."""
 
 
 def read_limits(t: Table) -> Limits:
@@ -273,6 +277,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
             t.issues.warn(t.at(key), f"{key} has no effect without a schedule")
     budget = t.table("budget")
     stuck = t.table("stuck")
+    notify = t.table("notify")
     return LoopSpec(
         name=name,
         agent=agent,
@@ -294,6 +299,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         commit_author=_commit_author(t),
         setup=read_setup(t, worktree),
         on_success=read_on_success(t, worktree),
+        notify=read_notify(notify, paths.notify, loop=True) if notify else None,
     )
 
 

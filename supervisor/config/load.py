@@ -25,6 +25,7 @@ from supervisor.agents.pricing import price_for
 from supervisor.agents.registry import kind_of, rate_limit_providers
 from supervisor.config._agent_tables import read_agents
 from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
+from supervisor.config._notify import read_notify
 from supervisor.config._placeholders import line_col
 from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
 from supervisor.config._tomlpos import key_positions
@@ -36,6 +37,7 @@ from supervisor.spec import (
     Config,
     Limits,
     LoopSpec,
+    NotifySpec,
     Price,
     RateLimit,
     SupervisorSpec,
@@ -51,7 +53,7 @@ __all__ = [
     "summarize_loop",
 ]
 
-TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop", "redact"})
+TOP_KEYS = frozenset({"supervisor", "pricing", "agents", "templates", "loop", "redact", "notify"})
 REDACT_KEYS = frozenset({"patterns"})
 SUPERVISOR_KEYS = frozenset(
     {
@@ -130,7 +132,8 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
     supervisor = _supervisor(top, config_dir, state_dir)
     pricing = _pricing(top)
     agents = read_agents(issues, data.get("agents"), config_dir)
-    paths = Paths(config_dir=config_dir, state_dir=supervisor.state_dir)
+    notify = read_notify(_section(top, "notify"), NotifySpec())
+    paths = Paths(config_dir=config_dir, state_dir=supervisor.state_dir, notify=notify)
     loops = read_loops(issues, data.get("loop"), data.get("templates"), agents, paths)
     _warn_unpriced(issues, supervisor, loops, agents, pricing)
     redact_patterns = _redact(top)
@@ -144,6 +147,7 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
         pricing=pricing,
         warnings=tuple(str(w) for w in issues.warnings),
         redact_patterns=redact_patterns,
+        notify=notify,
     )
 
 
