@@ -32,7 +32,10 @@ try:
 except OSError as exc:
     print(json.dumps({"connect": exc.errno}))
     sys.exit(0)
-sock.sendall(b'{"id": 1, "op": "snapshot", "args": {}}\\n')
+try:  # a refused client may be hung up on before it has sent anything
+    sock.sendall(b'{"id": 1, "op": "snapshot", "args": {}}\\n')
+except BrokenPipeError:
+    pass
 data = b""
 while chunk := sock.recv(65536):
     data += chunk
