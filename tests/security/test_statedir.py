@@ -265,6 +265,27 @@ def test_a_planted_symlink_in_the_state_dir_is_refused_not_followed(
     assert (state / name).is_symlink()
 
 
+def test_a_planted_control_socket_link_is_refused_not_followed(tmp_path: Path) -> None:
+    """`control.sock -> somewhere`: serve neither binds through it nor unlinks it."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "control.sock").symlink_to(victim)
+    before = victim.stat()
+    # In the foreground, where the refusal is the exit code (3); `--detach` says 1,
+    # "exited during start-up", and shows this same line from the log.
+    r = run_cli("serve", endless_config(tmp_path), "--state-dir", state, cwd=tmp_path)
+    assert_refused(r, str(state / "control.sock"), "not a socket")
+    after = victim.stat()
+    assert (after.st_size, after.st_mode, after.st_mtime_ns) == (
+        before.st_size,
+        before.st_mode,
+        before.st_mtime_ns,
+    )
+    assert (state / "control.sock").is_symlink()
+
+
 def test_a_symlinked_state_dir_gets_no_worktrees_either(tmp_path: Path) -> None:
     """`run` makes loops' git worktrees in STATE_DIR/worktrees before anything else."""
     repo = tmp_path / "repo"
