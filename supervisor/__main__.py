@@ -2,6 +2,6 @@
 
 import sys
 
-from supervisor.cli.main import main
+from supervisor.cli.entry import main
 
 sys.exit(main())

@@ -238,6 +238,8 @@ class Table:
         self, key: str, value: float, positive: bool, minimum: float | None, maximum: float | None
     ) -> bool:
         shown = _number(value)
+        if shown.startswith("of "):
+            shown = f"a number {shown}"  # "a number of 30 digits"
         if positive and value <= 0:
             self.error(key, f"must be greater than 0, got {shown}")
         elif minimum is not None and value < minimum:

@@ -98,6 +98,14 @@ def test_hostile_value_is_refused_at_its_position(
     refused(BASE + extra + "\n", tmp_path, *fragments)
 
 
+def test_a_huge_number_is_named_by_its_digit_count_in_a_sentence(tmp_path: Path) -> None:
+    """A 30-digit number is not echoed digit by digit, and the message still reads."""
+    message = refused(BASE + f"budget = {{ tokens = {'9' * 30} }}\n", tmp_path)
+    assert "got a number of 30 digits" in message, message
+    message = refused(BASE + f"max_iterations = {'-' + '9' * 30}\n", tmp_path)
+    assert "got a number of 30 digits" in message, message
+
+
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [

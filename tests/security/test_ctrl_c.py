@@ -13,6 +13,7 @@ import selectors
 import signal
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ from helpers import (
     wait_gone,
     write_config,
 )
+
+from supervisor import runtime
+from supervisor.cli import entry
 
 AGENTS = ("a", "b", "c")
 
@@ -135,3 +139,71 @@ def test_serve_in_the_foreground_takes_a_double_ctrl_c_quietly(
     assert proc.returncode == 0, (proc.returncode, stderr)
     assert "shutting down: signal SIGINT" in stderr
     assert left == []
+
+
+# A start-up made slow on purpose: importing `supervisor.runtime` (which every command
+# needs) writes a mark file and then waits, so the test can press Ctrl-C while the
+# CLI is still importing (on a loaded machine that window lasted seconds: a Ctrl-C
+# there printed a KeyboardInterrupt traceback and exited -2).
+SLOW_IMPORT = """\
+import importlib.abc, os, sys, time
+
+class _SlowRuntime(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "supervisor.runtime":
+            open(os.environ["IMPORT_MARK"], "w").close()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        return None
+
+sys.meta_path.insert(0, _SlowRuntime())
+"""
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_the_cli_is_still_importing_exits_130_quietly(
+    tmp_path: Path, presses: int
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_IMPORT)
+    mark = tmp_path / "importing"
+    write_config(tmp_path, command_agent("a", "print('hi')"), loop("l", "a", done_marker="hi"))
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "loops.toml", "--headless"],
+        cwd=tmp_path,
+        env=cli_env(PYTHONPATH=str(site), IMPORT_MARK=str(mark)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not mark.exists():  # the CLI is inside its imports now
+            assert proc.poll() is None, "the CLI ended before importing its runtime"
+            assert time.monotonic() < deadline, "the CLI never imported its runtime"
+            time.sleep(0.01)
+        for press in range(presses):
+            if press:
+                time.sleep(0.05)  # the gap under test
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in stderr + stdout, stderr
+    assert "KeyboardInterrupt" not in stderr, stderr
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert not (tmp_path / ".loopvisor").exists(), "nothing was started"
+
+
+def test_the_loopvisor_command_starts_at_the_interrupt_proof_entry() -> None:
+    """The installed `loopvisor` script imports its entry module before anything else,
+    so the same holds for it as for `python -m supervisor`."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["loopvisor"] == "supervisor.cli.entry:main"
+    assert entry.EXIT_INTERRUPTED == runtime.EXIT_INTERRUPTED

@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import signal
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import alive, loop, run_cli, sim_agent, supervisor_table, wait_gone, write_config
+from helpers import (
+    PY,
+    alive,
+    cli_env,
+    loop,
+    run_cli,
+    sim_agent,
+    supervisor_table,
+    wait_gone,
+    write_config,
+)
 
 NOBODY_UID = 65534
 
@@ -119,6 +132,57 @@ def test_serve_makes_socket_pid_log_and_journal_private(tmp_path: Path) -> None:
         assert stat.S_ISSOCK((state / "control.sock").lstat().st_mode)
 
 
+def test_the_console_makes_its_state_dir_and_journal_private_too(tmp_path: Path) -> None:
+    """`loopvisor run` on a terminal opens the console (Textual) with its own durable
+    supervisor: the same modes as the headless run, an older 0755 dir tightened."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    config = endless_config(tmp_path)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", str(config), "--state-dir", str(state)],
+        cwd=tmp_path,
+        env=cli_env(TERM="xterm-256color", COLUMNS="100", LINES="30"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    shown = bytearray()
+
+    def drain() -> None:  # the console must never block on a full terminal
+        with contextlib.suppress(OSError):
+            while chunk := os.read(master, 65536):
+                shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    files = [state / "journal.sqlite3", state / "supervisor.lock"]
+    try:
+        deadline = time.monotonic() + 30
+        while not (all(f.exists() for f in files) and b"\x1b[?1049h" in shown):
+            assert proc.poll() is None, bytes(shown[-2000:])
+            assert time.monotonic() < deadline, bytes(shown[-2000:])
+            time.sleep(0.05)
+        modes = {p.name: mode(p) for p in state.iterdir() if p.is_file()}
+        dir_mode = mode(state)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            os.close(master)
+            reader.join(timeout=5)
+    assert dir_mode == 0o700
+    assert {"journal.sqlite3", "supervisor.lock"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o600)
+
+
 # -- refusals ------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["run", "serve"])
 def test_a_symlinked_state_dir_is_refused_and_its_target_untouched(
@@ -199,6 +263,27 @@ def test_a_planted_symlink_in_the_state_dir_is_refused_not_followed(
         before.st_mtime_ns,
     )
     assert (state / name).is_symlink()
+
+
+def test_a_planted_control_socket_link_is_refused_not_followed(tmp_path: Path) -> None:
+    """`control.sock -> somewhere`: serve neither binds through it nor unlinks it."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "control.sock").symlink_to(victim)
+    before = victim.stat()
+    # In the foreground, where the refusal is the exit code (3); `--detach` says 1,
+    # "exited during start-up", and shows this same line from the log.
+    r = run_cli("serve", endless_config(tmp_path), "--state-dir", state, cwd=tmp_path)
+    assert_refused(r, str(state / "control.sock"), "not a socket")
+    after = victim.stat()
+    assert (after.st_size, after.st_mode, after.st_mtime_ns) == (
+        before.st_size,
+        before.st_mode,
+        before.st_mtime_ns,
+    )
+    assert (state / "control.sock").is_symlink()
 
 
 def test_a_symlinked_state_dir_gets_no_worktrees_either(tmp_path: Path) -> None:
