@@ -54,6 +54,7 @@ from supervisor.sizes import (
 )
 from supervisor.snapshots import loop_snapshot
 from supervisor.spec import Config, Limits, LoopSpec
+from supervisor.usagewait import AccountWaits
 from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ class Supervisor:
             list(config.loops),
             lambda loop, msg: self.notice(msg, level="warning", loop=loop),
         )
+        self.accounts = AccountWaits()
+        """Usage windows spent, per account: its loops wait for the reset together."""
         self.runners: dict[str, LoopRunner] = {}
         for spec in config.loops:
             loop_resume = resume.loops.get(spec.name) if resume else None
@@ -156,6 +159,7 @@ class Supervisor:
                 gate=self.gate,
                 run_id=self.run_id,
                 worktree=self.landing if spec.worktree is not None else None,
+                accounts=self.accounts,
             )
         self._notes = [*(resume.notes if resume else ()), *notes]
         """Warnings published right after `RunStarted`."""

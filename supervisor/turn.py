@@ -98,6 +98,8 @@ class TurnHost(Protocol):
         reason: str,
         iteration: int | None = None,
         wait: float | None = None,
+        *,
+        cause: ev.StateCause = "",
     ) -> None: ...
 
 
@@ -114,8 +116,11 @@ class AgentTurn:
         env: Mapping[str, str],
         operator: bool = False,
         on_scope: Callable[[anyio.CancelScope | None], None] = lambda _: None,
+        resume: bool = False,
     ) -> None:
         self.host = host
+        self.resume = resume
+        """Continue the agent's session (a turn a usage limit cut off runs again)."""
         self.n = n
         self.prompt = prompt
         self.env = env
@@ -154,7 +159,7 @@ class AgentTurn:
             on_booking=self._booking,
             settle=lambda: _booked(receive),
         )
-        if spec.context == "fresh" and not self.operator:
+        if spec.context == "fresh" and not self.operator and not self.resume:
             host.agent.reset()
         request = AgentRequest(
             loop=spec.name,
@@ -163,6 +168,7 @@ class AgentTurn:
             workspace=spec.workspace,
             budget=budget,
             env=self.env,
+            resume=self.resume,
         )
         cap = OutputCap(
             lambda text, stream: host.emit_output(n, text, stream),

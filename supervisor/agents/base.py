@@ -28,6 +28,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from supervisor.agents.usagelimit import UsageLimit
+
 
 @dataclass(frozen=True, slots=True)
 class AgentRequest:
@@ -43,6 +45,9 @@ class AgentRequest:
     """Extra environment for child processes (LOOPVISOR_LOOP, ...)."""
     history: tuple[str, ...] = ()
     """Operator messages injected for this turn (already part of `prompt`)."""
+    resume: bool = False
+    """Continue the agent's current session whatever the loop's context (the turn a
+    usage limit cut off runs again where it stopped)."""
 
 
 class BudgetExhausted(Exception):
@@ -164,6 +169,9 @@ class AgentFailed:
     retryable: bool = True
     output: str = ""
     retry_after: float | None = None
+    usage_limit: UsageLimit | None = None
+    """The account's usage window is spent: the loop waits for its reset instead of
+    counting a failure (`supervisor.usagewait`)."""
 
 
 AgentEvent: TypeAlias = (
@@ -237,6 +245,14 @@ class Agent(Protocol):
     async def aclose(self) -> None:
         """Release clients and kill anything still running."""
         ...
+
+
+@runtime_checkable
+class Accounted(Protocol):
+    """An agent that knows which login it spends (`usagelimit.account_key`), so that
+    its loop can wait out a usage limit another loop of the same account hit."""
+
+    def account(self) -> str: ...
 
 
 def merge_text(events: Iterable[AgentEvent]) -> list[AgentEvent]:
