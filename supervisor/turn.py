@@ -136,9 +136,15 @@ class AgentTurn:
         self._refused: str | None = None
         """Why the budget refused the agent a reservation (`BudgetExhausted`)."""
 
-    def _set(self, state: ev.LoopState, reason: str, wait: float | None = None) -> None:
+    def _set(
+        self,
+        state: ev.LoopState,
+        reason: str,
+        wait: float | None = None,
+        cause: ev.StateCause = "",
+    ) -> None:
         if not self.operator:
-            self.host.set_state(state, reason, self.n, wait)
+            self.host.set_state(state, reason, self.n, wait, cause=cause)
 
     def _running(self) -> None:
         self._set("running", f"agent turn {self.n}/{self.host.spec.max_iterations}")
@@ -335,7 +341,7 @@ class AgentTurn:
                 if host.retries_used > limit:
                     result.retries_exhausted = f"{limit} retries used; last: {item.reason}"
                     return False
-            self._set("waiting", item.reason, item.seconds)
+            self._set("waiting", item.reason, item.seconds, "rate_limit" if item.long_limit else "")
         elif isinstance(item, Resumed):
             self._running()
         return True

@@ -144,6 +144,9 @@ class Waiting:
     reason: str
     seconds: float | None = None
     retry: bool = False
+    long_limit: bool = False
+    """A rate limit with a long retry-after (an account's window, not a blip): shown
+    with cause "rate_limit", never counted as a retry."""
 
 
 @dataclass(frozen=True, slots=True)
