@@ -19,6 +19,7 @@ from supervisor import events as ev
 from supervisor.agents.base import Accounted, Agent
 from supervisor.agents.usagelimit import describe as describe_limit
 from supervisor.budget import Charge, Ledger
+from supervisor.budget_pause import paused_reason, pauses, still_short
 from supervisor.checkpoint import Checkpoint, Checkpointer
 from supervisor.checks import (
     CheckOutcome,
@@ -92,6 +93,8 @@ class LoopRunner:
         """The run's spent usage windows, shared by the loops of one account."""
         self._resume_session = False
         """The next turn continues the session a usage limit cut off."""
+        self.paused_by_budget = False
+        """Paused by `on_exhausted = "pause"`: a raised limit resumes it."""
         self.worktree = worktree
         """A worktree loop's hooks: `setup` before it starts, `on_success` at its end."""
         self._land_due = False
@@ -277,7 +280,18 @@ class LoopRunner:
         """Takes effect from the next iteration (the running one keeps its prompt)."""
         self.spec = spec
         self.ledger.limits = spec.budget.limits
+        self.ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         self.detector = StuckDetector(spec.stuck)
+        self.budget_raised()
+
+    def budget_raised(self) -> None:
+        """A limit changed: a loop paused by its budget goes on if none is spent now."""
+        if self.paused_by_budget and self.state == "paused" and not still_short(self.ledger):
+            self.request_resume()
+
+    def _pause_for_budget(self, reason: str) -> None:
+        self.paused_by_budget = True
+        self.set_state("paused", paused_reason(self.ledger, reason), cause="budget")
 
     def start_new_run(self) -> None:
         """A scheduled loop's next run: iteration 1 again, a fresh per-run loop budget."""
@@ -410,6 +424,9 @@ class LoopRunner:
                 )
                 return
             crossed = self.ledger.crossed()
+            if crossed is not None and pauses(self.ledger, crossed.reason):
+                self._pause_for_budget(crossed.reason)
+                continue
             if crossed is not None:
                 self._end("exhausted", crossed.reason)
                 return
@@ -452,6 +469,7 @@ class LoopRunner:
             self.set_state("paused", "paused by the operator")
         self.control.resumed = anyio.Event()
         await self.control.resumed.wait()
+        self.paused_by_budget = False
         self.control.interrupt = False  # a step-in while no turn ran has nothing to cancel
         if not self.control.stop and not self.control.restart:
             self.detector.reset()
@@ -532,6 +550,11 @@ class LoopRunner:
             await self._finish_iteration(n, "interrupted", describe_limit(limit), turn, started)
             self.iteration = n - 1
             self._resume_session = self.agent.session_id is not None
+            return None
+        if turn.exhausted is not None and pauses(self.ledger, turn.exhausted):
+            await self._finish_iteration(n, "interrupted", turn.exhausted, turn, started)
+            self.iteration = n - 1  # cut off by the budget: it runs again once raised
+            self._pause_for_budget(turn.exhausted)
             return None
         if turn.exhausted is not None:
             await self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
@@ -619,6 +642,10 @@ class LoopRunner:
         failing = next((o for o in outcomes if not o.passed), None)
         fingerprint, evidence = combined_failure(outcomes)
         crossed = self.ledger.crossed()
+        if crossed is not None and pauses(self.ledger, crossed.reason):
+            await self._finish_iteration(n, "continue", crossed.reason, turn, started)
+            self._pause_for_budget(crossed.reason)  # the next iteration, once raised
+            return
         if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
             await self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
             self._end("exhausted", crossed.reason)
