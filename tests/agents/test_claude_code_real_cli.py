@@ -285,6 +285,7 @@ async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
 
 
 @pytest.mark.claude_cli
+@pytest.mark.timeout(180)  # four CLI starts and an 8 s reset; slow on a loaded machine
 async def test_real_cli_usage_limit_makes_the_accounts_loops_wait_and_resume_at_the_reset(
     tmp_path: Path,
     claude: str,
