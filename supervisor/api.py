@@ -365,6 +365,12 @@ class SupervisorHandle(Protocol):
         """Change prompt template and limits from the next iteration; invalid: ControlError."""
         ...
 
+    async def budget(self, limits: Limits | None) -> None:
+        """Replace the run's global limits (None: all unlimited); loops paused because
+        the global budget ran out (`on_exhausted = "pause"`) go on if it is no longer
+        spent. Invalid limits: ControlError."""
+        ...
+
     async def step_in(self, loop: str) -> StepIn:
         """Pause the loop now (its running turn is cancelled and re-run later) and
         describe how to take over its conversation."""

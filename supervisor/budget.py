@@ -85,6 +85,8 @@ class Ledger:
     usd_reserved: float = 0.0
     overshoot_tokens: int = 0
     overshoot_usd: float = 0.0
+    pause_when_exhausted: bool = False
+    """`on_exhausted = "pause"`: its loops wait for a raised limit instead of ending."""
     open_reservations: int = 0
     """Reservations not yet released; with none open, nothing is reserved (no float residue)."""
     _changed: anyio.Event | None = field(default=None, repr=False)

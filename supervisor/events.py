@@ -32,6 +32,8 @@ END_STATES: frozenset[str] = frozenset({"succeeded", "failed", "exhausted", "sto
 ATTENTION_STATES: frozenset[str] = frozenset({"paused", "stuck"})
 """States in which a loop waits for a person."""
 
+StateCause: TypeAlias = Literal["", "usage_limit", "rate_limit", "budget"]
+
 IterationOutcome: TypeAlias = Literal[
     "succeeded",
     "continue",
@@ -84,6 +86,11 @@ class LoopStateChanged(LoopEvent):
     iteration: int = 0
     wait_seconds: float | None = None
     """While `waiting`: seconds until the next attempt, when known."""
+    cause: StateCause = ""
+    """Why, for machines (a notifier): "usage_limit" (waiting for the account's usage
+    window to reset), "rate_limit" (an API 429 with a long retry-after), "budget"
+    (paused until a person raises an exhausted budget, `on_exhausted = "pause"`);
+    "" otherwise. The loop's next state change with another cause ends it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import anyio
 
 from supervisor import events as ev
-from supervisor.agents.base import Agent
+from supervisor.agents.base import Accounted, Agent
+from supervisor.agents.usagelimit import describe as describe_limit
 from supervisor.budget import Charge, Ledger
+from supervisor.budget_pause import paused_reason, pauses, still_short
 from supervisor.checkpoint import Checkpoint, Checkpointer
 from supervisor.checks import (
     CheckOutcome,
@@ -37,6 +39,7 @@ from supervisor.stuck import StuckDetector, StuckVerdict
 from supervisor.textsafe import valid_text
 from supervisor.transcript import TranscriptTail
 from supervisor.turn import LAST_OUTPUT_LIMIT, AgentTurn, TurnResult
+from supervisor.usagewait import AccountWaits
 from supervisor.workspace_state import WorkspaceDigest
 
 if TYPE_CHECKING:
@@ -83,8 +86,15 @@ class LoopRunner:
         gate: Gate | None = None,
         run_id: str = "-",
         worktree: Landing | None = None,
+        accounts: AccountWaits | None = None,
     ) -> None:
         self.spec = spec
+        self.accounts = accounts
+        """The run's spent usage windows, shared by the loops of one account."""
+        self._resume_session = False
+        """The next turn continues the session a usage limit cut off."""
+        self.paused_by_budget = False
+        """Paused by `on_exhausted = "pause"`: a raised limit resumes it."""
         self.worktree = worktree
         """A worktree loop's hooks: `setup` before it starts, `on_success` at its end."""
         self._land_due = False
@@ -272,7 +282,18 @@ class LoopRunner:
         """Takes effect from the next iteration (the running one keeps its prompt)."""
         self.spec = spec
         self.ledger.limits = spec.budget.limits
+        self.ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         self.detector = StuckDetector(spec.stuck)
+        self.budget_raised()
+
+    def budget_raised(self) -> None:
+        """A limit changed: a loop paused by its budget goes on if none is spent now."""
+        if self.paused_by_budget and self.state == "paused" and not still_short(self.ledger):
+            self.request_resume()
+
+    def _pause_for_budget(self, reason: str) -> None:
+        self.paused_by_budget = True
+        self.set_state("paused", paused_reason(self.ledger, reason), cause="budget")
 
     def start_new_run(self) -> None:
         """A scheduled loop's next run: iteration 1 again, a fresh per-run loop budget."""
@@ -405,6 +426,9 @@ class LoopRunner:
                 )
                 return
             crossed = self.ledger.crossed()
+            if crossed is not None and pauses(self.ledger, crossed.reason):
+                self._pause_for_budget(crossed.reason)
+                continue
             if crossed is not None:
                 self._end("exhausted", crossed.reason)
                 return
@@ -415,17 +439,39 @@ class LoopRunner:
                 self.set_state("waiting", self.gate.reason)
                 await self.gate.wait()
                 continue  # stop, pause and budgets are looked at again
+            if await self._wait_out_usage_limit():
+                continue  # stop, pause and budgets are looked at again
             remaining = None if deadline is None else max(0.0, deadline - time.time())
             with anyio.move_on_after(remaining) as wall_scope:
                 await self._iteration(self.iteration + 1)
             if wall_scope.cancelled_caught and not self.finished:
                 self._end("exhausted", f"loop wall budget ({format_duration(wall or 0)}) used up")
 
+    async def _wait_out_usage_limit(self) -> bool:
+        """Wait (state `waiting`, cause "usage_limit") while this loop's account is over
+        its usage window, until the reset plus jitter; a pause ends the wait, a stop
+        cancels it. False when there is nothing to wait for."""
+        account = self.agent.account() if isinstance(self.agent, Accounted) else None
+        limit = self.accounts.blocked(account) if self.accounts is not None else None
+        if limit is None or self.accounts is None:
+            return False
+        wake = self.accounts.wake_at(limit)
+        n = self.iteration + 1
+        why = describe_limit(limit)
+        self.set_state("waiting", why, n, max(0.0, wake - time.time()), cause="usage_limit")
+        with anyio.CancelScope() as self._backoff_scope:  # a pause ends the wait
+            await anyio.sleep(max(0.0, wake - time.time()))
+        self._backoff_scope = None
+        if not self.control.pause:
+            self.set_state("pending", f"{why}: resuming iteration {n}", n)
+        return True
+
     async def _wait_for_person(self) -> None:
         if self.state not in ev.ATTENTION_STATES:
             self.set_state("paused", "paused by the operator")
         self.control.resumed = anyio.Event()
         await self.control.resumed.wait()
+        self.paused_by_budget = False
         self.control.interrupt = False  # a step-in while no turn ran has nothing to cancel
         if not self.control.stop and not self.control.restart:
             self.detector.reset()
@@ -496,6 +542,21 @@ class LoopRunner:
             self.control.interrupt, self.control.interrupt_reason = False, ""
             await self._finish_iteration(n, "interrupted", reason, turn, started)
             self.iteration = n - 1  # the interrupted iteration runs again on resume
+            return None
+        if turn.failure is not None and turn.failure.usage_limit is not None:
+            # Not the loop's failure: no retry is counted, what it spent stays charged
+            # once, and the iteration runs again in the same session after the reset.
+            limit = turn.failure.usage_limit
+            if self.accounts is not None:
+                limit = self.accounts.block(limit)
+            await self._finish_iteration(n, "interrupted", describe_limit(limit), turn, started)
+            self.iteration = n - 1
+            self._resume_session = self.agent.session_id is not None
+            return None
+        if turn.exhausted is not None and pauses(self.ledger, turn.exhausted):
+            await self._finish_iteration(n, "interrupted", turn.exhausted, turn, started)
+            self.iteration = n - 1  # cut off by the budget: it runs again once raised
+            self._pause_for_budget(turn.exhausted)
             return None
         if turn.exhausted is not None:
             await self._finish_iteration(n, "exhausted", turn.exhausted, turn, started)
@@ -583,6 +644,10 @@ class LoopRunner:
         failing = next((o for o in outcomes if not o.passed), None)
         fingerprint, evidence = combined_failure(outcomes)
         crossed = self.ledger.crossed()
+        if crossed is not None and pauses(self.ledger, crossed.reason):
+            await self._finish_iteration(n, "continue", crossed.reason, turn, started)
+            self._pause_for_budget(crossed.reason)  # the next iteration, once raised
+            return
         if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
             await self._finish_iteration(n, "exhausted", crossed.reason, turn, started)
             self._end("exhausted", crossed.reason)
@@ -637,8 +702,17 @@ class LoopRunner:
 
     async def _turn(self, n: int, prompt: str, *, operator: bool = False) -> TurnResult:
         env = self._loopvisor_env(n, "operator" if operator else "turn")
+        resume = self._resume_session and not operator
+        if not operator:
+            self._resume_session = False
         return await AgentTurn(
-            self, n, prompt, env=env, operator=operator, on_scope=self._hold_turn_scope
+            self,
+            n,
+            prompt,
+            env=env,
+            operator=operator,
+            on_scope=self._hold_turn_scope,
+            resume=resume,
         ).run()
 
     def _loopvisor_env(self, n: int, kind: str) -> dict[str, str]:
@@ -771,6 +845,8 @@ class LoopRunner:
         reason: str,
         iteration: int | None = None,
         wait: float | None = None,
+        *,
+        cause: ev.StateCause = "",
     ) -> None:
         if self.control.pause and state in ("running", "checking"):
             self._unpaused_state = state  # what it shows again if the pause is cancelled
@@ -788,6 +864,7 @@ class LoopRunner:
                 reason=reason,
                 iteration=self.iteration if iteration is None else iteration,
                 wait_seconds=wait,
+                cause=cause,
             )
         )
 

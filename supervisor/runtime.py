@@ -35,6 +35,7 @@ from supervisor.api import (
 from supervisor.budget import Charge, Ledger
 from supervisor.budget_watch import BudgetWatch
 from supervisor.bus import EventBus
+from supervisor.config.load import describe_limits
 from supervisor.config.rules import edit_problems
 from supervisor.diskfull import Gate
 from supervisor.drive import drive
@@ -54,6 +55,7 @@ from supervisor.sizes import (
 )
 from supervisor.snapshots import loop_snapshot
 from supervisor.spec import Config, Limits, LoopSpec
+from supervisor.usagewait import AccountWaits
 from supervisor.worktree import OverlapChecker
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class Supervisor:
         self.redactor = Redactor.for_config(config)
         self.bus = EventBus(redact=self.redactor.fields)
         self.ledger = Ledger("global", config.supervisor.budget)
+        self.ledger.pause_when_exhausted = config.supervisor.on_exhausted == "pause"
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
         self.started_at = time.time()
         self._wall_before = resume.wall_s if resume else 0.0
@@ -131,6 +134,8 @@ class Supervisor:
             list(config.loops),
             lambda loop, msg: self.notice(msg, level="warning", loop=loop),
         )
+        self.accounts = AccountWaits()
+        """Usage windows spent, per account: its loops wait for the reset together."""
         self.runners: dict[str, LoopRunner] = {}
         for spec in config.loops:
             loop_resume = resume.loops.get(spec.name) if resume else None
@@ -148,6 +153,7 @@ class Supervisor:
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
     ) -> LoopRunner:
         ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
+        ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         if loop_resume is not None:
             ledger.charge(
                 Charge(tokens=loop_resume.tokens, usd=loop_resume.usd, cpu_s=loop_resume.cpu_s)
@@ -169,6 +175,7 @@ class Supervisor:
             gate=self.gate,
             run_id=self.run_id,
             worktree=self.landing if spec.worktree is not None else None,
+            accounts=self.accounts,
         )
 
     def _add_fork(self, event: ev.LoopForked, loop_resume: LoopResume | None) -> LoopRunner:
@@ -348,8 +355,9 @@ class Supervisor:
             if crossed is not None:
                 self._global_exhausted = True
                 self.end_reason = f"global {crossed} budget used up"
-                for runner in self.runners.values():
-                    runner.force_end("exhausted", self.end_reason)
+                if not self.ledger.pause_when_exhausted:  # else each loop pauses by itself
+                    for runner in self.runners.values():
+                        runner.force_end("exhausted", self.end_reason)
             runners = list(self.runners.values())
             if all(r.done for r in runners):
                 if self.exit_when_idle:
@@ -523,6 +531,18 @@ class Supervisor:
         runner.apply_edit(new_spec)
         self._control("edit", loop, ", ".join(sorted(changes)))
 
+    async def budget(self, limits: Limits | None) -> None:
+        limits = limits or Limits()
+        problems = edit_problems(limits=limits)
+        if problems:
+            raise ControlError("; ".join(map(str, problems)))
+        self.ledger.limits = limits
+        if self.ledger.exhausted_dimension() is None:
+            self._global_exhausted, self.end_reason = False, ""
+        for runner in self.runners.values():
+            runner.budget_raised()
+        self._control("budget", None, describe_limits(limits))
+
     async def step_in(self, loop: str) -> StepIn:
         runner = self._runner(loop)
         if not runner.finished:
@@ -677,7 +697,7 @@ class Supervisor:
             finished=self._finished,
             loops=tuple(loop_snapshot(r, tail) for r in self.runners.values()),
             budget=BudgetSnapshot(
-                limits=self.config.supervisor.budget,
+                limits=self.ledger.limits,
                 tokens=stats.tokens_spent,
                 usd=stats.usd_spent,
                 cpu_s=stats.cpu_spent,

@@ -18,6 +18,9 @@ from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 
 ContextMode: TypeAlias = Literal["fresh", "continue"]
 OnStuck: TypeAlias = Literal["pause", "stop", "continue"]
+OnExhausted: TypeAlias = Literal["end", "pause"]
+"""What a spent budget does: end the loop `exhausted`, or pause it (state `paused`,
+cause "budget") until a person raises the limit (`ctl edit`, `ctl budget`, the console)."""
 CatchUp: TypeAlias = Literal["skip", "once"]
 OnSuccess: TypeAlias = Literal["keep", "land", "push", "pr"]
 ON_SUCCESS: tuple[OnSuccess, ...] = ("keep", "land", "push", "pr")
@@ -186,6 +189,8 @@ class LoopSpec:
     checks: tuple[CheckSpec, ...] = ()
     done_marker: str | None = None
     on_stuck: OnStuck = "pause"
+    on_exhausted: OnExhausted = "end"
+    """When the loop's own budget is spent (the global one follows [supervisor])."""
     stuck: StuckSpec = StuckSpec()
     worktree: WorktreeSpec | None = None
     schedule: str | None = None
@@ -212,6 +217,8 @@ class SupervisorSpec:
     state_dir: Path
     max_concurrent: int = 4
     budget: Limits = Limits()
+    on_exhausted: OnExhausted = "end"
+    """When the global budget is spent: end every loop (exit 2) or pause them all."""
     max_output_per_iteration: int = OUTPUT_PER_ITERATION_DEFAULT
     """Bytes of agent output journalled and shown in full per iteration (`sizes`)."""
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)

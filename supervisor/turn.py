@@ -98,6 +98,8 @@ class TurnHost(Protocol):
         reason: str,
         iteration: int | None = None,
         wait: float | None = None,
+        *,
+        cause: ev.StateCause = "",
     ) -> None: ...
 
 
@@ -114,8 +116,11 @@ class AgentTurn:
         env: Mapping[str, str],
         operator: bool = False,
         on_scope: Callable[[anyio.CancelScope | None], None] = lambda _: None,
+        resume: bool = False,
     ) -> None:
         self.host = host
+        self.resume = resume
+        """Continue the agent's session (a turn a usage limit cut off runs again)."""
         self.n = n
         self.prompt = prompt
         self.env = env
@@ -131,9 +136,15 @@ class AgentTurn:
         self._refused: str | None = None
         """Why the budget refused the agent a reservation (`BudgetExhausted`)."""
 
-    def _set(self, state: ev.LoopState, reason: str, wait: float | None = None) -> None:
+    def _set(
+        self,
+        state: ev.LoopState,
+        reason: str,
+        wait: float | None = None,
+        cause: ev.StateCause = "",
+    ) -> None:
         if not self.operator:
-            self.host.set_state(state, reason, self.n, wait)
+            self.host.set_state(state, reason, self.n, wait, cause=cause)
 
     def _running(self) -> None:
         self._set("running", f"agent turn {self.n}/{self.host.spec.max_iterations}")
@@ -154,7 +165,7 @@ class AgentTurn:
             on_booking=self._booking,
             settle=lambda: _booked(receive),
         )
-        if spec.context == "fresh" and not self.operator:
+        if spec.context == "fresh" and not self.operator and not self.resume:
             host.agent.reset()
         request = AgentRequest(
             loop=spec.name,
@@ -163,6 +174,7 @@ class AgentTurn:
             workspace=spec.workspace,
             budget=budget,
             env=self.env,
+            resume=self.resume,
         )
         cap = OutputCap(
             lambda text, stream: host.emit_output(n, text, stream),
@@ -329,7 +341,7 @@ class AgentTurn:
                 if host.retries_used > limit:
                     result.retries_exhausted = f"{limit} retries used; last: {item.reason}"
                     return False
-            self._set("waiting", item.reason, item.seconds)
+            self._set("waiting", item.reason, item.seconds, "rate_limit" if item.long_limit else "")
         elif isinstance(item, Resumed):
             self._running()
         return True

@@ -312,6 +312,9 @@ class FixedHandle:
     ) -> None:
         await self._call("edit", loop, prompt, max_iterations, limits)
 
+    async def budget(self, limits: Limits | None) -> None:
+        await self._call("budget", limits)
+
     async def step_in(self, loop: str) -> StepIn:
         await self._call("step_in", loop)
         if self._step_in is None:

@@ -26,6 +26,7 @@ Public surface (kept backward compatible):
 - Replies: `text(s, cache_creation=, cache_read=, chunk_words=, delay=, thinking=)`,
   `tool_use(name, input, preface=, id=, more=[(name, input), ...], thinking=)`,
   `error(status, message, retry_after=, retry_after_ms=, headers=)` (429, 529, 500, 401...),
+  `usage_limit(reset_epoch, window)` (a Pro/Max window refusal),
   `hang(seconds, after_start=False)`, `drip(every)` (message_start, then an SSE ping
   every `every` seconds, forever: alive but never done), `cut(s, after=N)`
   (connection closed after N deltas), `stream_error(type, s, after=N)` (an SSE
@@ -91,6 +92,7 @@ __all__ = [
     "tokens_for_json",
     "tokens_for_text",
     "tool_use",
+    "usage_limit",
 ]
 
 ReplyKind = Literal["message", "error", "hang", "drip"]
@@ -256,6 +258,27 @@ def error(
 
 
 Matcher = Callable[[Mapping[str, Any]], bool]
+
+
+def usage_limit(reset: int, window: str = "five_hour", *, when: Matcher | None = None) -> Reply:
+    """A subscription usage-limit refusal, as the API answers a Pro/Max login over its
+    5-hour (`window="five_hour"`) or weekly (`"seven_day"`) window: 429 with
+    `anthropic-ratelimit-unified-status: rejected` and the reset epoch. Claude Code
+    reads it as a usage limit only when logged in with an OAuth token
+    (`CLAUDE_CODE_OAUTH_TOKEN`); with an API key it is a plain 429."""
+    short = "5h" if window == "five_hour" else "7d"
+    headers = {
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(reset),
+        "anthropic-ratelimit-unified-representative-claim": window,
+        f"anthropic-ratelimit-unified-{short}-status": "rejected",
+        f"anthropic-ratelimit-unified-{short}-reset": str(reset),
+        f"anthropic-ratelimit-unified-{short}-utilization": "1.0",
+        "anthropic-ratelimit-unified-overage-status": "rejected",
+        "anthropic-ratelimit-unified-overage-disabled-reason": "org_level_disabled",
+    }
+    message = "This request would exceed your account's rate limit. Please try again later."
+    return error(429, message, headers=headers, when=when)
 
 
 def hang(seconds: float = 30.0, *, after_start: bool = False, when: Matcher | None = None) -> Reply:

@@ -29,7 +29,10 @@ cut streams are retried here with capped exponential backoff and jitter, each
 announced as `Waiting(retry=True)` so the loop counts it toward `retries` (and
 ends the turn when they run out). Usage already seen on a failed attempt stays
 charged once; streamed partial text stays in the transcript but not in the
-conversation. Other 4xx end the turn as `AgentFailed(retryable=False)`.
+conversation. Other 4xx end the turn as `AgentFailed(retryable=False)`. A 429 whose
+retry-after is longer than `LONG_RETRY_AFTER_S` is an account's window rather than a
+blip: the turn waits it out as `Waiting(long_limit=True)` (state `waiting`, cause
+"rate_limit", no retry spent; a pause or stop still ends it) and sends the same request.
 
 The API key comes from ANTHROPIC_API_KEY only and never appears in events or in a
 request body: the `run` tool does not inherit it (`childenv`), and the context's
@@ -44,6 +47,7 @@ import json
 import math
 import os
 import random
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -67,6 +71,7 @@ from supervisor.agents.kind import AgentContext
 from supervisor.agents.kinds.anthropic import PROVIDER, AnthropicAgentSpec
 from supervisor.agents.ratelimit import RateLimiter
 from supervisor.agents.tools import Workspace, tool_definitions
+from supervisor.agents.usagelimit import reset_label
 from supervisor.childenv import configured_env
 from supervisor.spec import LoopSpec
 from supervisor.textsafe import utf8
@@ -77,6 +82,9 @@ SIGNED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 RETRY_AFTER_CAP_S = 900.0
+LONG_RETRY_AFTER_S = 180.0
+"""A 429 asking to wait longer than this is an account's window, not a blip: the turn
+waits it out visibly (`Waiting(long_limit=True)`) without spending a retry."""
 MAX_ATTEMPTS = 10
 """Consecutive failed attempts of one request before the turn fails on its own."""
 COUNT_MARGIN = 0.02
@@ -180,6 +188,10 @@ class AnthropicAgent:
                     break
                 failure = attempt.failure
                 assert failure is not None
+                if _long_limit(failure.reason, failure.retry_after):
+                    assert failure.retry_after is not None
+                    await self._wait_long(send, failure.retry_after)
+                    continue
                 failures += 1
                 if not failure.retryable or failures >= self.max_attempts:
                     why = failure.reason if not failure.retryable else f"{failure.reason}; gave up"
@@ -229,6 +241,15 @@ class AnthropicAgent:
         await emit(send, done)
 
     # -- helpers -------------------------------------------------------------------
+    async def _wait_long(self, send: EventSend, seconds: float) -> None:
+        """Wait out a long 429 (every loop of the provider waits with it: the shared
+        limiter took the retry-after), then try the same request again."""
+        label = reset_label(time.time() + seconds)
+        why = f"rate limit (429), {label.replace('resets', 'retry at', 1)}"
+        await emit(send, Waiting(why, seconds=seconds, long_limit=True))
+        await anyio.sleep(seconds)
+        await emit(send, Resumed())
+
     def _get_client(self) -> anthropic.AsyncAnthropic | None:
         if self._client is None:
             key = os.environ.get(API_KEY_ENV) or None
@@ -314,6 +335,10 @@ class AnthropicAgent:
 
     def _scrub(self, text: str) -> str:
         return self.ctx.redactor.text(text)
+
+
+def _long_limit(reason: str, retry_after: float | None) -> bool:
+    return reason.startswith("rate-limited") and (retry_after or 0.0) > LONG_RETRY_AFTER_S
 
 
 def _tool_result(tool_id: str, output: str, is_error: bool) -> dict[str, Any]:

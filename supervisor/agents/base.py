@@ -28,6 +28,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from supervisor.agents.usagelimit import UsageLimit
+
 
 @dataclass(frozen=True, slots=True)
 class AgentRequest:
@@ -43,6 +45,9 @@ class AgentRequest:
     """Extra environment for child processes (LOOPVISOR_LOOP, ...)."""
     history: tuple[str, ...] = ()
     """Operator messages injected for this turn (already part of `prompt`)."""
+    resume: bool = False
+    """Continue the agent's current session whatever the loop's context (the turn a
+    usage limit cut off runs again where it stopped)."""
 
 
 class BudgetExhausted(Exception):
@@ -139,6 +144,9 @@ class Waiting:
     reason: str
     seconds: float | None = None
     retry: bool = False
+    long_limit: bool = False
+    """A rate limit with a long retry-after (an account's window, not a blip): shown
+    with cause "rate_limit", never counted as a retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +172,9 @@ class AgentFailed:
     retryable: bool = True
     output: str = ""
     retry_after: float | None = None
+    usage_limit: UsageLimit | None = None
+    """The account's usage window is spent: the loop waits for its reset instead of
+    counting a failure (`supervisor.usagewait`)."""
 
 
 AgentEvent: TypeAlias = (
@@ -246,6 +257,14 @@ class ForksSessions(Protocol):
     instead of being handed the messages through `Agent.restore`."""
 
     def fork_session(self, session_id: str) -> None: ...
+
+
+@runtime_checkable
+class Accounted(Protocol):
+    """An agent that knows which login it spends (`usagelimit.account_key`), so that
+    its loop can wait out a usage limit another loop of the same account hit."""
+
+    def account(self) -> str: ...
 
 
 def merge_text(events: Iterable[AgentEvent]) -> list[AgentEvent]:

@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -63,6 +65,7 @@ from supervisor.agents.base import (
 from supervisor.agents.kinds.claude_code import KIND, ClaudeCodeAgentSpec
 from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json import StreamJsonParser
+from supervisor.agents.usagelimit import account_key
 from supervisor.childenv import configured_env
 from supervisor.process import KILL_GRACE_S, GroupProcess
 from supervisor.spec import LoopSpec, Price
@@ -132,9 +135,29 @@ class ClaudeCodeAgent:
                 await proc.kill()
 
     # -- building the command --------------------------------------------------------
-    def resume_id(self) -> str | None:
-        """The session the next turn continues (context = "continue" only)."""
-        return self._session_id if self.loop.context == "continue" else None
+    def resume_id(self, request: AgentRequest | None = None) -> str | None:
+        """The session the next turn continues (context = "continue", or a turn that a
+        usage limit cut off running again: `request.resume`)."""
+        if self.loop.context == "continue" or (request is not None and request.resume):
+            return self._session_id
+        return None
+
+    def account(self) -> str:
+        """Which login this agent spends (`usagelimit.account_key`): the CLI's config
+        dir (CLAUDE_CONFIG_DIR, else HOME's .claude) and its credentials and endpoint.
+        Loops whose agents share it share one subscription window."""
+        env = {**os.environ, **self._env({})}
+        home = env.get("HOME", "")
+        config_dir = env.get("CLAUDE_CONFIG_DIR") or os.path.join(home, ".claude")
+        secrets = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+        parts = [config_dir, env.get("ANTHROPIC_BASE_URL", ""), *(env.get(k, "") for k in secrets)]
+        return account_key(KIND.name, parts)
+
+    def _env(self, supervisor: Mapping[str, str]) -> dict[str, str]:
+        spec = self.spec
+        return configured_env(
+            pass_env=spec.pass_env, env=spec.env, supervisor=supervisor, kind_env=KIND.child_env
+        )
 
     def command(self, prompt: str, *, resume: str | None = None) -> tuple[list[str], bytes | None]:
         """argv and stdin for one turn. The prompt goes after `--` (so a prompt starting
@@ -168,16 +191,14 @@ class ClaudeCodeAgent:
             model=spec.model,
             minimum_output_tokens=0,
         )
-        resume = self.resume_id()
+        resume = self.resume_id(request)
         argv, stdin = self.command(request.prompt, resume=resume)
         baseline = self._session_usd if resume and self._session_usd is not None else 0.0
         parser = StreamJsonParser(price=self.price, usd_baseline=baseline)
         watch = _Watchdog(timeout=spec.timeout, stall=spec.stall)
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         cpu_reported = 0.0
-        env = configured_env(
-            pass_env=spec.pass_env, env=spec.env, supervisor=request.env, kind_env=KIND.child_env
-        )
+        env = self._env(request.env)
 
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -236,6 +257,9 @@ class ClaudeCodeAgent:
             await emit(send, AgentFailed(watch.expired, retryable=True, output=parser.last_text))
             return
         final = parser.finish(code, "\n".join(stderr_tail))
+        if isinstance(final, AgentFailed) and final.usage_limit is not None:
+            limit = dataclasses.replace(final.usage_limit, account=self.account())
+            final = dataclasses.replace(final, usage_limit=limit)
         if resume and parser.init is None and isinstance(final, AgentFailed):
             # The session could not be resumed at all ("No conversation found": another
             # HOME, deleted files): start a new one next time instead of failing again.

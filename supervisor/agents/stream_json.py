@@ -18,6 +18,8 @@ Line shapes (checked with claude 2.1.332, see tests/data/stream_json/):
   as tokens arrive; the text blocks of the later complete `assistant` line of the same
   message are then skipped. `message_start` / `message_delta` carry usage.
 - `result` -> one reconciling `Usage` (see below), then the terminal event.
+- `rate_limit_event` -> a raw line; with status "rejected" (a subscription usage
+  limit, see `usagelimit`) it is also kept for `finish`.
 - Anything else (unknown types, other system subtypes, non-JSON) -> `TextDelta(stream=
   "raw")` with the line itself, never an exception.
 
@@ -42,6 +44,8 @@ Terminal events (`finish`):
 - `error_max_turns`, `error_max_budget_usd` -> `Done(stop_reason=subtype)`: these are
   per-call caps the operator put in `args`; the iteration ends like any other, the
   checks decide, and the loop's own iterations and budget still bound the whole run.
+- `is_error` after a usage limit -> `AgentFailed(usage_limit=...)`: the loop waits for
+  the reset instead of counting a failure.
 - `is_error` after an API failure (`terminal_reason: api_error`) -> `AgentFailed`,
   retryable for 408/409/429/5xx/529 or unknown status, not for other 4xx (auth,
   bad request: retrying cannot help).
@@ -51,6 +55,7 @@ Terminal events (`finish`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -80,6 +85,7 @@ from supervisor.agents.stream_json_lines import (
     tool_output,
 )
 from supervisor.agents.usage import Tokens, positive_int
+from supervisor.agents.usagelimit import UsageLimit, from_rate_limit_info, from_result
 from supervisor.spec import Price
 from supervisor.transcript import TextTail
 
@@ -122,6 +128,9 @@ class StreamJsonParser:
         self._anonymous = 0
         self._waiting = False
         self._text_ends_newline = True
+        self.usage_limit: UsageLimit | None = None
+        """A subscription usage limit refused a request (`rate_limit_event` rejected,
+        or the result's `usage_limit_reached`)."""
 
     # -- reading -------------------------------------------------------------
     @property
@@ -168,6 +177,11 @@ class StreamJsonParser:
         elif kind == "result":
             self._waiting = False
             out += self._result(obj)
+        elif kind == "rate_limit_event":
+            limit = from_rate_limit_info(obj.get("rate_limit_info"))
+            if limit is not None:
+                self.usage_limit = limit
+            out.append(raw_line(line))
         else:
             out.append(raw_line(line))
         return out
@@ -312,6 +326,9 @@ class StreamJsonParser:
         errors = obj.get("errors")
         denials = obj.get("permission_denials")
         text = obj.get("result")
+        limit = from_result(obj)
+        if limit is not None and (limit.resets_at is not None or self.usage_limit is None):
+            self.usage_limit = limit
         self.result = ResultInfo(
             subtype=str(obj.get("subtype") or "unknown"),
             is_error=bool(obj.get("is_error", False)),
@@ -349,6 +366,13 @@ class StreamJsonParser:
         if res.subtype in CAP_SUBTYPES:
             return Done(output=output, session_id=res.session_id, stop_reason=res.subtype)
         detail = "; ".join(res.errors) or (res.text or "").strip() or res.subtype
+        if self.usage_limit is not None and res.is_error:
+            limit = self.usage_limit
+            if not limit.message:
+                limit = dataclasses.replace(limit, message=detail)
+            return AgentFailed(
+                f"claude: usage limit: {detail}", retryable=True, output=output, usage_limit=limit
+            )
         if res.terminal_reason == "api_error" or res.api_error_status is not None:
             status = res.api_error_status
             retryable = status is None or status not in NOT_RETRYABLE_STATUS

@@ -114,6 +114,11 @@ def register(subparsers: Any) -> dict[str, Handler]:
     edit.add_argument("--usd", default=None, help="loop USD limit (or 'none')")
     edit.add_argument("--wall", default=None, help="loop wall-time limit, e.g. 30m (or 'none')")
     edit.add_argument("--cpu", default=None, help="loop CPU-time limit (or 'none')")
+    budget = action("budget", "change the run's global limits (loops it paused go on)")
+    budget.add_argument("--tokens", default=None, help="global token limit (or 'none')")
+    budget.add_argument("--usd", default=None, help="global USD limit (or 'none')")
+    budget.add_argument("--wall", default=None, help="global wall-time limit (or 'none')")
+    budget.add_argument("--cpu", default=None, help="global CPU-time limit (or 'none')")
     action("reload", "re-read loops.toml (what changed is applied or reported)")
     shutdown = action("shutdown", "stop every loop and the server; print the summary")
     shutdown.add_argument("--timeout", type=float, default=30.0)
@@ -356,6 +361,17 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     return _done(args, f"{args.loop}: {', '.join(what)} changed (from its next iteration)")
 
 
+async def _budget(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
+    changes = {k: v for k, (ok, v) in given.items() if ok}
+    if not changes:
+        raise UsageError("nothing to change: give --tokens, --usd, --wall or --cpu")
+    snap = await remote.snapshot()
+    limits = dataclasses.replace(snap.budget.limits, **changes)  # type: ignore[arg-type]
+    await remote.budget(limits)
+    return _done(args, "global budget: " + ", ".join(f"{k} {v}" for k, v in changes.items()))
+
+
 async def _reload(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     report = await remote.reload()
     if args.json:
@@ -469,6 +485,7 @@ CTL: dict[str, Callable[[RemoteSupervisor, argparse.Namespace], Awaitable[int]]]
     "restart": _restart,
     "inject": _inject,
     "edit": _edit,
+    "budget": _budget,
     "reload": _reload,
     "shutdown": _shutdown,
     "tail": _tail,

@@ -289,6 +289,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         checks=checks,
         done_marker=done_marker,
         on_stuck=t.choice("on_stuck", ("pause", "stop", "continue"), "pause"),  # type: ignore[arg-type]
+        on_exhausted=t.choice("on_exhausted", ("end", "pause"), "end"),  # type: ignore[arg-type]
         stuck=_stuck(stuck) if stuck else StuckSpec(),
         worktree=worktree,
         schedule=schedule,

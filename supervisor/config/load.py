@@ -63,6 +63,7 @@ SUPERVISOR_KEYS = frozenset(
         "rate_limits",
         "max_output_per_iteration",
         "disk_full_grace",
+        "on_exhausted",
     }
 )
 PRICE_KEYS = frozenset({"input", "output", "cache_write", "cache_read"})
@@ -193,6 +194,7 @@ def _supervisor(top: Table, config_dir: Path, override: Path | None) -> Supervis
         state_dir=Path(os.path.abspath(override if override is not None else state_dir)),
         max_concurrent=section.integer("max_concurrent", 4, positive=True),
         budget=read_limits(budget) if budget is not None else Limits(),
+        on_exhausted=section.choice("on_exhausted", ("end", "pause"), "end"),  # type: ignore[arg-type]
         rate_limits=MappingProxyType(rate_limits),
         max_output_per_iteration=section.integer(
             "max_output_per_iteration", OUTPUT_PER_ITERATION_DEFAULT, positive=True
@@ -321,4 +323,6 @@ def summarize_loop(config: Config, loop: LoopSpec) -> str:
         parts.append(f"schedule={loop.schedule!r}{runs}")
     if loop.on_stuck != "pause":
         parts.append(f"on_stuck={loop.on_stuck}")
+    if loop.on_exhausted != "end":
+        parts.append(f"on_exhausted={loop.on_exhausted}")
     return "  ".join(parts)

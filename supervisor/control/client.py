@@ -322,6 +322,9 @@ class RemoteSupervisor:
             ops.EDIT, loop=loop, prompt=prompt, max_iterations=max_iterations, limits=limits
         )
 
+    async def budget(self, limits: Limits | None) -> None:
+        await self.call(ops.BUDGET, limits=limits)
+
     async def step_in(self, loop: str) -> StepIn:
         return await self.call(ops.STEP_IN, loop=loop)
 

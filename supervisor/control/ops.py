@@ -113,6 +113,10 @@ async def _edit(s: Session, a: Args) -> None:
     )
 
 
+async def _budget(s: Session, a: Args) -> None:
+    await s.handle.budget(a["limits"])
+
+
 async def _step_in(s: Session, a: Args) -> Any:
     return (await s.handle.step_in(a["loop"])).to_dict()
 
@@ -373,6 +377,23 @@ FORK: Final = Op(
     " conversation restored where the agent can, its own budget",
 )
 
+BUDGET: Final = Op(
+    "budget",
+    (
+        Arg(
+            "limits",
+            OPT_LIMITS,
+            "`{tokens, usd, wall, cpu}`",
+            normalize=_limits_from_wire,
+            to_wire=_limits_to_wire,
+        ),
+    ),
+    _budget,
+    _none,
+    "null — the run's global limits, replaced like edit's (a missing key or null is"
+    ' unlimited); loops paused by the global budget (`on_exhausted = "pause"`) go on',
+)
+
 OPS: Final[tuple[Op[Any], ...]] = (
     SNAPSHOT,
     PAUSE,
@@ -394,6 +415,7 @@ OPS: Final[tuple[Op[Any], ...]] = (
     DIFF,
     LAND,
     FORK,
+    BUDGET,
 )
 """In the order the hello lists them (new ops go last: v1 only adds)."""
 BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}

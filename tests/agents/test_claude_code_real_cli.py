@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from claude_support import collect, make_agent, make_budget, request, token_sum, usd_sum
-from fake_anthropic import FakeAnthropic, text, tool_use
+from fake_anthropic import FakeAnthropic, text, tool_use, usage_limit
 from helpers import REPO, load, loop, run_recorded, supervisor_table, table
 
 from supervisor import events as ev
@@ -281,3 +282,96 @@ async def test_real_cli_crossing_the_global_budget_is_killed_mid_turn(
     one_message = max(u.tokens for u in rec.of(ev.UsageCharged, "hello"))
     assert charged - limit <= one_message  # the overshoot is bounded by one message
     assert not rec.of(ev.CheckFinished, "hello")  # killed: no checks ran
+
+
+@pytest.mark.claude_cli
+@pytest.mark.timeout(180)  # four CLI starts and an 8 s reset; slow on a loaded machine
+async def test_real_cli_usage_limit_makes_the_accounts_loops_wait_and_resume_at_the_reset(
+    tmp_path: Path,
+    claude: str,
+) -> None:
+    """Two loops on one Pro/Max login (same HOME, same OAuth token): the API refuses
+    both with the subscription window's 429 until a reset a few seconds ahead. Both
+    wait as `waiting: usage limit, resets HH:MM`, count no retry, and go on by
+    themselves after the reset: loop a continues the session in which it had already
+    written a.txt (its Write is not redone), and the ledgers hold what the server billed."""
+    reset = int(time.time()) + 8
+
+    def of(name: str) -> Any:
+        return lambda b: main_turn(b) and f"{name}.txt" in json.dumps(b["messages"])
+
+    def before_reset(b: Mapping[str, Any]) -> bool:
+        return time.time() < reset
+
+    a, b = of("a"), of("b")
+    replies = [
+        tool_use(
+            "Write",
+            {"file_path": str(tmp_path / "wa" / "a.txt"), "content": "a\n"},
+            when=lambda body: a(body) and not after_tool_result(body),
+        ),
+        usage_limit(reset, when=lambda body: a(body) and before_reset(body)),
+        usage_limit(reset, when=lambda body: b(body) and before_reset(body)),
+        text("a.txt is there. DONE", when=a),
+        text("b.txt too. DONE", when=b),
+    ]
+    (tmp_path / "wa").mkdir()
+    (tmp_path / "wb").mkdir()
+    with FakeAnthropic(replies) as server:
+        env = offline_env(server, tmp_path / "home")
+        del env["ANTHROPIC_API_KEY"]
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = "sk-ant-oat01-dummy"  # a subscription login
+        config = load(
+            tmp_path,
+            supervisor_table(),
+            table(
+                "agents.cc",
+                kind="claude-code",
+                command=claude,
+                model="claude-sonnet-4-5",
+                args=["--permission-mode", "acceptEdits"],
+                env=env,
+                timeout="2m",
+                stall="1m",
+            ),
+            loop("a", "cc", workspace="wa", prompt="Write a.txt", done_marker="DONE"),
+            loop("b", "cc", workspace="wb", prompt="Write b.txt", done_marker="DONE"),
+        )
+        rec = await run_recorded(config, timeout=240)
+        billed = server.totals.tokens
+        requests = server.message_requests()
+
+    # One refusal per loop: a request before the reset would have been refused too.
+    assert len([r for r in requests if r.reply == "error 429"]) == 2
+    for name in ("a", "b"):
+        result = rec.result(name)
+        assert (result.state, result.iterations) == ("succeeded", 1), result.reason
+        waits = [
+            e
+            for e in rec.of(ev.LoopStateChanged, name)
+            if e.state == "waiting" and e.cause == "usage_limit"
+        ]
+        assert waits, rec.states(name)
+        label = time.strftime("%H:%M", time.localtime(reset))
+        assert waits[0].reason == f"usage limit, resets {label}"
+        assert waits[0].wait_seconds is not None
+        assert waits[0].wait_seconds <= 9
+        finished = rec.of(ev.IterationFinished, name)
+        assert [(f.iteration, f.outcome) for f in finished] == [
+            (1, "interrupted"),
+            (1, "succeeded"),
+        ]
+        assert finished[0].reason == waits[0].reason
+        # The same session, continued.
+        assert finished[0].session_id is not None
+        assert finished[1].session_id == finished[0].session_id
+        assert rec.supervisor.runners[name].retries_used == 0
+    # Loop a's resumed turn carried its first exchange: the Write happened once.
+    assert [t.name for t in rec.of(ev.ToolCalled, "a")] == ["Write"]
+    last_a = [r for r in requests if a(r.body)][-1]
+    assert "tool_result" in json.dumps(last_a.body["messages"])
+    assert (tmp_path / "wa" / "a.txt").read_text() == "a\n"
+    # The ledger is exact: what the server billed, charged once.
+    charged = sum(u.tokens for u in rec.of(ev.UsageCharged))
+    assert charged == billed
+    assert rec.result("a").tokens + rec.result("b").tokens == billed

@@ -1,0 +1,154 @@
+"""`on_exhausted = "pause"`: a spent budget pauses (cause "budget", with the numbers)
+and raising the limit goes on from where the loop stopped, for a loop's own budget
+(`edit`) and the global one (`budget`); nobody raising it keeps the exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import (
+    Recorded,
+    load,
+    loop,
+    run_recorded,
+    sim_agent,
+    supervisor_table,
+    table,
+    wait_for,
+)
+
+from supervisor import events as ev
+from supervisor.config.load import ConfigError
+from supervisor.runtime import EXIT_ATTENTION, EXIT_BUDGET
+from supervisor.spec import Limits
+
+pytestmark = pytest.mark.anyio
+
+PER_ITERATION = 29
+"""Tokens one iteration of this sim agent costs (its prompt and 20 reply tokens)."""
+NO_STUCK = {"same_failure": 0, "same_output": 0, "oscillation": False, "cost_spike": False}
+
+
+def failing_loop(**keys: object) -> str:
+    return loop(
+        "a", "s", max_iterations=4, checks=[{"name": "f", "run": "false"}], stuck=NO_STUCK, **keys
+    )
+
+
+def budget_pause(rec: Recorded) -> ev.LoopStateChanged | None:
+    return next((e for e in rec.of(ev.LoopStateChanged, "a") if e.cause == "budget"), None)
+
+
+async def wait_budget_pause(rec: Recorded) -> ev.LoopStateChanged:
+
+    await wait_for(
+        lambda: budget_pause(rec) is not None and rec.supervisor.runners["a"].state == "paused"
+    )
+    found = budget_pause(rec)
+    assert found is not None
+    return found
+
+
+def iterations(rec: Recorded) -> list[tuple[int, str]]:
+    return [(f.iteration, f.outcome) for f in rec.of(ev.IterationFinished, "a")]
+
+
+async def test_raising_a_loops_budget_goes_on_at_the_next_iteration(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        sim_agent("s"),
+        failing_loop(on_exhausted="pause", budget={"tokens": 2 * PER_ITERATION}),
+    )
+
+    async def during(rec: Recorded) -> None:
+        paused = await wait_budget_pause(rec)
+        assert paused.state == "paused"
+        assert paused.reason.startswith("budget: loop 'a' tokens budget used up (58 of 58 tokens")
+        assert iterations(rec) == [(1, "continue"), (2, "continue")]
+        await rec.supervisor.edit("a", limits=Limits(tokens=10 * PER_ITERATION))
+
+    rec = await run_recorded(config, during=during, exit_when_idle=False)
+    result = rec.result("a")
+    assert result.state == "failed"  # max_iterations: it went on to 3 and 4
+    assert iterations(rec) == [(i, "continue") for i in (1, 2, 3, 4)]
+    assert [e.iteration for e in rec.of(ev.IterationStarted, "a")] == [1, 2, 3, 4]
+    assert result.tokens == 4 * PER_ITERATION  # nothing charged twice
+
+
+async def test_raising_the_global_budget_goes_on(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        table("supervisor", on_exhausted="pause"),
+        table("supervisor.budget", tokens=2 * PER_ITERATION),
+        sim_agent("s"),
+        failing_loop(),
+    )
+
+    async def during(rec: Recorded) -> None:
+        paused = await wait_budget_pause(rec)
+        assert paused.reason.startswith("budget: global tokens budget used up (58 of 58 tokens")
+        await rec.supervisor.budget(Limits(tokens=10 * PER_ITERATION))
+
+    rec = await run_recorded(config, during=during, exit_when_idle=False)
+    assert rec.result("a").state == "failed"
+    assert [e.iteration for e in rec.of(ev.IterationStarted, "a")] == [1, 2, 3, 4]
+    assert rec.summary is not None
+    assert rec.summary.exit_code != EXIT_BUDGET
+    [applied] = [e for e in rec.of(ev.ControlApplied) if e.op == "budget"]
+    assert "290" in applied.detail
+
+
+async def test_a_raise_that_is_not_enough_keeps_it_paused(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        supervisor_table(),
+        sim_agent("s"),
+        failing_loop(on_exhausted="pause", budget={"tokens": 2 * PER_ITERATION}),
+    )
+
+    async def during(rec: Recorded) -> None:
+        await wait_budget_pause(rec)
+        await rec.supervisor.edit("a", limits=Limits(tokens=2 * PER_ITERATION - 1))
+        assert rec.supervisor.runners["a"].state == "paused"
+        await rec.supervisor.stop("a")
+
+    rec = await run_recorded(config, during=during, exit_when_idle=False)
+    assert rec.result("a").state == "stopped"
+    assert rec.result("a").iterations == 2
+
+
+async def test_headless_with_nobody_to_raise_keeps_the_exit_codes(tmp_path: Path) -> None:
+    loop_cfg = load(
+        tmp_path,
+        supervisor_table(),
+        sim_agent("s"),
+        failing_loop(on_exhausted="pause", budget={"tokens": PER_ITERATION}),
+    )
+    rec = await run_recorded(loop_cfg)
+    assert rec.result("a").state == "paused"
+    assert rec.summary is not None
+    assert rec.summary.exit_code == EXIT_ATTENTION
+
+    (tmp_path / "g").mkdir()
+    global_cfg = load(
+        tmp_path / "g",
+        table("supervisor", on_exhausted="pause"),
+        table("supervisor.budget", tokens=PER_ITERATION),
+        sim_agent("s"),
+        failing_loop(),
+    )
+    rec = await run_recorded(global_cfg)
+    assert rec.result("a").state == "paused"
+    assert rec.summary is not None
+    assert rec.summary.exit_code == EXIT_BUDGET
+
+
+def test_on_exhausted_is_checked_with_its_position(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, supervisor_table(), sim_agent("s"), failing_loop(on_exhausted="wait"))
+    text = str(err.value)
+    assert "loops.toml:" in text
+    assert "on_exhausted" in text
+    assert "wait" in text
