@@ -5,10 +5,12 @@ desktop, webhook, command) and the console's bell. Both follow the bus, so both 
 the same alerts; neither is called by a loop.
 
 An alert is:
-- `attention`: a loop waits for a person: `stuck` (a detector paused it), `paused`
-  by anything but the operator (a budget, a failed landing), or `waiting` on a
-  usage limit (the reason says "usage limit"); once per stretch in that state;
-- `resumed`: a loop that waited on a usage limit runs again;
+- `attention`: a loop needs a person or waits without one: `stuck` (a detector
+  paused it), `paused` by anything but the operator (cause "budget": raise it; a
+  failed landing), or `waiting` with cause "usage_limit" or "rate_limit" (the
+  account's window, a long 429); once per stretch in that state;
+- `resumed`: a loop that waited on a usage or rate limit runs again (the states
+  between, `pending` and a slot's `waiting`, are still the wait's);
 - `failed`, `exhausted`: a loop ended so;
 - `budget`: a ledger crossed a warning threshold (`BudgetWarning`);
 - `finished`: the run's summary (`RunFinished`).
@@ -27,7 +29,8 @@ AlertKind: TypeAlias = Literal[
 ]
 OPERATOR_PAUSE = "paused by the operator"
 """The reason of a pause somebody asked for: nobody needs to be told about it."""
-USAGE_LIMIT = "usage limit"
+WAIT_CAUSES: frozenset[str] = frozenset({"usage_limit", "rate_limit"})
+"""The causes of a `waiting` that is news: nobody knows when it ends but the clock."""
 TITLES: dict[str, str] = {
     "attention": "needs attention",
     "resumed": "resumed",
@@ -62,8 +65,17 @@ class Alert:
         return f"{where}{TITLES[self.kind]}{reason}"
 
 
-def _waits_on_usage_limit(event: ev.LoopStateChanged) -> bool:
-    return event.state == "waiting" and USAGE_LIMIT in event.reason.lower()
+def _classify(event: ev.LoopStateChanged) -> tuple[AlertKind | None, str]:
+    """The alert a state asks for and the mark that remembers it ("" for none)."""
+    if event.state == "stuck":
+        return "attention", "stuck"
+    if event.state == "paused" and (event.cause == "budget" or event.reason != OPERATOR_PAUSE):
+        return "attention", "paused"
+    if event.state == "waiting" and event.cause in WAIT_CAUSES:
+        return "attention", event.cause
+    if event.state in ("failed", "exhausted"):
+        return event.state, event.state
+    return None, ""
 
 
 class AlertTracker:
@@ -72,7 +84,9 @@ class AlertTracker:
 
     def __init__(self) -> None:
         self._last: dict[str, str] = {}
-        """loop -> the kind of state it last alerted for ("" once it moved on)."""
+        """loop -> the mark of the state it last alerted for ("" once it moved on)."""
+        self._waited: dict[str, str] = {}
+        """loop -> the reason of the usage or rate limit wait it is in."""
 
     def observe(self, event: ev.Event) -> Alert | None:
         if isinstance(event, ev.LoopStateChanged):
@@ -86,18 +100,16 @@ class AlertTracker:
 
     def _state(self, event: ev.LoopStateChanged) -> Alert | None:
         previous = self._last.get(event.loop, "")
-        kind: AlertKind | None = None
-        mark = ""
-        if event.state == "stuck" or (event.state == "paused" and event.reason != OPERATOR_PAUSE):
-            kind, mark = "attention", event.state
-        elif _waits_on_usage_limit(event):
-            kind, mark = "attention", "usage"
-        elif event.state in ("failed", "exhausted"):
-            kind, mark = event.state, event.state
-        elif event.state == "running" and previous == "usage":
-            kind = "resumed"
-        if event.state == "waiting" and mark == "" and previous == "usage":
-            return None  # the wait goes on (a countdown, a slot): not over yet
+        kind, mark = _classify(event)
+        reason = event.reason
+        if kind is None and previous in WAIT_CAUSES:
+            if event.state in ("waiting", "pending"):
+                return None  # the wait goes on (a countdown, a slot): not over yet
+            if event.state == "running":
+                kind = "resumed"
+                reason = f"{event.reason} (after {self._waited.pop(event.loop, 'a wait')})"
+        if mark in WAIT_CAUSES:
+            self._waited[event.loop] = event.reason
         self._last[event.loop] = mark
         if kind is None or (mark and mark == previous):
             return None
@@ -105,7 +117,7 @@ class AlertTracker:
             kind=kind,
             loop=event.loop,
             state=event.state,
-            reason=event.reason,
+            reason=reason,
             iteration=event.iteration,
             ts=event.ts,
         )
