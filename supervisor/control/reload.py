@@ -5,7 +5,8 @@ file: an operator's edit (TUI `e`, `ctl edit`) stays until the file changes that
 key, and the report says which edits were kept. What can change mid-run is a loop's
 prompt, max_iterations and budget limits, from its next iteration, through
 `Supervisor.edit` (so each change is a journalled control event). Everything else
-(new or removed loops, agents, checks, workspaces, global settings) is reported as
+(new or removed loops, agents, checks, workspaces, global settings, `[notify]`:
+the notifier is built when the run starts) is reported as
 "needs a restart of serve" and not applied: a half-applied run would be harder to
 reason about than a restart. An invalid file is rejected with its error and the old
 config kept.
@@ -108,6 +109,8 @@ async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = No
             restart.append((None, f"[supervisor] {key} changed; needs a restart of serve"))
     if dict(sup.config.pricing) != dict(new.pricing):
         restart.append((None, "[pricing] changed; needs a restart of serve"))
+    if sup.config.notify != new.notify:  # named only: a webhook URL is a secret
+        restart.append((None, "[notify] changed; needs a restart of serve"))
     for loop, line in applied + kept:
         sup.notice(f"reload: {line}", loop=loop)
     for loop, line in restart:
