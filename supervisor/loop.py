@@ -894,6 +894,9 @@ class LoopRunner:
         if resume.detector is not None:
             self.detector.restore(resume.detector)
         self.agent.restore(resume.session_id, resume.conversation)
+        account = self.agent.account() if isinstance(self.agent, Accounted) else None
+        if self.accounts is not None and self.accounts.restore(account, resume.usage_wait_until):
+            self._resume_session = self.agent.session_id is not None  # as after the refusal
         self.runs = resume.runs
         self.last_run_at = resume.last_run_at
         if resume.state == "scheduled":

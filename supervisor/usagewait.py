@@ -5,7 +5,9 @@ it here under the agent's account; every loop whose agent spends the same accoun
 then waits, state `waiting` with reason "usage limit, resets 20:00", instead of
 starting turns that would only be refused, and goes on by itself at the reset. Each
 loop adds its own jitter, so that twenty loops do not hit the API in the same second.
-A limit whose reset time is unknown is tried again after `UNKNOWN_RESET_S`.
+A limit whose reset time is unknown is tried again after `UNKNOWN_RESET_S`. The wait
+is journalled as the loop's `waiting` state (cause "usage_limit", its wait): a run
+resumed after a crash books it again (`restore`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ class AccountWaits:
         if known is None or (known.resets_at or 0.0) < (limit.resets_at or 0.0):
             self._limits[limit.account] = limit
         return self._limits[limit.account]
+
+    def restore(self, account: str | None, until: float | None) -> bool:
+        """Book again a wait the journal recorded (`LoopResume.usage_wait_until`), so a
+        resumed run waits out its rest instead of asking to be refused: True if it is
+        still on."""
+        if account is None or until is None or until <= self._clock():
+            return False
+        self.block(UsageLimit(resets_at=until, account=account))
+        return True
 
     def blocked(self, account: str | None) -> UsageLimit | None:
         """The limit `account` is under now, None when there is none (or it reset)."""

@@ -48,6 +48,9 @@ class LoopResume:
     commits: tuple[str, ...] = ()
     """Checkpoint commits the journal recorded for the loop in this run (`checkpoint.py`:
     a commit of the iteration that runs again, not among them, was cut off by the crash)."""
+    usage_wait_until: float | None = None
+    """When the usage-limit wait it was in ends (its last state: `waiting` with cause
+    "usage_limit"); the resumed loop waits out the rest instead of being refused again."""
 
 
 @dataclass(frozen=True, slots=True)

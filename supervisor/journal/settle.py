@@ -375,6 +375,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         started_at=None if started is None else float(started),
         ended_at=None if ended is None else float(ended),
         commits=_commits(conn, run_id, name),
+        usage_wait_until=_usage_wait_until(_latest_event(conn, key, "state", restart_seq)),
     )
     return resume, float(res_usd)
 
@@ -410,6 +411,14 @@ def _last_check(
                 (str(data.get("name")), bool(data.get("passed")), str(data.get("summary")))
             )
     return check_summary(results)
+
+
+def _usage_wait_until(state: dict[str, Any]) -> float | None:
+    """The end of the usage-limit wait a loop's last state shows (None: not waiting)."""
+    if state.get("state") != "waiting" or state.get("cause") != "usage_limit":
+        return None
+    wait = state.get("wait_seconds")
+    return None if wait is None else float(state["ts"]) + float(wait)
 
 
 def _latest_event(
