@@ -146,6 +146,12 @@ class OperatorActions(App[int]):
         if (loop := self.loop(name)) is not None:
             self.push_screen(EditScreen(loop))
 
+    def global_budget(self) -> None:
+        from tui.screens.budget import BudgetScreen
+
+        if self.snapshot is not None:
+            self.push_screen(BudgetScreen(self.snapshot.budget))
+
     def inject(self, name: str) -> None:
         from tui.screens.inject import InjectScreen
 

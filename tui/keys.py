@@ -161,6 +161,16 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command((), action="stop_all", palette="Stop all loops", palette_help="asks first"),
     Command(
+        ("b",),
+        "global budget: raise it (loops it paused go on)",
+        "raise (or lower) the run's global budget, tokens and USD, as `ctl budget` does;"
+        ' loops it paused (`on_exhausted = "pause"`) go on',
+        (_run("b", "global_budget", "budget", show=False),),
+        action="global_budget",
+        palette="Global budget",
+        palette_help="raise it: loops it paused go on",
+    ),
+    Command(
         ("/", "esc"),
         "filter loops by name or state / clear the filter",
         "filter loops by name or state / clear the filter",
@@ -239,6 +249,7 @@ OTHER_SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (("enter", "send to the agent"), ("ctrl+r", "hand back"), ("esc", "leave it paused")),
     ),
     ("Edit", (("ctrl+s", "apply"), ("tab", "next field"), ("esc", "cancel"))),
+    ("Global budget", (("ctrl+s", "apply"), ("tab", "next field"), ("esc", "cancel"))),
     ("Any question", (("y", "confirm"), ("n  esc", "cancel"), ("enter", "the focused button"))),
 )
 """Keys the other screens bind themselves, as the help screen lists them."""

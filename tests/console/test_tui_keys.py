@@ -9,6 +9,7 @@ from textual.binding import Binding, BindingType
 from tui.actions import OperatorActions
 from tui.app import LoopvisorApp
 from tui.keys import COMMANDS, MAIN_SECTION, OTHER_SECTIONS, help_sections, readme_table
+from tui.screens.budget import BudgetScreen
 from tui.screens.chat import ChatScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.diff import DiffScreen
@@ -64,6 +65,7 @@ def test_the_other_screens_keys_are_on_the_help_screen() -> None:
         ("Attention inbox", InboxScreen),
         ("Step-in chat", ChatScreen),
         ("Edit", EditScreen),
+        ("Global budget", BudgetScreen),
         ("Any question", ConfirmScreen),
         ("History", HistoryScreen),
         ("Diff", DiffScreen),
