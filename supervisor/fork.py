@@ -16,7 +16,11 @@ What the fork gets:
   session with `--resume SESSION --fork-session` on its first turn (a new session id
   from then on). A Claude Code session grows in place (resuming keeps its id), so
   when the parent went on after N, that session also holds its later turns: the
-  files are at N, the CLI's memory is not cut there. `$last_output` and
+  files are at N, the CLI's memory is not cut there. (The CLI 2.1.332 has a hidden
+  `--resume-session-at UUID` that, with `--fork-session`, keeps the conversation up
+  to that chain entry only: `test_real_cli_resume_session_at_...` pins it against the
+  fake API. Using it needs the `uuid` of each iteration's last `assistant` line
+  journalled; not done yet.) `$last_output` and
   `$check_output` are those after iteration N, so the fork's first prompt is the one
   the parent's iteration N+1 had (or the fork's own template, `--prompt-file`).
 - **Budget:** the parent's loop budget and max_iterations, fresh (the global budget

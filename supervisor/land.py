@@ -71,14 +71,15 @@ class LandRequest:
     """Push the branch (to `push`, else origin) and open a pull request against the target."""
 
     @classmethod
-    def on_success(cls, mode: OnSuccess) -> LandRequest | None:
-        """What `on_success = MODE` does (None for "keep")."""
+    def on_success(cls, mode: OnSuccess, remote: str | None = None) -> LandRequest | None:
+        """What `on_success = MODE` does (None for "keep"); `remote` is the loop's
+        `push_remote` (None: origin)."""
         if mode == "land":
             return cls()
         if mode == "push":
-            return cls(push=DEFAULT_REMOTE)
+            return cls(push=remote or DEFAULT_REMOTE)
         if mode == "pr":
-            return cls(pr=True)
+            return cls(pr=True, push=remote)
         return None
 
     def problem(self) -> str | None:

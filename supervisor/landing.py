@@ -58,7 +58,7 @@ class Landing:
     async def on_success(self, spec: LoopSpec) -> tuple[str, bool]:
         """`on_success` of a loop that just succeeded: (what was done, or why it could
         not be, and whether it was done)."""
-        request = LandRequest.on_success(spec.on_success)
+        request = LandRequest.on_success(spec.on_success, spec.push_remote)
         if request is None:
             return "", True
         prefix = f"{spec.name}: "

@@ -151,6 +151,8 @@ class LoopRunner:
         self.detector = StuckDetector(spec.stuck)
         self.control = _Control()
         self._stop_scope: anyio.CancelScope | None = None
+        self._open_iteration: float | None = None
+        """When the iteration whose checkpoint has begun started; None once it has an outcome."""
         self._turn_scope: anyio.CancelScope | None = None
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
@@ -488,17 +490,23 @@ class LoopRunner:
         self.emit(ev.IterationStarted(loop=spec.name, iteration=n, prompt=prompt))
         got_slot = await self._take_slot(n)
         try:
-            checked = await self._in_slot(n, prompt, started, got_slot)
-        finally:
-            if got_slot:
-                self.slots.release()
-        if isinstance(checked, float):  # a retryable agent error: back off without a slot
-            await self._backoff(n, checked)
-        elif checked is not None:
-            turn, outcomes = checked
-            if self.after_iteration is not None:
-                await self.after_iteration(spec.name)
-            await self._decide(n, turn, outcomes, started)
+            try:
+                checked = await self._in_slot(n, prompt, started, got_slot)
+            finally:
+                if got_slot:
+                    self.slots.release()
+            if isinstance(checked, float):  # a retryable agent error: back off without a slot
+                await self._backoff(n, checked)
+            elif checked is not None:
+                turn, outcomes = checked
+                if self.after_iteration is not None:
+                    await self.after_iteration(spec.name)
+                await self._decide(n, turn, outcomes, started)
+        except anyio.get_cancelled_exc_class():
+            if self._open_iteration is not None:  # cut off mid-turn: keep what it changed
+                with anyio.CancelScope(shield=True):
+                    await self._finish_cut_off(n)
+            raise
         if self.iteration < n:  # it runs again: its notes are still unanswered
             self.control.injections[:0] = self._in_flight_notes
         self._in_flight_notes = []
@@ -530,6 +538,7 @@ class LoopRunner:
         watch = self._workspace if watching else None
         if self.checkpointer is not None and got_slot:
             await self.checkpointer.begin(n, self._loopvisor_env(n, "git"))
+            self._open_iteration = started
         before = await watch.take() if watch is not None and got_slot else None
         turn = await self._turn(n, prompt) if got_slot else TurnResult()
         after = await watch.take() if watch is not None and before is not None else None
@@ -806,6 +815,7 @@ class LoopRunner:
         """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
         shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
         without its row, nor a git command killed half-way."""
+        self._open_iteration = None
         point = Checkpoint()
         if self.checkpointer is not None:
             with anyio.CancelScope(shield=True):
@@ -831,6 +841,30 @@ class LoopRunner:
                 commit_parent=point.parent,
             )
         )
+
+    async def _finish_cut_off(self, n: int) -> None:
+        """An iteration cancelled before its outcome (an operator stop, a budget, the run
+        shut down by Ctrl-C or SIGTERM): its checkpoint commit still takes what the agent
+        changed, outcome `stopped` and why, so that nothing it wrote is lost. (What it
+        spent is in the ledger; the turn's own count went with the cancelled turn.)"""
+        started = self._open_iteration
+        assert started is not None
+        if self.control.stop:
+            reason = "stopped by the operator"
+        elif self.finished:  # force_end: the global budget, a shutdown
+            reason = self.reason
+        else:
+            reason = self._wall_used_up() or "cut off mid-turn"
+        await self._finish_iteration(
+            n, "stopped", f"cut off mid-turn: {reason}", TurnResult(), started
+        )
+
+    def _wall_used_up(self) -> str | None:
+        """The loop's wall budget's reason once it is used up; else None."""
+        wall = self.spec.budget.limits.wall
+        if wall is None or time.time() < (self.started_at or time.time()) + wall:
+            return None
+        return f"loop wall budget ({format_duration(wall)}) used up"
 
     def _notice(self, level: str, message: str) -> None:
         self.emit(ev.Notice(loop=self.spec.name, level=level, message=message))  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ import anyio.abc
 
 from supervisor import cpumeter, reaper, sweep
 from supervisor import events as ev
+from supervisor.agents.base import ForksSessions
 from supervisor.agents.kind import AgentContext
 from supervisor.agents.registry import build_agent, kind_of
 from supervisor.api import (
@@ -552,6 +553,9 @@ class Supervisor:
         session = runner.agent.session_id
         kind = kind_of(spec)
         argv = kind.resume_argv(spec, session) if kind.resume_argv is not None else None
+        agent = runner.agent
+        if argv and session and isinstance(agent, ForksSessions) and agent.forking == session:
+            argv = (*argv, *kind.fork_flags)  # a fork before its first turn: fork it here too
         self._control("step_in", loop, f"session {session}" if session else "")
         return StepIn(
             loop=loop,

@@ -206,6 +206,8 @@ class LoopSpec:
     own process group, allow-listed environment); a failure fails the loop."""
     on_success: OnSuccess = "keep"
     """What a worktree loop does with its branch once it succeeded (`land`)."""
+    push_remote: str | None = None
+    """The remote `on_success = "push"` or `"pr"` pushes to; None: origin."""
     notify: NotifySpec | None = None
     """Its own `[loop.notify]` (merged onto the run's), None: the run's `[notify]`."""
 

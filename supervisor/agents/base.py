@@ -258,6 +258,11 @@ class ForksSessions(Protocol):
 
     def fork_session(self, session_id: str) -> None: ...
 
+    @property
+    def forking(self) -> str | None:
+        """The other loop's session this one still forks (no turn of its own yet)."""
+        ...
+
 
 @runtime_checkable
 class Accounted(Protocol):

@@ -120,6 +120,12 @@ class ClaudeCodeAgent:
         self.restore(session_id, None)
         self._fork_from = session_id
 
+    @property
+    def forking(self) -> str | None:
+        """The parent's session while this fork has none of its own (step-in forks it
+        too: `KIND.fork_flags`), else None."""
+        return self._fork_from if self._fork_from == self._session_id else None
+
     def conversation(self) -> list[dict[str, Any]] | None:
         return None  # the CLI keeps the conversation in its own session files
 

@@ -1,7 +1,8 @@
 """`loopvisor diff LOOP [--iteration N]`: a worktree loop's changes as a patch.
 
-Without `--iteration`: the loop's branch against its base (the commit its worktree
-was created from), i.e. everything its checkpoint commits hold. With it: that
+A fork is found in the journal (`findloop`). Without `--iteration`: the loop's
+branch against its base (the commit its worktree was created from), i.e. everything
+its checkpoint commits hold. With it: that
 iteration's checkpoint commit against its parent, found in the journal (`--run`
 picks a run; default: the newest run with the loop).
 
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from supervisor.cli.findloop import find_loop
 from supervisor.config.load import load_config
 from supervisor.difflines import DiffKind, line_kinds
 from supervisor.gitdiff import (
@@ -70,10 +72,9 @@ def _note(text: str) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     config = load_config(args.config, state_dir=args.state_dir)
-    try:
-        loop = config.loop(args.loop)
-    except KeyError:
-        _note(f"no loop named {args.loop!r} in {args.config}")
+    loop = find_loop(config, args.loop)
+    if loop is None:
+        _note(f"no loop named {args.loop!r} in {args.config}, nor a fork in the journal")
         return EXIT_USAGE
     try:
         if args.iteration is None:

@@ -26,6 +26,7 @@ from supervisor.cli import land as cli_land
 from supervisor.cli import notify as cli_notify
 from supervisor.cli import oneline
 from supervisor.cli import remote as cli_remote
+from supervisor.cli.findloop import find_loop
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
@@ -299,11 +300,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
     loops = []
     for name in args.loops:
-        try:
-            loops.append(config.loop(name))
-        except KeyError:
-            print(for_terminal(f"no loop named {name!r} in {args.config}"), file=sys.stderr)
+        found = find_loop(config, name)  # a fork from the journal too
+        if found is None:
+            message = f"no loop named {name!r} in {args.config}, nor a fork in the journal"
+            print(for_terminal(message), file=sys.stderr)
             return runtime.EXIT_USAGE
+        loops.append(found)
     code = 0
     for loop in loops:
         try:

@@ -28,7 +28,12 @@ from supervisor.config._schema import (
     read_child_env,
     read_file,
 )
-from supervisor.config._workspace import read_on_success, read_setup, read_workspace
+from supervisor.config._workspace import (
+    read_on_success,
+    read_push_remote,
+    read_setup,
+    read_workspace,
+)
 from supervisor.config.rules import prompt_problems
 from supervisor.gitident import author_problem
 from supervisor.schedule import Schedule
@@ -299,7 +304,8 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         prompt_file=prompt_file,
         commit_author=_commit_author(t),
         setup=read_setup(t, worktree),
-        on_success=read_on_success(t, worktree),
+        on_success=(on_success := read_on_success(t, worktree)),
+        push_remote=read_push_remote(t, on_success),
         notify=read_notify(notify, paths.notify, loop=True) if notify else None,
     )
 

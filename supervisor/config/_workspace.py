@@ -8,6 +8,7 @@ error from `loopvisor check`, not a surprise at start.
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,6 +126,31 @@ def read_on_success(t: Table, worktree: WorktreeSpec | None) -> OnSuccess:
             f'"{mode}" lands the loop\'s branch: it needs workspace = {{ ..., worktree = true }}',
         )
     return mode
+
+
+REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+"""A remote's name as `git remote add` takes it, kept plain: no option, path or URL."""
+
+
+def read_push_remote(t: Table, on_success: OnSuccess) -> str | None:
+    """`push_remote`: the remote `on_success = "push"` or `"pr"` pushes to (default
+    origin). A URL or a path is not taken: name it with `git remote add` first."""
+    remote = t.string("push_remote", None, nonempty=True)
+    if remote is None:
+        return None
+    if not REMOTE_NAME.fullmatch(remote) or ".." in remote or remote.endswith(".lock"):
+        t.error(
+            "push_remote",
+            f"{describe(remote)} is not a remote name (letters, digits, _ . -; add a URL "
+            "with `git remote add NAME URL` and name it here)",
+        )
+        remote = None
+    if on_success not in ("push", "pr"):
+        t.error(
+            "push_remote",
+            f'is for on_success = "push" or "pr"; this loop\'s on_success is "{on_success}"',
+        )
+    return remote
 
 
 def _exists(path: Path) -> bool:

@@ -95,6 +95,16 @@ def run_forks(conn: sqlite3.Connection, run_id: str) -> list[LoopForked]:
     return forks
 
 
+def latest_fork(conn: sqlite3.Connection, loop: str) -> LoopForked | None:
+    """The newest record of a fork named `loop`, of any run (None: no fork has it)."""
+    row = conn.execute(
+        "SELECT json FROM events WHERE loop = ? AND type = ? ORDER BY seq DESC LIMIT 1",
+        (loop, LoopForked.type),
+    ).fetchone()
+    event = None if row is None else event_from_dict(dict(json_loads(row[0])))
+    return event if isinstance(event, LoopForked) else None
+
+
 def parents(conn: sqlite3.Connection, run_id: str) -> dict[str, str]:
     """{fork: "PARENT@N"} of run `run_id` (status and history show it)."""
     return {fork.loop: fork.label for fork in run_forks(conn, run_id)}

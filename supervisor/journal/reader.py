@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from supervisor.events import LoopForked
 from supervisor.journal import forks
 from supervisor.journal.forks import ForkPoint
 from supervisor.journal.render import history_dict, render_transcript, transcript_lines
@@ -370,6 +371,13 @@ class JournalReader:
         """`loop` at the end of `iteration` (`forks.fork_point`); None: no such iteration."""
         try:
             return forks.fork_point(self._conn, run_id, loop, iteration)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: cannot read: {exc}") from exc
+
+    def latest_fork(self, loop: str) -> LoopForked | None:
+        """The newest `forked` record of a fork named `loop` (`forks.latest_fork`)."""
+        try:
+            return forks.latest_fork(self._conn, loop)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 

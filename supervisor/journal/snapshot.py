@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
 from supervisor.durations import parse_duration
-from supervisor.events import ATTENTION_STATES
-from supervisor.journal.forks import parents
+from supervisor.events import ATTENTION_STATES, LoopForked
+from supervisor.journal.forks import run_forks
 from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits
 
@@ -45,9 +45,10 @@ def snapshot_dict(
         )
     }
     agents = config.get("agents", {}) if isinstance(config.get("agents"), dict) else {}
-    forked = parents(conn, run.run_id)
+    records = {fork.loop: fork for fork in run_forks(conn, run.run_id)}
+    forked = {name: fork.label for name, fork in records.items()}
     loops = tuple(
-        _loop(conn, run, row, _spec_of(specs, forked, row.loop), agents, forked.get(row.loop, ""))
+        _loop(conn, run, row, _spec_of(specs, records, row.loop), agents, forked.get(row.loop, ""))
         for row in rows
     )
     supervisor = config.get("supervisor", {}) if isinstance(config.get("supervisor"), dict) else {}
@@ -77,13 +78,20 @@ def snapshot_dict(
     return snapshot.to_dict()
 
 
-def _spec_of(specs: dict[str, dict[str, Any]], forked: dict[str, str], loop: str) -> dict[str, Any]:
-    """The loop's spec as journalled; a fork's is its parent's (`fork.fork_spec`)."""
+def _spec_of(
+    specs: dict[str, dict[str, Any]], forks: dict[str, LoopForked], loop: str
+) -> dict[str, Any]:
+    """The loop's spec as journalled; a fork's is its parent's with its own prompt
+    when it was given one (`--prompt-file`), as `fork.fork_spec` makes it."""
     seen: set[str] = set()
-    while not specs.get(loop) and loop in forked and loop not in seen:
+    prompt: str | None = None
+    while not specs.get(loop) and loop in forks and loop not in seen:
         seen.add(loop)
-        loop = forked[loop].rpartition("@")[0]
-    return specs.get(loop) or {}
+        if prompt is None:
+            prompt = forks[loop].prompt
+        loop = forks[loop].parent
+    spec = specs.get(loop) or {}
+    return spec if prompt is None else {**spec, "prompt": prompt}
 
 
 def _loop(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -375,3 +376,56 @@ async def test_real_cli_usage_limit_makes_the_accounts_loops_wait_and_resume_at_
     charged = sum(u.tokens for u in rec.of(ev.UsageCharged))
     assert charged == billed
     assert rec.result("a").tokens + rec.result("b").tokens == billed
+
+
+# -- resuming a session at a message (issue 14: a fork cut at iteration N) ---------------------
+
+
+def _print_turn(
+    claude: str, env: Mapping[str, str], cwd: Path, prompt: str, *flags: str
+) -> list[dict[str, Any]]:
+    """One `claude -p` turn's stream-json lines (parsed)."""
+    done = subprocess.run(
+        [claude, "-p", "--output-format", "stream-json", "--verbose", *flags, "--", prompt],
+        cwd=cwd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.claude_cli
+async def test_real_cli_resume_session_at_forks_the_session_as_it_was_after_a_turn(
+    tmp_path: Path, claude: str, workspace: Path
+) -> None:
+    """The CLI's hidden `--resume-session-at <uuid>` (2.1.332), with `--fork-session`:
+    the new session holds the conversation up to that chain entry only (the `uuid` of
+    the turn's last `assistant` line), not the turns the session had after it. What a
+    fork at iteration N would need; pinned here, not used yet (see supervisor/fork.py)."""
+    replies = [text("First answer."), text("Second answer."), text("Third answer.")]
+    with FakeAnthropic(replies) as server:
+        env = offline_env(server, tmp_path / "home")
+        one = _print_turn(claude, env, workspace, "Say something.")
+        sid = next(line["session_id"] for line in one if line.get("session_id"))
+        _print_turn(claude, env, workspace, "Again.", f"--resume={sid}")
+        at = [line["uuid"] for line in one if line.get("type") == "assistant"][-1]
+        three = _print_turn(
+            claude,
+            env,
+            workspace,
+            "Third.",
+            f"--resume={sid}",
+            f"--resume-session-at={at}",
+            "--fork-session",
+        )
+        history = json.dumps(server.message_requests()[-1].body["messages"])
+    assert "First answer." in history
+    assert "Second answer." not in history
+    assert "Again." not in history
+    result = next(line for line in three if line.get("type") == "result")
+    assert result["session_id"] != sid
+    assert result["result"].strip() == "Third answer."

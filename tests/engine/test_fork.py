@@ -126,6 +126,17 @@ async def test_fork_from_an_iteration_over_a_served_run(tmp_path: Path) -> None:
         assert outcomes(as_json, "fix")["forked_from"] == ""
         history = lv("history", "fix-fork2", "--state-dir", daemon.state, cwd=tmp_path)
         assert "forked from fix@2" in history.stdout, history.stdout
+        # diff knows the fork (not in loops.toml): what it did since iteration 1's commit.
+        diff = lv("diff", "fix-fork2", "--state-dir", daemon.state, cwd=tmp_path)
+        assert diff.returncode == 0, diff.stderr
+        assert "+fixed" in diff.stdout
+        assert "NEWS.md" in diff.stdout
+        own_n = own[0]["Loopvisor-Iteration"]
+        one = lv(
+            "diff", "fix-fork2", "--iteration", own_n, "--state-dir", daemon.state, cwd=tmp_path
+        )
+        assert one.returncode == 0, one.stderr
+        assert "+fixed" in one.stdout
 
         # Refusals: each says why (the CLI's exit code 1), and nothing is made.
         unknown = lv("fork", "nope", "--iteration", "1", "--state-dir", daemon.state, cwd=tmp_path)
@@ -155,6 +166,15 @@ async def test_fork_from_an_iteration_over_a_served_run(tmp_path: Path) -> None:
         daemon = daemon.resume()
         row = poll(lambda: outcomes(daemon.status(), "fix-fork2"), 30, "the resumed fork")
         assert (row["state"], row["forked_from"]) == ("succeeded", "fix@2")
+        kill_daemon(daemon.pid)
+        # clean knows the fork too: it refuses to lose its unmerged commits, --force cleans.
+        refused = lv("clean", "fix-fork2", "--state-dir", daemon.state, cwd=tmp_path)
+        assert refused.returncode == 1, refused.stderr
+        assert "fix-fork2" in refused.stderr
+        assert "no loop named" not in refused.stderr
+        forced = lv("clean", "fix-fork2", "--force", "--state-dir", daemon.state, cwd=tmp_path)
+        assert forced.returncode == 0, forced.stderr
+        assert not worktree.exists()
     finally:
         kill_daemon(daemon.pid)
 

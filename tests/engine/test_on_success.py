@@ -179,6 +179,26 @@ def test_on_success_pr_opens_a_pull_request_whose_body_is_the_loops_history(
     assert "loopvisor/fix" in git("branch", "-r", cwd=repo)
 
 
+def test_on_success_push_pushes_to_the_remote_the_loop_names(tmp_path: Path) -> None:
+    """`push_remote = "upstream"`: the branch goes there, and no `origin` is needed."""
+    remote = tmp_path / "upstream.git"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    repo, config = configure(tmp_path, "push")
+    config.path.write_text(
+        config.path.read_text().replace(
+            'on_success = "push"', 'on_success = "push"\npush_remote = "upstream"'
+        )
+    )
+    git("remote", "add", "upstream", str(remote), cwd=repo)
+    run = run_cli("run", config.path, "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    (result,) = json.loads(run.stdout.splitlines()[-1])["loops"]
+    assert "upstream" in result["reason"]
+    assert git("rev-parse", "loopvisor/fix", cwd=repo) == git(
+        "rev-parse", "refs/heads/loopvisor/fix", cwd=remote
+    )
+
+
 def test_on_success_pr_without_gh_needs_attention(tmp_path: Path) -> None:
     repo, config = configure(tmp_path, "pr")
     git("init", "-q", "--bare", str(tmp_path / "remote.git"), cwd=tmp_path)

@@ -19,6 +19,7 @@ from helpers import (
     run_recorded,
     sim_agent,
     supervisor_table,
+    table,
     wait_event,
     wait_for,
     wait_gone,
@@ -26,6 +27,8 @@ from helpers import (
 from runtime_support import assert_reasons, workspaces
 
 from supervisor import events as ev
+from supervisor.agents.base import ForksSessions
+from supervisor.runtime import Supervisor
 
 pytestmark = pytest.mark.anyio
 
@@ -145,3 +148,25 @@ async def test_step_in_while_waiting_for_a_slot_pauses_at_once(tmp_path: Path) -
     assert [o for o in outcomes if o[0] == "b"] == [("b", 1, "interrupted"), ("b", 1, "continue")]
     assert next(f for f in rec.of(ev.IterationFinished, "b")).tokens == 0
     assert rec.result("b").state == "failed"  # max_iterations 1, no done marker
+
+
+async def test_stepping_into_a_claude_code_fork_before_its_first_turn_forks_the_session(
+    tmp_path: Path,
+) -> None:
+    """Until the fork's first turn, its session is its parent's: `claude --resume` alone
+    would write the operator's turns into the parent's session; step-in forks it."""
+    config = load(
+        tmp_path,
+        table("agents.cc", kind="claude-code", command="claude"),
+        loop("fix", "cc", done_marker="DONE"),
+    )
+    sup = Supervisor(config)
+    runner = sup.runners["fix"]
+    assert isinstance(runner.agent, ForksSessions)
+    runner.agent.fork_session("parent-session")  # what `fork.seed_fork` does
+    runner.force_end("stopped", "not run here")
+    step = await sup.step_in("fix")
+    assert step.resume_argv == ("claude", "--resume", "parent-session", "--fork-session")
+    runner.agent.restore("own-session", None)  # after its first turn: its own session
+    step = await sup.step_in("fix")
+    assert step.resume_argv == ("claude", "--resume", "own-session")

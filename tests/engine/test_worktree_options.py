@@ -120,6 +120,18 @@ def test_on_success_must_be_one_of_its_modes(tmp_path: Path) -> None:
     )
 
 
+def test_push_remote_is_validated_with_its_position(tmp_path: Path) -> None:
+    make_repo(tmp_path / "repo")
+    cfg = tmp_path / "loops.toml"
+    cfg.write_text(config_text(on_success='"land"\npush_remote = "-upstream"'))
+    checked = run_cli("check", cfg, cwd=tmp_path)
+    assert checked.returncode == 3
+    line = cfg.read_text().splitlines().index('push_remote = "-upstream"') + 1
+    assert f"loops.toml:{line}:1: push_remote: " in checked.stderr
+    assert "not a remote name" in checked.stderr
+    assert 'push_remote: is for on_success = "push" or "pr"' in checked.stderr
+
+
 # -- clean -----------------------------------------------------------------------------
 def clean(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     out = run_cli("clean", "fix", "--config", tmp_path / "loops.toml", *args, cwd=tmp_path)

@@ -71,5 +71,6 @@ KIND = AgentKind(
     build=_build,
     describe=_describe,
     resume_argv=_resume_argv,
+    fork_flags=("--fork-session",),
     child_env=("ANTHROPIC_*", "CLAUDE_*", *_PROXIES),
 )
