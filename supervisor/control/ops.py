@@ -227,6 +227,15 @@ STOP: Final = Op(
 RESTART: Final = Op(
     "restart", (LOOP,), _restart, _none, "null — iteration 1 again (spent budget stays spent)"
 )
+LIMITS: Final = Arg(
+    "limits",
+    OPT_LIMITS,
+    "`{tokens, usd, wall, cpu}`",
+    normalize=_limits_from_wire,
+    to_wire=_limits_to_wire,
+)
+"""A loop's (edit) or the run's (budget) limits, on the wire as a JSON object."""
+
 INJECT: Final = Op("inject", (LOOP, TEXT), _inject, _none, "null — added to the next prompt")
 EDIT: Final = Op(
     "edit",
@@ -234,13 +243,7 @@ EDIT: Final = Op(
         LOOP,
         Arg("prompt", OPT_STRING, "string"),
         Arg("max_iterations", OPT_INTEGER, "int"),
-        Arg(
-            "limits",
-            OPT_LIMITS,
-            "`{tokens, usd, wall, cpu}`",
-            normalize=_limits_from_wire,
-            to_wire=_limits_to_wire,
-        ),
+        LIMITS,
     ),
     _edit,
     _none,
@@ -379,15 +382,7 @@ FORK: Final = Op(
 
 BUDGET: Final = Op(
     "budget",
-    (
-        Arg(
-            "limits",
-            OPT_LIMITS,
-            "`{tokens, usd, wall, cpu}`",
-            normalize=_limits_from_wire,
-            to_wire=_limits_to_wire,
-        ),
-    ),
+    (LIMITS,),
     _budget,
     _none,
     "null — the run's global limits, replaced like edit's (a missing key or null is"
