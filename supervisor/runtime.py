@@ -10,6 +10,7 @@ as every unfinished loop waits for a person; `serve` keeps waiting instead.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -106,6 +107,8 @@ class Supervisor:
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
         self.started_at = time.time()
         self._wall_before = resume.wall_s if resume else 0.0
+        self._run_clock = 0.0
+        self._wall_scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._meter: cpumeter.CpuMeter | None = None
         self._sweeper: sweep.Sweeper | None = None
@@ -146,6 +149,12 @@ class Supervisor:
         fork_notes = [] if resume is None else self._restore_forks(resume)
         self._notes = [*(resume.notes if resume else ()), *fork_notes, *notes]
         """Warnings published right after `RunStarted`."""
+
+    def _wall_deadline(self) -> float:
+        """When the global wall limit runs out, on the event loop's clock (inf: none);
+        read again when the operator changes the limit (`budget`)."""
+        wall = self.ledger.limits.wall
+        return math.inf if wall is None else self._run_clock + wall
 
     def _make_runner(
         self,
@@ -261,8 +270,8 @@ class Supervisor:
         )
         for note in self._notes:
             self._publish(ev.Notice(level="warning", message=note))
-        wall = self.config.supervisor.budget.wall
-        remaining = None if wall is None else max(0.0, wall - self._wall_before)
+        self._run_clock = anyio.current_time() - self._wall_before
+        """The event loop's clock when this run's wall time was 0 (resumes count)."""
         try:
             # One CPU sampler for every process group of the run (`cpumeter`), one
             # sweep for what ended groups left outside their cgroups (`sweep`).
@@ -270,7 +279,8 @@ class Supervisor:
                 cpumeter.shared() as self._meter,
                 sweep.sweeping(KILL_GRACE_S) as self._sweeper,
             ):
-                with anyio.move_on_after(remaining) as wall_scope:
+                with anyio.CancelScope(deadline=self._wall_deadline()) as wall_scope:
+                    self._wall_scope = wall_scope
                     async with anyio.create_task_group() as tg:
                         self._tg = tg
                         for runner in self.runners.values():
@@ -278,7 +288,7 @@ class Supervisor:
                         tg.start_soon(self._watch, tg)
             if wall_scope.cancelled_caught:
                 self._global_exhausted = True
-                self.end_reason = f"global wall budget ({wall:g}s) used up"
+                self.end_reason = f"global wall budget ({self.ledger.limits.wall or 0:g}s) used up"
                 for runner in self.runners.values():
                     runner.force_end("exhausted", self.end_reason)  # publishes the change
         except BaseException:
@@ -538,6 +548,8 @@ class Supervisor:
         if problems:
             raise ControlError("; ".join(map(str, problems)))
         self.ledger.limits = limits
+        if self._wall_scope is not None:  # the run's deadline follows its wall limit
+            self._wall_scope.deadline = self._wall_deadline()
         if self.ledger.exhausted_dimension() is None:
             self._global_exhausted, self.end_reason = False, ""
         for runner in self.runners.values():

@@ -152,3 +152,38 @@ def test_on_exhausted_is_checked_with_its_position(tmp_path: Path) -> None:
     assert "loops.toml:" in text
     assert "on_exhausted" in text
     assert "wait" in text
+
+
+def endless_loop() -> str:
+    return loop("a", "s", done_marker="NEVER", max_iterations=100_000, stuck=NO_STUCK)
+
+
+async def test_raising_the_global_wall_limit_moves_the_runs_deadline(tmp_path: Path) -> None:
+    """`budget` changed the ledger's wall limit but the run still ended at the deadline
+    fixed when it started: the operator was told one thing and the run did another."""
+    config = load(
+        tmp_path, table("supervisor.budget", wall="1s"), sim_agent("s", rate=400), endless_loop()
+    )
+
+    async def during(rec: Recorded) -> None:
+        await rec.supervisor.budget(Limits(wall=600.0))
+        await wait_for(lambda: rec.supervisor.wall_s > 1.5)
+        assert rec.supervisor.runners["a"].state not in ("exhausted", "stopped")
+        await rec.supervisor.stop("a")
+
+    rec = await run_recorded(config, during=during, exit_when_idle=False)
+    assert rec.result("a").state == "stopped"
+
+
+async def test_lowering_the_global_wall_limit_ends_the_run_at_once(tmp_path: Path) -> None:
+    config = load(
+        tmp_path, table("supervisor.budget", wall="10m"), sim_agent("s", rate=400), endless_loop()
+    )
+
+    async def during(rec: Recorded) -> None:
+        await wait_for(lambda: rec.of(ev.IterationFinished, "a"))
+        await rec.supervisor.budget(Limits(wall=0.1))
+
+    rec = await run_recorded(config, during=during, exit_when_idle=False)
+    assert rec.result("a").state == "exhausted"
+    assert "global wall budget (0.1s) used up" in rec.result("a").reason
