@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from console_support import fixed_app
 from textual.pilot import Pilot
+from textual.widgets import TextArea
+
+from tui.screens.edit import EditScreen
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 Compare = Callable[..., bool]
@@ -27,6 +30,12 @@ async def settle(pilot: Pilot[Any]) -> None:
             break
         await pilot.pause(0.02)
     await pilot.pause(0.3)
+
+
+async def until(pilot: Pilot[Any], done: Callable[[], bool]) -> None:
+    """Let the app run until `done()` (the test's own timeout bounds it)."""
+    while not done():
+        await pilot.pause(0.02)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -53,12 +62,21 @@ def test_edit_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
     max_iterations and budget fields, with an inline error for an unknown placeholder
     typed at the end of the prompt (shown before anything is applied)."""
     app, _ = fixed_app()
-    assert snap_compare(
-        app,
-        terminal_size=size,
-        run_before=settle,
-        press=["e", "wait:200", "down", "end", *" $oops", "wait:200"],
-    )
+
+    async def type_a_bad_placeholder(pilot: Pilot[Any]) -> None:
+        # Waits for what each key does instead of a fixed 200 ms, which a loaded
+        # 2-core machine overran (the editor was not open yet when the text came).
+        await settle(pilot)
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(pilot.app.screen, EditScreen))
+        prompt = pilot.app.screen.query_one("#prompt", TextArea)
+        await until(pilot, lambda: prompt.has_focus)
+        await pilot.press("down", "end", *" $oops")
+        errors = pilot.app.screen.query_one("#errors")
+        await until(pilot, lambda: errors.has_class("shown"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=type_a_bad_placeholder)
 
 
 @pytest.mark.parametrize("size", SIZES)
