@@ -28,7 +28,9 @@ def usage_limit_lines(tmp_path: Path, resets_at: int) -> Path:
 
 def test_a_usage_limit_wait_sends_attention_then_resumed(tmp_path: Path) -> None:
     fake = FakeClaude(tmp_path)
-    reset = int(time.time()) + 3
+    # Far enough ahead that the refusal is read before the reset even on a loaded
+    # machine (at +3 s, a slow start let the reset pass first: no wait, no alert).
+    reset = int(time.time()) + 8
     fake.script(
         [{"file": str(usage_limit_lines(tmp_path, reset))}],
         [{"file": recording("success_tool_use.jsonl")}],
