@@ -103,12 +103,16 @@ class IterationStarted(LoopEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentOutput(LoopEvent):
     """Text the agent produced; `stream` tells assistant text from stderr and raw lines
-    (and `setup`: the output of a worktree's setup commands, before iteration 1)."""
+    (and `setup`: the output of a worktree's setup commands, before iteration 1;
+    `warning`: what loopvisor says about the agent's output, such as a malformed
+    usage line, in the transcript where it happened)."""
 
     type: ClassVar[str] = "output"
     iteration: int
     text: str
-    stream: Literal["assistant", "stdout", "stderr", "raw", "operator", "setup"] = "assistant"
+    stream: Literal["assistant", "stdout", "stderr", "raw", "operator", "setup", "warning"] = (
+        "assistant"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

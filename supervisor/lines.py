@@ -66,6 +66,7 @@ STREAM_KINDS: dict[str, LineKind] = {
     "stderr": LineKind.STDERR,
     "operator": LineKind.OPERATOR,
     "setup": LineKind.OUTPUT,
+    "warning": LineKind.WARNING,
 }
 NOTICE_KINDS: dict[str, LineKind] = {
     "info": LineKind.INFO,

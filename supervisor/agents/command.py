@@ -5,8 +5,9 @@ directly, never through a shell, so agent or prompt text can never become shell
 syntax. The process runs in the loop's workspace in its own process group; stdout
 and stderr stream into the transcript as they are read, one delta per pipe read.
 A non-zero exit is an agent error that counts toward the loop's retries. Token usage
-of an arbitrary CLI is unknown: only its CPU time is metered (use `kind =
-"claude-code"` for exact usage).
+of an arbitrary CLI is unknown: only its CPU time is metered, unless it speaks the
+usage protocol (`usage = "json-lines"`: `supervisor.agents.usage_lines`), whose lines
+are charged as they are read and kept out of the output.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import anyio
 
 from supervisor.agents.base import (
+    AgentEvent,
     AgentFailed,
     AgentRequest,
     Done,
@@ -32,6 +34,7 @@ from supervisor.agents.base import (
     emit,
 )
 from supervisor.agents.kinds.command import CommandAgentSpec
+from supervisor.agents.usage_lines import UsageLineFilter
 from supervisor.childenv import configured_env
 from supervisor.process import DRAIN_GRACE_S, GroupProcess
 from supervisor.spec import LoopSpec
@@ -80,7 +83,9 @@ class CommandAgent:
         return [string.Template(arg).safe_substitute(values) for arg in self.spec.command]
 
     async def run(self, request: AgentRequest, send: EventSend) -> None:
-        await request.budget.reserve(input_tokens=0, max_output_tokens=0, minimum_output_tokens=0)
+        await request.budget.reserve(
+            input_tokens=0, max_output_tokens=0, model=self.spec.model, minimum_output_tokens=0
+        )
         if not self._uses_prompt_file:
             await self._run(request, None, send)
             return
@@ -102,6 +107,7 @@ class CommandAgent:
         last_stderr: str | None = None
         started = time.monotonic()
         timed_out = False
+        metered = UsageLineFilter() if spec.usage == "json-lines" else None
         async with contextlib.AsyncExitStack() as stack:
             try:
                 proc = await stack.enter_async_context(
@@ -118,13 +124,20 @@ class CommandAgent:
                     with anyio.CancelScope() as reading:
                         tg.start_soon(_stop_reading_after_exit, proc, reading)
                         async for chunk in proc.chunks():  # one delta per read
-                            if chunk.stream == "stdout":
-                                stdout.add(chunk.text)
-                                last_stdout = chunk.text
-                            else:
+                            if chunk.stream != "stdout":
                                 last_stderr = chunk.text
-                            # A chunk read is a chunk delivered, timeout or not.
-                            await deliver(send, TextDelta(chunk.text, stream=chunk.stream))
+                                await deliver(send, TextDelta(chunk.text, stream=chunk.stream))
+                                continue
+                            if metered is None:
+                                parts: list[AgentEvent] = [TextDelta(chunk.text, "stdout")]
+                            else:  # usage lines are charged, not shown
+                                parts = metered.split(chunk.text)
+                            for part in parts:
+                                if isinstance(part, TextDelta) and part.stream == "stdout":
+                                    stdout.add(part.text)
+                                    last_stdout = part.text
+                                # A chunk read is a chunk delivered, timeout or not.
+                                await deliver(send, part)
                     code = await proc.wait()
                     tg.cancel_scope.cancel()
             if scope.cancelled_caught:

@@ -12,6 +12,9 @@ from supervisor.spec import LoopSpec, empty_map
 
 COMMAND_PLACEHOLDERS = frozenset({"prompt", "loop", "iteration", "workspace", "prompt_file"})
 """What a command agent's argv may contain (`CommandAgent.argv` substitutes them)."""
+USAGE_PROTOCOLS = ("none", "json-lines")
+"""`usage = "json-lines"`: stdout lines `{"loopvisor_usage": {...}}` are charged
+(`supervisor.agents.usage_lines`); "none": only CPU time is metered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,10 @@ class CommandAgentSpec:
     """Set for its process on top of the allow-listed environment (`childenv`)."""
     pass_env: tuple[str, ...] = ()
     """Variables of the supervisor's environment it inherits beyond the allow-list."""
+    usage: Literal["none", "json-lines"] = "none"
+    """How the agent reports its token usage (`USAGE_PROTOCOLS`)."""
+    model: str | None = None
+    """Prices usage lines that carry no `usd` (the price table, `[pricing]`)."""
 
 
 def _read(t: TableReader, name: str) -> CommandAgentSpec:
@@ -50,6 +57,14 @@ def _read(t: TableReader, name: str) -> CommandAgentSpec:
             "command, or set stdin = true",
         )
     env, pass_env = t.child_env()
+    usage = t.choice("usage", USAGE_PROTOCOLS, "none")
+    model = t.string("model", None, nonempty=True)
+    if model is not None and usage == "none":
+        t.warn(
+            "model",
+            f'agent "{name}" reports no usage, so its model prices nothing: '
+            'add usage = "json-lines" or drop model',
+        )
     return CommandAgentSpec(
         name=name,
         command=command,
@@ -57,6 +72,8 @@ def _read(t: TableReader, name: str) -> CommandAgentSpec:
         timeout=t.duration("timeout", None, off=True),
         env=env,
         pass_env=pass_env,
+        usage="json-lines" if usage == "json-lines" else "none",
+        model=model,
     )
 
 
@@ -67,9 +84,20 @@ def _build(spec: CommandAgentSpec, loop: LoopSpec, ctx: AgentContext) -> Agent:
 
 
 def _describe(spec: CommandAgentSpec) -> str:
-    return f"{spec.name}(command {spec.command[0] if spec.command else '?'})"
+    metered = f" {spec.usage}" if spec.usage != "none" else ""
+    return f"{spec.name}(command {spec.command[0] if spec.command else '?'}{metered})"
+
+
+def _priced_model(spec: CommandAgentSpec) -> str | None:
+    """Its model, when its usage lines are priced from it (json-lines)."""
+    return spec.model if spec.usage == "json-lines" else None
 
 
 KIND = AgentKind(
-    name="command", spec=CommandAgentSpec, read=_read, build=_build, describe=_describe
+    name="command",
+    spec=CommandAgentSpec,
+    read=_read,
+    build=_build,
+    describe=_describe,
+    priced_model=_priced_model,
 )
