@@ -23,6 +23,7 @@ from supervisor import runtime
 from supervisor.cli import diff as cli_diff
 from supervisor.cli import fork as cli_fork
 from supervisor.cli import land as cli_land
+from supervisor.cli import mcp as cli_mcp
 from supervisor.cli import notify as cli_notify
 from supervisor.cli import oneline
 from supervisor.cli import remote as cli_remote
@@ -62,6 +63,7 @@ COMMANDS = (
     "attach",
     "ctl",
     "notify",
+    "mcp",
 )
 DEFAULT_CONFIG = Path("loops.toml")
 REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -71,6 +73,8 @@ DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 a patch; a new loop from one of its iterations)."""
 NOTIFY_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
 """notify --test, registered by `cli_notify`."""
+MCP_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""mcp, registered by `cli_mcp` (an MCP server for a served supervisor)."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -161,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     DIFF_HANDLERS.update(cli_diff.register(sub))
     DIFF_HANDLERS.update(cli_fork.register(sub))
     NOTIFY_HANDLERS.update(cli_notify.register(sub))
+    MCP_HANDLERS.update(cli_mcp.register(sub))
     return parser
 
 
@@ -180,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **REMOTE_HANDLERS,
         **DIFF_HANDLERS,
         **NOTIFY_HANDLERS,
+        **MCP_HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
