@@ -162,6 +162,13 @@ class AgentKind(Generic[S]):
     """The `model` whose `[pricing]` entry a USD budget needs (the kind reports tokens
     only); a model without a known price is a warning when a USD budget is set."""
 
+    binary: Callable[[S], str | None] | None = None
+    """The program the kind runs (`claude`, a command's argv[0]), which `loopvisor
+    check` looks for on PATH (a path with a slash: relative to the loop's workspace)
+    and warns about when it is missing. None: the kind runs no program of its own."""
+    install_hint: str = ""
+    """How to get the program (`npm install -g ...`), said with that warning."""
+
     def keys(self) -> frozenset[str]:
         """The keys `[agents.X]` accepts for this kind."""
         fields = {f.name for f in dataclasses.fields(self.spec)} - {"name"}

@@ -29,6 +29,7 @@ from supervisor.cli import oneline
 from supervisor.cli import remote as cli_remote
 from supervisor.cli.findloop import find_loop
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
+from supervisor.config.preflight import preflight_warnings
 from supervisor.diskfull import DiskFull
 from supervisor.durable import NothingToResume, durable_supervisor
 from supervisor.headless import HeadlessPrinter
@@ -229,6 +230,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     Summaries quote the file (models, markers, paths): shown, never obeyed.
     """
     config = load(args.config)
+    for warning in preflight_warnings(config):  # warnings only: the exit code stays 0
+        print(for_terminal(warning), file=sys.stderr)
     for loop in config.loops:
         print(for_terminal_line(summarize_loop(config, loop)))
     where = for_terminal_line(str(args.config))

@@ -260,8 +260,8 @@ def _warn_unpriced(
             issues.warn(
                 ("agents", name, "model"),
                 f'model "{model}" of agent "{name}" has no known price: add '
-                f'[pricing."{model}"]; USD budget enforced from an explicit [pricing] '
-                "entry only",
+                f'[pricing."{model}"] input = ... output = ... (USD per million tokens); '
+                "USD budget enforced from an explicit [pricing] entry only",
             )
 
 

@@ -73,4 +73,6 @@ KIND = AgentKind(
     resume_argv=_resume_argv,
     fork_flags=("--fork-session",),
     child_env=("ANTHROPIC_*", "CLAUDE_*", *_PROXIES),
+    binary=lambda spec: spec.command,
+    install_hint="npm install -g @anthropic-ai/claude-code",
 )

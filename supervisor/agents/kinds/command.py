@@ -100,4 +100,5 @@ KIND = AgentKind(
     build=_build,
     describe=_describe,
     priced_model=_priced_model,
+    binary=lambda spec: spec.command[0] if spec.command else None,
 )
