@@ -23,7 +23,7 @@ An iteration that changed nothing makes no commit. An interrupted attempt and an
 agent error that is retried make none either: the same iteration runs again, and its
 commit takes what the earlier attempt changed. An iteration cut off mid-turn (an
 operator stop, a loop or global budget, the run shut down by Ctrl-C or SIGTERM) is
-committed as `stopped` with why (`LoopRunner._finish_cut_off`), after its agent's
+committed as `stopped` with why (`loop_worktree.finish_cut_off`), after its agent's
 processes are gone. A kill -9 of the supervisor commits nothing: `--resume` runs that
 iteration again in the same worktree, and the re-run's one commit holds what the dead
 attempt left there together with its own changes. Git runs with `gitexec`'s safe options

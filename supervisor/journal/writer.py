@@ -30,6 +30,10 @@ Usage from the runtime::
 Resume: `run_id = journal.find_resumable_run()`, `resume = journal.load_resume(run_id)`
 (settles what the crash left open, idempotently), `journal.mark_resumed(run_id,
 config_path=..., config_text=...)`, then run with the same run id.
+
+The batching (`record`, `run_writer`, `flush_now`, `statistics`) is
+`batch.BatchWriter`, what each event becomes in SQLite is `rows.py`; this module is
+the journal's file and the run's bookkeeping (start, finish, resume).
 """
 
 from __future__ import annotations
@@ -37,31 +41,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from supervisor.diskfull import DiskFull, SpaceWatch, is_disk_full
-from supervisor.eventjson import event_json, output_row, text_json
-from supervisor.events import (
-    AgentOutput,
-    BudgetReleased,
-    BudgetReserved,
-    Event,
-    IterationFinished,
-    IterationStarted,
-    LoopForked,
-    LoopStateChanged,
-    RunStarted,
-    SessionSaved,
-    UsageCharged,
-)
+from supervisor.journal.batch import BatchWriter, JournalStatistics
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_writer, quick_check
 from supervisor.spec import LoopSpec
 from supervisor.statedir import ensure_state_dir, prepare_private, tighten_if_present
@@ -71,9 +56,6 @@ if TYPE_CHECKING:
     from supervisor.journal.resume import RunResume
 
 __all__ = ["Journal", "JournalError", "JournalStatistics", "config_hash"]
-
-CHUNK_MAX_CHARS = 64 * 1024
-"""An output chunk is closed at this size, so one row never grows without bound."""
 
 
 def config_hash(text: str) -> str:
@@ -95,82 +77,8 @@ def spec_json(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class JournalStatistics:
-    pending_events: int
-    """Events recorded but not yet committed (including a batch being written)."""
-    pending_rows: int
-    """Rows those events make after coalescing."""
-    batches_written: int
-    events_written: int
-    rows_written: int
-    last_batch_ms: float
-    max_batch_ms: float
-    batch_ms_p50: float
-    """Median write time of the last 1,000 batches."""
-    batch_ms_p95: float
-    write_seconds: float
-    """Total time spent writing batches (the writer thread's busy time)."""
-
-
-class _Chunk:
-    """Consecutive output deltas of one loop, iteration and stream, merged; each text
-    kept as its JSON literal, encoded once for the printer too (`eventjson`)."""
-
-    __slots__ = ("iteration", "loop", "parts", "size", "stream", "ts")
-
-    def __init__(self, event: AgentOutput) -> None:
-        self.loop = event.loop
-        self.iteration = event.iteration
-        self.stream = event.stream
-        self.ts = event.ts
-        self.parts = [text_json(event)]
-        self.size = len(event.text)
-
-    def add(self, event: AgentOutput) -> None:
-        self.parts.append(text_json(event))
-        self.size += len(event.text)
-
-    def payload(self) -> str:
-        return output_row(self.ts, self.loop, self.iteration, self.parts, self.stream)
-
-
-class _Row:
-    """Any other event, with its JSON (encoded once, for the printer too: `eventjson`)."""
-
-    __slots__ = ("event", "payload")
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.payload = event_json(event)
-
-
-class Journal:
+class Journal(BatchWriter):
     """The one writer of `STATE_DIR/journal.sqlite3` (hold a `StateLock` while it is open)."""
-
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
-        self._conn = conn
-        self._run_id: str | None = None
-        self._pending: list[_Row | _Chunk] = []
-        self._pending_events = 0
-        self._inflight = (0, 0)
-        """(events, rows) of the batch being written: still pending until committed."""
-        self._open_chunks: dict[str, _Chunk] = {}
-        self._pending_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._wake: anyio.Event | None = None
-        self._max_batch = 2000
-        self._batches = 0
-        self._events_written = 0
-        self._rows_written = 0
-        self._last_ms = 0.0
-        self._max_ms = 0.0
-        self._recent_ms: deque[float] = deque(maxlen=1000)
-        self._write_s = 0.0
-        self._closed = False
-        self.space = SpaceWatch(path.parent)
-        """Disk-full state: the writer keeps batches and retries (see diskfull.py)."""
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
@@ -186,165 +94,6 @@ class Journal:
     @property
     def run_id(self) -> str | None:
         return self._run_id
-
-    # -- recording (event loop, no I/O but for reservations) -----------------
-    def record(self, event: Event) -> None:
-        """Append one event to the pending batch. Call from the supervisor's event loop.
-
-        A `BudgetReserved` is written at once, with everything before it (write-ahead):
-        the agent sends its request right after reserving, and a kill -9 before the
-        next batch would otherwise leave money spent that no journal row covers. A
-        reservation of nothing (a command agent's, at each turn: it only waits for the
-        budget) puts nothing at stake and goes with the next batch: a transaction on
-        the event loop per turn was most of what a short command turn cost the journal.
-        """
-        with self._pending_lock:
-            self._pending_events += 1
-            loop: str | None = getattr(event, "loop", None)
-            if isinstance(event, AgentOutput):
-                chunk = self._open_chunks.get(event.loop)
-                if (
-                    chunk is not None
-                    and chunk.iteration == event.iteration
-                    and chunk.stream == event.stream
-                    and chunk.size < CHUNK_MAX_CHARS
-                ):
-                    chunk.add(event)
-                    return
-                chunk = _Chunk(event)
-                self._open_chunks[event.loop] = chunk
-                self._pending.append(chunk)
-            else:
-                self._pending.append(_Row(event))
-                if loop is not None:
-                    # Keep a loop's rows in order: later deltas start a new chunk.
-                    self._open_chunks.pop(loop, None)
-            rows = len(self._pending)
-        if isinstance(event, BudgetReserved) and (event.tokens or event.usd) and not self._closed:
-            self._flush_reservation()
-        elif rows >= self._max_batch and self._wake is not None:
-            self._wake.set()
-
-    def _flush_reservation(self) -> None:
-        """Write-ahead of a reservation; on a full disk `space.on_full` cancels the turn."""
-        if not self.space.due():
-            return  # full: the turn was cancelled and no new one starts
-        try:
-            self.flush_now()
-        except DiskFull:
-            self.space.failed()
-        else:
-            self.space.written()
-
-    # -- writing -------------------------------------------------------------
-    async def run_writer(self, interval: float = 0.05, max_batch: int = 2000) -> None:
-        """The single writer task: one transaction per `interval` or per `max_batch` rows.
-
-        On a full disk the batch stays pending and is retried with a backoff (see
-        diskfull.py). On cancellation it flushes what is pending (shielded) and ends.
-        """
-        self._max_batch = max_batch
-        try:
-            while True:
-                self._wake = anyio.Event()
-                with anyio.move_on_after(self.space.retry_in(interval)):
-                    await self._wake.wait()
-                if self._pending and self.space.due():
-                    await self._write_pending()
-        finally:
-            self._wake = None
-            with anyio.CancelScope(shield=True):
-                await self._write_pending()
-
-    async def _write_pending(self) -> None:
-        try:
-            await anyio.to_thread.run_sync(self.flush_now)
-        except DiskFull:
-            self.space.failed()
-        else:
-            self.space.written()
-
-    def flush_now(self) -> None:
-        """Write everything pending now, in one transaction (sync: shutdown paths)."""
-        with self._write_lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        with self._pending_lock:
-            batch, self._pending = self._pending, []
-            events, self._pending_events = self._pending_events, 0
-            self._open_chunks.clear()
-            self._inflight = (events, len(batch))
-        if not batch:
-            return
-        started = time.perf_counter()
-        try:
-            if self._closed:
-                raise JournalError("journal is closed")
-            rows = self._transaction(lambda conn: _write_batch(conn, self._run_id, batch))
-        except BaseException:
-            with self._pending_lock:  # keep the batch for a later attempt
-                self._pending[:0] = batch
-                self._pending_events += events
-                self._open_chunks.clear()
-                self._inflight = (0, 0)
-            raise
-        with self._pending_lock:
-            self._inflight = (0, 0)
-        elapsed = (time.perf_counter() - started) * 1000.0
-        self._batches += 1
-        self._events_written += events
-        self._rows_written += rows
-        self._last_ms = elapsed
-        self._max_ms = max(self._max_ms, elapsed)
-        self._recent_ms.append(elapsed)
-        self._write_s += elapsed / 1000.0
-
-    def _transaction(self, body: Callable[[sqlite3.Connection], int], *, full: bool = False) -> int:
-        conn = self._conn
-        try:
-            if full:
-                conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors (SQLITE_FULL among
-                # them): a second ROLLBACK would hide the real error behind its own.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                if full:
-                    conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
-            if is_disk_full(exc):
-                raise DiskFull(self.path.parent) from exc
-            raise JournalError(f"{self.path}: write failed: {exc}") from exc
-        return result
-
-    def statistics(self) -> JournalStatistics:
-        with self._pending_lock:
-            pending_events = self._pending_events + self._inflight[0]
-            pending_rows = len(self._pending) + self._inflight[1]
-        recent = sorted(self._recent_ms)
-
-        def pct(q: float) -> float:
-            return recent[min(len(recent) - 1, int(q * len(recent)))] if recent else 0.0
-
-        return JournalStatistics(
-            pending_events=pending_events,
-            pending_rows=pending_rows,
-            batches_written=self._batches,
-            events_written=self._events_written,
-            rows_written=self._rows_written,
-            last_batch_ms=self._last_ms,
-            max_batch_ms=self._max_ms,
-            batch_ms_p50=pct(0.5),
-            batch_ms_p95=pct(0.95),
-            write_seconds=self._write_s,
-        )
 
     # -- runs ----------------------------------------------------------------
     def start_run(
@@ -473,136 +222,3 @@ def _path_text(path: Path) -> str:
     """A path as journal text: a directory name that is not UTF-8 (its bytes arrive as
     lone surrogates) is recorded with U+FFFD instead of failing the run's start."""
     return valid_text(str(path))
-
-
-# -- batch -> rows (worker thread) -------------------------------------------
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, loop, iteration, ts, type, json) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_INSERT_LEDGER = (
-    "INSERT INTO ledger (run_id, loop, iteration, kind, tokens, usd, cpu_s, ts)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_LATEST_ATTEMPT = (
-    "SELECT id FROM iterations WHERE run_id = ? AND loop = ? AND iteration = ?"
-    " ORDER BY attempt DESC LIMIT 1"
-)
-
-
-class _ValidText:
-    """The writer's connection with every text parameter made valid (U+FFFD for a lone
-    surrogate). SQLite refuses such a string with UnicodeEncodeError; in the writer that
-    fails the whole batch, every later batch, and so every loop of the run: one bad
-    string from one agent must not cost the bystanders their journal."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._conn.execute(sql, _valid_params(params))
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        return self._conn.executemany(sql, (_valid_params(p) for p in rows))
-
-
-def _valid_params(params: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(valid_text(p) if isinstance(p, str) else p for p in params)
-
-
-def _write_batch(
-    connection: sqlite3.Connection, run_id: str | None, batch: list[_Row | _Chunk]
-) -> int:
-    """Insert one batch; returns the number of rows written."""
-    conn = _ValidText(connection)
-    rows = 0
-    run = run_id or ""
-    for entry in batch:
-        if isinstance(entry, _Chunk):  # its JSON made of its texts' encodings
-            chunk = (run, entry.loop, entry.iteration, entry.ts, AgentOutput.type, entry.payload())
-            conn.execute(_INSERT_EVENT, chunk)
-            rows += 1
-            continue
-        event = entry.event
-        loop = getattr(event, "loop", None)
-        iteration = getattr(event, "iteration", None)
-        row = (run, loop, iteration, event.ts, event.type, entry.payload)
-        cur = conn.execute(_INSERT_EVENT, row)
-        rows += 1 + _derive(conn, run, event, cur.lastrowid)
-    return rows
-
-
-def _derive(conn: _ValidText, run: str, event: Event, seq: int | None) -> int:
-    """Keep `loops`, `iterations` and `ledger` in step with one event."""
-    if isinstance(event, UsageCharged):
-        conn.execute(
-            _INSERT_LEDGER,
-            (run, event.loop, event.iteration, "charge", event.tokens, event.usd, event.cpu_s,
-             event.ts),
-        )  # fmt: skip
-        return 1
-    if isinstance(event, (BudgetReserved, BudgetReleased)):
-        kind = "reserve" if isinstance(event, BudgetReserved) else "release"
-        conn.execute(
-            _INSERT_LEDGER,
-            (run, event.loop, event.iteration, kind, event.tokens, event.usd, 0.0, event.ts),
-        )
-        return 1
-    if isinstance(event, LoopStateChanged):
-        conn.execute(
-            "INSERT INTO loops (run_id, name, state, reason, iteration, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET"
-            " state = excluded.state, reason = excluded.reason, updated = excluded.updated,"
-            " iteration = CASE WHEN excluded.iteration > 0 THEN excluded.iteration"
-            " ELSE loops.iteration END",
-            (run, event.loop, event.state, event.reason, event.iteration, event.ts),
-        )
-        return 1
-    if isinstance(event, IterationStarted):
-        (attempt,) = conn.execute(
-            "SELECT coalesce(max(attempt), 0) + 1 FROM iterations"
-            " WHERE run_id = ? AND loop = ? AND iteration = ?",
-            (run, event.loop, event.iteration),
-        ).fetchone()
-        conn.execute(
-            "INSERT INTO iterations (run_id, loop, iteration, attempt, start_seq, prompt, started)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run, event.loop, event.iteration, attempt, seq, event.prompt, event.ts),
-        )
-        return 1
-    if isinstance(event, IterationFinished):
-        row = conn.execute(_LATEST_ATTEMPT, (run, event.loop, event.iteration)).fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO iterations (run_id, loop, iteration, started) VALUES (?, ?, ?, ?)",
-                (run, event.loop, event.iteration, event.ts - event.duration_s),
-            )
-            row = conn.execute(_LATEST_ATTEMPT, (run, event.loop, event.iteration)).fetchone()
-        conn.execute(
-            "UPDATE iterations SET outcome = ?, reason = ?, tokens = ?, usd = ?, ended = ?,"
-            " session_id = coalesce(?, session_id), git_commit = ?, git_parent = ? WHERE id = ?",
-            (event.outcome, event.reason, event.tokens, event.usd, event.ts, event.session_id,
-             event.commit, event.commit_parent, row[0]),
-        )  # fmt: skip
-        return 1
-    if isinstance(event, SessionSaved) and event.session_id is not None:
-        conn.execute(
-            f"UPDATE iterations SET session_id = ? WHERE id = ({_LATEST_ATTEMPT})",
-            (event.session_id, run, event.loop, event.iteration),
-        )
-        return 1
-    if isinstance(event, LoopForked):  # a loop not in loops.toml: it goes last
-        conn.execute(
-            "INSERT OR IGNORE INTO loops (run_id, name, position, updated) VALUES (?, ?,"
-            " (SELECT coalesce(max(position), -1) + 1 FROM loops WHERE run_id = ?), ?)",
-            (run, event.loop, run, event.ts),
-        )
-        return 1
-    if isinstance(event, RunStarted):
-        conn.executemany(
-            "INSERT OR IGNORE INTO loops (run_id, name, position, updated) VALUES (?, ?, ?, ?)",
-            [(run, name, i, event.ts) for i, name in enumerate(event.loops)],
-        )
-        return len(event.loops)
-    return 0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from console_support import TuiRun, tui
-from helpers import load, loop, sim_agent, supervisor_table, table
+from helpers import load, sim_agent, supervisor_table, table
+from loops_support import PER_ITERATION, failing_loop
 from textual.widgets import Input
 
 from supervisor import events as ev
@@ -18,16 +19,6 @@ from tui.screens.budget import BudgetScreen, read_limits
 from tui.screens.edit import EditScreen
 
 pytestmark = pytest.mark.anyio
-
-PER_ITERATION = 29
-"""Tokens one iteration of this sim agent costs (as in engine/test_budget_pause.py)."""
-NO_STUCK = {"same_failure": 0, "same_output": 0, "oscillation": False, "cost_spike": False}
-
-
-def failing_loop(**keys: object) -> str:
-    return loop(
-        "a", "s", max_iterations=4, checks=[{"name": "f", "run": "false"}], stuck=NO_STUCK, **keys
-    )
 
 
 def budget_paused(run: TuiRun) -> bool:

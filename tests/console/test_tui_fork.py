@@ -10,7 +10,7 @@ import anyio
 import pytest
 from daemon import kill_daemon, start_daemon
 from gitrepo import commits, git, make_repo
-from helpers import loop, sim_agent, supervisor_table
+from loops_support import fixer_config
 from textual.widgets import DataTable, Input, Static
 
 from supervisor.cli.console import attach_options
@@ -26,26 +26,7 @@ pytestmark = pytest.mark.anyio
 
 
 def toml() -> str:
-    return "\n".join(
-        [
-            supervisor_table(2),
-            sim_agent(
-                "fixer",
-                rate=400,
-                reply_tokens=10,
-                converge_after=2,
-                draft_files={"app.py": "draft\n"},
-                files={"app.py": "fixed\n"},
-            ),
-            loop(
-                "fix",
-                "fixer",
-                workspace={"repo": "repo", "worktree": True},
-                checks=[{"run": "grep -q fixed app.py"}],
-                stuck={"same_failure": 0, "same_output": 0, "oscillation": False},
-            ),
-        ]
-    )
+    return fixer_config(converge_after=2, news=False, plain=False)
 
 
 async def test_f_on_history_forks_the_selected_iteration(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from helpers import (
     table,
     wait_for,
 )
+from loops_support import NO_STUCK, PER_ITERATION, failing_loop
 
 from supervisor import events as ev
 from supervisor.config.load import ConfigError
@@ -24,16 +25,6 @@ from supervisor.runtime import EXIT_ATTENTION, EXIT_BUDGET
 from supervisor.spec import Limits
 
 pytestmark = pytest.mark.anyio
-
-PER_ITERATION = 29
-"""Tokens one iteration of this sim agent costs (its prompt and 20 reply tokens)."""
-NO_STUCK = {"same_failure": 0, "same_output": 0, "oscillation": False, "cost_spike": False}
-
-
-def failing_loop(**keys: object) -> str:
-    return loop(
-        "a", "s", max_iterations=4, checks=[{"name": "f", "run": "false"}], stuck=NO_STUCK, **keys
-    )
 
 
 def budget_pause(rec: Recorded) -> ev.LoopStateChanged | None:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from daemon import kill_daemon, start_daemon
 from gitrepo import commits, git, make_repo
-from helpers import loop, sim_agent, supervisor_table
+from loops_support import fixer_config
 
 from supervisor.api import ControlError
 from supervisor.cli.console import attach_options
@@ -28,27 +28,7 @@ pytestmark = pytest.mark.anyio
 def worktree_toml() -> str:
     """`fix` writes a draft in iterations 1 and 2 (the same: 2 commits nothing) and the
     fix in 3; `plain` has no worktree."""
-    return "\n".join(
-        [
-            supervisor_table(2),
-            sim_agent(
-                "fixer",
-                rate=400,
-                reply_tokens=10,
-                converge_after=3,
-                draft_files={"app.py": "draft\n"},
-                files={"app.py": "fixed\n", "NEWS.md": "fixed the app\n"},
-            ),
-            loop(
-                "fix",
-                "fixer",
-                workspace={"repo": "repo", "worktree": True},
-                checks=[{"run": "grep -q fixed app.py"}],
-                stuck={"same_failure": 0, "same_output": 0, "oscillation": False},
-            ),
-            loop("plain", "fixer", workspace="ws", done_marker="NEVER", max_iterations=1),
-        ]
-    )
+    return fixer_config()
 
 
 async def test_diff_over_a_real_serve_and_in_an_attached_console(tmp_path: Path) -> None:

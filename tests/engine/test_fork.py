@@ -15,7 +15,8 @@ import anyio
 import pytest
 from daemon import kill_daemon, lv, poll, start_daemon
 from gitrepo import commits, git, make_repo
-from helpers import loop, sim_agent, supervisor_table, wait_gone
+from helpers import loop, sim_agent, wait_gone
+from loops_support import fixer_config
 
 from supervisor.api import ControlError
 from supervisor.config.load import load_config
@@ -28,26 +29,9 @@ pytestmark = pytest.mark.anyio
 def fork_toml() -> str:
     """`fix` writes a draft in iterations 1 and 2 (2 commits nothing) and the fix in 3;
     `plain` has no worktree; `spin` never ends (the run stays resumable)."""
-    return "\n".join(
-        [
-            supervisor_table(2),
-            sim_agent(
-                "fixer",
-                rate=400,
-                reply_tokens=10,
-                converge_after=3,
-                draft_files={"app.py": "draft\n"},
-                files={"app.py": "fixed\n", "NEWS.md": "fixed the app\n"},
-            ),
-            loop(
-                "fix",
-                "fixer",
-                workspace={"repo": "repo", "worktree": True},
-                checks=[{"run": "grep -q fixed app.py"}],
-                stuck={"same_failure": 0, "same_output": 0, "oscillation": False},
-                budget={"tokens": 100_000},
-            ),
-            loop("plain", "fixer", workspace="ws", done_marker="NEVER", max_iterations=1),
+    return fixer_config(
+        fix={"budget": {"tokens": 100_000}},
+        more=(
             sim_agent("slow", rate=40, reply_tokens=20),
             loop(
                 "spin",
@@ -57,7 +41,7 @@ def fork_toml() -> str:
                 max_iterations=100_000,
                 on_stuck="continue",
             ),
-        ]
+        ),
     )
 
 

@@ -1,0 +1,134 @@
+"""A loop's git side around its iterations: the worktree's setup before the first,
+a checkpoint commit under each iteration's outcome, the landing after success.
+
+The iteration's `IterationFinished` is published here, after its commit and with
+the commit's id, so the journal never holds a commit without its row (or a row
+naming a commit that is not there). The hooks themselves are `landing.Landing`
+(setup, `on_success`) and `checkpoint.Checkpointer`; this module is when the loop
+calls them and what it does with their answer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from supervisor import events as ev
+from supervisor.checkpoint import Checkpoint
+from supervisor.durations import format_duration
+from supervisor.loop_state import Control
+from supervisor.turn import TurnResult
+
+if TYPE_CHECKING:
+    from supervisor.loop import LoopRunner
+
+
+async def set_up(runner: LoopRunner) -> bool:
+    """Run the worktree's `setup` commands if they are due; False: the loop failed."""
+    if runner.worktree is None or runner.finished:
+        return True
+    problem = await runner.worktree.set_up(runner, runner._loopvisor_env(0, "setup"))
+    if problem is not None:
+        runner._end("failed", problem)
+        return False
+    return True
+
+
+async def after_success(runner: LoopRunner) -> bool:
+    """`on_success` once the loop succeeded. A landing that fails is a notice and a
+    pause: resume tries again, stop ends it succeeded but not landed, a landing by
+    hand (`land` op) settles it. True when the operator restarted it meanwhile."""
+    if not runner._land_due or runner.state != "succeeded" or runner.worktree is None:
+        runner._land_due = False
+        return False
+    succeeded = runner.reason
+    while True:
+        message, ok = await runner.worktree.on_success(runner.spec)
+        if ok:
+            runner._land_due = False
+            runner.emit(ev.Notice(loop=runner.spec.name, message=message))
+            runner._end("succeeded", f"{succeeded}; {message}")
+            return False
+        runner.emit(ev.Notice(loop=runner.spec.name, level="error", message=message))
+        runner.set_state("paused", f"{succeeded}, but {message} (resume: try again)")
+        runner.control = Control()
+        runner._landing_failed = True
+        try:
+            await runner.control.resumed.wait()
+        finally:
+            runner._landing_failed = False
+        if runner.control.restart:
+            return True
+        if runner._landed_by_hand or runner.control.stop:
+            done = runner._landed_by_hand or "not landed: stopped by the operator"
+            runner._land_due, runner._landed_by_hand = False, ""
+            runner._end("succeeded", f"{succeeded}; {done}")
+            return False
+        runner.set_state("succeeded", succeeded)
+
+
+async def finish_iteration(
+    runner: LoopRunner,
+    n: int,
+    outcome: ev.IterationOutcome,
+    reason: str,
+    turn: TurnResult,
+    started: float,
+) -> None:
+    """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
+    shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
+    without its row, nor a git command killed half-way."""
+    runner._open_iteration = None
+    point = Checkpoint()
+    if runner.checkpointer is not None:
+        with anyio.CancelScope(shield=True):
+            point = await runner.checkpointer.commit(
+                n,
+                outcome,
+                reason,
+                tokens=turn.tokens,
+                usd=turn.usd,
+                env=runner._loopvisor_env(n, "git"),
+            )
+    runner.emit(
+        ev.IterationFinished(
+            loop=runner.spec.name,
+            iteration=n,
+            outcome=outcome,
+            reason=reason,
+            tokens=turn.tokens,
+            usd=round(turn.usd, 6),
+            duration_s=round(time.monotonic() - started, 3),
+            session_id=runner.agent.session_id,
+            commit=point.commit,
+            commit_parent=point.parent,
+        )
+    )
+
+
+async def finish_cut_off(runner: LoopRunner, n: int) -> None:
+    """An iteration cancelled before its outcome (an operator stop, a budget, the run
+    shut down by Ctrl-C or SIGTERM): its checkpoint commit still takes what the agent
+    changed, outcome `stopped` and why, so that nothing it wrote is lost. (What it
+    spent is in the ledger; the turn's own count went with the cancelled turn.)"""
+    started = runner._open_iteration
+    assert started is not None
+    if runner.control.stop:
+        reason = "stopped by the operator"
+    elif runner.finished:  # force_end: the global budget, a shutdown
+        reason = runner.reason
+    else:
+        reason = _wall_used_up(runner) or "cut off mid-turn"
+    await finish_iteration(
+        runner, n, "stopped", f"cut off mid-turn: {reason}", TurnResult(), started
+    )
+
+
+def _wall_used_up(runner: LoopRunner) -> str | None:
+    """The loop's wall budget's reason once it is used up; else None."""
+    wall = runner.spec.budget.limits.wall
+    if wall is None or time.time() < (runner.started_at or time.time()) + wall:
+        return None
+    return f"loop wall budget ({format_duration(wall)}) used up"
