@@ -292,6 +292,36 @@ class LoopForked(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LandingStarted(LoopEvent):
+    """A worktree loop that succeeded begins its `on_success` landing (`landing.py`).
+    Until a `LandingFinished` follows, `--resume` lands it (again: landing is
+    idempotent), even after a kill -9 in the middle of it."""
+
+    type: ClassVar[str] = "landing_started"
+    mode: str
+    """Its `on_success`: "land", "push" or "pr"."""
+    succeeded: str = ""
+    """Why the loop succeeded (its reason before the landing's outcome joined it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LandingFinished(LoopEvent):
+    """The `on_success` landing is settled: done (by `on_success` or the operator's
+    `land`), or given up (the operator stopped the loop): no `--resume` repeats it."""
+
+    type: ClassVar[str] = "landing_finished"
+    mode: str
+    landed: bool
+    message: str = ""
+    commit: str = ""
+    """The target's commit after a merge, the pushed commit after a push or PR."""
+    ref: str = ""
+    """The remote ref pushed to ("origin/loopvisor/fix")."""
+    url: str = ""
+    """The pull request's URL."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StuckDetected(LoopEvent):
     type: ClassVar[str] = "stuck"
     iteration: int
@@ -405,6 +435,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IterationFinished,
         ScheduledRun,
         LoopForked,
+        LandingStarted,
+        LandingFinished,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

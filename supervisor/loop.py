@@ -341,7 +341,7 @@ class LoopRunner:
 
     # -- the task --------------------------------------------------------------
     async def run(self) -> ev.LoopResult:
-        if self.finished:
+        if self.finished and not self._land_due:  # due: resumed with its landing to do
             return self.result()
         if self.started_at is None:
             self.started_at = time.time()
@@ -376,12 +376,14 @@ class LoopRunner:
         if not self._land_due or self.state != "succeeded" or self.worktree is None:
             self._land_due = False
             return False
-        succeeded = self.reason
+        succeeded, mode = self.reason, self.spec.on_success
+        self.emit(ev.LandingStarted(loop=self.spec.name, mode=mode, succeeded=succeeded))
         while True:
-            message, ok = await self.worktree.on_success(self.spec)
-            if ok:
+            message, finished = await self.worktree.on_success(self.spec)
+            if finished is not None:
                 self._land_due = False
                 self.emit(ev.Notice(loop=self.spec.name, message=message))
+                self.emit(finished)
                 self._end("succeeded", f"{succeeded}; {message}")
                 return False
             self.emit(ev.Notice(loop=self.spec.name, level="error", message=message))
@@ -396,6 +398,10 @@ class LoopRunner:
                 return True
             if self._landed_by_hand or self.control.stop:
                 done = self._landed_by_hand or "not landed: stopped by the operator"
+                landed = ev.LandingFinished(
+                    loop=self.spec.name, mode=mode, landed=bool(self._landed_by_hand), message=done
+                )
+                self.emit(landed)
                 self._land_due, self._landed_by_hand = False, ""
                 self._end("succeeded", f"{succeeded}; {done}")
                 return False
@@ -939,4 +945,7 @@ class LoopRunner:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
             self.started_at, self.ended_at = resume.started_at, resume.ended_at
+        owed = self.worktree.owed(self.spec, resume) if self.worktree is not None else None
+        if owed is not None:  # killed before its landing was recorded done: land it now
+            self.state, self.reason, self._land_due = "succeeded", owed, True
         self.last_check, self.last_check_passed = resume.last_check, resume.last_check_passed
