@@ -193,6 +193,9 @@ class SessionSaved(LoopEvent):
     conversation: list[dict[str, Any]] | None = None
     last_output: str = ""
     check_output: str = ""
+    session_at: str | None = None
+    """Claude Code: the `uuid` of the turn's last assistant message, where a fork from
+    this iteration cuts the session (`--resume-session-at`); None: not known."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,6 +282,9 @@ class LoopForked(LoopEvent):
     """Its own prompt template (`--prompt-file`); None: the parent's."""
     session_id: str | None = None
     """The parent's agent session after iteration N (Claude Code: `--fork-session`)."""
+    session_at: str | None = None
+    """Where that session stood after iteration N (Claude Code: `--resume-session-at`);
+    None when the journal did not say (an older one): the fork gets the whole session."""
     conversation: list[dict[str, Any]] | None = None
     """The parent's API conversation after iteration N."""
     last_output: str = ""
