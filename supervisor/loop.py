@@ -153,6 +153,8 @@ class LoopRunner:
         self._stop_scope: anyio.CancelScope | None = None
         self._open_iteration: float | None = None
         """When the iteration whose checkpoint has begun started; None once it has an outcome."""
+        self._open_turn: TurnResult | None = None
+        """The open iteration's turn result, filled as usage is charged (`_finish_cut_off`)."""
         self._turn_scope: anyio.CancelScope | None = None
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
@@ -720,7 +722,7 @@ class LoopRunner:
         resume = self._resume_session and not operator
         if not operator:
             self._resume_session = False
-        return await AgentTurn(
+        turn = AgentTurn(
             self,
             n,
             prompt,
@@ -728,7 +730,10 @@ class LoopRunner:
             operator=operator,
             on_scope=self._hold_turn_scope,
             resume=resume,
-        ).run()
+        )
+        if not operator:  # counted as it is charged: a turn cut off still has its count
+            self._open_turn = turn.result
+        return await turn.run()
 
     def _loopvisor_env(self, n: int, kind: str) -> dict[str, str]:
         """The LOOPVISOR_* variables of a child of iteration `n` (an agent turn, an
@@ -821,7 +826,7 @@ class LoopRunner:
         """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
         shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
         without its row, nor a git command killed half-way."""
-        self._open_iteration = None
+        self._open_iteration = self._open_turn = None
         point = Checkpoint()
         if self.checkpointer is not None:
             with anyio.CancelScope(shield=True):
@@ -851,8 +856,8 @@ class LoopRunner:
     async def _finish_cut_off(self, n: int) -> None:
         """An iteration cancelled before its outcome (an operator stop, a budget, the run
         shut down by Ctrl-C or SIGTERM): its checkpoint commit still takes what the agent
-        changed, outcome `stopped` and why, so that nothing it wrote is lost. (What it
-        spent is in the ledger; the turn's own count went with the cancelled turn.)"""
+        changed, outcome `stopped` and why, so that nothing it wrote is lost, with what
+        its turn was charged until then (the ledger has it too)."""
         started = self._open_iteration
         assert started is not None
         if self.control.stop:
@@ -861,9 +866,8 @@ class LoopRunner:
             reason = self.reason
         else:
             reason = self._wall_used_up() or "cut off mid-turn"
-        await self._finish_iteration(
-            n, "stopped", f"cut off mid-turn: {reason}", TurnResult(), started
-        )
+        turn = self._open_turn or TurnResult()
+        await self._finish_iteration(n, "stopped", f"cut off mid-turn: {reason}", turn, started)
 
     def _wall_used_up(self) -> str | None:
         """The loop's wall budget's reason once it is used up; else None."""
