@@ -197,6 +197,9 @@ class SessionSaved(LoopEvent):
     conversation: list[dict[str, Any]] | None = None
     last_output: str = ""
     check_output: str = ""
+    session_at: str | None = None
+    """Claude Code: the `uuid` of the turn's last assistant message, where a fork from
+    this iteration cuts the session (`--resume-session-at`); None: not known."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,6 +286,9 @@ class LoopForked(LoopEvent):
     """Its own prompt template (`--prompt-file`); None: the parent's."""
     session_id: str | None = None
     """The parent's agent session after iteration N (Claude Code: `--fork-session`)."""
+    session_at: str | None = None
+    """Where that session stood after iteration N (Claude Code: `--resume-session-at`);
+    None when the journal did not say (an older one): the fork gets the whole session."""
     conversation: list[dict[str, Any]] | None = None
     """The parent's API conversation after iteration N."""
     last_output: str = ""
@@ -293,6 +299,36 @@ class LoopForked(LoopEvent):
     def label(self) -> str:
         """How status and history show the parent: "LOOP@N"."""
         return f"{self.parent}@{self.iteration}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LandingStarted(LoopEvent):
+    """A worktree loop that succeeded begins its `on_success` landing (`landing.py`).
+    Until a `LandingFinished` follows, `--resume` lands it (again: landing is
+    idempotent), even after a kill -9 in the middle of it."""
+
+    type: ClassVar[str] = "landing_started"
+    mode: str
+    """Its `on_success`: "land", "push" or "pr"."""
+    succeeded: str = ""
+    """Why the loop succeeded (its reason before the landing's outcome joined it)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LandingFinished(LoopEvent):
+    """The `on_success` landing is settled: done (by `on_success` or the operator's
+    `land`), or given up (the operator stopped the loop): no `--resume` repeats it."""
+
+    type: ClassVar[str] = "landing_finished"
+    mode: str
+    landed: bool
+    message: str = ""
+    commit: str = ""
+    """The target's commit after a merge, the pushed commit after a push or PR."""
+    ref: str = ""
+    """The remote ref pushed to ("origin/loopvisor/fix")."""
+    url: str = ""
+    """The pull request's URL."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -409,6 +445,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IterationFinished,
         ScheduledRun,
         LoopForked,
+        LandingStarted,
+        LandingFinished,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

@@ -15,12 +15,12 @@ What the fork gets:
   can take it: an API agent gets the journalled messages; Claude Code resumes the
   session with `--resume SESSION --fork-session` on its first turn (a new session id
   from then on). A Claude Code session grows in place (resuming keeps its id), so
-  when the parent went on after N, that session also holds its later turns: the
-  files are at N, the CLI's memory is not cut there. (The CLI 2.1.332 has a hidden
-  `--resume-session-at UUID` that, with `--fork-session`, keeps the conversation up
-  to that chain entry only: `test_real_cli_resume_session_at_...` pins it against the
-  fake API. Using it needs the `uuid` of each iteration's last `assistant` line
-  journalled; not done yet.) `$last_output` and
+  when the parent went on after N, that session also holds its later turns: the fork
+  cuts it at iteration N's last assistant message (`--resume-session-at UUID`, a
+  hidden flag of the CLI 2.1.332 pinned by `test_real_cli_resume_session_at_...`;
+  the `uuid` is journalled with each iteration's `session` event). A journal from
+  before that has no uuid: the fork resumes the whole session, and its transcript
+  says so. `$last_output` and
   `$check_output` are those after iteration N, so the fork's first prompt is the one
   the parent's iteration N+1 had (or the fork's own template, `--prompt-file`).
 - **Budget:** the parent's loop budget and max_iterations, fresh (the global budget
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.agents.base import ForksSessions
 from supervisor.config._loops import LOOP_NAME
-from supervisor.events import LoopForked
+from supervisor.events import LoopForked, Notice
 from supervisor.gitbase import base_commit, record_base
 from supervisor.journal.forks import ForkPoint
 from supervisor.spec import LoopSpec
@@ -139,6 +139,7 @@ def forked_event(
         commit=start_commit(parent, point),
         prompt=prompt,
         session_id=point.session_id,
+        session_at=point.session_at,
         conversation=point.conversation,
         last_output=point.last_output,
         check_output=point.check_output,
@@ -169,11 +170,23 @@ def make_worktree(parent: LoopSpec, fork: LoopSpec, commit: str) -> None:
         raise ForkError(f"{fork.name}: {exc}") from None
 
 
+def whole_session(event: LoopForked) -> str:
+    """What the transcript says when the parent's journal has no message to cut its
+    session at (written before loopvisor journalled it)."""
+    return (
+        f"the journal has no message id for {event.label}'s session (an older journal): the "
+        "fork resumes the whole session, so it also holds the parent's turns after "
+        f"iteration {event.iteration}"
+    )
+
+
 def seed_fork(runner: LoopRunner, event: LoopForked) -> None:
     """Give a new fork's runner the parent's conversation and feedback after iteration N."""
     agent = runner.agent
     if event.session_id is not None and isinstance(agent, ForksSessions):
-        agent.fork_session(event.session_id)
+        agent.fork_session(event.session_id, event.session_at)
+        if event.session_at is None:
+            runner.emit(Notice(loop=event.loop, level="warning", message=whole_session(event)))
     else:
         agent.restore(event.session_id, event.conversation)
     runner.last_output, runner.check_output = event.last_output, event.check_output

@@ -26,12 +26,11 @@ What a careful user expects, and what is promised:
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.ghpr import PullRequestError, gh_problem, open_pull_request
 from supervisor.spec import LoopSpec, OnSuccess
 from supervisor.worktree import (
     IDENTITY,
@@ -47,7 +46,6 @@ from supervisor.worktree import (
 
 DEFAULT_REMOTE = "origin"
 PUSH_TIMEOUT_S = 300.0
-GH_TIMEOUT_S = 120.0
 _SHOWN = 10
 
 PrText = Callable[[str], tuple[str, str]]
@@ -56,6 +54,19 @@ PrText = Callable[[str], tuple[str, str]]
 
 class LandError(Exception):
     """Landing was refused or failed; the message says why and what stayed as it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What a landing did: its message, and for the journal (`on_success` after a kill
+    -9 is repeated from this record): the commit the target (merge) or the pushed
+    branch now points to, the ref pushed ("origin/loopvisor/fix") and the pull
+    request's URL."""
+
+    message: str
+    commit: str = ""
+    ref: str = ""
+    url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,13 @@ class LandRequest:
 
 def land(loop: LoopSpec, request: LandRequest, pr_text: PrText | None = None) -> str:
     """Land `loop`'s branch as `request` says; what was done, or LandError."""
+    return land_outcome(loop, request, pr_text).message
+
+
+def land_outcome(loop: LoopSpec, request: LandRequest, pr_text: PrText | None = None) -> Landed:
+    """`land`, saying what it did (`Landed`). Repeating a landing that was done is
+    done again harmlessly: a merged branch is "nothing to land", a push of the same
+    commit changes nothing, an open pull request for the branch is found."""
     problem = request.problem()
     if problem is not None:
         raise LandError(problem)
@@ -106,7 +124,7 @@ def land(loop: LoopSpec, request: LandRequest, pr_text: PrText | None = None) ->
         if request.push is not None or request.pr:
             return _publish(loop, request, pr_text)
         return _merge(loop, request)
-    except (WorktreeError, LandError) as exc:  # every message names the loop, once
+    except (WorktreeError, LandError, PullRequestError) as exc:  # names the loop, once
         text = str(exc).removeprefix(f"{loop.name}: ")
         raise LandError(f"{loop.name}: {text}") from None
 
@@ -179,7 +197,7 @@ def adopt_snapshot(loop: LoopSpec, snapshot: str) -> str:
 
 
 # -- merging here ------------------------------------------------------------------
-def _merge(loop: LoopSpec, request: LandRequest) -> str:
+def _merge(loop: LoopSpec, request: LandRequest) -> Landed:
     assert loop.worktree is not None
     repo, branch = loop.worktree.repo, branch_name(loop)
     target = target_branch(loop, request.into)
@@ -198,12 +216,15 @@ def _merge(loop: LoopSpec, request: LandRequest) -> str:
     tip = snapshot or git(["rev-parse", f"refs/heads/{branch}"], repo).strip()
     plan = plan_merge(repo, branch, tip, target, squash=request.squash)
     if plan is None:
-        return f"{loop.name}: nothing to land: {branch} is already merged into {target}"
+        now = git(["rev-parse", f"refs/heads/{target}"], repo).strip()
+        return Landed(
+            f"{loop.name}: nothing to land: {branch} is already merged into {target}", now
+        )
     if checkout is not None:
         check_untracked(checkout, target, plan)
     merged = apply_merge(repo, branch, target, plan, checkout=checkout)
     done = [adopt_snapshot(loop, snapshot)] if snapshot is not None else []
-    return f"{loop.name}: " + "; ".join([*done, merged])
+    return Landed(f"{loop.name}: " + "; ".join([*done, merged]), plan.new)
 
 
 def checkout_of(repo: Path, branch: str) -> Path | None:
@@ -321,7 +342,7 @@ def _some(names: list[str]) -> str:
 
 
 # -- push and pull request ----------------------------------------------------------
-def _publish(loop: LoopSpec, request: LandRequest, pr_text: PrText | None) -> str:
+def _publish(loop: LoopSpec, request: LandRequest, pr_text: PrText | None) -> Landed:
     assert loop.worktree is not None
     repo, branch = loop.worktree.repo, branch_name(loop)
     remote = request.push or DEFAULT_REMOTE
@@ -345,56 +366,12 @@ def _publish(loop: LoopSpec, request: LandRequest, pr_text: PrText | None) -> st
         repo,
         timeout=PUSH_TIMEOUT_S,
     )
-    short = git(["rev-parse", "--short", f"refs/heads/{branch}"], repo).strip()
+    tip = git(["rev-parse", f"refs/heads/{branch}"], repo).strip()
+    short = git(["rev-parse", "--short", tip], repo).strip()
     done.append(f"pushed {branch} to {remote} ({short})")
+    url = ""
     if request.pr:
         title, body = pr_text(base) if pr_text is not None else (loop.name, "")
-        done.append(open_pull_request(repo, branch, base, title, body))
-    return f"{loop.name}: " + "; ".join(done)
-
-
-def gh_problem() -> str | None:
-    """Why `gh` cannot open a pull request (missing, not logged in), or None."""
-    gh = shutil.which("gh")
-    if gh is None:
-        return "the GitHub CLI `gh` is not installed (https://cli.github.com), so no pull request"
-    try:
-        status = _gh([gh, "auth", "status"], None, Path.cwd())
-    except OSError as exc:
-        return f"the GitHub CLI `gh` cannot run: {exc}"
-    if status.returncode != 0:
-        return "the GitHub CLI `gh` is not logged in (run `gh auth login`), so no pull request"
-    return None
-
-
-def open_pull_request(repo: Path, branch: str, base: str, title: str, body: str) -> str:
-    """`gh pr create` for `branch` against `base` (body on stdin); what was done."""
-    gh = shutil.which("gh") or "gh"
-    argv = [gh, "pr", "create", "--head", branch, "--base", base, "--title", title]
-    try:
-        out = _gh([*argv, "--body-file", "-"], body, repo)
-    except OSError as exc:
-        raise LandError(f"gh pr create: {exc}") from None
-    if out.returncode != 0:
-        said = out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}"
-        raise LandError(f"gh pr create failed: {said}")
-    lines = out.stdout.strip().splitlines()
-    return f"opened a pull request: {lines[-1]}" if lines else "opened a pull request"
-
-
-def _gh(argv: list[str], stdin: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            argv,
-            cwd=cwd,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=GH_TIMEOUT_S,
-            check=False,
-            env={**os.environ, "GH_PROMPT_DISABLED": "1", "NO_COLOR": "1"},
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OSError(f"timed out after {GH_TIMEOUT_S:g}s") from exc
+        opened, url = open_pull_request(repo, branch, base, title, body)
+        done.append(opened)
+    return Landed(f"{loop.name}: " + "; ".join(done), tip, f"{remote}/{branch}", url)

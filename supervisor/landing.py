@@ -13,6 +13,7 @@ the event loop the loops share never waits on a merge or a push.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -20,13 +21,14 @@ import anyio.to_thread
 from supervisor import events as ev
 from supervisor.checks import run_check
 from supervisor.durations import format_duration
-from supervisor.land import LandError, LandRequest, land
+from supervisor.land import Landed, LandError, LandRequest, land_outcome
 from supervisor.land_report import LoopRecords, pr_text
 from supervisor.redact import Redactor
 from supervisor.spec import LoopSpec
 from supervisor.worktree import WorktreeError, branch_name, setup_done, setup_pending
 
 if TYPE_CHECKING:
+    from supervisor.journal.resume import LoopResume
     from supervisor.loop import LoopRunner
 
 REPO_ENV = "LOOPVISOR_REPO"
@@ -46,27 +48,51 @@ class Landing:
 
     async def land(self, spec: LoopSpec, request: LandRequest) -> str:
         """Land the loop's branch (`land.land`) off the event loop; LandError says why not."""
+        return (await self._land(spec, request)).message
 
+    async def _land(self, spec: LoopSpec, request: LandRequest) -> Landed:
         def text(base: str) -> tuple[str, str]:
             record = self.records.get(spec.name)
             return pr_text(spec, record, branch_name(spec), base, self.redactor.text)
 
-        message = await anyio.to_thread.run_sync(land, spec, request, text)
-        return self.redactor.text(message)
+        done = await anyio.to_thread.run_sync(land_outcome, spec, request, text)
+        return replace(done, message=self.redactor.text(done.message))
 
     # -- the runner's hooks ------------------------------------------------------------
-    async def on_success(self, spec: LoopSpec) -> tuple[str, bool]:
+    async def on_success(self, spec: LoopSpec) -> tuple[str, ev.LandingFinished | None]:
         """`on_success` of a loop that just succeeded: (what was done, or why it could
-        not be, and whether it was done)."""
+        not be; the record of what was done, None when it was not)."""
         request = LandRequest.on_success(spec.on_success, spec.push_remote)
+        mode = spec.on_success
         if request is None:
-            return "", True
+            return "", ev.LandingFinished(loop=spec.name, mode=mode, landed=False)
         prefix = f"{spec.name}: "
         try:
-            return (await self.land(spec, request)).removeprefix(prefix), True
+            done = await self._land(spec, request)
         except LandError as exc:
             why = self.redactor.text(str(exc)).removeprefix(prefix)
-            return f'on_success = "{spec.on_success}" failed: {why}', False
+            return f'on_success = "{mode}" failed: {why}', None
+        message = done.message.removeprefix(prefix)
+        return message, ev.LandingFinished(
+            loop=spec.name,
+            mode=mode,
+            landed=True,
+            message=message,
+            commit=done.commit,
+            ref=done.ref,
+            url=self.redactor.text(done.url),
+        )
+
+    def owed(self, spec: LoopSpec, resume: LoopResume) -> str | None:
+        """Whether a resumed loop's `on_success` landing is still to do (a kill -9 came
+        before its `landing_finished` record): the reason it succeeded, else None."""
+        if not self.lands(spec):
+            return None
+        if resume.landing == "started":  # succeeded, or paused after a failed landing
+            return resume.landing_succeeded or resume.reason
+        if resume.landing == "" and resume.state == "succeeded":
+            return resume.reason  # killed before it began (or an older journal)
+        return None
 
     async def set_up(self, runner: LoopRunner, env: Mapping[str, str]) -> str | None:
         """Run the loop's `setup` commands if its worktree still waits for them; None

@@ -157,7 +157,7 @@ class LoopRunner(LoopStatus):
 
     # -- the task --------------------------------------------------------------
     async def run(self) -> ev.LoopResult:
-        if self.finished:
+        if self.finished and not self._land_due:  # due: resumed with its landing to do
             return self.result()
         if self.started_at is None:
             self.started_at = time.time()
@@ -269,7 +269,7 @@ class LoopRunner(LoopStatus):
         resume = self._resume_session and not operator
         if not operator:
             self._resume_session = False
-        return await AgentTurn(
+        turn = AgentTurn(
             self,
             n,
             prompt,
@@ -277,7 +277,10 @@ class LoopRunner(LoopStatus):
             operator=operator,
             on_scope=self._hold_turn_scope,
             resume=resume,
-        ).run()
+        )
+        if not operator:  # counted as it is charged: a turn cut off still has its count
+            self._open_turn = turn.result
+        return await turn.run()
 
     def _hold_turn_scope(self, scope: anyio.CancelScope | None) -> None:
         self._turn_scope = scope

@@ -29,7 +29,7 @@ from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 from supervisor.spec import AgentSpec, LoopSpec, Price
 from supervisor.stuck import StuckDetector
 from supervisor.transcript import TranscriptTail
-from supervisor.turn import LAST_OUTPUT_LIMIT
+from supervisor.turn import LAST_OUTPUT_LIMIT, TurnResult
 from supervisor.usagewait import AccountWaits
 from supervisor.workspace_state import WorkspaceDigest
 
@@ -143,6 +143,8 @@ class LoopStatus:
         self._stop_scope: anyio.CancelScope | None = None
         self._open_iteration: float | None = None
         """When the iteration whose checkpoint has begun started; None once it has an outcome."""
+        self._open_turn: TurnResult | None = None
+        """The open iteration's turn result, filled as usage is charged (`finish_cut_off`)."""
         self._turn_scope: anyio.CancelScope | None = None
         self._waiting_for_slot = False
         self._unpaused_state: ev.LoopState = "running"
@@ -297,4 +299,7 @@ class LoopStatus:
             self.state = resume.state  # type: ignore[assignment]
             self.reason = resume.reason
             self.started_at, self.ended_at = resume.started_at, resume.ended_at
+        owed = self.worktree.owed(self.spec, resume) if self.worktree is not None else None
+        if owed is not None:  # killed before its landing was recorded done: land it now
+            self.state, self.reason, self._land_due = "succeeded", owed, True
         self.last_check, self.last_check_passed = resume.last_check, resume.last_check_passed

@@ -43,12 +43,14 @@ async def after_success(runner: LoopRunner) -> bool:
     if not runner._land_due or runner.state != "succeeded" or runner.worktree is None:
         runner._land_due = False
         return False
-    succeeded = runner.reason
+    succeeded, mode = runner.reason, runner.spec.on_success
+    runner.emit(ev.LandingStarted(loop=runner.spec.name, mode=mode, succeeded=succeeded))
     while True:
-        message, ok = await runner.worktree.on_success(runner.spec)
-        if ok:
+        message, finished = await runner.worktree.on_success(runner.spec)
+        if finished is not None:
             runner._land_due = False
             runner.emit(ev.Notice(loop=runner.spec.name, message=message))
+            runner.emit(finished)
             runner._end("succeeded", f"{succeeded}; {message}")
             return False
         runner.emit(ev.Notice(loop=runner.spec.name, level="error", message=message))
@@ -63,6 +65,10 @@ async def after_success(runner: LoopRunner) -> bool:
             return True
         if runner._landed_by_hand or runner.control.stop:
             done = runner._landed_by_hand or "not landed: stopped by the operator"
+            landed = ev.LandingFinished(
+                loop=runner.spec.name, mode=mode, landed=bool(runner._landed_by_hand), message=done
+            )
+            runner.emit(landed)
             runner._land_due, runner._landed_by_hand = False, ""
             runner._end("succeeded", f"{succeeded}; {done}")
             return False
@@ -80,7 +86,7 @@ async def finish_iteration(
     """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
     shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
     without its row, nor a git command killed half-way."""
-    runner._open_iteration = None
+    runner._open_iteration = runner._open_turn = None
     point = Checkpoint()
     if runner.checkpointer is not None:
         with anyio.CancelScope(shield=True):
@@ -111,8 +117,8 @@ async def finish_iteration(
 async def finish_cut_off(runner: LoopRunner, n: int) -> None:
     """An iteration cancelled before its outcome (an operator stop, a budget, the run
     shut down by Ctrl-C or SIGTERM): its checkpoint commit still takes what the agent
-    changed, outcome `stopped` and why, so that nothing it wrote is lost. (What it
-    spent is in the ledger; the turn's own count went with the cancelled turn.)"""
+    changed, outcome `stopped` and why, so that nothing it wrote is lost, with what
+    its turn was charged until then (the ledger has it too)."""
     started = runner._open_iteration
     assert started is not None
     if runner.control.stop:
@@ -121,9 +127,8 @@ async def finish_cut_off(runner: LoopRunner, n: int) -> None:
         reason = runner.reason
     else:
         reason = _wall_used_up(runner) or "cut off mid-turn"
-    await finish_iteration(
-        runner, n, "stopped", f"cut off mid-turn: {reason}", TurnResult(), started
-    )
+    turn = runner._open_turn or TurnResult()
+    await finish_iteration(runner, n, "stopped", f"cut off mid-turn: {reason}", turn, started)
 
 
 def _wall_used_up(runner: LoopRunner) -> str | None:

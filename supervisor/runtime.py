@@ -93,6 +93,7 @@ class Supervisor(SupervisorOps):
                         self._tg = tg
                         for runner in self.runners.values():
                             tg.start_soon(drive, runner, self._publish)
+                        self._changed.set()  # a resumed run may have nothing left to do
                         tg.start_soon(self._watch, tg)
             if wall_scope.cancelled_caught:
                 self._global_exhausted = True

@@ -36,6 +36,7 @@ from supervisor.agents.base import (
     BudgetExhausted,
     Done,
     EventSend,
+    ForksSessions,
     Resumed,
     TextDelta,
     ToolCall,
@@ -216,6 +217,7 @@ class AgentTurn:
             coalescer.flush()
             cap.finish()
             budget.release()
+        agent = host.agent
         host.emit(
             ev.SessionSaved(
                 loop=spec.name,
@@ -224,6 +226,7 @@ class AgentTurn:
                 conversation=host.agent.conversation(),
                 last_output=self.result.output[-LAST_OUTPUT_LIMIT:],
                 check_output=host.check_output,
+                session_at=agent.session_at if isinstance(agent, ForksSessions) else None,
             )
         )
         return self.result

@@ -256,7 +256,15 @@ class ForksSessions(Protocol):
     there (Claude Code): a fork of a loop continues the parent's session as a new one
     instead of being handed the messages through `Agent.restore`."""
 
-    def fork_session(self, session_id: str) -> None: ...
+    def fork_session(self, session_id: str, at: str | None = None) -> None:
+        """Branch `session_id` (cut after message `at`, when given) on the next turn."""
+        ...
+
+    @property
+    def session_at(self) -> str | None:
+        """Where the session stands after the last turn (the CLI's message `uuid`):
+        journalled with it, so a fork from that iteration can cut the session there."""
+        ...
 
     @property
     def forking(self) -> str | None:

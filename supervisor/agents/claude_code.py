@@ -3,7 +3,8 @@
 Each turn runs, in the loop's workspace and in its own process group (`GroupProcess`),
 
     claude -p --output-format stream-json --verbose [--include-partial-messages]
-           [--model M] [--resume=SESSION [--fork-session]] ARGS -- PROMPT
+           [--model M] [--resume=SESSION [--resume-session-at=UUID] [--fork-session]]
+           ARGS -- PROMPT
 
 and `stream_json.StreamJsonParser` turns every stdout line into agent events. Usage is
 reported as it streams (so the loop can kill a turn that crosses its budget: the
@@ -96,6 +97,11 @@ class ClaudeCodeAgent:
         self._fork_from: str | None = None
         """A session of another loop this one forks (`fork_session`): resumed with
         `--fork-session` until the CLI has given this loop a session of its own."""
+        self._fork_at: str | None = None
+        """The message of `_fork_from` the fork resumes at (`--resume-session-at`)."""
+        self._session_at: str | None = None
+        """The `uuid` of the last assistant message of the last turn (journalled with
+        the session: a fork from that iteration resumes the session there)."""
         self._proc: GroupProcess | None = None
 
     # -- the Agent protocol --------------------------------------------------------
@@ -108,17 +114,24 @@ class ClaudeCodeAgent:
         """The session's cumulative `total_cost_usd` as the CLI last printed it."""
         return self._session_usd
 
+    @property
+    def session_at(self) -> str | None:
+        """The last assistant message's `uuid` of the last turn (None: none seen)."""
+        return self._session_at
+
     def restore(self, session_id: str | None, history: list[dict[str, Any]] | None) -> None:
         self._session_id = session_id
         self._session_usd = None
-        self._fork_from = None
+        self._fork_from = self._fork_at = self._session_at = None
 
-    def fork_session(self, session_id: str) -> None:
+    def fork_session(self, session_id: str, at: str | None = None) -> None:
         """Continue another loop's session as a branch of it (`fork.py`): the next turn
-        runs `--resume=SESSION --fork-session`, so the CLI copies the conversation into
-        a new session and the other loop's session is left as it was."""
+        runs `--resume=SESSION [--resume-session-at=AT] --fork-session`, so the CLI
+        copies the conversation (up to message `at`: the session as it was after the
+        forked iteration, not the turns it had later) into a new session and the other
+        loop's session is left as it was."""
         self.restore(session_id, None)
-        self._fork_from = session_id
+        self._fork_from, self._fork_at = session_id, at
 
     @property
     def forking(self) -> str | None:
@@ -132,7 +145,7 @@ class ClaudeCodeAgent:
     def reset(self) -> None:
         self._session_id = None
         self._session_usd = None
-        self._fork_from = None
+        self._fork_from = self._fork_at = self._session_at = None
 
     async def aclose(self) -> None:
         proc, self._proc = self._proc, None
@@ -178,6 +191,8 @@ class ClaudeCodeAgent:
         if resume:
             argv.append(f"--resume={resume}")  # one token: a value can't become a flag
             if resume == self._fork_from:
+                if self._fork_at:  # hidden in 2.1.332; pinned by the real-CLI tests
+                    argv.append(f"--resume-session-at={self._fork_at}")
                 argv.append("--fork-session")
         argv += spec.args
         data = prompt.encode()
@@ -253,6 +268,7 @@ class ClaudeCodeAgent:
 
         if cpu > cpu_reported:
             await emit(send, Usage(cpu_s=cpu - cpu_reported, usd=0.0, model=parser.model))
+        self._session_at = parser.last_message_uuid  # of this turn's session, or None
         result = parser.result
         if result is not None:
             if result.session_id:

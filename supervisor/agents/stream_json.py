@@ -131,6 +131,9 @@ class StreamJsonParser:
         self.usage_limit: UsageLimit | None = None
         """A subscription usage limit refused a request (`rate_limit_event` rejected,
         or the result's `usage_limit_reached`)."""
+        self.last_message_uuid: str | None = None
+        """The `uuid` of the last `assistant` line: the session's chain entry a fork
+        from this turn resumes at (`--resume-session-at`, `fork.py`)."""
 
     # -- reading -------------------------------------------------------------
     @property
@@ -222,6 +225,7 @@ class StreamJsonParser:
         return [raw_line(line)]
 
     def _assistant(self, obj: dict[str, Any]) -> list[AgentEvent]:
+        self.last_message_uuid = text_or_none(obj.get("uuid")) or self.last_message_uuid
         message = obj.get("message")
         if not isinstance(message, Mapping):
             return [raw_line(json.dumps(obj))]

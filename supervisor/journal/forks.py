@@ -4,7 +4,8 @@ the end of one iteration, and the forks a run made (so `--resume` rebuilds them)
 The state after iteration N is read from what that iteration journalled: its latest
 attempt (outcome), the newest checkpoint commit made up to its end (the branch's tip
 then: an iteration that changed nothing leaves the tip where the one before put it),
-its `session` event (the agent's session id and, for API agents, the messages) and
+its `session` event (the agent's session id and where it stood, and, for API agents,
+the messages) and
 its `checkpoint` event (`$last_output`, `$check_output`).
 """
 
@@ -33,6 +34,8 @@ class ForkPoint:
     conversation: list[dict[str, Any]] | None = None
     last_output: str = ""
     check_output: str = ""
+    session_at: str | None = None
+    """Claude Code: the session's last message of the iteration (None: not journalled)."""
 
 
 def fork_point(
@@ -65,6 +68,7 @@ def fork_point(
         outcome=None if outcome is None else str(outcome),
         commit=commit,
         session_id=session.get("session_id"),
+        session_at=session.get("session_at") or None,
         conversation=conversation if isinstance(conversation, list) else None,
         last_output=str(checkpoint.get("last_output", session.get("last_output", ""))),
         check_output=str(checkpoint.get("check_output", session.get("check_output", ""))),

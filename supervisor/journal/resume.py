@@ -51,6 +51,11 @@ class LoopResume:
     usage_wait_until: float | None = None
     """When the usage-limit wait it was in ends (its last state: `waiting` with cause
     "usage_limit"); the resumed loop waits out the rest instead of being refused again."""
+    landing: str = ""
+    """Its `on_success` landing: "started" (no record of its end: `--resume` lands it),
+    "finished", or "" (never began) (`journal/landings.py`)."""
+    landing_succeeded: str = ""
+    """Why it succeeded, as the started landing recorded it."""
 
 
 @dataclass(frozen=True, slots=True)

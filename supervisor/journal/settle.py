@@ -41,6 +41,7 @@ from typing import Any
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
 from supervisor.journal.forks import run_forks
+from supervisor.journal.landings import landing_state
 from supervisor.journal.resume import LoopResume, RunResume
 from supervisor.journal.schema import JournalError, has_commits
 from supervisor.textsafe import json_loads
@@ -351,6 +352,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         (*key, restart_seq),
     ).fetchone()
     ended = updated if state in END_STATES else None
+    landing, landing_succeeded = landing_state(conn, run_id, name, restart_seq)
     resume = LoopResume(
         name=name,
         state=state,
@@ -376,6 +378,8 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         ended_at=None if ended is None else float(ended),
         commits=_commits(conn, run_id, name),
         usage_wait_until=_usage_wait_until(_latest_event(conn, key, "state", restart_seq)),
+        landing=landing,
+        landing_succeeded=landing_succeeded,
     )
     return resume, float(res_usd)
 

@@ -266,3 +266,20 @@ async def test_a_fork_resumes_the_parents_session_with_fork_session_once(
     assert first.index("--fork-session") == first.index("--resume=parent-session") + 1
     assert f"--resume={own}" in second
     assert "--fork-session" not in second
+
+
+async def test_a_turn_keeps_its_last_assistant_messages_uuid_for_a_fork(
+    tmp_path: Path, fake: FakeClaude, workspace: Path
+) -> None:
+    """The `uuid` of the turn's last `assistant` line (the real CLI's, recorded) is where
+    a fork from this iteration cuts the session; a turn without one forgets it."""
+    fake.script(
+        [{"file": recording("success_tool_use.jsonl")}],
+        [{"file": recording("resume_not_found.jsonl")}],
+    )
+    agent = make_agent(tmp_path, workspace, command=str(fake.path), env=fake.env)
+    budget = make_budget()
+    await collect(agent, request(workspace, budget))
+    assert agent.session_at == "42ba9f4b-2e08-4914-b2e4-b81ba86907bd"
+    await collect(agent, request(workspace, budget, iteration=2))
+    assert agent.session_at is None

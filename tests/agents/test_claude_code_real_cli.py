@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from claude_support import collect, make_agent, make_budget, request, token_sum, usd_sum
 from fake_anthropic import FakeAnthropic, text, tool_use, usage_limit
-from helpers import REPO, load, loop, run_recorded, supervisor_table, table
+from helpers import REPO, load, loop, run_recorded, supervisor_table, table, wait_for
 
 from supervisor import events as ev
 from supervisor.agents.base import Done, TextDelta, ToolCall, ToolResult
@@ -429,3 +430,57 @@ async def test_real_cli_resume_session_at_forks_the_session_as_it_was_after_a_tu
     result = next(line for line in three if line.get("type") == "result")
     assert result["session_id"] != sid
     assert result["result"].strip() == "Third answer."
+
+
+@pytest.mark.claude_cli
+@pytest.mark.timeout(240)
+async def test_real_cli_fork_from_iteration_1_resumes_the_session_as_it_was_after_it(
+    tmp_path: Path, claude: str
+) -> None:
+    """A parent loop does three turns in one session (context = "continue"); a fork
+    from iteration 1 runs `--resume PARENT --resume-session-at UUID --fork-session`
+    with iteration 1's last assistant message: its first request holds turn 1's
+    history only, not the turns the parent's session had after it."""
+    from gitrepo import make_repo
+
+    from supervisor.durable import durable_supervisor
+    from supervisor.worktree import prepare_worktrees
+
+    make_repo(tmp_path / "repo")
+    replies = [text(f"Answer {n}.", when=main_turn) for n in ("one", "two", "three", "four")]
+    with FakeAnthropic(replies) as server:
+        config = load(
+            tmp_path,
+            supervisor_table(tokens=2_000_000),
+            cc_agent_table(claude, server, tmp_path / "home"),
+            loop(
+                "fix",
+                "cc",
+                prompt="Go on.",
+                workspace={"repo": "repo", "worktree": True},
+                context="continue",
+                done_marker="ALL-DONE",
+                max_iterations=3,
+                stuck={"same_failure": 0, "same_output": 0, "oscillation": False},
+            ),
+        )
+        prepare_worktrees(config)
+        async with (
+            durable_supervisor(config, exit_when_idle=False) as sup,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(sup.run)
+            await wait_for(lambda: sup.runners["fix"].finished, timeout=180)
+            parent = sup.runners["fix"]
+            assert parent.iteration == 3, parent.reason
+            await sup.fork("fix", iteration=1, name="fix-b")
+            fork = sup.runners["fix-b"]
+            await wait_for(lambda: fork.iteration >= 2 or fork.finished, timeout=120)
+            await sup.stop("fix-b")
+            tg.cancel_scope.cancel()
+        main = [r for r in server.message_requests() if main_turn(r.body)]
+    first_of_fork = json.dumps(main[3].body["messages"])
+    assert "Answer one." in first_of_fork
+    assert "Answer two." not in first_of_fork
+    assert "Answer three." not in first_of_fork
+    assert "Answer two." in json.dumps(main[2].body["messages"])  # the parent's went on

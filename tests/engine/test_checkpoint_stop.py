@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from gitrepo import commits, git, make_repo
-from helpers import Recorded, command_agent, load, loop, run_recorded, wait_event
+from helpers import Recorded, command_agent, load, loop, run_recorded, sim_agent, wait_event
 
 from supervisor import events as ev
 from supervisor.worktree import prepare_worktrees
@@ -91,3 +91,35 @@ async def test_a_wall_budget_cut_mid_turn_commits_what_the_agent_changed(tmp_pat
     rec = await run_recorded(config, during=nothing, timeout=30)
     assert rec.result("fix").state == "exhausted"
     _stopped_commit(tmp_path, rec, "wall budget")
+
+
+@pytest.mark.anyio
+async def test_a_stopped_turns_commit_and_row_carry_what_the_ledger_charged(
+    tmp_path: Path,
+) -> None:
+    """The cut-off turn was charged (the ledger has it): its iteration's row and its
+    commit's trailers say so, instead of 0 tokens and $0."""
+    make_repo(tmp_path / "repo")
+    config = load(
+        tmp_path,
+        sim_agent("a", behavior="stall", stall_after=1, rate=0, reply_tokens=3),
+        loop("fix", "a", workspace={"repo": "repo", "worktree": True}, done_marker="DONE"),
+    )
+    prepare_worktrees(config)
+
+    async def stop(rec: Recorded) -> None:
+        await wait_event(rec, ev.UsageCharged, loop="fix", where=lambda e: e.output_tokens > 0)
+        (config.loop("fix").workspace / "app.py").write_text("half done\n")  # its change
+        await rec.supervisor.stop("fix")
+
+    rec = await run_recorded(config, during=stop, timeout=30)
+    charged = [e for e in rec.of(ev.UsageCharged, "fix") if e.iteration == 1]
+    tokens, usd = sum(e.tokens for e in charged), sum(e.usd for e in charged)
+    assert tokens > 0
+    (finished,) = rec.of(ev.IterationFinished, "fix")
+    assert finished.outcome == "stopped"
+    assert (finished.tokens, finished.usd) == (tokens, round(usd, 6))
+    (made,) = commits(tmp_path / "repo", "loopvisor/fix")
+    assert made["sha"] == finished.commit
+    assert made["Loopvisor-Tokens"] == str(tokens)
+    assert made["Loopvisor-USD"] == f"{usd:.6f}"

@@ -118,8 +118,12 @@ def test_pr_pushes_and_opens_a_pull_request_with_gh(tmp_path: Path) -> None:
     result = land_cli(cfg, "--pr", path=bin_dir, FAKE_GH_RECORD=str(record))
     assert result.returncode == 0, result.stderr
     assert "opened a pull request: https://github.example/o/r/pull/7" in result.stdout
-    auth, create = calls(record)
+    auth, listed, create = calls(record)
     assert auth["argv"] == ["auth", "status"]
+    assert listed["argv"] == [
+        "pr", "list", "--head", "loopvisor/fix", "--base", "main", "--state", "open",
+        "--json", "url",
+    ]  # fmt: skip
     argv = create["argv"]
     assert isinstance(argv, list)
     assert argv[:2] == ["pr", "create"]
