@@ -10,13 +10,17 @@ closed (`codex exec` otherwise reads it and appends it to the prompt); prompts l
 than `MAX_ARGV_PROMPT` go on stdin as `-`.
 
 Usage as it arrives: `--json` reports usage only when the turn completes, so while the
-turn runs a second task tails Codex's session file for this thread
+turn runs `_SessionTail` follows Codex's session file for this thread
 (`$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*-THREAD.jsonl`, CODEX_HOME defaulting to
-HOME/.codex in the child's environment), whose `token_count` events carry the
-thread's running total after each model response. A budget crossing is thus seen, and
-the process group killed, after the response that crossed it: the overshoot is
-bounded by one model response. If the file cannot be found (another layout in a
-future version), the turn is still charged in full at `turn.completed`, only later.
+HOME/.codex in the child's environment), whose `token_usage_record` lines carry the
+thread's running total as each model response lands, before Codex runs its tool
+calls. The file is read on a timer and before every stdout chunk is passed on, so a
+response's usage is charged no later than its first tool call is seen, and a budget
+crossing kills the process group there. The bound this gives: the response that
+crossed is the last one answered; a request Codex sent before the kill landed
+(its tool calls took only milliseconds) is cut off unanswered. If the file cannot be
+found (another layout in a future version), the turn is still charged in full at
+`turn.completed`, only later.
 
 Resume: `codex exec resume THREAD` continues a thread (same CODEX_HOME), and its
 `turn.completed` then counts the whole thread; the thread's totals before the turn
@@ -180,7 +184,7 @@ class CodexAgent:
             stack.callback(self._forget, proc)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch.run, proc)
-                tailer = _SessionTail(home)
+                tailer: _SessionTail | None = None
                 async with contextlib.aclosing(proc.chunks()) as chunks:
                     async for chunk in chunks:
                         watch.saw_output()
@@ -189,12 +193,14 @@ class CodexAgent:
                             await emit(send, raw_line(chunk.text.rstrip("\n")))
                             continue
                         parsed = [e for line in chunk.lines() for e in parser.feed(line)]
+                        if tailer is not None:
+                            await tailer.catch_up()  # the usage before the tool calls
                         for event in merge_text(parsed):
-                            if isinstance(event, SessionStarted) and not tailer.started:
-                                tailer.started = True
-                                tg.start_soon(
-                                    tailer.run, event.session_id, parser, send, meter, proc
+                            if isinstance(event, SessionStarted) and tailer is None:
+                                tailer = _SessionTail(
+                                    home, event.session_id, parser, send, meter, proc
                                 )
+                                tg.start_soon(tailer.run)
                             if isinstance(event, SessionStarted):
                                 self._thread_id = event.session_id
                             elif isinstance(event, Usage):
@@ -266,38 +272,59 @@ def _last_total(home: Path, thread_id: str) -> Tokens | None:
 
 
 class _SessionTail:
-    """Follows the thread's session file while the turn runs: each `token_count` is
-    the thread's running total, charged at once (`CodexJsonParser.observe_total`)."""
+    """Follows the thread's session file while the turn runs: each running total
+    (`session_total`) is charged at once (`CodexJsonParser.observe_total`).
 
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.started = False
-        self._offset = 0
-        self._partial = b""
+    Read on a timer (`SESSION_POLL_S`) and, through `catch_up`, before the events of
+    every stdout chunk are passed on: Codex writes a response's `token_usage_record`
+    before it runs the response's tool calls and reports them (`item.started`) on
+    stdout, so the response's usage is charged no later than its first tool call is
+    seen, and the turn is killed there if it crossed the budget."""
 
-    async def run(
+    def __init__(
         self,
+        home: Path,
         thread_id: str,
         parser: CodexJsonParser,
         send: EventSend,
         meter: _CpuMeter,
         proc: GroupProcess,
     ) -> None:
-        path: Path | None = None
+        self.home = home
+        self.thread_id = thread_id
+        self._parser = parser
+        self._send = send
+        self._meter = meter
+        self._proc = proc
+        self._path: Path | None = None
+        self._offset = 0
+        self._partial = b""
+        self._lock = anyio.Lock()
+
+    async def run(self) -> None:
         while True:
-            if path is None:
-                path = await anyio.to_thread.run_sync(_session_file, self.home, thread_id)
-            if path is not None:
-                for line in await anyio.to_thread.run_sync(self._read, path):
-                    total, model = session_total(line)
-                    if model:
-                        parser.model = model  # the model the CLI really asked for
-                    if total is not None:
-                        for event in parser.observe_total(total):
-                            if isinstance(event, Usage):
-                                event = meter.stamp(event, proc)
-                            await emit(send, event)
+            await self.catch_up()
             await anyio.sleep(SESSION_POLL_S)
+
+    async def catch_up(self) -> None:
+        """Charge whatever the session file has recorded since the last read."""
+        async with self._lock:
+            if self._path is None:
+                self._path = await anyio.to_thread.run_sync(
+                    _session_file, self.home, self.thread_id
+                )
+                if self._path is None:
+                    return
+            parser = self._parser
+            for line in await anyio.to_thread.run_sync(self._read, self._path):
+                total, model = session_total(line)
+                if model:
+                    parser.model = model  # the model the CLI really asked for
+                if total is not None:
+                    for event in parser.observe_total(total):
+                        if isinstance(event, Usage):
+                            event = self._meter.stamp(event, self._proc)
+                        await emit(self._send, event)
 
     def _read(self, path: Path) -> list[str]:
         try:

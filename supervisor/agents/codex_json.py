@@ -27,12 +27,17 @@ Line shapes (checked with codex-cli 0.169.0):
 - `turn.failed {error: {message}}` -> the turn's failure.
 
 Usage as it arrives. `--json` reports usage once, at the turn's end; Codex's session
-file (`$CODEX_HOME/sessions/.../rollout-*-THREAD.jsonl`) gets an `event_msg` of type
-`token_count` after every model response, with the thread's running
-`total_token_usage`. The agent tails that file and feeds each total to
-`observe_total`, so a turn that crosses its budget is killed after the response that
-crossed it, not at the end. Both sources raise the same per-field counters (never
-down), so nothing is charged twice; `turn.completed` settles the turn.
+file (`$CODEX_HOME/sessions/.../rollout-*-THREAD.jsonl`) records each model response's
+usage twice (codex-cli 0.169.0, tests/data/codex/session_tool_turn.jsonl):
+- a `token_usage_record {usage, turn_token_usage, thread_token_usage}` line as soon as
+  the response has landed, *before* its tool calls run;
+- an `event_msg` of type `token_count {info: {total_token_usage}}` only once those
+  tool calls have finished (or yielded, after exec_command's `yield_time_ms`), a few
+  milliseconds before Codex sends the next request.
+Waiting for `token_count` therefore raced Codex's next request; `session_total` takes
+the thread's running total from both, so the earlier one counts. The agent tails the
+file and feeds each total to `observe_total`. Both sources raise the same per-field
+counters (never down), so nothing is charged twice; `turn.completed` settles the turn.
 
 Token dimensions. OpenAI's `input_tokens` include the cached ones and `output_tokens`
 the reasoning ones (the fake server reports them so and Codex passes them through), so
@@ -82,7 +87,8 @@ def tokens_of(usage: Any) -> Tokens:
 
 def session_total(line: str) -> tuple[Tokens | None, str | None]:
     """From one line of Codex's session file: the thread's running total (a
-    `token_count` event) and the model (a `turn_context`), whichever it holds."""
+    `token_usage_record`, written as a response lands, or the later `token_count`
+    event) and the model (a `turn_context`), whichever it holds."""
     obj = decode(line)
     if obj is None:
         return None, None
@@ -91,6 +97,9 @@ def session_total(line: str) -> tuple[Tokens | None, str | None]:
         return None, None
     if obj.get("type") == "turn_context":
         return None, text_or_none(payload.get("model"))
+    if obj.get("type") == "token_usage_record":
+        thread = payload.get("thread_token_usage")
+        return (tokens_of(thread) if isinstance(thread, Mapping) else None), None
     if obj.get("type") == "event_msg" and payload.get("type") == "token_count":
         info = payload.get("info")
         if isinstance(info, Mapping) and isinstance(info.get("total_token_usage"), Mapping):

@@ -3,6 +3,7 @@ against tests/fake_openai.py; tests/data/codex/), and the `kind = "codex"` table
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -187,3 +188,36 @@ def test_the_child_gets_the_provider_keys_and_nothing_else(
     assert env["CODEX_API_KEY"] == "sk-c"
     assert "ANTHROPIC_API_KEY" not in env
     assert "GEMINI_API_KEY" not in env
+
+
+def test_a_response_is_charged_from_its_usage_record_before_its_tool_calls_ran() -> None:
+    """In the session file of a turn with two commands (recorded from codex-cli 0.169.0)
+    each response's `token_usage_record` comes before its command's output, and the
+    `token_count` event only after it: the record alone already carries the thread's
+    running total, and the later token_count charges nothing again."""
+    recorded = lines("session_tool_turn.jsonl")
+    kinds = []
+    for line in recorded:
+        obj = json.loads(line)
+        kinds.append(obj["type"] if obj["type"] != "response_item" else obj["payload"]["type"])
+    assert kinds[1:8] == [
+        "function_call",
+        "token_usage_record",
+        "function_call_output",
+        "event_msg",
+        "function_call",
+        "token_usage_record",
+        "function_call_output",
+    ]
+    parser = CodexJsonParser()
+    charged = []
+    for line in recorded[:7]:  # up to the second response's record, before its command ends
+        total, _model = session_total(line)
+        if total is not None:
+            charged += [e for e in parser.observe_total(total) if isinstance(e, Usage)]
+    assert [u.input_tokens + u.output_tokens for u in charged] == [9_398, 9_519]
+    for line in recorded[7:]:
+        total, _model = session_total(line)
+        if total is not None:
+            charged += [e for e in parser.observe_total(total) if isinstance(e, Usage)]
+    assert [u.input_tokens + u.output_tokens for u in charged] == [9_398, 9_519, 9_619]
