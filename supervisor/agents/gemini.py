@@ -11,12 +11,19 @@ closed (headless `gemini` appends a piped stdin to the prompt); prompts longer t
 run in an untrusted folder exits at once (55); the loop's workspace is the user's
 choice, trusted for this run only.
 
-Usage: stream-json reports usage once, in the `result` line that ends the turn (its
-`stats`, per model), so the turn is charged there: a budget crossing is seen only when
-the turn is over, and the overshoot is bounded by one whole turn (every model call it
-made), not by one response. `reserve_tokens` sets aside tokens before each turn, and
-`timeout` bounds it. A turn killed before its `result` (timeout, stall, a supervisor
-stop) reports no usage at all: what it spent is not charged (said in docs/agents.md).
+Usage as it arrives: stream-json reports usage only in the `result` line that ends
+the turn, so while the turn runs `_ChatTail` follows the CLI's own session file
+(`GEMINI_HOME/.gemini/tmp/PROJECT/chats/session-*-ID8.jsonl`, GEMINI_HOME being the
+child's GEMINI_CLI_HOME, else its HOME), where each model response's tokens are
+written as it lands, while its tool calls run. It is read on a timer
+(`CHAT_POLL_S`) and before every stdout chunk is passed on, so a response's usage is
+charged no later than its tool results show on stdout, and a budget crossing kills
+the process group there. The bound: the response that crossed is the last one
+answered; a request the CLI sent before the kill landed (its tools took only
+milliseconds) is cut off unanswered. The `result`'s stats then charge what the file
+did not show (the router's classifier call when `model` is "auto"). If the file
+cannot be found (another layout in a future version), the turn is charged in full
+at its `result` only: then the overshoot is bounded by one whole turn.
 
 Resume: `gemini --resume SESSION_ID` continues a session (same HOME); `stats` then
 still counts only this process's requests, so nothing is subtracted. Step-in runs
@@ -27,8 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -42,7 +52,7 @@ from supervisor.agents.base import (
     emit,
     merge_text,
 )
-from supervisor.agents.gemini_json import GeminiJsonParser
+from supervisor.agents.gemini_json import GeminiJsonParser, session_message
 from supervisor.agents.kinds.gemini import DEFAULT_MODEL, KIND, GeminiAgentSpec
 from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json_lines import raw_line
@@ -58,6 +68,7 @@ MAX_LINE = 32 * 1024 * 1024
 MAX_ARGV_PROMPT = 100_000
 RESULT_GRACE_S = 15.0
 STDERR_TAIL_LINES = 20
+CHAT_POLL_S = 0.1
 
 
 class GeminiAgent:
@@ -132,11 +143,14 @@ class GeminiAgent:
         argv, stdin = self.command(request.prompt, resume=resume)
         env = self._env(request.env)
         parser = GeminiJsonParser(price=self.price, model=spec.model or DEFAULT_MODEL)
+        home = gemini_home(env)
+        if resume:
+            parser.known_messages = await anyio.to_thread.run_sync(_message_ids, home, resume)
         watch = Watchdog(
             name="gemini", timeout=spec.timeout, stall=spec.stall, result_grace=RESULT_GRACE_S
         )
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        cpu_reported = 0.0
+        meter = _CpuMeter()
 
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -154,6 +168,7 @@ class GeminiAgent:
             stack.callback(self._forget, proc)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch.run, proc)
+                tail: _ChatTail | None = None
                 async with contextlib.aclosing(proc.chunks()) as chunks:
                     async for chunk in chunks:
                         watch.saw_output()
@@ -161,16 +176,19 @@ class GeminiAgent:
                             stderr_tail.extend(chunk.lines()[-STDERR_TAIL_LINES:])
                             await emit(send, raw_line(chunk.text.rstrip("\n")))
                             continue
+                        if tail is not None:
+                            await tail.catch_up()  # the usage before the tool results
                         parsed = [e for line in chunk.lines() for e in parser.feed(line)]
                         for event in merge_text(parsed):
                             if isinstance(event, SessionStarted):
                                 self._session_id = event.session_id
+                                if tail is None:
+                                    tail = _ChatTail(
+                                        home, event.session_id, parser, send, meter, proc
+                                    )
+                                    tg.start_soon(tail.run)
                             elif isinstance(event, Usage):
-                                cpu = proc.sample_cpu()
-                                event = dataclasses.replace(
-                                    event, cpu_s=max(0.0, cpu - cpu_reported)
-                                )
-                                cpu_reported = max(cpu, cpu_reported)
+                                event = meter.stamp(event, proc)
                             await emit(send, event)
                         if parser.completed:
                             watch.result_seen()
@@ -182,8 +200,8 @@ class GeminiAgent:
             code = proc.returncode
             cpu = proc.sample_cpu()
 
-        if cpu > cpu_reported:
-            await emit(send, Usage(cpu_s=cpu - cpu_reported, usd=0.0, model=parser.model))
+        if cpu > meter.reported:
+            await emit(send, Usage(cpu_s=cpu - meter.reported, usd=0.0, model=parser.model))
         if watch.expired is not None and not parser.completed:
             await emit(send, AgentFailed(watch.expired, retryable=True, output=parser.last_text))
             return
@@ -198,3 +216,104 @@ class GeminiAgent:
     def _forget(self, proc: GroupProcess) -> None:
         if self._proc is proc:
             self._proc = None
+
+
+def gemini_home(env: Mapping[str, str]) -> Path:
+    """Where the child keeps its settings and sessions (GEMINI_CLI_HOME, else HOME)."""
+    merged = {**os.environ, **env}
+    return Path(merged.get("GEMINI_CLI_HOME") or merged.get("HOME") or Path.home())
+
+
+def _chat_files(home: Path, session_id: str) -> list[Path]:
+    """The session's files (named by the id's first 8 characters; the first line, its
+    metadata, names the whole id)."""
+    found = []
+    for path in sorted(
+        (home / ".gemini" / "tmp").glob(f"*/chats/session-*-{session_id[:8]}.jsonl")
+    ):
+        with contextlib.suppress(OSError, ValueError), path.open(encoding="utf-8") as f:
+            if json.loads(f.readline()).get("sessionId") == session_id:
+                found.append(path)
+    return found
+
+
+def _message_ids(home: Path, session_id: str) -> set[str]:
+    """The responses a resumed session's files already hold (earlier turns)."""
+    ids: set[str] = set()
+    for path in _chat_files(home, session_id):
+        with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                got = session_message(line)
+                if got is not None:
+                    ids.add(got[0])
+    return ids
+
+
+class _CpuMeter:
+    """Puts the process group's CPU seconds since the last Usage on the next one."""
+
+    def __init__(self) -> None:
+        self.reported = 0.0
+
+    def stamp(self, usage: Usage, proc: GroupProcess) -> Usage:
+        cpu = proc.sample_cpu()
+        stamped = dataclasses.replace(usage, cpu_s=max(0.0, cpu - self.reported))
+        self.reported = max(cpu, self.reported)
+        return stamped
+
+
+class _ChatTail:
+    """Follows the session's file(s) while the turn runs: each response's tokens are
+    charged at once (`GeminiJsonParser.observe_message`). Read on a timer and, through
+    `catch_up`, before the events of every stdout chunk are passed on."""
+
+    def __init__(
+        self,
+        home: Path,
+        session_id: str,
+        parser: GeminiJsonParser,
+        send: EventSend,
+        meter: _CpuMeter,
+        proc: GroupProcess,
+    ) -> None:
+        self.home = home
+        self.session_id = session_id
+        self._parser = parser
+        self._send = send
+        self._meter = meter
+        self._proc = proc
+        self._offsets: dict[Path, int] = {}
+        self._partial: dict[Path, bytes] = {}
+        self._lock = anyio.Lock()
+
+    async def run(self) -> None:
+        while True:
+            await self.catch_up()
+            await anyio.sleep(CHAT_POLL_S)
+
+    async def catch_up(self) -> None:
+        """Charge whatever the session's files have recorded since the last read."""
+        async with self._lock:
+            for line in await anyio.to_thread.run_sync(self._read):
+                got = session_message(line)
+                if got is None:
+                    continue
+                for event in self._parser.observe_message(*got):
+                    if isinstance(event, Usage):
+                        event = self._meter.stamp(event, self._proc)
+                    await emit(self._send, event)
+
+    def _read(self) -> list[str]:
+        lines: list[str] = []
+        for path in _chat_files(self.home, self.session_id):
+            offset = self._offsets.get(path, 0)
+            try:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except OSError:
+                continue
+            self._offsets[path] = offset + len(data)
+            *done, self._partial[path] = (self._partial.get(path, b"") + data).split(b"\n")
+            lines += [line.decode("utf-8", errors="replace") for line in done]
+        return lines

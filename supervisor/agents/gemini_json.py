@@ -20,6 +20,16 @@ Line shapes (the CLI's `JsonStreamEventType` and its non-interactive loop, read 
   output_tokens, cached, input}}}`, summed over every request the process made
   (including the router's classifier call to a small model when `model` is "auto").
 
+Usage as it arrives. The CLI also keeps each session in a file of its own
+(`$GEMINI_CLI_HOME or HOME/.gemini/tmp/PROJECT/chats/session-TIME-ID8.jsonl`, one JSON
+object a line), where every model response is a `{id, type: "gemini", tokens: {input,
+output, cached, thoughts, tool, total}, model}` line written as the response lands
+(before its tool calls finish; again, same id, once they have). The agent tails that
+file and feeds each such line to `observe_message` (`session_message` reads it), so
+a turn is charged response by response; the `result`'s stats then charge only what
+the file did not show (the router's classifier call, say), capped so that the turn's
+total is never more than the stats say.
+
 Token dimensions. Gemini's `promptTokenCount` (stats `input_tokens`) includes the
 cached tokens, and `totalTokenCount` adds the candidates, the thoughts and the tool-use
 prompt tokens to it; stats' `output_tokens` are the candidates only. A model's share is
@@ -61,6 +71,26 @@ def tokens_of(stats: Any) -> Tokens:
     return Tokens(input=prompt - cached, output=max(0, total - prompt), cache_read=cached)
 
 
+def session_message(line: str) -> tuple[str, str | None, Tokens] | None:
+    """From one line of the CLI's session file: a model response's (id, model, tokens),
+    or None for anything else (user messages, metadata, `$set` updates)."""
+    obj = decode(line)
+    if obj is None or obj.get("type") != "gemini":
+        return None
+    tokens = obj.get("tokens")
+    msg_id = text_or_none(obj.get("id"))
+    if not isinstance(tokens, Mapping) or msg_id is None:
+        return None
+    prompt = positive_int(tokens.get("input"))
+    cached = min(positive_int(tokens.get("cached")), prompt)
+    total = positive_int(tokens.get("total"))
+    return (
+        msg_id,
+        text_or_none(obj.get("model")),
+        Tokens(input=prompt - cached, output=max(0, total - prompt), cache_read=cached),
+    )
+
+
 class GeminiJsonParser:
     def __init__(
         self,
@@ -74,6 +104,9 @@ class GeminiJsonParser:
         self.charged = Tokens()
         """What this turn has charged so far."""
         self._by_model: dict[str, Tokens] = {}
+        self._by_message: dict[str, Tokens] = {}
+        self.known_messages: set[str] = set()
+        """Responses of earlier turns (a resumed session's file): never charged here."""
         self.completed = False
         self.failure: str | None = None
         self.last_error: str | None = None
@@ -140,9 +173,21 @@ class GeminiJsonParser:
             return self.observe_stats(obj.get("stats"))
         return [raw_line(line)]
 
+    def observe_message(self, msg_id: str, model: str | None, tokens: Tokens) -> list[AgentEvent]:
+        """One response's tokens from the session file: charged once (its id may come
+        again, with its tool calls), never for a response of an earlier turn."""
+        if msg_id in self.known_messages:
+            return []
+        growth = self._by_message.get(msg_id, Tokens()).growth_to(tokens)
+        if not growth.total:
+            return []
+        self._by_message[msg_id] = self._by_message.get(msg_id, Tokens()) + growth
+        return self._charge(model or self.model or "", growth)
+
     def observe_stats(self, stats: Any) -> list[AgentEvent]:
-        """The process's usage so far, per model: what exceeds the charges already made
-        (never down), one `Usage` per model, priced at that model's price."""
+        """The process's usage, per model: what exceeds the charges already made (never
+        down), one `Usage` per model priced at that model's price, and never more in all
+        than the stats' totals (should a model be named otherwise in the session file)."""
         if not isinstance(stats, Mapping):
             return []
         models = stats.get("models")
@@ -151,23 +196,31 @@ class GeminiJsonParser:
             if isinstance(models, Mapping) and models
             else {self.model or "": tokens_of(stats)}
         )
+        overall = Tokens()
+        for total in per_model.values():
+            overall = overall + total
+        room = self.charged.growth_to(overall)
         out: list[AgentEvent] = []
         for model, total in per_model.items():
-            growth = self._charged_for(model).growth_to(total)
+            growth = _at_most(self._charged_for(model).growth_to(total), room)
             if not growth.total:
                 continue
-            self._by_model[model] = self._charged_for(model) + growth
-            self.charged = self.charged + growth
-            name = model or None
-            usd = cost_usd(
-                self._price(name),
-                input_tokens=growth.input,
-                output_tokens=growth.output,
-                cache_creation_tokens=growth.cache_creation,
-                cache_read_tokens=growth.cache_read,
-            )
-            out.append(growth.as_usage(model=name, usd=usd))
+            room = _minus(room, growth)
+            out += self._charge(model, growth)
         return out
+
+    def _charge(self, model: str, growth: Tokens) -> list[AgentEvent]:
+        self._by_model[model] = self._charged_for(model) + growth
+        self.charged = self.charged + growth
+        name = model or None
+        usd = cost_usd(
+            self._price(name),
+            input_tokens=growth.input,
+            output_tokens=growth.output,
+            cache_creation_tokens=growth.cache_creation,
+            cache_read_tokens=growth.cache_read,
+        )
+        return [growth.as_usage(model=name, usd=usd)]
 
     def _charged_for(self, model: str) -> Tokens:
         return self._by_model.get(model, Tokens())
@@ -185,3 +238,21 @@ class GeminiJsonParser:
             detail = f"gemini: {detail}"
         retryable = not any(word in detail for word in NOT_RETRYABLE)
         return AgentFailed(detail, retryable=retryable, output=self.last_text)
+
+
+def _at_most(a: Tokens, cap: Tokens) -> Tokens:
+    return Tokens(
+        min(a.input, cap.input),
+        min(a.output, cap.output),
+        min(a.cache_creation, cap.cache_creation),
+        min(a.cache_read, cap.cache_read),
+    )
+
+
+def _minus(a: Tokens, b: Tokens) -> Tokens:
+    return Tokens(
+        a.input - b.input,
+        a.output - b.output,
+        a.cache_creation - b.cache_creation,
+        a.cache_read - b.cache_read,
+    )

@@ -22,7 +22,7 @@ from supervisor.agents.base import (
     Usage,
 )
 from supervisor.agents.gemini import GeminiAgent
-from supervisor.agents.gemini_json import GeminiJsonParser
+from supervisor.agents.gemini_json import GeminiJsonParser, session_message
 from supervisor.agents.kinds.gemini import GeminiAgentSpec, binary
 from supervisor.agents.pricing import PRICES
 from supervisor.agents.registry import KINDS
@@ -173,3 +173,44 @@ def test_the_child_gets_the_gemini_key_and_nothing_else(
     assert env["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:1"
     assert "GOOGLE_API_KEY" not in env
     assert "OPENAI_API_KEY" not in env
+
+
+def test_the_session_file_charges_each_response_once_and_the_result_only_the_rest() -> None:
+    """The CLI's session file (recorded from gemini-cli 0.61.0: two commands, then a
+    text) holds each response's tokens as it lands, and the same response again once
+    its tool calls are done: each is charged once. The `result` then adds nothing."""
+    parser = GeminiJsonParser(model="gemini-2.5-flash")
+    charged: list[int] = []
+    for line in (DATA / "session_tool_turn.jsonl").read_text().splitlines():
+        got = session_message(line)
+        if got is not None:
+            assert got[1] == "gemini-2.5-flash"
+            for e in parser.observe_message(*got):
+                assert isinstance(e, Usage)
+                charged.append(e.input_tokens + e.output_tokens)
+    assert charged == [12_229, 12_343, 12_449]
+    stats = {
+        "models": {
+            "gemini-2.5-flash": {"total_tokens": 37_021, "input_tokens": 37_005, "cached": 0}
+        }
+    }
+    assert parser.observe_stats(stats) == []
+    # A classifier call the file does not show is charged at the end, under its model.
+    stats["models"]["lite"] = {"total_tokens": 744, "input_tokens": 736, "cached": 0}
+    [extra] = parser.observe_stats(stats)
+    assert isinstance(extra, Usage)
+    assert (extra.model, extra.input_tokens, extra.output_tokens) == ("lite", 736, 8)
+
+
+def test_responses_of_earlier_turns_are_not_charged_again() -> None:
+    parser = GeminiJsonParser()
+    line = (
+        '{"id":"m1","type":"gemini","content":"x","model":"g",'
+        '"tokens":{"input":10,"output":2,"cached":4,"thoughts":1,"tool":0,"total":13}}'
+    )
+    got = session_message(line)
+    assert got == ("m1", "g", Tokens(input=6, output=3, cache_read=4))
+    parser.known_messages = {"m1"}
+    assert parser.observe_message(*got) == []
+    assert session_message('{"id":"u","type":"user","content":[]}') is None
+    assert session_message('{"$set":{"lastUpdated":"x"}}') is None
