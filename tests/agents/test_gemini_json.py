@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from helpers import TESTS, load, loop, supervisor_table, table
+from helpers import TESTS, load, loop, run_cli, supervisor_table, table, write_config
 
 from supervisor.agents import AgentContext, build_agent
 from supervisor.agents.base import (
@@ -214,3 +214,19 @@ def test_responses_of_earlier_turns_are_not_charged_again() -> None:
     assert parser.observe_message(*got) == []
     assert session_message('{"id":"u","type":"user","content":[]}') is None
     assert session_message('{"$set":{"lastUpdated":"x"}}') is None
+
+
+def test_loopvisor_check_accepts_codex_and_gemini_loops(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    path = write_config(
+        tmp_path,
+        supervisor_table(usd=5.0),
+        table("agents.cx", kind="codex", model="gpt-6.1-sol"),
+        table("agents.gm", kind="gemini", model="gemini-2.5-flash", approval_mode="auto_edit"),
+        loop("a", "cx", done_marker="DONE"),
+        loop("b", "gm", done_marker="DONE"),
+    )
+    done = run_cli("check", path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "agent=cx(codex gpt-6.1-sol)" in done.stdout
+    assert "agent=gm(gemini gemini-2.5-flash)" in done.stdout

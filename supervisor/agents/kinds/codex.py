@@ -11,6 +11,8 @@ from supervisor.agents.base import Agent
 from supervisor.agents.kind import AgentContext, AgentKind, TableReader
 from supervisor.spec import LoopSpec, empty_map
 
+BINARY = "codex"
+"""The executable `command` defaults to (what a PATH check looks for)."""
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
 DEFAULT_MODEL = "gpt-6.1-sol"
@@ -24,7 +26,7 @@ class CodexAgentSpec:
 
     name: str
     kind: Literal["codex"] = "codex"
-    command: str = "codex"
+    command: str = BINARY
     args: tuple[str, ...] = ()
     model: str | None = None
     sandbox: str = "workspace-write"
@@ -69,6 +71,11 @@ def _describe(spec: CodexAgentSpec) -> str:
 def _resume_argv(spec: CodexAgentSpec, session: str | None) -> tuple[str, ...]:
     """`codex resume THREAD` (its interactive TUI) in the loop's workspace."""
     return (spec.command, "resume", session) if session else (spec.command,)
+
+
+def binary(spec: CodexAgentSpec) -> str:
+    """The executable a turn runs (for a binary-on-PATH check)."""
+    return spec.command
 
 
 def _model(spec: CodexAgentSpec) -> str:
