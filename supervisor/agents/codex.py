@@ -214,6 +214,8 @@ class CodexAgent:
             if proc.returncode is None:
                 await proc.kill()
             code = proc.returncode
+            if tailer is not None:
+                await tailer.catch_up()  # what landed after the last read (a killed turn)
             cpu = proc.sample_cpu()
 
         if cpu > meter.reported:

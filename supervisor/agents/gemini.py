@@ -198,6 +198,8 @@ class GeminiAgent:
             if proc.returncode is None:
                 await proc.kill()
             code = proc.returncode
+            if tail is not None:
+                await tail.catch_up()  # what landed after the last read (a killed turn)
             cpu = proc.sample_cpu()
 
         if cpu > meter.reported:
