@@ -18,7 +18,7 @@ import anyio
 from helpers import TESTS, agent_events, alive
 
 from supervisor.agents import AgentContext, build_agent
-from supervisor.agents.base import AgentEvent, AgentRequest, Usage
+from supervisor.agents.base import Agent, AgentEvent, AgentRequest, Usage
 from supervisor.agents.claude_code import ClaudeCodeAgent
 from supervisor.agents.kinds.claude_code import ClaudeCodeAgentSpec
 from supervisor.agents.usage import Tokens
@@ -151,7 +151,7 @@ def request(
 
 
 async def collect(
-    agent: ClaudeCodeAgent,
+    agent: Agent,
     req: AgentRequest,
     on_event: Callable[[AgentEvent], None] | None = None,
 ) -> list[AgentEvent]:

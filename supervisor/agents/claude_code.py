@@ -67,6 +67,7 @@ from supervisor.agents.kinds.claude_code import KIND, ClaudeCodeAgentSpec
 from supervisor.agents.pricing import price_for
 from supervisor.agents.stream_json import StreamJsonParser
 from supervisor.agents.usagelimit import account_key
+from supervisor.agents.watchdog import Watchdog
 from supervisor.childenv import configured_env
 from supervisor.process import KILL_GRACE_S, GroupProcess
 from supervisor.spec import LoopSpec, Price
@@ -81,7 +82,6 @@ MAX_ARGV_PROMPT = 100_000
 RESULT_GRACE_S = 15.0
 """After its result line the CLI saves the session and exits; kill it if it lingers."""
 STDERR_TAIL_LINES = 20
-WATCH_POLL_S = 0.25
 
 
 class ClaudeCodeAgent:
@@ -216,7 +216,9 @@ class ClaudeCodeAgent:
         argv, stdin = self.command(request.prompt, resume=resume)
         baseline = self._session_usd if resume and self._session_usd is not None else 0.0
         parser = StreamJsonParser(price=self.price, usd_baseline=baseline)
-        watch = _Watchdog(timeout=spec.timeout, stall=spec.stall)
+        watch = Watchdog(
+            name="claude", timeout=spec.timeout, stall=spec.stall, result_grace=RESULT_GRACE_S
+        )
         stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         cpu_reported = 0.0
         env = self._env(request.env)
@@ -294,50 +296,3 @@ class ClaudeCodeAgent:
     def _forget(self, proc: GroupProcess) -> None:
         if self._proc is proc:
             self._proc = None
-
-
-class _Watchdog:
-    """Kills the process group on total timeout, on silence, or when the CLI lingers
-    after its result. It never raises: killing the CLI ends the turn's reading."""
-
-    def __init__(self, *, timeout: float | None, stall: float | None) -> None:
-        self.timeout = timeout
-        self.stall = stall
-        self.started = anyio.current_time()
-        self.last_output = self.started
-        self.silence_allowed = 0.0
-        self.result_deadline: float | None = None
-        self.expired: str | None = None
-
-    def saw_output(self) -> None:
-        self.last_output = anyio.current_time()
-        self.silence_allowed = 0.0
-
-    def allow_silence(self, seconds: float) -> None:
-        """The CLI announced a retry delay: silence for that long is not a stall."""
-        self.silence_allowed = seconds
-
-    def result_seen(self) -> None:
-        if self.result_deadline is None:
-            self.result_deadline = anyio.current_time() + RESULT_GRACE_S
-
-    def check(self, now: float) -> str | None:
-        """Why the turn must be killed now, if it must."""
-        if self.timeout is not None and now - self.started >= self.timeout:
-            return f"claude timed out after {self.timeout:g}s"
-        if self.result_deadline is not None and now >= self.result_deadline:
-            return f"claude did not exit within {RESULT_GRACE_S:g}s of its result"
-        if self.stall is not None and now - self.last_output >= self.stall + self.silence_allowed:
-            silent = now - self.last_output
-            return f"no output from claude for {silent:.1f}s (stall {self.stall:g}s)"
-        return None
-
-    async def run(self, proc: GroupProcess) -> None:
-        while True:
-            reason = self.check(anyio.current_time())
-            if reason is not None:
-                self.expired = reason
-                with contextlib.suppress(Exception):
-                    await proc.kill()
-                return
-            await anyio.sleep(WATCH_POLL_S)

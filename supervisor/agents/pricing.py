@@ -44,6 +44,18 @@ PRICES: dict[str, Price] = {
     "claude-haiku-4-5": Price(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10),
     "claude-3-5-haiku": Price(input=0.80, output=4.0, cache_write=1.0, cache_read=0.08),
     "claude-3-haiku": Price(input=0.25, output=1.25, cache_write=0.30, cache_read=0.03),
+    # OpenAI, for `kind = "codex"` (gpt-6.1-sol is codex-cli 0.169.0's default model).
+    # Rates up to 272K input tokens a request (longer requests: 2x input, 1.5x output;
+    # override to be safe); cached input is `cache_read`, cache writes `cache_write`.
+    "gpt-6.1-sol": Price(input=2.0, output=10.0, cache_write=2.50, cache_read=0.10),
+    "gpt-6-sol": Price(input=2.0, output=10.0, cache_write=2.50, cache_read=0.20),
+    # Google, for `kind = "gemini"`: rates for prompts up to 200K tokens (longer prompts
+    # cost more: override); cached input is `cache_read` (context-cache storage, billed
+    # by the hour, is not a token price). gemini-3.1-pro-preview is where gemini-cli
+    # 0.61.0's default ("auto") sends a turn its router deems complex; its router's
+    # own classifier model and its flash choices are not priced here.
+    "gemini-3.1-pro-preview": Price(input=2.0, output=12.0, cache_write=2.0, cache_read=0.20),
+    "gemini-2.5-flash": Price(input=0.30, output=2.50, cache_write=0.30, cache_read=0.03),
 }
 
 _SNAPSHOT = re.compile(r"(?:-|@)(?:\d{8}|latest)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from supervisor.agents.base import Agent
 from supervisor.agents.kind import AgentContext, AgentKind
-from supervisor.agents.kinds import anthropic, claude_code, command, sim
+from supervisor.agents.kinds import anthropic, claude_code, codex, command, gemini, sim
 from supervisor.spec import AgentSpec, LoopSpec
 
 KINDS: dict[str, AgentKind[Any]] = {
@@ -23,6 +23,8 @@ KINDS: dict[str, AgentKind[Any]] = {
         command.KIND,
         anthropic.KIND,
         claude_code.KIND,
+        codex.KIND,
+        gemini.KIND,
     )
 }
 """In the order `loopvisor check` lists them ("kind is one of ...")."""
