@@ -296,6 +296,41 @@ class LoopForked(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopEdited(LoopEvent):
+    """An operator's edit of a loop (`edit`): the values it set, from the loop's next
+    iteration; a field left None was not changed. Durable state, not a log line:
+    `--resume` and the journal's `status --json` apply a loop's edits in order, over
+    its spec (also across a restart of the loop: the edit is the loop's, not its run's)."""
+
+    type: ClassVar[str] = "edited"
+    prompt: str | None = None
+    max_iterations: int | None = None
+    limits: dict[str, Any] | None = None
+    """`spec.Limits` as a dict (all four keys: an edit replaces the loop's limits)."""
+
+    def then(self, later: LoopEdited) -> LoopEdited:
+        """This edit followed by `later`: `later`'s values where it set them."""
+        return dataclasses.replace(
+            later,
+            prompt=self.prompt if later.prompt is None else later.prompt,
+            max_iterations=(
+                self.max_iterations if later.max_iterations is None else later.max_iterations
+            ),
+            limits=self.limits if later.limits is None else later.limits,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetChanged(Event):
+    """The operator replaced the run's global limits (`budget`): durable like
+    `LoopEdited`, so `--resume` and the journal's status keep them."""
+
+    type: ClassVar[str] = "budget_changed"
+    limits: dict[str, Any]
+    """`spec.Limits` as a dict."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StuckDetected(LoopEvent):
     type: ClassVar[str] = "stuck"
     iteration: int
@@ -409,6 +444,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IterationFinished,
         ScheduledRun,
         LoopForked,
+        LoopEdited,
+        BudgetChanged,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

@@ -10,7 +10,6 @@ ops that start a loop (restart of an ended loop, fork) start it in that task gro
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import anyio
@@ -40,7 +39,7 @@ from supervisor.sizes import (
     size_of,
     too_large,
 )
-from supervisor.spec import Limits, LoopSpec
+from supervisor.spec import Limits, edited
 
 if TYPE_CHECKING:
     from supervisor.journal.history import JournalHistory
@@ -120,16 +119,24 @@ class SupervisorOps(RunSetup):
         problems = edit_problems(prompt=prompt, max_iterations=max_iterations, limits=limits)
         if problems:
             raise ControlError("; ".join(map(str, problems)))
-        changes: dict[str, object] = {}
-        if prompt is not None:
-            changes["prompt"] = prompt
-        if max_iterations is not None:
-            changes["max_iterations"] = max_iterations
-        if limits is not None:
-            changes["budget"] = dataclasses.replace(spec.budget, limits=limits)
-        new_spec: LoopSpec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
-        runner.apply_edit(new_spec)
-        self._control("edit", loop, ", ".join(sorted(changes)))
+        runner.apply_edit(edited(spec, prompt=prompt, max_iterations=max_iterations, limits=limits))
+        # The edit is state (journalled: `--resume` and the journal's status keep it),
+        # then a line of the log.
+        self._publish(
+            ev.LoopEdited(
+                loop=loop,
+                prompt=prompt,
+                max_iterations=max_iterations,
+                limits=None if limits is None else limits.to_dict(),
+            )
+        )
+        changes = [
+            key
+            for key, value in (("budget", limits), ("max_iterations", max_iterations),
+                               ("prompt", prompt))
+            if value is not None
+        ]  # fmt: skip
+        self._control("edit", loop, ", ".join(changes))
 
     async def budget(self, limits: Limits | None) -> None:
         limits = limits or Limits()
@@ -137,6 +144,7 @@ class SupervisorOps(RunSetup):
         if problems:
             raise ControlError("; ".join(map(str, problems)))
         self.ledger.limits = limits
+        self._publish(ev.BudgetChanged(limits=limits.to_dict()))
         if self._wall_scope is not None:  # the run's deadline follows its wall limit
             self._wall_scope.deadline = self._wall_deadline()
         if self.ledger.exhausted_dimension() is None:

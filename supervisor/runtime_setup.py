@@ -31,7 +31,7 @@ from supervisor.diskfull import Gate
 from supervisor.landing import Landing
 from supervisor.loop import LoopRunner
 from supervisor.redact import Redactor
-from supervisor.spec import Config, LoopSpec
+from supervisor.spec import Config, Limits, LoopSpec, edited
 from supervisor.usagewait import AccountWaits
 from supervisor.worktree import OverlapChecker
 
@@ -66,7 +66,9 @@ class RunSetup:
         self.exit_when_idle = exit_when_idle
         self.redactor = Redactor.for_config(config)
         self.bus = EventBus(redact=self.redactor.fields)
-        self.ledger = Ledger("global", config.supervisor.budget)
+        # The operator's last `budget` outlives a crash (`journal.edits`).
+        limits = resume.limits if resume is not None and resume.limits is not None else None
+        self.ledger = Ledger("global", limits or config.supervisor.budget)
         self.ledger.pause_when_exhausted = config.supervisor.on_exhausted == "pause"
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
         self.started_at = time.time()
@@ -126,6 +128,8 @@ class RunSetup:
         loop_resume: LoopResume | None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
     ) -> LoopRunner:
+        if loop_resume is not None and loop_resume.edit is not None:
+            spec = with_edit(spec, loop_resume.edit)  # the operator's edits outlive a crash
         ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
         ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         if loop_resume is not None:
@@ -202,3 +206,9 @@ class RunSetup:
 
     def notice(self, message: str, *, level: str = "info", loop: str | None = None) -> None:
         self._publish(ev.Notice(message=message, level=level, loop=loop))  # type: ignore[arg-type]
+
+
+def with_edit(spec: LoopSpec, edit: ev.LoopEdited) -> LoopSpec:
+    """`spec` with a journalled edit (`events.LoopEdited`) applied."""
+    limits = None if edit.limits is None else Limits.from_dict(edit.limits)
+    return edited(spec, prompt=edit.prompt, max_iterations=edit.max_iterations, limits=limits)

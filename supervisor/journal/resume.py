@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.events import LoopForked
+from supervisor.events import LoopEdited, LoopForked
+from supervisor.spec import Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class LoopResume:
     usage_wait_until: float | None = None
     """When the usage-limit wait it was in ends (its last state: `waiting` with cause
     "usage_limit"); the resumed loop waits out the rest instead of being refused again."""
+    edit: LoopEdited | None = None
+    """The operator's edits of the loop, folded (`journal.edits`): applied over its spec."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +69,5 @@ class RunResume:
     forks: tuple[LoopForked, ...] = ()
     """The loops the run forked (`fork.py`), in order: not in loops.toml, rebuilt from
     these records and their parents."""
+    limits: Limits | None = None
+    """The global limits the operator last set (`budget`); None: the config's."""

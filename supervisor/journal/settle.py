@@ -40,6 +40,7 @@ from typing import Any
 
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
+from supervisor.journal.edits import loop_edit, run_limits
 from supervisor.journal.forks import run_forks
 from supervisor.journal.resume import LoopResume, RunResume
 from supervisor.journal.schema import JournalError, has_commits
@@ -297,6 +298,7 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
         wall_s=float(wall_before) + _session_wall(conn, run_id, float(session_started)),
         notes=tuple(notes),
         forks=tuple(run_forks(conn, run_id)),
+        limits=run_limits(conn, run_id),
     )
 
 
@@ -376,6 +378,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         ended_at=None if ended is None else float(ended),
         commits=_commits(conn, run_id, name),
         usage_wait_until=_usage_wait_until(_latest_event(conn, key, "state", restart_seq)),
+        edit=loop_edit(conn, run_id, name),
     )
     return resume, float(res_usd)
 

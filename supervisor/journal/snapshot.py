@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
 from supervisor.durations import parse_duration
-from supervisor.events import ATTENTION_STATES, LoopForked
+from supervisor.events import ATTENTION_STATES, LoopEdited, LoopForked
+from supervisor.journal.edits import loop_edit, run_limits
 from supervisor.journal.forks import run_forks
 from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits
@@ -48,7 +49,14 @@ def snapshot_dict(
     records = {fork.loop: fork for fork in run_forks(conn, run.run_id)}
     forked = {name: fork.label for name, fork in records.items()}
     loops = tuple(
-        _loop(conn, run, row, _spec_of(specs, records, row.loop), agents, forked.get(row.loop, ""))
+        _loop(
+            conn,
+            run,
+            row,
+            _edited(_spec_of(specs, records, row.loop), loop_edit(conn, run.run_id, row.loop)),
+            agents,
+            forked.get(row.loop, ""),
+        )
         for row in rows
     )
     supervisor = config.get("supervisor", {}) if isinstance(config.get("supervisor"), dict) else {}
@@ -60,7 +68,7 @@ def snapshot_dict(
         finished=ended is not None,
         loops=loops,
         budget=BudgetSnapshot(
-            limits=_limits(supervisor.get("budget")),
+            limits=run_limits(conn, run.run_id) or _limits(supervisor.get("budget")),
             tokens=sum(r.tokens for r in rows),
             usd=round(sum(r.usd for r in rows), 6),
             cpu_s=round(sum(r.cpu_s for r in rows), 3),
@@ -92,6 +100,21 @@ def _spec_of(
         loop = forks[loop].parent
     spec = specs.get(loop) or {}
     return spec if prompt is None else {**spec, "prompt": prompt}
+
+
+def _edited(spec: dict[str, Any], edit: LoopEdited | None) -> dict[str, Any]:
+    """The spec's JSON with the operator's edits (`journal.edits`) over it."""
+    if edit is None:
+        return spec
+    spec = dict(spec)
+    if edit.prompt is not None:
+        spec["prompt"] = edit.prompt
+    if edit.max_iterations is not None:
+        spec["max_iterations"] = edit.max_iterations
+    if edit.limits is not None:
+        budget = spec.get("budget")
+        spec["budget"] = {**(budget if isinstance(budget, dict) else {}), "limits": edit.limits}
+    return spec
 
 
 def _loop(
