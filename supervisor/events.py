@@ -296,6 +296,22 @@ class LoopForked(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopAdded(LoopEvent):
+    """A new loop (`loop`) started in a running supervisor by the `add` op, made like
+    the run's loop `like` (its agent, workspace kind, checks, budget retries; `added.py`)
+    with its own prompt, max_iterations and limits, all as they were when it was added.
+    Journalled first, so `--resume` rebuilds it as it does a fork: it is not in
+    loops.toml."""
+
+    type: ClassVar[str] = "added"
+    like: str
+    prompt: str
+    max_iterations: int
+    limits: dict[str, Any]
+    """Its own limits (`spec.Limits` as a dict)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LoopEdited(LoopEvent):
     """An operator's edit of a loop (`edit`): the values it set, from the loop's next
     iteration; a field left None was not changed. Durable state, not a log line:
@@ -444,6 +460,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         IterationFinished,
         ScheduledRun,
         LoopForked,
+        LoopAdded,
         LoopEdited,
         BudgetChanged,
         StuckDetected,

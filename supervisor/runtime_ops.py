@@ -1,11 +1,11 @@
 """The control operations of `api.SupervisorHandle`: pause, resume, stop, restart,
-inject, edit, budget, step-in, chat, land, fork, and the history reads.
+inject, edit, budget, step-in, chat, land, fork, add, and the history reads.
 
 Each op validates its request (a `ControlError` tells the operator why not), asks
 the loop's runner to act at its next safe point (`LoopRunner.request_*`: no op
 awaits a turn) and publishes a `ControlApplied` record. They are apart from the
 run's task group (runtime.py) so that the handle's surface reads as one list; the
-ops that start a loop (restart of an ended loop, fork) start it in that task group.
+ops that start a loop (restart of an ended loop, fork, add) start it in that task group.
 """
 
 from __future__ import annotations
@@ -253,6 +253,45 @@ class SupervisorOps(RunSetup):
         self._control("fork", loop, f"{name} from iteration {iteration}")
         self._tg.start_soon(self._run_metered, runner)
         return f"{name}: forked from {event.label} at commit {event.commit[:10]}"
+
+    async def add(
+        self,
+        name: str,
+        *,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        """Start a new loop `name` made like `like` (`added.py`: only its prompt,
+        max_iterations and limits are the request's); its record is published
+        (journalled) before the loop's first event."""
+        from supervisor.added import AddError, added_event, added_spec, make_worktree
+
+        like_runner = self._runner(like)
+        if self._tg is None:
+            raise ControlError("the supervisor is not running")
+        try:
+            event = added_event(
+                like_runner.spec,
+                name,
+                self.runners,
+                prompt=prompt,
+                max_iterations=max_iterations,
+                limits=limits,
+            )
+            spec = added_spec(like_runner.spec, event)
+            await anyio.to_thread.run_sync(make_worktree, like_runner.spec, spec)
+        except AddError as exc:
+            raise ControlError(self.redactor.text(str(exc))) from None
+        if name in self.runners:  # added under this name while git worked
+            raise ControlError(f"a loop named {name!r} exists in this run: choose another name")
+        self._publish(event)
+        runner = self._add_added(event, None)
+        self._control("add", name, f"like {like}")
+        self._tg.start_soon(self._run_metered, runner)
+        where = f", worktree {spec.workspace}" if spec.worktree is not None else ""
+        return f"{name}: started like {like}{where}"
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500

@@ -4,7 +4,8 @@ deadline, and the one way an event is published.
 `Supervisor` (runtime.py) is built on this: the constructor turns a `Config` (and a
 `--resume`) into a `LoopRunner` per loop, each with its ledger under the global one,
 the shared compute slots and the run's agent context; `_add_fork` builds a fork's
-the same way, at start (a resumed run's forks) or from the `fork` op. Kept apart from
+the same way, at start (a resumed run's forks) or from the `fork` op, and
+`_add_added` a loop of the `add` op's. Kept apart from
 the run's task group (runtime.py) and the control ops (runtime_ops.py) so that what
 a runner is given is read in one place.
 """
@@ -169,21 +170,40 @@ class RunSetup:
         self.runners[spec.name] = runner
         return runner
 
+    def _add_added(self, event: ev.LoopAdded, loop_resume: LoopResume | None) -> LoopRunner:
+        """The runner of a loop the `add` op started (`added.py`), like its like-loop."""
+        from supervisor.added import added_spec  # added loops are rare: off run's path
+
+        spec = added_spec(self.runners[event.like].spec, event)
+        runner = self._make_runner(spec, loop_resume)
+        self.runners[spec.name] = runner
+        return runner
+
     def _restore_forks(self, resume: RunResume) -> list[str]:
-        """Rebuild the run's forks on `--resume`; a line for each that cannot be."""
+        """Rebuild the run's forks and added loops on `--resume`, in the order they were
+        made; a line for each that cannot be."""
         notes = []
         for event in resume.forks:
+            fork = isinstance(event, ev.LoopForked)
+            origin = event.parent if isinstance(event, ev.LoopForked) else event.like
             if event.loop in self.runners:
+                what = "fork" if fork else "added loop"
                 notes.append(
-                    f"{event.loop}: a loop of that name is in the config; fork not restored"
+                    f"{event.loop}: a loop of that name is in the config; {what} not restored"
                 )
-            elif event.parent not in self.runners:
+            elif origin not in self.runners:
+                how = (
+                    f"forked from {event.label}"
+                    if isinstance(event, ev.LoopForked)
+                    else (f"added like {origin}")
+                )
                 notes.append(
-                    f"{event.loop}: forked from {event.label}, whose loop is gone from the"
-                    " config; not restored"
+                    f"{event.loop}: {how}, whose loop is gone from the config; not restored"
                 )
-            else:
+            elif isinstance(event, ev.LoopForked):
                 self._add_fork(event, resume.loops.get(event.loop))
+            else:
+                self._add_added(event, resume.loops.get(event.loop))
         return notes
 
     def _make_limiters(self) -> RateLimiterRegistry | None:

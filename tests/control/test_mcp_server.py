@@ -29,6 +29,7 @@ TOOLS = {
     "restart",
     "inject",
     "edit_limits",
+    "start_loop",
 }
 
 
@@ -137,3 +138,26 @@ async def test_refusals_are_tool_errors_with_the_message(daemon: Daemon, tmp_pat
     assert state_of(daemon, "l0") != "stopped"
     async with mcp_session(tmp_path / "nobody", tmp_path) as session:
         assert "no loopvisor is serving" in await refused(session, "list_loops")
+
+
+async def test_start_loop_adds_a_loop_like_another_and_refuses_clearly(daemon: Daemon) -> None:
+    d = daemon
+    async with mcp_session(d.state, d.cwd) as session:
+        text = await call(
+            session, "start_loop", name="l2", like="l0", max_iterations=1, tokens=40_000,
+            prompt="One more, iteration $iteration.",
+        )  # fmt: skip
+        assert text == "l2: started like l0"
+        poll(lambda: state_of(d, "l2") in ("failed", "succeeded", "exhausted"), 30, "l2 ended")
+        listed = json.loads(await call(session, "list_loops"))
+        l2 = next(x for x in listed["loops"] if x["name"] == "l2")
+        assert (l2["iteration"], l2["max_iterations"], l2["limits"]["tokens"]) == (1, 1, 40_000)
+        assert l2["agent"] == "slow"
+        assert "no loop named 'nope'" in await refused(session, "start_loop", name="x", like="nope")
+        assert "exists" in await refused(session, "start_loop", name="l1", like="l0")
+        assert "must be positive" in await refused(
+            session, "start_loop", name="y", like="l0", usd=-1.0
+        )
+        assert "wall 'soon'" in await refused(
+            session, "start_loop", name="y", like="l0", wall="soon"
+        )
