@@ -37,8 +37,8 @@ LIMIT_KEYS = ("tokens", "usd", "wall", "cpu")
 INSTRUCTIONS = (
     "Supervises the agent loops of a served loopvisor (loopvisor serve): list them, read "
     "their transcripts and history, pause, resume, stop, restart, inject a message into "
-    "a loop's next prompt, change per-loop or global budget limits, and start a new "
-    "loop like an existing one."
+    "a loop's next prompt, change per-loop or global budget limits, start a new loop "
+    "like an existing one, and fork a worktree loop from one of its iterations."
 )
 
 
@@ -199,6 +199,18 @@ def build_server(socket: Path, state_dir: Path | None) -> MCPServer[Any]:
             )
 
         return await bridge.call(add)
+
+    @server.tool()
+    async def fork(
+        loop: str, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        """Start a new loop from a worktree loop's iteration `iteration`: its own branch
+        and worktree at that iteration's checkpoint commit, the conversation as the
+        agent had it then, its own budget; `name` defaults to LOOP-forkN, `prompt` (a
+        template) to the loop's."""
+        return await bridge.call(
+            lambda r: r.fork(loop, iteration=iteration, name=name, prompt=prompt)
+        )
 
     return server
 
