@@ -411,6 +411,22 @@ class SupervisorHandle(Protocol):
         for an unknown loop or iteration, a loop without a worktree, a name taken."""
         ...
 
+    async def add(
+        self,
+        name: str,
+        *,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        """Start a new loop `name` made like the run's loop `like` (`added.py`): its
+        agent, workspace kind, checks and budget settings, with its own prompt,
+        max_iterations and limits (None: the like-loop's); a worktree loop gets its own
+        worktree and branch. Returns what was done; ControlError for an unknown like,
+        a name that is invalid or taken (a loop, branch or directory), a bad limit."""
+        ...
+
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[TranscriptLine]:

@@ -332,6 +332,57 @@ class LandingFinished(LoopEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LoopAdded(LoopEvent):
+    """A new loop (`loop`) started in a running supervisor by the `add` op, made like
+    the run's loop `like` (its agent, workspace kind, checks, budget retries; `added.py`)
+    with its own prompt, max_iterations and limits, all as they were when it was added.
+    Journalled first, so `--resume` rebuilds it as it does a fork: it is not in
+    loops.toml."""
+
+    type: ClassVar[str] = "added"
+    like: str
+    prompt: str
+    max_iterations: int
+    limits: dict[str, Any]
+    """Its own limits (`spec.Limits` as a dict)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopEdited(LoopEvent):
+    """An operator's edit of a loop (`edit`): the values it set, from the loop's next
+    iteration; a field left None was not changed. Durable state, not a log line:
+    `--resume` and the journal's `status --json` apply a loop's edits in order, over
+    its spec (also across a restart of the loop: the edit is the loop's, not its run's)."""
+
+    type: ClassVar[str] = "edited"
+    prompt: str | None = None
+    max_iterations: int | None = None
+    limits: dict[str, Any] | None = None
+    """`spec.Limits` as a dict (all four keys: an edit replaces the loop's limits)."""
+
+    def then(self, later: LoopEdited) -> LoopEdited:
+        """This edit followed by `later`: `later`'s values where it set them."""
+        return dataclasses.replace(
+            later,
+            prompt=self.prompt if later.prompt is None else later.prompt,
+            max_iterations=(
+                self.max_iterations if later.max_iterations is None else later.max_iterations
+            ),
+            limits=self.limits if later.limits is None else later.limits,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetChanged(Event):
+    """The operator replaced the run's global limits (`budget`): durable like
+    `LoopEdited`, so `--resume` and the journal's status keep them."""
+
+    type: ClassVar[str] = "budget_changed"
+    limits: dict[str, Any]
+    """`spec.Limits` as a dict."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StuckDetected(LoopEvent):
     type: ClassVar[str] = "stuck"
     iteration: int
@@ -447,6 +498,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         LoopForked,
         LandingStarted,
         LandingFinished,
+        LoopAdded,
+        LoopEdited,
+        BudgetChanged,
         StuckDetected,
         BudgetWarning,
         ControlApplied,

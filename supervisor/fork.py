@@ -38,7 +38,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from supervisor.agents.base import ForksSessions
-from supervisor.config._loops import LOOP_NAME
+from supervisor.config.rules import LOOP_NAME
 from supervisor.events import LoopForked, Notice
 from supervisor.gitbase import base_commit, record_base
 from supervisor.journal.forks import ForkPoint

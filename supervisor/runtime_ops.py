@@ -1,16 +1,15 @@
 """The control operations of `api.SupervisorHandle`: pause, resume, stop, restart,
-inject, edit, budget, step-in, chat, land, fork, and the history reads.
+inject, edit, budget, step-in, chat, land, fork, add, and the history reads.
 
 Each op validates its request (a `ControlError` tells the operator why not), asks
 the loop's runner to act at its next safe point (`LoopRunner.request_*`: no op
 awaits a turn) and publishes a `ControlApplied` record. They are apart from the
 run's task group (runtime.py) so that the handle's surface reads as one list; the
-ops that start a loop (restart of an ended loop, fork) start it in that task group.
+ops that start a loop (restart of an ended loop, fork, add) start it in that task group.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 import anyio
@@ -40,7 +39,7 @@ from supervisor.sizes import (
     size_of,
     too_large,
 )
-from supervisor.spec import Limits, LoopSpec
+from supervisor.spec import Limits, edited
 
 if TYPE_CHECKING:
     from supervisor.journal.history import JournalHistory
@@ -120,16 +119,24 @@ class SupervisorOps(RunSetup):
         problems = edit_problems(prompt=prompt, max_iterations=max_iterations, limits=limits)
         if problems:
             raise ControlError("; ".join(map(str, problems)))
-        changes: dict[str, object] = {}
-        if prompt is not None:
-            changes["prompt"] = prompt
-        if max_iterations is not None:
-            changes["max_iterations"] = max_iterations
-        if limits is not None:
-            changes["budget"] = dataclasses.replace(spec.budget, limits=limits)
-        new_spec: LoopSpec = dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
-        runner.apply_edit(new_spec)
-        self._control("edit", loop, ", ".join(sorted(changes)))
+        runner.apply_edit(edited(spec, prompt=prompt, max_iterations=max_iterations, limits=limits))
+        # The edit is state (journalled: `--resume` and the journal's status keep it),
+        # then a line of the log.
+        self._publish(
+            ev.LoopEdited(
+                loop=loop,
+                prompt=prompt,
+                max_iterations=max_iterations,
+                limits=None if limits is None else limits.to_dict(),
+            )
+        )
+        changes = [
+            key
+            for key, value in (("budget", limits), ("max_iterations", max_iterations),
+                               ("prompt", prompt))
+            if value is not None
+        ]  # fmt: skip
+        self._control("edit", loop, ", ".join(changes))
 
     async def budget(self, limits: Limits | None) -> None:
         limits = limits or Limits()
@@ -137,6 +144,7 @@ class SupervisorOps(RunSetup):
         if problems:
             raise ControlError("; ".join(map(str, problems)))
         self.ledger.limits = limits
+        self._publish(ev.BudgetChanged(limits=limits.to_dict()))
         if self._wall_scope is not None:  # the run's deadline follows its wall limit
             self._wall_scope.deadline = self._wall_deadline()
         if self.ledger.exhausted_dimension() is None:
@@ -245,6 +253,45 @@ class SupervisorOps(RunSetup):
         self._control("fork", loop, f"{name} from iteration {iteration}")
         self._tg.start_soon(self._run_metered, runner)
         return f"{name}: forked from {event.label} at commit {event.commit[:10]}"
+
+    async def add(
+        self,
+        name: str,
+        *,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        """Start a new loop `name` made like `like` (`added.py`: only its prompt,
+        max_iterations and limits are the request's); its record is published
+        (journalled) before the loop's first event."""
+        from supervisor.added import AddError, added_event, added_spec, make_worktree
+
+        like_runner = self._runner(like)
+        if self._tg is None:
+            raise ControlError("the supervisor is not running")
+        try:
+            event = added_event(
+                like_runner.spec,
+                name,
+                self.runners,
+                prompt=prompt,
+                max_iterations=max_iterations,
+                limits=limits,
+            )
+            spec = added_spec(like_runner.spec, event)
+            await anyio.to_thread.run_sync(make_worktree, like_runner.spec, spec)
+        except AddError as exc:
+            raise ControlError(self.redactor.text(str(exc))) from None
+        if name in self.runners:  # added under this name while git worked
+            raise ControlError(f"a loop named {name!r} exists in this run: choose another name")
+        self._publish(event)
+        runner = self._add_added(event, None)
+        self._control("add", name, f"like {like}")
+        self._tg.start_soon(self._run_metered, runner)
+        where = f", worktree {spec.workspace}" if spec.worktree is not None else ""
+        return f"{name}: started like {like}{where}"
 
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500

@@ -4,7 +4,8 @@ deadline, and the one way an event is published.
 `Supervisor` (runtime.py) is built on this: the constructor turns a `Config` (and a
 `--resume`) into a `LoopRunner` per loop, each with its ledger under the global one,
 the shared compute slots and the run's agent context; `_add_fork` builds a fork's
-the same way, at start (a resumed run's forks) or from the `fork` op. Kept apart from
+the same way, at start (a resumed run's forks) or from the `fork` op, and
+`_add_added` a loop of the `add` op's. Kept apart from
 the run's task group (runtime.py) and the control ops (runtime_ops.py) so that what
 a runner is given is read in one place.
 """
@@ -31,7 +32,7 @@ from supervisor.diskfull import Gate
 from supervisor.landing import Landing
 from supervisor.loop import LoopRunner
 from supervisor.redact import Redactor
-from supervisor.spec import Config, LoopSpec
+from supervisor.spec import Config, Limits, LoopSpec, edited
 from supervisor.usagewait import AccountWaits
 from supervisor.worktree import OverlapChecker
 
@@ -66,7 +67,9 @@ class RunSetup:
         self.exit_when_idle = exit_when_idle
         self.redactor = Redactor.for_config(config)
         self.bus = EventBus(redact=self.redactor.fields)
-        self.ledger = Ledger("global", config.supervisor.budget)
+        # The operator's last `budget` outlives a crash (`journal.edits`).
+        limits = resume.limits if resume is not None and resume.limits is not None else None
+        self.ledger = Ledger("global", limits or config.supervisor.budget)
         self.ledger.pause_when_exhausted = config.supervisor.on_exhausted == "pause"
         self.slots = anyio.CapacityLimiter(config.supervisor.max_concurrent)
         self.started_at = time.time()
@@ -126,6 +129,8 @@ class RunSetup:
         loop_resume: LoopResume | None,
         after_iteration: Callable[[str], Awaitable[None]] | None = None,
     ) -> LoopRunner:
+        if loop_resume is not None and loop_resume.edit is not None:
+            spec = with_edit(spec, loop_resume.edit)  # the operator's edits outlive a crash
         ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
         ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         if loop_resume is not None:
@@ -165,21 +170,40 @@ class RunSetup:
         self.runners[spec.name] = runner
         return runner
 
+    def _add_added(self, event: ev.LoopAdded, loop_resume: LoopResume | None) -> LoopRunner:
+        """The runner of a loop the `add` op started (`added.py`), like its like-loop."""
+        from supervisor.added import added_spec  # added loops are rare: off run's path
+
+        spec = added_spec(self.runners[event.like].spec, event)
+        runner = self._make_runner(spec, loop_resume)
+        self.runners[spec.name] = runner
+        return runner
+
     def _restore_forks(self, resume: RunResume) -> list[str]:
-        """Rebuild the run's forks on `--resume`; a line for each that cannot be."""
+        """Rebuild the run's forks and added loops on `--resume`, in the order they were
+        made; a line for each that cannot be."""
         notes = []
         for event in resume.forks:
+            fork = isinstance(event, ev.LoopForked)
+            origin = event.parent if isinstance(event, ev.LoopForked) else event.like
             if event.loop in self.runners:
+                what = "fork" if fork else "added loop"
                 notes.append(
-                    f"{event.loop}: a loop of that name is in the config; fork not restored"
+                    f"{event.loop}: a loop of that name is in the config; {what} not restored"
                 )
-            elif event.parent not in self.runners:
+            elif origin not in self.runners:
+                how = (
+                    f"forked from {event.label}"
+                    if isinstance(event, ev.LoopForked)
+                    else (f"added like {origin}")
+                )
                 notes.append(
-                    f"{event.loop}: forked from {event.label}, whose loop is gone from the"
-                    " config; not restored"
+                    f"{event.loop}: {how}, whose loop is gone from the config; not restored"
                 )
-            else:
+            elif isinstance(event, ev.LoopForked):
                 self._add_fork(event, resume.loops.get(event.loop))
+            else:
+                self._add_added(event, resume.loops.get(event.loop))
         return notes
 
     def _make_limiters(self) -> RateLimiterRegistry | None:
@@ -202,3 +226,9 @@ class RunSetup:
 
     def notice(self, message: str, *, level: str = "info", loop: str | None = None) -> None:
         self._publish(ev.Notice(message=message, level=level, loop=loop))  # type: ignore[arg-type]
+
+
+def with_edit(spec: LoopSpec, edit: ev.LoopEdited) -> LoopSpec:
+    """`spec` with a journalled edit (`events.LoopEdited`) applied."""
+    limits = None if edit.limits is None else Limits.from_dict(edit.limits)
+    return edited(spec, prompt=edit.prompt, max_iterations=edit.max_iterations, limits=limits)

@@ -8,7 +8,7 @@ Durations are seconds (float); money is USD (float); token counts are ints.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias
@@ -49,6 +49,15 @@ class Limits:
     usd: float | None = None
     wall: float | None = None
     cpu: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON data (the wire's and the journal's form)."""
+        return {"tokens": self.tokens, "usd": self.usd, "wall": self.wall, "cpu": self.cpu}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Limits:
+        """From `to_dict()` output; unknown keys are ignored."""
+        return cls(**{k: data[k] for k in ("tokens", "usd", "wall", "cpu") if k in data})
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,3 +271,22 @@ class Config:
         """Every distinct `[notify]` of the run, the run's own first."""
         found = dict.fromkeys([self.notify, *(s.notify for s in self.loops if s.notify)])
         return tuple(found)
+
+
+def edited(
+    spec: LoopSpec,
+    *,
+    prompt: str | None = None,
+    max_iterations: int | None = None,
+    limits: Limits | None = None,
+) -> LoopSpec:
+    """`spec` with an operator's edit (None: that key unchanged): the one way an edit
+    is applied, live (`edit`), on `--resume` and by the `add` op."""
+    changes: dict[str, Any] = {}
+    if prompt is not None:
+        changes["prompt"] = prompt
+    if max_iterations is not None:
+        changes["max_iterations"] = max_iterations
+    if limits is not None:
+        changes["budget"] = replace(spec.budget, limits=limits)
+    return replace(spec, **changes) if changes else spec

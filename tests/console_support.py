@@ -346,6 +346,18 @@ class FixedHandle:
         await self._call("fork", loop, iteration, name, prompt)
         return f"{name}: forked from {loop}@{iteration}"
 
+    async def add(
+        self,
+        name: str,
+        *,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        await self._call("add", name, like, prompt, max_iterations, limits)
+        return f"{name}: started like {like}"
+
     async def transcript(
         self, loop: str, *, before: int | None = None, limit: int = 500
     ) -> list[TranscriptLine]:

@@ -114,6 +114,14 @@ def register(subparsers: Any) -> dict[str, Handler]:
     edit.add_argument("--usd", default=None, help="loop USD limit (or 'none')")
     edit.add_argument("--wall", default=None, help="loop wall-time limit, e.g. 30m (or 'none')")
     edit.add_argument("--cpu", default=None, help="loop CPU-time limit (or 'none')")
+    add = action("add", "start a new loop NAME like LOOP (its agent, checks, workspace kind)")
+    add.add_argument("name")
+    add.add_argument("--like", required=True, metavar="LOOP", help="the loop it is made like")
+    add.add_argument("--prompt", default=None, help="its prompt template (default: LOOP's)")
+    add.add_argument("--prompt-file", type=Path, default=None, help="read the prompt from F")
+    add.add_argument("--max-iterations", type=int, default=None, help="default: LOOP's")
+    for key, what in (("tokens", "token"), ("usd", "USD"), ("wall", "wall-time"), ("cpu", "CPU")):
+        add.add_argument(f"--{key}", default=None, help=f"its {what} limit (default: LOOP's)")
     budget = action("budget", "change the run's global limits (loops it paused go on)")
     budget.add_argument("--tokens", default=None, help="global token limit (or 'none')")
     budget.add_argument("--usd", default=None, help="global USD limit (or 'none')")
@@ -322,23 +330,29 @@ def _limit(value: str | None, kind: str) -> tuple[bool, float | int | None]:
         raise UsageError(f"--{kind} {value!r}: {exc}") from None
 
 
-async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+def _prompt_of(args: argparse.Namespace) -> str | None:
+    """`--prompt TEXT` or the text of `--prompt-file F` (read like a loops.toml
+    prompt_file: at most the template limit, UTF-8); None: neither given."""
     if args.prompt is not None and args.prompt_file is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
-    prompt = args.prompt
-    if args.prompt_file is not None:
-        try:
-            with args.prompt_file.open("rb") as fh:
-                raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
-        if raw is None:
-            limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
-            raise UsageError(f"{args.prompt_file} is over the prompt limit of {limit}")
-        try:  # like a prompt_file in loops.toml: text that is not UTF-8 is refused
-            prompt = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"cannot read {args.prompt_file}: {exc}") from None
+    if args.prompt_file is None:
+        return args.prompt  # type: ignore[no-any-return]
+    try:
+        with args.prompt_file.open("rb") as fh:
+            raw = read_at_most(fh, PROMPT_TEMPLATE_MAX_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.prompt_file}: {exc.strerror}") from None
+    if raw is None:
+        limit = format_size(PROMPT_TEMPLATE_MAX_BYTES)
+        raise UsageError(f"{args.prompt_file} is over the prompt limit of {limit}")
+    try:  # like a prompt_file in loops.toml: text that is not UTF-8 is refused
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {args.prompt_file}: {exc}") from None
+
+
+async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    prompt = _prompt_of(args)
     given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
     changes = {k: v for k, (ok, v) in given.items() if ok}
     if prompt is None and args.max_iterations is None and not changes:
@@ -359,6 +373,27 @@ async def _edit(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
     ]
     what += [f"budget.{k}" for k in changes]
     return _done(args, f"{args.loop}: {', '.join(what)} changed (from its next iteration)")
+
+
+async def _add(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
+    prompt = _prompt_of(args)
+    given = {k: _limit(getattr(args, k), k) for k in ("tokens", "usd", "wall", "cpu")}
+    changes = {k: v for k, (ok, v) in given.items() if ok}
+    limits = None
+    if changes:  # the like-loop's limits, with the ones given replaced
+        snap = await remote.snapshot(tail=0)
+        like = next((x for x in snap.loops if x.name == args.like), None)
+        if like is None:
+            raise RemoteError(f"no loop named {args.like!r}")
+        limits = dataclasses.replace(like.limits, **changes)  # type: ignore[arg-type]
+    message = await remote.add(
+        args.name,
+        like=args.like,
+        prompt=prompt,
+        max_iterations=args.max_iterations,
+        limits=limits,
+    )
+    return _done(args, message, message)
 
 
 async def _budget(remote: RemoteSupervisor, args: argparse.Namespace) -> int:
@@ -486,6 +521,7 @@ CTL: dict[str, Callable[[RemoteSupervisor, argparse.Namespace], Awaitable[int]]]
     "inject": _inject,
     "edit": _edit,
     "budget": _budget,
+    "add": _add,
     "reload": _reload,
     "shutdown": _shutdown,
     "tail": _tail,

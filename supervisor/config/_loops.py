@@ -34,7 +34,7 @@ from supervisor.config._workspace import (
     read_setup,
     read_workspace,
 )
-from supervisor.config.rules import prompt_problems
+from supervisor.config.rules import loop_name_problem, prompt_problems
 from supervisor.gitident import author_problem
 from supervisor.schedule import Schedule
 from supervisor.spec import (
@@ -54,7 +54,6 @@ BUDGET_KEYS = LIMIT_KEYS | {"retries"}
 STUCK_KEYS = frozenset(f.name for f in fields(StuckSpec))
 CHECK_KEYS = frozenset(f.name for f in fields(CheckSpec))
 MERGED_TABLES = frozenset({"budget", "stuck", "notify"})
-LOOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _RUNNERS = frozenset({"cargo", "go", "make", "npm", "pnpm", "yarn", "just", "tox", "nox", "uv"})
 
 
@@ -243,17 +242,9 @@ def _loop_name(t: Table, index: int, seen: set[str]) -> str:
     name = t.string("name", None)
     if name is None:
         return fallback
-    problem = name_problem(name)
+    problem = loop_name_problem(name)
     if problem is not None:
-        t.error("name", f'"{name}" {problem}')
-    elif not LOOP_NAME.fullmatch(name):
-        t.error(
-            "name",
-            f'"{name}" is not a valid loop name: use letters, digits, _ . - '
-            "and start with a letter or digit",
-        )
-    elif name == "global":
-        t.error("name", '"global" is reserved for the run-wide budget; pick another loop name')
+        t.error("name", problem)
     elif name in seen:
         t.error("name", f'duplicate loop name "{name}"')
     seen.add(name)

@@ -12,13 +12,16 @@ business; what a valid value is, is decided here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from supervisor.config._placeholders import line_col, template_problems
+from supervisor.config._schema import name_problem
 from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES, size_of, too_large
 from supervisor.spec import PLACEHOLDERS, Limits
 
 LIMIT_NAMES = ("tokens", "usd", "wall", "cpu")
+LOOP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,19 @@ def edit_problems(
             if value is not None and value <= 0:
                 problems.append(Problem(f"budget.{name}", "must be positive"))
     return problems
+
+
+def loop_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a loop (None: it can), as loops.toml says it (the `add`
+    op names a new loop by the same rule; that it is free is the caller's to check)."""
+    problem = name_problem(name)
+    if problem is not None:
+        return f'"{name}" {problem}'
+    if not LOOP_NAME.fullmatch(name):
+        return (
+            f'"{name}" is not a valid loop name: use letters, digits, _ . - '
+            "and start with a letter or digit"
+        )
+    if name == "global":
+        return '"global" is reserved for the run-wide budget; pick another loop name'
+    return None

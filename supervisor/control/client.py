@@ -366,6 +366,24 @@ class RemoteSupervisor:
     ) -> str:
         return await self.call(ops.FORK, loop=loop, iteration=iteration, name=name, prompt=prompt)
 
+    async def add(
+        self,
+        name: str,
+        *,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        return await self.call(
+            ops.ADD,
+            name=name,
+            like=like,
+            prompt=prompt,
+            max_iterations=max_iterations,
+            limits=limits,
+        )
+
     async def shutdown(self) -> None:
         """Ask the server to stop every loop and exit (returns once it accepted)."""
         await self.call(ops.SHUTDOWN)

@@ -37,7 +37,8 @@ LIMIT_KEYS = ("tokens", "usd", "wall", "cpu")
 INSTRUCTIONS = (
     "Supervises the agent loops of a served loopvisor (loopvisor serve): list them, read "
     "their transcripts and history, pause, resume, stop, restart, inject a message into "
-    "a loop's next prompt, and change per-loop or global budget limits."
+    "a loop's next prompt, change per-loop or global budget limits, start a new loop "
+    "like an existing one, and fork a worktree loop from one of its iterations."
 )
 
 
@@ -113,8 +114,7 @@ def build_server(socket: Path, state_dir: Path | None) -> MCPServer[Any]:
 
     @server.tool()
     async def restart(loop: str) -> str:
-        """Start a loop again from iteration 1 (spent budget stays spent). The socket
-        has no operation that adds a loop that is not in the run."""
+        """Start a loop again from iteration 1 (spent budget stays spent)."""
         await bridge.call(lambda r: r.restart(loop))
         return f"restarted {loop}"
 
@@ -167,6 +167,50 @@ def build_server(socket: Path, state_dir: Path | None) -> MCPServer[Any]:
         if max_iterations is not None:
             what = ", ".join(filter(None, [what, f"max_iterations {max_iterations}"]))
         return f"{loop}: {what} (from its next iteration)"
+
+    @server.tool()
+    async def start_loop(
+        name: str,
+        like: str,
+        prompt: str | None = None,
+        max_iterations: int | None = None,
+        tokens: int | None = None,
+        usd: float | None = None,
+        wall: str | None = None,
+        cpu: str | None = None,
+    ) -> str:
+        """Start a new loop `name` made like the run's loop `like`: its agent, checks,
+        workspace kind and budget settings (a worktree loop gets its own worktree and
+        branch), with its own `prompt` template, `max_iterations` and limits (each
+        omitted one is the like-loop's; `wall` and `cpu` are durations such as "30m").
+        No new agent or command can be given: only loops.toml defines those."""
+        changes = _limit_changes(tokens, usd, wall, cpu, [])
+
+        async def add(r: RemoteSupervisor) -> str:
+            limits = None
+            if changes:
+                snap = await r.snapshot(tail=0)
+                current = next((x for x in snap.loops if x.name == like), None)
+                if current is None:
+                    raise ToolError(f"no loop named {like!r}")
+                limits = dataclasses.replace(current.limits, **changes)
+            return await r.add(
+                name, like=like, prompt=prompt, max_iterations=max_iterations, limits=limits
+            )
+
+        return await bridge.call(add)
+
+    @server.tool()
+    async def fork(
+        loop: str, iteration: int, name: str | None = None, prompt: str | None = None
+    ) -> str:
+        """Start a new loop from a worktree loop's iteration `iteration`: its own branch
+        and worktree at that iteration's checkpoint commit, the conversation as the
+        agent had it then, its own budget; `name` defaults to LOOP-forkN, `prompt` (a
+        template) to the loop's."""
+        return await bridge.call(
+            lambda r: r.fork(loop, iteration=iteration, name=name, prompt=prompt)
+        )
 
     return server
 

@@ -184,6 +184,16 @@ async def _fork(s: Session, a: Args) -> str:
     )
 
 
+async def _add(s: Session, a: Args) -> str:
+    return await s.handle.add(
+        a["name"],
+        like=a["like"],
+        prompt=a["prompt"],
+        max_iterations=a["max_iterations"],
+        limits=a["limits"],
+    )
+
+
 # -- the table ----------------------------------------------------------------------
 def _clamp(low: int, high: int, default: int) -> Callable[[Any], int]:
     """`0` means the default (as it always has on the wire); else clamped to [low, high]."""
@@ -389,6 +399,23 @@ BUDGET: Final = Op(
     ' unlimited); loops paused by the global budget (`on_exhausted = "pause"`) go on',
 )
 
+ADD: Final = Op(
+    "add",
+    (
+        Arg("name", STRING, "the new loop's name (a valid loop name, not taken)", required=True),
+        Arg("like", STRING, "LOOP of the run it is made like", required=True),
+        Arg("prompt", OPT_STRING, "its prompt template (default: the like-loop's)"),
+        Arg("max_iterations", OPT_INTEGER, "int (default: the like-loop's)"),
+        LIMITS,
+    ),
+    _add,
+    _str,
+    "what was done (string): a new loop with the like-loop's agent, workspace kind,"
+    " checks and budget settings (a worktree loop: its own worktree and branch), its"
+    " own prompt, max_iterations and limits (default: the like-loop's). No agent or"
+    " command travels in the request",
+)
+
 OPS: Final[tuple[Op[Any], ...]] = (
     SNAPSHOT,
     PAUSE,
@@ -411,6 +438,7 @@ OPS: Final[tuple[Op[Any], ...]] = (
     LAND,
     FORK,
     BUDGET,
+    ADD,
 )
 """In the order the hello lists them (new ops go last: v1 only adds)."""
 BY_NAME: Final[Mapping[str, Op[Any]]] = {op.name: op for op in OPS}

@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from supervisor.events import LoopForked, event_from_dict
+from supervisor.events import LoopAdded, LoopForked, event_from_dict
 from supervisor.journal.schema import has_commits
 from supervisor.textsafe import json_loads
 
@@ -97,6 +97,20 @@ def run_forks(conn: sqlite3.Connection, run_id: str) -> list[LoopForked]:
         if isinstance(event, LoopForked):
             forks.append(event)
     return forks
+
+
+def run_new_loops(conn: sqlite3.Connection, run_id: str) -> list[LoopForked | LoopAdded]:
+    """The loops run `run_id` forked or added (the `add` op), in the order it made
+    them: one list, since a fork may be of an added loop and an added loop like a fork."""
+    found: list[LoopForked | LoopAdded] = []
+    for (text,) in conn.execute(
+        "SELECT json FROM events WHERE run_id = ? AND type IN (?, ?) ORDER BY seq",
+        (run_id, LoopForked.type, LoopAdded.type),
+    ):
+        event = event_from_dict(dict(json_loads(text)))
+        if isinstance(event, LoopForked | LoopAdded):
+            found.append(event)
+    return found
 
 
 def latest_fork(conn: sqlite3.Connection, loop: str) -> LoopForked | None:

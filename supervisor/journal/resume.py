@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.events import LoopForked
+from supervisor.events import LoopAdded, LoopEdited, LoopForked
+from supervisor.spec import Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,8 @@ class LoopResume:
     "finished", or "" (never began) (`journal/landings.py`)."""
     landing_succeeded: str = ""
     """Why it succeeded, as the started landing recorded it."""
+    edit: LoopEdited | None = None
+    """The operator's edits of the loop, folded (`journal.edits`): applied over its spec."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class RunResume:
     wall_s: float = 0.0
     notes: tuple[str, ...] = ()
     """Lines for the summary, e.g. "fix-auth: 8,000 tokens charged at the reservation"."""
-    forks: tuple[LoopForked, ...] = ()
-    """The loops the run forked (`fork.py`), in order: not in loops.toml, rebuilt from
-    these records and their parents."""
+    forks: tuple[LoopForked | LoopAdded, ...] = ()
+    """The loops the run forked (`fork.py`) or added (`added.py`), in the order it made
+    them: not in loops.toml, rebuilt from these records and the loops they came from."""
+    limits: Limits | None = None
+    """The global limits the operator last set (`budget`); None: the config's."""

@@ -21,6 +21,7 @@ from supervisor.events import (
     Event,
     IterationFinished,
     IterationStarted,
+    LoopAdded,
     LoopForked,
     LoopStateChanged,
     RunStarted,
@@ -178,7 +179,7 @@ def _derive(conn: _ValidText, run: str, event: Event, seq: int | None) -> int:
             (event.session_id, run, event.loop, event.iteration),
         )
         return 1
-    if isinstance(event, LoopForked):  # a loop not in loops.toml: it goes last
+    if isinstance(event, LoopForked | LoopAdded):  # a loop not in loops.toml: it goes last
         conn.execute(
             "INSERT OR IGNORE INTO loops (run_id, name, position, updated) VALUES (?, ?,"
             " (SELECT coalesce(max(position), -1) + 1 FROM loops WHERE run_id = ?), ?)",

@@ -40,7 +40,8 @@ from typing import Any
 
 from supervisor.checks import check_summary
 from supervisor.events import END_STATES, IterationFinished, Notice
-from supervisor.journal.forks import run_forks
+from supervisor.journal.edits import loop_edit, run_limits
+from supervisor.journal.forks import run_new_loops
 from supervisor.journal.landings import landing_state
 from supervisor.journal.resume import LoopResume, RunResume
 from supervisor.journal.schema import JournalError, has_commits
@@ -297,7 +298,8 @@ def load(conn: sqlite3.Connection, run_id: str) -> RunResume:
         cpu_s=sum(r.cpu_s for r in loops.values()),
         wall_s=float(wall_before) + _session_wall(conn, run_id, float(session_started)),
         notes=tuple(notes),
-        forks=tuple(run_forks(conn, run_id)),
+        forks=tuple(run_new_loops(conn, run_id)),
+        limits=run_limits(conn, run_id),
     )
 
 
@@ -380,6 +382,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         usage_wait_until=_usage_wait_until(_latest_event(conn, key, "state", restart_seq)),
         landing=landing,
         landing_succeeded=landing_succeeded,
+        edit=loop_edit(conn, run_id, name),
     )
     return resume, float(res_usd)
 

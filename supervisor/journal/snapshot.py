@@ -21,10 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.api import BudgetSnapshot, LoopSnapshot, RunSnapshot
 from supervisor.durations import parse_duration
-from supervisor.events import ATTENTION_STATES, LoopForked
-from supervisor.journal.forks import run_forks
+from supervisor.events import ATTENTION_STATES, LoopAdded, LoopEdited, LoopForked
+from supervisor.journal.edits import loop_edit, run_limits
+from supervisor.journal.forks import run_new_loops
 from supervisor.journal.settle import load_loop_resume
 from supervisor.spec import Limits
+
+LINEAGE_MAX = 50
+"""Forks of forks (or loops added like added loops) deeper than this are a journal
+that loops, not a lineage."""
 
 if TYPE_CHECKING:
     from supervisor.journal.reader import LoopStatusRow, RunRow
@@ -45,10 +50,17 @@ def snapshot_dict(
         )
     }
     agents = config.get("agents", {}) if isinstance(config.get("agents"), dict) else {}
-    records = {fork.loop: fork for fork in run_forks(conn, run.run_id)}
-    forked = {name: fork.label for name, fork in records.items()}
+    records = {made.loop: made for made in run_new_loops(conn, run.run_id)}
+    forked = {name: r.label for name, r in records.items() if isinstance(r, LoopForked)}
     loops = tuple(
-        _loop(conn, run, row, _spec_of(specs, records, row.loop), agents, forked.get(row.loop, ""))
+        _loop(
+            conn,
+            run,
+            row,
+            _edited(_spec_of(specs, records, row.loop), loop_edit(conn, run.run_id, row.loop)),
+            agents,
+            forked.get(row.loop, ""),
+        )
         for row in rows
     )
     supervisor = config.get("supervisor", {}) if isinstance(config.get("supervisor"), dict) else {}
@@ -60,7 +72,7 @@ def snapshot_dict(
         finished=ended is not None,
         loops=loops,
         budget=BudgetSnapshot(
-            limits=_limits(supervisor.get("budget")),
+            limits=run_limits(conn, run.run_id) or _limits(supervisor.get("budget")),
             tokens=sum(r.tokens for r in rows),
             usd=round(sum(r.usd for r in rows), 6),
             cpu_s=round(sum(r.cpu_s for r in rows), 3),
@@ -79,19 +91,44 @@ def snapshot_dict(
 
 
 def _spec_of(
-    specs: dict[str, dict[str, Any]], forks: dict[str, LoopForked], loop: str
+    specs: dict[str, dict[str, Any]],
+    records: dict[str, LoopForked | LoopAdded],
+    loop: str,
+    depth: int = 0,
 ) -> dict[str, Any]:
-    """The loop's spec as journalled; a fork's is its parent's with its own prompt
-    when it was given one (`--prompt-file`), as `fork.fork_spec` makes it."""
-    seen: set[str] = set()
-    prompt: str | None = None
-    while not specs.get(loop) and loop in forks and loop not in seen:
-        seen.add(loop)
-        if prompt is None:
-            prompt = forks[loop].prompt
-        loop = forks[loop].parent
-    spec = specs.get(loop) or {}
-    return spec if prompt is None else {**spec, "prompt": prompt}
+    """The loop's spec as journalled. A fork's is its parent's with its own prompt when
+    it was given one (`--prompt-file`), as `fork.fork_spec` makes it; an added loop's
+    is its like-loop's with its own prompt, max_iterations and limits (`added.py`)."""
+    spec = specs.get(loop)
+    if spec or loop not in records or depth > LINEAGE_MAX:
+        return spec or {}
+    record = records[loop]
+    if isinstance(record, LoopForked):
+        base = _spec_of(specs, records, record.parent, depth + 1)
+        return base if record.prompt is None else {**base, "prompt": record.prompt}
+    base = _spec_of(specs, records, record.like, depth + 1)
+    budget = base.get("budget")
+    return {
+        **base,
+        "prompt": record.prompt,
+        "max_iterations": record.max_iterations,
+        "budget": {**(budget if isinstance(budget, dict) else {}), "limits": record.limits},
+    }
+
+
+def _edited(spec: dict[str, Any], edit: LoopEdited | None) -> dict[str, Any]:
+    """The spec's JSON with the operator's edits (`journal.edits`) over it."""
+    if edit is None:
+        return spec
+    spec = dict(spec)
+    if edit.prompt is not None:
+        spec["prompt"] = edit.prompt
+    if edit.max_iterations is not None:
+        spec["max_iterations"] = edit.max_iterations
+    if edit.limits is not None:
+        budget = spec.get("budget")
+        spec["budget"] = {**(budget if isinstance(budget, dict) else {}), "limits": edit.limits}
+    return spec
 
 
 def _loop(

@@ -12,10 +12,15 @@ from typing import Any
 
 import anyio
 import pytest
-from daemon import Daemon, lv, poll
+from daemon import Daemon, kill_daemon, lv, poll, start_daemon
+from gitrepo import make_repo
 from helpers import PY, cli_env
+from loops_support import fixer_config
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from supervisor.config.load import load_config
+from supervisor.worktree import prepare_worktrees
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -29,6 +34,8 @@ TOOLS = {
     "restart",
     "inject",
     "edit_limits",
+    "start_loop",
+    "fork",
 }
 
 
@@ -137,3 +144,52 @@ async def test_refusals_are_tool_errors_with_the_message(daemon: Daemon, tmp_pat
     assert state_of(daemon, "l0") != "stopped"
     async with mcp_session(tmp_path / "nobody", tmp_path) as session:
         assert "no loopvisor is serving" in await refused(session, "list_loops")
+
+
+async def test_start_loop_adds_a_loop_like_another_and_refuses_clearly(daemon: Daemon) -> None:
+    d = daemon
+    async with mcp_session(d.state, d.cwd) as session:
+        text = await call(
+            session, "start_loop", name="l2", like="l0", max_iterations=1, tokens=40_000,
+            prompt="One more, iteration $iteration.",
+        )  # fmt: skip
+        assert text == "l2: started like l0"
+        poll(lambda: state_of(d, "l2") in ("failed", "succeeded", "exhausted"), 30, "l2 ended")
+        listed = json.loads(await call(session, "list_loops"))
+        l2 = next(x for x in listed["loops"] if x["name"] == "l2")
+        assert (l2["iteration"], l2["max_iterations"], l2["limits"]["tokens"]) == (1, 1, 40_000)
+        assert l2["agent"] == "slow"
+        assert "no loop named 'nope'" in await refused(session, "start_loop", name="x", like="nope")
+        assert "exists" in await refused(session, "start_loop", name="l1", like="l0")
+        assert "must be positive" in await refused(
+            session, "start_loop", name="y", like="l0", usd=-1.0
+        )
+        assert "wall 'soon'" in await refused(
+            session, "start_loop", name="y", like="l0", wall="soon"
+        )
+
+
+@pytest.mark.timeout(150)
+async def test_fork_tool_forks_a_served_worktree_loop(tmp_path: Path) -> None:
+    make_repo(tmp_path / "repo")
+    (tmp_path / "ws").mkdir()
+    toml = fixer_config()
+    (tmp_path / "loops.toml").write_text(toml)
+    prepare_worktrees(load_config(tmp_path / "loops.toml", state_dir=tmp_path / "state"))
+    d = start_daemon(tmp_path, toml)
+    try:
+        async with mcp_session(d.state, d.cwd) as session:
+            poll(lambda: state_of(d, "fix") == "succeeded", 30, "fix to succeed")
+            text = await call(session, "fork", loop="fix", iteration=2, name="again")
+            assert text.startswith("again: forked from fix@2 at commit "), text
+            poll(lambda: state_of(d, "again") == "succeeded", 30, "the fork to succeed")
+            listed = json.loads(await call(session, "list_loops"))
+            again = next(x for x in listed["loops"] if x["name"] == "again")
+            assert again["forked_from"] == "fix@2"
+            assert (d.state / "worktrees" / "again" / "app.py").read_text() == "fixed\n"
+            assert "no worktree" in await refused(session, "fork", loop="plain", iteration=1)
+            assert "is not a valid loop name" in await refused(
+                session, "fork", loop="fix", iteration=1, name="bad name"
+            )
+    finally:
+        kill_daemon(d.pid)
