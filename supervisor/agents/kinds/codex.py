@@ -93,4 +93,6 @@ KIND = AgentKind(
     # provider's `env_key`, often OPENAI_API_KEY), where its sessions live, proxies.
     child_env=("CODEX_API_KEY", "OPENAI_API_KEY", "CODEX_HOME", *PROXIES),
     priced_model=_model,
+    binary=binary,
+    install_hint="npm install -g @openai/codex",
 )

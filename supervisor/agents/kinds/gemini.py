@@ -95,4 +95,6 @@ KIND = AgentKind(
     # settings and sessions (GEMINI_CLI_HOME, else HOME), proxies.
     child_env=("GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GEMINI_CLI_HOME", *PROXIES),
     priced_model=_model,
+    binary=binary,
+    install_hint="npm install -g @google/gemini-cli",
 )
