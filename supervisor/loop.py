@@ -24,6 +24,7 @@ from supervisor.durations import format_duration
 from supervisor.loop_iteration import run_iteration
 from supervisor.loop_state import PAUSING, Control, LoopStatus
 from supervisor.loop_worktree import after_success, set_up
+from supervisor.score import show
 from supervisor.sizes import size_of
 from supervisor.spec import LoopSpec
 from supervisor.stuck import StuckDetector
@@ -153,6 +154,8 @@ class LoopRunner(LoopStatus):
         self.last_check_passed = None
         self.evidence = ""
         self.detector.reset()
+        if self.scores is not None:
+            self.scores.restore([])
         self.agent.reset()
 
     # -- the task --------------------------------------------------------------
@@ -194,10 +197,16 @@ class LoopRunner(LoopStatus):
                 await self._wait_for_person()
                 continue
             if self.iteration >= self.spec.max_iterations:
+                best = self.scores.best if self.scores is not None else None
                 self._end(
                     "failed",
                     f"max_iterations ({self.spec.max_iterations}) reached; last check: "
-                    f"{self.last_check or 'none'}",
+                    f"{self.last_check or 'none'}"
+                    + (
+                        f"; best score {show(best.score)} (iteration {best.iteration})"
+                        if best
+                        else ""
+                    ),
                 )
                 return
             crossed = self.ledger.crossed()

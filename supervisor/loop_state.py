@@ -25,6 +25,7 @@ from supervisor.diskfull import Gate
 from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from supervisor.redact import Redactor
 from supervisor.render import describe
+from supervisor.score import ScoreBoard
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 from supervisor.spec import AgentSpec, LoopSpec, Price
 from supervisor.stuck import StuckDetector
@@ -139,6 +140,8 @@ class LoopStatus:
         self.next_run: float | None = None
         self.tail = TranscriptTail()
         self.detector = StuckDetector(spec.stuck)
+        self.scores = ScoreBoard(spec.score) if spec.score is not None else None
+        """A metric loop's scores: which iterations were kept, the best (`score.py`)."""
         self.control = Control()
         self._stop_scope: anyio.CancelScope | None = None
         self._open_iteration: float | None = None
@@ -285,6 +288,8 @@ class LoopStatus:
         self.control.injections = list(resume.notes)
         if resume.detector is not None:
             self.detector.restore(resume.detector)
+        if self.scores is not None:
+            self.scores.restore(list(resume.scores))
         self.agent.restore(resume.session_id, resume.conversation)
         account = self.agent.account() if isinstance(self.agent, Accounted) else None
         if self.accounts is not None and self.accounts.restore(account, resume.usage_wait_until):

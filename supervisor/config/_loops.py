@@ -28,6 +28,7 @@ from supervisor.config._schema import (
     read_child_env,
     read_file,
 )
+from supervisor.config._score import check_scores, read_score
 from supervisor.config._workspace import (
     read_on_success,
     read_push_remote,
@@ -273,6 +274,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
     prompt, prompt_file = _prompt(t, what, paths)
     workspace, worktree = read_workspace(t, name, paths)
     checks = _checks(t)
+    check_scores(t, checks, worktree is not None)
     done_marker = t.string("done_marker", None, nonempty=True)
     if not t.raw("checks") and "done_marker" not in t:
         t.issues.error(t.path, f"{what} has no exit condition: add checks or a done_marker")
@@ -392,6 +394,7 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
                 not_pattern=c.string("not_pattern", None),
                 env=env,
                 pass_env=pass_env,
+                score=read_score(c),
             )
         )
     return tuple(checks)

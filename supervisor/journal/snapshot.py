@@ -24,6 +24,7 @@ from supervisor.durations import parse_duration
 from supervisor.events import ATTENTION_STATES, LoopForked
 from supervisor.journal.forks import run_forks
 from supervisor.journal.settle import load_loop_resume
+from supervisor.score import snapshot_fields
 from supervisor.spec import Limits
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def _loop(
         wait_seconds=None,
         next_run=None,
         forked_from=forked_from,
+        **snapshot_fields(resume.scores),
     )
 
 
