@@ -24,6 +24,7 @@ from supervisor.durations import format_duration
 from supervisor.loop_iteration import run_iteration
 from supervisor.loop_state import PAUSING, Control, LoopStatus
 from supervisor.loop_worktree import after_success, set_up
+from supervisor.pipeline import wait_after
 from supervisor.score import show
 from supervisor.sizes import size_of
 from supervisor.spec import LoopSpec
@@ -168,7 +169,7 @@ class LoopRunner(LoopStatus):
         while True:
             with anyio.CancelScope() as stop_scope:
                 self._stop_scope = stop_scope
-                if await set_up(self):
+                if await wait_after(self) and await set_up(self):
                     await self._run_until_end()
             self._stop_scope = None
             if stop_scope.cancelled_caught and not self.finished:

@@ -165,6 +165,10 @@ class LoopStatus:
         self.last_outcome = ""
         self.carried = Charge()
         """What earlier scheduled runs spent (the loop ledger restarts per run)."""
+        self.upstream: tuple[LoopStatus, ...] = ()
+        """The loops of its `after` (set by the run once every runner exists)."""
+        self.after_output = ""
+        """`$after_output`: how they ended (`pipeline.py`)."""
         self.forked_from = ""
         """"PARENT@N" for a loop forked from another's iteration N (`fork.py`)."""
         if resume is not None:
@@ -182,6 +186,10 @@ class LoopStatus:
         if spec.schedule is None or self.state == "stopped":
             return False
         return not (spec.max_runs and self.runs >= spec.max_runs)
+
+    async def state_changed(self) -> None:
+        """Return at its next state change (a pipeline's wait on it)."""
+        await self._state_changed.wait()
 
     @property
     def done(self) -> bool:

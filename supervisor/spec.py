@@ -22,6 +22,8 @@ OnExhausted: TypeAlias = Literal["end", "pause"]
 """What a spent budget does: end the loop `exhausted`, or pause it (state `paused`,
 cause "budget") until a person raises the limit (`ctl edit`, `ctl budget`, the console)."""
 CatchUp: TypeAlias = Literal["skip", "once"]
+OnFailure: TypeAlias = Literal["skip", "run"]
+"""What a pipeline loop (`after`) does when a loop it follows did not succeed."""
 OnSuccess: TypeAlias = Literal["keep", "land", "push", "pr"]
 ON_SUCCESS: tuple[OnSuccess, ...] = ("keep", "land", "push", "pr")
 """What a worktree loop does with its branch once it succeeded (`land`)."""
@@ -39,6 +41,7 @@ PLACEHOLDERS = frozenset(
         "loop",
         "workspace",
         "score_history",
+        "after_output",
     }
 )
 """The `$name` placeholders a prompt template may use."""
@@ -171,6 +174,9 @@ class WorktreeSpec:
     include_uncommitted: bool = False
     """Copy the repo's uncommitted changes (tracked, and untracked files not ignored)
     into the worktree as its first commit, instead of refusing a dirty repo."""
+    after_loop: str | None = None
+    """`base = "loop:NAME"`: the loop whose branch `base` is; the worktree is made when
+    that loop has ended (`pipeline.py`), not before the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,10 @@ class LoopSpec:
     """The remote `on_success = "push"` or `"pr"` pushes to; None: origin."""
     notify: NotifySpec | None = None
     """Its own `[loop.notify]` (merged onto the run's), None: the run's `[notify]`."""
+    after: tuple[str, ...] = ()
+    """Loops this one starts after (a pipeline, `pipeline.py`): it waits until they ended."""
+    on_failure: OnFailure = "skip"
+    """When one of `after` did not succeed: skip this loop (it ends `stopped`) or run it."""
 
     @property
     def score(self) -> ScoreSpec | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from supervisor._limits import MAX_EXTENDS_DEPTH
 from supervisor.config._notify import read_notify
+from supervisor.config._pipeline import check_pipelines, read_after
 from supervisor.config._schema import (
     Entry,
     Issues,
@@ -93,7 +94,7 @@ def read_loops(
     if not isinstance(raw_loops, list):
         issues.error(("loop",), f"loop: expected [[loop]] tables, got {describe(raw_loops)}")
         return ()
-    loops: list[LoopSpec] = []
+    loops: list[tuple[Table, LoopSpec]] = []
     seen: set[str] = set()
     branches: dict[tuple[Path, str], str] = {}
     for index, raw in enumerate(raw_loops):
@@ -113,9 +114,9 @@ def read_loops(
             layers = chains.get(base) if base is not None else None
         if layers is not None:
             merged = Table(issues, _merge([*layers, own]), at)
-            loops.append(loop := _loop(merged, name, agents, paths))
+            loops.append((merged, loop := _loop(merged, name, agents, paths)))
             _check_branch(merged, loop, branches)
-    return tuple(loops)
+    return tuple(check_pipelines(loops))
 
 
 def _check_branch(t: Table, loop: LoopSpec, branches: dict[tuple[Path, str], str]) -> None:
@@ -309,6 +310,8 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         on_success=(on_success := read_on_success(t, worktree)),
         push_remote=read_push_remote(t, on_success),
         notify=read_notify(notify, paths.notify, loop=True) if notify else None,
+        after=read_after(t),
+        on_failure=t.choice("on_failure", ("skip", "run"), "skip"),  # type: ignore[arg-type]
     )
 
 
