@@ -41,3 +41,17 @@ def test_the_metric_example_keeps_improvements_and_stops_on_its_target(tmp_path:
         (1.0, True),
     ]
     assert json.loads(git("show", "loopvisor/tune:params.json", cwd=folder)) == {"threshold": 0.45}
+
+
+def test_the_pipeline_example_builds_from_the_linted_branch(tmp_path: Path) -> None:
+    folder = scratch_repo("pipeline", tmp_path)
+    assert run_cli("check", "loops.toml", cwd=folder).returncode == 0
+    run = run_cli("run", "--json", cwd=folder, timeout=120)
+    assert run.returncode == 0, run.stderr
+    events = json_lines(run.stdout)
+    waiting = next(e for e in events if e["type"] == "state" and e["loop"] == "build")
+    assert (waiting["state"], waiting["reason"]) == ("waiting", "after lint-fix")
+    assert [loop["state"] for loop in events[-1]["loops"]] == ["succeeded", "succeeded"]
+    build = git("show", "loopvisor/build:BUILD.txt", cwd=folder)
+    assert "x = 1" in build  # lint-fix's change, on the branch build started from
+    assert "## lint-fix: succeeded — the check passed in iteration 1" in build
