@@ -103,3 +103,23 @@ def test_a_failed_upstream_skips_the_loop_or_runs_it_with_on_failure_run(tmp_pat
                   cwd=tmp_path, timeout=60)  # fmt: skip
     (_, build) = json_lines(run.stdout)[-1]["loops"]
     assert build["state"] == "succeeded"  # lint.txt was written, only its check failed
+
+
+def test_waiting_on_a_stuck_loop_is_waiting_for_a_person(tmp_path: Path) -> None:
+    """lint-fix is stuck (paused for a person): build, waiting on it, is too, so a
+    headless run ends with exit code 4 instead of waiting forever."""
+    make_repo(tmp_path / "repo")
+    config = write_config(
+        tmp_path,
+        command_agent("linter", LINTER),
+        command_agent("builder", BUILDER, stdin=True),
+        loop("lint-fix", "linter", checks=[{"run": "false"}], stuck={"same_failure": 2}),
+        loop("build", "builder", after=["lint-fix"], checks=[{"run": "true"}]),
+    )
+    run = run_cli("run", config, "--json", cwd=tmp_path, timeout=60)
+    assert run.returncode == 4, run.stderr
+    summary = json_lines(run.stdout)[-1]
+    assert [(r["state"], r["reason"]) for r in summary["loops"]][1] == (
+        "waiting",
+        "after lint-fix",
+    )
