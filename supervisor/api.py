@@ -63,6 +63,11 @@ class LoopSnapshot:
     """The tail's last line is still being streamed (more of it follows in events)."""
     forked_from: str = ""
     """"PARENT@N": the loop was forked from loop PARENT's iteration N (`loopvisor fork`)."""
+    scores: tuple[float | None, ...] = ()
+    """A metric loop's score per judged iteration, oldest first (None: no score)."""
+    best_score: float | None = None
+    best_iteration: int = 0
+    """The best score so far and the iteration that holds it (0: none yet)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the tail as its lines' texts (their kinds: `RunSnapshot.to_dict`)."""
@@ -83,6 +88,7 @@ class LoopSnapshot:
         else:
             known = [LineKind.PLAIN] * len(tail)
         kwargs["transcript_tail"] = tuple(map(TranscriptLine._make, zip(known, tail, strict=True)))
+        kwargs["scores"] = tuple(kwargs.get("scores", ()))
         return cls(**kwargs)
 
 

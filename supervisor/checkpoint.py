@@ -236,6 +236,19 @@ class Checkpointer:
             self.commits[iteration] = done
         return done
 
+    async def revert(self, to: str, env: Mapping[str, str]) -> bool:
+        """Put the loop's own branch and worktree back at `to` (`git reset --hard`: a
+        metric loop's iteration that did not improve the score, `score.py`); its commit
+        stays in the journal and the reflog. False, with a notice, when git failed."""
+        failure = f"no answer from git within {self.timeout:.0f}s"
+        with anyio.move_on_after(self.timeout):
+            reset = await self._git(["reset", "--quiet", "--hard", to], env)
+            if reset.ok:
+                return True
+            failure = str(reset.error(["reset"]))
+        self._notice("warning", f"cannot revert to the best commit {to[:12]}: {failure}")
+        return False
+
     async def _checkpoint(
         self,
         iteration: int,

@@ -29,6 +29,7 @@ from supervisor.childenv import configured_env
 from supervisor.durations import format_duration
 from supervisor.fingerprint import clip, failure_fingerprint, fingerprint_hash
 from supervisor.process import CapturedRun, run_captured
+from supervisor.score import read_score, show
 from supervisor.spec import CheckSpec
 from supervisor.testcounts import counts_text, parse_test_counts
 
@@ -59,6 +60,8 @@ class CheckOutcome:
     """Stable hash of the failure (empty when passed)."""
     evidence: str
     """What failed, for a person: failing test ids or the first error line."""
+    score: float | None = None
+    """A score check's number (`score.py`); None without one (then it failed)."""
 
 
 async def run_check(spec: CheckSpec, *, workspace: Path, env: Mapping[str, str]) -> CheckOutcome:
@@ -76,10 +79,10 @@ async def run_check(spec: CheckSpec, *, workspace: Path, env: Mapping[str, str])
         )
     except (OSError, ValueError) as exc:  # not found, not executable, no cwd, NUL in argv
         return _not_started(spec, _os_error_text(exc))
-    return _judge(spec, run)
+    return _judge(spec, run, workspace)
 
 
-def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
+def _judge(spec: CheckSpec, run: CapturedRun, workspace: Path) -> CheckOutcome:
     output = _strip_marker(run.output)
     passed_count, failed_count = parse_test_counts(output)
     reasons: list[str] = []
@@ -89,9 +92,16 @@ def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
         if run.exit_code != spec.expect_exit:
             reasons.append(_exit_text(run.exit_code, spec.expect_exit))
         reasons.extend(_guard_failures(spec, output, passed_count))
+    score = None
+    if spec.score is not None and not run.timed_out:
+        score, no_score = read_score(spec.score, output, workspace)
+        if score is None:
+            reasons.append(no_score)
     failed = bool(reasons)
     counts = counts_text(passed_count, failed_count)
     parts = reasons if failed else [f"exit {run.exit_code}"]
+    if score is not None:
+        parts = [*parts, f"score {show(score)}"]
     summary = "; ".join([*parts, counts] if counts else parts)
 
     fingerprint = evidence = ""
@@ -115,6 +125,7 @@ def _judge(spec: CheckSpec, run: CapturedRun) -> CheckOutcome:
         failed_count=failed_count,
         fingerprint=fingerprint,
         evidence=evidence,
+        score=score,
     )
 
 

@@ -239,6 +239,8 @@ class CheckFinished(LoopEvent):
     """Captured output, truncated (the tail is kept)."""
     duration_s: float
     fingerprint: str = ""
+    score: float | None = None
+    """A score check's number (`score.py`); None without a score or when it had none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +258,14 @@ class IterationFinished(LoopEvent):
     iteration moved it (`checkpoint.py`); None when it changed nothing."""
     commit_parent: str | None = None
     """The branch's HEAD when the iteration began (its diff is commit_parent..commit)."""
+    score: float | None = None
+    """A metric loop's score of this iteration (`score.py`); None: no score."""
+    kept: bool | None = None
+    """A metric loop: whether the iteration improved on the best and was kept;
+    None for a loop without a score (and an iteration that was not judged)."""
+    reverted_to: str | None = None
+    """A worktree metric loop's iteration that was not kept: the best commit its
+    branch was reset to (`git reset --hard`) before the next prompt."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,8 @@ from supervisor.durations import format_duration
 from supervisor.loop_iteration import run_iteration
 from supervisor.loop_state import PAUSING, Control, LoopStatus
 from supervisor.loop_worktree import after_success, set_up
+from supervisor.pipeline import wait_after
+from supervisor.score import show
 from supervisor.sizes import size_of
 from supervisor.spec import LoopSpec
 from supervisor.stuck import StuckDetector
@@ -153,6 +155,8 @@ class LoopRunner(LoopStatus):
         self.last_check_passed = None
         self.evidence = ""
         self.detector.reset()
+        if self.scores is not None:
+            self.scores.restore([])
         self.agent.reset()
 
     # -- the task --------------------------------------------------------------
@@ -165,7 +169,7 @@ class LoopRunner(LoopStatus):
         while True:
             with anyio.CancelScope() as stop_scope:
                 self._stop_scope = stop_scope
-                if await set_up(self):
+                if await wait_after(self) and await set_up(self):
                     await self._run_until_end()
             self._stop_scope = None
             if stop_scope.cancelled_caught and not self.finished:
@@ -194,10 +198,16 @@ class LoopRunner(LoopStatus):
                 await self._wait_for_person()
                 continue
             if self.iteration >= self.spec.max_iterations:
+                best = self.scores.best if self.scores is not None else None
                 self._end(
                     "failed",
                     f"max_iterations ({self.spec.max_iterations}) reached; last check: "
-                    f"{self.last_check or 'none'}",
+                    f"{self.last_check or 'none'}"
+                    + (
+                        f"; best score {show(best.score)} (iteration {best.iteration})"
+                        if best
+                        else ""
+                    ),
                 )
                 return
             crossed = self.ledger.crossed()

@@ -28,6 +28,7 @@ from supervisor.checks import (
 )
 from supervisor.loop_prompt import render_prompt
 from supervisor.loop_worktree import finish_cut_off, finish_iteration
+from supervisor.score import Judgement
 from supervisor.stuck import StuckVerdict
 from supervisor.turn import TurnResult
 
@@ -190,7 +191,16 @@ async def _decide(
     spec = runner.spec
     checks_ok = all(o.passed for o in outcomes)
     marker_ok = spec.done_marker is None or spec.done_marker in turn.output
-    if checks_ok and marker_ok:
+    judged = _judge_score(runner, n, outcomes, checks_ok)
+    if judged is not None and judged.done is not None:
+        # Target or plateau: a plateau with a best is a success too (the branch holds
+        # the best); one without any score is the loop's failure.
+        has_best = judged.kept or (runner.scores is not None and runner.scores.best is not None)
+        state: ev.LoopState = "succeeded" if has_best else "failed"
+        await finish_iteration(runner, n, state, judged.reason, turn, started, judged)  # type: ignore[arg-type]
+        runner._end(state, judged.done)
+        return
+    if checks_ok and marker_ok and (judged is None or spec.done_marker is not None):
         what = (
             "done marker seen"
             if not outcomes
@@ -200,18 +210,20 @@ async def _decide(
         )
         if outcomes and spec.done_marker:
             what += " and done marker seen"
-        await finish_iteration(runner, n, "succeeded", what, turn, started)
+        if judged is not None:
+            what = f"{what}; {judged.reason}"
+        await finish_iteration(runner, n, "succeeded", what, turn, started, judged)
         runner._end("succeeded", f"{what} in iteration {n}")
         return
     failing = next((o for o in outcomes if not o.passed), None)
     fingerprint, evidence = combined_failure(outcomes)
     crossed = runner.ledger.crossed()
     if crossed is not None and pauses(runner.ledger, crossed.reason):
-        await finish_iteration(runner, n, "continue", crossed.reason, turn, started)
+        await finish_iteration(runner, n, "continue", crossed.reason, turn, started, judged)
         runner._pause_for_budget(crossed.reason)  # the next iteration, once raised
         return
     if crossed is not None:  # nothing more can run: the budget, not the agent, ends it
-        await finish_iteration(runner, n, "exhausted", crossed.reason, turn, started)
+        await finish_iteration(runner, n, "exhausted", crossed.reason, turn, started, judged)
         runner._end("exhausted", crossed.reason)
         return
     verdict = runner.detector.observe(
@@ -225,13 +237,25 @@ async def _decide(
         workspace_changed=runner._workspace_changed,
     )
     why = failing.summary if failing else f"done marker {spec.done_marker!r} not seen"
+    if judged is not None:
+        why = judged.reason if failing is None else f"{why}; {judged.reason}"
     if verdict is not None and spec.on_stuck != "continue":
-        await finish_iteration(runner, n, "stuck", verdict.evidence, turn, started)
+        await finish_iteration(runner, n, "stuck", verdict.evidence, turn, started, judged)
         _on_stuck(runner, n, verdict)
         return
     if verdict is not None:
         _on_stuck(runner, n, verdict)
-    await finish_iteration(runner, n, "continue", why, turn, started)
+    await finish_iteration(runner, n, "continue", why, turn, started, judged)
+
+
+def _judge_score(
+    runner: LoopRunner, n: int, outcomes: list[CheckOutcome], checks_ok: bool
+) -> Judgement | None:
+    """A metric loop's verdict on iteration `n` (`score.py`); None for other loops."""
+    if runner.scores is None:
+        return None
+    score = next((o.score for o in outcomes if o.score is not None), None)
+    return runner.scores.judge(n, score, checks_ok)
 
 
 def _on_stuck(runner: LoopRunner, n: int, verdict: StuckVerdict) -> None:

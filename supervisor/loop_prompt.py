@@ -31,6 +31,8 @@ def render_prompt(runner: LoopRunner, n: int) -> str | None:
         last_output=runner.last_output[-LAST_OUTPUT_LIMIT:] or "(no previous output)",
         loop=spec.name,
         workspace=str(spec.workspace),
+        after_output=runner.after_output or "(no loops before this one)",
+        score_history=runner.scores.history() if runner.scores else "(this loop has no score)",
     )
     if runner.control.injections:
         notes = "\n".join(f"Operator note: {t}" for t in runner.control.injections)

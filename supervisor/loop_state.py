@@ -25,6 +25,7 @@ from supervisor.diskfull import Gate
 from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
 from supervisor.redact import Redactor
 from supervisor.render import describe
+from supervisor.score import ScoreBoard
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT
 from supervisor.spec import AgentSpec, LoopSpec, Price
 from supervisor.stuck import StuckDetector
@@ -139,6 +140,8 @@ class LoopStatus:
         self.next_run: float | None = None
         self.tail = TranscriptTail()
         self.detector = StuckDetector(spec.stuck)
+        self.scores = ScoreBoard(spec.score) if spec.score is not None else None
+        """A metric loop's scores: which iterations were kept, the best (`score.py`)."""
         self.control = Control()
         self._stop_scope: anyio.CancelScope | None = None
         self._open_iteration: float | None = None
@@ -164,6 +167,10 @@ class LoopStatus:
         self.last_outcome = ""
         self.carried = Charge()
         """What earlier scheduled runs spent (the loop ledger restarts per run)."""
+        self.upstream: tuple[LoopStatus, ...] = ()
+        """The loops of its `after` (set by the run once every runner exists)."""
+        self.after_output = ""
+        """`$after_output`: how they ended (`pipeline.py`)."""
         self.forked_from = ""
         """"PARENT@N" for a loop forked from another's iteration N (`fork.py`)."""
         if resume is not None:
@@ -181,6 +188,10 @@ class LoopStatus:
         if spec.schedule is None or self.state == "stopped":
             return False
         return not (spec.max_runs and self.runs >= spec.max_runs)
+
+    async def state_changed(self) -> None:
+        """Return at its next state change (a pipeline's wait on it)."""
+        await self._state_changed.wait()
 
     @property
     def done(self) -> bool:
@@ -287,6 +298,8 @@ class LoopStatus:
         self.control.injections = list(resume.notes)
         if resume.detector is not None:
             self.detector.restore(resume.detector)
+        if self.scores is not None:
+            self.scores.restore(list(resume.scores))
         self.agent.restore(resume.session_id, resume.conversation)
         account = self.agent.account() if isinstance(self.agent, Accounted) else None
         if self.accounts is not None and self.accounts.restore(account, resume.usage_wait_until):

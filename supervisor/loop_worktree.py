@@ -19,6 +19,7 @@ from supervisor import events as ev
 from supervisor.checkpoint import Checkpoint
 from supervisor.durations import format_duration
 from supervisor.loop_state import Control
+from supervisor.score import Judgement
 from supervisor.turn import TurnResult
 
 if TYPE_CHECKING:
@@ -82,10 +83,13 @@ async def finish_iteration(
     reason: str,
     turn: TurnResult,
     started: float,
+    judged: Judgement | None = None,
 ) -> None:
     """Journal the iteration's outcome, after its checkpoint commit (worktree loops):
     shielded, so that a stop or a budget cut arriving meanwhile cannot leave a commit
-    without its row, nor a git command killed half-way."""
+    without its row, nor a git command killed half-way. A metric loop's iteration
+    that was not kept (`judged`) is reverted to the best commit before the row is
+    written, so the row says where the branch is."""
     runner._open_iteration = runner._open_turn = None
     point = Checkpoint()
     if runner.checkpointer is not None:
@@ -98,6 +102,13 @@ async def finish_iteration(
                 usd=turn.usd,
                 env=runner._loopvisor_env(n, "git"),
             )
+    reverted: str | None = None
+    if judged is not None and runner.scores is not None:
+        with anyio.CancelScope(shield=True):
+            reverted, head = await _keep_best(runner, n, judged, point)
+        runner.scores.record(n, judged, head)
+        if reverted is not None:
+            reason = f"{reason}; reverted to {reverted[:12]}"
     runner.emit(
         ev.IterationFinished(
             loop=runner.spec.name,
@@ -110,8 +121,30 @@ async def finish_iteration(
             session_id=runner.agent.session_id,
             commit=point.commit,
             commit_parent=point.parent,
+            score=judged.score if judged is not None else None,
+            kept=judged.kept if judged is not None else None,
+            reverted_to=reverted,
         )
     )
+
+
+async def _keep_best(
+    runner: LoopRunner, n: int, judged: Judgement, point: Checkpoint
+) -> tuple[str | None, str | None]:
+    """(the commit a worse iteration was reverted to, the branch's head after it);
+    (None, None) for a loop without a worktree, which has nothing to revert."""
+    if runner.checkpointer is None or runner.scores is None:
+        return None, None
+    if judged.kept:
+        return None, point.commit or point.parent
+    best = runner.scores.best_head or point.parent
+    if best is None:
+        return None, None
+    moved = point.commit is not None and point.commit != best
+    if not moved and point.parent == best:  # it changed nothing: nothing to undo
+        return None, best
+    done = await runner.checkpointer.revert(best, runner._loopvisor_env(n, "git"))
+    return (best if done else None), best
 
 
 async def finish_cut_off(runner: LoopRunner, n: int) -> None:

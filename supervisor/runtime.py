@@ -25,6 +25,7 @@ from supervisor import events as ev
 from supervisor.api import BudgetSnapshot, RunSnapshot
 from supervisor.drive import drive
 from supervisor.loop import LoopRunner
+from supervisor.pipeline import waits_for_person
 from supervisor.process import KILL_GRACE_S
 from supervisor.runtime_ops import SupervisorOps
 from supervisor.snapshots import loop_snapshot
@@ -180,7 +181,7 @@ class Supervisor(SupervisorOps):
             if self._ended_at is not None:  # a finished loop was restarted
                 self._ended_at, self._summary, self._finished = None, None, False
             waiting = [r for r in runners if not r.done]
-            if self.exit_when_idle and all(r.needs_attention for r in waiting):
+            if self.exit_when_idle and all(waits_for_person(r) for r in waiting):
                 self.end_reason = "every unfinished loop waits for a person: " + ", ".join(
                     r.spec.name for r in waiting
                 )

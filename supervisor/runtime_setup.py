@@ -113,6 +113,8 @@ class RunSetup:
             self.runners[spec.name] = self._make_runner(
                 spec, loop_resume, overlap.check if overlap.active else None
             )
+        for runner in self.runners.values():  # a pipeline's loops wait for these
+            runner.upstream = tuple(self.runners[n] for n in runner.spec.after if n in self.runners)
         fork_notes = [] if resume is None else self._restore_forks(resume)
         self._notes = [*(resume.notes if resume else ()), *fork_notes, *notes]
         """Warnings published right after `RunStarted`."""

@@ -45,4 +45,5 @@ def loop_snapshot(runner: LoopRunner, tail: int) -> LoopSnapshot:
         transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
         transcript_streaming=tail > 0 and runner.tail.streaming,
         forked_from=runner.forked_from,
+        **(runner.scores.snapshot_fields() if runner.scores is not None else {}),
     )

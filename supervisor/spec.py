@@ -22,6 +22,8 @@ OnExhausted: TypeAlias = Literal["end", "pause"]
 """What a spent budget does: end the loop `exhausted`, or pause it (state `paused`,
 cause "budget") until a person raises the limit (`ctl edit`, `ctl budget`, the console)."""
 CatchUp: TypeAlias = Literal["skip", "once"]
+OnFailure: TypeAlias = Literal["skip", "run"]
+"""What a pipeline loop (`after`) does when a loop it follows did not succeed."""
 OnSuccess: TypeAlias = Literal["keep", "land", "push", "pr"]
 ON_SUCCESS: tuple[OnSuccess, ...] = ("keep", "land", "push", "pr")
 """What a worktree loop does with its branch once it succeeded (`land`)."""
@@ -31,7 +33,16 @@ ALERT_KINDS = ("attention", "failed", "exhausted", "budget", "finished")
 """What `[notify] events` may list (`alerts.AlertKind` without the test message)."""
 
 PLACEHOLDERS = frozenset(
-    {"iteration", "max_iterations", "check_output", "last_output", "loop", "workspace"}
+    {
+        "iteration",
+        "max_iterations",
+        "check_output",
+        "last_output",
+        "loop",
+        "workspace",
+        "score_history",
+        "after_output",
+    }
 )
 """The `$name` placeholders a prompt template may use."""
 
@@ -104,6 +115,26 @@ class AgentSpec(Protocol):
     def kind(self) -> str: ...
 
 
+ScoreDirection: TypeAlias = Literal["max", "min"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """A check's score (`score = { ... }`): a number read from its output (`pattern`,
+    whose first group is the number) or from a JSON file it wrote (`json`, relative to
+    the workspace, and `key`, dotted for nested objects). The loop keeps an iteration
+    only when the score improves on the best so far (`score.py`)."""
+
+    pattern: str | None = None
+    json: str | None = None
+    key: str | None = None
+    direction: ScoreDirection = "max"
+    target: float | None = None
+    """The loop succeeds once the best score reaches it (>= for max, <= for min)."""
+    plateau: int | None = None
+    """The loop succeeds after this many iterations in a row without an improvement."""
+
+
 @dataclass(frozen=True, slots=True)
 class CheckSpec:
     """A validator the supervisor runs in the workspace after each agent turn."""
@@ -120,6 +151,8 @@ class CheckSpec:
     """Set for its process on top of the allow-listed environment (`childenv`)."""
     pass_env: tuple[str, ...] = ()
     """Variables of the supervisor's environment it inherits beyond the allow-list."""
+    score: ScoreSpec | None = None
+    """Makes the loop a metric loop (`score.py`); at most one check of a loop has one."""
 
     @property
     def display(self) -> str:
@@ -150,6 +183,9 @@ class WorktreeSpec:
     include_uncommitted: bool = False
     """Copy the repo's uncommitted changes (tracked, and untracked files not ignored)
     into the worktree as its first commit, instead of refusing a dirty repo."""
+    after_loop: str | None = None
+    """`base = "loop:NAME"`: the loop whose branch `base` is; the worktree is made when
+    that loop has ended (`pipeline.py`), not before the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +255,15 @@ class LoopSpec:
     """The remote `on_success = "push"` or `"pr"` pushes to; None: origin."""
     notify: NotifySpec | None = None
     """Its own `[loop.notify]` (merged onto the run's), None: the run's `[notify]`."""
+    after: tuple[str, ...] = ()
+    """Loops this one starts after (a pipeline, `pipeline.py`): it waits until they ended."""
+    on_failure: OnFailure = "skip"
+    """When one of `after` did not succeed: skip this loop (it ends `stopped`) or run it."""
+
+    @property
+    def score(self) -> ScoreSpec | None:
+        """The score of a metric loop (its one check with `score`); None otherwise."""
+        return next((c.score for c in self.checks if c.score is not None), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,8 @@ def prepare_worktrees(config: Config) -> list[str]:
     """Create every missing worktree of the config; returns a line per creation."""
     created = []
     for loop in config.loops:
+        if loop.worktree is not None and loop.worktree.after_loop is not None:
+            continue  # made from that loop's branch once it ended (`pipeline.py`)
         if ensure_worktree(loop):
             created.append(f"{loop.name}: worktree {loop.workspace} on branch {branch_name(loop)}")
     return created

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from supervisor._limits import MAX_EXTENDS_DEPTH
 from supervisor.config._notify import read_notify
+from supervisor.config._pipeline import check_pipelines, read_after
 from supervisor.config._schema import (
     Entry,
     Issues,
@@ -28,6 +29,7 @@ from supervisor.config._schema import (
     read_child_env,
     read_file,
 )
+from supervisor.config._score import check_scores, read_score
 from supervisor.config._workspace import (
     read_on_success,
     read_push_remote,
@@ -91,7 +93,7 @@ def read_loops(
     if not isinstance(raw_loops, list):
         issues.error(("loop",), f"loop: expected [[loop]] tables, got {describe(raw_loops)}")
         return ()
-    loops: list[LoopSpec] = []
+    loops: list[tuple[Table, LoopSpec]] = []
     seen: set[str] = set()
     branches: dict[tuple[Path, str], str] = {}
     for index, raw in enumerate(raw_loops):
@@ -111,9 +113,9 @@ def read_loops(
             layers = chains.get(base) if base is not None else None
         if layers is not None:
             merged = Table(issues, _merge([*layers, own]), at)
-            loops.append(loop := _loop(merged, name, agents, paths))
+            loops.append((merged, loop := _loop(merged, name, agents, paths)))
             _check_branch(merged, loop, branches)
-    return tuple(loops)
+    return tuple(check_pipelines(loops))
 
 
 def _check_branch(t: Table, loop: LoopSpec, branches: dict[tuple[Path, str], str]) -> None:
@@ -264,6 +266,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
     prompt, prompt_file = _prompt(t, what, paths)
     workspace, worktree = read_workspace(t, name, paths)
     checks = _checks(t)
+    check_scores(t, checks, worktree is not None)
     done_marker = t.string("done_marker", None, nonempty=True)
     if not t.raw("checks") and "done_marker" not in t:
         t.issues.error(t.path, f"{what} has no exit condition: add checks or a done_marker")
@@ -298,6 +301,8 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         on_success=(on_success := read_on_success(t, worktree)),
         push_remote=read_push_remote(t, on_success),
         notify=read_notify(notify, paths.notify, loop=True) if notify else None,
+        after=read_after(t),
+        on_failure=t.choice("on_failure", ("skip", "run"), "skip"),  # type: ignore[arg-type]
     )
 
 
@@ -383,6 +388,7 @@ def _checks(t: Table) -> tuple[CheckSpec, ...]:
                 not_pattern=c.string("not_pattern", None),
                 env=env,
                 pass_env=pass_env,
+                score=read_score(c),
             )
         )
     return tuple(checks)

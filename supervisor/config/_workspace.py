@@ -55,7 +55,8 @@ def read_workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpe
     if not _only_loop_placeholder(branch):
         ws.error("branch", f'"{branch}" may only use the {{loop}} placeholder')
     base = ws.string("base", None, nonempty=True)
-    if base is not None and is_repo:
+    after_loop = base.removeprefix("loop:") if base and base.startswith("loop:") else None
+    if base is not None and is_repo and after_loop is None:  # a loop's branch: see _pipeline
         try:
             resolve_base(repo, base)
         except WorktreeError as exc:
@@ -66,7 +67,9 @@ def read_workspace(t: Table, name: str, paths: Paths) -> tuple[Path, WorktreeSpe
             if key in ws:
                 ws.error(key, "has no effect without worktree = true")
         return repo, None
-    spec = WorktreeSpec(repo=repo, branch=branch, base=base, include_uncommitted=include)
+    spec = WorktreeSpec(
+        repo=repo, branch=branch, base=base, include_uncommitted=include, after_loop=after_loop
+    )
     return paths.state_dir / "worktrees" / name, spec
 
 

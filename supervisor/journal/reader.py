@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -71,6 +71,10 @@ class IterationRow:
     """Its checkpoint commit (a worktree loop that changed something: `checkpoint.py`)."""
     parent: str | None = None
     """The branch's HEAD when it began: its diff is parent..commit."""
+    score: float | None = None
+    """A metric loop's score of this attempt (`score.py`)."""
+    kept: bool | None = None
+    """A metric loop: whether it improved on the best (False: reverted); None otherwise."""
 
     @property
     def duration_s(self) -> float | None:
@@ -221,7 +225,28 @@ class JournalReader:
                 run.run_id, loop, int(it), int(attempt), outcome, str(reason), int(tokens),
                 float(usd), float(started), ended, session, *git,
             ))  # fmt: skip
-        return result
+        return self._with_scores(result, run.run_id, loop)
+
+    def _with_scores(self, rows: list[IterationRow], run_id: str, loop: str) -> list[IterationRow]:
+        """A metric loop's scores, from its `iteration_finished` events (they are not
+        columns of `iterations`): each goes to its iteration's latest attempt."""
+        scores = {
+            int(it): (score, kept)
+            for it, score, kept in self._query(
+                "SELECT iteration, json_extract(json, '$.score'), json_extract(json, '$.kept')"
+                " FROM events WHERE run_id = ? AND loop = ? AND type = 'iteration_finished'"
+                " AND json_extract(json, '$.kept') IS NOT NULL ORDER BY seq",
+                (run_id, loop),
+            )
+        }
+        if not scores:
+            return rows
+        latest = {row.iteration: i for i, row in enumerate(rows)}
+        for it, (score, kept) in scores.items():
+            if it in latest:
+                i = latest[it]
+                rows[i] = replace(rows[i], score=score, kept=bool(kept))
+        return rows
 
     def iteration_commit(
         self, loop: str, iteration: int, run_id: str | None = None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from supervisor.events import event_from_dict
 from supervisor.lines import LineKind, LineSplitter, TranscriptLine, kinded, stream_kind
 from supervisor.render import describe
+from supervisor.score import show
 from supervisor.sizes import truncation_message
 from supervisor.status_table import TOKENS, USD, StatusRow, status_layout
 from supervisor.textsafe import for_terminal, for_terminal_line
@@ -189,16 +190,20 @@ def format_history(
     # A worktree loop's checkpoint commits get a column; other loops' table is unchanged.
     commits = any(r.commit for r in rows)
     sha = f" {'COMMIT':<{SHORT_SHA}}" if commits else ""
+    # A metric loop's scores get a column too (kept ones marked `*`).
+    scored = any(r.kept is not None for r in rows)
+    score = f" {'SCORE':>9}" if scored else ""
     lines = [
         head,
-        f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}{sha}  REASON",
+        f"{'ITER':>6} {'OUTCOME':<12} {'TOKENS':>9} {'USD':>9} {'TIME':>7}{score}{sha}  REASON",
     ]
     for r in rows:
         label = f"{r.iteration}" if r.attempt == 1 else f"{r.iteration}#{r.attempt}"
         sha = f" {(r.commit or '-')[:SHORT_SHA]:<{SHORT_SHA}}" if commits else ""
+        score = f" {_score(r):>9}" if scored else ""
         lines.append(
             f"{label:>6} {r.outcome or 'running':<12} {r.tokens:>9,} {r.usd:>9.4f}"
-            f" {_dur(r.duration_s):>7}{sha}  {for_terminal_line(r.reason)}"
+            f" {_dur(r.duration_s):>7}{score}{sha}  {for_terminal_line(r.reason)}"
         )
     tokens, usd = sum(r.tokens for r in rows), sum(r.usd for r in rows)
     if charged is not None and charged[0] > tokens:
@@ -209,6 +214,12 @@ def format_history(
         tokens, usd = charged
     lines.append(f"{'total':>6} {'':<12} {tokens:>9,} {usd:>9.4f}")
     return "\n".join(lines)
+
+
+def _score(row: IterationRow) -> str:
+    if row.kept is None:
+        return ""
+    return f"{show(row.score)}{'*' if row.kept else ' '}"
 
 
 def format_iteration(loop: str, iteration: int, detail: IterationDetail) -> str:
@@ -227,9 +238,10 @@ def history_dict(
     loop: str, rows: Sequence[IterationRow], charged: tuple[int, float] | None = None
 ) -> dict[str, Any]:
     """`history LOOP --json`: exactly {"loop", "iterations": [{iteration, outcome, reason,
-    tokens, usd, started, ended, commit}], "total": {tokens, usd}}; times epoch seconds,
-    outcome/ended null while running, commit null when the iteration made no checkpoint
-    commit; the total is the ledger's (step-in chat included)."""
+    tokens, usd, started, ended, commit, score, kept}], "total": {tokens, usd}}; times
+    epoch seconds, outcome/ended null while running, commit null when the iteration made no
+    checkpoint commit, score and kept null but for a metric loop's judged iterations; the
+    total is the ledger's (step-in chat included)."""
     tokens, usd = charged or (sum(r.tokens for r in rows), sum(r.usd for r in rows))
     return {
         "loop": loop,
@@ -243,6 +255,8 @@ def history_dict(
                 "started": _epoch(r.started),
                 "ended": _epoch(r.ended),
                 "commit": r.commit,
+                "score": r.score,
+                "kept": r.kept,
             }
             for r in rows
         ],

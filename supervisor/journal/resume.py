@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.events import LoopAdded, LoopEdited, LoopForked
+from supervisor.score import ScoreEntry
 from supervisor.spec import Limits
 
 
@@ -49,6 +50,9 @@ class LoopResume:
     commits: tuple[str, ...] = ()
     """Checkpoint commits the journal recorded for the loop in this run (`checkpoint.py`:
     a commit of the iteration that runs again, not among them, was cut off by the crash)."""
+    scores: tuple[ScoreEntry, ...] = ()
+    """A metric loop's judged iterations since its last restart (`score.py`): its best
+    score and the commit that holds it survive the crash."""
     usage_wait_until: float | None = None
     """When the usage-limit wait it was in ends (its last state: `waiting` with cause
     "usage_limit"); the resumed loop waits out the rest instead of being refused again."""

@@ -45,6 +45,7 @@ from supervisor.journal.forks import run_new_loops
 from supervisor.journal.landings import landing_state
 from supervisor.journal.resume import LoopResume, RunResume
 from supervisor.journal.schema import JournalError, has_commits
+from supervisor.score import ScoreEntry
 from supervisor.textsafe import json_loads
 
 SCHEDULED_RUN = "scheduled_run"
@@ -379,6 +380,7 @@ def _load_loop(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[LoopRe
         started_at=None if started is None else float(started),
         ended_at=None if ended is None else float(ended),
         commits=_commits(conn, run_id, name),
+        scores=_scores(conn, key, restart_seq),
         usage_wait_until=_usage_wait_until(_latest_event(conn, key, "state", restart_seq)),
         landing=landing,
         landing_succeeded=landing_succeeded,
@@ -396,6 +398,31 @@ def _commits(conn: sqlite3.Connection, run_id: str, name: str) -> tuple[str, ...
         (run_id, name),
     ).fetchall()
     return tuple(str(r[0]) for r in rows)
+
+
+def _scores(
+    conn: sqlite3.Connection, key: tuple[str, str], after_seq: int
+) -> tuple[ScoreEntry, ...]:
+    """A metric loop's judged iterations (`score.py`), from their `iteration_finished`
+    events: the score, whether it was kept, and where that left the branch."""
+    found: dict[int, ScoreEntry] = {}
+    for (text,) in conn.execute(
+        "SELECT json FROM events WHERE run_id = ? AND loop = ? AND type = 'iteration_finished'"
+        " AND seq > ? AND json_extract(json, '$.kept') IS NOT NULL ORDER BY seq",
+        (*key, after_seq),
+    ):
+        data = json_loads(text)
+        kept = bool(data.get("kept"))
+        head = data.get("commit") if kept else data.get("reverted_to")
+        head = head or data.get("commit_parent")
+        score = data.get("score")
+        found[int(data["iteration"])] = ScoreEntry(
+            int(data["iteration"]),
+            None if score is None else float(score),
+            kept,
+            None if head is None else str(head),
+        )
+    return tuple(found.values())
 
 
 def _last_check(

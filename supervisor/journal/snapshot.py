@@ -25,6 +25,7 @@ from supervisor.events import ATTENTION_STATES, LoopAdded, LoopEdited, LoopForke
 from supervisor.journal.edits import loop_edit, run_limits
 from supervisor.journal.forks import run_new_loops
 from supervisor.journal.settle import load_loop_resume
+from supervisor.score import snapshot_fields
 from supervisor.spec import Limits
 
 LINEAGE_MAX = 50
@@ -171,6 +172,7 @@ def _loop(
         wait_seconds=None,
         next_run=None,
         forked_from=forked_from,
+        **snapshot_fields(resume.scores),
     )
 
 

@@ -176,8 +176,8 @@ def test_prompt_rules_for_edits() -> None:
     assert prompt_problems("Iteration $iteration of ${max_iterations}, $$5") == []
     assert [str(p) for p in prompt_problems("ok\n  $chek_output")] == [
         "prompt: line 2, column 3: unknown placeholder $chek_output (did you mean"
-        " $check_output?); known: $check_output, $iteration, $last_output, $loop,"
-        " $max_iterations, $workspace"
+        " $check_output?); known: $after_output, $check_output, $iteration, $last_output, $loop,"
+        " $max_iterations, $score_history, $workspace"
     ]
     assert "literal $" in prompt_problems("costs $ 5")[0].message
 

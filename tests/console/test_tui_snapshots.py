@@ -10,10 +10,11 @@ the SVGs under tests/console/__snapshots__/.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from console_support import fixed_app
+from console_support import demo_snapshot, fixed_app
 from textual.pilot import Pilot
 from textual.widgets import TextArea
 
@@ -45,6 +46,23 @@ def test_main_screen(snap_compare: Compare, size: tuple[int, int]) -> None:
     coloured, the waiting loop's seconds left, and the focused (stuck) loop's
     transcript with each kind of line in its colour; footer keys."""
     app, _ = fixed_app()
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen_metric_loop(snap_compare: Compare, size: tuple[int, int]) -> None:
+    """The focused loop is a metric loop: under its title one line with its last and
+    best score and a sparkline of every judged iteration (the one without a score at
+    the bottom); the rest of the screen as in `test_main_screen`."""
+    demo = demo_snapshot()
+    scores = (0.41, 0.55, 0.52, None, 0.61, 0.58)
+    loops = tuple(
+        replace(loop, scores=scores, best_score=0.61, best_iteration=5)
+        if loop.name == "parser"
+        else loop
+        for loop in demo.loops
+    )
+    app, _ = fixed_app(replace(demo, loops=loops))
     assert snap_compare(app, terminal_size=size, run_before=settle)
 
 

@@ -100,6 +100,7 @@ def test_history_json_has_exactly_the_documented_shape(tmp_path: Path) -> None:
     assert list(data) == ["loop", "iterations", "total"]
     assert data["loop"] == "a"
     keys = ["iteration", "outcome", "reason", "tokens", "usd", "started", "ended", "commit"]
+    keys += ["score", "kept"]  # null but for a metric loop's iterations
     assert [list(item) for item in data["iterations"]] == [keys, keys]
     assert data["iterations"][0]["commit"] is None  # not a worktree loop
     first = data["iterations"][0]

@@ -17,6 +17,7 @@ from tui.live import lv
 from tui.model import older_lines
 from tui.widgets.gauges import BudgetGauges, GaugeData
 from tui.widgets.loop_table import LoopTable
+from tui.widgets.score import ScoreLine
 from tui.widgets.status import StatusLine
 from tui.widgets.transcript import TranscriptView
 
@@ -43,6 +44,7 @@ class MainScreen(Screen[None]):
         yield LoopTable(id="loops")
         yield Input(placeholder="filter: name or state (enter keeps, esc clears)", id="filter")
         yield StatusLine(id="loop-title")
+        yield ScoreLine(id="scores")
         yield TranscriptView(id="transcript")
         yield Footer(compact=True)
 
@@ -102,6 +104,7 @@ class MainScreen(Screen[None]):
         loop = app.loop(name) if name else None
         title.set_text(loop_title(loop) if loop else "no loop selected")
         title.set_class(loop is not None and fmt.needs_person(loop), "attention")
+        self.query_one(ScoreLine).show_loop(loop)
         if name is not None and (sync_transcript or self.transcript.source != name):
             self.transcript.sync(name, app.transcripts.get(name))
 
