@@ -22,6 +22,12 @@ NOT_ON_THE_RUN_PATH = (
     "uuid",  # (and platform): run ids are os.urandom's
     "anthropic",  # API loops only
     "textual",
+    "supervisor.cli.remote",  # serve, attach, ctl: their arguments are in cli.subcommands
+    "supervisor.cli.land",
+    "supervisor.cli.diff",
+    "supervisor.cli.fork",
+    "supervisor.cli.notify",  # `notify --test` (the run's own notifier is not this)
+    "supervisor.control",  # the control client, protocol and ops (~8 ms with the above)
 )
 
 WRAPPER = (
