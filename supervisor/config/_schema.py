@@ -8,7 +8,6 @@ which lets validation continue and report everything in one pass.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -91,6 +90,8 @@ class Issues:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean "x"?)' for the closest choice, or ''."""
+    import difflib  # a misspelt word only, not every load (start-up, issue 12)
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
