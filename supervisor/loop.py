@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from supervisor import events as ev
 from supervisor.agents.base import Accounted, Agent
@@ -598,6 +599,10 @@ class LoopRunner:
             self._waiting_for_slot = False
             self._turn_scope = None
         if wait.cancelled_caught:
+            return False
+        if self.finished:  # ended as the slot came (`force_end`: the global budget ran out
+            self.slots.release()  # while this task was on its way): no turn; the stop
+            await anyio.lowlevel.checkpoint()  # scope's cancellation comes here
             return False
         if self.control.pause or self.control.restart:  # asked for after the slot came
             self.slots.release()
