@@ -11,6 +11,7 @@ emitting), or fail (crash). The same seed, loop and iteration give the same text
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ class SimAgent:
         emitted: list[str] = []
         unreported = 0
         delay = 1.0 / spec.rate if spec.rate > 0 else 0.0
-        due = anyio.current_time()
+        due = time.monotonic()  # the event loop's clock (anyio's asks sniffio each time)
         for token in tokens:
             if delay:
                 due = await _paced(due + delay)
@@ -203,7 +204,7 @@ async def _paced(due: float) -> float:
     the turn on its own, one output event apiece, which made it busier still. A wait
     that overran by more than `_CATCH_UP_S` is not made up: the stream goes on from now
     (a loop held up for long does not get its reply in one burst)."""
-    now = anyio.current_time()
+    now = time.monotonic()
     if due > now:
         await anyio.sleep(due - now)
         return due
