@@ -30,7 +30,7 @@ async def test_a_sim_iteration_publishes_a_counted_set_of_events(tmp_path: Path)
     assert rec.summary is not None
     assert rec.summary.exit_code == 0
     per_iteration = collections.Counter(
-        (type(e).__name__, e.iteration) for e in rec.events if getattr(e, "iteration", None)
+        (type(e).__name__, getattr(e, "iteration", None)) for e in rec.events
     )
     for n in (1, 2, 3):
         counts = {name: c for (name, i), c in per_iteration.items() if i == n}
