@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import _schema
-from supervisor.config._tomlpos import Positions
+from supervisor.config._tomlpos import Positions, key_positions
 from supervisor.config.load import ConfigError, parse_config
 
 VALID = (
@@ -19,11 +19,10 @@ VALID = (
 
 def _counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     scans: list[str] = []
-    real = _schema.key_positions
 
     def scan(src: str) -> Positions:
         scans.append(src)
-        return real(src)
+        return key_positions(src)
 
     monkeypatch.setattr(_schema, "key_positions", scan)
     return scans
