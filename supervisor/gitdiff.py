@@ -17,7 +17,6 @@ whatever colours them (the console, the command line on a terminal).
 from __future__ import annotations
 
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +85,8 @@ def patch_args(left: str, right: str, *, binary: bool) -> list[str]:
 def open_patch(loop: LoopSpec, left: str, right: str, *, binary: bool) -> Iterator[IO[bytes]]:
     """git's patch as a stream, read as git writes it (no size limit: a person or `git
     apply` reads it); git is killed if the reader stops early. DiffError when git fails."""
+    import tempfile  # here, not at every start of `run` (issue 12)
+
     with (
         tempfile.TemporaryFile() as errors,  # a file: it never fills up and blocks git
         subprocess.Popen(

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from supervisor import events as ev
 from supervisor.agents.usagelimit import describe as describe_limit
@@ -147,6 +148,10 @@ async def _take_slot(runner: LoopRunner, n: int) -> bool:
         runner._waiting_for_slot = False
         runner._turn_scope = None
     if wait.cancelled_caught:
+        return False
+    if runner.finished:  # ended as the slot came (`force_end`: the global budget ran out
+        runner.slots.release()  # while this task was on its way): no turn; the stop
+        await anyio.lowlevel.checkpoint()  # scope's cancellation comes here
         return False
     if runner.control.pause or runner.control.restart:  # asked for after the slot came
         runner.slots.release()

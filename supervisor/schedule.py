@@ -8,10 +8,9 @@ any tick was missed while the supervisor was down; `"skip"` waits for the next t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from cronsim import CronSim
 
 from supervisor.durations import DurationRangeError, parse_duration
 
@@ -42,7 +41,7 @@ class Schedule:
         try:
             if len(text.split()) != 5:
                 raise ValueError("expected 5 fields: minute hour day-of-month month day-of-week")
-            CronSim(text, datetime.now())
+            _cron(text, datetime.now())
         except Exception as exc:  # cronsim raises CronSimError (a plain Exception)
             hint = '(or use "every 10m")'
             raise ValueError(f'invalid cron expression "{expr}": {exc} {hint}') from None
@@ -53,7 +52,7 @@ class Schedule:
         if self.every is not None:
             return t + self.every
         start = datetime.fromtimestamp(t).replace(microsecond=0)
-        return next(iter(CronSim(self.expr, start))).timestamp()
+        return next(_cron(self.expr, start)).timestamp()
 
     def ticks_between(self, start: float, end: float) -> int:
         """How many ticks fall in (start, end]: the ones skipped by a run that long."""
@@ -62,7 +61,7 @@ class Schedule:
         if self.every is not None:
             return int((end - start) // self.every)
         count = 0
-        it = iter(CronSim(self.expr, datetime.fromtimestamp(start).replace(microsecond=0)))
+        it = _cron(self.expr, datetime.fromtimestamp(start).replace(microsecond=0))
         for tick in it:
             if tick.timestamp() > end or count >= _MAX_TICKS_COUNTED:
                 break
@@ -75,3 +74,11 @@ def describe_next(t: float | None) -> str:
         return "not scheduled"
     delta = timedelta(seconds=max(0, round(t - datetime.now().timestamp())))
     return f"next run {datetime.fromtimestamp(t):%H:%M:%S} (in {delta})"
+
+
+def _cron(expr: str, start: datetime) -> Iterator[datetime]:
+    """The ticks of a cron expression after `start`. cronsim is imported here, by the
+    loops that have one, not at every start of `run` (issue 12)."""
+    from cronsim import CronSim
+
+    return iter(CronSim(expr, start))

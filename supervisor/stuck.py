@@ -38,7 +38,6 @@ import re
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from difflib import SequenceMatcher
 from typing import Any
 
 from supervisor.durations import format_duration
@@ -302,6 +301,8 @@ def _ratio(a: tuple[str, ...], b: tuple[str, ...], threshold: float) -> float:
     """SequenceMatcher ratio, skipping the full comparison when a bound rules it out."""
     if a == b:
         return 1.0
+    from difflib import SequenceMatcher  # here: most runs never compare two outputs
+
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     for bound in (matcher.real_quick_ratio, matcher.quick_ratio):
         value = bound()

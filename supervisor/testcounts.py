@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import re
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+from supervisor.lazyre import lazy
+
+ANSI = lazy(r"\x1b\[[0-9;?]*[A-Za-z]")
 """Colour and cursor codes, stripped before a summary line is read."""
-_PYTEST_SUMMARY = re.compile(
+_PYTEST_SUMMARY = lazy(
     r"^[= ]*(?P<body>(?:no tests ran|\d+ (?:passed|failed|errors?|skipped|deselected|"
     r"xfailed|xpassed|warnings?|rerun))(?:,? [^\n]*?)?) in \d+(?:\.\d+)?\s*s(?:econds)?\b",
     re.MULTILINE,
 )
-_PAIR = re.compile(r"(\d+) (passed|failed|errors?)\b")
-_UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in ", re.MULTILINE)
-_UNITTEST_RESULT = re.compile(r"^(OK|FAILED|NO TESTS RAN)\b(?: \((.*)\))?\s*$", re.MULTILINE)
-_GO_TEST = re.compile(r"^--- (PASS|FAIL): ", re.MULTILINE)
-_GO_PKG = re.compile(r"^(ok|FAIL)[ ]*\t\S+(?:\t(.*))?$", re.MULTILINE)
-_JEST = re.compile(r"^\s*Tests:\s+(.*?\d+ total)", re.MULTILINE)
-_VITEST = re.compile(r"^\s*Tests\s+(\d+ (?:passed|failed).*?)\(\d+\)", re.MULTILINE)
-_CARGO = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed", re.MULTILINE)
+_PAIR = lazy(r"(\d+) (passed|failed|errors?)\b")
+_UNITTEST_RAN = lazy(r"^Ran (\d+) tests? in ", re.MULTILINE)
+_UNITTEST_RESULT = lazy(r"^(OK|FAILED|NO TESTS RAN)\b(?: \((.*)\))?\s*$", re.MULTILINE)
+_GO_TEST = lazy(r"^--- (PASS|FAIL): ", re.MULTILINE)
+_GO_PKG = lazy(r"^(ok|FAIL)[ ]*\t\S+(?:\t(.*))?$", re.MULTILINE)
+_JEST = lazy(r"^\s*Tests:\s+(.*?\d+ total)", re.MULTILINE)
+_VITEST = lazy(r"^\s*Tests\s+(\d+ (?:passed|failed).*?)\(\d+\)", re.MULTILINE)
+_CARGO = lazy(r"^test result: \w+\. (\d+) passed; (\d+) failed", re.MULTILINE)
 
 
 def parse_test_counts(output: str) -> tuple[int | None, int | None]:
@@ -31,19 +33,19 @@ def parse_test_counts(output: str) -> tuple[int | None, int | None]:
     errors count as failed. `go test` without -v prints only package lines: each
     `ok pkg` then counts as one passed test (a lower bound), `[no tests to run]` as none.
     """
-    text = ANSI.sub("", output)
+    text = ANSI().sub("", output)
     totals: list[tuple[int, int]] = []
-    for m in _PYTEST_SUMMARY.finditer(text):
+    for m in _PYTEST_SUMMARY().finditer(text):
         totals.append(_sum_pairs(m["body"]))
     totals.extend(_unittest_counts(text))
     go = _go_counts(text)
     if go is not None:
         totals.append(go)
-    for m in _JEST.finditer(text):
+    for m in _JEST().finditer(text):
         totals.append(_sum_pairs(m[1]))
-    for m in _VITEST.finditer(text):
+    for m in _VITEST().finditer(text):
         totals.append(_sum_pairs(m[1]))
-    for m in _CARGO.finditer(text):
+    for m in _CARGO().finditer(text):
         totals.append((int(m[1]), int(m[2])))
     if not totals:
         return None, None
@@ -52,7 +54,7 @@ def parse_test_counts(output: str) -> tuple[int | None, int | None]:
 
 def _sum_pairs(body: str) -> tuple[int, int]:
     passed = failed = 0
-    for count, word in _PAIR.findall(body):
+    for count, word in _PAIR().findall(body):
         if word == "passed":
             passed += int(count)
         else:
@@ -62,8 +64,8 @@ def _sum_pairs(body: str) -> tuple[int, int]:
 
 def _unittest_counts(text: str) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
-    for ran in _UNITTEST_RAN.finditer(text):
-        result = _UNITTEST_RESULT.search(text, ran.end())
+    for ran in _UNITTEST_RAN().finditer(text):
+        result = _UNITTEST_RESULT().search(text, ran.end())
         if result is None:
             continue
         details = dict(
@@ -81,10 +83,10 @@ def _unittest_counts(text: str) -> list[tuple[int, int]]:
 
 
 def _go_counts(text: str) -> tuple[int, int] | None:
-    tests = _GO_TEST.findall(text)
+    tests = _GO_TEST().findall(text)
     if tests:
         return tests.count("PASS"), tests.count("FAIL")
-    packages = [(m[1], m[2] or "") for m in _GO_PKG.finditer(text)]
+    packages = [(m[1], m[2] or "") for m in _GO_PKG().finditer(text)]
     if not packages:
         return None
     passed = sum(1 for s, rest in packages if s == "ok" and "[no tests to run]" not in rest)

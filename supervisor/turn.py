@@ -265,7 +265,7 @@ class AgentTurn:
                 continue
             if not isinstance(item, Usage):  # usage may fall inside a split secret
                 self._text.flush()
-            coalescer.flush()
+                coalescer.flush()  # text before a tool call, a wait, the end: in order
             item = self.host.redactor.fields(item)
             if not self._relay(item, budget):
                 scope.cancel()

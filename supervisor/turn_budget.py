@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
+import anyio.lowlevel
+
 from supervisor.agents.base import BudgetExhausted, Usage
 from supervisor.agents.pricing import cost_usd, price_for, worst_usd_per_token
 from supervisor.budget import Charge, Ledger, Reservation
@@ -73,6 +75,9 @@ class LedgerTurnBudget:
                 self._reservation = result
                 if self._on_booking is not None:
                     self._on_booking("reserved", result.tokens, result.usd)
+                    # The journal commits the reservation in a callback it scheduled
+                    # just now (`Journal._write_ahead`): it runs before we go on.
+                    await anyio.lowlevel.checkpoint()
                 if waited and self._on_resume is not None:
                     self._on_resume()
                 return max(0, result.tokens - input_tokens)

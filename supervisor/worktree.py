@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from itertools import combinations
 from pathlib import Path
@@ -204,6 +203,8 @@ def snapshot_commit(path: Path, message: str, *, exclude: Iterable[Path] = ()) -
     and untracked files that are not ignored (`exclude` left out), by loopvisor.
     Built in a private index: the checkout's own index, files and refs stay as they
     are. None when there is nothing uncommitted."""
+    import tempfile  # here, not at every start of `run` (issue 12)
+
     pathspec = [".", *(f":(exclude){p}" for p in exclude)]
     with tempfile.TemporaryDirectory(prefix="loopvisor-index-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}

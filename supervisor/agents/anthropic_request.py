@@ -28,7 +28,7 @@ from anthropic.types import (
 )
 from anthropic.types import TextDelta as SDKTextDelta
 
-from supervisor.agents.base import EventSend, Resumed, TextDelta, Usage, Waiting, emit
+from supervisor.agents.base import EventSend, Resumed, TextDelta, Usage, Waiting, deliver, emit
 from supervisor.agents.ratelimit import RateLimiter, retry_after_seconds
 from supervisor.agents.usage import Tokens
 from supervisor.textsafe import json_loads, valid_data, valid_text
@@ -111,6 +111,7 @@ class Attempt:
                 await emit(send, Resumed())
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
+        text_parts: dict[int, list[str]] = {}
         stop_reason: str | None = None
         deadline = self.deadline()
         try:
@@ -119,43 +120,45 @@ class Attempt:
             async with stream:
                 if limiter is not None:
                     limiter.observe_headers(stream.response.headers)
-                events = aiter(stream)
-                while True:
-                    with before(deadline):
-                        event = await anext(events, None)
-                    if event is None:
-                        break
-                    if isinstance(event, RawMessageStartEvent):
-                        counted, delta = _advance(counted, event.message.usage, model)
-                        if delta is not None:
-                            await emit(send, delta)
-                    elif isinstance(event, RawContentBlockStartEvent):
-                        blocks[event.index] = _start_block(event.content_block)
-                    elif isinstance(event, RawContentBlockDeltaEvent):
-                        d = event.delta
-                        block = blocks.setdefault(event.index, {"type": "text", "text": ""})
-                        if isinstance(d, SDKTextDelta):
-                            # Valid at the door: the text goes to the journal, to every
-                            # printer and back to the API in the next request.
-                            piece = valid_text(d.text)
-                            block["text"] = block.get("text", "") + piece
-                            # Redacted by the turn, split secrets too.
-                            await emit(send, TextDelta(piece))
-                        elif isinstance(d, InputJSONDelta):
-                            json_parts.setdefault(event.index, []).append(d.partial_json)
-                        elif isinstance(d, ThinkingDelta):
-                            # Kept (with its signature) so that tool rounds can send it back.
-                            block["thinking"] = block.get("thinking", "") + d.thinking
-                        elif isinstance(d, SignatureDelta):
-                            block["signature"] = block.get("signature", "") + d.signature
-                        elif isinstance(d, CitationsDelta):
-                            cite = d.citation.model_dump(mode="json", exclude_none=True)
-                            block.setdefault("citations", []).append(cite)
-                    elif isinstance(event, RawMessageDeltaEvent):
-                        stop_reason = event.delta.stop_reason
-                        counted, delta = _advance(counted, event.usage, model)
-                        if delta is not None:
-                            await emit(send, delta)
+                # One deadline scope for the whole read (a scope per event was a timer
+                # and a generator per token: issue 12, the API path). What is sent to
+                # the turn inside it is delivered even if the deadline passes meanwhile
+                # (`deliver`); the stream is closed outside it.
+                with anyio.CancelScope(deadline=deadline) as reading:
+                    async for event in stream:
+                        if isinstance(event, RawMessageStartEvent):
+                            counted, delta = _advance(counted, event.message.usage, model)
+                            if delta is not None:
+                                await deliver(send, delta)
+                        elif isinstance(event, RawContentBlockStartEvent):
+                            blocks[event.index] = _start_block(event.content_block)
+                        elif isinstance(event, RawContentBlockDeltaEvent):
+                            d = event.delta
+                            block = blocks.setdefault(event.index, {"type": "text", "text": ""})
+                            if isinstance(d, SDKTextDelta):
+                                # Valid at the door: the text goes to the journal, to
+                                # every printer and back to the API in the next request.
+                                piece = valid_text(d.text)
+                                text_parts.setdefault(event.index, []).append(piece)
+                                # Redacted by the turn, split secrets too.
+                                await deliver(send, TextDelta(piece))
+                            elif isinstance(d, InputJSONDelta):
+                                json_parts.setdefault(event.index, []).append(d.partial_json)
+                            elif isinstance(d, ThinkingDelta):
+                                # Kept (with its signature): tool rounds send it back.
+                                block["thinking"] = block.get("thinking", "") + d.thinking
+                            elif isinstance(d, SignatureDelta):
+                                block["signature"] = block.get("signature", "") + d.signature
+                            elif isinstance(d, CitationsDelta):
+                                cite = d.citation.model_dump(mode="json", exclude_none=True)
+                                block.setdefault("citations", []).append(cite)
+                        elif isinstance(event, RawMessageDeltaEvent):
+                            stop_reason = event.delta.stop_reason
+                            counted, delta = _advance(counted, event.usage, model)
+                            if delta is not None:
+                                await deliver(send, delta)
+                if reading.cancelled_caught:
+                    raise Overdue
         except anthropic.APIStatusError as exc:
             self.failure = classify_status(exc)
             if limiter is not None:
@@ -185,6 +188,8 @@ class Attempt:
         content: list[dict[str, Any]] = []
         for index in sorted(blocks):
             block = blocks[index]
+            if index in text_parts:  # joined once (adding each delta copied the text so far)
+                block["text"] = block.get("text", "") + "".join(text_parts[index])
             if index in json_parts:  # tool_use (or a server tool's) streamed input
                 raw = "".join(json_parts[index])
                 try:

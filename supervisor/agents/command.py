@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import string
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,8 @@ class CommandAgent:
         if not self._uses_prompt_file:
             await self._run(request, None, send)
             return
+        import tempfile  # here: most commands do not name $prompt_file (start-up, issue 12)
+
         fd, name = tempfile.mkstemp(prefix="loopvisor-prompt-", suffix=".txt")
         prompt_file = Path(name)
         try:

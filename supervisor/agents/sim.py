@@ -11,6 +11,7 @@ emitting), or fail (crash). The same seed, loop and iteration give the same text
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ _WORDS = (
 )
 _USAGE_EVERY = 16
 """Report output usage every this many tokens, so budgets see a long reply live."""
+_CATCH_UP_S = 1.0
+"""How far behind its rate the stream may fall and still catch up in a burst."""
 
 
 class SimAgent:
@@ -124,9 +127,10 @@ class SimAgent:
         emitted: list[str] = []
         unreported = 0
         delay = 1.0 / spec.rate if spec.rate > 0 else 0.0
+        due = time.monotonic()  # the event loop's clock (anyio's asks sniffio each time)
         for token in tokens:
             if delay:
-                await anyio.sleep(delay)
+                due = await _paced(due + delay)
             emitted.append(token)
             unreported += 1
             await emit(send, TextDelta(token))
@@ -189,6 +193,22 @@ class SimAgent:
             path = workspace / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
+
+
+async def _paced(due: float) -> float:
+    """Wait until the next token is `due` (by the clock) and return when it came.
+
+    A token that is due already comes without a sleep, as a model's stream does for a
+    reader that fell behind (the tokens wait in its socket): a sleep per token made a
+    busy supervisor pay a timer and a wake-up per token, and each token then reached
+    the turn on its own, one output event apiece, which made it busier still. A wait
+    that overran by more than `_CATCH_UP_S` is not made up: the stream goes on from now
+    (a loop held up for long does not get its reply in one burst)."""
+    now = time.monotonic()
+    if due > now:
+        await anyio.sleep(due - now)
+        return due
+    return max(due, now - _CATCH_UP_S)
 
 
 def _done_tokens(text: str) -> list[str]:

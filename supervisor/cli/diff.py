@@ -21,9 +21,8 @@ import argparse
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterator
+from typing import IO
 
 from supervisor.cli.findloop import find_loop
 from supervisor.config.load import load_config
@@ -40,8 +39,6 @@ from supervisor.runtime import EXIT_OK, EXIT_USAGE
 from supervisor.spec import LoopSpec
 from supervisor.textsafe import decode, for_terminal
 
-Handler = Callable[[argparse.Namespace], int]
-DEFAULT_CONFIG = Path("loops.toml")
 RESET = "\x1b[0m"
 COLOURS: dict[DiffKind, str] = {
     DiffKind.FILE: "\x1b[1m",
@@ -50,20 +47,6 @@ COLOURS: dict[DiffKind, str] = {
     DiffKind.DEL: "\x1b[31m",
     DiffKind.MARKER: "\x1b[33m",
 }
-
-
-def register(subparsers: Any) -> dict[str, Handler]:
-    p = subparsers.add_parser(
-        "diff", help="a worktree loop's changes as a patch (plain when piped: | git apply)"
-    )
-    p.add_argument("loop", metavar="LOOP")
-    p.add_argument(
-        "--iteration", type=int, help="that iteration's checkpoint commit against its parent"
-    )
-    p.add_argument("--run", dest="run_id", help="a run id (with --iteration; default: newest)")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--state-dir", type=Path, default=None)
-    return {"diff": cmd_diff}
 
 
 def _note(text: str) -> None:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -28,31 +25,6 @@ from supervisor.control.protocol import NotServing, RemoteError, ServerRefused, 
 from supervisor.control.protocol import socket_path as control_socket
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.textsafe import for_terminal
-
-Handler = Callable[[argparse.Namespace], int]
-DEFAULT_CONFIG = Path("loops.toml")
-
-
-def register(subparsers: Any) -> dict[str, Handler]:
-    p = subparsers.add_parser(
-        "fork",
-        help="start a new loop from a loop's iteration N (its commit and conversation)",
-    )
-    p.add_argument("loop", metavar="LOOP")
-    p.add_argument(
-        "--iteration", type=int, required=True, metavar="N", help="the iteration to start from"
-    )
-    p.add_argument("--name", default=None, help="the new loop's name (default: LOOP-forkN)")
-    p.add_argument(
-        "--prompt-file",
-        type=Path,
-        default=None,
-        metavar="F",
-        help="its prompt template (default: the parent's)",
-    )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument("--state-dir", type=Path, default=None)
-    return {"fork": cmd_fork}
 
 
 def _fail(text: str, code: int = EXIT_FAILED) -> int:

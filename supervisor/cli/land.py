@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -25,7 +24,7 @@ from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import NotServing, RemoteError, ServerRefused, ServerTimeout
 from supervisor.control.protocol import socket_path as control_socket
 from supervisor.journal.schema import JOURNAL_NAME, JournalError
-from supervisor.land import DEFAULT_REMOTE, LandError, LandRequest, land
+from supervisor.land import LandError, LandRequest, land
 from supervisor.land_report import pr_text, record_from_journal
 from supervisor.redact import Redactor
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -35,31 +34,6 @@ from supervisor.worktree import branch_name
 
 _IDLE = ev.END_STATES | ev.ATTENTION_STATES | {"scheduled"}
 """States in which a loop's worktree is not being written by its run."""
-
-
-def add_parser(sub: Any, config_default: Path) -> None:
-    land_p = sub.add_parser(
-        "land",
-        help="merge a loop's branch into the branch it was made from (or push it, or open a PR)",
-    )
-    land_p.add_argument("loop", metavar="LOOP")
-    land_p.add_argument("--squash", action="store_true", help="one commit of all its changes")
-    land_p.add_argument(
-        "--into", metavar="BRANCH", help="the target (default: the branch it was made from)"
-    )
-    land_p.add_argument(
-        "--push",
-        nargs="?",
-        const=DEFAULT_REMOTE,
-        default=None,
-        metavar="REMOTE",
-        help=f"push the branch to REMOTE (default {DEFAULT_REMOTE}) instead of merging it here",
-    )
-    land_p.add_argument(
-        "--pr", action="store_true", help="push it and open a pull request with the GitHub CLI gh"
-    )
-    land_p.add_argument("--config", type=Path, default=config_default)
-    land_p.add_argument("--state-dir", type=Path, default=None)
 
 
 def cmd_land(args: argparse.Namespace) -> int:

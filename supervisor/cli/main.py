@@ -20,13 +20,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from supervisor import runtime
-from supervisor.cli import diff as cli_diff
-from supervisor.cli import fork as cli_fork
-from supervisor.cli import land as cli_land
-from supervisor.cli import mcp as cli_mcp
-from supervisor.cli import notify as cli_notify
-from supervisor.cli import oneline
-from supervisor.cli import remote as cli_remote
+from supervisor.cli import oneline, subcommands
 from supervisor.cli.findloop import find_loop
 from supervisor.config.load import ConfigError, load_config, starter_toml, summarize_loop
 from supervisor.config.preflight import preflight_warnings
@@ -67,15 +61,6 @@ COMMANDS = (
     "mcp",
 )
 DEFAULT_CONFIG = Path("loops.toml")
-REMOTE_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-"""serve / attach / ctl, registered by `cli_remote` (the long-lived supervisor)."""
-DIFF_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-"""diff and fork, registered by `cli_diff` and `cli_fork` (a worktree loop's changes as
-a patch; a new loop from one of its iterations)."""
-NOTIFY_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-"""notify --test, registered by `cli_notify`."""
-MCP_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {}
-"""mcp, registered by `cli_mcp` (an MCP server for a served supervisor)."""
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -113,7 +98,9 @@ def state_dir_of(args: argparse.Namespace) -> Path:
     return config_path.resolve().parent / ".loopvisor"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of `command` alone (of every command when None: `--help`); see
+    `subcommands` for why not all of them at every start."""
     parser = argparse.ArgumentParser(
         prog="loopvisor",
         description="Supervise many agent loops under one hard budget.",
@@ -121,52 +108,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the loops of a config")
-    _config_arg(run)
-    run.add_argument(
-        "--headless", action="store_true", help="no UI: log lines (or --json) and an exit code"
-    )
-    run.add_argument("--json", action="store_true", help="headless JSON lines, summary last")
-    run.add_argument("--quiet", action="store_true", help="headless: omit agent transcripts")
-    run.add_argument("--resume", action="store_true", help="continue the newest unfinished run")
-    oneline.add_arguments(run)
+    if command in (None, "run"):
+        run = sub.add_parser("run", help="run the loops of a config")
+        _config_arg(run)
+        run.add_argument(
+            "--headless", action="store_true", help="no UI: log lines (or --json) and an exit code"
+        )
+        run.add_argument("--json", action="store_true", help="headless JSON lines, summary last")
+        run.add_argument("--quiet", action="store_true", help="headless: omit agent transcripts")
+        run.add_argument("--resume", action="store_true", help="continue the newest unfinished run")
+        oneline.add_arguments(run)
 
-    check = sub.add_parser("check", help="validate a config and summarise each loop")
-    check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    if command in (None, "check"):
+        check = sub.add_parser("check", help="validate a config and summarise each loop")
+        check.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
 
-    clean = sub.add_parser("clean", help="remove a loop's git worktree (its branch is kept)")
-    clean.add_argument("loops", nargs="+", metavar="LOOP")
-    clean.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    clean.add_argument("--state-dir", type=Path, default=None)
-    clean.add_argument("--delete-branch", action="store_true", help="also delete the branch")
-    clean.add_argument(
-        "--force",
-        action="store_true",
-        help="remove it even with uncommitted changes or commits merged nowhere else",
-    )
-    cli_land.add_parser(sub, DEFAULT_CONFIG)
+    if command in (None, "clean"):
+        clean = sub.add_parser("clean", help="remove a loop's git worktree (its branch is kept)")
+        clean.add_argument("loops", nargs="+", metavar="LOOP")
+        clean.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        clean.add_argument("--state-dir", type=Path, default=None)
+        clean.add_argument("--delete-branch", action="store_true", help="also delete the branch")
+        clean.add_argument(
+            "--force",
+            action="store_true",
+            help="remove it even with uncommitted changes or commits merged nowhere else",
+        )
+    subcommands.add(sub, ["land"], command)
 
-    history = sub.add_parser("history", help="runs, or a loop's iterations, from the journal")
-    history.add_argument("loop", nargs="?", help="a loop name (default: list runs)")
-    history.add_argument(
-        "--iteration", type=int, help="print that iteration's prompt and transcript"
-    )
-    history.add_argument("--run", dest="run_id", help="a run id (default: the newest with LOOP)")
-    history.add_argument("--json", action="store_true")
-    _state_args(history)
+    if command in (None, "history"):
+        history = sub.add_parser("history", help="runs, or a loop's iterations, from the journal")
+        history.add_argument("loop", nargs="?", help="a loop name (default: list runs)")
+        history.add_argument(
+            "--iteration", type=int, help="print that iteration's prompt and transcript"
+        )
+        history.add_argument(
+            "--run", dest="run_id", help="a run id (default: the newest with LOOP)"
+        )
+        history.add_argument("--json", action="store_true")
+        _state_args(history)
 
-    status = sub.add_parser("status", help="the current or last run's loops, from the journal")
-    status.add_argument("--json", action="store_true")
-    _state_args(status)
+    if command in (None, "status"):
+        status = sub.add_parser("status", help="the current or last run's loops, from the journal")
+        status.add_argument("--json", action="store_true")
+        _state_args(status)
 
-    init = sub.add_parser("init", help="write a commented starter loops.toml")
-    init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
-    init.add_argument("--force", action="store_true", help="overwrite an existing file")
-    REMOTE_HANDLERS.update(cli_remote.register(sub))
-    DIFF_HANDLERS.update(cli_diff.register(sub))
-    DIFF_HANDLERS.update(cli_fork.register(sub))
-    NOTIFY_HANDLERS.update(cli_notify.register(sub))
-    MCP_HANDLERS.update(cli_mcp.register(sub))
+    if command in (None, "init"):
+        init = sub.add_parser("init", help="write a commented starter loops.toml")
+        init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
+        init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    subcommands.add(sub, ["serve", "attach", "ctl", "diff", "fork", "notify", "mcp"], command)
     return parser
 
 
@@ -177,21 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list = ["run", *args_list]
         if not sys.stdout.isatty():
             args_list.append("--headless")
-    parser = build_parser()
+    parser = build_parser(args_list[0] if args_list[0] in COMMANDS else None)
     try:
-        args = cli_remote.valid_args(parser.parse_args(args_list))
+        args = subcommands.valid_args(parser.parse_args(args_list))
     except SystemExit as exc:  # argparse exits 2 on a usage error: that code means "budget"
         return runtime.EXIT_USAGE if exc.code else 0
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        **REMOTE_HANDLERS,
-        **DIFF_HANDLERS,
-        **NOTIFY_HANDLERS,
-        **MCP_HANDLERS,
+        **subcommands.HANDLERS,
         "run": cmd_run,
         "check": cmd_check,
         "init": cmd_init,
         "clean": cmd_clean,
-        "land": cli_land.cmd_land,
         "history": cmd_history,
         "status": cmd_status,
     }

@@ -10,21 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
 
-from supervisor.cli.remote import _target_parent, target
+from supervisor.cli.remote import target
 from supervisor.runtime import EXIT_OK, EXIT_USAGE
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def register(subparsers: Any) -> dict[str, Handler]:
-    subparsers.add_parser(
-        "mcp",
-        parents=[_target_parent()],
-        help="an MCP server over stdio that supervises a served loopvisor (loopvisor[mcp])",
-    )
-    return {"mcp": cmd_mcp}
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

@@ -14,8 +14,6 @@ import argparse
 import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -28,20 +26,7 @@ from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.spec import Config
 from supervisor.textsafe import for_terminal_line
 
-Handler = Callable[[argparse.Namespace], int]
-DEFAULT_CONFIG = Path("loops.toml")
 TEST_TEXT = "a test message from `loopvisor notify --test`: notifications reach you"
-
-
-def register(subparsers: Any) -> dict[str, Handler]:
-    p = subparsers.add_parser(
-        "notify", help="send a test notification through each channel of [notify]"
-    )
-    p.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
-    p.add_argument(
-        "--test", action="store_true", required=True, help="send the test message (required)"
-    )
-    return {"notify": cmd_notify}
 
 
 def cmd_notify(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """`loopvisor serve`, `attach` and `ctl`: the long-lived supervisor and its remote controls.
 
-`register(subparsers)` adds the three commands to the main parser and returns their
-handlers. `ctl` and `attach` find the socket from `--socket`, `--state-dir`, or the
+Their arguments are in `subcommands` (the main parser is built without importing this
+module). `ctl` and `attach` find the socket from `--socket`, `--state-dir`, or the
 state dir of `--config` (default ./loops.toml) read leniently, so that they work
 while loops.toml is broken (e.g. to see why `ctl reload` rejects it).
 
@@ -30,6 +30,7 @@ import anyio
 
 from supervisor import events as ev
 from supervisor.api import RunSnapshot
+from supervisor.cli import subcommands
 from supervisor.config.load import DEFAULT_STATE_DIR, ConfigError
 from supervisor.control.client import RemoteSupervisor
 from supervisor.control.protocol import (
@@ -47,116 +48,24 @@ from supervisor.render import describe
 from supervisor.runtime import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from supervisor.sizes import INJECT_MAX_BYTES, PROMPT_TEMPLATE_MAX_BYTES, format_size, read_at_most
 from supervisor.status_table import ctl_status_layout, name_width
-from supervisor.textsafe import decode, for_terminal, for_terminal_line, valid_text
+from supervisor.textsafe import decode, for_terminal, for_terminal_line
 
 COMMANDS = ("serve", "ctl", "attach")
 EXIT_NOT_SERVING = EXIT_USAGE
 Handler = Callable[[argparse.Namespace], int]
-DEFAULT_CONFIG = Path("loops.toml")
-
-
-# -- parsers -------------------------------------------------------------------------
-def _target_parent() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="find the state dir from this config"
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--state-dir", type=Path, default=None, help="the served state dir")
-    where.add_argument("--socket", type=Path, default=None, help="the control socket itself")
-    return p
-
-
-def register(subparsers: Any) -> dict[str, Handler]:
-    """Add `serve`, `ctl` and `attach` to an argparse subparsers object."""
-    serve = subparsers.add_parser(
-        "serve", help="run the loops with no UI, a journal and a control socket"
-    )
-    serve.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
-    serve.add_argument("--state-dir", type=Path, default=None, help="default: from the config")
-    serve.add_argument(
-        "--detach", action="store_true", help="run in the background; return once it answers"
-    )
-    serve.add_argument(
-        "--resume", action="store_true", help="continue the newest unfinished run (after a crash)"
-    )
-
-    target = _target_parent()
-    subparsers.add_parser(
-        "attach", parents=[target], help="open the TUI on a served supervisor (q detaches)"
-    )
-
-    ctl = subparsers.add_parser("ctl", help="control a served supervisor from scripts")
-    actions = ctl.add_subparsers(dest="action", metavar="ACTION", required=True)
-    common = argparse.ArgumentParser(add_help=False, parents=[target])
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = actions.add_parser(name, parents=[common], help=help_text)
-        return parser
-
-    action("status", "the table of loops (or --json: the whole snapshot)")
-    for name, text in (("pause", "pause"), ("resume", "resume")):
-        action(name, f"{text} LOOP (default: every loop)").add_argument("loop", nargs="?")
-    stop = action("stop", "stop LOOP now (or --all)")
-    stop.add_argument("loop", nargs="?")
-    stop.add_argument("--all", action="store_true", help="stop every loop")
-    action("restart", "start LOOP again from iteration 1").add_argument("loop")
-    inject = action("inject", "add TEXT to LOOP's next prompt ('-': read stdin)")
-    inject.add_argument("loop")
-    inject.add_argument("text")
-    edit = action("edit", "change LOOP's prompt or limits from its next iteration")
-    edit.add_argument("loop")
-    edit.add_argument("--prompt", default=None, help="the new prompt template")
-    edit.add_argument("--prompt-file", type=Path, default=None, help="read the prompt from F")
-    edit.add_argument("--max-iterations", type=int, default=None)
-    edit.add_argument("--tokens", default=None, help="loop token limit (or 'none')")
-    edit.add_argument("--usd", default=None, help="loop USD limit (or 'none')")
-    edit.add_argument("--wall", default=None, help="loop wall-time limit, e.g. 30m (or 'none')")
-    edit.add_argument("--cpu", default=None, help="loop CPU-time limit (or 'none')")
-    add = action("add", "start a new loop NAME like LOOP (its agent, checks, workspace kind)")
-    add.add_argument("name")
-    add.add_argument("--like", required=True, metavar="LOOP", help="the loop it is made like")
-    add.add_argument("--prompt", default=None, help="its prompt template (default: LOOP's)")
-    add.add_argument("--prompt-file", type=Path, default=None, help="read the prompt from F")
-    add.add_argument("--max-iterations", type=int, default=None, help="default: LOOP's")
-    for key, what in (("tokens", "token"), ("usd", "USD"), ("wall", "wall-time"), ("cpu", "CPU")):
-        add.add_argument(f"--{key}", default=None, help=f"its {what} limit (default: LOOP's)")
-    budget = action("budget", "change the run's global limits (loops it paused go on)")
-    budget.add_argument("--tokens", default=None, help="global token limit (or 'none')")
-    budget.add_argument("--usd", default=None, help="global USD limit (or 'none')")
-    budget.add_argument("--wall", default=None, help="global wall-time limit (or 'none')")
-    budget.add_argument("--cpu", default=None, help="global CPU-time limit (or 'none')")
-    action("reload", "re-read loops.toml (what changed is applied or reported)")
-    shutdown = action("shutdown", "stop every loop and the server; print the summary")
-    shutdown.add_argument("--timeout", type=float, default=30.0)
-    tail = action("tail", "print LOOP's transcript tail, then follow it (Ctrl-C ends)")
-    tail.add_argument("loop")
-    tail.add_argument("--lines", type=int, default=50, help="lines of history (default 50)")
-    return dict(HANDLERS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """A stand-alone `loopvisor {serve,ctl,attach}` (the main CLI wires `register` in)."""
+    """A stand-alone `loopvisor {serve,ctl,attach}` (the main CLI adds them itself)."""
     parser = argparse.ArgumentParser(prog="loopvisor")
-    handlers = register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = valid_args(parser.parse_args(argv))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subcommands.add(sub, COMMANDS, None)
+    args = subcommands.valid_args(parser.parse_args(argv))
     try:
-        return handlers[args.command](args)
+        return HANDLERS[args.command](args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-
-
-def valid_args(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with every text argument valid: argv bytes that are not UTF-8 arrive as
-    lone surrogates (surrogateescape) and would raise far away, when a loop name or an
-    injected note is sent, journalled or printed. They become U+FFFD here. Paths
-    (`Path` values) are left alone: a file name may be any bytes."""
-    for name, value in vars(args).items():
-        if isinstance(value, str):
-            setattr(args, name, valid_text(value))
-    return args
 
 
 # -- where the server is -------------------------------------------------------------
@@ -510,7 +419,7 @@ class TailPrinter:
 
 
 HANDLERS: dict[str, Handler] = {"serve": cmd_serve, "ctl": cmd_ctl, "attach": cmd_attach}
-"""command -> handler, for the main CLI (after `register` added the parsers)."""
+"""command -> handler (`subcommands.cmd_remote` imports this module and calls it)."""
 
 CTL: dict[str, Callable[[RemoteSupervisor, argparse.Namespace], Awaitable[int]]] = {
     "status": _status,

@@ -6,7 +6,6 @@ literal dollar sign. Anything else after a `$` would make `substitute` raise lat
 
 from __future__ import annotations
 
-import difflib
 import functools
 import string
 from collections.abc import Collection
@@ -50,6 +49,8 @@ def _explained(message: str, allowed: Collection[str]) -> str:
     if not message.startswith("unknown placeholder $"):
         return message
     name = message.removeprefix("unknown placeholder $")
+    import difflib  # a misspelt name only, not every load (start-up, issue 12)
+
     close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.6)
     hint = f" (did you mean ${close[0]}?)" if close else ""
     known = ", ".join("$" + n for n in sorted(allowed))

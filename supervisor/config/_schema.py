@@ -8,7 +8,6 @@ which lets validation continue and report everything in one pass.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Literal, TypeVar, overload
 
 from supervisor._limits import MAX_MAGNITUDE, MAX_NAME_LENGTH, failure, read_text
 from supervisor.childenv import ENV_NAME, SUPERVISOR_PREFIX
-from supervisor.config._tomlpos import KeyPath, Positions
+from supervisor.config._tomlpos import KeyPath, Positions, key_positions
 from supervisor.durations import DURATION_HINT, DurationRangeError, parse_duration
 from supervisor.sizes import PROMPT_TEMPLATE_MAX_BYTES
 from supervisor.textsafe import for_terminal_line
@@ -57,14 +56,24 @@ class Issues:
     """Collects errors and warnings, deduplicated (a template shared by loops is read
     once per loop) and sorted by position."""
 
-    def __init__(self, file: Path, positions: Positions) -> None:
+    def __init__(self, file: Path, text: str) -> None:
         self.file = file
-        self.positions = positions
+        self._text = text
+        self._positions: Positions | None = None
         self._errors: dict[ConfigIssue, None] = {}
         self._warnings: dict[ConfigIssue, None] = {}
         self.texts: dict[Path, str] = {}
         """Files read during this parse: a prompt_file that 3,000 loops share is read,
         scanned and held once, not 3,000 times."""
+
+    @property
+    def positions(self) -> Positions:
+        """Where each key of the file is written: scanned at the first issue, not at
+        every load (a 1,000-loop loops.toml took ~0.15 s to scan, and a valid one
+        never needs it: start-up and resume, issue 12)."""
+        if self._positions is None:
+            self._positions = key_positions(self._text)
+        return self._positions
 
     def error(self, at: KeyPath, message: str) -> None:
         line, col = self.positions.locate(at)
@@ -91,6 +100,8 @@ class Issues:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean "x"?)' for the closest choice, or ''."""
+    import difflib  # a misspelt word only, not every load (start-up, issue 12)
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 

@@ -28,7 +28,6 @@ from supervisor.config._loops import LIMIT_KEYS, Paths, read_limits, read_loops
 from supervisor.config._notify import read_notify
 from supervisor.config._placeholders import line_col
 from supervisor.config._schema import ConfigError, ConfigIssue, Issues, Table
-from supervisor.config._tomlpos import key_positions
 from supervisor.diskfull import DEFAULT_GRACE_S
 from supervisor.durations import format_duration, parse_duration
 from supervisor.sizes import OUTPUT_PER_ITERATION_DEFAULT, format_size
@@ -121,7 +120,7 @@ def parse_config(text: str, path: Path, *, state_dir: Path | None = None) -> Con
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_issue(text, path, exc)]) from None
-    issues = Issues(path, key_positions(text))
+    issues = Issues(path, text)
     try:
         config_dir = path.resolve().parent
     except (OSError, ValueError) as exc:

@@ -3,14 +3,16 @@ by one writer task in one transaction per batch on a worker thread.
 
 `record()` appends to a pending batch and merges consecutive `output` deltas of one
 loop (same iteration and stream) into a single chunk, so a token stream costs one
-row per batch rather than one per token; a budget reservation is flushed at once
-(write-ahead). `run_writer()` writes every `interval` or at `max_batch` rows; a full
-disk keeps the batch pending and retries (`diskfull.SpaceWatch`). `Journal`
+row per batch rather than one per token; a budget reservation is committed before
+the reserving task goes on (write-ahead), together with the others of the same turn
+of the event loop (`_write_ahead`). `run_writer()` writes every `interval` or at
+`max_batch` rows; a full disk keeps the batch pending and retries (`diskfull.SpaceWatch`). `Journal`
 (writer.py) adds the run's bookkeeping on top; what each event becomes is `rows.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -72,6 +74,10 @@ class BatchWriter:
         self._recent_ms: deque[float] = deque(maxlen=1000)
         self._write_s = 0.0
         self._closed = False
+        self._ahead_queued = False
+        """A write-ahead of reservations is scheduled on the event loop (`_write_ahead`)."""
+        self._ahead_failed: BaseException | None = None
+        """What that write-ahead raised, raised again by the next `record` and the writer."""
         self.space = SpaceWatch(path.parent)
         """Disk-full state: the writer keeps batches and retries (see diskfull.py)."""
 
@@ -86,6 +92,9 @@ class BatchWriter:
         budget) puts nothing at stake and goes with the next batch: a transaction on
         the event loop per turn was most of what a short command turn cost the journal.
         """
+        if self._ahead_failed is not None:
+            failed, self._ahead_failed = self._ahead_failed, None
+            raise failed
         with self._pending_lock:
             self._pending_events += 1
             loop: str | None = getattr(event, "loop", None)
@@ -109,9 +118,39 @@ class BatchWriter:
                     self._open_chunks.pop(loop, None)
             rows = len(self._pending)
         if isinstance(event, BudgetReserved) and (event.tokens or event.usd) and not self._closed:
-            self._flush_reservation()
+            self._write_ahead()
         elif rows >= self._max_batch and self._wake is not None:
             self._wake.set()
+
+    def _write_ahead(self) -> None:
+        """Commit a reservation (and everything before it) before the agent that made it
+        goes on, in one transaction with every other reservation made in the same turn
+        of the event loop: 1,000 loops reserving together were 1,000 transactions on
+        the event loop. The commit is a callback scheduled now, and
+        `LedgerTurnBudget.reserve` takes a checkpoint after booking: asyncio runs ready
+        callbacks in the order they were scheduled, so this one runs (and a full disk
+        cancels the turn, `space.on_full`) before the reserving task is resumed. Off the
+        event loop (a synchronous caller) it is committed at once."""
+        if self._ahead_queued:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush_reservation()
+            return
+        self._ahead_queued = True
+        loop.call_soon(self._flush_ahead)
+
+    def _flush_ahead(self) -> None:
+        self._ahead_queued = False
+        if self._closed:
+            return
+        try:
+            self._flush_reservation()
+        except Exception as exc:  # a callback's error would only be logged: raise it later
+            self._ahead_failed = exc
+            if self._wake is not None:
+                self._wake.set()
 
     def _flush_reservation(self) -> None:
         """Write-ahead of a reservation; on a full disk `space.on_full` cancels the turn."""
@@ -137,6 +176,9 @@ class BatchWriter:
                 self._wake = anyio.Event()
                 with anyio.move_on_after(self.space.retry_in(interval)):
                     await self._wake.wait()
+                if self._ahead_failed is not None:
+                    failed, self._ahead_failed = self._ahead_failed, None
+                    raise failed
                 if self._pending and self.space.due():
                     await self._write_pending()
         finally:

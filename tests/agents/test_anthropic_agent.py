@@ -379,3 +379,58 @@ async def test_thinking_blocks_are_sent_back_with_their_signature(
     assert call["type"] == "tool_use"
     assert_totals(server, turn.usage)  # thinking tokens are output tokens too
     await agent.aclose()
+
+
+async def test_the_loops_clients_share_one_tls_context(
+    server: FakeAnthropic, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making a TLS context loads the system's CA certificates (~30 ms of CPU): the SDK
+    made one per client, i.e. per loop (issue 12: a third of a 10-loop run's CPU).
+    Counted: three agents' turns make one."""
+    from supervisor.agents import anthropic as agent_module
+    from supervisor.agents.anthropic_request import http
+
+    made: list[object] = []
+    real = http.create_ssl_context
+
+    def counted() -> object:
+        made.append(real())
+        return made[-1]
+
+    agent_module._tls_context.cache_clear()
+    monkeypatch.setattr(http, "create_ssl_context", counted)
+    agents = [make_agent(server, workspace) for _ in range(3)]
+    for agent in agents:
+        server.push(text("ok"))
+        turn = await drive(agent, workspace, "go")
+        assert turn.last == Done(output="ok", session_id=None, stop_reason="end_turn")
+    for agent in agents:
+        await agent.aclose()
+    agent_module._tls_context.cache_clear()  # the next test's context is a real one
+    assert len(made) == 1
+
+
+async def test_a_streamed_reply_is_read_under_one_deadline_scope(
+    server: FakeAnthropic, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's deadline bounds the whole read with one cancel scope, not one per
+    streamed event (a timer and a generator per token: issue 12, the API path). Counted:
+    the per-call deadline guard runs once for the request, not once per word."""
+    from supervisor.agents import anthropic_request
+
+    guarded: list[float] = []
+    real = anthropic_request.before
+
+    def counted(deadline: float) -> Any:
+        guarded.append(deadline)
+        return real(deadline)
+
+    monkeypatch.setattr(anthropic_request, "before", counted)
+    reply = " ".join(["word"] * 200)
+    server.push(text(reply))
+    agent = make_agent(server, workspace)
+    turn = await drive(agent, workspace, "go")
+    await agent.aclose()
+    assert turn.last == Done(output=reply, session_id=None, stop_reason="end_turn")
+    assert "".join(e.text for e in turn.of(TextDelta)) == reply
+    assert len(guarded) == 1

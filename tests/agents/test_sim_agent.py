@@ -114,6 +114,48 @@ async def test_streams_at_its_rate(tmp_path: Path) -> None:
     assert stamps[24] < stamps[-1] - 0.05
 
 
+async def test_tokens_due_while_the_loop_was_busy_come_in_one_burst(tmp_path: Path) -> None:
+    """A supervisor too busy to wake the sim on time (1,000 loops) gets the tokens that
+    fell due meanwhile together, as a model's stream leaves them in a slow reader's
+    socket: not one sleep, wake-up and output event per token (issue 12: that made the
+    sim path ~2x dearer). Counted, not timed: how many tokens the turn finds buffered
+    at once after the event loop was held up for 0.1 s (20 tokens at 200/s)."""
+    agent = make(tmp_path, rate=200, reply_tokens=60)
+    request = AgentRequest(
+        loop="L",
+        iteration=1,
+        prompt="go",
+        workspace=tmp_path,
+        budget=LedgerTurnBudget(Ledger("L", Limits())),
+    )
+    send, receive = anyio.create_memory_object_stream[AgentEvent](64)
+    bursts: list[int] = []
+
+    async def produce() -> None:
+        with send:
+            await agent.run(request, send)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        async with receive:
+            while True:
+                event = await receive.receive()
+                if not bursts:
+                    time.sleep(0.1)  # noqa: ASYNC251 (the event loop held up, as by 1,000 loops)
+                burst = 1
+                while not isinstance(event, Done):
+                    try:
+                        event = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    burst += isinstance(event, TextDelta)
+                bursts.append(burst)
+                if isinstance(event, Done):
+                    break
+    assert max(bursts) >= 10
+    assert sum(bursts) >= 60  # every token came, none twice
+
+
 async def test_usage_sums_to_input_plus_output(tmp_path: Path) -> None:
     top = Ledger("global", Limits())
     ledger = Ledger("L", Limits(), parent=top)

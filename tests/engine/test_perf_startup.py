@@ -22,8 +22,30 @@ NOT_ON_THE_RUN_PATH = (
     "uuid",  # (and platform): run ids are os.urandom's
     "anthropic",  # API loops only
     "textual",
+    "supervisor.cli.remote",  # serve, attach, ctl: their arguments are in cli.subcommands
+    "supervisor.cli.land",
+    "supervisor.cli.diff",
+    "supervisor.cli.fork",
+    "supervisor.cli.notify",  # `notify --test` (the run's own notifier is not this)
+    "supervisor.control",  # the control client, protocol and ops (~8 ms with the above)
+    "tempfile",  # (and random): a check's fingerprint, $prompt_file, a checkpoint, diff
+    "cronsim",  # cron schedules only
+    "difflib",  # "did you mean" in a config error; the stuck detector's second output
 )
+NO_REGEX_AT_IMPORT = ("supervisor.fingerprint", "supervisor.testcounts")
+"""Modules whose ~30 regexes only a check's output needs (compiled on first use)."""
 
+COMPILES = (
+    "import json, re, sys\n"
+    "callers = []\n"
+    "compile = re.compile\n"
+    "def recording(pattern, flags=0):\n"
+    "    callers.append(sys._getframe(1).f_globals.get('__name__'))\n"
+    "    return compile(pattern, flags)\n"
+    "re.compile = recording\n"
+    "import supervisor.cli.main\n"
+    "print(json.dumps(callers))\n"
+)
 WRAPPER = (
     "import atexit, json, runpy, sys\n"
     "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
@@ -53,3 +75,17 @@ def test_run_json_imports_only_what_it_uses(tmp_path: Path) -> None:
     imported = set(json.loads(proc.stderr.strip().splitlines()[-1]))
     assert "supervisor.runtime" in imported
     assert [m for m in NOT_ON_THE_RUN_PATH if m in imported] == []
+
+
+def test_importing_the_command_line_compiles_no_regex_of_check_output() -> None:
+    proc = subprocess.run(
+        [PY, "-c", COMPILES],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    callers = json.loads(proc.stdout)
+    assert "supervisor.textsafe" in callers  # the recording saw loopvisor's own compiles
+    assert [c for c in callers if c in NO_REGEX_AT_IMPORT] == []

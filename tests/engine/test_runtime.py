@@ -29,7 +29,7 @@ async def test_global_token_budget_exhausts_every_loop(tmp_path: Path) -> None:
     rec = await run_recorded(config)
     assert rec.summary is not None
     assert rec.summary.exit_code == 2
-    assert [r.state for r in rec.summary.loops] == ["exhausted"] * 4
+    assert [r.state for r in rec.summary.loops] == ["exhausted"] * 4, rec.summary.loops
     for r in rec.summary.loops:
         assert "global" in r.reason, r
     stats = rec.supervisor.ledger.statistics()
