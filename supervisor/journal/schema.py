@@ -28,6 +28,10 @@ READABLE_FROM = 2
 APPLICATION_ID = 0x4C4F4F50  # "LOOP"
 BUSY_TIMEOUT_S = 5.0
 PAGE_SIZE = 16384
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+"""How large the write-ahead log may grow before it is checkpointed and truncated:
+SQLite's default (1,000 pages, 16 MB at this page size, never truncated) filled a
+small state disk with pages the database already held."""
 """Of a new journal (an existing one keeps its own). Output is most of what a journal
 holds, in rows of up to ~64 KiB, and WAL costs about four system calls per page (the
 frame's header and its page, then the checkpoint's read and write): with 16 KiB pages
@@ -184,6 +188,9 @@ def connect_writer(path: Path) -> sqlite3.Connection:
         if mode.lower() != "wal":
             raise JournalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous=NORMAL")
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_LIMIT_BYTES // page)}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         if conn is not None:
