@@ -25,6 +25,7 @@ from supervisor.loop_iteration import run_iteration
 from supervisor.loop_state import PAUSING, Control, LoopStatus
 from supervisor.loop_worktree import after_success, set_up
 from supervisor.pipeline import wait_after
+from supervisor.race import run_race
 from supervisor.score import show
 from supervisor.sizes import size_of
 from supervisor.spec import LoopSpec
@@ -169,7 +170,11 @@ class LoopRunner(LoopStatus):
         while True:
             with anyio.CancelScope() as stop_scope:
                 self._stop_scope = stop_scope
-                if await wait_after(self) and await set_up(self):
+                if not await wait_after(self):
+                    pass
+                elif self.attempts:  # a race: its attempts run, it decides
+                    await run_race(self)
+                elif await set_up(self):
                     await self._run_until_end()
             self._stop_scope = None
             if stop_scope.cancelled_caught and not self.finished:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from supervisor.journal.resume import LoopResume
     from supervisor.landing import Landing
+    from supervisor.loop import LoopRunner
 
 PAUSING = "pausing after this step: "
 
@@ -169,6 +170,8 @@ class LoopStatus:
         """What earlier scheduled runs spent (the loop ledger restarts per run)."""
         self.upstream: tuple[LoopStatus, ...] = ()
         """The loops of its `after` (set by the run once every runner exists)."""
+        self.attempts: tuple[LoopRunner, ...] = ()
+        """A race loop's attempts, in order (set by the run; `race.py`)."""
         self.after_output = ""
         """`$after_output`: how they ended (`pipeline.py`)."""
         self.forked_from = ""

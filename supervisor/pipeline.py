@@ -70,5 +70,8 @@ def waits_for_person(runner: LoopStatus) -> bool:
     """It waits for a person, or for a loop that waits for one (see the docstring)."""
     if runner.needs_attention:
         return True
+    going = [a for a in runner.attempts if not a.done]
+    if going:  # a race waits for a person when every attempt still going does
+        return all(waits_for_person(a) for a in going)
     waiting = runner.state == "waiting" and runner.reason.startswith(WAITING_AFTER)
     return waiting and any(not u.done and waits_for_person(u) for u in runner.upstream)

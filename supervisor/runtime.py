@@ -198,7 +198,7 @@ class Supervisor(SupervisorOps):
             return EXIT_INTERRUPTED
         if any(r.needs_attention for r in runners):
             return EXIT_ATTENTION
-        if all(r.state == "succeeded" for r in runners):
+        if all(r.state == "succeeded" for r in runners if r.spec.attempt_of is None):
             return EXIT_OK
         return EXIT_FAILED
 

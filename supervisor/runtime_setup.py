@@ -115,6 +115,8 @@ class RunSetup:
             )
         for runner in self.runners.values():  # a pipeline's loops wait for these
             runner.upstream = tuple(self.runners[n] for n in runner.spec.after if n in self.runners)
+            name = runner.spec.name
+            runner.attempts = tuple(r for r in self.runners.values() if r.spec.attempt_of == name)
         fork_notes = [] if resume is None else self._restore_forks(resume)
         self._notes = [*(resume.notes if resume else ()), *fork_notes, *notes]
         """Warnings published right after `RunStarted`."""
@@ -133,7 +135,9 @@ class RunSetup:
     ) -> LoopRunner:
         if loop_resume is not None and loop_resume.edit is not None:
             spec = with_edit(spec, loop_resume.edit)  # the operator's edits outlive a crash
-        ledger = Ledger(spec.name, spec.budget.limits, parent=self.ledger)
+        race = self.runners.get(spec.attempt_of) if spec.attempt_of else None
+        parent = race.ledger if race is not None else self.ledger  # a race's limits: all
+        ledger = Ledger(spec.name, spec.budget.limits, parent=parent)
         ledger.pause_when_exhausted = spec.on_exhausted == "pause"
         if loop_resume is not None:
             ledger.charge(

@@ -259,6 +259,15 @@ class LoopSpec:
     """Loops this one starts after (a pipeline, `pipeline.py`): it waits until they ended."""
     on_failure: OnFailure = "skip"
     """When one of `after` did not succeed: skip this loop (it ends `stopped`) or run it."""
+    race: int = 0
+    """Attempts of a race (`race.py`): that many loops `NAME.1`… from the same base, the
+    first to pass wins; 0: not a race."""
+    agents: tuple[str, ...] = ()
+    """A race's agent per attempt (`race` is then their count); (): each runs `agent`."""
+    race_deadline: float | None = None
+    """Seconds a race may take: then its attempts are cut off and it is decided."""
+    attempt_of: str | None = None
+    """The race loop this loop is an attempt of (made by config, not written in it)."""
 
     @property
     def score(self) -> ScoreSpec | None:

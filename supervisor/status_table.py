@@ -38,6 +38,8 @@ class LoopRow(Protocol):
     def reason(self) -> str: ...
     @property
     def attention(self) -> bool: ...
+    @property
+    def best_score(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class StatusRow:
     reason: str
     max_iterations: int | None = None
     attention: bool = False
+    best_score: float | None = None
+    """A metric loop's best score so far (None: not a metric loop, or none yet)."""
 
     @classmethod
     def of_result(cls, result: LoopResult) -> StatusRow:
@@ -102,7 +106,14 @@ TOKENS = Column(
     "tokens", "tokens", ">", lambda r: f"{r.tokens:,}", lambda r: compact_tokens(r.tokens)
 )
 USD = Column("usd", "usd", ">", lambda r: f"{r.usd:.4f}", lambda r: compact_usd(r.usd))
-REASON = Column("reason", "reason", "<", lambda r: for_terminal_line(r.reason))
+REASON = Column("reason", "reason", "<", lambda r: for_terminal_line(_reason(r)))
+
+
+def _reason(row: LoopRow) -> str:
+    """The reason, after a metric loop's best score (`best 0.91 · ...`)."""
+    if row.best_score is None:
+        return row.reason
+    return f"best {row.best_score:.6g} · {row.reason}"
 
 
 @dataclass(frozen=True, slots=True)

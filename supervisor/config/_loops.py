@@ -17,6 +17,7 @@ from pathlib import Path
 from supervisor._limits import MAX_EXTENDS_DEPTH
 from supervisor.config._notify import read_notify
 from supervisor.config._pipeline import check_pipelines, read_after
+from supervisor.config._race import expand_races, read_race
 from supervisor.config._schema import (
     Entry,
     Issues,
@@ -49,7 +50,7 @@ from supervisor.spec import (
     StuckSpec,
 )
 
-LOOP_KEYS = frozenset(f.name for f in fields(LoopSpec)) - {"worktree"}
+LOOP_KEYS = frozenset(f.name for f in fields(LoopSpec)) - {"worktree", "attempt_of"}
 TEMPLATE_KEYS = LOOP_KEYS - {"name"}
 LIMIT_KEYS = frozenset(f.name for f in fields(Limits))
 BUDGET_KEYS = LIMIT_KEYS | {"retries"}
@@ -115,7 +116,8 @@ def read_loops(
             merged = Table(issues, _merge([*layers, own]), at)
             loops.append((merged, loop := _loop(merged, name, agents, paths)))
             _check_branch(merged, loop, branches)
-    return tuple(check_pipelines(loops))
+    checked = [(t, s) for (t, _), s in zip(loops, check_pipelines(loops), strict=True)]
+    return tuple(spec for _, spec in expand_races(checked))
 
 
 def _check_branch(t: Table, loop: LoopSpec, branches: dict[tuple[Path, str], str]) -> None:
@@ -277,6 +279,7 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
     budget = t.table("budget")
     stuck = t.table("stuck")
     notify = t.table("notify")
+    race, race_agents, race_deadline = read_race(t, agents, worktree is not None)
     return LoopSpec(
         name=name,
         agent=agent,
@@ -303,6 +306,9 @@ def _loop(t: Table, name: str, agents: Mapping[str, AgentSpec], paths: Paths) ->
         notify=read_notify(notify, paths.notify, loop=True) if notify else None,
         after=read_after(t),
         on_failure=t.choice("on_failure", ("skip", "run"), "skip"),  # type: ignore[arg-type]
+        race=race,
+        agents=race_agents,
+        race_deadline=race_deadline,
     )
 
 

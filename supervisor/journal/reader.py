@@ -90,6 +90,8 @@ class LoopStatusRow:
     tokens: int
     usd: float
     cpu_s: float
+    best_score: float | None = None
+    """A metric loop's best score (its last kept iteration's)."""
 
 
 class IterationDetail(NamedTuple):
@@ -387,8 +389,18 @@ class JournalReader:
             " ORDER BY l.position, l.rowid",
             (run.run_id,),
         )
+        best = {
+            str(loop): float(score)
+            for loop, score in self._query(
+                "SELECT loop, json_extract(json, '$.score') FROM events WHERE run_id = ?"
+                " AND type = 'iteration_finished' AND json_extract(json, '$.kept') = 1"
+                " ORDER BY seq",
+                (run.run_id,),
+            )
+            if score is not None
+        }  # a kept iteration improved on every one before it: the last is the best
         return [
-            LoopStatusRow(str(n), str(s), str(r), int(i), int(t), float(u), float(c))
+            LoopStatusRow(str(n), str(s), str(r), int(i), int(t), float(u), float(c), best.get(n))
             for n, s, r, i, t, u, c in rows
         ]
 

@@ -274,7 +274,15 @@ def format_status(
     layout = status_layout()
     forked = forked or {}
     table = [
-        StatusRow(r.loop, r.state, r.iteration, r.tokens, r.usd, _forked(forked, r.loop) + r.reason)
+        StatusRow(
+            r.loop,
+            r.state,
+            r.iteration,
+            r.tokens,
+            r.usd,
+            _forked(forked, r.loop) + r.reason,
+            best_score=r.best_score,
+        )
         for r in rows
     ]
     total = StatusRow("total", "", 0, sum(r.tokens for r in rows), sum(r.usd for r in rows), "")

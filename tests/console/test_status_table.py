@@ -4,6 +4,7 @@ its shared columns' cells from the same definitions."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from console_support import demo_snapshot
@@ -80,3 +81,14 @@ def test_the_consoles_table_shares_the_cells() -> None:
     for column in (LOOP, ITERATION_OF, TOKENS, USD):
         assert cells[column.key][0] == column.compact(loop)
     assert (cells["iter"][0], cells["tokens"][0], cells["usd"][0]) == ("3/6", "1.2k", "$0.0037")
+
+
+def test_a_metric_loops_best_score_leads_its_reason_in_status_and_ctl_status() -> None:
+    run = RunRow("rid", "c", 0.0, None, None, "", ("tune",), 1, 0.1, True)
+    row = LoopStatusRow("tune", "running", "agent turn 5/20", 5, 100, 0.01, 0.0, 0.91)
+    assert format_status(run, [row]).split("\n")[2].endswith("best 0.91 · agent turn 5/20")
+    snap = demo_snapshot()
+    tuned = dataclasses.replace(snap.loops[0], best_score=0.91, best_iteration=2)
+    live = dataclasses.replace(snap, loops=(tuned,))
+    line = ctl_status(live, {"pid": 7}).split("\n")[2]
+    assert line.endswith("best 0.91 · agent turn 3/6")

@@ -55,3 +55,20 @@ def test_the_pipeline_example_builds_from_the_linted_branch(tmp_path: Path) -> N
     build = git("show", "loopvisor/build:BUILD.txt", cwd=folder)
     assert "x = 1" in build  # lint-fix's change, on the branch build started from
     assert "## lint-fix: succeeded — the check passed in iteration 1" in build
+
+
+def test_the_race_example_takes_the_quick_attempts_branch(tmp_path: Path) -> None:
+    folder = scratch_repo("race", tmp_path)
+    assert run_cli("check", "loops.toml", cwd=folder).returncode == 0
+    run = run_cli("run", "--json", cwd=folder, timeout=120)
+    assert run.returncode == 0, run.stderr
+    loops = {loop["name"]: loop for loop in json_lines(run.stdout)[-1]["loops"]}
+    assert [(n, loop["state"]) for n, loop in loops.items()] == [
+        ("fix", "succeeded"),
+        ("fix.1", "stopped"),
+        ("fix.2", "succeeded"),
+        ("fix.3", "stopped"),
+    ]
+    assert loops["fix"]["reason"].startswith("attempt 2 (fix.2, agent quick) won at ")
+    assert loops["fix"]["tokens"] == 4500  # each attempt reported 1,500 before it ended
+    assert git("show", "loopvisor/fix:answer.txt", cwd=folder) == "6765\n"

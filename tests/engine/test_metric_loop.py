@@ -108,6 +108,8 @@ def test_a_worse_iteration_is_reverted_and_the_target_ends_the_loop(tmp_path: Pa
     (row,) = status["loops"]
     assert row["scores"] == [0.5, 0.7, 0.6, 0.65, 0.9]
     assert (row["best_score"], row["best_iteration"]) == (0.9, 5)
+    plain = run_cli("status", cwd=tmp_path).stdout  # the table shows the best too
+    assert "best 0.9 · " in next(line for line in plain.splitlines() if line.startswith("tune"))
 
 
 def test_a_worse_iteration_leaves_the_worktree_as_the_best_left_it(tmp_path: Path) -> None:
