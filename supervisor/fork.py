@@ -20,7 +20,9 @@ What the fork gets:
   hidden flag of the CLI 2.1.332 pinned by `test_real_cli_resume_session_at_...`;
   the `uuid` is journalled with each iteration's `session` event). A journal from
   before that has no uuid: the fork resumes the whole session, and its transcript
-  says so. `$last_output` and
+  says so. Stepping into the fork before its first turn passes the same flags, but
+  the interactive CLI accepts `--resume-session-at` without cutting there (measured
+  on a pty), so step-in warns. `$last_output` and
   `$check_output` are those after iteration N, so the fork's first prompt is the one
   the parent's iteration N+1 had (or the fork's own template, `--prompt-file`).
 - **Budget:** the parent's loop budget and max_iterations, fresh (the global budget

@@ -45,6 +45,14 @@ if TYPE_CHECKING:
     from supervisor.journal.history import JournalHistory
 
 
+INTERACTIVE_CUT = (
+    "step-in passes --resume-session-at, but the interactive Claude Code CLI (2.1.332)"
+    " does not cut the session there: the conversation you step into also holds the"
+    " parent's turns after the forked iteration (the fork's own turns are cut)"
+)
+"""Measured with the real CLI on a pty (tests/agents/test_claude_code_real_cli.py)."""
+
+
 class SupervisorOps(RunSetup):
     """The operator's requests to a run (`api.SupervisorHandle`'s control ops)."""
 
@@ -163,8 +171,16 @@ class SupervisorOps(RunSetup):
         kind = kind_of(spec)
         argv = kind.resume_argv(spec, session) if kind.resume_argv is not None else None
         agent = runner.agent
-        if argv and session and isinstance(agent, ForksSessions) and agent.forking == session:
-            argv = (*argv, *kind.fork_flags)  # a fork before its first turn: fork it here too
+        if (
+            argv
+            and session
+            and kind.fork_flags is not None
+            and isinstance(agent, ForksSessions)
+            and agent.forking == session
+        ):  # a fork before its first turn: fork (and cut) the parent's session here too
+            argv = (*argv, *kind.fork_flags(agent.fork_at))
+            if agent.fork_at:
+                self.notice(INTERACTIVE_CUT, level="warning", loop=loop)
         self._control("step_in", loop, f"session {session}" if session else "")
         return StepIn(
             loop=loop,

@@ -31,6 +31,7 @@ from supervisor.bus import EventBus
 from supervisor.diskfull import Gate
 from supervisor.landing import Landing
 from supervisor.loop import LoopRunner
+from supervisor.newloops import origin as made_from
 from supervisor.redact import Redactor
 from supervisor.spec import Config, Limits, LoopSpec, edited
 from supervisor.usagewait import AccountWaits
@@ -191,7 +192,7 @@ class RunSetup:
         notes = []
         for event in resume.forks:
             fork = isinstance(event, ev.LoopForked)
-            origin = event.parent if isinstance(event, ev.LoopForked) else event.like
+            origin = made_from(event)
             if event.loop in self.runners:
                 what = "fork" if fork else "added loop"
                 notes.append(

@@ -271,6 +271,11 @@ class ForksSessions(Protocol):
         """The other loop's session this one still forks (no turn of its own yet)."""
         ...
 
+    @property
+    def fork_at(self) -> str | None:
+        """The message `forking` is cut after (None: the whole session)."""
+        ...
+
 
 @runtime_checkable
 class Accounted(Protocol):

@@ -151,9 +151,11 @@ class AgentKind(Generic[S]):
     """Step-in can talk to the agent in the TUI (an operator turn on the loop's agent)."""
     resume_argv: Callable[[S, str | None], tuple[str, ...]] | None = None
     """Step-in's command to continue the agent's session (the session id, if any)."""
-    fork_flags: tuple[str, ...] = ()
-    """Added to `resume_argv` while the session is another loop's that this one forks
-    (`ForksSessions.forking`): the operator's turns must not land in the parent's."""
+    fork_flags: Callable[[str | None], tuple[str, ...]] | None = None
+    """The flags that fork the session the agent resumes, cut after a message (its id,
+    if any): added to `resume_argv` while the session is another loop's that this one
+    forks (`ForksSessions.forking`, `.fork_at`), so the operator's turns do not land in
+    the parent's session."""
     rate_limit_provider: str | None = None
     """The `[supervisor.rate_limits]` table whose limiter the kind's requests share."""
     child_env: tuple[str, ...] = ()

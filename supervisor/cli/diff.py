@@ -1,10 +1,10 @@
 """`loopvisor diff LOOP [--iteration N]`: a worktree loop's changes as a patch.
 
-A fork is found in the journal (`findloop`). Without `--iteration`: the loop's
-branch against its base (the commit its worktree was created from), i.e. everything
-its checkpoint commits hold. With it: that
-iteration's checkpoint commit against its parent, found in the journal (`--run`
-picks a run; default: the newest run with the loop).
+A fork or an added loop is found in the journal (`findloop`). Without `--iteration`:
+the loop's branch against its base (the commit its worktree was created from), i.e.
+everything its checkpoint commits hold. With it: that iteration's checkpoint commit
+against its parent, found in the journal (`--run` picks a run; default: the newest
+run with the loop).
 
 Piped (`| less`, `| git apply`, `> fix.patch`) the output is git's patch byte for byte,
 binary files included (`--binary`), so it applies. On a terminal it is coloured (file
@@ -57,7 +57,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     config = load_config(args.config, state_dir=args.state_dir)
     loop = find_loop(config, args.loop)
     if loop is None:
-        _note(f"no loop named {args.loop!r} in {args.config}, nor a fork in the journal")
+        _note(f"no loop named {args.loop!r} in {args.config} or the journal")
         return EXIT_USAGE
     try:
         if args.iteration is None:

@@ -297,9 +297,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
     config = load(args.config, args.state_dir)
     loops = []
     for name in args.loops:
-        found = find_loop(config, name)  # a fork from the journal too
+        found = find_loop(config, name)  # a fork or added loop too
         if found is None:
-            message = f"no loop named {name!r} in {args.config}, nor a fork in the journal"
+            message = f"no loop named {name!r} in {args.config} or the journal"
             print(for_terminal(message), file=sys.stderr)
             return runtime.EXIT_USAGE
         loops.append(found)

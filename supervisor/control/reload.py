@@ -8,7 +8,10 @@ prompt, max_iterations and budget limits, from its next iteration, through
 (new or removed loops, agents, checks, workspaces, global settings, `[notify]`:
 the notifier is built when the run starts) is reported as
 "needs a restart of serve" and not applied: a half-applied run would be harder to
-reason about than a restart. An invalid file is rejected with its error and the old
+reason about than a restart. The file is compared with the loops that came from it
+(`Supervisor.file_loops`): the loops the run forked or added (`newloops`) were never
+in it, so they are neither reported as removed nor changed by a file loop of their
+name. An invalid file is rejected with its error and the old
 config kept.
 """
 
@@ -66,6 +69,16 @@ async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = No
         if runner is None:
             restart.append((None, f"{spec.name}: new loop; starts after a restart of serve"))
             continue
+        if spec.name not in sup.file_loops:  # the run forked or added it: not the file's
+            restart.append(
+                (
+                    spec.name,
+                    f"{spec.name}: new loop; a loop this run forked or added has its name:"
+                    " that one is left as it is; the file's starts after a restart of serve"
+                    " (which does not restore the other)",
+                )
+            )
+            continue
         before = sup.file_loops.get(spec.name, runner.spec)
         edits, what, still_edited = _live_changes(before, spec, runner.spec)
         others = _restart_fields(runner.spec, spec)
@@ -88,7 +101,7 @@ async def reload_config(sup: Supervisor, path: Path, state_dir: Path | None = No
                 (spec.name, f"{spec.name}: {', '.join(others)} changed; needs a restart of serve")
             )
         sup.file_loops[spec.name] = spec
-    for name in sorted(set(sup.runners) - {s.name for s in new.loops}):
+    for name in sorted(set(sup.file_loops) - {s.name for s in new.loops}):
         restart.append(
             (
                 name,

@@ -113,14 +113,15 @@ def run_new_loops(conn: sqlite3.Connection, run_id: str) -> list[LoopForked | Lo
     return found
 
 
-def latest_fork(conn: sqlite3.Connection, loop: str) -> LoopForked | None:
-    """The newest record of a fork named `loop`, of any run (None: no fork has it)."""
+def latest_new_loop(conn: sqlite3.Connection, loop: str) -> LoopForked | LoopAdded | None:
+    """The newest record of a loop named `loop` that a run forked or added, of any run
+    (None: no run made one of that name)."""
     row = conn.execute(
-        "SELECT json FROM events WHERE loop = ? AND type = ? ORDER BY seq DESC LIMIT 1",
-        (loop, LoopForked.type),
+        "SELECT json FROM events WHERE loop = ? AND type IN (?, ?) ORDER BY seq DESC LIMIT 1",
+        (loop, LoopForked.type, LoopAdded.type),
     ).fetchone()
     event = None if row is None else event_from_dict(dict(json_loads(row[0])))
-    return event if isinstance(event, LoopForked) else None
+    return event if isinstance(event, LoopForked | LoopAdded) else None
 
 
 def parents(conn: sqlite3.Connection, run_id: str) -> dict[str, str]:

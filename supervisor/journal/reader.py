@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from supervisor.events import LoopForked
+from supervisor.events import LoopAdded, LoopForked
 from supervisor.journal import forks
 from supervisor.journal.forks import ForkPoint
 from supervisor.journal.render import history_dict, render_transcript, transcript_lines
@@ -411,10 +411,11 @@ class JournalReader:
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 
-    def latest_fork(self, loop: str) -> LoopForked | None:
-        """The newest `forked` record of a fork named `loop` (`forks.latest_fork`)."""
+    def latest_new_loop(self, loop: str) -> LoopForked | LoopAdded | None:
+        """The newest record of a loop named `loop` that a run forked or added
+        (`forks.latest_new_loop`)."""
         try:
-            return forks.latest_fork(self._conn, loop)
+            return forks.latest_new_loop(self._conn, loop)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 

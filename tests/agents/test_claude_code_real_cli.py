@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -484,3 +484,102 @@ async def test_real_cli_fork_from_iteration_1_resumes_the_session_as_it_was_afte
     assert "Answer two." not in first_of_fork
     assert "Answer three." not in first_of_fork
     assert "Answer two." in json.dumps(main[2].body["messages"])  # the parent's went on
+
+
+def _interactive_turn(
+    claude: str, env: Mapping[str, str], cwd: Path, *flags: str, sent: Callable[[], bool]
+) -> str:
+    """Start the interactive CLI on a pty with `flags`, type one message once its
+    prompt is drawn, and return what it printed until `sent()` (the message reached
+    the server) or it exited."""
+    import pty
+    import select
+    import signal
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once, nothing else
+        os.chdir(cwd)
+        os.execve(claude, [claude, *flags], {**os.environ, **env, "TERM": "xterm-256color"})
+    out, typed = b"", False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # the CLI exited (EIO on Linux)
+                    break
+                if not data:
+                    break
+                out += data
+                if not typed and b"for agents" in out:  # the prompt's footer is drawn
+                    os.write(fd, b"Third.")
+                    os.write(fd, b"\r")
+                    typed = True
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                pid = 0
+                break
+            if typed and sent():
+                break
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    return out.decode(errors="replace")
+
+
+@pytest.mark.claude_cli
+@pytest.mark.timeout(180)
+async def test_real_cli_interactive_accepts_resume_session_at_but_does_not_cut(
+    tmp_path: Path, claude: str, workspace: Path
+) -> None:
+    """What step-in into a fork runs: `claude --resume S --resume-session-at=U
+    --fork-session`, interactive. 2.1.332 accepts the hidden flag there (an unknown one
+    is refused at once), but only `-p` cuts the session at U: the interactive turn
+    still carries the turns after U, so step-in warns (`runtime_ops.INTERACTIVE_CUT`).
+    When this fails because the turn is cut, drop that warning."""
+    home = tmp_path / "home"
+    key = "sk-ant-dummy"
+    replies = [text("First answer."), text("Second answer."), text("Third answer.")]
+    with FakeAnthropic(replies) as server:
+        env = offline_env(server, home)
+        (home / ".claude.json").write_text(
+            json.dumps(
+                {
+                    "hasCompletedOnboarding": True,
+                    "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
+                    "projects": {str(workspace): {"hasTrustDialogAccepted": True}},
+                }
+            )
+        )
+        one = _print_turn(claude, env, workspace, "Say something.")
+        sid = next(line["session_id"] for line in one if line.get("session_id"))
+        _print_turn(claude, env, workspace, "Again.", f"--resume={sid}")
+        at = [line["uuid"] for line in one if line.get("type") == "assistant"][-1]
+
+        def third() -> bool:
+            return any("Third." in json.dumps(r.body) for r in server.message_requests())
+
+        unknown = _interactive_turn(
+            claude, env, workspace, "--resume", sid, f"--resume-sessio-at={at}", sent=third
+        )
+        assert "unknown option" in unknown
+        before = len(server.message_requests())
+        shown = _interactive_turn(
+            claude,
+            env,
+            workspace,
+            "--resume",
+            sid,
+            f"--resume-session-at={at}",
+            "--fork-session",
+            sent=third,
+        )
+        assert "unknown option" not in shown
+        sent = [r for r in server.message_requests()[before:] if "Third." in json.dumps(r.body)]
+    assert sent, shown[-2000:]
+    history = json.dumps(sent[-1].body["messages"])
+    assert "First answer." in history
+    assert "Second answer." in history  # not cut: what INTERACTIVE_CUT warns of

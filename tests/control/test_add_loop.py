@@ -126,5 +126,32 @@ def test_ctl_add_like_a_worktree_loop_gets_its_own_worktree(tmp_path: Path) -> N
         assert git("rev-parse", "loopvisor/fix", cwd=repo) != git(
             "rev-parse", "loopvisor/fix2", cwd=repo
         )
+        # A fork of the added loop (its lineage: fix2 like fix, fix2b from fix2@1).
+        r = lv(
+            "fork",
+            "fix2",
+            "--iteration",
+            "1",
+            "--name",
+            "fix2b",
+            "--state-dir",
+            d.state,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stderr
+        poll(lambda: d.loop("fix2b")["state"] in ENDED, 30, "fix2b to end")
     finally:
         kill_daemon(d.pid)
+    # Offline, diff and clean know the added loop (not in loops.toml) and its fork.
+    for name in ("fix2", "fix2b"):
+        diff = lv("diff", name, "--state-dir", d.state, cwd=tmp_path)
+        assert diff.returncode == 0, diff.stderr
+        assert "+fixed" in diff.stdout
+    kept = lv("clean", "fix2", "--state-dir", d.state, cwd=tmp_path)
+    assert kept.returncode == 1, kept.stderr  # unmerged commits: refused, by name
+    assert "fix2" in kept.stderr
+    assert "no loop named" not in kept.stderr
+    for name in ("fix2", "fix2b"):
+        forced = lv("clean", name, "--force", "--state-dir", d.state, cwd=tmp_path)
+        assert forced.returncode == 0, forced.stderr
+        assert not (d.state / "worktrees" / name).exists()

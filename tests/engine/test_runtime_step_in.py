@@ -29,6 +29,7 @@ from runtime_support import assert_reasons, workspaces
 from supervisor import events as ev
 from supervisor.agents.base import ForksSessions
 from supervisor.runtime import Supervisor
+from supervisor.runtime_ops import INTERACTIVE_CUT
 
 pytestmark = pytest.mark.anyio
 
@@ -170,3 +171,35 @@ async def test_stepping_into_a_claude_code_fork_before_its_first_turn_forks_the_
     runner.agent.restore("own-session", None)  # after its first turn: its own session
     step = await sup.step_in("fix")
     assert step.resume_argv == ("claude", "--resume", "own-session")
+
+
+async def test_stepping_into_a_claude_code_fork_cuts_the_session_where_the_fork_does(
+    tmp_path: Path,
+) -> None:
+    """A fork from iteration N resumes its parent's session at iteration N's last
+    message (`fork.py`): step-in before the fork's first turn cuts it there too, or the
+    operator would talk to a conversation holding the parent's later turns (the flags
+    are pinned against the real CLI in tests/agents/test_claude_code_real_cli.py)."""
+    config = load(
+        tmp_path,
+        table("agents.cc", kind="claude-code", command="claude"),
+        loop("fix", "cc", done_marker="DONE"),
+    )
+    sup = Supervisor(config)
+    runner = sup.runners["fix"]
+    assert isinstance(runner.agent, ForksSessions)
+    runner.agent.fork_session("parent-session", "message-uuid")  # what `fork.seed_fork` does
+    runner.force_end("stopped", "not run here")
+    seen: list[ev.Event] = []
+    sup.add_sink(seen.append)
+    step = await sup.step_in("fix")
+    assert step.resume_argv == (
+        "claude",
+        "--resume",
+        "parent-session",
+        "--resume-session-at=message-uuid",
+        "--fork-session",
+    )
+    # The interactive CLI does not honour the cut (measured): the operator is told.
+    warned = [e for e in seen if isinstance(e, ev.Notice) and e.level == "warning"]
+    assert [e.message for e in warned] == [INTERACTIVE_CUT]

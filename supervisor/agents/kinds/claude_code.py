@@ -64,6 +64,14 @@ def _resume_argv(spec: ClaudeCodeAgentSpec, session: str | None) -> tuple[str, .
     return (spec.command, "--resume", session) if session else (spec.command,)
 
 
+def _fork_flags(at: str | None) -> tuple[str, ...]:
+    """Fork the resumed session into a new one, cut after message `at` when given
+    (`--resume-session-at` is hidden in 2.1.332; pinned by the real-CLI tests). One
+    token each: a value cannot become a flag."""
+    cut = (f"--resume-session-at={at}",) if at else ()
+    return (*cut, "--fork-session")
+
+
 KIND = AgentKind(
     name="claude-code",
     spec=ClaudeCodeAgentSpec,
@@ -71,7 +79,7 @@ KIND = AgentKind(
     build=_build,
     describe=_describe,
     resume_argv=_resume_argv,
-    fork_flags=("--fork-session",),
+    fork_flags=_fork_flags,
     child_env=("ANTHROPIC_*", "CLAUDE_*", *_PROXIES),
     binary=lambda spec: spec.command,
     install_hint="npm install -g @anthropic-ai/claude-code",
