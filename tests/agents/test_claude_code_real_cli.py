@@ -500,7 +500,7 @@ def _interactive_turn(
     if pid == 0:  # the child: exec at once, nothing else
         os.chdir(cwd)
         os.execve(claude, [claude, *flags], {**os.environ, **env, "TERM": "xterm-256color"})
-    out, typed = b"", False
+    out, typed, entered = b"", 0, 0.0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -515,8 +515,14 @@ def _interactive_turn(
                 out += data
                 if not typed and b"for agents" in out:  # the prompt's footer is drawn
                     os.write(fd, b"Third.")
-                    os.write(fd, b"\r")
-                    typed = True
+                    typed = len(out)
+            # Enter only once the text is echoed: sent with it, a loaded machine's CLI
+            # read both in one chunk as a paste (a newline, not a submit). Again every
+            # 2 s until it reaches the server, in case the first came too early.
+            echoed = typed and b"Third." in out[typed:]
+            if echoed and time.monotonic() - entered > 2.0:
+                os.write(fd, b"\r")
+                entered = time.monotonic()
             if os.waitpid(pid, os.WNOHANG)[0]:
                 pid = 0
                 break

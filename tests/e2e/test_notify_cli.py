@@ -93,9 +93,10 @@ def test_webhook_and_command_get_every_event_kind_and_the_url_never_leaks(
     assert by_kind["finished"]["tokens"] == summary["tokens"] > 600
     assert {r.path for r in hook.requests} == {SECRET_PATH}
     # the command got the same JSON documents on stdin
+    notices = [e["message"] for e in json_lines(result.stdout) if e.get("type") == "notice"]
     assert sorted(json.loads(line)["event"] for line in out.read_text().splitlines()) == sorted(
         d["event"] for d in docs
-    )
+    ), notices  # once in CI the command missed two: what the run said about it
     assert leaks(tmp_path, result.stdout, result.stderr) == []
     assert "[REDACTED:notify.webhook]" in (tmp_path / ".loopvisor" / "journal.sqlite3").read_text(
         errors="replace"

@@ -53,6 +53,9 @@ class MainScreen(Screen[None]):
         self.transcript = self.query_one(TranscriptView)
         self.gauges = self.query_one(BudgetGauges)
         self.title_bar = self.query_one("#loop-title", StatusLine)
+        self.scores = self.query_one(ScoreLine)
+        """Held, like the others: a tick can come while the screen's children are being
+        removed (a dialog pushed, the app ending), when a query finds nothing."""
         self.table.on_cursor = self._row_changed
         self.table.focus()
 
@@ -104,7 +107,7 @@ class MainScreen(Screen[None]):
         loop = app.loop(name) if name else None
         title.set_text(loop_title(loop) if loop else "no loop selected")
         title.set_class(loop is not None and fmt.needs_person(loop), "attention")
-        self.query_one(ScoreLine).show_loop(loop)
+        self.scores.show_loop(loop)
         if name is not None and (sync_transcript or self.transcript.source != name):
             self.transcript.sync(name, app.transcripts.get(name))
 

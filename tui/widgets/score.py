@@ -56,9 +56,14 @@ class ScoreLine(Horizontal):
     }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._label = StatusLine(id="score-label")
+        self._spark: Sparkline = Sparkline([], id="score-spark")
+
     def compose(self) -> ComposeResult:
-        yield StatusLine(id="score-label")
-        yield Sparkline([], id="score-spark")
+        yield self._label
+        yield self._spark
 
     def show_loop(self, loop: LoopSnapshot | None) -> None:
         """Show `loop`'s scores; hide the line when it is no metric loop."""
@@ -66,11 +71,11 @@ class ScoreLine(Horizontal):
         self.set_class(scored, "shown")
         if loop is None or not scored:
             return
-        label = self.query_one("#score-label", StatusLine)
+        label = self._label  # held, not queried: see MainScreen.on_mount
         text = score_label(loop)
         label.styles.width = len(text) + 2
         label.set_text(text)
-        spark = self.query_one(Sparkline)
+        spark = self._spark
         data = spark_data(loop.scores)
         if list(spark.data or []) != data:
             spark.data = data
