@@ -72,3 +72,6 @@ def test_the_race_example_takes_the_quick_attempts_branch(tmp_path: Path) -> Non
     assert loops["fix"]["reason"].startswith("attempt 2 (fix.2, agent quick) won at ")
     assert loops["fix"]["tokens"] == 4500  # each attempt reported 1,500 before it ended
     assert git("show", "loopvisor/fix:answer.txt", cwd=folder) == "6765\n"
+    # The attempts are alternatives (and the race takes the winner's tip): no
+    # "expect merge conflicts" between them, nor between the race and an attempt.
+    assert "merge conflicts" not in run.stdout
