@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from supervisor.durations import format_duration
+from supervisor.score import show
 from supervisor.spec import LoopSpec
 from supervisor.worktree import WorktreeError, branch_name, git
 
@@ -85,10 +86,12 @@ async def _decide(race: LoopRunner, winner: LoopRunner | None) -> None:
         return
     race.last_output = winner.last_output
     n = race.attempts.index(winner) + 1
+    best = winner.scores.best if winner.scores else None
+    how = winner.reason if best is None else f"best score {show(best.score)}; {winner.reason}"
     race._end(
         "succeeded",
         f"attempt {n} ({winner.spec.name}, agent {winner.spec.agent}) won at {tip[:12]}: "
-        f"{winner.reason} (cost: {costs})",
+        f"{how} (cost: {costs})",
     )
 
 

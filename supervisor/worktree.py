@@ -382,9 +382,16 @@ def changed_files(loop: LoopSpec) -> set[str]:
     return files
 
 
-def overlaps(changes: dict[str, set[str]]) -> Iterable[tuple[str, str, set[str]]]:
-    """Pairs of loops whose worktrees changed the same files."""
+def overlaps(
+    changes: dict[str, set[str]], races: Mapping[str, str] | None = None
+) -> Iterable[tuple[str, str, set[str]]]:
+    """Pairs of loops whose worktrees changed the same files. `races` maps a loop to
+    its race (an attempt to the race loop, the race loop to itself): loops of one
+    race are alternatives, only one of which is kept, so they never conflict."""
+    race_of = races or {}
     for (a, fa), (b, fb) in combinations(sorted(changes.items()), 2):
+        if a in race_of and race_of.get(a) == race_of.get(b):
+            continue
         common = fa & fb
         if common:
             yield a, b, common
@@ -392,10 +399,18 @@ def overlaps(changes: dict[str, set[str]]) -> Iterable[tuple[str, str, set[str]]
 
 class OverlapChecker:
     """After each iteration of a worktree loop, warn (once per file) when two loops'
-    worktrees changed the same file: their branches will conflict on merge."""
+    worktrees changed the same file: their branches will conflict on merge. Not the
+    attempts of one race (nor the race loop, which takes the winner's tip): they are
+    alternatives, not parallel work to merge."""
 
     def __init__(self, loops: list[LoopSpec], notice: Callable[[str, str], None]) -> None:
         self.loops = [spec for spec in loops if spec.worktree is not None]
+        self._races = {
+            spec.name: spec.attempt_of or spec.name
+            for spec in self.loops
+            if spec.attempt_of or spec.race >= 2
+        }
+        """A race's loop and attempts, by race: never warned about against each other."""
         self._notice = notice
         self._warned: set[tuple[str, str, str]] = set()
 
@@ -413,7 +428,7 @@ class OverlapChecker:
         except WorktreeError as exc:
             self._notice(loop, f"overlap check failed: {exc}")
             return
-        for a, b, common in overlaps(changes):
+        for a, b, common in overlaps(changes, self._races):
             new = sorted(f for f in common if (a, b, f) not in self._warned)
             if new:
                 self._warned.update((a, b, f) for f in new)

@@ -26,7 +26,7 @@ from supervisor.journal import forks
 from supervisor.journal.forks import ForkPoint
 from supervisor.journal.render import history_dict, render_transcript, transcript_lines
 from supervisor.journal.schema import JOURNAL_NAME, JournalError, connect_reader, has_commits
-from supervisor.journal.snapshot import snapshot_dict
+from supervisor.journal.snapshot import attempt_dicts, snapshot_dict
 from supervisor.journal.statelock import lock_holder
 from supervisor.lines import TranscriptLine
 from supervisor.textsafe import json_loads
@@ -92,6 +92,22 @@ class LoopStatusRow:
     cpu_s: float
     best_score: float | None = None
     """A metric loop's best score (its last kept iteration's)."""
+    attempt_of: str = ""
+    """A race's attempt: the race loop's name (whose row also counts this one's spending)."""
+
+
+def _with_attempts(row: LoopStatusRow, rows: list[LoopStatusRow]) -> LoopStatusRow:
+    """A race loop's row spends what its attempts spent (its own ledger is their
+    parent: it is charged nothing itself)."""
+    attempts = [r for r in rows if r.attempt_of == row.loop]
+    if not attempts:
+        return row
+    return replace(
+        row,
+        tokens=row.tokens + sum(a.tokens for a in attempts),
+        usd=row.usd + sum(a.usd for a in attempts),
+        cpu_s=row.cpu_s + sum(a.cpu_s for a in attempts),
+    )
 
 
 class IterationDetail(NamedTuple):
@@ -399,10 +415,29 @@ class JournalReader:
             )
             if score is not None
         }  # a kept iteration improved on every one before it: the last is the best
-        return [
-            LoopStatusRow(str(n), str(s), str(r), int(i), int(t), float(u), float(c), best.get(n))
+        race_of = {
+            str(loop): str(race)
+            for loop, race in self._query(
+                "SELECT name, json_extract(spec, '$.attempt_of') FROM loops WHERE run_id = ?"
+                " AND json_extract(spec, '$.attempt_of') IS NOT NULL",
+                (run.run_id,),
+            )
+        }
+        out = [
+            LoopStatusRow(
+                str(n),
+                str(s),
+                str(r),
+                int(i),
+                int(t),
+                float(u),
+                float(c),
+                best.get(n),
+                race_of.get(str(n), ""),
+            )
             for n, s, r, i, t, u, c in rows
         ]
+        return [_with_attempts(row, out) for row in out]
 
     def fork_point(self, loop: str, iteration: int, run_id: str) -> ForkPoint | None:
         """`loop` at the end of `iteration` (`forks.fork_point`); None: no such iteration."""
@@ -427,8 +462,19 @@ class JournalReader:
             raise JournalError(f"{self.path}: cannot read: {exc}") from exc
 
     def history_json(self, loop: str, run_id: str | None = None) -> dict[str, Any]:
+        """`history LOOP --json`; a race loop's (which runs no iteration itself) adds
+        "attempts", each with its outcome and cost, and its total is theirs."""
         rows = self.loop_iterations(loop, run_id)
-        return history_dict(loop, rows, self.loop_charged(loop, run_id) if rows else None)
+        data = history_dict(loop, rows, self.loop_charged(loop, run_id) if rows else None)
+        run = self.run(run_id) if run_id is not None else self.latest_run()
+        attempts = attempt_dicts(loop, self.status(run.run_id) if run else [])
+        if attempts:
+            data["attempts"] = attempts
+            data["total"] = {
+                "tokens": data["total"]["tokens"] + sum(a["tokens"] for a in attempts),
+                "usd": round(data["total"]["usd"] + sum(a["usd"] for a in attempts), 6),
+            }
+        return data
 
     def status_json(self, run_id: str | None = None) -> dict[str, Any]:
         """`status --json`: the live snapshot's shape (`journal_snapshot`)."""

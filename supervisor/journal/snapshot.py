@@ -65,6 +65,8 @@ def snapshot_dict(
         for row in rows
     )
     supervisor = config.get("supervisor", {}) if isinstance(config.get("supervisor"), dict) else {}
+    own = [r for r in rows if not any(a.attempt_of == r.loop for a in rows)]
+    """The run's spending, loop by loop once: a race's row repeats its attempts'."""
     ended = run.ended
     snapshot = RunSnapshot(
         run_id=run.run_id,
@@ -74,9 +76,9 @@ def snapshot_dict(
         loops=loops,
         budget=BudgetSnapshot(
             limits=run_limits(conn, run.run_id) or _limits(supervisor.get("budget")),
-            tokens=sum(r.tokens for r in rows),
-            usd=round(sum(r.usd for r in rows), 6),
-            cpu_s=round(sum(r.cpu_s for r in rows), 3),
+            tokens=sum(r.tokens for r in own),
+            usd=round(sum(r.usd for r in own), 6),
+            cpu_s=round(sum(r.cpu_s for r in own), 3),
             wall_s=round((ended if ended is not None else time.time()) - run.started, 3),
             tokens_reserved=0,
             usd_reserved=0.0,
@@ -88,7 +90,25 @@ def snapshot_dict(
         ended_at=ended,
         live=run.live,
     )
-    return snapshot.to_dict()
+    data = snapshot.to_dict()
+    for loop in data["loops"]:
+        loop["attempts"] = attempt_dicts(loop["name"], rows)
+    return data
+
+
+def attempt_dicts(race: str, rows: list[LoopStatusRow]) -> list[dict[str, Any]]:
+    """A race's attempts as JSON: name, state, reason, tokens, usd (none: not a race)."""
+    return [
+        {
+            "name": r.loop,
+            "state": r.state,
+            "reason": r.reason,
+            "tokens": r.tokens,
+            "usd": round(r.usd, 6),
+        }
+        for r in rows
+        if r.attempt_of == race
+    ]
 
 
 def _spec_of(

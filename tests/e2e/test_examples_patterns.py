@@ -72,3 +72,25 @@ def test_the_race_example_takes_the_quick_attempts_branch(tmp_path: Path) -> Non
     assert loops["fix"]["reason"].startswith("attempt 2 (fix.2, agent quick) won at ")
     assert loops["fix"]["tokens"] == 4500  # each attempt reported 1,500 before it ended
     assert git("show", "loopvisor/fix:answer.txt", cwd=folder) == "6765\n"
+    # The attempts are alternatives (and the race takes the winner's tip): no
+    # "expect merge conflicts" between them, nor between the race and an attempt.
+    assert "merge conflicts" not in run.stdout
+    # The race's own row in status and history: its attempts' sum, and each attempt.
+    status = json.loads(run_cli("status", "--json", cwd=folder).stdout)
+    rows = {loop["name"]: loop for loop in status["loops"]}
+    assert (rows["fix"]["tokens"], rows["fix"]["usd"]) == (4500, 0.006)
+    assert status["budget"]["tokens"] == 4500  # not counted twice
+    attempts = [(a["name"], a["state"], a["tokens"]) for a in rows["fix"]["attempts"]]
+    assert attempts == [
+        ("fix.1", "stopped", 1500),
+        ("fix.2", "succeeded", 1500),
+        ("fix.3", "stopped", 1500),
+    ]
+    assert rows["fix.1"]["attempts"] == []
+    history = json.loads(run_cli("history", "fix", "--json", cwd=folder).stdout)
+    assert history["total"] == {"tokens": 4500, "usd": 0.006}
+    assert [(a["name"], a["state"], a["reason"], a["tokens"]) for a in history["attempts"]] == [
+        ("fix.1", "stopped", "lost the race: fix.2 won", 1500),
+        ("fix.2", "succeeded", "the check passed in iteration 1", 1500),
+        ("fix.3", "stopped", "lost the race: fix.2 won", 1500),
+    ]

@@ -104,6 +104,19 @@ def test_overlapping_changes_are_found(tmp_path: Path, repo: Path) -> None:
     assert list(overlaps(changes)) == [("fix-a", "fix-b", {"app.py"})]
 
 
+def test_the_loops_of_one_race_never_overlap_but_others_still_do() -> None:
+    """A race's attempts are alternatives (one is kept), and the race loop takes the
+    winner's tip: no "expect merge conflicts" among them; against any other loop, yes."""
+    changes = {name: {"app.py"} for name in ("fix", "fix.1", "fix.2", "lint")}
+    races = {"fix": "fix", "fix.1": "fix", "fix.2": "fix"}
+    assert [(a, b) for a, b, _ in overlaps(changes, races)] == [
+        ("fix", "lint"),
+        ("fix.1", "lint"),
+        ("fix.2", "lint"),
+    ]
+    assert len(list(overlaps(changes))) == 6
+
+
 def test_dirty_repo_is_refused(tmp_path: Path, repo: Path) -> None:
     (repo / "app.py").write_text("print('uncommitted')\n")
     config = load_config(write_config(tmp_path, LOOPS))
