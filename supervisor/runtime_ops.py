@@ -16,7 +16,7 @@ import anyio
 
 from supervisor import cpumeter, sweep
 from supervisor import events as ev
-from supervisor.agents.base import ForksSessions
+from supervisor.agents.base import forks_sessions
 from supervisor.agents.registry import kind_of
 from supervisor.api import (
     ControlError,
@@ -163,7 +163,7 @@ class SupervisorOps(RunSetup):
         kind = kind_of(spec)
         argv = kind.resume_argv(spec, session) if kind.resume_argv is not None else None
         agent = runner.agent
-        if argv and session and isinstance(agent, ForksSessions) and agent.forking == session:
+        if argv and session and forks_sessions(agent) and agent.forking == session:
             argv = (*argv, *kind.fork_flags)  # a fork before its first turn: fork it here too
         self._control("step_in", loop, f"session {session}" if session else "")
         return StepIn(

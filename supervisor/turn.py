@@ -37,13 +37,13 @@ from supervisor.agents.base import (
     BudgetExhausted,
     Done,
     EventSend,
-    ForksSessions,
     Resumed,
     TextDelta,
     ToolCall,
     ToolResult,
     Usage,
     Waiting,
+    forks_sessions,
 )
 from supervisor.budget import Ledger
 from supervisor.redact import Redactor, StreamRedactor
@@ -233,7 +233,7 @@ class AgentTurn:
                 conversation=host.agent.conversation(),
                 last_output=self.result.output[-LAST_OUTPUT_LIMIT:],
                 check_output=host.check_output,
-                session_at=agent.session_at if isinstance(agent, ForksSessions) else None,
+                session_at=agent.session_at if forks_sessions(agent) else None,
             )
         )
         return self.result
