@@ -39,7 +39,7 @@ import dataclasses
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from supervisor.agents.base import ForksSessions
+from supervisor.agents.base import forks_sessions
 from supervisor.config.rules import LOOP_NAME
 from supervisor.events import LoopForked, Notice
 from supervisor.gitbase import base_commit, record_base
@@ -185,7 +185,7 @@ def whole_session(event: LoopForked) -> str:
 def seed_fork(runner: LoopRunner, event: LoopForked) -> None:
     """Give a new fork's runner the parent's conversation and feedback after iteration N."""
     agent = runner.agent
-    if event.session_id is not None and isinstance(agent, ForksSessions):
+    if event.session_id is not None and forks_sessions(agent):
         agent.fork_session(event.session_id, event.session_at)
         if event.session_at is None:
             runner.emit(Notice(loop=event.loop, level="warning", message=whole_session(event)))

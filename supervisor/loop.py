@@ -16,7 +16,7 @@ import time
 import anyio
 
 from supervisor import events as ev
-from supervisor.agents.base import Accounted
+from supervisor.agents.base import accounted
 from supervisor.agents.usagelimit import describe as describe_limit
 from supervisor.budget import Charge
 from supervisor.budget_pause import paused_reason, pauses, still_short
@@ -241,7 +241,7 @@ class LoopRunner(LoopStatus):
         """Wait (state `waiting`, cause "usage_limit") while this loop's account is over
         its usage window, until the reset plus jitter; a pause ends the wait, a stop
         cancels it. False when there is nothing to wait for."""
-        account = self.agent.account() if isinstance(self.agent, Accounted) else None
+        account = self.agent.account() if accounted(self.agent) else None
         limit = self.accounts.blocked(account) if self.accounts is not None else None
         if limit is None or self.accounts is None:
             return False

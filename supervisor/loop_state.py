@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from supervisor import events as ev
-from supervisor.agents.base import Accounted, Agent
+from supervisor.agents.base import Agent, accounted
 from supervisor.budget import Charge, Ledger
 from supervisor.checkpoint import Checkpointer
 from supervisor.diskfull import Gate
@@ -304,7 +304,7 @@ class LoopStatus:
         if self.scores is not None:
             self.scores.restore(list(resume.scores))
         self.agent.restore(resume.session_id, resume.conversation)
-        account = self.agent.account() if isinstance(self.agent, Accounted) else None
+        account = self.agent.account() if accounted(self.agent) else None
         if self.accounts is not None and self.accounts.restore(account, resume.usage_wait_until):
             self._resume_session = self.agent.session_id is not None  # as after the refusal
         self.runs = resume.runs

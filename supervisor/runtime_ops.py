@@ -16,7 +16,7 @@ import anyio
 
 from supervisor import cpumeter, sweep
 from supervisor import events as ev
-from supervisor.agents.base import ForksSessions
+from supervisor.agents.base import forks_sessions
 from supervisor.agents.registry import kind_of
 from supervisor.api import (
     ControlError,
@@ -175,7 +175,7 @@ class SupervisorOps(RunSetup):
             argv
             and session
             and kind.fork_flags is not None
-            and isinstance(agent, ForksSessions)
+            and forks_sessions(agent)
             and agent.forking == session
         ):  # a fork before its first turn: fork (and cut) the parent's session here too
             argv = (*argv, *kind.fork_flags(agent.fork_at))

@@ -43,10 +43,14 @@ class OutputCoalescer:
         *,
         clock: Callable[[], float],
         interval: float = FLUSH_INTERVAL_S,
+        tick: Callable[[], bool] | None = None,
     ) -> None:
         self._emit = emit
         self._clock = clock
         self._interval = interval
+        self._tick = tick
+        """Also called at each tick of the flusher, which keeps ticking while it returns
+        True (the turn's usage window, `usage_merge`: one timer task a turn, not two)."""
         self._stream = "assistant"
         self._parts: list[str] = []
         self._size = 0
@@ -64,8 +68,12 @@ class OutputCoalescer:
             self.flush()
         elif not self._held:
             self._held = True
-            if self._wake is not None:
-                self._wake.set()
+            self.wake()
+
+    def wake(self) -> None:
+        """Start ticking (text came, or the `tick` hook holds something now)."""
+        if self._wake is not None:
+            self._wake.set()
 
     def flush(self) -> None:
         if self._parts:
@@ -80,14 +88,18 @@ class OutputCoalescer:
         per interval, as a plain timer) and waits for text after a quiet interval: a
         child's output comes in whole pipe reads that are flushed at once, and 50
         turns woke 20 times a second each for nothing."""
+        tick = self._tick
         while True:
-            if not self._held:
+            if not self._held and not (tick is not None and tick()):
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 self._wake = None
             while True:
                 await anyio.sleep(self._interval)
+                ticking = tick is not None and tick()
                 if not self._held:
+                    if ticking:
+                        continue
                     break  # a quiet interval: wait for text again
                 self._held = False
                 self.flush()

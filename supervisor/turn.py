@@ -3,8 +3,9 @@
 The loop (`loop.LoopRunner`) decides what a turn means; this module only runs it:
 it hands the agent a budget gate, coalesces its token deltas into transcript
 chunks, charges every usage delta as it arrives (killing the turn the moment a
-CLI agent overshoots a ledger), counts in-turn retries (429/529 backoff) against
-the loop's `retries`, and cancels a turn that goes silent for `stall` seconds.
+CLI agent overshoots a ledger) and publishes them merged (`usage_merge`), counts
+in-turn retries (429/529 backoff) against the loop's `retries`, and cancels a turn
+that goes silent for `stall` seconds.
 
 The agent is a producer task (`Agent.run(request, send)`) in the turn's task group,
 writing to a bounded memory object stream that this task reads. The agent runs ahead
@@ -36,13 +37,13 @@ from supervisor.agents.base import (
     BudgetExhausted,
     Done,
     EventSend,
-    ForksSessions,
     Resumed,
     TextDelta,
     ToolCall,
     ToolResult,
     Usage,
     Waiting,
+    forks_sessions,
 )
 from supervisor.budget import Ledger
 from supervisor.redact import Redactor, StreamRedactor
@@ -51,6 +52,7 @@ from supervisor.spec import AgentSpec, LoopSpec, Price
 from supervisor.stuck import StuckDetector, StuckVerdict
 from supervisor.transcript import OutputCap, OutputCoalescer
 from supervisor.turn_budget import LedgerTurnBudget
+from supervisor.usage_merge import UsageMerger
 
 LAST_OUTPUT_LIMIT = 4000
 """Characters of an agent reply kept as `$last_output`."""
@@ -136,6 +138,8 @@ class AgentTurn:
         own later report (if one gets through) must not book again."""
         self._refused: str | None = None
         """Why the budget refused the agent a reservation (`BudgetExhausted`)."""
+        self._usage = UsageMerger(host.emit, loop=host.spec.name, iteration=n)
+        """Usage is charged per report, published merged (`usage_merge`)."""
 
     def _set(
         self,
@@ -152,6 +156,7 @@ class AgentTurn:
 
     def _booking(self, kind: str, tokens: int, usd: float) -> None:
         cls = ev.BudgetReserved if kind == "reserved" else ev.BudgetReleased
+        self._usage.flush()  # the charges of a reservation come before its release
         self.host.emit(cls(loop=self.host.spec.name, iteration=self.n, tokens=tokens, usd=usd))
 
     async def run(self) -> TurnResult:
@@ -193,7 +198,8 @@ class AgentTurn:
                 )
             ),
         )
-        coalescer = OutputCoalescer(cap.add, clock=time.monotonic)
+        coalescer = OutputCoalescer(cap.add, clock=time.monotonic, tick=self._usage.tick)
+        self._usage.on_pending = coalescer.wake
         self._text = StreamRedactor(host.redactor, coalescer.add)
         stall = None if self.operator else spec.stuck.stall
         try:
@@ -216,6 +222,7 @@ class AgentTurn:
             self._text.flush()
             coalescer.flush()
             cap.finish()
+            self._usage.flush()
             budget.release()
         agent = host.agent
         host.emit(
@@ -226,7 +233,7 @@ class AgentTurn:
                 conversation=host.agent.conversation(),
                 last_output=self.result.output[-LAST_OUTPUT_LIMIT:],
                 check_output=host.check_output,
-                session_at=agent.session_at if isinstance(agent, ForksSessions) else None,
+                session_at=agent.session_at if forks_sessions(agent) else None,
             )
         )
         return self.result
@@ -266,6 +273,7 @@ class AgentTurn:
             if not isinstance(item, Usage):  # usage may fall inside a split secret
                 self._text.flush()
                 coalescer.flush()  # text before a tool call, a wait, the end: in order
+                self._usage.flush()
             item = self.host.redactor.fields(item)
             if not self._relay(item, budget):
                 scope.cancel()
@@ -288,6 +296,7 @@ class AgentTurn:
         def over(group_cpu_s: float) -> None:
             unbooked = max(0.0, group_cpu_s - self._cpu_booked)
             self._relay(Usage(cpu_s=unbooked), budget)
+            self._usage.flush()
             self._cpu_credit += unbooked
             if self.result.exhausted is None:
                 self.result.exhausted = cpu_overshot(self.host.ledger)
@@ -307,19 +316,17 @@ class AgentTurn:
             charge = budget.charge(item)
             result.tokens += charge.tokens
             result.usd += charge.usd
-            host.emit(
-                ev.UsageCharged(
-                    loop=name,
-                    iteration=n,
-                    input_tokens=item.input_tokens,
-                    output_tokens=item.output_tokens,
-                    cache_creation_tokens=item.cache_creation_tokens,
-                    cache_read_tokens=item.cache_read_tokens,
-                    usd=charge.usd,
-                    cpu_s=item.cpu_s,
-                )
+            self._usage.add(
+                input_tokens=item.input_tokens,
+                output_tokens=item.output_tokens,
+                cache_creation_tokens=item.cache_creation_tokens,
+                cache_read_tokens=item.cache_read_tokens,
+                usd=charge.usd,
+                cpu_s=item.cpu_s,
             )
             result.exhausted = overshot(host.ledger)
+            if result.exhausted is not None:  # the turn dies on this report: say so now
+                self._usage.flush()
             return result.exhausted is None
         if isinstance(item, ToolCall):
             host.emit(

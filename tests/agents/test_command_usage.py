@@ -105,12 +105,11 @@ async def test_a_token_limit_kills_the_agent_the_line_that_crosses_it(tmp_path: 
         "loop 'L' token budget crossed mid-turn (overshoot 100 tokens); killed"
     ), result.reason
     assert result.tokens == 1100 == rec.supervisor.ledger.tokens_spent  # what it printed
+    # Charged line by line (the crossing above is the second line's), published merged
+    # (`usage_merge`): both lines' usage in the event the crossing published at once.
     assert [
         (u.input_tokens, u.output_tokens) for u in rec.of(ev.UsageCharged) if u.input_tokens
-    ] == [
-        (400, 100),
-        (500, 100),
-    ]
+    ] == [(900, 200)]
     assert wait_gone(read_pids(tmp_path / "w" / "pids.txt")) == []  # the whole group
     assert outputs(rec, "stdout") == "working\n"
     assert "loopvisor_usage" not in "".join(e.text for e in rec.of(ev.AgentOutput))
