@@ -22,6 +22,10 @@ class Forking:
     def forking(self) -> str | None:
         return None
 
+    @property
+    def fork_at(self) -> str | None:
+        return None
+
     def account(self) -> str:
         return "me"
 
