@@ -68,6 +68,9 @@ class LoopSnapshot:
     best_score: float | None = None
     best_iteration: int = 0
     """The best score so far and the iteration that holds it (0: none yet)."""
+    attempt_of: str = ""
+    """RACE: the loop is one attempt of race loop RACE (`race.py`). In JSON each loop
+    also has `attempts` (`RunSnapshot.to_dict`): a race's attempts with their cost."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the tail as its lines' texts (their kinds: `RunSnapshot.to_dict`)."""
@@ -89,6 +92,7 @@ class LoopSnapshot:
             known = [LineKind.PLAIN] * len(tail)
         kwargs["transcript_tail"] = tuple(map(TranscriptLine._make, zip(known, tail, strict=True)))
         kwargs["scores"] = tuple(kwargs.get("scores", ()))
+        kwargs.pop("attempts", None)  # derived from the loops' attempt_of (`RunSnapshot`)
         return cls(**kwargs)
 
 
@@ -131,6 +135,23 @@ class RunSnapshot:
     """A supervisor runs it (always, from a live handle; `status --json` reads the
     journal and says whether one still holds the state dir)."""
 
+    def _with_attempts(self, loop: LoopSnapshot) -> dict[str, Any]:
+        """`loop` as JSON with `attempts`: each attempt of it (a race) with its state,
+        reason and cost; empty for any other loop. Live and journal snapshots alike."""
+        data = loop.to_dict()
+        data["attempts"] = [
+            {
+                "name": a.name,
+                "state": a.state,
+                "reason": a.reason,
+                "tokens": a.tokens,
+                "usd": round(a.usd, 6),
+            }
+            for a in self.loops
+            if a.attempt_of and a.attempt_of == loop.name
+        ]
+        return data
+
     def to_dict(self, *, kinds: bool = False) -> dict[str, Any]:
         """JSON-ready. With `kinds` (the control socket's snapshots) also
         `transcript_kinds`: each loop's tail's line kinds, `{loop: [kind, ...]}`, beside
@@ -141,7 +162,7 @@ class RunSnapshot:
             "config_path": self.config_path,
             "started_at": self.started_at,
             "finished": self.finished,
-            "loops": [loop.to_dict() for loop in self.loops],
+            "loops": [self._with_attempts(loop) for loop in self.loops],
             "budget": dataclasses.asdict(self.budget),
             "exit_code": self.exit_code,
             "end_reason": self.end_reason,

@@ -45,5 +45,6 @@ def loop_snapshot(runner: LoopRunner, tail: int) -> LoopSnapshot:
         transcript_tail=runner.tail.snapshot()[-tail:] if tail > 0 else (),
         transcript_streaming=tail > 0 and runner.tail.streaming,
         forked_from=runner.forked_from,
+        attempt_of=runner.spec.attempt_of or "",
         **(runner.scores.snapshot_fields() if runner.scores is not None else {}),
     )

@@ -90,10 +90,7 @@ def snapshot_dict(
         ended_at=ended,
         live=run.live,
     )
-    data = snapshot.to_dict()
-    for loop in data["loops"]:
-        loop["attempts"] = attempt_dicts(loop["name"], rows)
-    return data
+    return snapshot.to_dict()
 
 
 def attempt_dicts(race: str, rows: list[LoopStatusRow]) -> list[dict[str, Any]]:
@@ -192,6 +189,7 @@ def _loop(
         wait_seconds=None,
         next_run=None,
         forked_from=forked_from,
+        attempt_of=row.attempt_of or "",
         **snapshot_fields(resume.scores),
     )
 

@@ -500,7 +500,7 @@ def _interactive_turn(
     if pid == 0:  # the child: exec at once, nothing else
         os.chdir(cwd)
         os.execve(claude, [claude, *flags], {**os.environ, **env, "TERM": "xterm-256color"})
-    out, typed, entered = b"", 0, 0.0
+    out, typed, typed_at, entered = b"", 0, 0.0, 0.0
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -515,11 +515,16 @@ def _interactive_turn(
                 out += data
                 if not typed and b"for agents" in out:  # the prompt's footer is drawn
                     os.write(fd, b"Third.")
-                    typed = len(out)
+                    typed, typed_at = len(out), time.monotonic()
             # Enter only once the text is echoed: sent with it, a loaded machine's CLI
             # read both in one chunk as a paste (a newline, not a submit). Again every
             # 2 s until it reaches the server, in case the first came too early.
             echoed = typed and b"Third." in out[typed:]
+            if typed and not echoed and time.monotonic() - typed_at > 3.0:
+                # Drawn is not yet listening (a loaded CI's CLI was still querying the
+                # terminal): what was typed was lost, so type it again.
+                os.write(fd, b"Third.")
+                typed_at = time.monotonic()
             if echoed and time.monotonic() - entered > 2.0:
                 os.write(fd, b"\r")
                 entered = time.monotonic()
