@@ -162,7 +162,12 @@ class RunSnapshot:
             "config_path": self.config_path,
             "started_at": self.started_at,
             "finished": self.finished,
-            "loops": [self._with_attempts(loop) for loop in self.loops],
+            # The socket's snapshots (`kinds`) keep a loop `cls(**loop)`-readable by a
+            # client of this version: `attempts` is for `ctl status --json` and `status
+            # --json` (derived from `attempt_of`, which both carry).
+            "loops": [
+                loop.to_dict() if kinds else self._with_attempts(loop) for loop in self.loops
+            ],
             "budget": dataclasses.asdict(self.budget),
             "exit_code": self.exit_code,
             "end_reason": self.end_reason,

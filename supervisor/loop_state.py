@@ -196,6 +196,12 @@ class LoopStatus:
         """Return at its next state change (a pipeline's wait on it)."""
         await self._state_changed.wait()
 
+    def state_change(self) -> anyio.Event:
+        """The event its next state change sets, taken now: a waiter started later (a
+        task of a task group) that took it only when it ran could miss a change made
+        in between (a race whose attempts all ended meanwhile waited forever)."""
+        return self._state_changed
+
     @property
     def done(self) -> bool:
         landing = self._land_due and self.state == "succeeded"

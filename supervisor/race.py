@@ -129,14 +129,15 @@ def _best_scored(race: LoopRunner) -> LoopRunner | None:
 
 async def _any_change(attempts: tuple[LoopRunner, ...]) -> None:
     """Return at the next state change of any attempt."""
+    changes = [a.state_change() for a in attempts]  # taken now, before any task runs
     async with anyio.create_task_group() as tg:
 
-        async def one(a: LoopRunner) -> None:
-            await a.state_changed()
+        async def one(change: anyio.Event) -> None:
+            await change.wait()
             tg.cancel_scope.cancel()
 
-        for a in attempts:
-            tg.start_soon(one, a)
+        for change in changes:
+            tg.start_soon(one, change)
 
 
 def adopt(race: LoopSpec, attempt: LoopSpec) -> str:

@@ -499,7 +499,10 @@ def _interactive_turn(
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once, nothing else
         os.chdir(cwd)
-        os.execve(claude, [claude, *flags], {**os.environ, **env, "TERM": "xterm-256color"})
+        # Without CI: with CI=true (as CI runs us) the interactive CLI draws its prompt
+        # but reads no keys, so nothing typed ever reached the server.
+        base = {k: v for k, v in os.environ.items() if k != "CI"}
+        os.execve(claude, [claude, *flags], {**base, **env, "TERM": "xterm-256color"})
     out, typed, typed_at, entered = b"", 0, 0.0, 0.0
     deadline = time.monotonic() + 60
     try:
