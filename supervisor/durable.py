@@ -20,7 +20,7 @@ from supervisor.journal.writer import Journal
 from supervisor.notify.channels import Children
 from supervisor.notify.notifier import Notifier
 from supervisor.process import KILL_GRACE_S
-from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, proc_tag
+from supervisor.reaper import PROC_ENV, STATE_DIR_ENV, own_tag
 from supervisor.runtime import Supervisor
 from supervisor.spec import Config
 from supervisor.statedir import ensure_state_dir
@@ -57,6 +57,8 @@ def _describe_reaped(reaped: list[tuple[int, str]]) -> str:
         if len(fields) == 4:
             _run, loop, iteration, kind = fields
             owners[f"{loop} iteration {iteration} {kind}"] = None
+        elif len(fields) == 1 and ":" in fields[0]:  # `reaper.own_tag`: the run's own
+            owners[fields[0].partition(":")[2]] = None
     pids = ", ".join(str(pid) for pid in sorted({pid for pid, _tag in reaped}))
     return f"({'; '.join(owners)}): pid {pids}" if owners else f": pid {pids}"
 
@@ -79,7 +81,7 @@ def _notifier(supervisor: Supervisor) -> Notifier | None:
     state_dir = config.supervisor.state_dir
     env = {
         STATE_DIR_ENV: str(state_dir.resolve()),
-        PROC_ENV: proc_tag(supervisor.run_id, "notify", 0, "notify"),
+        PROC_ENV: own_tag(supervisor.run_id, "notify"),
     }
     notifier = Notifier(
         config,

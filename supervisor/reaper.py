@@ -73,6 +73,15 @@ def proc_tag(run_id: str, loop: str, iteration: int, kind: str) -> str:
     return f"{run_id}/{loop}/{iteration}/{kind}"
 
 
+def own_tag(run_id: str, owner: str) -> str:
+    """The `PROC_ENV` value for a process the run starts for itself, not for a loop (the
+    notifier's commands). It lies outside the loops' `RUN/` prefix, which the run's end
+    sweeps: such a process is its owner's to bound and kill (a notification still being
+    delivered when the last loop ended is not a leftover). After a crash the state dir's
+    marker finds it like any other."""
+    return f"{run_id}:{owner}"
+
+
 def unique_tag(base: str | None) -> str:
     """`base` made unique to one process group in this supervisor (`#<n>` appended)."""
     return f"{base or f'-/{os.getpid()}'}#{next(_serial)}"

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PY, cli_env, json_lines, loop, run_cli, sim_agent, table, write_config
+from helpers import (
+    PY,
+    cli_env,
+    command_agent,
+    json_lines,
+    loop,
+    run_cli,
+    sim_agent,
+    table,
+    write_config,
+)
 from webhook_support import SECRET_PATH, webhook
 
 ALERT_KEYS = {
@@ -101,6 +111,49 @@ def test_webhook_and_command_get_every_event_kind_and_the_url_never_leaks(
     assert "[REDACTED:notify.webhook]" in (tmp_path / ".loopvisor" / "journal.sqlite3").read_text(
         errors="replace"
     )
+
+
+SLOW_APPEND = (
+    "import pathlib, sys, time; doc = sys.stdin.read(); started, done, out = sys.argv[1:];"
+    " pathlib.Path(started).touch()\n"
+    "while not pathlib.Path(done).exists(): time.sleep(0.01)\n"
+    "time.sleep(1); open(out, 'a').write(doc + '\\n')"
+)
+"""A command channel that says it started, waits until the run's last loop is ending,
+and takes a second more: still delivering when the run ends."""
+LAST_LOOP = (
+    "import pathlib, sys, time; started, done = sys.argv[1:]\n"
+    "while not pathlib.Path(started).exists(): time.sleep(0.01)\n"
+    "print('DONE'); pathlib.Path(done).touch()"
+)
+"""An agent that ends (the run with it) once the notification command is running."""
+
+
+def test_a_command_still_delivering_when_the_run_ends_is_not_killed(tmp_path: Path) -> None:
+    """The run's end kills its leftover processes; a notification command in flight is
+    the notifier's to finish (within its timeout), not a leftover (CI once lost four
+    alerts so: `killed leftover process(es) of the run`)."""
+    out, started, done = (str(tmp_path / n) for n in ("command.json", "started", "done"))
+    config = write_config(
+        tmp_path,
+        table(
+            "notify",
+            command=[PY, "-c", SLOW_APPEND, started, done, out],
+            coalesce=0.1,
+            retries=0,
+            events=["failed"],
+        ),
+        sim_agent("bad", rate=0, behavior="fail"),
+        command_agent("last", LAST_LOOP, started, done),
+        loop("bad", "bad", done_marker="DONE", budget={"retries": 0}, workspace="."),
+        loop("last", "last", done_marker="DONE", workspace="."),
+    )
+    result = run_cli("run", config, "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    notices = [e["message"] for e in json_lines(result.stdout) if e.get("type") == "notice"]
+    assert not any("leftover" in n for n in notices), notices
+    assert Path(out).exists(), notices
+    assert [json.loads(line)["event"] for line in Path(out).read_text().splitlines()] == ["failed"]
 
 
 @pytest.mark.parametrize("fmt", ["slack", "ntfy"])
