@@ -9,64 +9,22 @@ are just these dicts.
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeAlias
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
-LoopState: TypeAlias = Literal[
-    "pending",
-    "running",
-    "checking",
-    "waiting",
-    "pausing",
-    "paused",
-    "stuck",
-    "scheduled",
-    "succeeded",
-    "failed",
-    "exhausted",
-    "stopped",
-]
-END_STATES: frozenset[str] = frozenset({"succeeded", "failed", "exhausted", "stopped"})
-"""States a loop never leaves on its own (restart starts it anew)."""
-ATTENTION_STATES: frozenset[str] = frozenset({"paused", "stuck"})
-"""States in which a loop waits for a person."""
-
-StateCause: TypeAlias = Literal["", "usage_limit", "rate_limit", "budget"]
-
-IterationOutcome: TypeAlias = Literal[
-    "succeeded",
-    "continue",
-    "failed",
-    "exhausted",
-    "stuck",
-    "stopped",
-    "error",
-    "interrupted",
-]
-
-
-def _now() -> float:
-    return time.time()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """Base of every event: wall-clock timestamp (epoch seconds)."""
-
-    type: ClassVar[str] = "event"
-    ts: float = field(default_factory=_now)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {"type": self.type, **data}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoopEvent(Event):
-    """An event that concerns one loop."""
-
-    loop: str
+from supervisor.events_base import ATTENTION_STATES as ATTENTION_STATES
+from supervisor.events_base import END_STATES as END_STATES
+from supervisor.events_base import Event as Event
+from supervisor.events_base import IterationOutcome as IterationOutcome
+from supervisor.events_base import LoopEvent as LoopEvent
+from supervisor.events_base import LoopState as LoopState
+from supervisor.events_base import StateCause as StateCause
+from supervisor.run_records import BudgetChanged as BudgetChanged
+from supervisor.run_records import LandingFinished as LandingFinished
+from supervisor.run_records import LandingStarted as LandingStarted
+from supervisor.run_records import LoopAdded as LoopAdded
+from supervisor.run_records import LoopEdited as LoopEdited
+from supervisor.run_records import LoopForked as LoopForked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,119 +235,6 @@ class ScheduledRun(LoopEvent):
     skipped: int = 0
     """Ticks that came while the previous run was still going (skipped, not queued)."""
     catch_up: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoopForked(LoopEvent):
-    """A new loop (`loop`) forked from `parent` at the end of its iteration `iteration`
-    (`fork.py`): its worktree starts at `commit` and its conversation from what the
-    parent's agent had then. Journalled first, so `--resume` brings the fork back: it
-    is not in loops.toml, and this record is how it is rebuilt from its parent."""
-
-    type: ClassVar[str] = "forked"
-    parent: str
-    iteration: int
-    commit: str
-    """The commit its branch starts from (iteration N's checkpoint, or the nearest
-    earlier one, or the parent's base when none changed anything)."""
-    prompt: str | None = None
-    """Its own prompt template (`--prompt-file`); None: the parent's."""
-    session_id: str | None = None
-    """The parent's agent session after iteration N (Claude Code: `--fork-session`)."""
-    session_at: str | None = None
-    """Where that session stood after iteration N (Claude Code: `--resume-session-at`);
-    None when the journal did not say (an older one): the fork gets the whole session."""
-    conversation: list[dict[str, Any]] | None = None
-    """The parent's API conversation after iteration N."""
-    last_output: str = ""
-    check_output: str = ""
-    """`$last_output` and `$check_output` as they were after iteration N."""
-
-    @property
-    def label(self) -> str:
-        """How status and history show the parent: "LOOP@N"."""
-        return f"{self.parent}@{self.iteration}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LandingStarted(LoopEvent):
-    """A worktree loop that succeeded begins its `on_success` landing (`landing.py`).
-    Until a `LandingFinished` follows, `--resume` lands it (again: landing is
-    idempotent), even after a kill -9 in the middle of it."""
-
-    type: ClassVar[str] = "landing_started"
-    mode: str
-    """Its `on_success`: "land", "push" or "pr"."""
-    succeeded: str = ""
-    """Why the loop succeeded (its reason before the landing's outcome joined it)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LandingFinished(LoopEvent):
-    """The `on_success` landing is settled: done (by `on_success` or the operator's
-    `land`), or given up (the operator stopped the loop): no `--resume` repeats it."""
-
-    type: ClassVar[str] = "landing_finished"
-    mode: str
-    landed: bool
-    message: str = ""
-    commit: str = ""
-    """The target's commit after a merge, the pushed commit after a push or PR."""
-    ref: str = ""
-    """The remote ref pushed to ("origin/loopvisor/fix")."""
-    url: str = ""
-    """The pull request's URL."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoopAdded(LoopEvent):
-    """A new loop (`loop`) started in a running supervisor by the `add` op, made like
-    the run's loop `like` (its agent, workspace kind, checks, budget retries; `added.py`)
-    with its own prompt, max_iterations and limits, all as they were when it was added.
-    Journalled first, so `--resume` rebuilds it as it does a fork: it is not in
-    loops.toml."""
-
-    type: ClassVar[str] = "added"
-    like: str
-    prompt: str
-    max_iterations: int
-    limits: dict[str, Any]
-    """Its own limits (`spec.Limits` as a dict)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LoopEdited(LoopEvent):
-    """An operator's edit of a loop (`edit`): the values it set, from the loop's next
-    iteration; a field left None was not changed. Durable state, not a log line:
-    `--resume` and the journal's `status --json` apply a loop's edits in order, over
-    its spec (also across a restart of the loop: the edit is the loop's, not its run's)."""
-
-    type: ClassVar[str] = "edited"
-    prompt: str | None = None
-    max_iterations: int | None = None
-    limits: dict[str, Any] | None = None
-    """`spec.Limits` as a dict (all four keys: an edit replaces the loop's limits)."""
-
-    def then(self, later: LoopEdited) -> LoopEdited:
-        """This edit followed by `later`: `later`'s values where it set them."""
-        return dataclasses.replace(
-            later,
-            prompt=self.prompt if later.prompt is None else later.prompt,
-            max_iterations=(
-                self.max_iterations if later.max_iterations is None else later.max_iterations
-            ),
-            limits=self.limits if later.limits is None else later.limits,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BudgetChanged(Event):
-    """The operator replaced the run's global limits (`budget`): durable like
-    `LoopEdited`, so `--resume` and the journal's status keep them."""
-
-    type: ClassVar[str] = "budget_changed"
-    limits: dict[str, Any]
-    """`spec.Limits` as a dict."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
