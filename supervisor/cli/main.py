@@ -59,6 +59,7 @@ COMMANDS = (
     "ctl",
     "notify",
     "mcp",
+    "temporal",
 )
 DEFAULT_CONFIG = Path("loops.toml")
 
@@ -158,7 +159,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         init.add_argument("path", nargs="?", type=Path, default=DEFAULT_CONFIG)
         init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    subcommands.add(sub, ["serve", "attach", "ctl", "diff", "fork", "notify", "mcp"], command)
+    subcommands.add(
+        sub, ["serve", "attach", "ctl", "diff", "fork", "notify", "mcp", "temporal"], command
+    )
     return parser
 
 

@@ -78,6 +78,12 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return mcp.cmd_mcp(args)
 
 
+def cmd_temporal(args: argparse.Namespace) -> int:
+    from supervisor.cli import temporal
+
+    return temporal.cmd_temporal(args)
+
+
 def cmd_remote(args: argparse.Namespace) -> int:
     from supervisor.cli import remote
 
@@ -90,6 +96,7 @@ HANDLERS: dict[str, Handler] = {
     "fork": cmd_fork,
     "notify": cmd_notify,
     "mcp": cmd_mcp,
+    "temporal": cmd_temporal,
     "serve": cmd_remote,
     "attach": cmd_remote,
     "ctl": cmd_remote,
@@ -222,6 +229,18 @@ def _ctl(ctl: argparse.ArgumentParser) -> None:
     tail.add_argument("--lines", type=int, default=50, help="lines of history (default 50)")
 
 
+def _temporal(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="temporal_action", metavar="ACTION", required=True)
+    dev = actions.add_parser(
+        "dev", help="a Temporal dev server for one box (state under the state dir)"
+    )
+    dev.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=7233, help="its gRPC port (default 7233)")
+    dev.add_argument("--namespace", default="default", help="created at start (default: default)")
+    dev.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="find the state dir here")
+    dev.add_argument("--state-dir", type=Path, default=None, help="default: from the config")
+
+
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "land": (
         "merge a loop's branch into the branch it was made from (or push it, or open a PR)",
@@ -240,5 +259,6 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
         "an MCP server over stdio that supervises a served loopvisor (loopvisor[mcp])",
         _target,
     ),
+    "temporal": ("run loops on Temporal: `temporal dev` starts a dev server", _temporal),
 }
 """command -> (its line in `--help`, what adds its arguments)."""

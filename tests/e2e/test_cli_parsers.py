@@ -102,5 +102,6 @@ def test_help_lists_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
         "fork",
         "notify",
         "mcp",
+        "temporal",
     ]
     assert sorted(listed) == sorted(main.COMMANDS)
